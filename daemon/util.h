@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/*
+ * Small helpers shared by every module of the daemon: ownership macros in the
+ * style of systemd (a `_cleanup_(fn)` local is released when it leaves scope,
+ * `TAKE_PTR` hands it over explicitly), and a few arithmetic helpers.
+ */
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define _cleanup_(f) __attribute__((cleanup(f)))
+#define _unused_ __attribute__((unused))
+#define _printf_(a, b) __attribute__((format(printf, a, b)))
+#define _likely_(x) __builtin_expect(!!(x), 1)
+#define _unlikely_(x) __builtin_expect(!!(x), 0)
+#define _warn_unused_result_ __attribute__((warn_unused_result))
+
+#define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
+
+/* Moves ownership out of a cleanup variable: returns the value, leaves NULL. */
+#define TAKE_PTR(p)                          \
+        ({                                   \
+                __typeof__(p) _p_ = (p);     \
+                (p) = NULL;                  \
+                _p_;                         \
+        })
+
+/* The same for file descriptors: returns the fd, leaves -EBADF. */
+#define TAKE_FD(fd)                          \
+        ({                                   \
+                int _fd_ = (fd);             \
+                (fd) = -EBADF;               \
+                _fd_;                        \
+        })
+
+/* Defines `name##p(type **p)` that calls `func(*p)` when *p is non-NULL. */
+#define DEFINE_TRIVIAL_CLEANUP_FUNC(type, func)          \
+        static inline void func##p(type *p) {            \
+                if (*p)                                  \
+                        func(*p);                        \
+        }
+
+static inline void freep(void *p) {
+        free(*(void **) p);
+}
+#define _cleanup_free_ _cleanup_(freep)
+
+/* Closes fd if it is valid, keeping errno, and returns -EBADF. */
+static inline int safe_close(int fd) {
+        if (fd >= 0) {
+                int saved = errno;
+                close(fd);
+                errno = saved;
+        }
+        return -EBADF;
+}
+
+static inline void closep(int *fd) {
+        safe_close(*fd);
+}
+#define _cleanup_close_ _cleanup_(closep)
+
+static inline void fclosep(FILE **f) {
+        if (*f)
+                fclose(*f);
+}
+#define _cleanup_fclose_ _cleanup_(fclosep)
+
+static inline bool streq(const char *a, const char *b) {
+        return strcmp(a, b) == 0;
+}
+
+static inline bool streq_ptr(const char *a, const char *b) {
+        if (!a || !b)
+                return a == b;
+        return strcmp(a, b) == 0;
+}
+
+static inline bool startswith(const char *s, const char *prefix) {
+        return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* Returns -errno of the last failing libc call, never 0 (EIO if errno was 0). */
+static inline int negative_errno(void) {
+        return errno > 0 ? -errno : -EIO;
+}
+
+/* Overflow-checked size arithmetic: true on overflow. */
+static inline bool add_overflow_u64(uint64_t a, uint64_t b, uint64_t *ret) {
+        return __builtin_add_overflow(a, b, ret);
+}
+
+#define KiB ((uint64_t) 1024)
+#define MiB (1024 * KiB)
+#define GiB (1024 * MiB)
+
+#define MSEC_PER_SEC 1000ULL
+#define USEC_PER_MSEC 1000ULL
+#define NSEC_PER_MSEC 1000000ULL
+
+/* Milliseconds since the epoch (wall clock), as the protocol reports times. */
+int64_t now_ms(void);
+/* Monotonic milliseconds, for durations and timeouts. */
+uint64_t now_monotonic_ms(void);
+
+/* write(2) until all is written or an error; 0 or -errno. */
+int write_all(int fd, const void *buf, size_t len);
+/* read(2) until len bytes or EOF; returns bytes read (short only at EOF) or -errno. */
+ssize_t read_full(int fd, void *buf, size_t len);
+/* fsync a directory by path; 0 or -errno. */
+int fsync_directory(const char *path);
+/* mkdir -p with mode for each created component; 0 or -errno. */
+int mkdir_p(const char *path, mode_t mode);
+/* Reads a whole small file (at most max bytes, else -EFBIG) into a NUL-terminated buffer. */
+int read_file_bounded(const char *path, size_t max, char **ret_data, size_t *ret_size);
