@@ -1,0 +1,164 @@
+"""The hand-written roots of the exception hierarchy.
+
+Errors the daemon reports are `RpcError` subclasses generated from
+proto/openrpc.json into `_errors.py`; the classes here cover what happens on
+this side of the socket.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+__all__ = [
+    "MicrosandboxError",
+    "DaemonNotRunningError",
+    "ConnectionLostError",
+    "ProtocolError",
+    "RpcError",
+    "PinHolder",
+]
+
+
+class MicrosandboxError(Exception):
+    """Root of every error this package raises."""
+
+
+class DaemonNotRunningError(MicrosandboxError):
+    """Nothing listens on the daemon's socket."""
+
+    def __init__(self, socket_path: str, reason: str) -> None:
+        super().__init__(socket_path, reason)
+        self.socket_path = socket_path
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return (
+            f"msb-imaged is not running: cannot connect to {self.socket_path} "
+            f"({self.reason}); start msb-imaged or set MSB_IMAGED_SOCKET"
+        )
+
+
+class ConnectionLostError(MicrosandboxError):
+    """The connection broke while a call that is not safe to repeat was in flight.
+
+    The daemon may or may not have carried the call out; ask it again (for
+    example with `Image.get`) to find out.
+    """
+
+    def __init__(self, socket_path: str, method: str, reason: str) -> None:
+        super().__init__(socket_path, method, reason)
+        self.socket_path = socket_path
+        self.method = method
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return (
+            f"connection to msb-imaged at {self.socket_path} lost during {self.method} "
+            f"({self.reason}); the call may or may not have taken effect"
+        )
+
+
+class ProtocolError(MicrosandboxError):
+    """The peer did not speak the daemon's protocol (or broke it)."""
+
+    def __init__(self, socket_path: str, detail: str) -> None:
+        super().__init__(socket_path, detail)
+        self.socket_path = socket_path
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.socket_path} does not answer like msb-imaged: {self.detail}"
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return repr(value)
+
+
+class RpcError(MicrosandboxError):
+    """An error the daemon answered with (a JSON-RPC error object).
+
+    `code` and `error_name` identify the kind (see proto/openrpc.json,
+    components.errors), `message` is the daemon's text, `data` the whole
+    `error.data` object, `method` the call that failed and `reference` the
+    reference it was about, when there is one.
+    """
+
+    code: int = 0
+    error_name: str = ""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        data: dict[str, Any] | None = None,
+        method: str | None = None,
+        subject: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.data: dict[str, Any] = dict(data or {})
+        name = self.data.get("name")
+        if isinstance(name, str):
+            self.error_name = name
+        self.method = method
+        reference = self.data.get("reference")
+        self.reference: str | None = reference if isinstance(reference, str) else subject
+
+    def _details(self) -> list[str]:
+        skip = {"name", "reference", "holders"}
+        return [
+            f"{key}={_scalar(value)}"
+            for key, value in self.data.items()
+            if key not in skip and isinstance(value, (str, int, float, bool))
+        ]
+
+    def __str__(self) -> str:
+        text = self.message or self.error_name or f"error {self.code}"
+        if self.reference and self.reference not in text:
+            text = f"{text}: {self.reference}"
+        details = self._details()
+        if details:
+            text = f"{text} ({', '.join(details)})"
+        return text
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(code={self.code!r}, name={self.error_name!r}, "
+            f"message={self.message!r}, reference={self.reference!r})"
+        )
+
+
+class PinHolder(NamedTuple):
+    """A pin that holds an image: `kind` is "sandbox" or "snapshot"."""
+
+    kind: str
+    name: str
+
+
+class _HoldersMixin:
+    """Adds `holders` to image-in-use: the pins that keep the image."""
+
+    data: dict[str, Any]
+    message: str
+    reference: str | None
+
+    @property
+    def holders(self) -> list[PinHolder]:
+        """The pins holding the image (from `error.data.holders`)."""
+        return [
+            PinHolder(str(holder.get("kind")), str(holder.get("name")))
+            for holder in self.data.get("holders") or ()
+            if isinstance(holder, dict)
+        ]
+
+    def __str__(self) -> str:
+        text = RpcError.__str__(self)  # type: ignore[arg-type]
+        holders = self.holders
+        if holders:
+            text += "; held by " + ", ".join(f"{kind} {name!r}" for kind, name in holders)
+        return text

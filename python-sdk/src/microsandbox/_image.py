@@ -1,0 +1,278 @@
+"""`Image`: the image cache API (reference page "Images") and rootfs sources."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from types import TracebackType
+from typing import Any, Literal
+
+from . import _client
+from ._exceptions import ProtocolError
+from ._progress import PullEvent, pull_event_from_wire
+from ._types import (
+    BindRootfs,
+    DiskRootfs,
+    ImageDetail,
+    ImageHandle,
+    ImagePruneReport,
+    OciRootfs,
+    Pin,
+    PinKind,
+    Rootfs,
+)
+
+__all__ = ["Image", "PullPolicy", "PullOperation"]
+
+PullPolicy = Literal["if-missing", "always", "never"]
+
+_PULL_POLICIES = ("if-missing", "always", "never")
+
+
+def _check_str(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    return value
+
+
+def _parse(method: str, parse: Any, result: Any) -> Any:
+    """Turns a result into typed values; a malformed one is the peer's fault."""
+    try:
+        return parse(result)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ProtocolError(_client.default_socket_path(), f"malformed {method} result: {type(e).__name__}: {e}") from None
+
+
+def _handles(result: Any) -> list[ImageHandle]:
+    from_wire = ImageHandle._from_wire
+    return [from_wire(item) for item in result]
+
+
+def _pull_params(reference: str, policy: str, platform: str | None) -> dict[str, Any]:
+    _check_str("reference", reference)
+    if policy not in _PULL_POLICIES:
+        raise ValueError(f"policy must be one of {', '.join(_PULL_POLICIES)}, not {policy!r}")
+    params: dict[str, Any] = {"reference": reference, "policy": policy}
+    if platform is not None:
+        params["platform"] = _check_str("platform", platform)
+    return params
+
+
+class Image:
+    """Namespace of the local OCI image cache operations and rootfs sources.
+
+    Every coroutine talks to msb-imaged over its Unix socket
+    (`$MSB_IMAGED_SOCKET` or the default path); calls made concurrently on one
+    event loop share a single connection.
+    """
+
+    def __init__(self) -> None:
+        raise TypeError("Image is a namespace; call Image.get(), Image.list(), Image.oci(), ...")
+
+    # -- the cache (reference page) ----------------------------------------
+
+    @staticmethod
+    async def get(reference: str) -> ImageHandle:
+        """Fetch one cached image by reference; `ImageNotFoundError` when absent."""
+        result = await _client.call("image.get", {"reference": _check_str("reference", reference)}, subject=reference)
+        return _parse("image.get", ImageHandle._from_wire, result)  # type: ignore[no-any-return]
+
+    @staticmethod
+    async def list() -> list[ImageHandle]:
+        """Every cached image, newest first."""
+        result = await _client.call("image.list", {})
+        return _parse("image.list", _handles, result)  # type: ignore[no-any-return]
+
+    @staticmethod
+    async def inspect(reference: str) -> ImageDetail:
+        """Handle metadata plus the parsed OCI config and the layers, bottom to top."""
+        result = await _client.call("image.inspect", {"reference": _check_str("reference", reference)}, subject=reference)
+        return _parse("image.inspect", ImageDetail._from_wire, result)  # type: ignore[no-any-return]
+
+    @staticmethod
+    async def remove(reference: str, *, force: bool = False) -> None:
+        """Delete a cached image reference.
+
+        Without `force`, an image that a sandbox or snapshot pin holds raises
+        `ImageInUseError` and nothing changes. With `force` the reference goes
+        and the pinned data stays until its pins are removed and a prune runs.
+        """
+        params = {"reference": _check_str("reference", reference), "force": bool(force)}
+        await _client.call("image.remove", params, subject=reference)
+
+    @staticmethod
+    async def prune() -> ImagePruneReport:
+        """Remove everything no pin holds; report what was actually removed."""
+        result = await _client.call("image.prune", {})
+        return _parse("image.prune", ImagePruneReport._from_wire, result)  # type: ignore[no-any-return]
+
+    # -- beyond the page: pull, load, pins -----------------------------------
+
+    @staticmethod
+    async def pull(reference: str, *, policy: PullPolicy = "if-missing", platform: str | None = None) -> ImageHandle:
+        """Fetch an image from its registry into the cache.
+
+        `policy`: "if-missing" (default) uses the cached image when there is
+        one, "always" asks the registry, "never" only looks in the cache.
+        `platform` is "os/architecture[/variant]", by default linux and the
+        host's architecture.
+        """
+        params = _pull_params(reference, policy, platform)
+        result = await _client.call("image.pull", params, subject=reference)
+        return _parse("image.pull", ImageHandle._from_wire, result)  # type: ignore[no-any-return]
+
+    @staticmethod
+    def pull_with_progress(
+        reference: str, *, policy: PullPolicy = "if-missing", platform: str | None = None
+    ) -> PullOperation:
+        """Like `pull`, as an async context manager reporting progress::
+
+            async with Image.pull_with_progress("alpine") as pull:
+                async for event in pull.progress:
+                    print(event)
+                handle = await pull.result()
+        """
+        return PullOperation(_pull_params(reference, policy, platform))
+
+    @staticmethod
+    async def load(path: str | os.PathLike[str], *, tag: str | None = None) -> list[ImageHandle]:
+        """Import the images of an OCI layout directory, OCI archive or
+        docker-save archive. The daemon reads `path` itself, so it is made
+        absolute here. `tag` names the image when the source names none."""
+        params: dict[str, Any] = {"path": os.path.abspath(os.fspath(path))}
+        if tag is not None:
+            params["tag"] = _check_str("tag", tag)
+        result = await _client.call("image.load", params, subject=tag)
+        return _parse("image.load", _handles, result)  # type: ignore[no-any-return]
+
+    @staticmethod
+    async def pin(kind: PinKind | str, name: str, reference: str) -> Rootfs:
+        """Hold the image `reference` resolves to under `{kind, name}`
+        (replacing an earlier pin of that name) and return what a sandbox
+        needs to boot it."""
+        params = {"kind": PinKind(kind).value, "name": _check_str("name", name), "reference": _check_str("reference", reference)}
+        result = await _client.call("pin.add", params, subject=reference)
+        return _parse("pin.add", Rootfs._from_wire, result)  # type: ignore[no-any-return]
+
+    @staticmethod
+    async def unpin(kind: PinKind | str, name: str) -> None:
+        """Remove the pin `{kind, name}`; `PinNotFoundError` when there is none."""
+        await _client.call("pin.remove", {"kind": PinKind(kind).value, "name": _check_str("name", name)})
+
+    @staticmethod
+    async def pins() -> list[Pin]:
+        """Every pin, oldest first."""
+        result = await _client.call("pin.list", {})
+        return _parse("pin.list", lambda items: [Pin._from_wire(item) for item in items], result)  # type: ignore[no-any-return]
+
+    # -- rootfs sources --------------------------------------------------------
+
+    @staticmethod
+    def oci(reference: str) -> OciRootfs:
+        """A root filesystem from an OCI image reference."""
+        return OciRootfs(_check_str("reference", reference))
+
+    @staticmethod
+    def bind(path: str | os.PathLike[str]) -> BindRootfs:
+        """A root filesystem bound from a host directory."""
+        return BindRootfs(os.path.abspath(os.fspath(path)))
+
+    @staticmethod
+    def disk(path: str | os.PathLike[str], fstype: str | None = None) -> DiskRootfs:
+        """A root filesystem from a disk image file; `fstype` (e.g. "ext4")
+        names its filesystem when it cannot be detected."""
+        if fstype is not None:
+            _check_str("fstype", fstype)
+        return DiskRootfs(os.path.abspath(os.fspath(path)), fstype)
+
+
+class _ProgressIterator:
+    """Async iterator over the events of one pull; ends when the pull does."""
+
+    def __init__(self, queue: asyncio.Queue[PullEvent | None]) -> None:
+        self._queue = queue
+        self._done = False
+
+    def __aiter__(self) -> _ProgressIterator:
+        return self
+
+    async def __anext__(self) -> PullEvent:
+        if self._done:
+            raise StopAsyncIteration
+        event = await self._queue.get()
+        if event is None:
+            self._done = True
+            raise StopAsyncIteration
+        return event
+
+
+class PullOperation:
+    """A pull in flight, from `Image.pull_with_progress`.
+
+    `progress` yields the typed events (PullResolving, PullResolved, ...)
+    until the pull ends, however it ends; `await result()` then returns the
+    ImageHandle or raises the pull's error. Leaving the `async with` block
+    normally waits for the pull and raises its error if it failed and
+    `result()` was not awaited; leaving it by an exception stops waiting
+    (the daemon finishes the pull on its own).
+    """
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self._params = params
+        self._queue: asyncio.Queue[PullEvent | None] | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._progress: _ProgressIterator | None = None
+        self._retrieved = False
+
+    def _notify(self, params: dict[str, Any]) -> None:
+        assert self._queue is not None
+        # Unbounded on purpose: events are never dropped (DESIGN.md, Protocol).
+        self._queue.put_nowait(pull_event_from_wire(params))
+
+    async def __aenter__(self) -> PullOperation:
+        if self._task is not None:
+            raise RuntimeError("a PullOperation can be entered only once")
+        queue: asyncio.Queue[PullEvent | None] = asyncio.Queue()
+        self._queue = queue
+        self._progress = _ProgressIterator(queue)
+        self._task = asyncio.get_running_loop().create_task(
+            _client.call("image.pull", self._params, subject=self._params["reference"], notify=self._notify)
+        )
+        self._task.add_done_callback(lambda _task: queue.put_nowait(None))
+        return self
+
+    @property
+    def progress(self) -> _ProgressIterator:
+        """The events of this pull, as an async iterator."""
+        if self._progress is None:
+            raise RuntimeError("use `async with Image.pull_with_progress(...)` first")
+        return self._progress
+
+    async def result(self) -> ImageHandle:
+        """Wait for the pull; the cached image's handle, or the pull's error."""
+        if self._task is None:
+            raise RuntimeError("use `async with Image.pull_with_progress(...)` first")
+        self._retrieved = True
+        result = await asyncio.shield(self._task)
+        return _parse("image.pull", ImageHandle._from_wire, result)  # type: ignore[no-any-return]
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        task = self._task
+        if task is None:
+            return
+        if exc_type is None and not self._retrieved:
+            await task
+            return
+        if not task.done():
+            task.cancel()
+            try:
+                await task
+            except BaseException:
+                pass
+        elif not task.cancelled():
+            task.exception()

@@ -1,0 +1,280 @@
+"""The values the daemon returns, as frozen dataclasses.
+
+Field names and types are those of the SDK reference page (Images) and of
+proto/openrpc.json, components.schemas. Times are milliseconds since the
+epoch as floats. Each class has a `_from_wire` that turns the JSON object of
+a result into an instance and raises KeyError/TypeError/ValueError on a
+malformed one (the transport turns those into ProtocolError).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Union
+
+if TYPE_CHECKING:
+    from os import PathLike
+
+__all__ = [
+    "ImageHandle",
+    "ImageDetail",
+    "ImageConfigDetail",
+    "ImageLayerDetail",
+    "ImagePruneReport",
+    "PinKind",
+    "Pin",
+    "Rootfs",
+    "RootfsLayer",
+    "OciRootfs",
+    "BindRootfs",
+    "DiskRootfs",
+    "RootfsSource",
+]
+
+
+def _ms(value: Any) -> float | None:
+    """A time from the wire (ms since the epoch, integer or not) as a float."""
+    return None if value is None else float(value)
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _opt_str_list(value: Any) -> list[str] | None:
+    return None if value is None else [str(item) for item in value]
+
+
+@dataclass(frozen=True, slots=True)
+class ImageHandle:
+    """One cached image reference, as `Image.get()` and `Image.list()` return it."""
+
+    reference: str
+    manifest_digest: str | None
+    architecture: str | None
+    os: str | None
+    layer_count: int
+    size_bytes: int | None
+    created_at: float | None
+    last_used_at: float | None
+
+    @classmethod
+    def _from_wire(cls, obj: dict[str, Any]) -> ImageHandle:
+        created_at = obj["created_at"]
+        last_used_at = obj["last_used_at"]
+        return cls(
+            obj["reference"],
+            obj["manifest_digest"],
+            obj["architecture"],
+            obj["os"],
+            int(obj["layer_count"]),
+            _opt_int(obj["size_bytes"]),
+            None if created_at is None else float(created_at),
+            None if last_used_at is None else float(last_used_at),
+        )
+
+    async def remove(self, force: bool = False) -> None:
+        """Delete this image reference (see `Image.remove`)."""
+        from ._image import Image
+
+        await Image.remove(self.reference, force=force)
+
+    async def inspect(self) -> ImageDetail:
+        """Fetch the full detail of this image (see `Image.inspect`)."""
+        from ._image import Image
+
+        return await Image.inspect(self.reference)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageConfigDetail:
+    """The parsed OCI image config (image-spec config.md, `config` object)."""
+
+    digest: str
+    env: list[str]
+    cmd: list[str] | None
+    entrypoint: list[str] | None
+    working_dir: str | None
+    user: str | None
+    labels: dict[str, Any] | None
+    stop_signal: str | None
+
+    @classmethod
+    def _from_wire(cls, obj: dict[str, Any]) -> ImageConfigDetail:
+        labels = obj["labels"]
+        if labels is not None and not isinstance(labels, dict):
+            raise TypeError("labels is not an object")
+        return cls(
+            digest=str(obj["digest"]),
+            env=[str(item) for item in obj["env"] or ()],
+            cmd=_opt_str_list(obj["cmd"]),
+            entrypoint=_opt_str_list(obj["entrypoint"]),
+            working_dir=obj["working_dir"],
+            user=obj["user"],
+            labels=labels,
+            stop_signal=obj["stop_signal"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ImageLayerDetail:
+    """One layer of an image; `position` 0 is the bottom layer."""
+
+    diff_id: str
+    blob_digest: str
+    media_type: str | None
+    compressed_size_bytes: int | None
+    erofs_size_bytes: int | None
+    position: int
+
+    @classmethod
+    def _from_wire(cls, obj: dict[str, Any]) -> ImageLayerDetail:
+        return cls(
+            diff_id=str(obj["diff_id"]),
+            blob_digest=str(obj["blob_digest"]),
+            media_type=obj["media_type"],
+            compressed_size_bytes=_opt_int(obj["compressed_size_bytes"]),
+            erofs_size_bytes=_opt_int(obj["erofs_size_bytes"]),
+            position=int(obj["position"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ImageDetail:
+    """Handle metadata plus the parsed OCI config and the layers, bottom to top."""
+
+    handle: ImageHandle
+    config: ImageConfigDetail | None
+    layers: list[ImageLayerDetail]
+
+    @classmethod
+    def _from_wire(cls, obj: dict[str, Any]) -> ImageDetail:
+        config = obj["config"]
+        return cls(
+            handle=ImageHandle._from_wire(obj["handle"]),
+            config=None if config is None else ImageConfigDetail._from_wire(config),
+            layers=[ImageLayerDetail._from_wire(layer) for layer in obj["layers"]],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePruneReport:
+    """What `Image.prune()` actually removed."""
+
+    image_refs_removed: int
+    manifests_removed: int
+    layers_removed: int
+    fsmeta_removed: int
+    vmdk_removed: int
+    bytes_reclaimed: int | None
+
+    @classmethod
+    def _from_wire(cls, obj: dict[str, Any]) -> ImagePruneReport:
+        return cls(
+            image_refs_removed=int(obj["image_refs_removed"]),
+            manifests_removed=int(obj["manifests_removed"]),
+            layers_removed=int(obj["layers_removed"]),
+            fsmeta_removed=int(obj["fsmeta_removed"]),
+            vmdk_removed=int(obj["vmdk_removed"]),
+            bytes_reclaimed=_opt_int(obj["bytes_reclaimed"]),
+        )
+
+
+class PinKind(enum.StrEnum):
+    """What holds an image: a sandbox or an indexed snapshot."""
+
+    SANDBOX = "sandbox"
+    SNAPSHOT = "snapshot"
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    """A pin: `{kind, name}` holding the manifest a reference resolved to."""
+
+    kind: PinKind
+    name: str
+    reference: str
+    manifest_digest: str
+    created_at: float
+
+    @classmethod
+    def _from_wire(cls, obj: dict[str, Any]) -> Pin:
+        return cls(
+            kind=PinKind(obj["kind"]),
+            name=str(obj["name"]),
+            reference=str(obj["reference"]),
+            manifest_digest=str(obj["manifest_digest"]),
+            created_at=float(obj["created_at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RootfsLayer:
+    """One layer's EROFS image, by absolute path."""
+
+    diff_id: str
+    path: str
+    erofs_size_bytes: int | None
+
+    @classmethod
+    def _from_wire(cls, obj: dict[str, Any]) -> RootfsLayer:
+        return cls(
+            diff_id=str(obj["diff_id"]),
+            path=str(obj["path"]),
+            erofs_size_bytes=_opt_int(obj["erofs_size_bytes"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Rootfs:
+    """What a sandbox needs to boot a pinned image: the merged fsmeta EROFS
+    image, the VMDK descriptor (fsmeta then the layers) and the layers."""
+
+    manifest_digest: str
+    fsmeta_path: str | None
+    vmdk_path: str | None
+    layers: list[RootfsLayer]
+
+    @classmethod
+    def _from_wire(cls, obj: dict[str, Any]) -> Rootfs:
+        return cls(
+            manifest_digest=str(obj["manifest_digest"]),
+            fsmeta_path=obj["fsmeta_path"],
+            vmdk_path=obj["vmdk_path"],
+            layers=[RootfsLayer._from_wire(layer) for layer in obj["layers"]],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OciRootfs:
+    """Root filesystem from an OCI image reference (`Image.oci`)."""
+
+    kind: ClassVar[str] = "oci"
+    reference: str
+
+
+@dataclass(frozen=True, slots=True)
+class BindRootfs:
+    """Root filesystem bound from a host directory (`Image.bind`)."""
+
+    kind: ClassVar[str] = "bind"
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class DiskRootfs:
+    """Root filesystem from a disk image file (`Image.disk`)."""
+
+    kind: ClassVar[str] = "disk"
+    path: str
+    fstype: str | None = field(default=None)
+
+
+RootfsSource = Union[OciRootfs, BindRootfs, DiskRootfs]
+
+
+def _fspath(path: str | PathLike[str]) -> str:
+    import os
+
+    return os.path.abspath(os.fspath(path))
