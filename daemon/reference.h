@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/*
+ * Image references, parsed and normalised the way Docker does (the grammar
+ * of github.com/distribution/reference, regexp.go and normalize.go):
+ *
+ *   reference  := name [ ":" tag ] [ "@" digest ]
+ *   name       := [ domain "/" ] path
+ *   domain     := host [ ":" port ]
+ *   host       := label ( "." label )* | "[" ipv6 "]"
+ *   label      := [A-Za-z0-9] | [A-Za-z0-9] [A-Za-z0-9-]* [A-Za-z0-9]
+ *   path       := component ( "/" component )*
+ *   component  := [a-z0-9]+ ( separator [a-z0-9]+ )*
+ *   separator  := "." | "_" | "__" | "-"+
+ *   tag        := [A-Za-z0-9_] [A-Za-z0-9_.-]{0,127}
+ *   digest     := "sha256:" [a-f0-9]{64}
+ *
+ * The first path element is the domain only if it contains '.' or ':', is
+ * "localhost", or has uppercase letters; otherwise the domain is docker.io.
+ * "index.docker.io" is spelled docker.io, and a docker.io name with a single
+ * component lives under "library/". So `alpine`, `alpine:latest` and
+ * `docker.io/library/alpine:latest` are the same reference.
+ */
+
+#include "util.h"
+
+/* Longest repository name (domain + "/" + path, after normalisation), as
+ * distribution/reference's NameTotalLengthMax. */
+#define REFERENCE_NAME_MAX 255
+/* Longest tag, from the tag grammar. */
+#define REFERENCE_TAG_MAX 128
+/* Longest input string accepted at all. Any valid reference is shorter
+ * (name, tag and digest together stay below 470 bytes); the bound keeps a
+ * client from making the parser walk megabytes. */
+#define REFERENCE_STRING_MAX 512
+/* Largest TCP port in a registry domain. */
+#define REFERENCE_PORT_MAX 65535
+
+#define REFERENCE_DEFAULT_DOMAIN "docker.io"
+#define REFERENCE_LEGACY_DEFAULT_DOMAIN "index.docker.io"
+#define REFERENCE_OFFICIAL_PREFIX "library/"
+#define REFERENCE_DEFAULT_TAG "latest"
+
+typedef struct Reference {
+        char *domain;     /* "docker.io", "127.0.0.1:5000", "localhost", "[::1]:5000" */
+        char *path;       /* "library/alpine" */
+        char *tag;        /* "latest" (default when no digest), or NULL */
+        char *digest;     /* "sha256:<64 lowercase hex>" or NULL */
+        char *repository; /* domain + "/" + path */
+        char *canonical;  /* repository + ":" + tag, or repository + "@" + digest
+                           * (a digest reference's canonical form drops the tag,
+                           * which stays in ->tag) */
+} Reference;
+
+/*
+ * Parses and normalises s. Returns 0, -EINVAL with *ret_reason (may be NULL)
+ * set to a static sentence saying what is wrong, or -ENOMEM.
+ */
+int reference_parse(const char *s, Reference **ret, const char **ret_reason);
+
+Reference *reference_free(Reference *r);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Reference *, reference_free);
+
+/* True for a loopback registry domain, with or without a port: localhost,
+ * 127.0.0.0/8 in dotted-quad form, [::1]. Docker treats these as insecure
+ * registries by default (plain HTTP allowed), and so may a caller. */
+bool reference_domain_is_loopback(const char *domain);
