@@ -1,0 +1,49 @@
+"""Shared fixtures of the SDK tests.
+
+The tests are plain functions that drive their coroutine with asyncio.run(),
+so every test has its own event loop (and so its own connection), and the
+SDK must leave nothing behind when a loop ends: pytest runs with warnings as
+errors, which turns an unclosed transport into a failure.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SDK_DIR = Path(__file__).resolve().parent.parent
+REPO_DIR = SDK_DIR.parent
+sys.path.insert(0, str(SDK_DIR / "src"))
+sys.path.insert(0, str(REPO_DIR / "tests" / "lib"))
+
+
+@pytest.fixture
+def short_tmp() -> Any:
+    """A private directory with a short path: a Unix socket path must fit in
+    sun_path (108 bytes), which pytest's tmp_path does not promise."""
+    path = Path(tempfile.mkdtemp(prefix="msb-sdk-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def socket_path(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """MSB_IMAGED_SOCKET pointed at a fresh path in short_tmp."""
+    path = str(short_tmp / "imaged.sock")
+    monkeypatch.setenv("MSB_IMAGED_SOCKET", path)
+    return path
+
+
+@pytest.fixture
+def env_without_socket(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("MSB_IMAGED_SOCKET", "XDG_RUNTIME_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+

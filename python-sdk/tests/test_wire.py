@@ -1,0 +1,749 @@
+"""The SDK against a scripted server: the exact bytes it sends, how it reads
+answers, errors, notifications, pipelining and broken connections.
+
+The real daemon is exercised by test_images.py; here the server is a
+FakeDaemon so that each request line can be compared field for field with
+proto/openrpc.json, and so that failures the daemon should never produce
+(garbage, hang-ups mid-call) can be staged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import socket
+from typing import Any
+
+import pytest
+from fakedaemon import PROTO_PATH, FakeDaemon, err, ok, run
+
+import microsandbox
+from microsandbox import (
+    BindRootfs,
+    DiskRootfs,
+    Image,
+    ImageConfigDetail,
+    ImageDetail,
+    ImageHandle,
+    ImageLayerDetail,
+    ImagePruneReport,
+    OciRootfs,
+    Pin,
+    PinKind,
+    Rootfs,
+    RootfsLayer,
+)
+from microsandbox import _client
+from microsandbox.errors import (
+    ERRORS_BY_NAME,
+    ConnectionLostError,
+    DaemonNotRunningError,
+    ImageInUseError,
+    ImageNotFoundError,
+    InvalidParamsError,
+    InvalidReferenceError,
+    MicrosandboxError,
+    PinHolder,
+    ProtocolError,
+    RpcError,
+)
+
+DIGEST_A = "sha256:" + "a" * 64
+DIGEST_B = "sha256:" + "b" * 64
+DIGEST_C = "sha256:" + "c" * 64
+
+
+def handle_json(reference: str = "docker.io/library/alpine:latest", **over: Any) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "reference": reference,
+        "manifest_digest": DIGEST_A,
+        "architecture": "amd64",
+        "os": "linux",
+        "layer_count": 2,
+        "size_bytes": 3_000_000,
+        "created_at": 1_700_000_000_000,
+        "last_used_at": 1_700_000_500_000.5,
+    }
+    obj.update(over)
+    return obj
+
+
+def detail_json(config: bool = True) -> dict[str, Any]:
+    return {
+        "handle": handle_json(),
+        "config": {
+            "digest": DIGEST_B,
+            "env": ["PATH=/usr/bin:/bin"],
+            "cmd": ["/bin/sh"],
+            "entrypoint": None,
+            "working_dir": "/",
+            "user": None,
+            "labels": {"org.opencontainers.image.title": "t"},
+            "stop_signal": "SIGTERM",
+        }
+        if config
+        else None,
+        "layers": [
+            {
+                "diff_id": DIGEST_C,
+                "blob_digest": DIGEST_B,
+                "media_type": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "compressed_size_bytes": 100,
+                "erofs_size_bytes": 8192,
+                "position": 0,
+            },
+            {
+                "diff_id": DIGEST_A,
+                "blob_digest": DIGEST_C,
+                "media_type": None,
+                "compressed_size_bytes": None,
+                "erofs_size_bytes": None,
+                "position": 1,
+            },
+        ],
+    }
+
+
+def prune_json() -> dict[str, Any]:
+    return {
+        "image_refs_removed": 3,
+        "manifests_removed": 2,
+        "layers_removed": 5,
+        "fsmeta_removed": 2,
+        "vmdk_removed": 2,
+        "bytes_reclaimed": 123456,
+    }
+
+
+def rootfs_json() -> dict[str, Any]:
+    return {
+        "manifest_digest": DIGEST_A,
+        "fsmeta_path": "/store/fsmeta/sha256/" + "a" * 64 + ".erofs",
+        "vmdk_path": "/store/vmdk/sha256/" + "a" * 64 + ".vmdk",
+        "layers": [{"diff_id": DIGEST_C, "path": "/store/layers/sha256/" + "c" * 64 + ".erofs", "erofs_size_bytes": 4096}],
+    }
+
+
+async def answer_by_method(daemon: FakeDaemon, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+    method = request["method"]
+    results: dict[str, Any] = {
+        "image.get": handle_json(request.get("params", {}).get("reference", "")),
+        "image.list": [handle_json("docker.io/library/b:1"), handle_json("docker.io/library/a:1", size_bytes=None, created_at=None)],
+        "image.inspect": detail_json(),
+        "image.remove": None,
+        "image.prune": prune_json(),
+        "image.pull": handle_json(),
+        "image.load": [handle_json("docker.io/library/loaded:1")],
+        "pin.add": rootfs_json(),
+        "pin.remove": None,
+        "pin.list": [{"kind": "sandbox", "name": "web", "reference": "docker.io/library/alpine:latest", "manifest_digest": DIGEST_A, "created_at": 1_700_000_000_000}],
+    }
+    return ok(request, results[method])
+
+
+def sent(daemon: FakeDaemon) -> list[tuple[str, Any]]:
+    return [(r["method"], r.get("params")) for r in daemon.requests]
+
+
+# -- request format --------------------------------------------------------
+
+
+def test_request_line_is_one_compact_jsonrpc_object(socket_path: str) -> None:
+    async def main() -> None:
+        async with FakeDaemon(socket_path, answer_by_method) as daemon:
+            await Image.get("alpine")
+            line = daemon.lines[0]
+            assert line.endswith(b"\n") and line.count(b"\n") == 1
+            request = json.loads(line)
+            assert request == {"jsonrpc": "2.0", "id": request["id"], "method": "image.get", "params": {"reference": "alpine"}}
+            assert isinstance(request["id"], int)
+
+    run(main())
+
+
+def test_seed_calls_send_the_proto_params(socket_path: str) -> None:
+    async def main() -> None:
+        async with FakeDaemon(socket_path, answer_by_method) as daemon:
+            await Image.get("alpine:3.19")
+            await Image.list()
+            await Image.inspect("docker.io/library/alpine@" + DIGEST_A)
+            await Image.remove("alpine")
+            await Image.remove("busybox", force=True)
+            await Image.prune()
+            assert sent(daemon) == [
+                ("image.get", {"reference": "alpine:3.19"}),
+                ("image.list", {}),
+                ("image.inspect", {"reference": "docker.io/library/alpine@" + DIGEST_A}),
+                ("image.remove", {"reference": "alpine", "force": False}),
+                ("image.remove", {"reference": "busybox", "force": True}),
+                ("image.prune", {}),
+            ]
+            ids = [r["id"] for r in daemon.requests]
+            assert len(set(ids)) == len(ids)
+
+    run(main())
+
+
+def test_params_match_the_proto_method_table(socket_path: str) -> None:
+    """Every params object the SDK sends names only params the proto declares
+    for that method, and every required one."""
+    document = json.loads(PROTO_PATH.read_text())
+    declared = {m["name"]: {p["name"]: p.get("required", False) for p in m["params"]} for m in document["methods"]}
+
+    async def main() -> None:
+        async with FakeDaemon(socket_path, answer_by_method) as daemon:
+            await Image.get("a")
+            await Image.list()
+            await Image.inspect("a")
+            await Image.remove("a", force=True)
+            await Image.prune()
+            await Image.pull("a", policy="always", platform="linux/arm64")
+            await Image.load("/tmp/x.tar", tag="x:1")
+            await Image.pin("sandbox", "web", "a")
+            await Image.unpin(PinKind.SNAPSHOT, "s1")
+            await Image.pins()
+            for request in daemon.requests:
+                params = declared[request["method"]]
+                assert set(request["params"]) <= set(params), request
+                assert {p for p, required in params.items() if required} <= set(request["params"]), request
+
+    run(main())
+
+
+def test_handle_methods_use_the_handle_reference(socket_path: str) -> None:
+    async def main() -> None:
+        async with FakeDaemon(socket_path, answer_by_method) as daemon:
+            handle = await Image.get("docker.io/library/alpine:latest")
+            await handle.inspect()
+            await handle.remove()
+            await handle.remove(force=True)
+            assert sent(daemon)[1:] == [
+                ("image.inspect", {"reference": handle.reference}),
+                ("image.remove", {"reference": handle.reference, "force": False}),
+                ("image.remove", {"reference": handle.reference, "force": True}),
+            ]
+
+    run(main())
+
+
+def test_pull_load_and_pin_requests(socket_path: str) -> None:
+    async def main() -> None:
+        async with FakeDaemon(socket_path, answer_by_method) as daemon:
+            await Image.pull("alpine")
+            await Image.pull("alpine", policy="never", platform="linux/amd64")
+            os.chdir("/tmp")
+            await Image.load("archive.tar")
+            await Image.load("/abs/layout", tag="mine:1")
+            await Image.pin(PinKind.SANDBOX, "web", "alpine")
+            await Image.unpin("snapshot", "s1")
+            await Image.pins()
+            assert sent(daemon) == [
+                ("image.pull", {"reference": "alpine", "policy": "if-missing"}),
+                ("image.pull", {"reference": "alpine", "policy": "never", "platform": "linux/amd64"}),
+                ("image.load", {"path": "/tmp/archive.tar"}),
+                ("image.load", {"path": "/abs/layout", "tag": "mine:1"}),
+                ("pin.add", {"kind": "sandbox", "name": "web", "reference": "alpine"}),
+                ("pin.remove", {"kind": "snapshot", "name": "s1"}),
+                ("pin.list", {}),
+            ]
+
+    run(main())
+
+
+def test_arguments_are_checked_before_anything_is_sent(socket_path: str) -> None:
+    async def main() -> None:
+        async with FakeDaemon(socket_path, answer_by_method) as daemon:
+            with pytest.raises(TypeError):
+                await Image.get(123)  # type: ignore[arg-type]
+            with pytest.raises(ValueError):
+                await Image.pull("alpine", policy="sometimes")  # type: ignore[arg-type]
+            with pytest.raises(ValueError):
+                await Image.pin("vm", "x", "alpine")
+            assert daemon.requests == []
+
+    run(main())
+
+
+# -- result types ----------------------------------------------------------
+
+
+def test_results_are_typed_like_the_reference(socket_path: str) -> None:
+    async def main() -> None:
+        async with FakeDaemon(socket_path, answer_by_method):
+            handle = await Image.get("docker.io/library/alpine:latest")
+            assert isinstance(handle, ImageHandle)
+            assert handle.reference == "docker.io/library/alpine:latest"
+            assert handle.manifest_digest == DIGEST_A
+            assert (handle.architecture, handle.os) == ("amd64", "linux")
+            assert type(handle.layer_count) is int and handle.layer_count == 2
+            assert type(handle.size_bytes) is int
+            # Integer milliseconds on the wire become floats.
+            assert type(handle.created_at) is float and handle.created_at == 1_700_000_000_000.0
+            assert type(handle.last_used_at) is float and handle.last_used_at == 1_700_000_500_000.5
+
+            images = await Image.list()
+            assert [i.reference for i in images] == ["docker.io/library/b:1", "docker.io/library/a:1"]
+            assert images[1].size_bytes is None and images[1].created_at is None
+
+            detail = await Image.inspect("alpine")
+            assert isinstance(detail, ImageDetail) and isinstance(detail.handle, ImageHandle)
+            assert isinstance(detail.config, ImageConfigDetail)
+            assert detail.config.env == ["PATH=/usr/bin:/bin"] and detail.config.cmd == ["/bin/sh"]
+            assert detail.config.entrypoint is None and detail.config.labels == {"org.opencontainers.image.title": "t"}
+            assert all(isinstance(layer, ImageLayerDetail) for layer in detail.layers)
+            assert [layer.position for layer in detail.layers] == [0, 1]
+            assert detail.layers[1].media_type is None and detail.layers[1].erofs_size_bytes is None
+
+            assert await Image.remove("alpine") is None
+            report = await Image.prune()
+            assert report == ImagePruneReport(3, 2, 5, 2, 2, 123456)
+
+            rootfs = await Image.pin("sandbox", "web", "alpine")
+            assert isinstance(rootfs, Rootfs) and rootfs.layers == [RootfsLayer(DIGEST_C, rootfs.layers[0].path, 4096)]
+            pins = await Image.pins()
+            assert pins == [Pin(PinKind.SANDBOX, "web", "docker.io/library/alpine:latest", DIGEST_A, 1_700_000_000_000.0)]
+            loaded = await Image.load("/x.tar")
+            assert [h.reference for h in loaded] == ["docker.io/library/loaded:1"]
+
+    run(main())
+
+
+def test_config_may_be_null(socket_path: str) -> None:
+    async def handler(daemon: FakeDaemon, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        return ok(request, detail_json(config=False))
+
+    async def main() -> None:
+        async with FakeDaemon(socket_path, handler):
+            assert (await Image.inspect("alpine")).config is None
+
+    run(main())
+
+
+def test_values_are_frozen_with_a_readable_repr() -> None:
+    handle = ImageHandle._from_wire(handle_json())
+    with pytest.raises(AttributeError):
+        handle.reference = "x"  # type: ignore[misc]
+    text = repr(handle)
+    assert text.startswith("ImageHandle(reference='docker.io/library/alpine:latest', manifest_digest='sha256:")
+    assert "layer_count=2" in text
+
+
+def test_malformed_result_is_a_protocol_error(socket_path: str) -> None:
+    async def handler(daemon: FakeDaemon, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        return ok(request, {"reference": "x"})
+
+    async def main() -> None:
+        async with FakeDaemon(socket_path, handler):
+            with pytest.raises(ProtocolError, match="malformed image.get result"):
+                await Image.get("x")
+
+    run(main())
+
+
+def test_rootfs_sources_are_plain_values() -> None:
+    assert Image.oci("python:3.12") == OciRootfs("python:3.12")
+    assert Image.bind("/srv/root") == BindRootfs("/srv/root")
+    assert Image.disk("/img/root.qcow2", fstype="ext4") == DiskRootfs("/img/root.qcow2", "ext4")
+    assert Image.disk("/img/root.raw").fstype is None
+    assert Image.bind("relative").path == os.path.abspath("relative")
+    assert {Image.oci("a").kind, Image.bind("/b").kind, Image.disk("/c").kind} == {"oci", "bind", "disk"}
+    with pytest.raises(TypeError):
+        Image()
+
+
+# -- errors ----------------------------------------------------------------
+
+
+def test_every_proto_error_name_raises_its_class(socket_path: str) -> None:
+    document = json.loads(PROTO_PATH.read_text())
+    kinds = list(document["components"]["errors"].values())
+
+    async def handler(daemon: FakeDaemon, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        kind = kinds[len(daemon.requests) - 1]
+        return err(request, kind["code"], kind["message"], name=kind["data"]["name"])
+
+    async def main() -> None:
+        async with FakeDaemon(socket_path, handler):
+            for kind in kinds:
+                with pytest.raises(RpcError) as info:
+                    await Image.get("docker.io/library/alpine:latest")
+                assert type(info.value) is ERRORS_BY_NAME[kind["data"]["name"]]
+                assert info.value.code == kind["code"]
+                assert info.value.error_name == kind["data"]["name"]
+                assert isinstance(info.value, MicrosandboxError)
+
+    run(main())
+
+
+def test_image_not_found_names_the_reference(socket_path: str) -> None:
+    async def handler(daemon: FakeDaemon, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        return err(request, 1001, "image not found", name="image-not-found", reference="docker.io/library/nope:latest")
+
+    async def main() -> None:
+        async with FakeDaemon(socket_path, handler):
+            with pytest.raises(ImageNotFoundError) as info:
+                await Image.get("nope")
+            assert str(info.value) == "image not found: docker.io/library/nope:latest"
+            assert info.value.reference == "docker.io/library/nope:latest"
+            assert info.value.method == "image.get"
+
+    run(main())
+
+
+def test_error_without_reference_in_data_uses_the_call_subject(socket_path: str) -> None:
+    async def handler(daemon: FakeDaemon, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        return err(request, 1001, "image not found", name="image-not-found")
+
+    async def main() -> None:
+        async with FakeDaemon(socket_path, handler):
+            with pytest.raises(ImageNotFoundError, match=r"^image not found: nope:1$"):
+                await Image.inspect("nope:1")
+
+    run(main())
+
+
+def test_image_in_use_carries_holders(socket_path: str) -> None:
+    async def handler(daemon: FakeDaemon, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        return err(
+            request,
+            1002,
+            "image in use",
+            name="image-in-use",
+            reference="docker.io/library/alpine:latest",
+            holders=[{"kind": "sandbox", "name": "web"}, {"kind": "snapshot", "name": "s1"}],
+        )
+
+    async def main() -> None:
+        async with FakeDaemon(socket_path, handler):
+            with pytest.raises(ImageInUseError) as info:
+                await Image.remove("alpine")
+            assert info.value.holders == [PinHolder("sandbox", "web"), PinHolder("snapshot", "s1")]
+            assert str(info.value) == "image in use: docker.io/library/alpine:latest; held by sandbox 'web', snapshot 's1'"
+
+    run(main())
+
+
+def test_invalid_reference_is_invalid_params(socket_path: str) -> None:
+    async def handler(daemon: FakeDaemon, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        return err(request, -32602, "invalid reference", name="invalid-reference", parameter="reference")
+
+    async def main() -> None:
+        async with FakeDaemon(socket_path, handler):
+            with pytest.raises(InvalidReferenceError) as info:
+                await Image.get("UPPER/Case::")
+            assert isinstance(info.value, InvalidParamsError)
+            assert str(info.value) == "invalid reference: UPPER/Case:: (parameter=reference)"
+
+    run(main())
+
+
+def test_unknown_error_name_falls_back_to_the_code(socket_path: str) -> None:
+    async def handler(daemon: FakeDaemon, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        if len(daemon.requests) == 1:
+            return err(request, 1001, "gone", name="from-the-future")
+        return {"jsonrpc": "2.0", "id": request["id"], "error": {"code": 1999, "message": "new kind"}}
+
+    async def main() -> None:
+        async with FakeDaemon(socket_path, handler):
+            with pytest.raises(ImageNotFoundError):
+                await Image.get("a")
+            with pytest.raises(RpcError) as info:
+                await Image.get("a")
+            assert type(info.value) is RpcError and info.value.code == 1999
+
+    run(main())
+
+
+# -- pull progress -----------------------------------------------------------
+
+
+PROGRESS = [
+    {"event": "resolving", "reference": "docker.io/library/alpine:latest"},
+    {"event": "resolved", "manifest_digest": DIGEST_A, "layer_count": 2, "total_bytes": 300},
+    {"event": "layer-cached", "position": 0, "digest": DIGEST_B, "diff_id": DIGEST_C},
+    {"event": "layer-download", "position": 1, "digest": DIGEST_C, "downloaded_bytes": 100, "total_bytes": 200},
+    {"event": "layer-downloaded", "position": 1, "digest": DIGEST_C},
+    {"event": "layer-converted", "position": 1, "digest": DIGEST_C, "diff_id": DIGEST_B, "erofs_size_bytes": 4096},
+    {"event": "fsmeta", "size_bytes": 8192},
+    {"event": "vmdk"},
+    {"event": "complete", "manifest_digest": DIGEST_A},
+    {"event": "teleported", "where": "mars"},
+]
+
+
+async def pull_with_notifications(daemon: FakeDaemon, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+    if request["method"] != "image.pull":
+        return await answer_by_method(daemon, request, writer)
+    # A notification for another request must not leak into this pull.
+    stray = {"jsonrpc": "2.0", "method": "image.pull.progress", "params": {"id": 999999, "event": "vmdk"}}
+    writer.write(json.dumps(stray).encode() + b"\n")
+    for event in PROGRESS:
+        note = {"jsonrpc": "2.0", "method": "image.pull.progress", "params": {"id": request["id"], **event}}
+        writer.write(json.dumps(note).encode() + b"\n")
+    if request["params"]["reference"] == "fail":
+        return err(request, 1013, "not found in the registry", name="remote-not-found", reference="docker.io/library/fail:latest")
+    return ok(request, handle_json())
+
+
+def test_pull_with_progress_yields_typed_events(socket_path: str) -> None:
+    async def main() -> None:
+        async with FakeDaemon(socket_path, pull_with_notifications):
+            async with Image.pull_with_progress("alpine") as pull:
+                events = [event async for event in pull.progress]
+                handle = await pull.result()
+            assert [type(e).__name__ for e in events] == [
+                "PullResolving",
+                "PullResolved",
+                "PullLayerCached",
+                "PullLayerDownload",
+                "PullLayerDownloaded",
+                "PullLayerConverted",
+                "PullFsmeta",
+                "PullVmdk",
+                "PullComplete",
+                "PullUnknownEvent",
+            ]
+            assert events[1] == microsandbox.PullResolved(DIGEST_A, 2, 300)
+            assert events[3] == microsandbox.PullLayerDownload(1, DIGEST_C, 100, 200)
+            assert events[-1] == microsandbox.PullUnknownEvent("teleported", {"where": "mars"})
+            assert handle.reference == "docker.io/library/alpine:latest"
+
+    run(main())
+
+
+def test_pull_with_progress_failure(socket_path: str) -> None:
+    async def main() -> None:
+        async with FakeDaemon(socket_path, pull_with_notifications):
+            async with Image.pull_with_progress("fail") as pull:
+                events = [event async for event in pull.progress]
+                assert len(events) == len(PROGRESS)
+                with pytest.raises(microsandbox.RemoteNotFoundError, match="docker.io/library/fail:latest"):
+                    await pull.result()
+            # Leaving the block without awaiting result() raises the error too.
+            with pytest.raises(microsandbox.RemoteNotFoundError):
+                async with Image.pull_with_progress("fail"):
+                    pass
+
+    run(main())
+
+
+def test_plain_pull_ignores_notifications(socket_path: str) -> None:
+    async def main() -> None:
+        async with FakeDaemon(socket_path, pull_with_notifications):
+            handle = await Image.pull("alpine")
+            assert isinstance(handle, ImageHandle)
+            assert isinstance(await Image.get("alpine"), ImageHandle)
+
+    run(main())
+
+
+# -- pipelining --------------------------------------------------------------
+
+
+def test_answers_out_of_order_reach_their_callers(socket_path: str) -> None:
+    async def handler(daemon: FakeDaemon, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        # Hold every answer until three requests are in, then answer newest first.
+        while len(daemon.requests) < 3:
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.01 * (3 - daemon.requests.index(request)))
+        return ok(request, handle_json(request["params"]["reference"]))
+
+    async def main() -> None:
+        async with FakeDaemon(socket_path, handler) as daemon:
+            refs = ["docker.io/library/a:1", "docker.io/library/b:1", "docker.io/library/c:1"]
+            handles = await asyncio.gather(*(Image.get(r) for r in refs))
+            assert [h.reference for h in handles] == refs
+            assert daemon.connections == 1
+
+    run(main())
+
+
+def test_200_concurrent_calls_share_one_connection(socket_path: str) -> None:
+    async def main() -> None:
+        async with FakeDaemon(socket_path, answer_by_method) as daemon:
+            refs = [f"docker.io/library/img{i}:latest" for i in range(200)]
+            handles = await asyncio.gather(*(Image.get(r) for r in refs))
+            assert [h.reference for h in handles] == refs
+            assert daemon.connections == 1
+            assert len({r["id"] for r in daemon.requests}) == 200
+
+    run(main())
+
+
+def test_a_10000_image_list_exceeds_the_default_stream_limit(socket_path: str) -> None:
+    many = [handle_json(f"docker.io/library/img{i}:latest") for i in range(10_000)]
+
+    async def handler(daemon: FakeDaemon, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        return ok(request, many)
+
+    async def main() -> None:
+        async with FakeDaemon(socket_path, handler):
+            images = await Image.list()
+            assert len(images) == 10_000
+            assert images[9_999].reference == "docker.io/library/img9999:latest"
+
+    assert len(json.dumps(many)) > 64 * 1024 * 10
+    run(main())
+
+
+def test_cancelled_call_does_not_disturb_the_next(socket_path: str) -> None:
+    release = asyncio.Event
+
+    async def main() -> None:
+        gate = release()
+
+        async def handler(daemon: FakeDaemon, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+            if request["params"].get("reference") == "slow":
+                await gate.wait()
+            return ok(request, handle_json(request["params"].get("reference", "")))
+
+        async with FakeDaemon(socket_path, handler) as daemon:
+            slow = asyncio.ensure_future(Image.get("slow"))
+            await asyncio.sleep(0.05)
+            slow.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await slow
+            gate.set()
+            assert (await Image.get("fast")).reference == "fast"
+            assert daemon.connections == 1
+
+    run(main())
+
+
+# -- failures --------------------------------------------------------------
+
+
+def test_no_daemon_names_the_socket(socket_path: str) -> None:
+    async def main() -> None:
+        with pytest.raises(DaemonNotRunningError) as info:
+            await Image.list()
+        assert info.value.socket_path == socket_path
+        assert socket_path in str(info.value)
+
+    run(main())
+
+
+def test_stale_socket_file_is_daemon_not_running(socket_path: str) -> None:
+    # A socket file nobody listens on, as a killed daemon leaves behind.
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(socket_path)
+    sock.close()
+
+    async def main() -> None:
+        with pytest.raises(DaemonNotRunningError, match="refused"):
+            await Image.get("alpine")
+
+    run(main())
+
+
+def test_a_peer_that_is_not_the_daemon(socket_path: str) -> None:
+    async def handler(daemon: FakeDaemon, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        return None
+
+    async def main() -> None:
+        async with FakeDaemon(socket_path, handler):
+            with pytest.raises(ProtocolError, match="not JSON"):
+                await Image.list()
+
+    run(main())
+
+
+def test_a_peer_that_answers_json_but_not_jsonrpc(socket_path: str) -> None:
+    async def handler(daemon: FakeDaemon, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        return {"hello": "world"}
+
+    async def main() -> None:
+        async with FakeDaemon(socket_path, handler):
+            with pytest.raises(ProtocolError, match="not a JSON-RPC 2.0 message"):
+                await Image.list()
+
+    run(main())
+
+
+async def hang_up_first(daemon: FakeDaemon, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+    if daemon.connections == 1:
+        writer.close()
+        return None
+    return await answer_by_method(daemon, request, writer)
+
+
+def test_idempotent_call_is_retried_once_on_a_broken_connection(socket_path: str) -> None:
+    async def main() -> None:
+        async with FakeDaemon(socket_path, hang_up_first) as daemon:
+            handle = await Image.get("alpine")
+            assert handle.reference == "alpine"
+            assert daemon.connections == 2
+            assert [r["method"] for r in daemon.requests] == ["image.get", "image.get"]
+
+    run(main())
+
+
+def test_non_idempotent_call_reports_the_lost_connection(socket_path: str) -> None:
+    async def main() -> None:
+        async with FakeDaemon(socket_path, hang_up_first) as daemon:
+            with pytest.raises(ConnectionLostError) as info:
+                await Image.remove("alpine")
+            assert info.value.method == "image.remove" and socket_path in str(info.value)
+            assert [r["method"] for r in daemon.requests] == ["image.remove"]
+            # The next call opens a new connection.
+            await Image.remove("alpine")
+            assert daemon.connections == 2
+
+    run(main())
+
+
+def test_retry_happens_only_once(socket_path: str) -> None:
+    async def always_hang_up(daemon: FakeDaemon, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        writer.close()
+        return None
+
+    async def main() -> None:
+        async with FakeDaemon(socket_path, always_hang_up) as daemon:
+            with pytest.raises(ConnectionLostError):
+                await Image.list()
+            assert daemon.connections == 2
+
+    run(main())
+
+
+def test_error_with_null_id_fails_the_waiting_calls(socket_path: str) -> None:
+    async def handler(daemon: FakeDaemon, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        return {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse error", "data": {"name": "parse-error"}}}
+
+    async def main() -> None:
+        async with FakeDaemon(socket_path, handler):
+            with pytest.raises(ProtocolError, match="without a request id"):
+                await Image.list()
+
+    run(main())
+
+
+# -- socket path and lifetime ------------------------------------------------
+
+
+def test_socket_path_defaults(env_without_socket: pytest.MonkeyPatch) -> None:
+    assert microsandbox.default_socket_path() == f"/tmp/microsandbox-{os.getuid()}/imaged.sock"
+    env_without_socket.setenv("XDG_RUNTIME_DIR", "/run/user/4242")
+    assert microsandbox.default_socket_path() == "/run/user/4242/microsandbox/imaged.sock"
+    env_without_socket.setenv("MSB_IMAGED_SOCKET", "/somewhere/else.sock")
+    assert microsandbox.default_socket_path() == "/somewhere/else.sock"
+
+
+def test_connection_follows_the_event_loop(socket_path: str) -> None:
+    async def main() -> None:
+        async with FakeDaemon(socket_path, answer_by_method) as daemon:
+            await Image.list()
+            await Image.list()
+            assert daemon.connections == 1
+            await microsandbox.aclose()
+            await Image.list()
+            assert daemon.connections == 2
+
+    run(main())
+    run(main())
+    gc.collect()
+    # Nothing keeps a finished event loop (or its connection) alive.
+    assert len(_client._clients) == 0
