@@ -1,0 +1,247 @@
+"""Start and stop the real ``msb-imaged`` for tests (stdlib only).
+
+``Daemon(workdir)`` runs ``$MSB_BUILD_DIR/daemon/msb-imaged`` (MSB_BUILD_DIR
+defaults to ``<repo>/build``) as::
+
+    msb-imaged --store <workdir>/store --socket <workdir>/run/imaged.sock --log-level debug
+
+with stdout and stderr appended to ``<workdir>/daemon.log``.
+
+``start()``
+    spawn it and wait until the socket accepts a connection; raises
+    :class:`DaemonError` (with the log tail) when it exits or times out.
+``stop()``
+    SIGTERM, wait, and assert exit status 0 and a clean log (no
+    AddressSanitizer / LeakSanitizer report, no UBSan "runtime error:").
+``kill9()``
+    SIGKILL and reap; no assertion on the exit.
+``restart()``
+    ``stop()`` (if running) then ``start()``.
+``client()``
+    a connected :class:`msbtest.rpc.RpcClient`; closed by ``close()``.
+``log()`` / ``log_since_start()``
+    the captured output (all runs / the current run).
+``argv(**overrides)``
+    the command line, e.g. for a second daemon on the same store.
+``close()``
+    stop if still running (asserting a clean exit) and close clients.
+
+Paths: ``store``, ``socket_path``, ``log_path``, ``binary``; ``pid``.
+The daemon is never left running: fixtures call ``close()``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from .rpc import RpcClient
+
+__all__ = ["Daemon", "DaemonError", "build_dir", "daemon_binary", "SANITIZER_MARKERS"]
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+# Text a sanitizer writes when it finds a bug; any of these in the log fails
+# the test that owns the daemon.
+SANITIZER_MARKERS = (
+    "ERROR: AddressSanitizer",
+    "ERROR: LeakSanitizer",
+    "runtime error:",
+)
+
+# ASan builds start slower; a daemon that needs longer than this to bind its
+# socket is broken.
+START_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 20.0
+
+
+class DaemonError(AssertionError):
+    """The daemon failed to start, crashed, or exited uncleanly."""
+
+
+def build_dir() -> Path:
+    """The meson build directory: $MSB_BUILD_DIR, else <repo>/build."""
+    return Path(os.environ.get("MSB_BUILD_DIR") or REPO_ROOT / "build").resolve()
+
+
+def daemon_binary() -> Path:
+    return build_dir() / "daemon" / "msb-imaged"
+
+
+def _sanitizer_env(env: dict) -> dict:
+    env = dict(env)
+    # Keep sanitizer reports in the log and make UBSan findings visible with
+    # a stack; callers may override through their own environment.
+    env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:halt_on_error=1")
+    env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=0")
+    return env
+
+
+class Daemon:
+    def __init__(self, workdir, *, log_level: str = "debug", extra_args=(), env: dict | None = None,
+                 store=None, socket_path=None):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.store = Path(store) if store else self.workdir / "store"
+        self.socket_path = Path(socket_path) if socket_path else self.workdir / "run" / "imaged.sock"
+        self.log_path = self.workdir / "daemon.log"
+        self.log_level = log_level
+        self.extra_args = list(extra_args)
+        self.env = _sanitizer_env(dict(os.environ if env is None else env))
+        # Do not let the test environment's XDG settings or a stray config leak in.
+        for k in ("MSB_IMAGED_STORE", "MSB_IMAGED_SOCKET", "MSB_IMAGED_CONFIG", "LISTEN_FDS", "LISTEN_PID",
+                  "NOTIFY_SOCKET"):
+            if env is None or k not in env:
+                self.env.pop(k, None)
+        self.proc: subprocess.Popen | None = None
+        # True once the current process was told to go (stop or kill9); an
+        # exit without that is a crash and fails close().
+        self._exit_expected = False
+        self._log_offset = 0
+        self._clients: list[RpcClient] = []
+
+    # Paths and command line ----------------------------------------------
+
+    @property
+    def binary(self) -> Path:
+        return daemon_binary()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def argv(self, *, store=None, socket_path=None, log_level=None, extra_args=None) -> list[str]:
+        return [
+            str(self.binary),
+            "--store", str(store or self.store),
+            "--socket", str(socket_path or self.socket_path),
+            "--log-level", log_level or self.log_level,
+            *(self.extra_args if extra_args is None else extra_args),
+        ]
+
+    # Log ---------------------------------------------------------------------
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_since_start(self) -> str:
+        return self.log()[self._log_offset:]
+
+    def log_tail(self, n: int = 60) -> str:
+        return "\n".join(self.log().splitlines()[-n:])
+
+    def assert_log_clean(self) -> None:
+        text = self.log()
+        for marker in SANITIZER_MARKERS:
+            if marker in text:
+                raise DaemonError(f"sanitizer report ({marker!r}) in the daemon log:\n{self.log_tail(120)}")
+
+    # Life cycle --------------------------------------------------------------
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float = START_TIMEOUT_S) -> "Daemon":
+        if not self.binary.exists():
+            raise DaemonError(f"{self.binary} does not exist: build it or set MSB_BUILD_DIR")
+        assert not self.running(), "daemon already running"
+        self._log_offset = len(self.log())
+        self._exit_expected = False
+        with open(self.log_path, "ab") as logf:
+            logf.write(f"===== start: {' '.join(self.argv())}\n".encode())
+            logf.flush()
+            self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                         env=self.env, cwd=self.workdir)
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Wait until the socket accepts; fail at once if the daemon exits."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                raise DaemonError(f"daemon exited with {rc} before it was ready:\n{self.log_tail()}")
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(str(self.socket_path))
+                return
+            except (FileNotFoundError, ConnectionRefusedError):
+                pass
+            finally:
+                s.close()
+            if time.monotonic() > deadline:
+                self.kill9()
+                raise DaemonError(f"daemon socket {self.socket_path} not ready after {timeout}s:\n{self.log_tail()}")
+            time.sleep(0.02)
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S, check: bool = True) -> int:
+        """SIGTERM and wait; with check, assert exit 0 and a clean log."""
+        self.close_clients()
+        assert self.proc is not None, "daemon was never started"
+        if self.proc.poll() is not None and not self._exit_expected and check:
+            raise DaemonError(f"daemon died on its own with status {self.proc.returncode}:\n{self.log_tail()}")
+        self._exit_expected = True
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+                raise DaemonError(f"daemon did not exit within {timeout}s of SIGTERM:\n{self.log_tail()}")
+        rc = self.proc.returncode
+        if check:
+            if rc != 0:
+                raise DaemonError(f"daemon exited with {rc} after SIGTERM (want 0):\n{self.log_tail()}")
+            self.assert_log_clean()
+        return rc
+
+    def kill9(self) -> None:
+        """SIGKILL the daemon and reap it (a crash as the store sees it)."""
+        if self.proc is not None:
+            self._exit_expected = True
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self, timeout: float = START_TIMEOUT_S) -> "Daemon":
+        if self.running():
+            self.stop()
+        return self.start(timeout)
+
+    # Clients ---------------------------------------------------------------
+
+    def client(self, timeout: float = 30.0) -> RpcClient:
+        c = RpcClient(self.socket_path, timeout=timeout)
+        self._clients.append(c)
+        return c
+
+    def close_clients(self) -> None:
+        for c in self._clients:
+            c.close()
+        self._clients.clear()
+
+    def close(self, check: bool = True) -> None:
+        """Stop the daemon if it runs (asserting a clean exit) and release everything."""
+        self.close_clients()
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.stop(check=check)
+        elif check:
+            if not self._exit_expected:
+                raise DaemonError(f"daemon died on its own with status {self.proc.returncode}:\n{self.log_tail()}")
+            self.assert_log_clean()
+
+    def __enter__(self) -> "Daemon":
+        return self.start()
+
+    def __exit__(self, exc_type, *rest) -> None:
+        self.close(check=exc_type is None)
