@@ -207,11 +207,11 @@ static const char *reference_check_domain(Slice d) {
                 return "the registry domain is empty";
 
         if (d.p[0] == '[') {
-                const char *close = memchr(d.p, ']', d.n);
+                const char *bracket = memchr(d.p, ']', d.n);
 
-                if (!close)
+                if (!bracket)
                         return "an IPv6 registry address must be enclosed in '[' and ']'";
-                host.n = (size_t) (close - d.p) + 1;
+                host.n = (size_t) (bracket - d.p) + 1;
                 if (host.n < d.n) {
                         if (d.p[host.n] != ':')
                                 return "only a ':port' may follow an IPv6 registry address";
@@ -460,6 +460,8 @@ int reference_parse(const char *s, Reference **ret, const char **ret_reason) {
 
 bool reference_domain_is_loopback(const char *domain) {
         char host[INET6_ADDRSTRLEN];
+        struct in6_addr a6;
+        struct in_addr a4;
         const char *end;
         size_t n;
 
@@ -467,8 +469,6 @@ bool reference_domain_is_loopback(const char *domain) {
                 return false;
 
         if (domain[0] == '[') {
-                struct in6_addr a6;
-
                 end = strchr(domain, ']');
                 if (!end)
                         return false;
@@ -490,7 +490,6 @@ bool reference_domain_is_loopback(const char *domain) {
         if (strcasecmp(host, "localhost") == 0)
                 return true;
 
-        struct in_addr a4;
         /* inet_pton accepts only the dotted-quad form, so "127.1" or octal
          * spellings are not mistaken for loopback. */
         return inet_pton(AF_INET, host, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
