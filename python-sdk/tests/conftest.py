@@ -21,16 +21,20 @@ REPO_DIR = SDK_DIR.parent
 sys.path.insert(0, str(SDK_DIR / "src"))
 sys.path.insert(0, str(REPO_DIR / "tests" / "lib"))
 
+try:
+    # The shared harness: fixtures daemon, daemon_factory, imagekit, short_tmp.
+    from msbtest.fixtures import *  # noqa: F401,F403
+except ImportError:  # pragma: no cover - only while the harness is missing
 
-@pytest.fixture
-def short_tmp() -> Any:
-    """A private directory with a short path: a Unix socket path must fit in
-    sun_path (108 bytes), which pytest's tmp_path does not promise."""
-    path = Path(tempfile.mkdtemp(prefix="msb-sdk-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    @pytest.fixture
+    def short_tmp() -> Any:
+        """A private directory with a short path: a Unix socket path must
+        fit in sun_path (108 bytes), which pytest's tmp_path does not promise."""
+        path = Path(tempfile.mkdtemp(prefix="msb-sdk-", dir="/tmp"))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -47,3 +51,10 @@ def env_without_socket(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
+
+@pytest.fixture
+def sdk_daemon(daemon: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The harness's real msb-imaged (fresh store), with MSB_IMAGED_SOCKET
+    pointing the SDK at it."""
+    monkeypatch.setenv("MSB_IMAGED_SOCKET", str(daemon.socket_path))
+    return daemon

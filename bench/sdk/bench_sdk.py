@@ -1,0 +1,222 @@
+#!/usr/bin/python3
+"""Latency of the Python SDK against a raw-socket client, on the real daemon.
+
+    MSB_BUILD_DIR=/tmp/build-sdk /usr/bin/python3 bench/sdk/bench_sdk.py [--json OUT]
+
+Starts msb-imaged on a temporary store, loads one image built with umoci
+under 1,000 references (one OCI layout whose index names the same manifest
+1,000 times), measures, adds 9,000 more references, measures again.
+
+For each size it times, sequentially on one connection, with a warm-up:
+  - `await Image.get(ref)`  vs the same request from a raw asyncio client
+    (open_unix_connection, write a line, readuntil, json.loads) and from a
+    raw blocking socket;
+  - `await Image.list()`    vs the same two raw clients.
+The raw clients decode the JSON but build no objects; the SDK also builds
+the frozen dataclasses. Reported: median and p90 in microseconds, and the
+SDK/raw-asyncio ratio. Targets (issue 5): get < 200 us, list of 10,000 <
+100 ms, SDK within 2x of the raw client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "python-sdk" / "src"))
+sys.path.insert(0, str(REPO / "tests" / "lib"))
+
+import microsandbox  # noqa: E402
+from microsandbox import Image  # noqa: E402
+from msbtest.daemon import Daemon  # noqa: E402
+from msbtest.imagekit import REF_NAME_ANNOTATION, ImageKit  # noqa: E402
+
+GET_ROUNDS = 3000
+LIST_ROUNDS = {1_000: 200, 10_000: 40}
+TARGET_GET_US = 200.0
+TARGET_LIST_10K_US = 100_000.0
+TARGET_RATIO = 2.0
+
+
+def tag_layout(kit: ImageKit, first: int, count: int) -> Path:
+    """An OCI layout naming one manifest under refs t{first}..t{first+count-1}."""
+    img = kit.image("example.com/bench/img:seed", layers=[{"etc/bench": b"bench\n"}, {"etc/more": b"more\n"}])
+    index = img.layout.index()
+    entry = dict(index["manifests"][0])
+    index["manifests"] = [
+        dict(entry, annotations={REF_NAME_ANNOTATION: f"example.com/bench/img:t{i}"}) for i in range(first, first + count)
+    ]
+    img.layout.write_index(index)
+    return img.layout.path
+
+
+class RawAsyncClient:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.next_id = 0
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_unix_connection(self.path, limit=1 << 28)
+
+    async def call(self, method: str, params: dict[str, Any]) -> Any:
+        self.next_id += 1
+        self.writer.write(json.dumps({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params}).encode() + b"\n")
+        reply = json.loads(await self.reader.readuntil(b"\n"))
+        return reply["result"]
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
+class RawBlockingClient:
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+        self.buf = b""
+        self.next_id = 0
+
+    def call(self, method: str, params: dict[str, Any]) -> Any:
+        self.next_id += 1
+        self.sock.sendall(json.dumps({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params}).encode() + b"\n")
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise EOFError
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return json.loads(line)["result"]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def time_async(fn: Callable[[], Awaitable[Any]], rounds: int) -> list[float]:
+    for _ in range(max(5, rounds // 10)):
+        await fn()
+    samples = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        await fn()
+        samples.append((time.perf_counter() - t0) * 1e6)
+    return samples
+
+
+def time_sync(fn: Callable[[], Any], rounds: int) -> list[float]:
+    for _ in range(max(5, rounds // 10)):
+        fn()
+    samples = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e6)
+    return samples
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "median_us": statistics.median(ordered),
+        "p90_us": ordered[int(len(ordered) * 0.9)],
+        "min_us": ordered[0],
+        "rounds": len(ordered),
+    }
+
+
+async def measure(size: int, socket_path: str) -> dict[str, Any]:
+    ref = "example.com/bench/img:t7"
+    raw = RawAsyncClient(socket_path)
+    await raw.open()
+    blocking = RawBlockingClient(socket_path)
+    try:
+        assert len(await Image.list()) == size
+        rounds = LIST_ROUNDS[size]
+        out = {
+            "images": size,
+            "get": {
+                "sdk": summary(await time_async(lambda: Image.get(ref), GET_ROUNDS)),
+                "raw_asyncio": summary(await time_async(lambda: raw.call("image.get", {"reference": ref}), GET_ROUNDS)),
+                "raw_blocking": summary(time_sync(lambda: blocking.call("image.get", {"reference": ref}), GET_ROUNDS)),
+            },
+            "list": {
+                "sdk": summary(await time_async(Image.list, rounds)),
+                "raw_asyncio": summary(await time_async(lambda: raw.call("image.list", {}), rounds)),
+                "raw_blocking": summary(time_sync(lambda: blocking.call("image.list", {}), rounds)),
+            },
+        }
+    finally:
+        blocking.close()
+        await raw.close()
+    for op in ("get", "list"):
+        out[op]["sdk_over_raw_asyncio"] = out[op]["sdk"]["median_us"] / out[op]["raw_asyncio"]["median_us"]
+        out[op]["sdk_over_raw_blocking"] = out[op]["sdk"]["median_us"] / out[op]["raw_blocking"]["median_us"]
+    return out
+
+
+async def bench(socket_path: str, kit: ImageKit) -> list[dict[str, Any]]:
+    results = []
+    loaded = await Image.load(tag_layout(kit, 0, 1_000))
+    assert len(loaded) == 1_000
+    results.append(await measure(1_000, socket_path))
+    loaded = await Image.load(tag_layout(kit, 1_000, 9_000))
+    assert len(loaded) == 9_000
+    results.append(await measure(10_000, socket_path))
+    await microsandbox.aclose()
+    return results
+
+
+def report(results: list[dict[str, Any]]) -> bool:
+    ok = True
+    print(f"{'images':>7} {'call':<5} {'client':<13} {'median us':>11} {'p90 us':>11} {'min us':>11}")
+    for r in results:
+        for op in ("get", "list"):
+            for client in ("sdk", "raw_asyncio", "raw_blocking"):
+                s = r[op][client]
+                print(f"{r['images']:>7} {op:<5} {client:<13} {s['median_us']:>11.1f} {s['p90_us']:>11.1f} {s['min_us']:>11.1f}")
+            ratio = r[op]["sdk_over_raw_asyncio"]
+            print(f"{'':>7} {op:<5} sdk/raw_asyncio = {ratio:.2f}x, sdk/raw_blocking = {r[op]['sdk_over_raw_blocking']:.2f}x")
+            ok &= ratio <= TARGET_RATIO
+            if op == "get":
+                ok &= r[op]["sdk"]["median_us"] < TARGET_GET_US
+            if op == "list" and r["images"] == 10_000:
+                ok &= r[op]["sdk"]["median_us"] < TARGET_LIST_10K_US
+    print(
+        f"targets: get < {TARGET_GET_US:.0f} us, list(10,000) < {TARGET_LIST_10K_US / 1000:.0f} ms, "
+        f"sdk/raw_asyncio <= {TARGET_RATIO:.1f}x: {'met' if ok else 'NOT met'}"
+    )
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--log-level", default="warning", help="daemon log level (debug logging costs time)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="msb-bench-", dir="/tmp") as tmp:
+        kit = ImageKit(Path(tmp) / "images")
+        daemon = Daemon(Path(tmp) / "d", log_level=args.log_level)
+        daemon.start()
+        try:
+            import os
+
+            os.environ["MSB_IMAGED_SOCKET"] = str(daemon.socket_path)
+            results = asyncio.run(bench(str(daemon.socket_path), kit))
+        finally:
+            daemon.close()
+    ok = report(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
