@@ -108,3 +108,25 @@ int read_file_bounded(const char *path, size_t max, char **ret_data, size_t *ret
                 *ret_size = (size_t) n;
         return 0;
 }
+
+#include <ftw.h>
+
+static __thread uint64_t rm_rf_bytes;
+
+static int rm_rf_one(const char *path, const struct stat *st, int type, struct FTW *ftw) {
+        rm_rf_bytes += (uint64_t) st->st_blocks * 512;
+        if (type == FTW_DP)
+                (void) rmdir(path);
+        else
+                (void) unlink(path);
+        return 0;
+}
+
+int rm_rf(const char *path, uint64_t *bytes) {
+        rm_rf_bytes = 0;
+        if (nftw(path, rm_rf_one, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) < 0)
+                return negative_errno();
+        if (bytes)
+                *bytes += rm_rf_bytes;
+        return 0;
+}

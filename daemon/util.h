@@ -8,6 +8,7 @@
  */
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -121,3 +122,6 @@ int fsync_directory(const char *path);
 int mkdir_p(const char *path, mode_t mode);
 /* Reads a whole small file (at most max bytes, else -EFBIG) into a NUL-terminated buffer. */
 int read_file_bounded(const char *path, size_t max, char **ret_data, size_t *ret_size);
+/* Removes path and, for a directory, everything below it (no symlinks
+ * followed); adds the allocated bytes removed to *bytes when non-NULL. */
+int rm_rf(const char *path, uint64_t *bytes);

@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/*
+ * The common path by which an image enters the store, for image.load and
+ * image.pull alike: a verified manifest and config, then each layer blob
+ * converted to EROFS once (shared by every image that uses it), then fsmeta
+ * and the VMDK, then one index transaction. Everything here blocks: call it
+ * on a worker thread.
+ *
+ * While an Ingest lives it holds leases on everything it wrote or reuses, so
+ * a concurrent prune or remove never deletes them before the commit.
+ */
+
+#include <jansson.h>
+
+#include "error.h"
+#include "oci.h"
+#include "store.h"
+
+typedef struct Ingest Ingest;
+
+typedef struct IngestLayer {
+        const char *blob_digest;
+        const char *diff_id;
+        const char *media_type;
+        uint64_t size;
+} IngestLayer;
+
+/*
+ * Starts importing the manifest whose bytes (already verified against
+ * manifest_digest by the caller) and config bytes are given. Checks the
+ * config's digest and size against the manifest, that the config names one
+ * diff_id per layer, and the limits.
+ */
+int ingest_new(Store *store, const char *manifest_digest, const void *manifest, size_t manifest_size,
+               const void *config, size_t config_size, Ingest **ret, MsbError *err);
+Ingest *ingest_free(Ingest *in);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Ingest *, ingest_free);
+
+/* The manifest's config descriptor (its digest and size), for callers that fetch it. */
+size_t ingest_n_layers(const Ingest *in);
+const IngestLayer *ingest_layer(const Ingest *in, size_t i);
+
+/* True when layer i is already converted in the store (and now leased). */
+bool ingest_layer_cached(Ingest *in, size_t i);
+
+/*
+ * Converts layer i from blob_fd (positioned anywhere; read from offset 0),
+ * checking the blob's digest and size and the diff_id as bytes pass. When
+ * another ingest converts the same diff_id at the same time, waits for it
+ * and reuses its result.
+ */
+int ingest_convert_layer(Ingest *in, size_t i, int blob_fd, MsbError *err);
+
+/* Writes the manifest and config blobs, fsmeta and the VMDK, and commits
+ * the image under the canonical references. *ret_handle (may be NULL) gets
+ * the ImageHandle of the first reference. */
+int ingest_commit(Ingest *in, char *const *references, size_t n_references, json_t **ret_handle, MsbError *err);

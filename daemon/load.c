@@ -1,0 +1,539 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include "ingest.h"
+#include "load.h"
+#include "oci.h"
+#include "reference.h"
+
+/* One image found in the source: its manifest and the names it carries. */
+typedef struct Candidate {
+        char digest[DIGEST_STRING_MAX];
+        char *name; /* a reference spelling from the source, or NULL */
+} Candidate;
+
+typedef struct LoadSource {
+        Store *store;
+        char *root;        /* the layout directory (maybe unpacked from an archive) */
+        char *unpacked;    /* the temp directory to remove, when unpacked */
+        Candidate *candidates;
+        size_t n_candidates;
+} LoadSource;
+
+static void load_source_done(LoadSource *src) {
+        if (src->unpacked) {
+                (void) rm_rf(src->unpacked, NULL);
+                store_lease_release(src->store, strrchr(src->unpacked, '/') + 1);
+        }
+        for (size_t i = 0; i < src->n_candidates; i++)
+                free(src->candidates[i].name);
+        free(src->candidates);
+        free(src->root);
+        free(src->unpacked);
+}
+
+static int add_candidate(LoadSource *src, const char *digest, const char *name) {
+        Candidate *n = realloc(src->candidates, (src->n_candidates + 1) * sizeof(Candidate));
+        if (!n)
+                return -ENOMEM;
+        src->candidates = n;
+        Candidate *c = &src->candidates[src->n_candidates];
+        *c = (Candidate) {};
+        snprintf(c->digest, sizeof(c->digest), "%s", digest);
+        if (name && !(c->name = strdup(name)))
+                return -ENOMEM;
+        src->n_candidates++;
+        return 0;
+}
+
+/* A relative archive member path that stays inside the unpack directory. */
+static bool member_path_is_safe(const char *p) {
+        if (!*p || *p == '/')
+                return false;
+        for (const char *s = p; *s;) {
+                size_t len = strcspn(s, "/");
+                if ((len == 2 && s[0] == '.' && s[1] == '.'))
+                        return false;
+                s += len;
+                while (*s == '/')
+                        s++;
+        }
+        return strlen(p) < PROTO_LIMIT_PATH_BYTES;
+}
+
+/* Unpacks the regular files of an archive (tar, maybe compressed) into a
+ * leased temp directory; links, devices and paths escaping it are skipped. */
+static int unpack_archive(LoadSource *src, const char *path, MsbError *err) {
+        struct archive *a = archive_read_new();
+        struct archive_entry *e;
+        _cleanup_free_ char *dir = NULL;
+        static uint64_t counter;
+        size_t members = 0;
+        int r = 0;
+
+        if (!a)
+                return -ENOMEM;
+        archive_read_support_filter_all(a);
+        archive_read_support_format_tar(a);
+        archive_read_support_format_gnutar(a);
+
+        if (asprintf(&dir, "%s/%d-%" PRIu64 "-load", store_tmp_dir(src->store), (int) getpid(),
+                     __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED)) < 0) {
+                r = -ENOMEM;
+                goto out;
+        }
+        r = store_lease_acquire(src->store, strrchr(dir, '/') + 1);
+        if (r < 0)
+                goto out;
+        if (mkdir(dir, 0700) < 0) {
+                r = msb_error_from_errno(err, negative_errno(), "cannot create a temporary directory");
+                store_lease_release(src->store, strrchr(dir, '/') + 1);
+                goto out;
+        }
+        src->unpacked = TAKE_PTR(dir);
+
+        if (archive_read_open_filename(a, path, 1 * MiB) != ARCHIVE_OK) {
+                r = msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE, "%s is not a readable archive: %s", path,
+                                  archive_error_string(a) ?: "unknown format");
+                goto out;
+        }
+        for (;;) {
+                int ar = archive_read_next_header(a, &e);
+                if (ar == ARCHIVE_EOF)
+                        break;
+                if (ar < ARCHIVE_WARN) {
+                        r = msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE, "%s: broken archive: %s", path,
+                                          archive_error_string(a));
+                        goto out;
+                }
+                if (++members > LOAD_ARCHIVE_MEMBERS_MAX) {
+                        r = msb_error_set(err, -E2BIG, PROTO_ERROR_LIMIT_EXCEEDED,
+                                          "%s has more than %d members", path, LOAD_ARCHIVE_MEMBERS_MAX);
+                        goto out;
+                }
+                const char *name = archive_entry_pathname(e);
+                if (archive_entry_filetype(e) != AE_IFREG || !name)
+                        continue;
+                while (name[0] == '.' && name[1] == '/')
+                        name += 2;
+                if (!member_path_is_safe(name))
+                        continue;
+                if (archive_entry_size_is_set(e) && (uint64_t) archive_entry_size(e) > LOAD_ARCHIVE_MEMBER_MAX_BYTES) {
+                        r = msb_error_set(err, -EFBIG, PROTO_ERROR_LIMIT_EXCEEDED, "%s: member %s is too large", path, name);
+                        goto out;
+                }
+
+                _cleanup_free_ char *dest = NULL;
+                if (asprintf(&dest, "%s/%s", src->unpacked, name) < 0) {
+                        r = -ENOMEM;
+                        goto out;
+                }
+                char *slash = strrchr(dest, '/');
+                *slash = '\0';
+                r = mkdir_p(dest, 0700);
+                *slash = '/';
+                if (r < 0) {
+                        r = msb_error_from_errno(err, r, "cannot unpack the archive");
+                        goto out;
+                }
+                _cleanup_close_ int fd = open(dest, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+                if (fd < 0) {
+                        r = msb_error_from_errno(err, negative_errno(), "cannot unpack the archive");
+                        goto out;
+                }
+                if (archive_read_data_into_fd(a, fd) != ARCHIVE_OK) {
+                        r = msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE, "%s: cannot read member %s: %s", path,
+                                          name, archive_error_string(a));
+                        goto out;
+                }
+        }
+        src->root = strdup(src->unpacked);
+        r = src->root ? 0 : -ENOMEM;
+out:
+        archive_read_free(a);
+        return r;
+}
+
+static char *blob_path_in(const char *root, const char *digest) {
+        char *p;
+        if (asprintf(&p, "%s/blobs/sha256/%s", root, digest_hex(digest)) < 0)
+                return NULL;
+        return p;
+}
+
+/* Reads a small blob of the layout and checks it against its descriptor. */
+static int read_verified_blob(const char *root, const char *digest, uint64_t size, size_t max, char **ret,
+                              size_t *ret_size, MsbError *err) {
+        _cleanup_free_ char *path = blob_path_in(root, digest), *data = NULL;
+        char actual[DIGEST_STRING_MAX];
+        size_t n;
+        int r;
+
+        if (!path)
+                return -ENOMEM;
+        r = read_file_bounded(path, max, &data, &n);
+        if (r == -EFBIG)
+                return msb_error_set(err, r, PROTO_ERROR_LIMIT_EXCEEDED, "blob %s is larger than %zu bytes", digest, max);
+        if (r < 0)
+                return msb_error_set(err, r, PROTO_ERROR_INVALID_IMAGE, "blob %s is missing from the layout: %s", digest,
+                                     strerror(-r));
+        r = digest_buffer(data, n, actual);
+        if (r < 0)
+                return r;
+        if (!streq(actual, digest) || (size != UINT64_MAX && n != size)) {
+                msb_error_set(err, -EBADMSG, PROTO_ERROR_DIGEST_MISMATCH,
+                              "blob %s does not match its descriptor (got %s, %zu bytes)", digest, actual, n);
+                msb_error_add_data(err, "expected", json_string(digest));
+                msb_error_add_data(err, "actual", json_string(actual));
+                return -EBADMSG;
+        }
+        *ret = TAKE_PTR(data);
+        *ret_size = n;
+        return 0;
+}
+
+/* Walks an index (and nested indexes) to the manifest for this host. */
+static int resolve_manifest(LoadSource *src, const OciDescriptor *d, const char *name, unsigned depth,
+                            MsbError *err) {
+        _cleanup_free_ char *data = NULL;
+        _cleanup_(oci_index_freep) OciIndex *idx = NULL;
+        OciPlatform host;
+        size_t n, pick;
+        int r;
+
+        if (d->media_type && oci_media_type_is_manifest(d->media_type))
+                return add_candidate(src, d->digest, name);
+        if (depth >= OCI_INDEX_DEPTH_MAX)
+                return msb_error_set(err, -ELOOP, PROTO_ERROR_INVALID_IMAGE, "indexes nest deeper than %d",
+                                     OCI_INDEX_DEPTH_MAX);
+
+        r = read_verified_blob(src->root, d->digest, d->size, OCI_MANIFEST_MAX_BYTES, &data, &n, err);
+        if (r < 0)
+                return r;
+        const char *mt = oci_document_media_type(data, n);
+        if (mt && oci_media_type_is_manifest(mt))
+                return add_candidate(src, d->digest, name);
+        if (!mt || !oci_media_type_is_index(mt)) {
+                msb_error_set(err, -EMEDIUMTYPE, PROTO_ERROR_UNSUPPORTED_MEDIA_TYPE,
+                              "%s is neither an image manifest nor an index", d->digest);
+                msb_error_add_data(err, "media_type", d->media_type ? json_string(d->media_type) : json_null());
+                return -EMEDIUMTYPE;
+        }
+        r = oci_index_parse(data, n, &idx, err);
+        if (r < 0)
+                return r;
+        oci_host_platform(&host);
+        r = oci_index_select(idx, &host, &pick);
+        if (r < 0) {
+                msb_error_set(err, -ENOENT, PROTO_ERROR_PLATFORM_NOT_FOUND, "the index %s has no image for %s/%s",
+                              d->digest, host.os, host.architecture);
+                msb_error_add_data(err, "platform", json_sprintf("%s/%s", host.os, host.architecture));
+                return -ENOENT;
+        }
+        return resolve_manifest(src, &idx->manifests[pick], name, depth + 1, err);
+}
+
+static int scan_oci_layout(LoadSource *src, MsbError *err) {
+        _cleanup_free_ char *path = NULL, *data = NULL;
+        _cleanup_(oci_index_freep) OciIndex *idx = NULL;
+        size_t n;
+        int r;
+
+        if (asprintf(&path, "%s/index.json", src->root) < 0)
+                return -ENOMEM;
+        r = read_file_bounded(path, OCI_MANIFEST_MAX_BYTES, &data, &n);
+        if (r == -EFBIG)
+                return msb_error_set(err, r, PROTO_ERROR_LIMIT_EXCEEDED, "index.json is larger than %zu bytes",
+                                     OCI_MANIFEST_MAX_BYTES);
+        if (r < 0)
+                return msb_error_set(err, r, PROTO_ERROR_INVALID_IMAGE, "the layout has no readable index.json: %s",
+                                     strerror(-r));
+        r = oci_index_parse(data, n, &idx, err);
+        if (r < 0)
+                return r;
+        if (idx->n_manifests == 0)
+                return msb_error_set(err, -ENOENT, PROTO_ERROR_INVALID_IMAGE, "the layout's index.json lists no image");
+
+        for (size_t i = 0; i < idx->n_manifests; i++) {
+                const OciDescriptor *d = &idx->manifests[i];
+                r = resolve_manifest(src, d, d->image_name ?: d->ref_name, 0, err);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* docker save (and skopeo's docker-archive): manifest.json lists Config,
+ * RepoTags and Layers (uncompressed tars or compressed blobs). We write the
+ * OCI manifest that describes the same content, deterministically, so the
+ * same archive always gives the same manifest digest. */
+static int scan_docker_archive(LoadSource *src, MsbError *err) {
+        _cleanup_free_ char *path = NULL, *data = NULL;
+        json_auto_t *root = NULL;
+        json_t *item;
+        size_t n, i;
+        int r;
+
+        if (asprintf(&path, "%s/manifest.json", src->root) < 0)
+                return -ENOMEM;
+        r = read_file_bounded(path, OCI_MANIFEST_MAX_BYTES, &data, &n);
+        if (r < 0)
+                return msb_error_set(err, r, PROTO_ERROR_INVALID_IMAGE, "the archive has no readable manifest.json");
+        root = json_loadb(data, n, 0, NULL);
+        if (!json_is_array(root) || json_array_size(root) == 0)
+                return msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE,
+                                     "the archive's manifest.json is not a non-empty array");
+
+        json_array_foreach(root, i, item) {
+                const char *config = json_string_value(json_object_get(item, "Config"));
+                json_t *layers = json_object_get(item, "Layers"), *tags = json_object_get(item, "RepoTags"), *l;
+                json_auto_t *manifest = NULL, *layer_descs = json_array();
+                _cleanup_free_ char *cfg_path = NULL, *cfg = NULL, *text = NULL, *mpath = NULL;
+                char cfg_digest[DIGEST_STRING_MAX], mdigest[DIGEST_STRING_MAX];
+                size_t cfg_size, j;
+
+                if (!config || !member_path_is_safe(config) || !json_is_array(layers))
+                        return msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE,
+                                             "entry %zu of manifest.json has no Config or Layers", i);
+                if (json_array_size(layers) > OCI_LAYERS_MAX)
+                        return msb_error_set(err, -E2BIG, PROTO_ERROR_LIMIT_EXCEEDED, "entry %zu has more than %zu layers",
+                                             i, OCI_LAYERS_MAX);
+                if (asprintf(&cfg_path, "%s/%s", src->root, config) < 0)
+                        return -ENOMEM;
+                r = read_file_bounded(cfg_path, OCI_CONFIG_MAX_BYTES, &cfg, &cfg_size);
+                if (r < 0)
+                        return msb_error_set(err, r, PROTO_ERROR_INVALID_IMAGE, "cannot read the config %s", config);
+                r = digest_buffer(cfg, cfg_size, cfg_digest);
+                if (r < 0)
+                        return r;
+
+                json_array_foreach(layers, j, l) {
+                        const char *lp = json_string_value(l);
+                        _cleanup_free_ char *full = NULL;
+                        _cleanup_close_ int fd = -EBADF;
+                        char ldigest[DIGEST_STRING_MAX];
+                        uint8_t magic[4] = {};
+                        uint64_t size;
+
+                        if (!lp || !member_path_is_safe(lp))
+                                return msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE,
+                                                     "layer %zu of entry %zu has an invalid path", j, i);
+                        if (asprintf(&full, "%s/%s", src->root, lp) < 0)
+                                return -ENOMEM;
+                        fd = open(full, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+                        if (fd < 0)
+                                return msb_error_set(err, negative_errno(), PROTO_ERROR_INVALID_IMAGE,
+                                                     "layer %s is missing from the archive", lp);
+                        r = digest_fd(fd, ldigest, &size);
+                        if (r < 0)
+                                return msb_error_from_errno(err, r, "cannot read a layer");
+                        (void) pread(fd, magic, sizeof(magic), 0);
+                        const char *mt = magic[0] == 0x1f && magic[1] == 0x8b ? OCI_MEDIA_TYPE_LAYER_GZIP
+                                         : magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd
+                                                 ? OCI_MEDIA_TYPE_LAYER_ZSTD
+                                                 : OCI_MEDIA_TYPE_LAYER_TAR;
+
+                        /* The content-addressed name lets the layout path below find it. */
+                        _cleanup_free_ char *blob = blob_path_in(src->root, ldigest);
+                        if (!blob)
+                                return -ENOMEM;
+                        char *slash = strrchr(blob, '/');
+                        *slash = '\0';
+                        (void) mkdir_p(blob, 0700);
+                        *slash = '/';
+                        if (access(blob, F_OK) < 0 && link(full, blob) < 0 && symlink(full, blob) < 0)
+                                return msb_error_from_errno(err, negative_errno(), "cannot stage a layer");
+                        json_array_append_new(layer_descs, json_pack("{s:s, s:s, s:I}", "mediaType", mt, "digest",
+                                                                     ldigest, "size", (json_int_t) size));
+                }
+
+                manifest = json_pack("{s:i, s:s, s:{s:s, s:s, s:I}, s:O}", "schemaVersion", 2, "mediaType",
+                                     OCI_MEDIA_TYPE_MANIFEST, "config", "mediaType", OCI_MEDIA_TYPE_CONFIG, "digest",
+                                     cfg_digest, "size", (json_int_t) cfg_size, "layers", layer_descs);
+                text = manifest ? json_dumps(manifest, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+                if (!text)
+                        return -ENOMEM;
+                r = digest_buffer(text, strlen(text), mdigest);
+                if (r < 0)
+                        return r;
+
+                /* Stage manifest and config under their digests, as in a layout. */
+                const struct {
+                        const char *digest, *data;
+                        size_t size;
+                } staged[] = { { mdigest, text, strlen(text) }, { cfg_digest, cfg, cfg_size } };
+                for (size_t k = 0; k < ELEMENTSOF(staged); k++) {
+                        _cleanup_free_ char *bp = blob_path_in(src->root, staged[k].digest);
+                        if (!bp)
+                                return -ENOMEM;
+                        char *slash = strrchr(bp, '/');
+                        *slash = '\0';
+                        (void) mkdir_p(bp, 0700);
+                        *slash = '/';
+                        _cleanup_close_ int fd = open(bp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+                        if (fd < 0 || write_all(fd, staged[k].data, staged[k].size) < 0)
+                                return msb_error_from_errno(err, negative_errno(), "cannot stage the manifest");
+                }
+
+                size_t n_tags = json_array_size(tags);
+                if (n_tags == 0) {
+                        r = add_candidate(src, mdigest, NULL);
+                        if (r < 0)
+                                return r;
+                }
+                for (size_t t = 0; t < n_tags; t++) {
+                        r = add_candidate(src, mdigest, json_string_value(json_array_get(tags, t)));
+                        if (r < 0)
+                                return r;
+                }
+        }
+        return 0;
+}
+
+static bool file_exists_in(const char *root, const char *name) {
+        _cleanup_free_ char *p = NULL;
+        if (asprintf(&p, "%s/%s", root, name) < 0)
+                return false;
+        return access(p, F_OK) == 0;
+}
+
+/* Loads one manifest of the source into the store under refs. */
+static int load_one(LoadSource *src, const char *digest, char *const *refs, size_t n_refs, json_t **ret_handle,
+                    MsbError *err) {
+        _cleanup_free_ char *manifest = NULL, *config = NULL;
+        _cleanup_(oci_manifest_freep) OciManifest *m = NULL;
+        _cleanup_(ingest_freep) Ingest *in = NULL;
+        size_t msize, csize;
+        int r;
+
+        r = read_verified_blob(src->root, digest, UINT64_MAX, OCI_MANIFEST_MAX_BYTES, &manifest, &msize, err);
+        if (r < 0)
+                return r;
+        r = oci_manifest_parse(manifest, msize, &m, err);
+        if (r < 0)
+                return r;
+        r = read_verified_blob(src->root, m->config.digest, m->config.size, OCI_CONFIG_MAX_BYTES, &config, &csize, err);
+        if (r < 0)
+                return r;
+        r = ingest_new(src->store, digest, manifest, msize, config, csize, &in, err);
+        if (r < 0)
+                return r;
+
+        for (size_t i = 0; i < ingest_n_layers(in); i++) {
+                const IngestLayer *l = ingest_layer(in, i);
+                if (ingest_layer_cached(in, i))
+                        continue;
+                _cleanup_free_ char *path = blob_path_in(src->root, l->blob_digest);
+                if (!path)
+                        return -ENOMEM;
+                _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+                if (fd < 0)
+                        return msb_error_set(err, negative_errno(), PROTO_ERROR_INVALID_IMAGE,
+                                             "layer blob %s is missing from the source", l->blob_digest);
+                r = ingest_convert_layer(in, i, fd, err);
+                if (r < 0)
+                        return r;
+        }
+        return ingest_commit(in, refs, n_refs, ret_handle, err);
+}
+
+static int canonical_name(const char *name, char **ret, MsbError *err) {
+        _cleanup_(reference_freep) Reference *ref = NULL;
+        const char *reason = NULL;
+        int r;
+
+        r = reference_parse(name, &ref, &reason);
+        if (r < 0) {
+                msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_IMAGE, "the source names the image '%s', which is not a valid reference: %s",
+                              name, reason ?: "invalid");
+                return -EINVAL;
+        }
+        *ret = strdup(ref->canonical);
+        return *ret ? 0 : -ENOMEM;
+}
+
+int load_images(Store *store, const char *path, const char *tag, json_t **ret, MsbError *err) {
+        _cleanup_(load_source_done) LoadSource src = { .store = store };
+        json_auto_t *handles = json_array();
+        struct stat st;
+        int r;
+
+        if (stat(path, &st) < 0) {
+                r = negative_errno();
+                msb_error_set(err, r, PROTO_ERROR_PATH_NOT_FOUND, "cannot load %s: %s", path, strerror(-r));
+                msb_error_add_data(err, "path", json_string(path));
+                return r;
+        }
+        if (S_ISDIR(st.st_mode)) {
+                src.root = strdup(path);
+                if (!src.root)
+                        return -ENOMEM;
+        } else if (S_ISREG(st.st_mode)) {
+                r = unpack_archive(&src, path, err);
+                if (r < 0)
+                        return r;
+        } else
+                return msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_IMAGE, "%s is neither a directory nor an archive",
+                                     path);
+
+        if (file_exists_in(src.root, "oci-layout") && file_exists_in(src.root, "index.json"))
+                r = scan_oci_layout(&src, err);
+        else if (file_exists_in(src.root, "manifest.json"))
+                r = scan_docker_archive(&src, err);
+        else
+                r = msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE,
+                                  "%s is not an OCI layout, OCI archive or docker-save archive", path);
+        if (r < 0)
+                return r;
+
+        /* Group the names by manifest: each distinct manifest loads once. */
+        size_t distinct = 0;
+        for (size_t i = 0; i < src.n_candidates; i++) {
+                bool seen = false;
+                for (size_t j = 0; j < i; j++)
+                        seen = seen || streq(src.candidates[j].digest, src.candidates[i].digest);
+                distinct += !seen;
+        }
+        if (tag && distinct > 1)
+                return msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_PARAMS,
+                                     "the source holds %zu images; tag names only one", distinct);
+
+        for (size_t i = 0; i < src.n_candidates; i++) {
+                bool seen = false;
+                for (size_t j = 0; j < i; j++)
+                        seen = seen || streq(src.candidates[j].digest, src.candidates[i].digest);
+                if (seen)
+                        continue;
+
+                _cleanup_free_ char **refs = calloc(src.n_candidates + 2, sizeof(char *));
+                size_t n_refs = 0;
+                if (!refs)
+                        return -ENOMEM;
+                if (tag && !(refs[n_refs++] = strdup(tag)))
+                        r = -ENOMEM;
+                for (size_t j = i; j < src.n_candidates && r >= 0; j++)
+                        if (streq(src.candidates[j].digest, src.candidates[i].digest) && src.candidates[j].name)
+                                if ((r = canonical_name(src.candidates[j].name, &refs[n_refs], err)) >= 0)
+                                        n_refs++;
+                if (r >= 0 && n_refs == 0) {
+                        msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_PARAMS,
+                                      "the image %s names no reference; pass tag", src.candidates[i].digest);
+                        msb_error_add_data(err, "parameter", json_string("tag"));
+                        r = -EINVAL;
+                }
+                json_t *handle = NULL;
+                if (r >= 0)
+                        r = load_one(&src, src.candidates[i].digest, refs, n_refs, &handle, err);
+                for (size_t k = 0; k < n_refs; k++)
+                        free(refs[k]);
+                if (r < 0)
+                        return r;
+                json_array_append_new(handles, handle);
+        }
+
+        *ret = TAKE_PTR(handles);
+        return 0;
+}

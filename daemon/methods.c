@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+
+/*
+ * The RPC handlers: each checks what only it can (a reference's syntax, an
+ * absolute path), calls one module, and returns the result object. Params
+ * arrive already validated against proto/openrpc.json.
+ */
+
+#include "daemon.h"
+#include "load.h"
+#include "log.h"
+#include "oci.h"
+#include "reference.h"
+
+static Daemon *daemon_of(RpcCall *call) {
+        return rpc_call_userdata(call);
+}
+
+/* Parses params.reference (or another field) into a Reference; a reference
+ * that does not parse is invalid params, never "not found". */
+static int param_reference(json_t *params, const char *field, Reference **ret, MsbError *err) {
+        const char *s = json_string_value(json_object_get(params, field));
+        const char *reason = NULL;
+        int r;
+
+        r = reference_parse(s, ret, &reason);
+        if (r < 0) {
+                msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_REFERENCE, "invalid reference '%s': %s", s,
+                              reason ?: "it does not parse");
+                msb_error_add_data(err, "parameter", json_string(field));
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static int method_image_get(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+        _cleanup_(reference_freep) Reference *ref = NULL;
+        int r = param_reference(params, "reference", &ref, err);
+        if (r < 0)
+                return r;
+        return store_image_get(daemon_of(call)->store, ref, true, ret, err);
+}
+
+static int method_image_list(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+        return store_image_list(daemon_of(call)->store, ret, err);
+}
+
+static int method_image_inspect(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+        _cleanup_(reference_freep) Reference *ref = NULL;
+        _cleanup_(oci_config_freep) OciConfig *config = NULL;
+        _cleanup_free_ char *path = NULL, *data = NULL;
+        json_t *detail = NULL;
+        size_t size;
+        int r;
+
+        r = param_reference(params, "reference", &ref, err);
+        if (r < 0)
+                return r;
+        r = store_image_inspect(daemon_of(call)->store, ref, &detail, err);
+        if (r < 0)
+                return r;
+
+        /* The config blob was verified when it entered the store. */
+        const char *digest = json_string_value(json_object_get(detail, "config_digest"));
+        path = store_blob_path(daemon_of(call)->store, digest);
+        json_t *config_detail = json_null();
+        if (path && read_file_bounded(path, OCI_CONFIG_MAX_BYTES, &data, &size) >= 0 &&
+            oci_config_parse(data, size, &config, NULL) >= 0)
+                config_detail = oci_config_detail(config, digest);
+        json_object_set_new(detail, "config", config_detail);
+        json_object_del(detail, "config_digest");
+        *ret = detail;
+        return 0;
+}
+
+static int method_image_remove(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+        _cleanup_(reference_freep) Reference *ref = NULL;
+        int r = param_reference(params, "reference", &ref, err);
+        if (r < 0)
+                return r;
+        r = store_image_remove(daemon_of(call)->store, ref, json_is_true(json_object_get(params, "force")), err);
+        if (r < 0)
+                return r;
+        log_info("removed %s", ref->canonical);
+        *ret = json_null();
+        return 0;
+}
+
+static int method_image_prune(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+        int r = store_image_prune(daemon_of(call)->store, ret, err);
+        if (r >= 0) {
+                _cleanup_free_ char *report = json_dumps(*ret, JSON_COMPACT);
+                log_info("pruned: %s", report ?: "");
+        }
+        return r;
+}
+
+static int method_image_load(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+        const char *path = json_string_value(json_object_get(params, "path"));
+        const char *tag = json_string_value(json_object_get(params, "tag"));
+        _cleanup_(reference_freep) Reference *tag_ref = NULL;
+        int r;
+
+        if (path[0] != '/') {
+                msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_PARAMS,
+                              "path must be absolute: the daemon does not share the caller's working directory");
+                msb_error_add_data(err, "parameter", json_string("path"));
+                return -EINVAL;
+        }
+        if (tag) {
+                r = param_reference(params, "tag", &tag_ref, err);
+                if (r < 0)
+                        return r;
+        }
+        r = load_images(daemon_of(call)->store, path, tag_ref ? tag_ref->canonical : NULL, ret, err);
+        if (r >= 0)
+                log_info("loaded %zu image(s) from %s", json_array_size(*ret), path);
+        return r;
+}
+
+static int method_pin_add(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+        _cleanup_(reference_freep) Reference *ref = NULL;
+        int r = param_reference(params, "reference", &ref, err);
+        if (r < 0)
+                return r;
+        return store_pin_add(daemon_of(call)->store, json_string_value(json_object_get(params, "kind")),
+                             json_string_value(json_object_get(params, "name")), ref, ret, err);
+}
+
+static int method_pin_remove(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+        int r = store_pin_remove(daemon_of(call)->store, json_string_value(json_object_get(params, "kind")),
+                                 json_string_value(json_object_get(params, "name")), err);
+        if (r < 0)
+                return r;
+        *ret = json_null();
+        return 0;
+}
+
+static int method_pin_list(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+        return store_pin_list(daemon_of(call)->store, ret, err);
+}
+
+static int method_system_info(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+        Daemon *d = daemon_of(call);
+        *ret = json_pack("{s:s, s:s, s:s?, s:i, s:I, s:I}", "version", MSB_VERSION, "store_path", d->store_path,
+                         "socket_path", d->socket_path, "pid", (int) getpid(), "uptime_ms",
+                         (json_int_t) (now_monotonic_ms() - d->started_monotonic_ms), "started_at",
+                         (json_int_t) d->started_at_ms);
+        return *ret ? 0 : -ENOMEM;
+}
+
+static int method_system_df(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+        return store_df(daemon_of(call)->store, ret, err);
+}
+
+static int method_rpc_discover(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+        json_error_t jerr;
+        *ret = json_loadb(proto_openrpc_json, proto_openrpc_json_len, 0, &jerr);
+        return *ret ? 0 : -EINVAL;
+}
+
+int method_image_pull(RpcCall *call, json_t *params, json_t **ret, MsbError *err);
+
+const RpcMethod daemon_methods[] = {
+        { "image.get", method_image_get, RPC_INLINE },
+        { "image.list", method_image_list, RPC_INLINE },
+        { "image.inspect", method_image_inspect, RPC_WORKER },
+        { "image.remove", method_image_remove, RPC_WORKER },
+        { "image.prune", method_image_prune, RPC_WORKER },
+        { "image.pull", method_image_pull, RPC_DEFERRED },
+        { "image.load", method_image_load, RPC_WORKER },
+        { "pin.add", method_pin_add, RPC_WORKER },
+        { "pin.remove", method_pin_remove, RPC_WORKER },
+        { "pin.list", method_pin_list, RPC_INLINE },
+        { "system.info", method_system_info, RPC_INLINE },
+        { "system.df", method_system_df, RPC_WORKER },
+        { "rpc.discover", method_rpc_discover, RPC_INLINE },
+};
+const size_t daemon_n_methods = ELEMENTSOF(daemon_methods);
+
+/* image.pull: a cached reference is answered from the store (policies
+ * if-missing and never); fetching from a registry is the pull module's. */
+int method_image_pull(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+        _cleanup_(reference_freep) Reference *ref = NULL;
+        const char *policy = json_string_value(json_object_get(params, "policy")) ?: "if-missing";
+        Daemon *d = daemon_of(call);
+        int r;
+
+        r = param_reference(params, "reference", &ref, err);
+        if (r < 0)
+                return r;
+        if (!streq(policy, "always")) {
+                r = store_image_get(d->store, ref, true, ret, NULL);
+                if (r >= 0 || streq(policy, "never"))
+                        return store_image_get(d->store, ref, true, ret, err);
+        }
+        return msb_error_set(err, -EOPNOTSUPP, PROTO_ERROR_NETWORK_ERROR,
+                             "%s is not cached, and this daemon has no registry transport yet", ref->canonical);
+}

@@ -1,0 +1,421 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include "framing.h"
+#include "log.h"
+#include "server.h"
+
+#define SERVER_READ_BUFFER_BYTES ((size_t) (256 * KiB))
+
+struct Server {
+        uv_loop_t *loop;
+        Rpc *rpc;
+        uv_pipe_t listener;
+        bool listening;
+        char *path;
+        unsigned n_connections;
+        Connection *connections;
+        void (*idle_cb)(void *userdata);
+        void *idle_userdata;
+};
+
+struct Connection {
+        uv_pipe_t pipe;
+        Server *server;
+        unsigned refs;
+        bool open;
+        bool reading;
+        bool close_after_write; /* hang up once queued responses are written */
+        bool eof;               /* the client half-closed: finish its calls, then close */
+        unsigned calls;         /* calls and batches of this connection in flight */
+        LineBuffer in;
+        uint64_t number;
+        Connection *prev, *next;
+};
+
+typedef struct WriteRequest {
+        uv_write_t req;
+        Connection *conn;
+        char *data;
+} WriteRequest;
+
+static uint64_t connection_counter;
+
+Connection *connection_ref(Connection *c) {
+        c->refs++;
+        return c;
+}
+
+static void connection_free(Connection *c) {
+        line_buffer_done(&c->in);
+        free(c);
+}
+
+void connection_unref(Connection *c) {
+        if (!c)
+                return;
+        if (--c->refs == 0)
+                connection_free(c);
+}
+
+bool connection_is_open(const Connection *c) {
+        return c->open;
+}
+
+static void connection_close(Connection *c);
+
+/* After the client's EOF, the connection stays until every answer is written. */
+static void connection_maybe_finish(Connection *c) {
+        if (c->open && c->eof && c->calls == 0 && uv_stream_get_write_queue_size((uv_stream_t *) &c->pipe) == 0)
+                connection_close(c);
+}
+
+void connection_call_begin(Connection *c) {
+        connection_ref(c);
+        c->calls++;
+}
+
+void connection_call_end(Connection *c) {
+        c->calls--;
+        connection_maybe_finish(c);
+        connection_unref(c);
+}
+
+static void on_close(uv_handle_t *h) {
+        connection_unref(h->data);
+}
+
+static void connection_close(Connection *c) {
+        Server *s = c->server;
+
+        if (!c->open)
+                return;
+        c->open = false;
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                s->connections = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        s->n_connections--;
+        log_debug("connection %" PRIu64 " closed", c->number);
+        uv_close((uv_handle_t *) &c->pipe, on_close);
+        if (s->n_connections == 0 && s->idle_cb)
+                s->idle_cb(s->idle_userdata);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+        static __thread char chunk[SERVER_READ_BUFFER_BYTES];
+        *buf = uv_buf_init(chunk, sizeof(chunk));
+}
+
+static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf);
+
+static void connection_update_reading(Connection *c) {
+        bool want = c->open && !c->close_after_write && !c->eof && uv_stream_get_write_queue_size((uv_stream_t *) &c->pipe) < SERVER_WRITE_QUEUE_HIGH_BYTES;
+        if (want == c->reading)
+                return;
+        if (want)
+                uv_read_start((uv_stream_t *) &c->pipe, on_alloc, on_read);
+        else
+                uv_read_stop((uv_stream_t *) &c->pipe);
+        c->reading = want;
+}
+
+static void on_write(uv_write_t *req, int status) {
+        WriteRequest *w = (WriteRequest *) req;
+        Connection *c = w->conn;
+
+        free(w->data);
+        free(w);
+        if (c->open && (status < 0 || (c->close_after_write &&
+                                       uv_stream_get_write_queue_size((uv_stream_t *) &c->pipe) == 0)))
+                connection_close(c);
+        else {
+                connection_update_reading(c);
+                connection_maybe_finish(c);
+        }
+        connection_unref(c);
+}
+
+/* Queues one line (text is taken; its NUL becomes the '\n'). */
+static void connection_write_line(Connection *c, char *text) {
+        size_t len = strlen(text);
+        WriteRequest *w = calloc(1, sizeof(*w));
+
+        if (!w) {
+                free(text);
+                return;
+        }
+        text[len] = '\n';
+        w->conn = connection_ref(c);
+        w->data = text;
+        uv_buf_t b = uv_buf_init(text, (unsigned) len + 1);
+        if (uv_write(&w->req, (uv_stream_t *) &c->pipe, &b, 1, on_write) < 0) {
+                free(w->data);
+                free(w);
+                connection_unref(c);
+                connection_close(c);
+                return;
+        }
+        connection_update_reading(c);
+}
+
+void connection_send(Connection *c, json_t *msg) {
+        char *text;
+        size_t size;
+
+        if (!c->open)
+                return;
+        /* One spare byte for the '\n' that replaces the NUL. */
+        size = json_dumpb(msg, NULL, 0, JSON_COMPACT);
+        if (size == 0)
+                return;
+        text = malloc(size + 1);
+        if (!text)
+                return;
+        json_dumpb(msg, text, size, JSON_COMPACT);
+        text[size] = '\0';
+        connection_write_line(c, text);
+}
+
+static void send_limit_error(Connection *c, const char *limit, uint64_t max, const char *message) {
+        MsbError err = {};
+        msb_error_set(&err, -E2BIG, PROTO_ERROR_LIMIT_EXCEEDED, "%s", message);
+        msb_error_add_data(&err, "limit", json_string(limit));
+        msb_error_add_data(&err, "max", json_integer((json_int_t) max));
+        json_t *resp = rpc_error_response(NULL, &err);
+        connection_send(c, resp);
+        json_decref(resp);
+        msb_error_clear(&err);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
+        Connection *c = stream->data;
+        char *line;
+        size_t len;
+        int r;
+
+        if (n == UV_EOF) {
+                connection_ref(c);
+                if (line_buffer_take_rest(&c->in, &line, &len) > 0)
+                        rpc_handle_line(c->server->rpc, c, line, len);
+                c->eof = true;
+                connection_unref(c);
+                connection_update_reading(c);
+                connection_maybe_finish(c);
+                return;
+        }
+        if (n < 0) {
+                connection_close(c);
+                return;
+        }
+        if (n == 0)
+                return;
+
+        r = line_buffer_append(&c->in, buf->base, (size_t) n);
+        /* Hold a reference: a handler may close the connection. */
+        connection_ref(c);
+        while (r >= 0 && c->open && (r = line_buffer_next(&c->in, &line, &len)) > 0)
+                rpc_handle_line(c->server->rpc, c, line, len);
+        if (r == -EMSGSIZE && c->open) {
+                /* The rest of an over-long line cannot be framed: answer and hang up. */
+                log_warning("connection %" PRIu64 ": request line over %zu bytes, closing it", c->number,
+                            FRAMING_LINE_MAX_BYTES);
+                send_limit_error(c, "request_line_bytes", FRAMING_LINE_MAX_BYTES,
+                                 "the request line is longer than the limit of 16 MiB");
+                c->close_after_write = true;
+                connection_update_reading(c);
+        } else if (r == -ENOMEM)
+                connection_close(c);
+        connection_unref(c);
+}
+
+static bool peer_allowed(uv_pipe_t *pipe, uint64_t number) {
+        struct ucred cred;
+        socklen_t len = sizeof(cred);
+        uv_os_fd_t fd;
+
+        if (uv_fileno((uv_handle_t *) pipe, &fd) < 0)
+                return false;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+                return false;
+        if (cred.uid == geteuid() || cred.uid == 0)
+                return true;
+        log_warning("connection %" PRIu64 ": refused: peer uid %u (pid %d) is not ours", number, (unsigned) cred.uid,
+                    (int) cred.pid);
+        return false;
+}
+
+static void on_connection(uv_stream_t *listener, int status) {
+        Server *s = listener->data;
+        Connection *c;
+
+        if (status < 0) {
+                log_warning("accept failed: %s", uv_strerror(status));
+                return;
+        }
+        c = calloc(1, sizeof(*c));
+        if (!c)
+                return;
+        uv_pipe_init(s->loop, &c->pipe, 0);
+        c->pipe.data = c;
+        c->server = s;
+        c->refs = 1;
+        c->number = ++connection_counter;
+        line_buffer_init(&c->in, FRAMING_LINE_MAX_BYTES);
+        if (uv_accept(listener, (uv_stream_t *) &c->pipe) < 0) {
+                uv_close((uv_handle_t *) &c->pipe, on_close);
+                return;
+        }
+        if (!peer_allowed(&c->pipe, c->number)) {
+                uv_close((uv_handle_t *) &c->pipe, on_close);
+                return;
+        }
+
+        c->open = true;
+        c->next = s->connections;
+        if (s->connections)
+                s->connections->prev = c;
+        s->connections = c;
+        s->n_connections++;
+
+        if (s->n_connections > SERVER_CONNECTIONS_MAX) {
+                log_warning("connection %" PRIu64 ": refused: %u connections is the limit", c->number,
+                            SERVER_CONNECTIONS_MAX);
+                send_limit_error(c, "connections", SERVER_CONNECTIONS_MAX, "too many connections to msb-imaged");
+                c->close_after_write = true;
+                return;
+        }
+        log_debug("connection %" PRIu64 " accepted", c->number);
+        connection_update_reading(c);
+}
+
+static int socket_prepare_path(const char *path, MsbError *err) {
+        _cleanup_free_ char *dir = strdup(path);
+        struct stat st;
+        char *slash;
+        int r;
+
+        if (!dir)
+                return -ENOMEM;
+        if (strlen(path) >= sizeof(((struct sockaddr_un *) NULL)->sun_path))
+                return msb_error_set(err, -ENAMETOOLONG, PROTO_ERROR_INTERNAL_ERROR, "socket path %s is too long", path);
+        slash = strrchr(dir, '/');
+        if (slash && slash != dir) {
+                *slash = '\0';
+                r = mkdir_p(dir, SERVER_DIRECTORY_MODE);
+                if (r < 0)
+                        return msb_error_set(err, r, PROTO_ERROR_INTERNAL_ERROR, "cannot create %s: %s", dir,
+                                             strerror(-r));
+                if (stat(dir, &st) < 0)
+                        return msb_error_set(err, negative_errno(), PROTO_ERROR_INTERNAL_ERROR, "cannot stat %s", dir);
+                if (st.st_uid != geteuid())
+                        return msb_error_set(err, -EPERM, PROTO_ERROR_INTERNAL_ERROR,
+                                             "the socket directory %s belongs to another user", dir);
+                /* Only our user may even reach the socket. */
+                if ((st.st_mode & 07777) != SERVER_DIRECTORY_MODE && chmod(dir, SERVER_DIRECTORY_MODE) < 0)
+                        return msb_error_set(err, negative_errno(), PROTO_ERROR_INTERNAL_ERROR, "cannot chmod %s", dir);
+        }
+
+        /* A socket left by a daemon that died: nobody holds the store lock now
+         * (we do), so nobody serves it either. Anything else is not ours to remove. */
+        if (lstat(path, &st) == 0) {
+                if (!S_ISSOCK(st.st_mode))
+                        return msb_error_set(err, -EEXIST, PROTO_ERROR_INTERNAL_ERROR,
+                                             "%s exists and is not a socket", path);
+                if (unlink(path) < 0)
+                        return msb_error_set(err, negative_errno(), PROTO_ERROR_INTERNAL_ERROR,
+                                             "cannot remove the stale socket %s", path);
+        }
+        return 0;
+}
+
+int server_new(uv_loop_t *loop, Rpc *rpc, const char *path, int listen_fd, Server **ret, MsbError *err) {
+        Server *s;
+        int r;
+
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        s->loop = loop;
+        s->rpc = rpc;
+        s->path = path ? strdup(path) : NULL;
+        uv_pipe_init(loop, &s->listener, 0);
+        s->listener.data = s;
+
+        if (listen_fd >= 0) {
+                r = uv_pipe_open(&s->listener, listen_fd);
+                if (r < 0) {
+                        msb_error_set(err, -EINVAL, PROTO_ERROR_INTERNAL_ERROR, "cannot adopt the passed socket: %s",
+                                      uv_strerror(r));
+                        goto fail;
+                }
+        } else {
+                r = socket_prepare_path(path, err);
+                if (r < 0)
+                        goto fail;
+                /* The socket is created with mode 0600 from the start: no window
+                 * in which another user could connect. */
+                mode_t old = umask(0177);
+                r = uv_pipe_bind(&s->listener, path);
+                umask(old);
+                if (r < 0) {
+                        msb_error_set(err, -EADDRINUSE, PROTO_ERROR_INTERNAL_ERROR, "cannot bind %s: %s", path,
+                                      uv_strerror(r));
+                        goto fail;
+                }
+                (void) chmod(path, SERVER_SOCKET_MODE);
+        }
+        r = uv_listen((uv_stream_t *) &s->listener, 512, on_connection);
+        if (r < 0) {
+                msb_error_set(err, -EINVAL, PROTO_ERROR_INTERNAL_ERROR, "cannot listen on %s: %s", path ?: "the socket",
+                              uv_strerror(r));
+                goto fail;
+        }
+        s->listening = true;
+        *ret = s;
+        return 0;
+
+fail:
+        uv_close((uv_handle_t *) &s->listener, NULL);
+        /* The listener is part of s: free it only after the loop ran the close. */
+        uv_run(loop, UV_RUN_NOWAIT);
+        free(s->path);
+        free(s);
+        return -EINVAL;
+}
+
+void server_stop_listening(Server *s) {
+        if (!s->listening)
+                return;
+        s->listening = false;
+        uv_close((uv_handle_t *) &s->listener, NULL);
+        if (s->path)
+                (void) unlink(s->path);
+}
+
+void server_close_connections(Server *s) {
+        while (s->connections)
+                connection_close(s->connections);
+}
+
+Server *server_free(Server *s) {
+        if (!s)
+                return NULL;
+        free(s->path);
+        free(s);
+        return NULL;
+}
+
+unsigned server_n_connections(const Server *s) {
+        return s->n_connections;
+}
+
+void server_set_idle_callback(Server *s, void (*cb)(void *userdata), void *userdata) {
+        s->idle_cb = cb;
+        s->idle_userdata = userdata;
+}

@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/*
+ * The store: one directory owned by one daemon (flock on STORE/lock), an
+ * SQLite index in WAL mode (STORE/index.db) and content-addressed files:
+ *
+ *   blobs/sha256/<hex>            manifests and configs, as received
+ *   layers/sha256/<hex>.erofs     one EROFS image per layer, keyed by diff_id
+ *   fsmeta/sha256/<hex>.erofs     merged metadata image per manifest
+ *   vmdk/sha256/<hex>.vmdk        VMDK descriptor per manifest
+ *   tmp/                          files being written; swept at start
+ *
+ * A file becomes visible only complete (temp file, fsync, rename, fsync the
+ * directory) and before the index row that names it commits, so the index
+ * never names a missing file; the sweep at start (and prune) deletes files
+ * without rows. Only this module touches SQLite.
+ *
+ * Threads: the loop thread reads through its own connection (WAL readers
+ * never wait for the writer); every other call runs on worker threads and is
+ * serialised on the writer connection. Functions say which they are.
+ */
+
+#include <jansson.h>
+#include <sys/types.h>
+
+#include "error.h"
+#include "reference.h"
+
+typedef struct Store Store;
+
+#define STORE_SCHEMA_VERSION 1
+
+typedef struct StoreLayer {
+        char *blob_digest;
+        char *diff_id;
+        char *media_type;
+        uint64_t compressed_size;
+} StoreLayer;
+
+/* Everything the index records about a manifest being committed. */
+typedef struct StoreManifest {
+        char *digest;
+        char *media_type;
+        uint64_t size;
+        char *config_digest;
+        uint64_t config_size;
+        char *architecture;
+        char *os;
+        char *variant;
+        StoreLayer *layers;
+        size_t n_layers;
+        uint64_t fsmeta_size;
+        uint64_t vmdk_size;
+} StoreManifest;
+
+/* Opens (creating if needed) the store at path: takes the lock, opens and
+ * migrates the index, sweeps what a crash left. -EBUSY with a message naming
+ * the holder's pid when another process holds the store. */
+int store_open(const char *path, Store **ret, MsbError *err);
+Store *store_free(Store *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Store *, store_free);
+
+const char *store_path(const Store *s);
+const char *store_tmp_dir(const Store *s);
+
+/* Absolute paths of content files; NULL on OOM. Caller frees. */
+char *store_blob_path(const Store *s, const char *digest);
+char *store_layer_path(const Store *s, const char *diff_id);
+char *store_fsmeta_path(const Store *s, const char *manifest_digest);
+char *store_vmdk_path(const Store *s, const char *manifest_digest);
+
+/*
+ * Leases protect content that work in flight is writing or about to commit
+ * (digests, diff_ids, temp file names) from prune, remove and the sweep.
+ * Counted: every acquire needs one release. Thread-safe.
+ */
+int store_lease_acquire(Store *s, const char *key);
+void store_lease_release(Store *s, const char *key);
+
+/* Creates an empty temp file under tmp/ (leased by its name). */
+int store_tmpfile(Store *s, const char *purpose, int *ret_fd, char **ret_path);
+/* Drops a temp file: unlinks it and releases its lease. */
+void store_tmpfile_discard(Store *s, const char *tmp_path);
+/* fsyncs fd, renames tmp_path to final_path, fsyncs the directory and
+ * releases the temp file's lease. */
+int store_tmpfile_publish(Store *s, int fd, const char *tmp_path, const char *final_path);
+
+/* Writes data to a content file at final_path unless it already exists. */
+int store_write_file(Store *s, const char *final_path, const void *data, size_t size);
+
+/*
+ * Layers. store_layer_lookup: 1 and the EROFS size when a converted layer is
+ * indexed and its file present, 0 when not. store_layer_add: records a
+ * converted layer whose file is already published. Worker threads.
+ */
+int store_layer_lookup(Store *s, const char *diff_id, uint64_t *ret_erofs_size);
+int store_layer_add(Store *s, const char *diff_id, uint64_t erofs_size);
+
+/* Commits a manifest (whose files are all published) and points each
+ * canonical reference at it, in one transaction. Worker thread. */
+int store_image_commit(Store *s, const StoreManifest *m, char *const *references, size_t n_references,
+                       MsbError *err);
+
+/* Marks references as used now (pull cache hits, pin.add). Worker thread. */
+int store_image_touch(Store *s, const char *canonical_reference);
+
+/* The ImageHandle of a reference (any spelling already parsed). Loop thread
+ * (read connection) when from_loop, else a worker. */
+int store_image_get(Store *s, const Reference *ref, bool from_loop, json_t **ret, MsbError *err);
+int store_image_list(Store *s, json_t **ret, MsbError *err);
+int store_image_inspect(Store *s, const Reference *ref, json_t **ret, MsbError *err);
+int store_image_remove(Store *s, const Reference *ref, bool force, MsbError *err);
+int store_image_prune(Store *s, json_t **ret_report, MsbError *err);
+
+int store_pin_add(Store *s, const char *kind, const char *name, const Reference *ref, json_t **ret_rootfs,
+                  MsbError *err);
+int store_pin_remove(Store *s, const char *kind, const char *name, MsbError *err);
+int store_pin_list(Store *s, json_t **ret, MsbError *err);
+
+int store_df(Store *s, json_t **ret, MsbError *err);
+
+/* What the sweep at open removed or repaired, for the log. */
+typedef struct StoreSweepStats {
+        unsigned tmp_removed;
+        unsigned files_removed;
+        unsigned rows_dropped;
+} StoreSweepStats;
+const StoreSweepStats *store_sweep_stats(const Store *s);
