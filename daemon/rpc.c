@@ -467,7 +467,7 @@ void rpc_handle_line(Rpc *rpc, Connection *conn, const char *line, size_t len) {
         if (len == strspn(line, " \t\r"))
                 return;
 
-        msg = json_loadb(line, len, 0, &jerr);
+        msg = json_loadb(line, len, JSON_DECODE_ANY, &jerr);
         if (!msg) {
                 MsbError err = {};
                 msb_error_set(&err, -EBADMSG, PROTO_ERROR_PARSE_ERROR, "parse error: %s at byte %d", jerr.text,

@@ -294,6 +294,16 @@ static void on_connection(uv_stream_t *listener, int status) {
         connection_update_reading(c);
 }
 
+static bool socket_is_live(const char *path) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        if (fd < 0)
+                return false;
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+        return connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0;
+}
+
 static int socket_prepare_path(const char *path, MsbError *err) {
         _cleanup_free_ char *dir = strdup(path);
         struct stat st;
@@ -321,12 +331,16 @@ static int socket_prepare_path(const char *path, MsbError *err) {
                         return msb_error_set(err, negative_errno(), PROTO_ERROR_INTERNAL_ERROR, "cannot chmod %s", dir);
         }
 
-        /* A socket left by a daemon that died: nobody holds the store lock now
-         * (we do), so nobody serves it either. Anything else is not ours to remove. */
+        /* A socket left by a daemon that died is replaced; one that still
+         * accepts connections belongs to a live daemon (perhaps on another
+         * store) and is not ours to take. Anything else is not ours either. */
         if (lstat(path, &st) == 0) {
                 if (!S_ISSOCK(st.st_mode))
                         return msb_error_set(err, -EEXIST, PROTO_ERROR_INTERNAL_ERROR,
                                              "%s exists and is not a socket", path);
+                if (socket_is_live(path))
+                        return msb_error_set(err, -EADDRINUSE, PROTO_ERROR_INTERNAL_ERROR,
+                                             "%s is in use by another running daemon", path);
                 if (unlink(path) < 0)
                         return msb_error_set(err, negative_errno(), PROTO_ERROR_INTERNAL_ERROR,
                                              "cannot remove the stale socket %s", path);

@@ -1226,15 +1226,25 @@ const RegistryStats *registry_stats(const Registry *r) {
         return &r->stats;
 }
 
+static bool is_lower_alnum(char c) {
+        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+/* distribution-spec "name": components of [a-z0-9]+ joined by [._-]
+ * separators, separated by '/'. The reference parser checks the exact
+ * grammar; this keeps a URL path safe whoever calls us (no "..", no empty
+ * component). */
 static bool repository_is_valid(const char *s) {
-        /* distribution-spec: path components of [a-z0-9] separated by
-         * [._-]; the reference parser checks the grammar, we only keep the
-         * URL safe. */
         if (!s || !s[0] || strlen(s) > 255)
                 return false;
-        for (const char *p = s; *p; p++)
-                if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || strchr("._-/", *p)))
+        for (const char *p = s; *p; p++) {
+                bool start = p == s || p[-1] == '/', end = p[1] == '\0' || p[1] == '/';
+
+                if (is_lower_alnum(*p))
+                        continue;
+                if (start || end || !strchr("._-/", *p))
                         return false;
+        }
         return true;
 }
 

@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/*
+ * What the daemon calls to turn layers into a bootable root filesystem
+ * (DESIGN.md "Layers, fsmeta, VMDK"): one EROFS image per layer, one merged
+ * metadata-only fsmeta image per manifest, and a VMDK descriptor that
+ * concatenates them. All three are blocking, use no globals and may run on
+ * worker threads concurrently.
+ */
+
+#include "error.h"
+
+typedef struct ErofsLayerInfo {
+        char diff_id[7 + 64 + 1];     /* "sha256:<hex>" of the uncompressed tar */
+        uint64_t uncompressed_bytes;
+        uint64_t erofs_bytes;          /* size of the written EROFS file */
+        uint64_t entries;
+} ErofsLayerInfo;
+
+/* The limits a layer is held to; erofs_layer_limits_default() gives the
+ * protocol's (proto/openrpc.json "x-limits"). */
+typedef struct ErofsLayerLimits {
+        uint64_t entries;             /* tar entries per layer */
+        uint64_t path_bytes;          /* bytes of a normalised path, and of a symlink target */
+        uint64_t path_depth;          /* components of a path */
+        uint64_t uncompressed_bytes;  /* bytes of the tar stream */
+} ErofsLayerLimits;
+
+ErofsLayerLimits erofs_layer_limits_default(void);
+
+/*
+ * Converts one layer blob (fd positioned at 0) of OCI/Docker layer media type
+ * (tar, tar+gzip, tar+zstd; checked by magic too) into an EROFS image written
+ * to out_fd (an empty regular file; the caller fsyncs and renames).
+ *
+ * expected_blob_digest (may be NULL) and expected_blob_size (UINT64_MAX =
+ * unknown) are checked on the compressed bytes in the same single pass:
+ * mismatch -> PROTO_ERROR_DIGEST_MISMATCH with data "expected"/"actual". If
+ * expected_diff_id is non-NULL the uncompressed stream's sha256 must equal
+ * it, else the same error. Bad entries -> PROTO_ERROR_LAYER_REJECTED with
+ * data "entry"; limits -> PROTO_ERROR_LIMIT_EXCEEDED with data "limit" and
+ * "max"; an unknown media type -> PROTO_ERROR_UNSUPPORTED_MEDIA_TYPE. On
+ * failure out_fd holds garbage the caller must delete.
+ *
+ * The UUID is derived from the diff_id; the output is byte-identical for the
+ * same input.
+ */
+int erofs_layer_convert(int blob_fd, const char *media_type,
+                        const char *expected_blob_digest, uint64_t expected_blob_size,
+                        const char *expected_diff_id,
+                        int out_fd, ErofsLayerInfo *ret, MsbError *err);
+
+/* The same with explicit limits (tests use small ones). */
+int erofs_layer_convert_with_limits(int blob_fd, const char *media_type,
+                                    const char *expected_blob_digest, uint64_t expected_blob_size,
+                                    const char *expected_diff_id, const ErofsLayerLimits *limits,
+                                    int out_fd, ErofsLayerInfo *ret, MsbError *err);
+
+/* Builds the fsmeta image for a manifest from its layer images (bottom to
+ * top), writing to out_fd; UUID derived from manifest_digest. */
+int erofs_fsmeta_build(const char *const *layer_paths, size_t n_layers,
+                       const char *manifest_digest, int out_fd,
+                       uint64_t *ret_size, MsbError *err);
+
+/* Writes the twoGbMaxExtentFlat VMDK descriptor: FLAT extents fsmeta then
+ * each layer, absolute paths, sizes in 512-byte sectors. */
+int vmdk_write(int out_fd, const char *fsmeta_path, uint64_t fsmeta_size,
+               const char *const *layer_paths, const uint64_t *layer_sizes,
+               size_t n_layers, MsbError *err);

@@ -1,0 +1,694 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <sys/stat.h>
+
+#include "erofs_fs.h"
+#include "erofs_writer.h"
+
+/* File data is gathered into writes of this size. */
+#define WRITER_BUFFER_BYTES (1024 * 1024)
+
+/* layout_flags bits. */
+#define LAYOUT_EXTENDED 0x01
+#define LAYOUT_INLINE 0x02
+#define LAYOUT_CHUNKED 0x04
+
+struct ErofsWriter {
+        int fd;
+        size_t n_devices;
+        uint32_t head_blocks;
+        ErofsTree *tree;
+
+        uint64_t pos;            /* file offset of the next data byte */
+        uint64_t file_start;     /* offset where the current file began */
+        bool in_file;
+        uint8_t *buf;
+        size_t buf_len;
+        uint64_t buf_off;        /* file offset of buf[0] */
+
+        /* Layout results. */
+        ErofsInode **order;
+        size_t n_order;
+        int64_t build_time;
+        uint32_t build_time_nsec;
+        uint32_t meta_blkaddr;
+        uint64_t meta_bytes;
+        uint32_t total_blocks;
+};
+
+uint32_t erofs_crc32c(uint32_t crc, const void *buf, size_t len) {
+        const uint8_t *p = buf;
+
+        while (len--) {
+                crc ^= *p++;
+                for (unsigned k = 0; k < 8; k++)
+                        crc = (crc >> 1) ^ (0x82F63B78U & (0U - (crc & 1)));
+        }
+        return crc;
+}
+
+static uint32_t head_blocks_for(size_t n_devices) {
+        uint64_t bytes = EROFS_SUPER_OFFSET + sizeof(struct erofs_super_block) +
+                         n_devices * sizeof(struct erofs_deviceslot);
+        return (uint32_t) ((bytes + EROFS_BLKSZ - 1) / EROFS_BLKSZ);
+}
+
+int erofs_writer_new(int fd, size_t n_devices, ErofsWriter **ret) {
+        _cleanup_(erofs_writer_freep) ErofsWriter *w = NULL;
+        int r;
+
+        if (fd < 0 || n_devices > UINT16_MAX)
+                return -EINVAL;
+        w = calloc(1, sizeof(*w));
+        if (!w)
+                return -ENOMEM;
+        w->fd = fd;
+        w->n_devices = n_devices;
+        w->head_blocks = head_blocks_for(n_devices);
+        w->pos = w->buf_off = (uint64_t) w->head_blocks * EROFS_BLKSZ;
+        w->buf = malloc(WRITER_BUFFER_BYTES);
+        if (!w->buf)
+                return -ENOMEM;
+        r = erofs_tree_new(&w->tree);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(w);
+        return 0;
+}
+
+ErofsWriter *erofs_writer_free(ErofsWriter *w) {
+        if (!w)
+                return NULL;
+        erofs_tree_free(w->tree);
+        free(w->buf);
+        free(w->order);
+        free(w);
+        return NULL;
+}
+
+ErofsTree *erofs_writer_tree(ErofsWriter *w) {
+        return w->tree;
+}
+
+static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off) {
+        const uint8_t *p = buf;
+
+        while (len > 0) {
+                ssize_t n = pwrite(fd, p, len, (off_t) off);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return negative_errno();
+                }
+                if (n == 0)
+                        return -EIO;
+                p += n;
+                len -= (size_t) n;
+                off += (uint64_t) n;
+        }
+        return 0;
+}
+
+static int writer_flush(ErofsWriter *w) {
+        int r;
+
+        if (w->buf_len == 0)
+                return 0;
+        r = pwrite_all(w->fd, w->buf, w->buf_len, w->buf_off);
+        if (r < 0)
+                return r;
+        w->buf_off += w->buf_len;
+        w->buf_len = 0;
+        return 0;
+}
+
+int erofs_writer_data_begin(ErofsWriter *w, uint32_t *ret_blkaddr) {
+        if (w->in_file)
+                return -EBUSY;
+        if (w->pos / EROFS_BLKSZ > UINT32_MAX)
+                return -EFBIG;
+        w->in_file = true;
+        w->file_start = w->pos;
+        *ret_blkaddr = (uint32_t) (w->pos / EROFS_BLKSZ);
+        return 0;
+}
+
+int erofs_writer_data_append(ErofsWriter *w, const void *buf, size_t len) {
+        const uint8_t *p = buf;
+        int r;
+
+        if (!w->in_file)
+                return -EINVAL;
+        /* Large pieces go straight to the file once the buffer is drained:
+         * no reason to copy them. */
+        if (len >= WRITER_BUFFER_BYTES) {
+                r = writer_flush(w);
+                if (r < 0)
+                        return r;
+                r = pwrite_all(w->fd, p, len, w->pos);
+                if (r < 0)
+                        return r;
+                w->pos += len;
+                w->buf_off = w->pos;
+                return 0;
+        }
+        while (len > 0) {
+                size_t n = WRITER_BUFFER_BYTES - w->buf_len;
+                if (n > len)
+                        n = len;
+                memcpy(w->buf + w->buf_len, p, n);
+                w->buf_len += n;
+                w->pos += n;
+                p += n;
+                len -= n;
+                if (w->buf_len == WRITER_BUFFER_BYTES) {
+                        r = writer_flush(w);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        return 0;
+}
+
+int erofs_writer_data_zero(ErofsWriter *w, uint64_t len) {
+        static const uint8_t zeros[EROFS_BLKSZ];
+        int r;
+
+        while (len > 0) {
+                size_t n = len > sizeof(zeros) ? sizeof(zeros) : (size_t) len;
+                r = erofs_writer_data_append(w, zeros, n);
+                if (r < 0)
+                        return r;
+                len -= n;
+        }
+        return 0;
+}
+
+int erofs_writer_data_end(ErofsWriter *w, uint64_t *ret_len) {
+        uint64_t len;
+        int r;
+
+        if (!w->in_file)
+                return -EINVAL;
+        len = w->pos - w->file_start;
+        if (w->pos % EROFS_BLKSZ != 0) {
+                r = erofs_writer_data_zero(w, EROFS_BLKSZ - w->pos % EROFS_BLKSZ);
+                if (r < 0)
+                        return r;
+        }
+        w->in_file = false;
+        if (ret_len)
+                *ret_len = len;
+        return 0;
+}
+
+/* Directory entries in EROFS order: bytewise, a shorter name before its extensions. */
+typedef struct DirItem {
+        const char *name;
+        uint16_t len;
+        uint8_t type;
+        uint64_t nid;
+} DirItem;
+
+static int name_cmp(const char *a, size_t la, const char *b, size_t lb) {
+        int c = memcmp(a, b, la < lb ? la : lb);
+        if (c != 0)
+                return c;
+        return la < lb ? -1 : la > lb ? 1 : 0;
+}
+
+static int dentry_ptr_cmp(const void *a, const void *b) {
+        const ErofsDentry *x = *(ErofsDentry *const *) a, *y = *(ErofsDentry *const *) b;
+        return name_cmp(x->name, x->name_len, y->name, y->name_len);
+}
+
+static int dir_item_cmp(const void *a, const void *b) {
+        const DirItem *x = a, *y = b;
+        return name_cmp(x->name, x->len, y->name, y->len);
+}
+
+static uint8_t file_type_of(uint32_t mode) {
+        switch (mode & S_IFMT) {
+        case S_IFREG:
+                return EROFS_FT_REG_FILE;
+        case S_IFDIR:
+                return EROFS_FT_DIR;
+        case S_IFCHR:
+                return EROFS_FT_CHRDEV;
+        case S_IFBLK:
+                return EROFS_FT_BLKDEV;
+        case S_IFIFO:
+                return EROFS_FT_FIFO;
+        case S_IFSOCK:
+                return EROFS_FT_SOCK;
+        case S_IFLNK:
+                return EROFS_FT_SYMLINK;
+        default:
+                return EROFS_FT_UNKNOWN;
+        }
+}
+
+/* Drops removed entries and sorts the rest, so every later pass sees the
+ * final, ordered directory. */
+static void dir_compact_sort(ErofsInode *dir) {
+        size_t n = 0;
+
+        for (size_t i = 0; i < dir->n_children; i++)
+                if (dir->children[i]->inode)
+                        dir->children[n++] = dir->children[i];
+        dir->n_children = n;
+        qsort(dir->children, n, sizeof(*dir->children), dentry_ptr_cmp);
+}
+
+/* Visits every live inode once, depth first in name order, so the layout is
+ * a pure function of the tree's content. */
+static int layout_collect(ErofsWriter *w) {
+        ErofsInode *root = erofs_tree_root(w->tree);
+        size_t n_all = erofs_tree_inode_count(w->tree);
+        _cleanup_free_ ErofsInode **stack = NULL;
+        size_t depth = 0;
+
+        w->order = calloc(n_all, sizeof(*w->order));
+        stack = calloc(n_all, sizeof(*stack));
+        if (!w->order || !stack)
+                return -ENOMEM;
+
+        root->layout_parent = root;
+        root->visited = true;
+        root->nlink = 2;
+        stack[depth++] = root;
+        while (depth > 0) {
+                ErofsInode *i = stack[--depth];
+
+                w->order[w->n_order++] = i;
+                if (!S_ISDIR(i->mode))
+                        continue;
+                dir_compact_sort(i);
+                /* Push in reverse so the first name is visited first. */
+                for (size_t k = i->n_children; k > 0; k--) {
+                        ErofsInode *c = i->children[k - 1]->inode;
+
+                        if (S_ISDIR(c->mode)) {
+                                /* A directory has one name; a second is a cycle. */
+                                if (c->visited)
+                                        return -ELOOP;
+                                i->nlink++;
+                                c->nlink = 2;
+                        } else {
+                                c->nlink++;
+                                if (c->visited)
+                                        continue;
+                        }
+                        c->visited = true;
+                        c->layout_parent = i;
+                        if (depth >= n_all)
+                                return -EFAULT;
+                        stack[depth++] = c;
+                }
+        }
+        return 0;
+}
+
+/* The most common mtime becomes the superblock's build time, which every
+ * compact inode inherits; a majority vote finds it when there is one and
+ * otherwise still picks deterministically. */
+static void layout_build_time(ErofsWriter *w) {
+        int64_t cand = 0;
+        uint32_t cand_ns = 0;
+        size_t count = 0;
+
+        for (size_t k = 0; k < w->n_order; k++) {
+                const ErofsInode *i = w->order[k];
+                if (count == 0) {
+                        cand = i->mtime;
+                        cand_ns = i->mtime_nsec;
+                        count = 1;
+                } else if (i->mtime == cand && i->mtime_nsec == cand_ns)
+                        count++;
+                else
+                        count--;
+        }
+        w->build_time = cand;
+        w->build_time_nsec = cand_ns;
+}
+
+/* Walks a directory's items packed into blocks: each block holds dirents
+ * then names, and an entry never straddles blocks (erofs.rst, directories).
+ * With out == NULL only the size is computed. */
+static uint64_t dir_pack(const DirItem *items, size_t n, uint8_t *out) {
+        uint64_t size = 0;
+        size_t k = 0;
+
+        while (k < n) {
+                size_t used = 0, first = k, end = k;
+
+                while (end < n && used + sizeof(struct erofs_dirent) + items[end].len <= EROFS_BLKSZ) {
+                        used += sizeof(struct erofs_dirent) + items[end].len;
+                        end++;
+                }
+                if (out) {
+                        uint8_t *b = out + size;
+                        size_t nameoff = (end - first) * sizeof(struct erofs_dirent);
+
+                        for (size_t j = first; j < end; j++) {
+                                uint8_t *d = b + (j - first) * sizeof(struct erofs_dirent);
+                                erofs_put_le64(d + EROFS_OFF(struct erofs_dirent, nid), items[j].nid);
+                                erofs_put_le16(d + EROFS_OFF(struct erofs_dirent, nameoff), (uint16_t) nameoff);
+                                d[EROFS_OFF(struct erofs_dirent, file_type)] = items[j].type;
+                                d[EROFS_OFF(struct erofs_dirent, reserved)] = 0;
+                                memcpy(b + nameoff, items[j].name, items[j].len);
+                                nameoff += items[j].len;
+                        }
+                }
+                k = end;
+                size += end < n ? EROFS_BLKSZ : used;
+        }
+        return size;
+}
+
+/* The directory's items including "." and "..", sorted. */
+static int dir_items(const ErofsInode *dir, DirItem **ret, size_t *ret_n) {
+        size_t n = dir->n_children + 2;
+        DirItem *items = calloc(n, sizeof(*items));
+
+        if (!items)
+                return -ENOMEM;
+        items[0] = (DirItem) { ".", 1, EROFS_FT_DIR, dir->nid };
+        items[1] = (DirItem) { "..", 2, EROFS_FT_DIR, dir->layout_parent->nid };
+        for (size_t k = 0; k < dir->n_children; k++) {
+                const ErofsDentry *d = dir->children[k];
+                items[k + 2] = (DirItem) { d->name, d->name_len, file_type_of(d->inode->mode), d->inode->nid };
+        }
+        qsort(items, n, sizeof(*items), dir_item_cmp);
+        *ret = items;
+        *ret_n = n;
+        return 0;
+}
+
+static uint32_t chunk_bits_for(uint64_t size) {
+        uint64_t blocks = (size + EROFS_BLKSZ - 1) / EROFS_BLKSZ;
+        uint32_t bits = 0;
+
+        while ((1ULL << bits) < blocks)
+                bits++;
+        return bits;
+}
+
+static bool inode_needs_extended(const ErofsWriter *w, const ErofsInode *i) {
+        return i->uid > UINT16_MAX || i->gid > UINT16_MAX || i->size > UINT32_MAX || i->nlink > UINT16_MAX ||
+               i->mtime != w->build_time || i->mtime_nsec != w->build_time_nsec;
+}
+
+/* Sizes each inode and gives it a nid. An inode, its xattrs and its inline
+ * tail stay inside one block, because the kernel refuses inline data that
+ * crosses a block boundary (fs/erofs/data.c, erofs_map_blocks). */
+static int layout_place(ErofsWriter *w) {
+        uint64_t pos = 0;
+        int r;
+
+        for (size_t k = 0; k < w->n_order; k++) {
+                ErofsInode *i = w->order[k];
+                uint64_t tail = 0, total;
+                uint32_t meta;
+
+                i->layout_flags = inode_needs_extended(w, i) ? LAYOUT_EXTENDED : 0;
+                meta = (i->layout_flags & LAYOUT_EXTENDED) ? sizeof(struct erofs_inode_extended)
+                                                           : sizeof(struct erofs_inode_compact);
+                if (i->xattrs_len > 0)
+                        meta += sizeof(struct erofs_xattr_ibody_header) + i->xattrs_len;
+
+                if (S_ISDIR(i->mode)) {
+                        _cleanup_free_ DirItem *items = NULL;
+                        size_t n;
+
+                        /* Sizes only: nids are not known yet and do not matter here. */
+                        r = dir_items(i, &items, &n);
+                        if (r < 0)
+                                return r;
+                        i->size = dir_pack(items, n, NULL);
+                }
+
+                i->layout_full_blocks = 0;
+                i->layout_tail = 0;
+                if (S_ISDIR(i->mode) || S_ISLNK(i->mode)) {
+                        i->layout_full_blocks = (uint32_t) (i->size / EROFS_BLKSZ);
+                        tail = i->size % EROFS_BLKSZ;
+                        if (tail > 0 && meta + tail <= EROFS_BLKSZ) {
+                                i->layout_flags |= LAYOUT_INLINE;
+                                i->layout_tail = (uint32_t) tail;
+                        } else {
+                                if (tail > 0)
+                                        i->layout_full_blocks++;
+                                tail = 0;
+                        }
+                } else if (S_ISREG(i->mode) && i->device_id > 0 && i->size > 0) {
+                        i->layout_flags |= LAYOUT_CHUNKED;
+                        meta = (meta + 7) & ~7U;
+                        tail = sizeof(struct erofs_inode_chunk_index);
+                }
+                i->layout_meta_size = meta;
+
+                total = meta + tail;
+                if (pos % EROFS_BLKSZ + total > EROFS_BLKSZ && total <= EROFS_BLKSZ)
+                        pos = (pos + EROFS_BLKSZ - 1) & ~(uint64_t) (EROFS_BLKSZ - 1);
+                i->nid = pos / EROFS_ISLOTSIZE;
+                i->layout_ino = (uint32_t) (k + 1);
+                pos = (pos + total + EROFS_ISLOTSIZE - 1) & ~(uint64_t) (EROFS_ISLOTSIZE - 1);
+        }
+        /* The root's nid is a 16-bit field of the superblock. */
+        if (w->order[0]->nid > UINT16_MAX)
+                return -EFBIG;
+        w->meta_bytes = pos;
+        return 0;
+}
+
+static int layout_blocks(ErofsWriter *w) {
+        uint64_t meta_blocks = (w->meta_bytes + EROFS_BLKSZ - 1) / EROFS_BLKSZ;
+        uint64_t next;
+
+        w->meta_blkaddr = (uint32_t) (w->pos / EROFS_BLKSZ);
+        next = w->meta_blkaddr + meta_blocks;
+        for (size_t k = 0; k < w->n_order; k++) {
+                ErofsInode *i = w->order[k];
+                if (i->layout_full_blocks == 0)
+                        continue;
+                i->layout_data_blkaddr = (uint32_t) next;
+                next += i->layout_full_blocks;
+        }
+        if (next > UINT32_MAX)
+                return -EFBIG;
+        w->total_blocks = (uint32_t) next;
+        return 0;
+}
+
+static void put_inode(const ErofsWriter *w, const ErofsInode *i, uint8_t *p) {
+        uint16_t icount = 0;
+        uint32_t datalayout, iu = 0;
+
+        if (i->layout_flags & LAYOUT_CHUNKED)
+                datalayout = EROFS_INODE_CHUNK_BASED;
+        else if (i->layout_flags & LAYOUT_INLINE)
+                datalayout = EROFS_INODE_FLAT_INLINE;
+        else
+                datalayout = EROFS_INODE_FLAT_PLAIN;
+
+        switch (i->mode & S_IFMT) {
+        case S_IFREG:
+                if (i->layout_flags & LAYOUT_CHUNKED)
+                        iu = chunk_bits_for(i->size) | EROFS_CHUNK_FORMAT_INDEXES;
+                else
+                        iu = i->size > 0 ? i->blkaddr : 0;
+                break;
+        case S_IFDIR:
+        case S_IFLNK:
+                iu = i->layout_full_blocks > 0 ? i->layout_data_blkaddr : 0;
+                break;
+        case S_IFCHR:
+        case S_IFBLK:
+                iu = i->rdev;
+                break;
+        default:
+                break;
+        }
+        if (i->xattrs_len > 0)
+                icount = (uint16_t) (i->xattrs_len / 4 + 1);
+
+        if (i->layout_flags & LAYOUT_EXTENDED) {
+                erofs_put_le16(p + EROFS_OFF(struct erofs_inode_extended, i_format),
+                               (uint16_t) (EROFS_INODE_LAYOUT_EXTENDED | (datalayout << EROFS_I_DATALAYOUT_BIT)));
+                erofs_put_le16(p + EROFS_OFF(struct erofs_inode_extended, i_xattr_icount), icount);
+                erofs_put_le16(p + EROFS_OFF(struct erofs_inode_extended, i_mode), (uint16_t) i->mode);
+                erofs_put_le64(p + EROFS_OFF(struct erofs_inode_extended, i_size), i->size);
+                erofs_put_le32(p + EROFS_OFF(struct erofs_inode_extended, i_u), iu);
+                erofs_put_le32(p + EROFS_OFF(struct erofs_inode_extended, i_ino), i->layout_ino);
+                erofs_put_le32(p + EROFS_OFF(struct erofs_inode_extended, i_uid), i->uid);
+                erofs_put_le32(p + EROFS_OFF(struct erofs_inode_extended, i_gid), i->gid);
+                erofs_put_le64(p + EROFS_OFF(struct erofs_inode_extended, i_mtime), (uint64_t) i->mtime);
+                erofs_put_le32(p + EROFS_OFF(struct erofs_inode_extended, i_mtime_nsec), i->mtime_nsec);
+                erofs_put_le32(p + EROFS_OFF(struct erofs_inode_extended, i_nlink), i->nlink);
+                p += sizeof(struct erofs_inode_extended);
+        } else {
+                erofs_put_le16(p + EROFS_OFF(struct erofs_inode_compact, i_format),
+                               (uint16_t) (EROFS_INODE_LAYOUT_COMPACT | (datalayout << EROFS_I_DATALAYOUT_BIT)));
+                erofs_put_le16(p + EROFS_OFF(struct erofs_inode_compact, i_xattr_icount), icount);
+                erofs_put_le16(p + EROFS_OFF(struct erofs_inode_compact, i_mode), (uint16_t) i->mode);
+                erofs_put_le16(p + EROFS_OFF(struct erofs_inode_compact, i_nlink), (uint16_t) i->nlink);
+                erofs_put_le32(p + EROFS_OFF(struct erofs_inode_compact, i_size), (uint32_t) i->size);
+                erofs_put_le32(p + EROFS_OFF(struct erofs_inode_compact, i_u), iu);
+                erofs_put_le32(p + EROFS_OFF(struct erofs_inode_compact, i_ino), i->layout_ino);
+                erofs_put_le16(p + EROFS_OFF(struct erofs_inode_compact, i_uid), (uint16_t) i->uid);
+                erofs_put_le16(p + EROFS_OFF(struct erofs_inode_compact, i_gid), (uint16_t) i->gid);
+                p += sizeof(struct erofs_inode_compact);
+        }
+
+        if (i->xattrs_len > 0) {
+                /* Header: no name filter, no shared ids; then the entries. */
+                memset(p, 0, sizeof(struct erofs_xattr_ibody_header));
+                p += sizeof(struct erofs_xattr_ibody_header);
+                memcpy(p, i->xattrs, i->xattrs_len);
+        }
+        (void) w;
+}
+
+/* Writes one inode's data that is not file data: directory blocks and
+ * symlink targets, the full blocks to their area, the tail inline. */
+static int write_inode_content(ErofsWriter *w, const ErofsInode *i, uint8_t *meta, uint64_t ipos) {
+        _cleanup_free_ uint8_t *content = NULL;
+        uint64_t full;
+        int r;
+
+        if (S_ISDIR(i->mode)) {
+                _cleanup_free_ DirItem *items = NULL;
+                size_t n;
+
+                r = dir_items(i, &items, &n);
+                if (r < 0)
+                        return r;
+                /* Whole blocks: the gap after the last name of a block must be
+                 * zeros, which calloc gives. */
+                content = calloc(1, (size_t) ((i->size + EROFS_BLKSZ - 1) / EROFS_BLKSZ * EROFS_BLKSZ));
+                if (!content)
+                        return -ENOMEM;
+                if (dir_pack(items, n, content) != i->size)
+                        return -EFAULT;
+        } else if (S_ISLNK(i->mode)) {
+                content = calloc(1, (size_t) ((i->size + EROFS_BLKSZ - 1) / EROFS_BLKSZ * EROFS_BLKSZ));
+                if (!content)
+                        return -ENOMEM;
+                memcpy(content, i->symlink, i->size);
+        } else if (i->layout_flags & LAYOUT_CHUNKED) {
+                uint8_t *c = meta + ipos + i->layout_meta_size;
+                erofs_put_le16(c + EROFS_OFF(struct erofs_inode_chunk_index, advise), 0);
+                erofs_put_le16(c + EROFS_OFF(struct erofs_inode_chunk_index, device_id), i->device_id);
+                erofs_put_le32(c + EROFS_OFF(struct erofs_inode_chunk_index, blkaddr), i->blkaddr);
+                return 0;
+        } else
+                return 0;
+
+        full = (uint64_t) i->layout_full_blocks * EROFS_BLKSZ;
+        if (i->layout_flags & LAYOUT_INLINE) {
+                full = (uint64_t) (i->size / EROFS_BLKSZ) * EROFS_BLKSZ;
+                memcpy(meta + ipos + i->layout_meta_size, content + full, i->layout_tail);
+        }
+        if (i->layout_full_blocks > 0) {
+                r = pwrite_all(w->fd, content, (size_t) full, (uint64_t) i->layout_data_blkaddr * EROFS_BLKSZ);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int write_head(ErofsWriter *w, const ErofsWriterOptions *opts) {
+        size_t head_bytes = (size_t) w->head_blocks * EROFS_BLKSZ;
+        _cleanup_free_ uint8_t *head = calloc(1, head_bytes);
+        uint8_t *sb;
+        uint64_t mapped = w->total_blocks;
+
+        if (!head)
+                return -ENOMEM;
+        sb = head + EROFS_SUPER_OFFSET;
+
+#define SB(field) (sb + EROFS_OFF(struct erofs_super_block, field))
+        erofs_put_le32(SB(magic), EROFS_SUPER_MAGIC);
+        erofs_put_le32(SB(feature_compat), EROFS_FEATURE_COMPAT_SB_CHKSUM);
+        *SB(blkszbits) = EROFS_BLKSZBITS;
+        erofs_put_le16(SB(root_nid), (uint16_t) w->order[0]->nid);
+        erofs_put_le64(SB(inos), w->n_order);
+        erofs_put_le64(SB(build_time), (uint64_t) w->build_time);
+        erofs_put_le32(SB(build_time_nsec), w->build_time_nsec);
+        erofs_put_le32(SB(blocks), w->total_blocks);
+        erofs_put_le32(SB(meta_blkaddr), w->meta_blkaddr);
+        erofs_put_le32(SB(xattr_blkaddr), 0);
+        memcpy(SB(uuid), opts->uuid, 16);
+        if (w->n_devices > 0) {
+                uint64_t slotoff = (EROFS_SUPER_OFFSET + sizeof(struct erofs_super_block)) /
+                                   sizeof(struct erofs_deviceslot);
+
+                erofs_put_le32(SB(feature_incompat),
+                               EROFS_FEATURE_INCOMPAT_CHUNKED_FILE | EROFS_FEATURE_INCOMPAT_DEVICE_TABLE);
+                erofs_put_le16(SB(extra_devices), (uint16_t) w->n_devices);
+                erofs_put_le16(SB(devt_slotoff), (uint16_t) slotoff);
+
+                /* Each device starts where the previous one ends when the
+                 * images are concatenated after this one (the VMDK's order). */
+                for (size_t d = 0; d < w->n_devices; d++) {
+                        uint8_t *s = head + slotoff * sizeof(struct erofs_deviceslot) +
+                                     d * sizeof(struct erofs_deviceslot);
+                        if (mapped > UINT32_MAX)
+                                return -EFBIG;
+                        memcpy(s + EROFS_OFF(struct erofs_deviceslot, tag), opts->devices[d].tag, 64);
+                        erofs_put_le32(s + EROFS_OFF(struct erofs_deviceslot, blocks), opts->devices[d].blocks);
+                        erofs_put_le32(s + EROFS_OFF(struct erofs_deviceslot, mapped_blkaddr), (uint32_t) mapped);
+                        mapped += opts->devices[d].blocks;
+                }
+        }
+        /* The checksum covers the rest of block 0 from the superblock on. */
+        erofs_put_le32(SB(checksum), erofs_crc32c(~0U, sb, EROFS_BLKSZ - EROFS_SUPER_OFFSET));
+#undef SB
+        return pwrite_all(w->fd, head, head_bytes, 0);
+}
+
+int erofs_writer_finish(ErofsWriter *w, const ErofsWriterOptions *opts, uint64_t *ret_size) {
+        _cleanup_free_ uint8_t *meta = NULL;
+        int r;
+
+        if (w->in_file)
+                return -EBUSY;
+        r = writer_flush(w);
+        if (r < 0)
+                return r;
+
+        r = layout_collect(w);
+        if (r < 0)
+                return r;
+        layout_build_time(w);
+        r = layout_place(w);
+        if (r < 0)
+                return r;
+        r = layout_blocks(w);
+        if (r < 0)
+                return r;
+
+        meta = calloc(1, (size_t) ((w->meta_bytes + EROFS_BLKSZ - 1) / EROFS_BLKSZ * EROFS_BLKSZ));
+        if (!meta)
+                return -ENOMEM;
+        for (size_t k = 0; k < w->n_order; k++) {
+                const ErofsInode *i = w->order[k];
+                uint64_t ipos = i->nid * EROFS_ISLOTSIZE;
+
+                put_inode(w, i, meta + ipos);
+                r = write_inode_content(w, i, meta, ipos);
+                if (r < 0)
+                        return r;
+        }
+        r = pwrite_all(w->fd, meta, (size_t) ((w->meta_bytes + EROFS_BLKSZ - 1) / EROFS_BLKSZ * EROFS_BLKSZ),
+                       (uint64_t) w->meta_blkaddr * EROFS_BLKSZ);
+        if (r < 0)
+                return r;
+        r = write_head(w, opts);
+        if (r < 0)
+                return r;
+        if (ftruncate(w->fd, (off_t) w->total_blocks * EROFS_BLKSZ) < 0)
+                return negative_errno();
+        *ret_size = (uint64_t) w->total_blocks * EROFS_BLKSZ;
+        return 0;
+}

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Runs every test of msb-imaged: the check unit tests and the pytest suites
+# (integration, SDK, CLI, EROFS, pull, systemd) against a -Werror build, then
+# the unit tests and the integration suite again under ASan/UBSan.
+#
+#   scripts/test.sh            everything
+#   SKIP_SANITIZERS=1 scripts/test.sh   only the plain build
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+scripts/install-deps.sh || exit 1
+
+passed=0
+failed=0
+status=0
+
+count_meson() { # builddir
+  local log="$1/meson-logs/testlog.json" ok fail
+  [ -f "$log" ] || return 0
+  ok=$(grep -c '"result": "OK"' "$log" || true)
+  fail=$(grep -c -E '"result": "(FAIL|TIMEOUT|ERROR|UNEXPECTEDPASS)"' "$log" || true)
+  passed=$((passed + ok)); failed=$((failed + fail))
+}
+
+count_pytest() { # logfile
+  local line p f e
+  line=$(grep -E '^=+ .*(passed|failed|error).* =+$' "$1" | tail -n 1)
+  p=$(sed -n 's/.* \([0-9]\+\) passed.*/\1/p' <<<"$line"); f=$(sed -n 's/.* \([0-9]\+\) failed.*/\1/p' <<<"$line")
+  e=$(sed -n 's/.* \([0-9]\+\) error.*/\1/p' <<<"$line")
+  passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0} + ${e:-0}))
+}
+
+build() { # dir, meson args...
+  local dir=$1; shift
+  if [ -f "$dir/build.ninja" ]; then
+    meson setup --reconfigure "$dir" "$@" >/dev/null || return 1
+  else
+    meson setup "$dir" "$@" >/dev/null || return 1
+  fi
+  meson compile -C "$dir"
+}
+
+run_suite() { # builddir, label, pytest paths...
+  local dir=$1 label=$2; shift 2
+  echo "== $label: unit tests (meson test) =="
+  meson test -C "$dir" --print-errorlogs --num-processes 2 || status=1
+  count_meson "$dir"
+  echo "== $label: pytest $* =="
+  MSB_BUILD_DIR="$root/$dir" /usr/bin/python3 -m pytest -W error -q -p no:cacheprovider \
+    --import-mode=importlib "$@" 2>&1 | tee "$dir/pytest.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  count_pytest "$dir/pytest.log"
+}
+
+pytest_paths=()
+for d in tests/integration python-sdk/tests tests/client tests/erofs tests/pull tests/systemd; do
+  compgen -G "$d/test_*.py" >/dev/null && pytest_paths+=("$d")
+done
+
+echo "== build (warnings are errors) =="
+build build -Dwerror=true || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+run_suite build "plain" "${pytest_paths[@]}"
+
+if [ -z "${SKIP_SANITIZERS:-}" ]; then
+  echo "== build with ASan/UBSan =="
+  if build build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug; then
+    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    asan_paths=()
+    for d in tests/integration tests/erofs; do
+      compgen -G "$d/test_*.py" >/dev/null && asan_paths+=("$d")
+    done
+    run_suite build-asan "asan" "${asan_paths[@]}"
+  else
+    status=1; failed=$((failed + 1))
+  fi
+fi
+
+echo
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && exit $status || exit 1
