@@ -19,6 +19,8 @@ import pytest
 SDK_DIR = Path(__file__).resolve().parent.parent
 REPO_DIR = SDK_DIR.parent
 sys.path.insert(0, str(SDK_DIR / "src"))
+# For the helper module fakedaemon, also under --import-mode=importlib.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(REPO_DIR / "tests" / "lib"))
 
 try:
