@@ -15,6 +15,9 @@ with stdout and stderr appended to ``<workdir>/daemon.log``.
     AddressSanitizer / LeakSanitizer report, no UBSan "runtime error:").
 ``kill9()``
     SIGKILL and reap; no assertion on the exit.
+``send_signal(sig)``
+    any signal; the exit that follows is expected (``stop()`` then checks
+    its status and the log).
 ``restart()``
     ``stop()`` (if running) then ``start()``.
 ``client()``
@@ -202,6 +205,12 @@ class Daemon:
                 raise DaemonError(f"daemon exited with {rc} after SIGTERM (want 0):\n{self.log_tail()}")
             self.assert_log_clean()
         return rc
+
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig``; an exit after it counts as expected (check with ``stop()``)."""
+        assert self.proc is not None, "daemon was never started"
+        self._exit_expected = True
+        self.proc.send_signal(sig)
 
     def kill9(self) -> None:
         """SIGKILL the daemon and reap it (a crash as the store sees it)."""
