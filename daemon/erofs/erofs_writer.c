@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <openssl/evp.h>
 #include <sys/stat.h>
 
 #include "erofs_fs.h"
@@ -690,5 +691,25 @@ int erofs_writer_finish(ErofsWriter *w, const ErofsWriterOptions *opts, uint64_t
         if (ftruncate(w->fd, (off_t) w->total_blocks * EROFS_BLKSZ) < 0)
                 return negative_errno();
         *ret_size = (uint64_t) w->total_blocks * EROFS_BLKSZ;
+        return 0;
+}
+
+int erofs_writer_uuid_from_digest(const char *label, const char *digest, uint8_t ret[16]) {
+        unsigned char d[EVP_MAX_MD_SIZE];
+        unsigned len = 0;
+        EVP_MD_CTX *md = EVP_MD_CTX_new();
+        int ok;
+
+        if (!md)
+                return -ENOMEM;
+        ok = EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 && EVP_DigestUpdate(md, label, strlen(label)) == 1 &&
+             EVP_DigestUpdate(md, digest, strlen(digest)) == 1 && EVP_DigestFinal_ex(md, d, &len) == 1;
+        EVP_MD_CTX_free(md);
+        if (!ok)
+                return -EIO;
+        /* Shaped as an RFC 9562 version 8 (custom) UUID. */
+        memcpy(ret, d, 16);
+        ret[6] = (uint8_t) ((ret[6] & 0x0f) | 0x80);
+        ret[8] = (uint8_t) ((ret[8] & 0x3f) | 0x80);
         return 0;
 }

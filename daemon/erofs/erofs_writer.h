@@ -54,3 +54,7 @@ int erofs_writer_finish(ErofsWriter *w, const ErofsWriterOptions *opts, uint64_t
 
 /* CRC32C as EROFS uses it: seed ~0, no final inversion (erofs.rst, superblock checksum). */
 uint32_t erofs_crc32c(uint32_t crc, const void *buf, size_t len);
+
+/* A UUID that depends only on a content digest (sha256 of label and digest),
+ * so that the same content always gives the same image. */
+int erofs_writer_uuid_from_digest(const char *label, const char *digest, uint8_t ret[16]);

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <inttypes.h>
 #include <archive.h>
 #include <archive_entry.h>
 #include <openssl/evp.h>

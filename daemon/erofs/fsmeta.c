@@ -1,0 +1,340 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <sys/stat.h>
+
+#include "erofs_fs.h"
+#include "erofs_layer.h"
+#include "erofs_reader.h"
+#include "erofs_writer.h"
+
+/*
+ * fsmeta: the merged tree of an image as one metadata-only EROFS image.
+ *
+ * Layers are applied bottom to top with the OCI image-spec's rules
+ * (layer.md "Applying Changesets"): a later entry replaces an earlier one, a
+ * whiteout (in a layer image: a 0/0 character device) removes the name, an
+ * opaque directory (trusted.overlay.opaque=y) hides what the layers below
+ * had in it. Regular files become chunk-based inodes whose single chunk
+ * points at the file's blocks in its layer image through the device table
+ * (erofs.rst "Multiple devices"), so no file data is copied. Hard links
+ * inside a layer stay hard links.
+ */
+
+#define OVERLAY_OPAQUE_SUFFIX "overlay.opaque"
+
+/* Maps a layer inode (by nid) to the merged inode made for it, for hard links. */
+typedef struct NidMap {
+        uint64_t *nids;
+        ErofsInode **inodes;
+        size_t n_slots;
+        size_t n_used;
+} NidMap;
+
+static void nid_map_done(NidMap *m) {
+        free(m->nids);
+        free(m->inodes);
+        *m = (NidMap) {};
+}
+
+static size_t nid_slot(const NidMap *m, uint64_t nid) {
+        size_t mask = m->n_slots - 1, i = (size_t) ((nid * 0x9E3779B97F4A7C15ULL) >> 20) & mask;
+
+        while (m->inodes[i] && m->nids[i] != nid)
+                i = (i + 1) & mask;
+        return i;
+}
+
+static int nid_map_put(NidMap *m, uint64_t nid, ErofsInode *inode) {
+        if ((m->n_used + 1) * 2 > m->n_slots) {
+                NidMap n = { .n_slots = m->n_slots ? m->n_slots * 2 : 256 };
+                n.nids = calloc(n.n_slots, sizeof(*n.nids));
+                n.inodes = calloc(n.n_slots, sizeof(*n.inodes));
+                if (!n.nids || !n.inodes) {
+                        nid_map_done(&n);
+                        return -ENOMEM;
+                }
+                for (size_t k = 0; k < m->n_slots; k++)
+                        if (m->inodes[k]) {
+                                size_t s = nid_slot(&n, m->nids[k]);
+                                n.nids[s] = m->nids[k];
+                                n.inodes[s] = m->inodes[k];
+                                n.n_used++;
+                        }
+                nid_map_done(m);
+                *m = n;
+        }
+        size_t s = nid_slot(m, nid);
+        if (!m->inodes[s])
+                m->n_used++;
+        m->nids[s] = nid;
+        m->inodes[s] = inode;
+        return 0;
+}
+
+static ErofsInode *nid_map_get(const NidMap *m, uint64_t nid) {
+        return m->n_slots ? m->inodes[nid_slot(m, nid)] : NULL;
+}
+
+typedef struct Merge {
+        ErofsTree *tree;
+        const ErofsImage *img;
+        uint16_t device_id;
+        NidMap links;
+        size_t depth;
+} Merge;
+
+static void merge_done(Merge *m) {
+        nid_map_done(&m->links);
+}
+
+typedef struct XattrCopy {
+        ErofsInode *to;
+        bool opaque;
+} XattrCopy;
+
+static int copy_xattr_cb(uint8_t index, const char *suffix, size_t suffix_len, const void *value, size_t value_len,
+                         void *userdata) {
+        XattrCopy *x = userdata;
+        const char *prefix = erofs_xattr_index_prefix(index);
+        char name[256 + 32];
+        int r;
+
+        if (!prefix)
+                return 0;
+        /* The opaque marker is how a layer speaks to the merge; the merged
+         * tree has nothing left to hide, so it does not carry it. */
+        if (index == EROFS_XATTR_INDEX_TRUSTED && suffix_len == strlen(OVERLAY_OPAQUE_SUFFIX) &&
+            memcmp(suffix, OVERLAY_OPAQUE_SUFFIX, suffix_len) == 0) {
+                x->opaque = value_len == 1 && *(const char *) value == 'y';
+                return 0;
+        }
+        snprintf(name, sizeof(name), "%s%.*s", prefix, (int) suffix_len, suffix);
+        r = erofs_inode_set_xattr(x->to, name, value, value_len);
+        return r == -EOPNOTSUPP ? 0 : r;
+}
+
+/* Replaces the inode's xattrs by those of v; reports the opaque marker. */
+static int copy_xattrs(Merge *m, ErofsInode *to, const ErofsInodeView *v, bool *ret_opaque) {
+        XattrCopy x = { .to = to };
+        int r;
+
+        free(to->xattrs);
+        to->xattrs = NULL;
+        to->xattrs_len = 0;
+        r = erofs_image_xattrs(m->img, v, copy_xattr_cb, &x);
+        if (r < 0)
+                return r;
+        if (ret_opaque)
+                *ret_opaque = x.opaque;
+        return 0;
+}
+
+static void copy_metadata(ErofsInode *to, const ErofsInodeView *v) {
+        to->mode = v->mode;
+        to->uid = v->uid;
+        to->gid = v->gid;
+        to->mtime = v->mtime;
+        to->mtime_nsec = v->mtime_nsec;
+}
+
+static int merge_dir(Merge *m, ErofsInode *dir, const ErofsInodeView *v);
+
+static int make_leaf(Merge *m, const ErofsInodeView *cv, ErofsInode **ret) {
+        ErofsInode *i;
+        int r;
+
+        r = erofs_tree_inode_new(m->tree, cv->mode & S_IFMT, &i);
+        if (r < 0)
+                return r;
+        copy_metadata(i, cv);
+        r = copy_xattrs(m, i, cv, NULL);
+        if (r < 0)
+                return r;
+        switch (cv->mode & S_IFMT) {
+        case S_IFREG:
+                /* Layer images store files flat and block-aligned, which is
+                 * what lets one chunk cover a whole file. */
+                if (cv->size > 0 && cv->datalayout != EROFS_INODE_FLAT_PLAIN)
+                        return -EUCLEAN;
+                i->size = cv->size;
+                i->blkaddr = cv->raw_blkaddr;
+                i->device_id = cv->size > 0 ? m->device_id : 0;
+                break;
+        case S_IFLNK:
+                if (cv->size == 0 || cv->size > EROFS_BLKSZ)
+                        return -EUCLEAN;
+                i->symlink = NULL;
+                {
+                        char buf[EROFS_BLKSZ];
+                        r = erofs_image_read(m->img, cv, 0, buf, (size_t) cv->size);
+                        if (r < 0)
+                                return r;
+                        r = erofs_tree_strdup(m->tree, buf, (size_t) cv->size, &i->symlink);
+                        if (r < 0)
+                                return r;
+                }
+                i->size = cv->size;
+                break;
+        case S_IFCHR:
+        case S_IFBLK:
+                i->rdev = cv->rdev;
+                break;
+        case S_IFIFO:
+        case S_IFSOCK:
+                break;
+        default:
+                return -EUCLEAN;
+        }
+        *ret = i;
+        return 0;
+}
+
+typedef struct DirWalk {
+        Merge *m;
+        ErofsInode *dir;
+} DirWalk;
+
+static int merge_entry_cb(const char *name, size_t len, uint64_t nid, uint8_t type, void *userdata) {
+        DirWalk *w = userdata;
+        Merge *m = w->m;
+        ErofsInodeView cv;
+        ErofsDentry *existing;
+        ErofsInode *i;
+        int r;
+
+        r = erofs_image_inode(m->img, nid, &cv);
+        if (r < 0)
+                return r;
+
+        if (S_ISCHR(cv.mode) && cv.rdev == 0) {
+                erofs_tree_unlink(m->tree, w->dir, name, len);
+                return 0;
+        }
+
+        existing = erofs_tree_lookup(m->tree, w->dir, name, len);
+        if (S_ISDIR(cv.mode)) {
+                if (existing && S_ISDIR(existing->inode->mode))
+                        i = existing->inode;
+                else {
+                        r = erofs_tree_inode_new(m->tree, S_IFDIR, &i);
+                        if (r < 0)
+                                return r;
+                        r = erofs_tree_link(m->tree, w->dir, name, len, i);
+                        if (r < 0)
+                                return r;
+                }
+                return merge_dir(m, i, &cv);
+        }
+
+        i = (cv.nlink > 1) ? nid_map_get(&m->links, nid) : NULL;
+        if (!i) {
+                r = make_leaf(m, &cv, &i);
+                if (r < 0)
+                        return r;
+                if (cv.nlink > 1) {
+                        r = nid_map_put(&m->links, nid, i);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        (void) type;
+        return erofs_tree_link(m->tree, w->dir, name, len, i);
+}
+
+static int merge_dir(Merge *m, ErofsInode *dir, const ErofsInodeView *v) {
+        DirWalk w = { .m = m, .dir = dir };
+        bool opaque;
+        int r;
+
+        /* Layer images come from this module, whose depth limit bounds this
+         * recursion; a damaged image still cannot recurse without end. */
+        if (m->depth > PROTO_LIMIT_PATH_DEPTH + 1)
+                return -EUCLEAN;
+        copy_metadata(dir, v);
+        r = copy_xattrs(m, dir, v, &opaque);
+        if (r < 0)
+                return r;
+        if (opaque)
+                for (size_t k = 0; k < dir->n_children; k++)
+                        dir->children[k]->inode = NULL;
+        m->depth++;
+        r = erofs_image_readdir(m->img, v, merge_entry_cb, &w);
+        m->depth--;
+        return r;
+}
+
+/* The device tag: the layer file's name without ".erofs" (its diff_id hex
+ * in the store's layout), for humans and tools that list devices. */
+static void device_tag(const char *path, char tag[64]) {
+        const char *base = strrchr(path, '/');
+        size_t n;
+
+        base = base ? base + 1 : path;
+        n = strlen(base);
+        if (n > 6 && streq(base + n - 6, ".erofs"))
+                n -= 6;
+        memset(tag, 0, 64);
+        memcpy(tag, base, n < 64 ? n : 64);
+}
+
+int erofs_fsmeta_build(const char *const *layer_paths, size_t n_layers,
+                       const char *manifest_digest, int out_fd,
+                       uint64_t *ret_size, MsbError *err) {
+        _cleanup_(erofs_writer_freep) ErofsWriter *writer = NULL;
+        _cleanup_free_ ErofsWriterDevice *devices = NULL;
+        ErofsWriterOptions opts = {};
+        uint64_t size;
+        int r;
+
+        if (n_layers == 0 || n_layers > PROTO_LIMIT_LAYERS_PER_IMAGE) {
+                if (err && !err->set) {
+                        msb_error_set(err, -E2BIG, PROTO_ERROR_LIMIT_EXCEEDED, "an image must have 1 to %llu layers, not %zu",
+                                      PROTO_LIMIT_LAYERS_PER_IMAGE, n_layers);
+                        msb_error_add_data(err, "limit", json_string("layers_per_image"));
+                        msb_error_add_data(err, "max", json_integer((json_int_t) PROTO_LIMIT_LAYERS_PER_IMAGE));
+                }
+                return -E2BIG;
+        }
+        devices = calloc(n_layers, sizeof(*devices));
+        if (!devices)
+                return -ENOMEM;
+        r = erofs_writer_new(out_fd, n_layers, &writer);
+        if (r < 0)
+                return msb_error_from_errno(err, r, "creating the fsmeta image");
+
+        for (size_t l = 0; l < n_layers; l++) {
+                _cleanup_(erofs_image_closep) ErofsImage *img = NULL;
+                _cleanup_(merge_done) Merge m = {
+                        .tree = erofs_writer_tree(writer),
+                        .device_id = (uint16_t) (l + 1),
+                };
+                ErofsInodeView root;
+
+                r = erofs_image_open(layer_paths[l], &img);
+                if (r >= 0) {
+                        m.img = img;
+                        r = erofs_image_inode(img, erofs_image_root_nid(img), &root);
+                }
+                if (r >= 0)
+                        r = S_ISDIR(root.mode) ? merge_dir(&m, erofs_tree_root(m.tree), &root) : -EUCLEAN;
+                if (r == -EUCLEAN)
+                        return msb_error_set(err, r, PROTO_ERROR_STORE_ERROR, "layer image %s is damaged",
+                                             layer_paths[l]);
+                if (r < 0)
+                        return msb_error_from_errno(err, r, layer_paths[l]);
+                devices[l].blocks = erofs_image_blocks(img);
+                device_tag(layer_paths[l], devices[l].tag);
+        }
+
+        r = erofs_writer_uuid_from_digest("msb-imaged fsmeta ", manifest_digest ?: "", opts.uuid);
+        if (r < 0)
+                return msb_error_set(err, r, PROTO_ERROR_INTERNAL_ERROR, "sha256 failed");
+        opts.devices = devices;
+        r = erofs_writer_finish(writer, &opts, &size);
+        if (r == -EFBIG)
+                return msb_error_set(err, r, PROTO_ERROR_INVALID_IMAGE,
+                                     "the image's layers exceed what one EROFS disk can address");
+        if (r < 0)
+                return msb_error_from_errno(err, r, "writing the fsmeta image");
+        *ret_size = size;
+        return 0;
+}
