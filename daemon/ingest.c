@@ -5,28 +5,12 @@
 
 #include "ingest.h"
 
-#if __has_include("erofs_layer.h")
 #include "erofs_layer.h"
-#define HAVE_EROFS 1
-#else
-/* Bridge until daemon/erofs/ provides the converter (issue 3). */
-typedef struct ErofsLayerInfo {
-        uint64_t erofs_bytes;
-} ErofsLayerInfo;
-static int erofs_layer_convert(int blob_fd, const char *media_type, const char *expected_blob_digest,
-                               uint64_t expected_blob_size, const char *expected_diff_id, int out_fd,
-                               ErofsLayerInfo *ret, MsbError *err) {
-        return msb_error_set(err, -EOPNOTSUPP, PROTO_ERROR_INTERNAL_ERROR, "EROFS conversion is not built in");
-}
-static int erofs_fsmeta_build(const char *const *layer_paths, size_t n_layers, const char *manifest_digest,
-                              int out_fd, uint64_t *ret_size, MsbError *err) {
-        return msb_error_set(err, -EOPNOTSUPP, PROTO_ERROR_INTERNAL_ERROR, "EROFS conversion is not built in");
-}
-static int vmdk_write(int out_fd, const char *fsmeta_path, uint64_t fsmeta_size, const char *const *layer_paths,
-                      const uint64_t *layer_sizes, size_t n_layers, MsbError *err) {
-        return -EOPNOTSUPP;
-}
-#endif
+
+/* Until fsmeta and the VMDK writer land (issue 3), an image commits with its
+ * layers only; the Rootfs then names no fsmeta or VMDK. */
+#pragma weak erofs_fsmeta_build
+#pragma weak vmdk_write
 
 struct Ingest {
         Store *store;
@@ -323,6 +307,12 @@ static int build_rootfs(Ingest *in, uint64_t *ret_fsmeta, uint64_t *ret_vmdk, Ms
                         r = -ENOMEM;
                         goto out;
                 }
+
+        if (!erofs_fsmeta_build || !vmdk_write) {
+                *ret_fsmeta = *ret_vmdk = 0;
+                r = 0;
+                goto out;
+        }
 
         if (stat(fsmeta, &st) == 0 && access(vmdk, F_OK) == 0) {
                 /* Already built for this manifest (a second reference to it). */

@@ -227,13 +227,34 @@ static int resolve_manifest(LoadSource *src, const OciDescriptor *d, const char 
                 return r;
         oci_host_platform(&host);
         r = oci_index_select(idx, &host, &pick);
-        if (r < 0) {
-                msb_error_set(err, -ENOENT, PROTO_ERROR_PLATFORM_NOT_FOUND, "the index %s has no image for %s/%s",
-                              d->digest, host.os, host.architecture);
-                msb_error_add_data(err, "platform", json_sprintf("%s/%s", host.os, host.architecture));
-                return -ENOENT;
+        if (r >= 0)
+                return resolve_manifest(src, &idx->manifests[pick], name, depth + 1, err);
+
+        /* An index may hold indexes without platforms (nested indexes): look inside. */
+        for (size_t i = 0; i < idx->n_manifests; i++) {
+                const OciDescriptor *e = &idx->manifests[i];
+                if (!e->media_type || !oci_media_type_is_index(e->media_type))
+                        continue;
+                size_t before = src->n_candidates;
+                MsbError inner = {};
+                r = resolve_manifest(src, e, e->image_name ?: e->ref_name ?: name, depth + 1, &inner);
+                bool found = r >= 0 && src->n_candidates > before;
+                if (r < 0 && inner.kind != PROTO_ERROR_PLATFORM_NOT_FOUND) {
+                        if (err && !err->set) {
+                                *err = inner;
+                                return r;
+                        }
+                }
+                msb_error_clear(&inner);
+                if (r < 0 && r != -ENOENT)
+                        return r;
+                if (found)
+                        return 0;
         }
-        return resolve_manifest(src, &idx->manifests[pick], name, depth + 1, err);
+        msb_error_set(err, -ENOENT, PROTO_ERROR_PLATFORM_NOT_FOUND, "the index %s has no image for %s/%s", d->digest,
+                      host.os, host.architecture);
+        msb_error_add_data(err, "platform", json_sprintf("%s/%s", host.os, host.architecture));
+        return -ENOENT;
 }
 
 static int scan_oci_layout(LoadSource *src, MsbError *err) {
@@ -401,8 +422,7 @@ static bool file_exists_in(const char *root, const char *name) {
 }
 
 /* Loads one manifest of the source into the store under refs. */
-static int load_one(LoadSource *src, const char *digest, char *const *refs, size_t n_refs, json_t **ret_handle,
-                    MsbError *err) {
+static int load_one(LoadSource *src, const char *digest, char *const *refs, size_t n_refs, MsbError *err) {
         _cleanup_free_ char *manifest = NULL, *config = NULL;
         _cleanup_(oci_manifest_freep) OciManifest *m = NULL;
         _cleanup_(ingest_freep) Ingest *in = NULL;
@@ -437,7 +457,29 @@ static int load_one(LoadSource *src, const char *digest, char *const *refs, size
                 if (r < 0)
                         return r;
         }
-        return ingest_commit(in, refs, n_refs, ret_handle, err);
+        return ingest_commit(in, refs, n_refs, NULL, err);
+}
+
+static int append_handle(Store *store, const char *canonical, json_t *handles, MsbError *err) {
+        _cleanup_(reference_freep) Reference *ref = NULL;
+        json_t *h = NULL;
+        int r;
+
+        r = reference_parse(canonical, &ref, NULL);
+        if (r < 0)
+                return r;
+        r = store_image_get(store, ref, false, &h, err);
+        if (r < 0)
+                return r;
+        /* Two spellings of one reference are recorded once and listed once. */
+        size_t i;
+        json_t *seen;
+        json_array_foreach(handles, i, seen)
+                if (json_equal(json_object_get(seen, "reference"), json_object_get(h, "reference"))) {
+                        json_decref(h);
+                        return 0;
+                }
+        return json_array_append_new(handles, h) < 0 ? -ENOMEM : 0;
 }
 
 static int canonical_name(const char *name, char **ret, MsbError *err) {
@@ -497,9 +539,12 @@ int load_images(Store *store, const char *path, const char *tag, json_t **ret, M
                         seen = seen || streq(src.candidates[j].digest, src.candidates[i].digest);
                 distinct += !seen;
         }
-        if (tag && distinct > 1)
-                return msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_PARAMS,
-                                     "the source holds %zu images; tag names only one", distinct);
+        if (tag && distinct > 1) {
+                msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_PARAMS,
+                              "the source holds %zu images; tag names only one", distinct);
+                msb_error_add_data(err, "parameter", json_string("tag"));
+                return -EINVAL;
+        }
 
         for (size_t i = 0; i < src.n_candidates; i++) {
                 bool seen = false;
@@ -524,14 +569,15 @@ int load_images(Store *store, const char *path, const char *tag, json_t **ret, M
                         msb_error_add_data(err, "parameter", json_string("tag"));
                         r = -EINVAL;
                 }
-                json_t *handle = NULL;
                 if (r >= 0)
-                        r = load_one(&src, src.candidates[i].digest, refs, n_refs, &handle, err);
+                        r = load_one(&src, src.candidates[i].digest, refs, n_refs, err);
+                /* One handle per reference recorded, in the order the source names them. */
+                for (size_t k = 0; k < n_refs && r >= 0; k++)
+                        r = append_handle(store, refs[k], handles, err);
                 for (size_t k = 0; k < n_refs; k++)
                         free(refs[k]);
                 if (r < 0)
                         return r;
-                json_array_append_new(handles, handle);
         }
 
         *ret = TAKE_PTR(handles);

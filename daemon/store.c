@@ -169,25 +169,25 @@ static char *content_path(const Store *s, const char *dir, const char *digest, c
 
         if (!hex)
                 return NULL;
-        if (asprintf(&p, "%s/%s/sha256/%s%s", s->path, dir, hex, suffix) < 0)
+        if (asprintf(&p, "%s/%s/%s%s", s->path, dir, hex, suffix) < 0)
                 return NULL;
         return p;
 }
 
 char *store_blob_path(const Store *s, const char *digest) {
-        return content_path(s, "blobs", digest, "");
+        return content_path(s, "blobs/sha256", digest, "");
 }
 
 char *store_layer_path(const Store *s, const char *diff_id) {
-        return content_path(s, "layers", diff_id, ".erofs");
+        return content_path(s, "layers/sha256", diff_id, ".erofs");
 }
 
 char *store_fsmeta_path(const Store *s, const char *manifest_digest) {
-        return content_path(s, "fsmeta", manifest_digest, ".erofs");
+        return content_path(s, "fsmeta/sha256", manifest_digest, ".erofs");
 }
 
 char *store_vmdk_path(const Store *s, const char *manifest_digest) {
-        return content_path(s, "vmdk", manifest_digest, ".vmdk");
+        return content_path(s, "vmdk/sha256", manifest_digest, ".vmdk");
 }
 
 const char *store_path(const Store *s) {
@@ -644,7 +644,7 @@ static int store_sweep_files(Store *s, Reclaim *rc) {
 }
 
 static bool content_file_exists(Store *s, ContentKind kind, const char *digest) {
-        _cleanup_free_ char *p = content_path(s, content_kind_dir[kind] + 0, digest, content_kind_suffix[kind]);
+        _cleanup_free_ char *p = content_path(s, content_kind_dir[kind], digest, content_kind_suffix[kind]);
         return p && access(p, F_OK) == 0;
 }
 

@@ -1,0 +1,452 @@
+"""image.load from OCI layouts, OCI archives, docker-save archives and
+platform indexes built in the test, every field checked against the image."""
+
+import json
+import os
+
+import pytest
+
+from msbtest import proto
+from msbtest.checks import assert_detail, assert_handle, now_ms
+from msbtest.imagekit import (MT_DOCKER_CONFIG, MT_DOCKER_LAYER, MT_DOCKER_MANIFEST, MT_LAYER_GZIP, CharDev,
+                              Config, Dir, File, Hardlink, Symlink, host_platform, make_tar)
+from msbtest.rpc import RpcError
+from msbtest.store import consistency_problems, content_files
+
+REF = "example.com/test/app:v1"
+
+FULL_CONFIG = Config(env=["PATH=/usr/bin:/bin", "GREETING=hello world"], cmd=["sh", "-c", "echo $GREETING"],
+                     entrypoint=["/bin/entry", "--flag"], working_dir="/srv/app", user="1000:1000",
+                     labels={"org.example.team": "sandbox", "empty": ""}, stop_signal="SIGQUIT",
+                     architecture="arm64", os="linux")
+
+LAYERS = [
+    {"bin": Dir(), "bin/busybox": File(b"\x7fELF" + b"\0" * 1000, mode=0o755), "bin/sh": Symlink("busybox"),
+     "etc/hostname": b"sandbox\n", "dev/null": CharDev(1, 3)},
+    {"etc/motd": b"layer two\n", "etc/motd.bak": Hardlink("etc/motd")},
+    {"srv/app/data.bin": os.urandom(50_000), "etc/.wh.motd": b""},
+]
+
+
+def load(rpc, path, tag=None, **kw):
+    params = {"path": str(path)}
+    if tag is not None:
+        params["tag"] = tag
+    return rpc.call("image.load", params, **kw)
+
+
+def assert_everywhere(rpc, img, reference, before=None, after=None):
+    """get, list and inspect all agree with the image's truth."""
+    h = rpc.call("image.get", {"reference": reference})
+    assert_handle(h, img, reference, before, after)
+    listed = [x for x in rpc.call("image.list") if x["reference"] == reference]
+    assert listed == [h], listed
+    d = rpc.call("image.inspect", {"reference": reference})
+    assert_detail(d, img, reference)
+    assert d["handle"] == h
+    return h
+
+
+def test_load_layout_multi_layer_full_config(rpc, imagekit, daemon):
+    img = imagekit.image(REF, LAYERS, FULL_CONFIG)
+    assert img.architecture == "arm64" and img.layer_count == 3
+    t0 = now_ms()
+    out = load(rpc, img.layout.path)
+    t1 = now_ms()
+    assert len(out) == 1
+    assert_handle(out[0], img, REF, t0, t1)
+    h = assert_everywhere(rpc, img, REF, t0, t1)
+    assert h["created_at"] == out[0]["created_at"]
+    assert consistency_problems(daemon.store, rpc) == []
+
+
+def test_load_minimal_config_reports_nulls(rpc, imagekit):
+    img = imagekit.image("example.com/test/min:1", [{"a": b"a"}])
+    load(rpc, img.layout.path)
+    d = rpc.call("image.inspect", {"reference": "example.com/test/min:1"})
+    assert_detail(d, img, "example.com/test/min:1")
+    cfg = d["config"]
+    assert cfg["env"] == [] and cfg["cmd"] is None and cfg["entrypoint"] is None
+    assert cfg["working_dir"] is None and cfg["user"] is None and cfg["stop_signal"] is None
+
+
+def test_load_image_without_layers(rpc, imagekit):
+    img = imagekit.image("example.com/test/empty:1", [])
+    out = load(rpc, img.layout.path)
+    assert_handle(out[0], img, "example.com/test/empty:1")
+    assert out[0]["size_bytes"] == 0 and out[0]["layer_count"] == 0
+
+
+def test_two_images_sharing_layers(rpc, imagekit, daemon):
+    lay = imagekit.layout("shared")
+    a = lay.add_image("example.com/shared/a:1", LAYERS[:2], Config(cmd=["a"]))
+    b = lay.add_image("example.com/shared/b:1", [{"only-b": b"b"}], Config(cmd=["b"]), base=a)
+    assert b.diff_ids[:2] == a.diff_ids and len(b.layers) == 3
+    out = load(rpc, lay.path)
+    assert sorted(h["reference"] for h in out) == ["example.com/shared/a:1", "example.com/shared/b:1"]
+    assert_everywhere(rpc, a, "example.com/shared/a:1")
+    assert_everywhere(rpc, b, "example.com/shared/b:1")
+    files = content_files(daemon.store)
+    # Layers are stored once per diff_id.
+    assert len(files["layers"]) == 3, files["layers"]
+    df = rpc.call("system.df")
+    assert df["image_refs"] == 2
+    assert df["manifests"]["count"] == 2 and df["configs"]["count"] == 2
+    assert df["layers"]["count"] == 3
+    assert df["layers"]["bytes"] == sum(p.stat().st_blocks * 512 for p in files["layers"])
+    assert df["manifests"]["bytes"] + df["configs"]["bytes"] == sum(p.stat().st_blocks * 512 for p in files["blobs"])
+    assert df["reclaimable_bytes"] > 0
+    assert consistency_problems(daemon.store, rpc) == []
+
+
+def test_two_tags_same_manifest(rpc, imagekit):
+    lay = imagekit.layout("twotags")
+    a = lay.add_image("example.com/t/a:1", [{"x": b"x"}])
+    lay.add_image("example.com/t/a:2", [], base=a)
+    out = load(rpc, lay.path)
+    assert sorted(h["reference"] for h in out) == ["example.com/t/a:1", "example.com/t/a:2"]
+    for h in out:
+        assert h["manifest_digest"] == a.manifest_digest
+    assert rpc.call("system.df")["manifests"]["count"] == 1
+
+
+def test_layer_media_types(rpc, imagekit):
+    lay = imagekit.layout("mt")
+    plain = lay.add_image("example.com/mt/plain:1", [{"p": b"plain"}], compression="none")
+    zst = lay.add_image("example.com/mt/zstd:1", [{"z": b"zstd" * 100}, {"y": b"y"}], compression="zstd")
+    load(rpc, lay.path)
+    assert_everywhere(rpc, plain, "example.com/mt/plain:1")
+    assert_everywhere(rpc, zst, "example.com/mt/zstd:1")
+
+
+def test_docker_schema2_media_types_in_a_layout(rpc, imagekit):
+    img = imagekit.image("example.com/docker/media:1", LAYERS[:2], Config(cmd=["x"]))
+    m = json.loads(json.dumps(img.manifest))
+    m["mediaType"] = MT_DOCKER_MANIFEST
+    m["config"]["mediaType"] = MT_DOCKER_CONFIG
+    for layer in m["layers"]:
+        assert layer["mediaType"] == MT_LAYER_GZIP
+        layer["mediaType"] = MT_DOCKER_LAYER
+    img = img.layout.replace_manifest("example.com/docker/media:1", m)
+    assert img.manifest_media_type == MT_DOCKER_MANIFEST
+    load(rpc, img.layout.path)
+    assert_everywhere(rpc, img, "example.com/docker/media:1")
+
+
+def test_oci_archive_tar_of_layout(rpc, imagekit):
+    img = imagekit.image("example.com/arch/tar:1", LAYERS, FULL_CONFIG)
+    path = img.layout.oci_archive(imagekit.path("oci", ".tar"))
+    out = load(rpc, path)
+    assert [h["reference"] for h in out] == ["example.com/arch/tar:1"]
+    assert_everywhere(rpc, img, "example.com/arch/tar:1")
+
+
+def test_oci_archive_from_skopeo(rpc, imagekit):
+    img = imagekit.image("example.com/arch/src:1", LAYERS[:2], FULL_CONFIG)
+    path = img.layout.skopeo_oci_archive("example.com/arch/src:1", imagekit.path("skopeo", ".tar"),
+                                         "example.com/arch/skopeo:2")
+    out = load(rpc, path)
+    assert [h["reference"] for h in out] == ["example.com/arch/skopeo:2"]
+    # skopeo copies the manifest unchanged for an OCI to OCI copy.
+    assert_everywhere(rpc, img, "example.com/arch/skopeo:2")
+
+
+def test_docker_save_archive(rpc, imagekit, daemon):
+    img = imagekit.image("example.com/d/src:1", LAYERS, FULL_CONFIG)
+    arch = img.layout.docker_archive("example.com/d/src:1", imagekit.path("docker", ".tar"),
+                                     ["example.com/d/saved:1", "alpine:3"])
+    assert arch.diff_ids == img.diff_ids and arch.config_digest == img.config_digest
+    out = load(rpc, arch.path)
+    refs = sorted(h["reference"] for h in out)
+    assert refs == ["docker.io/library/alpine:3", "example.com/d/saved:1"], refs
+    assert out[0]["manifest_digest"] == out[1]["manifest_digest"]
+    for ref in refs:
+        h = rpc.call("image.get", {"reference": ref})
+        assert_handle(h, arch, ref)
+        d = rpc.call("image.inspect", {"reference": ref})
+        # The layer blobs of a docker-save archive are the uncompressed tars.
+        assert_detail(d, arch, ref)
+    assert consistency_problems(daemon.store, rpc) == []
+
+
+def test_docker_save_archive_without_tags_needs_tag(rpc, imagekit):
+    img = imagekit.image("example.com/d/untagged:1", LAYERS[:1])
+    arch = img.layout.docker_archive("example.com/d/untagged:1", imagekit.path("docker", ".tar"), [])
+    assert arch.repo_tags == []
+    with pytest.raises(RpcError) as e:
+        load(rpc, arch.path)
+    proto.check_error(e.value, "invalid-params", "tag")
+    out = load(rpc, arch.path, tag="example.com/d/tagged:7")
+    assert [h["reference"] for h in out] == ["example.com/d/tagged:7"]
+    assert_handle(out[0], arch, "example.com/d/tagged:7")
+
+
+def _platform_images(imagekit):
+    amd = imagekit.image("example.com/p/x:amd", [{"arch": b"amd64"}, {"f": b"1"}],
+                         Config(architecture="amd64", cmd=["amd"]))
+    arm = imagekit.image("example.com/p/x:arm", [{"arch": b"arm64"}], Config(architecture="arm64", cmd=["arm"]))
+    return amd, arm
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_two_platform_index_picks_host(rpc, imagekit, daemon, nested):
+    assert host_platform() == "linux/amd64", "these tests expect an amd64 host"
+    amd, arm = _platform_images(imagekit)
+    idx = imagekit.platform_index("example.com/p/multi:1", {"linux/arm64": arm, "linux/amd64": amd}, nested=nested)
+    out = load(rpc, idx.layout.path)
+    assert len(out) == 1
+    assert_handle(out[0], amd, "example.com/p/multi:1")
+    assert_everywhere(rpc, amd, "example.com/p/multi:1")
+    # Only the host's image is stored.
+    assert rpc.call("system.df")["manifests"]["count"] == 1
+    assert consistency_problems(daemon.store, rpc) == []
+
+
+def test_index_as_oci_archive(rpc, imagekit):
+    amd, arm = _platform_images(imagekit)
+    idx = imagekit.platform_index("example.com/p/multi:2", {"linux/arm64": arm, "linux/amd64": amd})
+    path = idx.layout.oci_archive(imagekit.path("idx", ".tar"))
+    out = load(rpc, path)
+    assert [h["manifest_digest"] for h in out] == [amd.manifest_digest]
+
+
+def test_index_without_host_platform(rpc, imagekit):
+    _, arm = _platform_images(imagekit)
+    idx = imagekit.platform_index("example.com/p/armonly:1", {"linux/arm64": arm})
+    with pytest.raises(RpcError) as e:
+        load(rpc, idx.layout.path)
+    data = proto.check_error(e.value, "platform-not-found")
+    assert "amd64" in json.dumps(data), data
+    assert rpc.call("image.list") == []
+
+
+def test_untagged_layout_needs_tag(rpc, imagekit):
+    img = imagekit.image("example.com/u/x:1", LAYERS[:1])
+    img.layout.strip_ref_names()
+    with pytest.raises(RpcError) as e:
+        load(rpc, img.layout.path)
+    proto.check_error(e.value, "invalid-params", "tag")
+    assert rpc.call("image.list") == []
+    out = load(rpc, img.layout.path, tag="alpine")
+    assert [h["reference"] for h in out] == ["docker.io/library/alpine:latest"]
+    assert_everywhere(rpc, img, "docker.io/library/alpine:latest")
+
+
+def test_tag_adds_to_the_source_names(rpc, imagekit):
+    img = imagekit.image("example.com/u/named:1", LAYERS[:1])
+    out = load(rpc, img.layout.path, tag="example.com/u/extra:2")
+    refs = sorted(h["reference"] for h in out)
+    assert refs == ["example.com/u/extra:2", "example.com/u/named:1"], refs
+    for r in refs:
+        assert_everywhere(rpc, img, r)
+
+
+def test_tag_with_several_images_is_invalid(rpc, imagekit):
+    lay = imagekit.layout("several")
+    lay.add_image("example.com/s/a:1", [{"a": b"a"}])
+    lay.add_image("example.com/s/b:1", [{"b": b"b"}])
+    with pytest.raises(RpcError) as e:
+        load(rpc, lay.path, tag="example.com/s/c:1")
+    proto.check_error(e.value, "invalid-params", "tag")
+    assert rpc.call("image.list") == []
+
+
+def test_reload_is_idempotent_and_touches_last_used(rpc, imagekit, daemon):
+    img = imagekit.image(REF, LAYERS[:2])
+    first = load(rpc, img.layout.path)[0]
+    import time
+    time.sleep(0.02)
+    second = load(rpc, img.layout.path)[0]
+    assert second["created_at"] == first["created_at"]
+    assert second["last_used_at"] >= first["last_used_at"]
+    assert second["last_used_at"] > first["last_used_at"] or second["last_used_at"] >= first["created_at"]
+    assert len(rpc.call("image.list")) == 1
+    assert rpc.call("system.df")["layers"]["count"] == 2
+    assert consistency_problems(daemon.store, rpc) == []
+
+
+def test_reference_moves_to_a_new_manifest(rpc, imagekit):
+    old = imagekit.image(REF, [{"v": b"1"}])
+    new = imagekit.image(REF, [{"v": b"2"}])
+    load(rpc, old.layout.path)
+    load(rpc, new.layout.path)
+    assert_everywhere(rpc, new, REF)
+    assert len(rpc.call("image.list")) == 1
+
+
+# Errors ----------------------------------------------------------------------
+
+
+def test_missing_path(rpc, short_tmp):
+    p = short_tmp / "does-not-exist"
+    with pytest.raises(RpcError) as e:
+        load(rpc, p)
+    data = proto.check_error(e.value, "path-not-found")
+    assert data.get("path") == str(p), data
+
+
+@pytest.mark.parametrize("what", ["empty-dir", "random-file", "empty-file", "json-file", "tar-of-junk"])
+def test_not_an_image(rpc, short_tmp, what):
+    p = short_tmp / what
+    if what == "empty-dir":
+        p.mkdir()
+    elif what == "random-file":
+        p.write_bytes(os.urandom(4096))
+    elif what == "empty-file":
+        p.write_bytes(b"")
+    elif what == "json-file":
+        p.write_text('{"schemaVersion": 2}')
+    else:
+        p.write_bytes(make_tar({"hello.txt": b"not an image"}))
+    with pytest.raises(RpcError) as e:
+        load(rpc, p)
+    proto.check_error(e.value, "invalid-image")
+    assert rpc.call("image.list") == []
+
+
+@pytest.mark.parametrize("which", ["layer", "config", "manifest"])
+def test_corrupt_blob_is_digest_mismatch(rpc, imagekit, daemon, which):
+    img = imagekit.image(REF, LAYERS[:2], Config(cmd=["x"]))
+    digest = {"layer": img.layers[1].blob_digest, "config": img.config_digest,
+              "manifest": img.manifest_digest}[which]
+    img.layout.corrupt_blob(digest)
+    with pytest.raises(RpcError) as e:
+        load(rpc, img.layout.path)
+    data = proto.check_error(e.value, "digest-mismatch")
+    assert data.get("expected") == digest, data
+    actual = data.get("actual")
+    assert isinstance(actual, str) and actual.startswith("sha256:") and actual != digest, data
+    assert rpc.call("image.list") == []
+
+
+def test_blob_of_wrong_size(rpc, imagekit):
+    img = imagekit.image(REF, LAYERS[:1])
+    m = json.loads(json.dumps(img.manifest))
+    m["layers"][0]["size"] += 1
+    img.layout.replace_manifest(REF, m)
+    with pytest.raises(RpcError) as e:
+        load(rpc, img.layout.path)
+    # A size that disagrees with the descriptor is either caught as such
+    # (invalid image) or by the digest check.
+    assert e.value.name in ("digest-mismatch", "invalid-image"), e.value
+    assert rpc.call("image.list") == []
+
+
+def test_missing_blob(rpc, imagekit):
+    img = imagekit.image(REF, LAYERS[:2])
+    img.layout.remove_blob(img.layers[0].blob_digest)
+    with pytest.raises(RpcError) as e:
+        load(rpc, img.layout.path)
+    assert e.value.name in ("invalid-image", "path-not-found"), e.value
+    assert rpc.call("image.list") == []
+
+
+def test_diff_ids_do_not_match_layer_count(rpc, imagekit):
+    img = imagekit.image(REF, LAYERS[:2])
+    cfg = json.loads(json.dumps(img.config))
+    cfg["rootfs"]["diff_ids"] = cfg["rootfs"]["diff_ids"][:1]
+    img.layout.replace_config(REF, cfg)
+    with pytest.raises(RpcError) as e:
+        load(rpc, img.layout.path)
+    proto.check_error(e.value, "invalid-image")
+    assert rpc.call("image.list") == []
+
+
+def test_unsupported_layer_media_type(rpc, imagekit):
+    img = imagekit.image(REF, LAYERS[:1])
+    m = json.loads(json.dumps(img.manifest))
+    m["layers"][0]["mediaType"] = "application/x-made-up+tar"
+    img.layout.replace_manifest(REF, m)
+    with pytest.raises(RpcError) as e:
+        load(rpc, img.layout.path)
+    data = proto.check_error(e.value, "unsupported-media-type")
+    assert data.get("media_type") == "application/x-made-up+tar", data
+    assert rpc.call("image.list") == []
+
+
+def test_manifest_that_is_not_json(rpc, imagekit):
+    img = imagekit.image(REF, LAYERS[:1])
+    img.layout.replace_manifest(REF, img.manifest, raw_manifest=b"{not json")
+    with pytest.raises(RpcError) as e:
+        load(rpc, img.layout.path)
+    proto.check_error(e.value, "invalid-image")
+
+
+def test_manifest_over_the_limit(rpc, imagekit):
+    limit = proto.limit("manifest_bytes")
+    img = imagekit.image(REF, LAYERS[:1])
+    m = json.loads(json.dumps(img.manifest))
+    m["annotations"] = {"pad": "x" * (limit + 1)}
+    img.layout.replace_manifest(REF, m)
+    with pytest.raises(RpcError) as e:
+        load(rpc, img.layout.path)
+    proto.check_error(e.value, "limit-exceeded")
+    assert rpc.call("image.list") == []
+
+
+def test_manifest_just_under_the_limit(rpc, imagekit):
+    limit = proto.limit("manifest_bytes")
+    img = imagekit.image(REF, LAYERS[:1])
+    m = json.loads(json.dumps(img.manifest))
+    m["annotations"] = {"pad": ""}
+    base = len(json.dumps(m, separators=(",", ":")).encode())
+    m["annotations"]["pad"] = "x" * (limit - base)
+    img = img.layout.replace_manifest(REF, m)
+    assert img.manifest_size == limit
+    out = load(rpc, img.layout.path)
+    assert out[0]["manifest_digest"] == img.manifest_digest
+
+
+def _image_with_n_layers(imagekit, n):
+    img = imagekit.image(REF, [{"one": b"1"}])
+    layer = img.manifest["layers"][0]
+    m = json.loads(json.dumps(img.manifest))
+    m["layers"] = [layer] * n
+    cfg = json.loads(json.dumps(img.config))
+    cfg["rootfs"]["diff_ids"] = [img.diff_ids[0]] * n
+    return img.layout.replace_manifest(REF, m, config=cfg)
+
+
+def test_too_many_layers(rpc, imagekit):
+    limit = proto.limit("layers_per_image")
+    img = _image_with_n_layers(imagekit, limit + 1)
+    with pytest.raises(RpcError) as e:
+        load(rpc, img.layout.path)
+    data = proto.check_error(e.value, "limit-exceeded")
+    assert data.get("max") in (limit, str(limit)), data
+    assert rpc.call("image.list") == []
+
+
+def test_layer_count_at_the_limit(rpc, imagekit):
+    limit = proto.limit("layers_per_image")
+    img = _image_with_n_layers(imagekit, limit)
+    out = load(rpc, img.layout.path, timeout=120)
+    assert out[0]["layer_count"] == limit
+
+
+def test_failed_load_leaves_the_daemon_serving(daemon, rpc, imagekit):
+    bad = imagekit.image(REF, LAYERS[:1])
+    bad.layout.corrupt_blob(bad.layers[0].blob_digest)
+    with pytest.raises(RpcError):
+        load(rpc, bad.layout.path)
+    good = imagekit.image("example.com/test/good:1", LAYERS[:1])
+    load(rpc, good.layout.path)
+    assert_everywhere(rpc, good, "example.com/test/good:1")
+    assert consistency_problems(daemon.store, rpc) == []
+
+
+def test_concurrent_loads_on_several_connections(daemon, imagekit):
+    imgs = [imagekit.image(f"example.com/conc/i{i}:1", [{"f": os.urandom(20000)}, {"g": b"shared"}])
+            for i in range(6)]
+    clients = [daemon.client() for _ in imgs]
+    ids = [c.send_request("image.load", {"path": str(img.layout.path)}) for c, img in zip(clients, imgs)]
+    with daemon.client() as probe:
+        assert isinstance(probe.call("image.list"), list)
+    for c, i, img in zip(clients, ids, imgs):
+        resp = c.wait(i, timeout=120)
+        assert "result" in resp, resp
+        assert resp["result"][0]["manifest_digest"] == img.manifest_digest
+    with daemon.client() as c:
+        assert len(c.call("image.list")) == 6
+        assert c.call("system.df")["layers"]["count"] == 7
+        assert consistency_problems(daemon.store, c) == []
