@@ -212,7 +212,11 @@ class SocketActivate(_Runner):
 
     def daemon_started(self) -> bool:
         """True once the activator has exec'd the daemon (same pid)."""
-        return exe_of(self.pid) == os.path.realpath(daemon_binary())
+        try:
+            argv = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        return exe_of(self.pid) != self.activate and os.fsencode(daemon_binary()) in argv
 
 
 class Spawned(_Runner):
@@ -222,6 +226,8 @@ class Spawned(_Runner):
     execs the daemon, so the pid is the same), an int for another pid, None to
     leave it unset; ``listen_fds``: the LISTEN_FDS text or None.
     """
+
+    EXEC_MARKER = "activation_kit: exec daemon as pid"
 
     def __init__(self, workdir: Path, sock: socket.socket | None, args: list[str], env: dict,
                  listen_pid: str | int | None = "self", listen_fds: str | None = "1"):
@@ -241,8 +247,11 @@ class Spawned(_Runner):
             script.append(f"LISTEN_PID={int(listen_pid)}; export LISTEN_PID")
         if listen_fds is not None:
             script.append(f"LISTEN_FDS='{listen_fds}'; export LISTEN_FDS")
+        # The marker tells the test the daemon got control, whatever it did then.
+        script.append(f'echo "{self.EXEC_MARKER} $$" >&2')
         script.append('exec "$@"')
-        argv = ["/bin/sh", "-c", "; ".join(script), "sh", str(daemon_binary()), *args]
+        # bash, not sh: dash only redirects fds 0-9.
+        argv = ["/bin/bash", "-c", "; ".join(script), "bash", str(daemon_binary()), *args]
         try:
             with open(self.log_path, "ab") as logf:
                 self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
@@ -250,3 +259,7 @@ class Spawned(_Runner):
         finally:
             for fd in pass_fds:
                 os.close(fd)
+
+    def daemon_reached(self) -> bool:
+        """True when the shell got as far as exec'ing the daemon."""
+        return f"{self.EXEC_MARKER} {self.pid}" in self.log()
