@@ -535,8 +535,12 @@ class Layout:
         return self.image(ref)
 
     def replace_manifest(self, ref: str, manifest: dict, config: dict | None = None,
-                         raw_manifest: bytes | None = None) -> Image:
-        """Write a new config (optional) and manifest and point ``ref`` at them."""
+                         raw_manifest: bytes | None = None) -> Image | None:
+        """Write a new config (optional) and manifest and point ``ref`` at them.
+
+        ``raw_manifest`` replaces the manifest bytes verbatim (then None is
+        returned, since they need not parse).
+        """
         manifest = json.loads(json.dumps(manifest))
         if config is not None:
             cdigest, csize = self.put_json(config)
@@ -550,7 +554,8 @@ class Layout:
                 if manifest.get("mediaType"):
                     m["mediaType"] = manifest["mediaType"]
         self.write_index(idx)
-        return self.image(ref)
+        # Raw bytes may be deliberately unparsable: then there is no truth.
+        return self.image(ref) if raw_manifest is None else None
 
     def replace_config(self, ref: str, config: dict) -> Image:
         img = self.image(ref)

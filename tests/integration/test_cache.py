@@ -1,0 +1,429 @@
+"""The cache API over loaded images: get/list/inspect, reference spellings,
+remove (pins, force), prune (counts, empty store), pins, system.df."""
+
+import os
+import time
+
+import pytest
+
+from msbtest import proto
+from msbtest.checks import assert_handle, now_ms
+from msbtest.imagekit import Config
+from msbtest.rpc import RpcError
+from msbtest.store import consistency_problems, content_files, hex_of
+
+
+def load(rpc, img, tag=None):
+    params = {"path": str(img.layout.path)}
+    if tag:
+        params["tag"] = tag
+    return rpc.call("image.load", params)
+
+
+def blocks(paths):
+    return sum(p.stat().st_blocks * 512 for p in paths)
+
+
+def manifest_file(store, digest):
+    return store / "blobs" / "sha256" / hex_of(digest)
+
+
+def layer_file(store, diff_id):
+    return store / "layers" / "sha256" / (hex_of(diff_id) + ".erofs")
+
+
+@pytest.fixture
+def alpine(rpc, imagekit):
+    """An image loaded as `alpine` (docker.io/library/alpine:latest)."""
+    img = imagekit.image("example.com/src/alpine:1", [{"etc/os-release": b"ID=alpine\n"}, {"bin/x": b"x"}],
+                         Config(cmd=["/bin/sh"]))
+    img.layout.strip_ref_names()
+    load(rpc, img, tag="alpine")
+    return img
+
+
+# Lookups -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spelling", [
+    "alpine",
+    "alpine:latest",
+    "library/alpine",
+    "library/alpine:latest",
+    "docker.io/alpine",
+    "docker.io/library/alpine",
+    "docker.io/library/alpine:latest",
+])
+def test_reference_spellings(rpc, alpine, spelling):
+    h = rpc.call("image.get", {"reference": spelling})
+    assert_handle(h, alpine, "docker.io/library/alpine:latest")
+    d = rpc.call("image.inspect", {"reference": spelling})
+    assert d["handle"] == h
+
+
+def test_digest_reference(rpc, alpine):
+    ref = f"alpine@{alpine.manifest_digest}"
+    h = rpc.call("image.get", {"reference": ref})
+    # Which reference a digest lookup reports is not fixed by the contract;
+    # the manifest is.
+    assert h["manifest_digest"] == alpine.manifest_digest
+    assert h["layer_count"] == 2
+    d = rpc.call("image.inspect", {"reference": f"docker.io/library/alpine@{alpine.manifest_digest}"})
+    assert d["handle"]["manifest_digest"] == alpine.manifest_digest
+
+
+def test_digest_reference_of_an_unknown_manifest(rpc, alpine):
+    with pytest.raises(RpcError) as e:
+        rpc.call("image.get", {"reference": "alpine@sha256:" + "0" * 64})
+    proto.check_error(e.value, "image-not-found")
+
+
+@pytest.mark.parametrize("spelling, canonical", [
+    ("busybox", "docker.io/library/busybox:latest"),
+    ("alpine:3.19", "docker.io/library/alpine:3.19"),
+    ("example.com/a/b", "example.com/a/b:latest"),
+    ("localhost:5000/x:y", "localhost:5000/x:y"),
+    ("user/repo:tag", "docker.io/user/repo:tag"),
+])
+def test_not_found_names_the_canonical_reference(rpc, spelling, canonical):
+    for method in ("image.get", "image.inspect", "image.remove"):
+        with pytest.raises(RpcError) as e:
+            rpc.call(method, {"reference": spelling})
+        data = proto.check_error(e.value, "image-not-found")
+        assert data.get("reference") == canonical, (method, data)
+
+
+def test_tag_is_canonicalised_on_load(rpc, imagekit):
+    img = imagekit.image("example.com/src/x:1", [{"a": b"a"}])
+    out = load(rpc, img, tag="user/repo")
+    refs = sorted(h["reference"] for h in out)
+    assert "docker.io/user/repo:latest" in refs, refs
+    assert rpc.call("image.get", {"reference": "user/repo:latest"})["manifest_digest"] == img.manifest_digest
+
+
+def test_list_newest_first(rpc, imagekit):
+    names = [f"example.com/order/i{i}:1" for i in range(4)]
+    for n in names:
+        load(rpc, imagekit.image(n, [{"f": n.encode()}]))
+        time.sleep(0.01)
+    listed = rpc.call("image.list")
+    assert [h["reference"] for h in listed] == list(reversed(names))
+    created = [h["created_at"] for h in listed]
+    assert created == sorted(created, reverse=True)
+
+
+def test_list_order_is_by_first_store_not_last_use(rpc, imagekit):
+    a = imagekit.image("example.com/order/a:1", [{"a": b"a"}])
+    b = imagekit.image("example.com/order/b:1", [{"b": b"b"}])
+    load(rpc, a)
+    time.sleep(0.01)
+    load(rpc, b)
+    time.sleep(0.01)
+    load(rpc, a)  # a is used again but was stored first
+    assert [h["reference"] for h in rpc.call("image.list")] == ["example.com/order/b:1", "example.com/order/a:1"]
+
+
+# Remove ----------------------------------------------------------------------
+
+
+def test_remove_deletes_unshared_data(daemon, rpc, imagekit):
+    lay = imagekit.layout("rm")
+    a = lay.add_image("example.com/rm/a:1", [{"base": b"base"}])
+    b = lay.add_image("example.com/rm/b:1", [{"top": b"top"}], base=a)
+    load(rpc, a)  # the layout holds both a and b
+    assert len(rpc.call("image.list")) == 2
+    assert rpc.call("image.remove", {"reference": "example.com/rm/b:1"}) is None
+    with pytest.raises(RpcError) as e:
+        rpc.call("image.get", {"reference": "example.com/rm/b:1"})
+    proto.check_error(e.value, "image-not-found")
+    s = daemon.store
+    assert not manifest_file(s, b.manifest_digest).exists()
+    assert not layer_file(s, b.diff_ids[1]).exists()
+    assert layer_file(s, a.diff_ids[0]).exists(), "a shared layer was deleted"
+    assert manifest_file(s, a.manifest_digest).exists()
+    assert_handle(rpc.call("image.get", {"reference": "example.com/rm/a:1"}), a, "example.com/rm/a:1")
+    rpc.call("image.remove", {"reference": "example.com/rm/a:1"})
+    assert rpc.call("image.list") == []
+    files = content_files(s)
+    assert files["blobs"] == [] and files["layers"] == [] and files["fsmeta"] == [] and files["vmdk"] == [], files
+    assert consistency_problems(s, rpc) == []
+
+
+def test_remove_one_of_two_references_keeps_the_manifest(daemon, rpc, imagekit):
+    img = imagekit.image("example.com/rm/two:1", [{"x": b"x"}])
+    load(rpc, img, tag="example.com/rm/two:2")
+    rpc.call("image.remove", {"reference": "example.com/rm/two:1"})
+    assert manifest_file(daemon.store, img.manifest_digest).exists()
+    assert_handle(rpc.call("image.get", {"reference": "example.com/rm/two:2"}), img, "example.com/rm/two:2")
+
+
+def test_remove_by_other_spelling(rpc, alpine):
+    rpc.call("image.remove", {"reference": "library/alpine"})
+    assert rpc.call("image.list") == []
+
+
+def test_remove_unknown(rpc):
+    with pytest.raises(RpcError) as e:
+        rpc.call("image.remove", {"reference": "nothing:here"})
+    data = proto.check_error(e.value, "image-not-found")
+    assert data.get("reference") == "docker.io/library/nothing:here"
+
+
+def test_remove_twice(rpc, alpine):
+    rpc.call("image.remove", {"reference": "alpine"})
+    with pytest.raises(RpcError) as e:
+        rpc.call("image.remove", {"reference": "alpine"})
+    proto.check_error(e.value, "image-not-found")
+
+
+@pytest.mark.parametrize("kind", ["sandbox", "snapshot"])
+def test_remove_pinned_without_force_changes_nothing(daemon, rpc, alpine, kind):
+    rpc.call("pin.add", {"kind": kind, "name": "box-1", "reference": "alpine"})
+    before_list = rpc.call("image.list")
+    before_files = content_files(daemon.store)
+    with pytest.raises(RpcError) as e:
+        rpc.call("image.remove", {"reference": "alpine"})
+    data = proto.check_error(e.value, "image-in-use")
+    assert data.get("holders") == [{"kind": kind, "name": "box-1"}], data
+    assert data.get("reference") == "docker.io/library/alpine:latest", data
+    assert rpc.call("image.list") == before_list
+    assert content_files(daemon.store) == before_files
+    with pytest.raises(RpcError) as e:
+        rpc.call("image.remove", {"reference": "alpine", "force": False})
+    proto.check_error(e.value, "image-in-use")
+
+
+def test_image_in_use_lists_every_holder(rpc, alpine):
+    rpc.call("pin.add", {"kind": "sandbox", "name": "s1", "reference": "alpine"})
+    rpc.call("pin.add", {"kind": "snapshot", "name": "snap", "reference": "alpine:latest"})
+    rpc.call("pin.add", {"kind": "sandbox", "name": "s2", "reference": "docker.io/library/alpine"})
+    with pytest.raises(RpcError) as e:
+        rpc.call("image.remove", {"reference": "alpine"})
+    data = proto.check_error(e.value, "image-in-use")
+    holders = sorted((h["kind"], h["name"]) for h in data["holders"])
+    assert holders == [("sandbox", "s1"), ("sandbox", "s2"), ("snapshot", "snap")]
+
+
+def test_remove_pinned_with_force_keeps_the_data(daemon, rpc, alpine):
+    rootfs = rpc.call("pin.add", {"kind": "sandbox", "name": "box", "reference": "alpine"})
+    assert rpc.call("image.remove", {"reference": "alpine", "force": True}) is None
+    with pytest.raises(RpcError) as e:
+        rpc.call("image.get", {"reference": "alpine"})
+    proto.check_error(e.value, "image-not-found")
+    s = daemon.store
+    assert manifest_file(s, alpine.manifest_digest).exists()
+    for d in alpine.diff_ids:
+        assert layer_file(s, d).exists()
+    for layer in rootfs["layers"]:
+        assert os.path.exists(layer["path"])
+    pins = rpc.call("pin.list")
+    assert [(p["kind"], p["name"], p["manifest_digest"]) for p in pins] == [("sandbox", "box", alpine.manifest_digest)]
+    # A prune keeps what the pin holds.
+    rpc.call("image.prune")
+    assert manifest_file(s, alpine.manifest_digest).exists()
+    for d in alpine.diff_ids:
+        assert layer_file(s, d).exists()
+    for p in (rootfs["fsmeta_path"], rootfs["vmdk_path"]):
+        assert p is None or os.path.exists(p)
+    # Once the pin goes, a prune removes it all.
+    rpc.call("pin.remove", {"kind": "sandbox", "name": "box"})
+    report = rpc.call("image.prune")
+    assert report["manifests_removed"] == 1 and report["layers_removed"] == 2, report
+    files = content_files(s)
+    assert files["blobs"] == [] and files["layers"] == [] and files["fsmeta"] == [] and files["vmdk"] == [], files
+
+
+def test_force_remove_of_unpinned(rpc, alpine):
+    assert rpc.call("image.remove", {"reference": "alpine", "force": True}) is None
+    assert rpc.call("image.list") == []
+
+
+# Prune -------------------------------------------------------------------------
+
+
+def _fill(rpc, imagekit):
+    lay = imagekit.layout("prune")
+    a = lay.add_image("example.com/pr/a:1", [{"base": os.urandom(30000)}, {"mid": b"m"}])
+    b = lay.add_image("example.com/pr/b:1", [{"top": b"t"}], base=a)
+    c = imagekit.image("example.com/pr/c:1", [{"c": os.urandom(10000)}])
+    load(rpc, a)
+    load(rpc, c, tag="example.com/pr/c:2")
+    return a, b, c
+
+
+def test_prune_removes_everything_unpinned(daemon, rpc, imagekit):
+    a, b, c = _fill(rpc, imagekit)
+    s = daemon.store
+    before = content_files(s)
+    assert len(before["layers"]) == 4
+    df = rpc.call("system.df")
+    assert df["reclaimable_bytes"] > 0
+    freed = blocks(before["blobs"] + before["layers"] + before["fsmeta"] + before["vmdk"])
+    report = rpc.call("image.prune")
+    assert set(report) == {"image_refs_removed", "manifests_removed", "layers_removed", "fsmeta_removed",
+                           "vmdk_removed", "bytes_reclaimed"}
+    assert report["image_refs_removed"] == 4, report
+    assert report["manifests_removed"] == 3, report
+    assert report["layers_removed"] == 4, report
+    assert report["fsmeta_removed"] == len(before["fsmeta"]), report
+    assert report["vmdk_removed"] == len(before["vmdk"]), report
+    assert report["bytes_reclaimed"] is not None and report["bytes_reclaimed"] >= freed, (report, freed)
+    after = content_files(s)
+    for kind in ("blobs", "layers", "fsmeta", "vmdk", "tmp"):
+        assert after[kind] == [], (kind, after[kind])
+    assert rpc.call("image.list") == []
+    df = rpc.call("system.df")
+    assert df["image_refs"] == 0 and df["reclaimable_bytes"] == 0
+    for kind in ("manifests", "configs", "layers", "fsmeta", "vmdk"):
+        assert df[kind] == {"count": 0, "bytes": 0}, (kind, df)
+    again = rpc.call("image.prune")
+    assert {k: v for k, v in again.items() if k != "bytes_reclaimed"} == {
+        "image_refs_removed": 0, "manifests_removed": 0, "layers_removed": 0, "fsmeta_removed": 0,
+        "vmdk_removed": 0}
+    assert again["bytes_reclaimed"] in (0, None)
+
+
+def test_prune_on_empty_store(rpc):
+    report = rpc.call("image.prune")
+    assert {k: v for k, v in report.items() if k != "bytes_reclaimed"} == {
+        "image_refs_removed": 0, "manifests_removed": 0, "layers_removed": 0, "fsmeta_removed": 0,
+        "vmdk_removed": 0}
+
+
+def test_prune_keeps_pinned(daemon, rpc, imagekit):
+    a, b, c = _fill(rpc, imagekit)
+    rpc.call("pin.add", {"kind": "snapshot", "name": "snap-b", "reference": "example.com/pr/b:1"})
+    report = rpc.call("image.prune")
+    # a and c go (c under two references); b's manifest and its three layers
+    # (two shared with a) stay.
+    assert report["manifests_removed"] == 2, report
+    assert report["layers_removed"] == 1, report
+    s = daemon.store
+    assert manifest_file(s, b.manifest_digest).exists()
+    for d in b.diff_ids:
+        assert layer_file(s, d).exists()
+    assert not manifest_file(s, a.manifest_digest).exists()
+    assert not manifest_file(s, c.manifest_digest).exists()
+    assert not layer_file(s, c.diff_ids[0]).exists()
+    assert consistency_problems(s, rpc) == []
+    # The pin still resolves to a bootable rootfs.
+    pins = rpc.call("pin.list")
+    assert [p["manifest_digest"] for p in pins] == [b.manifest_digest]
+
+
+def test_df_reclaimable_is_zero_when_everything_is_pinned(rpc, alpine):
+    rpc.call("pin.add", {"kind": "sandbox", "name": "s", "reference": "alpine"})
+    assert rpc.call("system.df")["reclaimable_bytes"] == 0
+
+
+def test_prune_sweeps_leftovers(daemon, rpc, alpine):
+    stray_tmp = daemon.store / "tmp" / "stray"
+    stray_tmp.write_bytes(b"x" * 8192)
+    stray_blob = daemon.store / "blobs" / "sha256" / ("ef" * 32)
+    stray_blob.write_bytes(b"orphan")
+    rpc.call("pin.add", {"kind": "sandbox", "name": "keep", "reference": "alpine"})
+    rpc.call("image.prune")
+    assert not stray_tmp.exists()
+    assert not stray_blob.exists()
+    assert manifest_file(daemon.store, alpine.manifest_digest).exists()
+
+
+# Pins --------------------------------------------------------------------------
+
+
+def test_pin_add_returns_rootfs(daemon, rpc, alpine):
+    t0 = now_ms()
+    rootfs = rpc.call("pin.add", {"kind": "sandbox", "name": "sb", "reference": "alpine:latest"})
+    assert set(rootfs) == {"manifest_digest", "fsmeta_path", "vmdk_path", "layers"}, rootfs
+    assert rootfs["manifest_digest"] == alpine.manifest_digest
+    assert [l["diff_id"] for l in rootfs["layers"]] == alpine.diff_ids
+    for layer in rootfs["layers"]:
+        assert set(layer) == {"diff_id", "path", "erofs_size_bytes"}
+        assert os.path.isabs(layer["path"]) and os.path.isfile(layer["path"]), layer
+        assert os.path.realpath(layer["path"]) == os.path.realpath(layer_file(daemon.store, layer["diff_id"]))
+        if layer["erofs_size_bytes"] is not None:
+            assert os.path.getsize(layer["path"]) == layer["erofs_size_bytes"]
+    for key in ("fsmeta_path", "vmdk_path"):
+        if rootfs[key] is not None:
+            assert os.path.isabs(rootfs[key]) and os.path.isfile(rootfs[key]), rootfs
+    pins = rpc.call("pin.list")
+    assert len(pins) == 1
+    p = pins[0]
+    assert set(p) == {"kind", "name", "reference", "manifest_digest", "created_at"}
+    assert (p["kind"], p["name"], p["reference"], p["manifest_digest"]) == (
+        "sandbox", "sb", "docker.io/library/alpine:latest", alpine.manifest_digest)
+    assert t0 - 1000 <= p["created_at"] <= now_ms() + 1000
+    h = rpc.call("image.get", {"reference": "alpine"})
+    assert h["last_used_at"] >= t0 - 1000, "pin.add must touch last_used_at"
+
+
+def test_pin_replaces_same_name(rpc, imagekit, alpine):
+    other = imagekit.image("example.com/pin/other:1", [{"o": b"o"}])
+    load(rpc, other)
+    rpc.call("pin.add", {"kind": "sandbox", "name": "n", "reference": "alpine"})
+    rpc.call("pin.add", {"kind": "snapshot", "name": "n", "reference": "alpine"})
+    rpc.call("pin.add", {"kind": "sandbox", "name": "n", "reference": "example.com/pin/other:1"})
+    pins = sorted((p["kind"], p["name"], p["manifest_digest"]) for p in rpc.call("pin.list"))
+    assert pins == [("sandbox", "n", other.manifest_digest), ("snapshot", "n", alpine.manifest_digest)]
+    # alpine is now held only by the snapshot pin.
+    with pytest.raises(RpcError) as e:
+        rpc.call("image.remove", {"reference": "alpine"})
+    assert proto.check_error(e.value, "image-in-use")["holders"] == [{"kind": "snapshot", "name": "n"}]
+
+
+def test_pin_list_oldest_first(rpc, alpine):
+    for i in range(4):
+        rpc.call("pin.add", {"kind": "sandbox", "name": f"p{i}", "reference": "alpine"})
+        time.sleep(0.005)
+    assert [p["name"] for p in rpc.call("pin.list")] == ["p0", "p1", "p2", "p3"]
+
+
+def test_pin_add_unknown_image(rpc):
+    with pytest.raises(RpcError) as e:
+        rpc.call("pin.add", {"kind": "sandbox", "name": "x", "reference": "ghost"})
+    proto.check_error(e.value, "image-not-found")
+    assert rpc.call("pin.list") == []
+
+
+def test_pin_remove(rpc, alpine):
+    rpc.call("pin.add", {"kind": "sandbox", "name": "x", "reference": "alpine"})
+    with pytest.raises(RpcError) as e:
+        rpc.call("pin.remove", {"kind": "snapshot", "name": "x"})
+    proto.check_error(e.value, "pin-not-found")
+    assert rpc.call("pin.remove", {"kind": "sandbox", "name": "x"}) is None
+    assert rpc.call("pin.list") == []
+    with pytest.raises(RpcError) as e:
+        rpc.call("pin.remove", {"kind": "sandbox", "name": "x"})
+    proto.check_error(e.value, "pin-not-found")
+    rpc.call("image.remove", {"reference": "alpine"})
+
+
+def test_pins_survive_restart(daemon, alpine, rpc):
+    rpc.call("pin.add", {"kind": "snapshot", "name": "persist", "reference": "alpine"})
+    daemon.restart()
+    with daemon.client() as c:
+        pins = c.call("pin.list")
+        assert [(p["kind"], p["name"]) for p in pins] == [("snapshot", "persist")]
+        h = c.call("image.get", {"reference": "alpine"})
+        assert_handle(h, alpine, "docker.io/library/alpine:latest")
+        with pytest.raises(RpcError) as e:
+            c.call("image.remove", {"reference": "alpine"})
+        proto.check_error(e.value, "image-in-use")
+
+
+# system.df -----------------------------------------------------------------
+
+
+def test_df_matches_the_files(daemon, rpc, imagekit):
+    a, b, c = _fill(rpc, imagekit)
+    df = rpc.call("system.df")
+    files = content_files(daemon.store)
+    assert df["image_refs"] == 4
+    assert df["manifests"]["count"] == 3 and df["configs"]["count"] == 3
+    assert df["layers"] == {"count": 4, "bytes": blocks(files["layers"])}
+    assert df["fsmeta"] == {"count": len(files["fsmeta"]), "bytes": blocks(files["fsmeta"])}
+    assert df["vmdk"] == {"count": len(files["vmdk"]), "bytes": blocks(files["vmdk"])}
+    content = sum(df[k]["bytes"] for k in ("manifests", "configs", "layers", "fsmeta", "vmdk"))
+    assert content == blocks(files["blobs"] + files["layers"] + files["fsmeta"] + files["vmdk"])
+    assert df["total_bytes"] >= content + df["index_bytes"]
+    assert df["reclaimable_bytes"] >= content

@@ -1,0 +1,111 @@
+"""Crash safety: kill -9 of the daemon during a load, restart, and a
+consistent store; durability of what was acknowledged before a crash."""
+
+import os
+import time
+
+import pytest
+
+from msbtest.checks import assert_detail, assert_handle
+from msbtest.imagekit import Config
+from msbtest.store import consistency_problems, content_files
+
+BIG_REF = "example.com/crash/big:1"
+
+
+@pytest.fixture
+def big_image(imagekit):
+    """An image whose load takes a noticeable time: incompressible layers."""
+    return imagekit.image(BIG_REF, [{"blob-a": os.urandom(24 << 20)}, {"small": b"s"},
+                                    {"blob-b": os.urandom(24 << 20)}], Config(cmd=["big"]))
+
+
+def _assert_consistent_after_restart(daemon, imagekit, big_image):
+    daemon.start()
+    files = content_files(daemon.store)
+    assert files["tmp"] == [], f"temporary files survived the start-up sweep: {files['tmp']}"
+    with daemon.client() as c:
+        listed = c.call("image.list")
+        assert consistency_problems(daemon.store, c) == []
+        # The load either completed before the kill (then it is whole) or
+        # left nothing visible.
+        for h in listed:
+            assert h["reference"] == BIG_REF
+            assert_handle(h, big_image, BIG_REF)
+            assert_detail(c.call("image.inspect", {"reference": BIG_REF}), big_image, BIG_REF)
+        # A new load works, the interrupted one too.
+        small = imagekit.image("example.com/crash/after:1", [{"x": b"after"}])
+        c.call("image.load", {"path": str(small.layout.path)})
+        c.call("image.load", {"path": str(big_image.layout.path)}, timeout=120)
+        assert_detail(c.call("image.inspect", {"reference": BIG_REF}), big_image, BIG_REF)
+        assert consistency_problems(daemon.store, c) == []
+    daemon.stop()
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.2, 0.5, "tmp-file", "layer-file"])
+def test_kill9_during_load(daemon, imagekit, big_image, delay):
+    c = daemon.client(timeout=120)
+    c.send_request("image.load", {"path": str(big_image.layout.path)})
+    if isinstance(delay, float):
+        time.sleep(delay)
+    else:
+        # Wait until the load is visibly writing, then kill.
+        deadline = time.monotonic() + 30
+        kind = "tmp" if delay == "tmp-file" else "layers"
+        while not content_files(daemon.store)[kind] and time.monotonic() < deadline:
+            time.sleep(0.002)
+    daemon.kill9()
+    c.close()
+    _assert_consistent_after_restart(daemon, imagekit, big_image)
+
+
+def test_kill9_during_load_with_other_images_present(daemon, imagekit, big_image):
+    keep = imagekit.image("example.com/crash/keep:1", [{"k": b"keep"}])
+    with daemon.client() as c:
+        c.call("image.load", {"path": str(keep.layout.path)})
+        c.call("pin.add", {"kind": "sandbox", "name": "keeper", "reference": "example.com/crash/keep:1"})
+    c = daemon.client(timeout=120)
+    c.send_request("image.load", {"path": str(big_image.layout.path)})
+    time.sleep(0.1)
+    daemon.kill9()
+    c.close()
+    daemon.start()
+    with daemon.client() as c:
+        assert_handle(c.call("image.get", {"reference": "example.com/crash/keep:1"}), keep,
+                      "example.com/crash/keep:1")
+        assert [p["name"] for p in c.call("pin.list")] == ["keeper"]
+        assert consistency_problems(daemon.store, c) == []
+
+
+def test_acknowledged_load_survives_kill9(daemon, imagekit):
+    img = imagekit.image("example.com/crash/acked:1", [{"a": b"a"}, {"b": b"b"}], Config(cmd=["x"]))
+    with daemon.client() as c:
+        c.call("image.load", {"path": str(img.layout.path)})
+        c.call("pin.add", {"kind": "snapshot", "name": "s", "reference": "example.com/crash/acked:1"})
+    daemon.kill9()
+    daemon.start()
+    with daemon.client() as c:
+        assert_detail(c.call("image.inspect", {"reference": "example.com/crash/acked:1"}), img,
+                      "example.com/crash/acked:1")
+        assert [(p["kind"], p["name"]) for p in c.call("pin.list")] == [("snapshot", "s")]
+        assert consistency_problems(daemon.store, c) == []
+
+
+def test_acknowledged_remove_survives_kill9(daemon, imagekit):
+    img = imagekit.image("example.com/crash/gone:1", [{"a": b"a"}])
+    with daemon.client() as c:
+        c.call("image.load", {"path": str(img.layout.path)})
+        c.call("image.remove", {"reference": "example.com/crash/gone:1"})
+    daemon.kill9()
+    daemon.start()
+    with daemon.client() as c:
+        assert c.call("image.list") == []
+        assert consistency_problems(daemon.store, c) == []
+
+
+def test_sigterm_during_load_exits_cleanly(daemon, imagekit, big_image):
+    c = daemon.client(timeout=120)
+    c.send_request("image.load", {"path": str(big_image.layout.path)})
+    time.sleep(0.1)
+    assert daemon.stop() == 0
+    _assert_consistent_after_restart(daemon, imagekit, big_image)
