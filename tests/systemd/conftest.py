@@ -8,5 +8,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+# The kit next to this file, also under --import-mode=importlib.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from msbtest.fixtures import *  # noqa: E402,F401,F403
