@@ -76,10 +76,11 @@ def rpc_error_from_wire(error: Any, method: str, subject: str | None, socket_pat
     data = error.get("data")
     if not isinstance(data, dict):
         data = {}
-    cls = ERRORS_BY_NAME.get(data.get("name"))  # type: ignore[arg-type]
-    if cls is None:
-        cls = ERRORS_BY_CODE.get(code, RpcError)  # type: ignore[arg-type]
-    return cls(
+    name = data.get("name")
+    cls = ERRORS_BY_NAME.get(name) if isinstance(name, str) else None
+    if cls is None and isinstance(code, int):
+        cls = ERRORS_BY_CODE.get(code)
+    return (cls or RpcError)(
         message if isinstance(message, str) else "",
         code=code if isinstance(code, int) else None,
         data=data,
@@ -179,7 +180,8 @@ class _Connection:
         if "id" not in message:
             params = message.get("params")
             if isinstance(params, dict):
-                listener = self._listeners.get(params.get("id"))  # type: ignore[arg-type]
+                request_id = params.get("id")
+                listener = self._listeners.get(request_id) if isinstance(request_id, int) else None
                 if listener is not None:
                     listener(params)
             return

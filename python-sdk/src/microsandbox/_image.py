@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Callable, Literal, TypeVar
 
 from . import _client
 from ._exceptions import ProtocolError
@@ -35,7 +36,10 @@ def _check_str(name: str, value: Any) -> str:
     return value
 
 
-def _parse(method: str, parse: Any, result: Any) -> Any:
+_T = TypeVar("_T")
+
+
+def _parse(method: str, parse: Callable[[Any], _T], result: Any) -> _T:
     """Turns a result into typed values; a malformed one is the peer's fault."""
     try:
         return parse(result)
@@ -75,19 +79,19 @@ class Image:
     async def get(reference: str) -> ImageHandle:
         """Fetch one cached image by reference; `ImageNotFoundError` when absent."""
         result = await _client.call("image.get", {"reference": _check_str("reference", reference)}, subject=reference)
-        return _parse("image.get", ImageHandle._from_wire, result)  # type: ignore[no-any-return]
+        return _parse("image.get", ImageHandle._from_wire, result)
 
     @staticmethod
     async def list() -> list[ImageHandle]:
         """Every cached image, newest first."""
         result = await _client.call("image.list", {})
-        return _parse("image.list", _handles, result)  # type: ignore[no-any-return]
+        return _parse("image.list", _handles, result)
 
     @staticmethod
     async def inspect(reference: str) -> ImageDetail:
         """Handle metadata plus the parsed OCI config and the layers, bottom to top."""
         result = await _client.call("image.inspect", {"reference": _check_str("reference", reference)}, subject=reference)
-        return _parse("image.inspect", ImageDetail._from_wire, result)  # type: ignore[no-any-return]
+        return _parse("image.inspect", ImageDetail._from_wire, result)
 
     @staticmethod
     async def remove(reference: str, *, force: bool = False) -> None:
@@ -104,7 +108,7 @@ class Image:
     async def prune() -> ImagePruneReport:
         """Remove everything no pin holds; report what was actually removed."""
         result = await _client.call("image.prune", {})
-        return _parse("image.prune", ImagePruneReport._from_wire, result)  # type: ignore[no-any-return]
+        return _parse("image.prune", ImagePruneReport._from_wire, result)
 
     # -- beyond the page: pull, load, pins -----------------------------------
 
@@ -119,7 +123,7 @@ class Image:
         """
         params = _pull_params(reference, policy, platform)
         result = await _client.call("image.pull", params, subject=reference)
-        return _parse("image.pull", ImageHandle._from_wire, result)  # type: ignore[no-any-return]
+        return _parse("image.pull", ImageHandle._from_wire, result)
 
     @staticmethod
     def pull_with_progress(
@@ -135,7 +139,7 @@ class Image:
         return PullOperation(_pull_params(reference, policy, platform))
 
     @staticmethod
-    async def load(path: str | os.PathLike[str], *, tag: str | None = None) -> list[ImageHandle]:
+    async def load(path: str | os.PathLike[str], *, tag: str | None = None) -> builtins.list[ImageHandle]:
         """Import the images of an OCI layout directory, OCI archive or
         docker-save archive. The daemon reads `path` itself, so it is made
         absolute here. `tag` names the image when the source names none."""
@@ -143,7 +147,7 @@ class Image:
         if tag is not None:
             params["tag"] = _check_str("tag", tag)
         result = await _client.call("image.load", params, subject=tag)
-        return _parse("image.load", _handles, result)  # type: ignore[no-any-return]
+        return _parse("image.load", _handles, result)
 
     @staticmethod
     async def pin(kind: PinKind | str, name: str, reference: str) -> Rootfs:
@@ -152,7 +156,7 @@ class Image:
         needs to boot it."""
         params = {"kind": PinKind(kind).value, "name": _check_str("name", name), "reference": _check_str("reference", reference)}
         result = await _client.call("pin.add", params, subject=reference)
-        return _parse("pin.add", Rootfs._from_wire, result)  # type: ignore[no-any-return]
+        return _parse("pin.add", Rootfs._from_wire, result)
 
     @staticmethod
     async def unpin(kind: PinKind | str, name: str) -> None:
@@ -160,10 +164,10 @@ class Image:
         await _client.call("pin.remove", {"kind": PinKind(kind).value, "name": _check_str("name", name)})
 
     @staticmethod
-    async def pins() -> list[Pin]:
+    async def pins() -> builtins.list[Pin]:
         """Every pin, oldest first."""
         result = await _client.call("pin.list", {})
-        return _parse("pin.list", lambda items: [Pin._from_wire(item) for item in items], result)  # type: ignore[no-any-return]
+        return _parse("pin.list", lambda items: [Pin._from_wire(item) for item in items], result)
 
     # -- rootfs sources --------------------------------------------------------
 
@@ -254,7 +258,7 @@ class PullOperation:
             raise RuntimeError("use `async with Image.pull_with_progress(...)` first")
         self._retrieved = True
         result = await asyncio.shield(self._task)
-        return _parse("image.pull", ImageHandle._from_wire, result)  # type: ignore[no-any-return]
+        return _parse("image.pull", ImageHandle._from_wire, result)
 
     async def __aexit__(
         self,
