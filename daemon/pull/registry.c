@@ -548,7 +548,8 @@ static bool fetch_body_begin(RegistryFetch *f) {
                 char discard[DIGEST_STRING_MAX];
 
                 /* The server ignored our Range: start over. */
-                if (ftruncate(f->fd, 0) < 0) {
+                f->buf_size = 0;
+                if (f->fd >= 0 && ftruncate(f->fd, 0) < 0) {
                         msb_error_from_errno(&f->abort_err, negative_errno(), "truncating a download");
                         return false;
                 }
@@ -621,7 +622,10 @@ static size_t fetch_write_cb(char *p, size_t size, size_t nmemb, void *userdata)
                 msb_error_add_data(&f->abort_err, "expected", json_string(f->expected_digest));
                 return 0;
         }
-        r = pwrite_all(f->fd, p, n, f->offset);
+        if (f->fd < 0)
+                r = buf_append(f, p, n);
+        else
+                r = pwrite_all(f->fd, p, n, f->offset);
         if (r < 0) {
                 msb_error_from_errno(&f->abort_err, r, "writing a download");
                 return 0;
@@ -1115,7 +1119,8 @@ static void fetch_request_done(RegistryFetch *f, CURLcode result) {
                 if (f->offset > 0) {
                         char discard[DIGEST_STRING_MAX];
 
-                        if (ftruncate(f->fd, 0) < 0)
+                        f->buf_size = 0;
+                        if (f->fd >= 0 && ftruncate(f->fd, 0) < 0)
                                 return fetch_fail_internal(f, negative_errno(), "truncating a download");
                         sha256_final_string(f->hash, discard);
                         f->offset = 0;
@@ -1268,7 +1273,7 @@ int registry_fetch_start(Registry *r, const RegistryFetchParams *p, RegistryFetc
 
         if (!r || !p || !done || !ret || !p->domain || !repository_is_valid(p->repository))
                 return -EINVAL;
-        if (p->kind == REGISTRY_FETCH_BLOB && (!digest_is_valid(p->digest) || p->fd < 0))
+        if (p->kind == REGISTRY_FETCH_BLOB && !digest_is_valid(p->digest))
                 return -EINVAL;
         if (p->kind == REGISTRY_FETCH_MANIFEST &&
             (!tag_or_digest_is_valid(p->reference) || (p->digest && !digest_is_valid(p->digest))))
@@ -1279,7 +1284,7 @@ int registry_fetch_start(Registry *r, const RegistryFetchParams *p, RegistryFetc
                 return -ENOMEM;
         f->registry = r;
         f->kind = p->kind;
-        f->fd = p->kind == REGISTRY_FETCH_BLOB ? p->fd : -EBADF;
+        f->fd = p->kind == REGISTRY_FETCH_BLOB && p->fd >= 0 ? p->fd : -EBADF;
         f->expected_size = p->size;
         f->max_size = p->max_size;
         f->progress = progress;

@@ -77,7 +77,8 @@ typedef struct RegistryFetchParams {
         const char *digest;          /* blobs, and manifests by digest: the expected digest */
         uint64_t size;               /* blobs: the descriptor's size */
         uint64_t max_size;           /* manifests: largest accepted body */
-        int fd;                      /* blobs: an empty file to write to (not owned) */
+        int fd;                      /* blobs: an empty file to write to (not owned), or
+                                      * -1 to collect a small blob (a config) in memory */
 } RegistryFetchParams;
 
 /* Bytes of the blob written so far (after a restart, it can go down). */
@@ -115,7 +116,7 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(RegistryFetch *, registry_fetch_free);
  * bytes received (verified against the expected one when there was one). */
 const char *registry_fetch_digest(const RegistryFetch *f);
 uint64_t registry_fetch_size(const RegistryFetch *f);
-/* Manifests: the body (NUL-terminated) and the Content-Type without
- * parameters ("" when absent). */
+/* Manifests and in-memory blobs: the body (NUL-terminated). Manifests: the
+ * Content-Type without parameters ("" when absent). */
 const char *registry_fetch_body(const RegistryFetch *f, size_t *ret_size);
 const char *registry_fetch_media_type(const RegistryFetch *f);

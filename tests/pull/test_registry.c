@@ -587,7 +587,7 @@ START_TEST(test_invalid_params) {
         p.kind = REGISTRY_FETCH_BLOB;
         p.reference = NULL;
         p.digest = "sha256:abc";
-        p.fd = 0;
+        p.fd = -1;
         ck_assert_int_eq(registry_fetch_start(h.registry, &p, NULL, on_done, &o, &f), -EINVAL);
         ck_assert_ptr_null(f);
         harness_done(&h);

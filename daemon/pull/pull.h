@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/*
+ * image.pull: the pull state machine on top of the registry client and the
+ * common ingest path.
+ *
+ * A pull resolves the reference (manifest by tag or digest; an index is
+ * narrowed to one platform), fetches the config, asks the store which layers
+ * are already converted (by diff_id), downloads the others to temp files
+ * (hashed as bytes arrive, a bounded number at a time) and hands each one to
+ * the EROFS converter on a worker thread as soon as it is complete, while the
+ * rest still download. When every layer is in, the image is committed.
+ *
+ * Sharing: two pulls of the same reference and platform are one pull with
+ * two callers; two pulls whose images share a blob download it once; a layer
+ * converted by one pull is reused by the next. A caller that goes away
+ * (pull_request_detach) does not disturb the others; a pull that has no
+ * caller left is abandoned.
+ *
+ * Policies: "if-missing" answers from the cache without network when the
+ * reference is there; "always" re-resolves (and still reuses every layer
+ * present); "never" answers from the cache or fails with image-not-found.
+ *
+ * Everything runs on the loop thread except the store and ingest calls,
+ * which go to the uv work queue. The done callback comes from the loop,
+ * never from inside pull_start(); the first progress event ("resolving") is
+ * sent from inside it. A progress callback must not detach or free.
+ */
+
+#include <jansson.h>
+#include <uv.h>
+
+#include "error.h"
+#include "reference.h"
+#include "store.h"
+
+/* A layer-download event is sent after this many new bytes ... */
+#define PULL_PROGRESS_MIN_BYTES (1 * MiB)
+/* ... or after this long since the previous one (milliseconds), whichever
+ * comes first; the last one (all bytes) is always sent. */
+#define PULL_PROGRESS_MIN_INTERVAL_MS 200U
+/* Largest compressed layer we download, bytes (the uncompressed limit
+ * bounds the compressed size too). */
+#define PULL_LAYER_MAX_BYTES ((uint64_t) PROTO_LIMIT_LAYER_UNCOMPRESSED_BYTES)
+/* How many diff_ids converted by earlier pulls the manager remembers, so
+ * that a later pull converts them from the store instead of downloading. */
+#define PULL_CONVERTED_MEMORY 1024U
+
+typedef struct PullManager PullManager;
+typedef struct PullRequest PullRequest;
+
+/* event: the params of an image.pull.progress notification without "id"
+ * (borrowed: take a reference to keep it). */
+typedef void (*PullProgressFn)(json_t *event, void *userdata);
+/* Final: r == 0 with handle (borrowed) the ImageHandle, or r < 0 with err.
+ * The PullRequest is freed when this returns. */
+typedef void (*PullDoneFn)(int r, const MsbError *err, json_t *handle, void *userdata);
+
+/* config: the daemon config object (its "registries" and download limits;
+ * NULL for defaults); credentials of ~/.docker/config.json are added. An
+ * invalid config is -EINVAL (registry_config_new() says which field). */
+int pull_manager_new(uv_loop_t *loop, Store *store, const json_t *config, PullManager **ret);
+
+/* Abandons every pull without calling back and releases the manager once
+ * the worker jobs in flight have returned: run the loop after this until it
+ * has no more handles. Returns NULL. */
+PullManager *pull_manager_free(PullManager *m);
+DEFINE_TRIVIAL_CLEANUP_FUNC(PullManager *, pull_manager_free);
+
+/* SIGTERM: every pull in flight fails with shutting-down (after its worker
+ * jobs return, so the store stays consistent), and new pulls are refused. */
+void pull_manager_shutdown(PullManager *m);
+
+/* Pulls in flight (shared pulls count once). */
+size_t pull_manager_n_pulls(const PullManager *m);
+
+/*
+ * Starts (or joins) a pull. policy: "if-missing" (NULL means this), "always"
+ * or "never"; platform: "os/arch[/variant]" or NULL for linux and the host
+ * architecture. Errors found at once (a bad platform, shutting down) return
+ * negative with err set and no callback; otherwise exactly one done call
+ * follows, unless the request is detached first.
+ */
+int pull_start(PullManager *m, const Reference *ref, const char *policy, const char *platform,
+               PullProgressFn progress, PullDoneFn done, void *userdata, PullRequest **ret, MsbError *err);
+
+/* The caller went away: no more callbacks; frees the request. */
+void pull_request_detach(PullRequest *r);
