@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from msbtest.daemon import REPO_ROOT, build_dir, daemon_binary
+from msbtest.daemon import build_dir, daemon_binary
 
 UNITS = ("msb-imaged.socket", "msb-imaged.service")
 
@@ -53,6 +53,12 @@ def build_option(name: str, builddir: Path | None = None) -> str:
         if opt["name"] == name:
             return opt["value"]
     raise AssertionError(f"no meson option {name}")
+
+
+def source_dir(builddir: Path | None = None) -> Path:
+    """The source tree the build directory was configured from."""
+    info = json.loads(((builddir or build_dir()) / "meson-info" / "meson-info.json").read_text())
+    return Path(info["directories"]["source"])
 
 
 def installed(builddir: Path) -> dict[str, str]:
@@ -177,7 +183,7 @@ def test_install_follows_prefix_and_option(tmp_path):
     procs = {}
     for name, (args, _, _) in builds.items():
         procs[name] = subprocess.Popen(["meson", "setup", *args, "-Dtests=false", str(tmp_path / name)],
-                                       cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                       cwd=source_dir(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for name, (_, unitdir, exe) in builds.items():
         out, _ = procs[name].communicate(timeout=240)
         assert procs[name].returncode == 0, out
