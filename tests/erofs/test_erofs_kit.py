@@ -1,0 +1,199 @@
+"""Layer images, fsmeta and VMDK from the test image kit, checked by
+independent tools: fsck.erofs (erofs-utils), GNU tar, umoci, qemu-img and
+the kernel's erofs driver.
+
+Run: MSB_BUILD_DIR=/tmp/build-x /usr/bin/python3 -m pytest -W error -q tests/erofs
+
+fsck.erofs 1.5 --extract restores paths, types, modes, owners, sizes,
+contents, link targets, device numbers and mtimes, but neither xattrs nor
+hard links, and it loses setuid/setgid of files (it chowns after chmod);
+those are compared through a kernel mount, where the test may mount (root
+with loop devices), and the test says so when it skips.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import erofs_kit as kit  # noqa: E402
+
+
+def fsck(image: Path, *devices: Path, extract: Path | None = None) -> subprocess.CompletedProcess:
+    args = ["fsck.erofs", *(f"--device={d}" for d in devices)]
+    if extract is not None:
+        args.append(f"--extract={extract}")
+    return subprocess.run([*args, str(image)], capture_output=True, text=True)
+
+
+def mount_reason() -> str | None:
+    """Why a kernel mount cannot be tried here, or None."""
+    if os.geteuid() != 0:
+        return "not root: mount -t erofs -o loop needs CAP_SYS_ADMIN"
+    if "erofs" not in Path("/proc/filesystems").read_text():
+        return "the kernel has no erofs driver"
+    if not Path("/dev/loop-control").exists():
+        return "no loop devices (/dev/loop-control missing)"
+    return None
+
+
+class Mount:
+    def __init__(self, image: Path, where: Path):
+        self.image, self.where = image, where
+
+    def __enter__(self) -> Path:
+        self.where.mkdir(parents=True, exist_ok=True)
+        p = subprocess.run(["mount", "-t", "erofs", "-o", "loop,ro", str(self.image), str(self.where)],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            pytest.skip(f"mount -t erofs -o loop,ro refused here: {p.stderr.strip()}")
+        return self.where
+
+    def __exit__(self, *exc) -> None:
+        subprocess.run(["umount", str(self.where)], check=True)
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    if not kit.erofs_tool().exists():
+        pytest.fail(f"{kit.erofs_tool()} is missing: build first and set MSB_BUILD_DIR")
+    d = tmp_path_factory.mktemp("erofs-kit")
+    tars = [kit.write_base_layer(d / "l1.tar"), kit.write_upper_layer(d / "l2.tar"),
+            kit.write_gnu_layer(d / "l3.tar")]
+    img = kit.build_oci(d / "layout", "kit", tars)
+    rootfs = kit.umoci_unpack(img, d / "bundle")
+    images = []
+    for k, (blob, mt, digest, size) in enumerate(img.layers):
+        out = d / f"layer{k}.erofs"
+        info = kit.run_tool("convert", blob, mt, out, "--diff-id", img.diff_ids[k],
+                            "--blob-digest", digest, "--blob-size", str(size))
+        assert info["diff_id"] == img.diff_ids[k]
+        assert info["erofs_bytes"] == out.stat().st_size
+        images.append(out)
+    fsmeta = d / "fsmeta.erofs"
+    res = kit.run_tool("fsmeta", fsmeta, img.manifest_digest, *images)
+    assert res["size"] == fsmeta.stat().st_size
+    vmdk = d / "disk.vmdk"
+    kit.run_tool("vmdk", vmdk, fsmeta, *images)
+    return {"dir": d, "tars": tars, "img": img, "rootfs": rootfs, "images": images,
+            "fsmeta": fsmeta, "vmdk": vmdk}
+
+
+def test_layer_images_pass_fsck(built):
+    for image in built["images"]:
+        p = fsck(image)
+        assert p.returncode == 0, p.stderr
+
+
+def test_layer_extract_equals_tar(built):
+    for k, (tar, image) in enumerate(zip(built["tars"], built["images"])):
+        want = kit.snapshot(kit.tar_extract_layer(tar, built["dir"] / f"tar-x{k}"), xattrs=False, hardlinks=False, file_suid=False)
+        got_dir = built["dir"] / f"fsck-x{k}"
+        p = fsck(image, extract=got_dir)
+        assert p.returncode == 0, p.stderr
+        got = kit.snapshot(got_dir, xattrs=False, hardlinks=False, file_suid=False)
+        assert got == want, kit.diff(got, want)
+
+
+def test_kit_has_what_the_issue_lists(built):
+    """The kit really contains the cases (so the comparisons above mean something)."""
+    s = kit.snapshot(built["rootfs"], xattrs=True, hardlinks=True)
+    assert s["sizes/empty"]["size"] == 0
+    assert s["sizes/4096"]["size"] == 4096 and s["sizes/4097"]["size"] == 4097
+    assert s["sizes/100MB"]["size"] == kit.BIG_FILE_BYTES
+    assert sum(1 for p in s if p.startswith("data/many/")) == kit.SMALL_FILES
+    assert s["owned/file"]["uid"] == 100000 and s["owned/file"]["gid"] == 100000
+    assert s["long/" + "n" * 255]["size"] > 0
+    assert any(len(p) == 4000 for p in s)
+    assert s["devs/null"]["rdev"] == (1, 3) and s["devs/big-minor"]["rdev"] == (250, 70000)
+    assert s["xattr/file"]["xattrs"]["user.greeting"] == b"hello"
+    assert s["links/dangling"]["target"] == "/does/not/exist"
+    assert s["usr/bin/su"]["mode"] == 0o4755 and s["tmp"]["mode"] == 0o1777 and s["setgid"]["mode"] == 0o2755
+    assert "etc/hostname" not in s and "data/sub" not in s and "opq/old" not in s
+    assert ["etc/hostname.link", "links/hostname"] in s["<hardlinks>"]
+
+
+def test_fsmeta_passes_fsck(built):
+    p = fsck(built["fsmeta"], *built["images"])
+    assert p.returncode == 0, p.stderr
+
+
+def test_fsmeta_extract_equals_umoci_unpack(built):
+    got_dir = built["dir"] / "fsmeta-x"
+    p = fsck(built["fsmeta"], *built["images"], extract=got_dir)
+    assert p.returncode == 0, p.stderr
+    got = kit.snapshot(got_dir, xattrs=False, hardlinks=False, file_suid=False)
+    want = kit.snapshot(built["rootfs"], xattrs=False, hardlinks=False, file_suid=False)
+    assert got == want, kit.diff(got, want)
+
+
+def test_fsmeta_is_metadata_only(built):
+    """fsmeta holds no file data: it is far smaller than the 100 MB file."""
+    assert built["fsmeta"].stat().st_size < 8 * 1024 * 1024
+    assert built["fsmeta"].stat().st_size % 4096 == 0
+
+
+def test_vmdk_accepted_by_qemu_img(built):
+    p = subprocess.run(["qemu-img", "info", "--output=json", str(built["vmdk"])], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    info = json.loads(p.stdout)
+    assert info["format"] == "vmdk"
+    files = [built["fsmeta"], *built["images"]]
+    assert info["virtual-size"] == sum(f.stat().st_size for f in files)
+    extents = info["format-specific"]["data"]["extents"]
+    assert [e["filename"] for e in extents] == [str(f) for f in files]
+    assert info["format-specific"]["data"]["create-type"] == "twoGbMaxExtentFlat"
+
+
+def test_mount_layers_equal_tar(built):
+    reason = mount_reason()
+    if reason:
+        pytest.skip(reason)
+    for k, (tar, image) in enumerate(zip(built["tars"], built["images"])):
+        want = kit.snapshot(built["dir"] / f"tar-x{k}" if (built["dir"] / f"tar-x{k}").exists()
+                            else kit.tar_extract_layer(tar, built["dir"] / f"tar-m{k}"))
+        with Mount(image, built["dir"] / f"mnt{k}") as m:
+            got = kit.snapshot(m)
+        assert got == want, kit.diff(got, want)
+
+
+def test_mount_vmdk_equals_umoci_unpack(built):
+    reason = mount_reason()
+    if reason:
+        pytest.skip(reason)
+    raw = built["dir"] / "disk.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(built["vmdk"]), str(raw)], check=True)
+    with Mount(raw, built["dir"] / "mnt-disk") as m:
+        got = kit.snapshot(m)
+    want = kit.snapshot(built["rootfs"])
+    assert got == want, kit.diff(got, want)
+    raw.unlink()
+
+
+def test_same_layer_twice_is_byte_identical(built, tmp_path):
+    blob, mt, digest, size = built["img"].layers[1]
+    a, b = tmp_path / "a.erofs", tmp_path / "b.erofs"
+    kit.run_tool("convert", blob, mt, a)
+    kit.run_tool("convert", blob, mt, b)
+    assert a.read_bytes() == b.read_bytes()
+    assert a.read_bytes() == built["images"][1].read_bytes()
+    f1, f2 = tmp_path / "f1", tmp_path / "f2"
+    kit.run_tool("fsmeta", f1, built["img"].manifest_digest, *built["images"])
+    kit.run_tool("fsmeta", f2, built["img"].manifest_digest, *built["images"])
+    assert f1.read_bytes() == f2.read_bytes() == built["fsmeta"].read_bytes()
+
+
+def test_uuid_follows_the_digest(built, tmp_path):
+    """Different content gives a different UUID; the same gives the same."""
+    def uuid(p: Path) -> bytes:
+        return p.read_bytes()[1024 + 48:1024 + 64]
+    assert uuid(built["images"][0]) != uuid(built["images"][1])
+    assert len({uuid(p) for p in built["images"]}) == len(built["images"])
