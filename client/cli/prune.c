@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+
+/* msb-image prune: remove everything no sandbox or snapshot pins. */
+
+#include "cli.h"
+
+#define PRUNE_QUESTION "Remove all cached images not used by sandboxes or snapshots? [y/N] "
+
+/* The longest answer read at the prompt; the rest of a longer line is
+ * read and ignored, and such an answer counts as no. */
+#define PRUNE_ANSWER_MAX 16
+
+/* Asks on the terminal; true only for an explicit yes. */
+static bool confirm(void) {
+        char answer[PRUNE_ANSWER_MAX];
+        int ch;
+
+        fputs(PRUNE_QUESTION, stderr);
+        fflush(stderr);
+        if (!fgets(answer, sizeof(answer), stdin))
+                return false;
+        if (!strchr(answer, '\n')) {
+                while ((ch = getchar()) != EOF && ch != '\n')
+                        ;
+                return false;
+        }
+        answer[strcspn(answer, "\n")] = '\0';
+        return streq(answer, "y") || streq(answer, "Y") || streq(answer, "yes") || streq(answer, "YES") ||
+               streq(answer, "Yes");
+}
+
+static void print_report(const MsbPruneReport *p) {
+        char size[CLI_SIZE_MAX];
+
+        printf("%-20s %lld\n", "References removed:", (long long) p->image_refs_removed);
+        printf("%-20s %lld\n", "Manifests removed:", (long long) p->manifests_removed);
+        printf("%-20s %lld\n", "Layers removed:", (long long) p->layers_removed);
+        printf("%-20s %lld\n", "Fsmeta removed:", (long long) p->fsmeta_removed);
+        printf("%-20s %lld\n", "VMDK removed:", (long long) p->vmdk_removed);
+        cli_format_size(p->bytes_reclaimed, size, sizeof(size));
+        printf("%-20s %s\n", "Space reclaimed:", size);
+}
+
+static int run(int argc, char *argv[], CliGlobals *globals) {
+        static const struct option options[] = {
+                CLI_COMMON_OPTIONS,
+                { "yes", no_argument, NULL, 'y' },
+                { "force", no_argument, NULL, 'f' },
+                { "format", required_argument, NULL, CLI_OPT_FORMAT },
+                {},
+        };
+        _cleanup_(msb_client_freep) MsbClient *client = NULL;
+        _cleanup_(msb_prune_report_freep) MsbPruneReport *report = NULL;
+        CliFormat format = CLI_FORMAT_TABLE;
+        bool yes = false;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "hyf", options, NULL)) >= 0) {
+                if (CLI_COMMON_OPTION(&cli_command_prune, c, globals))
+                        continue;
+                if (c == 'y' || c == 'f')
+                        yes = true;
+                else if (c == CLI_OPT_FORMAT && cli_parse_format(&cli_command_prune, optarg, &format) != 0)
+                        return CLI_EXIT_USAGE;
+        }
+        if (optind < argc)
+                return cli_usage_error(&cli_command_prune, "unexpected argument '%s'", argv[optind]);
+
+        if (!yes) {
+                /* Without a terminal there is nobody to ask: a script must
+                 * say -y, so that a prune never happens by accident. */
+                if (!isatty(STDIN_FILENO))
+                        return cli_usage_error(&cli_command_prune,
+                                               "prune needs confirmation: stdin is not a terminal, pass -y");
+                if (!confirm()) {
+                        fputs("Nothing removed.\n", stderr);
+                        return CLI_EXIT_FAILURE;
+                }
+        }
+
+        if (cli_connect(globals, &client) < 0)
+                return CLI_EXIT_FAILURE;
+        r = msb_client_image_prune(client, &report);
+        if (r < 0)
+                return cli_report(client, r, "cannot prune");
+        if (format == CLI_FORMAT_JSON) {
+                r = cli_print_json(report->json);
+                if (r < 0)
+                        return cli_report(client, r, "cannot print the report");
+        } else
+                print_report(report);
+        return CLI_EXIT_OK;
+}
+
+const CliCommand cli_command_prune = {
+        .name = "prune",
+        .summary = "remove every image no sandbox or snapshot uses",
+        .usage = "Usage: " CLI_PROGRAM " prune [-y] [--format table|json]\n"
+                 "\n"
+                 "Remove every cached reference, manifest, layer, fsmeta and VMDK that no\n"
+                 "sandbox or snapshot pins, and sweep leftovers. Asks first on a terminal;\n"
+                 "without a terminal it refuses unless -y is given.\n"
+                 "\n"
+                 "Options:\n"
+                 "  -y, --yes        do not ask\n"
+                 "  --format FORMAT  table (default) or json (the daemon's ImagePruneReport)\n"
+                 "  --socket PATH    the daemon's socket\n"
+                 "  -h, --help       show this help\n",
+        .run = run,
+};

@@ -1,0 +1,263 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+
+/* What the commands share: errors, option handling and output formatting. */
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <time.h>
+
+#include "cli.h"
+
+int cli_usage_error(const CliCommand *cmd, const char *fmt, ...) {
+        va_list ap;
+
+        fputs(CLI_PROGRAM ": ", stderr);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        if (cmd)
+                fprintf(stderr, "\nTry '" CLI_PROGRAM " %s --help'.\n", cmd->name);
+        else
+                fputs("\nTry '" CLI_PROGRAM " --help'.\n", stderr);
+        return CLI_EXIT_USAGE;
+}
+
+int cli_common_option(const CliCommand *cmd, int opt, CliGlobals *globals, int *ret_exit) {
+        switch (opt) {
+        case CLI_OPT_HELP:
+                fputs(cmd->usage, stdout);
+                *ret_exit = CLI_EXIT_OK;
+                return 0;
+        case CLI_OPT_SOCKET:
+                globals->socket_path = optarg;
+                return 1;
+        case '?':
+                /* getopt has already said what is wrong. */
+                fprintf(stderr, "Try '" CLI_PROGRAM " %s --help'.\n", cmd->name);
+                *ret_exit = CLI_EXIT_USAGE;
+                return 0;
+        default:
+                return -1;
+        }
+}
+
+int cli_parse_format(const CliCommand *cmd, const char *arg, CliFormat *ret) {
+        if (streq(arg, "json"))
+                *ret = CLI_FORMAT_JSON;
+        else if (streq(arg, "table"))
+                *ret = CLI_FORMAT_TABLE;
+        else
+                return cli_usage_error(cmd, "unknown format '%s' (use table or json)", arg);
+        return 0;
+}
+
+int cli_connect(const CliGlobals *globals, MsbClient **ret_client) {
+        _cleanup_free_ char *path = NULL;
+        int r;
+
+        if (globals->socket_path)
+                path = strdup(globals->socket_path);
+        else if (msb_socket_path_default(&path) < 0)
+                path = NULL;
+        if (!path) {
+                fputs(CLI_PROGRAM ": out of memory\n", stderr);
+                return -ENOMEM;
+        }
+
+        r = msb_client_connect(path, ret_client);
+        if (r >= 0)
+                return 0;
+        fprintf(stderr, CLI_PROGRAM ": cannot connect to msb-imaged at %s: %s\n", path, strerror(-r));
+        if (r == -ENOENT || r == -ECONNREFUSED)
+                fputs("Is the daemon running? Start it with 'msb-imaged', or with\n"
+                      "'systemctl --user start msb-imaged.socket' to have systemd start it on demand.\n",
+                      stderr);
+        return r;
+}
+
+int cli_report(MsbClient *c, int r, const char *fmt, ...) {
+        const MsbClientError *e = msb_client_last_error(c);
+        va_list ap;
+
+        fputs(CLI_PROGRAM ": ", stderr);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        if (r == -MSB_EREMOTE && e)
+                fprintf(stderr, ": %s\n", e->message);
+        else if (r == -EPIPE || r == -ECONNRESET || r == -ENOTCONN)
+                fprintf(stderr, ": the connection to msb-imaged was lost (%s)\n", strerror(-r));
+        else if (r == -EPROTO)
+                fputs(": msb-imaged sent an answer this client does not understand\n", stderr);
+        else
+                fprintf(stderr, ": %s\n", strerror(-r));
+        return CLI_EXIT_FAILURE;
+}
+
+int cli_print_json(const char *json_text) {
+        json_t *j;
+        json_error_t err;
+        char *out;
+
+        j = json_loads(json_text, JSON_DECODE_ANY, &err);
+        if (!j)
+                return -EINVAL;
+        out = json_dumps(j, JSON_INDENT(2) | JSON_ENCODE_ANY);
+        json_decref(j);
+        if (!out)
+                return -ENOMEM;
+        puts(out);
+        free(out);
+        return 0;
+}
+
+void cli_format_size(int64_t bytes, char *buf, size_t size) {
+        static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+        double v = (double) bytes;
+        size_t u = 0;
+
+        if (bytes == MSB_NULL_INT) {
+                snprintf(buf, size, "-");
+                return;
+        }
+        if (bytes < 1024) {
+                snprintf(buf, size, "%lld B", (long long) bytes);
+                return;
+        }
+        while (v >= 1024.0 && u + 1 < ELEMENTSOF(units)) {
+                v /= 1024.0;
+                u++;
+        }
+        /* One decimal below 10 units ("3.4 MiB"), none above ("341 MiB"),
+         * like du -h. */
+        if (v < 10.0)
+                snprintf(buf, size, "%.1f %s", v, units[u]);
+        else
+                snprintf(buf, size, "%.0f %s", v, units[u]);
+}
+
+int64_t cli_now_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void cli_format_ago(int64_t ms, int64_t now_ms, char *buf, size_t size) {
+        static const struct {
+                int64_t seconds;
+                const char *unit;
+        } steps[] = {
+                { 365 * 24 * 3600, "year" }, { 30 * 24 * 3600, "month" }, { 7 * 24 * 3600, "week" },
+                { 24 * 3600, "day" },        { 3600, "hour" },            { 60, "minute" },
+                { 1, "second" },
+        };
+        int64_t delta;
+
+        if (ms == MSB_NULL_INT) {
+                snprintf(buf, size, "-");
+                return;
+        }
+        delta = (now_ms - ms) / 1000;
+        if (delta < 1) {
+                snprintf(buf, size, "just now");
+                return;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(steps); i++)
+                if (delta >= steps[i].seconds) {
+                        int64_t n = delta / steps[i].seconds;
+                        snprintf(buf, size, "%lld %s%s ago", (long long) n, steps[i].unit, n == 1 ? "" : "s");
+                        return;
+                }
+}
+
+void cli_format_time(int64_t ms, char *buf, size_t size) {
+        struct tm tm;
+        time_t t;
+
+        if (ms == MSB_NULL_INT) {
+                snprintf(buf, size, "-");
+                return;
+        }
+        t = (time_t) (ms / 1000);
+        if (!gmtime_r(&t, &tm) || strftime(buf, size, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
+                snprintf(buf, size, "%lld", (long long) ms);
+}
+
+const char *cli_short_digest(const char *digest, char *buf, size_t size) {
+        const char *hex;
+
+        if (!digest)
+                return "<none>";
+        hex = strchr(digest, ':');
+        hex = hex ? hex + 1 : digest;
+        snprintf(buf, size, "%.12s", hex);
+        return buf;
+}
+
+int cli_table_new(size_t n_columns, const char *const *header, CliTable **ret) {
+        CliTable *t = calloc(1, sizeof(*t));
+        int r;
+
+        if (!t)
+                return -ENOMEM;
+        t->n_columns = n_columns;
+        r = cli_table_add(t, header);
+        if (r < 0) {
+                cli_table_free(t);
+                return r;
+        }
+        *ret = t;
+        return 0;
+}
+
+int cli_table_add(CliTable *t, const char *const *cells) {
+        char **c = realloc(t->cells, (t->n_rows + 1) * t->n_columns * sizeof(char *));
+
+        if (!c)
+                return -ENOMEM;
+        t->cells = c;
+        c += t->n_rows * t->n_columns;
+        for (size_t i = 0; i < t->n_columns; i++)
+                c[i] = NULL;
+        t->n_rows++;
+        for (size_t i = 0; i < t->n_columns; i++) {
+                c[i] = strdup(cells[i] ?: "");
+                if (!c[i])
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
+void cli_table_print(const CliTable *t, FILE *f) {
+        _cleanup_free_ size_t *width = calloc(t->n_columns ?: 1, sizeof(size_t));
+
+        if (!width)
+                return;
+        for (size_t col = 0; col < t->n_columns; col++) {
+                width[col] = 0;
+                for (size_t row = 0; row < t->n_rows; row++) {
+                        size_t w = strlen(t->cells[row * t->n_columns + col]);
+                        if (w > width[col])
+                                width[col] = w;
+                }
+        }
+        for (size_t row = 0; row < t->n_rows; row++) {
+                for (size_t col = 0; col < t->n_columns; col++) {
+                        const char *cell = t->cells[row * t->n_columns + col];
+                        if (col + 1 == t->n_columns)
+                                fprintf(f, "%s\n", cell);
+                        else
+                                fprintf(f, "%-*s  ", (int) width[col], cell);
+                }
+        }
+}
+
+CliTable *cli_table_free(CliTable *t) {
+        if (!t)
+                return NULL;
+        for (size_t i = 0; i < t->n_rows * t->n_columns; i++)
+                free(t->cells[i]);
+        free(t->cells);
+        free(t);
+        return NULL;
+}

@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/*
+ * Private to libmsbimage: the connection object, the call machinery that
+ * every method file uses, and the small ownership helpers (the client does
+ * not link daemon code, so it keeps its own copies of the few it needs).
+ */
+
+#include <jansson.h>
+
+#include "msbimage.h"
+
+#include "macro.h"
+
+/* The first bytes of a response buffer; it doubles as it fills, up to
+ * MSB_CLIENT_RESPONSE_MAX_BYTES. */
+#define CLIENT_READ_CHUNK_BYTES ((size_t) 64 * 1024)
+
+struct MsbClient {
+        int fd;                /* -EBADF once closed */
+        char *socket_path;
+        uint64_t next_id;      /* ids of our requests: 1, 2, ... */
+        uint64_t timeout_ms;   /* 0: none */
+        char *buf;             /* bytes received, not yet consumed */
+        size_t buf_start;      /* offset of the first unconsumed byte */
+        size_t buf_size;       /* bytes held, consumed ones included */
+        size_t buf_allocated;
+        MsbClientError *error; /* of the last call, when it was a JSON-RPC error */
+};
+
+/*
+ * Called for a notification (a message without "id") that arrives while a
+ * call waits for its answer. The object is borrowed. Returning a negative
+ * errno abandons the call.
+ */
+typedef int (*ClientNotifyFn)(MsbClient *c, uint64_t request_id, json_t *notification, void *userdata);
+
+/*
+ * Sends {method, params} (params borrowed; NULL sends none) and waits for
+ * the answer with the same id. On success *ret_result is the result (new
+ * reference, json null included). A JSON-RPC error is stored in the client
+ * and gives -MSB_EREMOTE; a transport failure closes the connection.
+ */
+int client_call(MsbClient *c, const char *method, json_t *params, ClientNotifyFn notify, void *userdata,
+                json_t **ret_result);
+
+/* JSON helpers shared by the method files. A helper fails with -EPROTO
+ * when the daemon's answer does not have the type the protocol promises. */
+
+/* A required string member, duplicated. */
+int json_get_string(json_t *o, const char *key, char **ret);
+/* A string-or-null member, duplicated or NULL. */
+int json_get_string_nullable(json_t *o, const char *key, char **ret);
+/* A required integer member (a number with no fraction). */
+int json_get_int(json_t *o, const char *key, int64_t *ret);
+/* An integer-or-null member (also a real, truncated: times are numbers);
+ * MSB_NULL_INT for null or absent. */
+int json_get_int_nullable(json_t *o, const char *key, int64_t *ret);
+/* An array of strings as a NULL-terminated array; NULL for null when
+ * nullable, else -EPROTO. */
+int json_get_strv(json_t *o, const char *key, bool nullable, char ***ret);
+void strv_free(char **l);
+/* The compact text of a JSON value (any type). */
+int json_to_text(json_t *j, char **ret);
+
+/* Parsers of result objects, shared by the method files. */
+int image_from_json(json_t *o, MsbImage *ret);
+void image_done(MsbImage *image);
+int image_list_from_json(json_t *a, MsbImageList **ret);

@@ -1,0 +1,380 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+
+/*
+ * The connection: socket discovery, connect, and one blocking JSON-RPC call
+ * at a time over NDJSON framing (DESIGN "Protocol": each request and each
+ * response is one JSON text terminated by '\n').
+ */
+
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+
+#include "client-internal.h"
+
+const char *msb_version(void) {
+        return MSB_VERSION;
+}
+
+int msb_socket_path_default(char **ret_path) {
+        const char *env;
+        char *p;
+
+        /* The same order as the daemon (DESIGN "Daemon command line and
+         * defaults"), so both agree without configuration. */
+        env = getenv("MSB_IMAGED_SOCKET");
+        if (env && env[0])
+                p = strdup(env);
+        else if ((env = getenv("XDG_RUNTIME_DIR")) && env[0] == '/') {
+                if (asprintf(&p, "%s/microsandbox/imaged.sock", env) < 0)
+                        p = NULL;
+        } else if (asprintf(&p, "/tmp/microsandbox-%u/imaged.sock", (unsigned) getuid()) < 0)
+                p = NULL;
+        if (!p)
+                return -ENOMEM;
+        *ret_path = p;
+        return 0;
+}
+
+static void client_error_free(MsbClientError *e) {
+        if (!e)
+                return;
+        free(e->name);
+        free(e->message);
+        free(e->data_json);
+        free(e);
+}
+
+static void client_close(MsbClient *c) {
+        if (c->fd >= 0)
+                close(c->fd);
+        c->fd = -EBADF;
+        free(c->buf);
+        c->buf = NULL;
+        c->buf_start = c->buf_size = c->buf_allocated = 0;
+}
+
+int msb_client_connect(const char *socket_path, MsbClient **ret_client) {
+        _cleanup_free_ char *path = NULL;
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        MsbClient *c;
+        int fd, r;
+
+        if (!ret_client)
+                return -EINVAL;
+        if (socket_path)
+                path = strdup(socket_path);
+        else {
+                r = msb_socket_path_default(&path);
+                if (r < 0)
+                        return r;
+        }
+        if (!path)
+                return -ENOMEM;
+        if (path[0] == '\0')
+                return -EINVAL;
+        if (strlen(path) > MSB_CLIENT_SOCKET_PATH_MAX)
+                return -ENAMETOOLONG;
+        memcpy(sa.sun_path, path, strlen(path));
+
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
+                r = -errno;
+                close(fd);
+                return r;
+        }
+
+        c = calloc(1, sizeof(*c));
+        if (!c) {
+                close(fd);
+                return -ENOMEM;
+        }
+        c->fd = fd;
+        c->socket_path = TAKE_PTR(path);
+        c->next_id = 1;
+        *ret_client = c;
+        return 0;
+}
+
+MsbClient *msb_client_free(MsbClient *c) {
+        if (!c)
+                return NULL;
+        client_close(c);
+        client_error_free(c->error);
+        free(c->socket_path);
+        free(c);
+        return NULL;
+}
+
+const char *msb_client_socket_path(const MsbClient *c) {
+        return c ? c->socket_path : NULL;
+}
+
+void msb_client_set_timeout(MsbClient *c, uint64_t timeout_ms) {
+        if (c)
+                c->timeout_ms = timeout_ms;
+}
+
+bool msb_client_is_connected(const MsbClient *c) {
+        return c && c->fd >= 0;
+}
+
+const MsbClientError *msb_client_last_error(const MsbClient *c) {
+        return c ? c->error : NULL;
+}
+
+static uint64_t monotonic_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
+}
+
+/* Waits until fd is ready for events or the deadline (0: none) passes. */
+static int wait_fd(int fd, short events, uint64_t deadline_ms) {
+        for (;;) {
+                struct pollfd p = { .fd = fd, .events = events };
+                int timeout = -1;
+
+                if (deadline_ms > 0) {
+                        uint64_t now = monotonic_ms();
+                        if (now >= deadline_ms)
+                                return -ETIMEDOUT;
+                        timeout = deadline_ms - now > INT_MAX ? INT_MAX : (int) (deadline_ms - now);
+                }
+                int n = poll(&p, 1, timeout);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n > 0)
+                        return 0;
+        }
+}
+
+static int send_all(MsbClient *c, const char *data, size_t len, uint64_t deadline_ms) {
+        while (len > 0) {
+                int r = wait_fd(c->fd, POLLOUT, deadline_ms);
+                if (r < 0)
+                        return r;
+                /* MSG_NOSIGNAL: a library must not kill its caller with
+                 * SIGPIPE when the daemon has gone away. */
+                ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (n < 0) {
+                        if (errno == EINTR || errno == EAGAIN)
+                                continue;
+                        return -errno;
+                }
+                data += n;
+                len -= (size_t) n;
+        }
+        return 0;
+}
+
+/*
+ * Reads the next line into *ret_line (NUL-terminated in place of '\n',
+ * valid until the next read). -ECONNRESET when the daemon closes the
+ * connection, -EMSGSIZE past MSB_CLIENT_RESPONSE_MAX_BYTES.
+ */
+static int read_line(MsbClient *c, uint64_t deadline_ms, char **ret_line, size_t *ret_len) {
+        size_t scanned = c->buf_start;
+
+        for (;;) {
+                char *nl = memchr(c->buf + scanned, '\n', c->buf_size - scanned);
+                if (nl) {
+                        *nl = '\0';
+                        *ret_line = c->buf + c->buf_start;
+                        *ret_len = (size_t) (nl - (c->buf + c->buf_start));
+                        c->buf_start = (size_t) (nl - c->buf) + 1;
+                        return 0;
+                }
+                scanned = c->buf_size;
+                if (c->buf_size - c->buf_start > MSB_CLIENT_RESPONSE_MAX_BYTES)
+                        return -EMSGSIZE;
+
+                /* Drop consumed bytes before growing, so the buffer holds at
+                 * most one line plus one read. */
+                if (c->buf_start > 0) {
+                        memmove(c->buf, c->buf + c->buf_start, c->buf_size - c->buf_start);
+                        c->buf_size -= c->buf_start;
+                        scanned -= c->buf_start;
+                        c->buf_start = 0;
+                }
+                if (c->buf_allocated - c->buf_size < CLIENT_READ_CHUNK_BYTES) {
+                        size_t n = c->buf_allocated ? c->buf_allocated * 2 : CLIENT_READ_CHUNK_BYTES;
+                        while (n - c->buf_size < CLIENT_READ_CHUNK_BYTES)
+                                n *= 2;
+                        char *b = realloc(c->buf, n);
+                        if (!b)
+                                return -ENOMEM;
+                        c->buf = b;
+                        c->buf_allocated = n;
+                }
+
+                int r = wait_fd(c->fd, POLLIN, deadline_ms);
+                if (r < 0)
+                        return r;
+                ssize_t n = recv(c->fd, c->buf + c->buf_size, c->buf_allocated - c->buf_size, MSG_DONTWAIT);
+                if (n < 0) {
+                        if (errno == EINTR || errno == EAGAIN)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        return -ECONNRESET;
+                c->buf_size += (size_t) n;
+        }
+}
+
+static int error_from_json(json_t *e, MsbClientError **ret) {
+        json_t *code = json_object_get(e, "code"), *message = json_object_get(e, "message");
+        json_t *data = json_object_get(e, "data");
+        MsbClientError *err;
+
+        if (!json_is_integer(code) || !json_is_string(message))
+                return -EPROTO;
+        err = calloc(1, sizeof(*err));
+        if (!err)
+                return -ENOMEM;
+        err->code = (int) json_integer_value(code);
+        err->message = strdup(json_string_value(message));
+        if (json_is_string(json_object_get(data, "name")))
+                err->name = strdup(json_string_value(json_object_get(data, "name")));
+        if (data)
+                err->data_json = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (!err->message || (json_is_string(json_object_get(data, "name")) && !err->name) ||
+            (data && !err->data_json)) {
+                client_error_free(err);
+                return -ENOMEM;
+        }
+        *ret = err;
+        return 0;
+}
+
+/* Handles one answer to request `id`: 1 with the result, or the error. */
+static int handle_response(MsbClient *c, json_t *msg, json_t **ret_result) {
+        json_t *result = json_object_get(msg, "result"), *error = json_object_get(msg, "error");
+        int r;
+
+        if (!streq(json_string_value(json_object_get(msg, "jsonrpc")) ?: "", "2.0"))
+                return -EPROTO;
+        if (error) {
+                r = error_from_json(error, &c->error);
+                return r < 0 ? r : -MSB_EREMOTE;
+        }
+        if (!result)
+                return -EPROTO;
+        *ret_result = json_incref(result);
+        return 0;
+}
+
+static int call_exchange(MsbClient *c, uint64_t id, const char *text, size_t len, ClientNotifyFn notify,
+                         void *userdata, json_t **ret_result) {
+        uint64_t deadline = c->timeout_ms > 0 ? monotonic_ms() + c->timeout_ms : 0;
+        int r;
+
+        r = send_all(c, text, len, deadline);
+        if (r < 0)
+                return r;
+
+        for (;;) {
+                _cleanup_json_ json_t *msg = NULL;
+                json_error_t jerr;
+                char *line = NULL;
+                size_t line_len = 0;
+
+                r = read_line(c, deadline, &line, &line_len);
+                if (r < 0)
+                        return r;
+                msg = json_loadb(line, line_len, 0, &jerr);
+                if (!json_is_object(msg))
+                        return -EPROTO;
+
+                json_t *jid = json_object_get(msg, "id");
+                if (!jid) {
+                        /* A notification; the daemon only sends them about a
+                         * request of ours, and only pull asks to hear them. */
+                        if (notify) {
+                                r = notify(c, id, msg, userdata);
+                                if (r < 0)
+                                        return r;
+                        }
+                        continue;
+                }
+                /* Requests go one at a time, so the answer must carry our id;
+                 * a null id is the daemon saying it could not read the
+                 * request at all (parse error), which answers it too. */
+                if (json_is_null(jid) ||
+                    (json_is_integer(jid) && (uint64_t) json_integer_value(jid) == id))
+                        return handle_response(c, msg, ret_result);
+                return -EPROTO;
+        }
+}
+
+int client_call(MsbClient *c, const char *method, json_t *params, ClientNotifyFn notify, void *userdata,
+                json_t **ret_result) {
+        _cleanup_json_ json_t *req = NULL, *result = NULL;
+        _cleanup_free_ char *text = NULL;
+        uint64_t id;
+        int r;
+
+        if (!c || !method || !ret_result)
+                return -EINVAL;
+        client_error_free(c->error);
+        c->error = NULL;
+        if (c->fd < 0)
+                return -ENOTCONN;
+
+        id = c->next_id++;
+        req = json_pack("{s:s, s:I, s:s}", "jsonrpc", "2.0", "id", (json_int_t) id, "method", method);
+        if (!req)
+                return -ENOMEM;
+        if (params && json_object_set(req, "params", params) < 0)
+                return -ENOMEM;
+        text = json_dumps(req, JSON_COMPACT);
+        if (!text)
+                return -ENOMEM;
+        /* json_dumps never emits a raw newline (it escapes them in strings),
+         * so appending one frames the request. */
+        size_t len = strlen(text);
+        char *framed = realloc(text, len + 2);
+        if (!framed)
+                return -ENOMEM;
+        text = framed;
+        memcpy(text + len, "\n", 2);
+
+        r = call_exchange(c, id, text, len + 1, notify, userdata, &result);
+        if (r < 0) {
+                /* Only a JSON-RPC error leaves the stream in step; after
+                 * anything else an answer may still be on its way, so the
+                 * connection cannot be reused. */
+                if (r != -MSB_EREMOTE)
+                        client_close(c);
+                return r;
+        }
+        *ret_result = TAKE_PTR(result);
+        return 0;
+}
+
+int msb_client_call(MsbClient *c, const char *method, const char *params_json, char **ret_result_json) {
+        _cleanup_json_ json_t *params = NULL, *result = NULL;
+        json_error_t jerr;
+        int r;
+
+        if (!c || !method || !ret_result_json)
+                return -EINVAL;
+        if (params_json) {
+                params = json_loads(params_json, 0, &jerr);
+                if (!json_is_object(params))
+                        return -EINVAL;
+        }
+        r = client_call(c, method, params, NULL, NULL, &result);
+        if (r < 0)
+                return r;
+        return json_to_text(result, ret_result_json);
+}
