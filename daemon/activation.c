@@ -234,6 +234,10 @@ int activation_socket_path(int fd, char **ret_path) {
          * when it exactly fills the field); an abstract name is the bytes
          * after the leading NUL, shown with '@' as NOTIFY_SOCKET spells it. */
         name_len = len - offsetof(struct sockaddr_un, sun_path);
+        /* Linux counts a NUL it adds after a path that fills sun_path, so
+         * the length reported may exceed the buffer (unix(7), BUGS). */
+        if (name_len > sizeof(addr.un.sun_path))
+                name_len = sizeof(addr.un.sun_path);
         if (addr.un.sun_path[0] != '\0')
                 name_len = strnlen(addr.un.sun_path, name_len);
         else if (name_len == 1)
