@@ -2,21 +2,27 @@
 consistent store; durability of what was acknowledged before a crash."""
 
 import os
+import signal
 import time
 
 import pytest
 
+from msbtest import proto
 from msbtest.checks import assert_detail, assert_handle
-from msbtest.imagekit import Config
+from msbtest.imagekit import Config, ImageKit
+from msbtest.rpc import ConnectionClosed, RpcClient
 from msbtest.store import consistency_problems, content_files
 
 BIG_REF = "example.com/crash/big:1"
 
 
-@pytest.fixture
-def big_image(imagekit):
-    """An image whose load takes a noticeable time: incompressible layers."""
-    return imagekit.image(BIG_REF, [{"blob-a": os.urandom(24 << 20)}, {"small": b"s"},
+@pytest.fixture(scope="module")
+def big_image(tmp_path_factory):
+    """An image whose load takes a noticeable time: incompressible layers.
+
+    Built once per module (it takes a second or two); loads only read it.
+    """
+    return ImageKit(tmp_path_factory.mktemp("big")).image(BIG_REF, [{"blob-a": os.urandom(24 << 20)}, {"small": b"s"},
                                     {"blob-b": os.urandom(24 << 20)}], Config(cmd=["big"]))
 
 
@@ -42,7 +48,9 @@ def _assert_consistent_after_restart(daemon, imagekit, big_image):
     daemon.stop()
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.05, 0.2, 0.5, "tmp-file", "layer-file"])
+# A load of big_image takes about 0.25 s without sanitizers: the delays
+# land before, inside and (the last) possibly after the load.
+@pytest.mark.parametrize("delay", [0.0, 0.02, 0.08, 0.15, 0.3, "tmp-file", "layer-file"])
 def test_kill9_during_load(daemon, imagekit, big_image, delay):
     c = daemon.client(timeout=120)
     c.send_request("image.load", {"path": str(big_image.layout.path)})
@@ -104,8 +112,41 @@ def test_acknowledged_remove_survives_kill9(daemon, imagekit):
 
 
 def test_sigterm_during_load_exits_cleanly(daemon, imagekit, big_image):
-    c = daemon.client(timeout=120)
-    c.send_request("image.load", {"path": str(big_image.layout.path)})
-    time.sleep(0.1)
+    c = RpcClient(daemon.socket_path, timeout=60)
+    try:
+        i = c.send_request("image.load", {"path": str(big_image.layout.path)})
+        time.sleep(0.05)
+        daemon.send_signal(signal.SIGTERM)
+        # The load either finishes or is abandoned with shutting-down; a
+        # closed connection without an answer is also tolerated.
+        try:
+            resp = c.wait(i)
+            if "error" in resp:
+                proto.check_error(resp, "shutting-down")
+            else:
+                assert resp["result"][0]["manifest_digest"] == big_image.manifest_digest
+        except ConnectionClosed:
+            pass
+    finally:
+        c.close()
     assert daemon.stop() == 0
     _assert_consistent_after_restart(daemon, imagekit, big_image)
+
+
+def test_requests_after_sigterm_are_refused_or_unanswered(daemon, big_image):
+    c = RpcClient(daemon.socket_path, timeout=60)
+    try:
+        c.send_request("image.load", {"path": str(big_image.layout.path)}, id="load")
+        time.sleep(0.02)
+        daemon.send_signal(signal.SIGTERM)
+        time.sleep(0.01)
+        try:
+            c.send_request("image.load", {"path": str(big_image.layout.path)}, id="late")
+            resp = c.wait("late")
+            if "error" in resp:
+                proto.check_error(resp, "shutting-down")
+        except (ConnectionClosed, BrokenPipeError, ConnectionResetError):
+            pass
+    finally:
+        c.close()
+    assert daemon.stop() == 0

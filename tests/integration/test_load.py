@@ -450,3 +450,60 @@ def test_concurrent_loads_on_several_connections(daemon, imagekit):
         assert len(c.call("image.list")) == 6
         assert c.call("system.df")["layers"]["count"] == 7
         assert consistency_problems(daemon.store, c) == []
+
+
+# Layer contents (checked while converting each layer) -------------------------
+
+
+def _load_layer_tar(rpc, imagekit, tar: bytes):
+    img = imagekit.image(REF, [tar])
+    with pytest.raises(RpcError) as e:
+        load(rpc, img.layout.path)
+    assert rpc.call("image.list") == []
+    return e.value
+
+
+@pytest.mark.erofs
+@pytest.mark.parametrize("entries, bad", [
+    ([("../escape", File(b"x"))], "../escape"),
+    ([("a/../../escape", File(b"x"))], "a/../../escape"),
+    ([("ok", File(b"x")), ("link", Hardlink("missing"))], "link"),
+])
+def test_layer_rejected(rpc, imagekit, entries, bad):
+    err = _load_layer_tar(rpc, imagekit, make_tar(entries, implicit_dirs=False))
+    data = proto.check_error(err, "layer-rejected")
+    assert data.get("entry") in (bad, bad.lstrip("./")), data
+
+
+@pytest.mark.erofs
+def test_layer_that_is_not_a_tar(rpc, imagekit):
+    err = _load_layer_tar(rpc, imagekit, os.urandom(3000))
+    assert err.name in ("layer-rejected", "invalid-image"), err
+
+
+@pytest.mark.erofs
+def test_path_longer_than_the_limit(rpc, imagekit):
+    limit = proto.limit("path_bytes")
+    long_path = "/".join(["d" * 200] * (limit // 201 + 1))
+    assert len(long_path) > limit
+    err = _load_layer_tar(rpc, imagekit, make_tar([(long_path, File(b"x"))], implicit_dirs=False))
+    data = proto.check_error(err, "limit-exceeded")
+    assert data.get("max") in (limit, str(limit)), data
+
+
+@pytest.mark.erofs
+def test_path_deeper_than_the_limit(rpc, imagekit):
+    limit = proto.limit("path_depth")
+    deep = "/".join(["d"] * (limit + 1))
+    err = _load_layer_tar(rpc, imagekit, make_tar([(deep, File(b"x"))], implicit_dirs=False))
+    data = proto.check_error(err, "limit-exceeded")
+    assert data.get("max") in (limit, str(limit)), data
+
+
+@pytest.mark.erofs
+def test_path_at_the_depth_limit(rpc, imagekit):
+    limit = proto.limit("path_depth")
+    deep = "/".join(["d"] * limit)
+    img = imagekit.image(REF, [make_tar([(deep, File(b"x"))], implicit_dirs=False)])
+    out = load(rpc, img.layout.path)
+    assert out[0]["manifest_digest"] == img.manifest_digest

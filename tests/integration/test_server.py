@@ -1,10 +1,13 @@
 """The daemon process: socket and directory modes, the store lock, start-up
 sweep, system.info, signals, environment configuration."""
 
+import errno
+import json
 import os
 import signal
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -226,4 +229,51 @@ def test_log_levels_accepted(daemon_factory, level):
     d = daemon_factory(f"lvl-{level}", start=False, log_level=level)
     d.start()
     with d.client() as c:
+        assert c.call("image.list") == []
+
+
+_PEER_SCRIPT = r"""
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(10)
+try:
+    s.connect(sys.argv[1])
+    s.sendall(b'{"jsonrpc":"2.0","id":1,"method":"image.list"}\n')
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    print(json.dumps({"connected": True, "reply": data.decode(errors="replace")}))
+except OSError as e:
+    print(json.dumps({"connected": False, "errno": e.errno}))
+"""
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another uid")
+def test_other_uid_is_refused_by_peer_credentials(daemon):
+    # Open the modes up so that only SO_PEERCRED stands between another uid
+    # and the daemon (DESIGN.md, Security).
+    for d in (daemon.workdir.parent, daemon.workdir):
+        os.chmod(d, 0o711)  # mkdtemp made them 0700
+    os.chmod(daemon.socket_path.parent, 0o777)
+    os.chmod(daemon.socket_path, 0o777)
+    try:
+        r = subprocess.run([sys.executable, "-c", _PEER_SCRIPT, str(daemon.socket_path)], capture_output=True,
+                           text=True, timeout=30, user=65534, group=65534, extra_groups=[])
+    finally:
+        os.chmod(daemon.socket_path.parent, 0o700)
+        os.chmod(daemon.socket_path, 0o600)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    # The kernel completes the connect (the modes allow it); the daemon must
+    # then refuse to serve: close (EPIPE/ECONNRESET on our write), or answer
+    # with an error.  EACCES would mean the test never reached the daemon.
+    if out["connected"]:
+        reply = out["reply"].strip()
+        assert '"result"' not in reply, f"uid 65534 was served: {reply}"
+    else:
+        assert out["errno"] in (errno.EPIPE, errno.ECONNRESET), out
+    with daemon.client() as c:
         assert c.call("image.list") == []
