@@ -293,7 +293,6 @@ int layer_reader_new(int blob_fd, const char *media_type, uint64_t expected_blob
         const void *first;
         bool any;
         ssize_t n;
-        int k;
 
         if (layer_media_type_compression(media_type, &declared, &any) < 0)
                 return msb_error_set(err, -EOPNOTSUPP, PROTO_ERROR_UNSUPPORTED_MEDIA_TYPE,
@@ -328,13 +327,22 @@ int layer_reader_new(int blob_fd, const char *media_type, uint64_t expected_blob
                                      "media type %s declares %s, but the blob is %s", media_type,
                                      compression_name(declared), compression_name(actual));
         r->compression = actual;
+        *ret = TAKE_PTR(r);
+        return 0;
+}
 
-        if (actual != LAYER_COMPRESSION_NONE) {
+/* Starts decompression and tar parsing. Done at the first entry rather than
+ * in layer_reader_new(), so that every stream error, even one in the first
+ * bytes, comes from layer_reader_next() with the reader still there to
+ * finish hashing the blob. */
+static int reader_open(LayerReader *r, MsbError *err) {
+        int k;
+
+        if (r->compression != LAYER_COMPRESSION_NONE) {
                 k = open_outer(r, err);
                 if (k < 0)
                         return k;
         }
-
         r->inner = archive_read_new();
         if (!r->inner)
                 return -ENOMEM;
@@ -348,7 +356,6 @@ int layer_reader_new(int blob_fd, const char *media_type, uint64_t expected_blob
                 return msb_error_set(err, -EBADMSG, PROTO_ERROR_LAYER_REJECTED, "layer is not a tar archive: %s",
                                      archive_error_string(r->inner) ?: "unreadable");
         }
-        *ret = TAKE_PTR(r);
         return 0;
 }
 
@@ -383,6 +390,11 @@ int layer_reader_next(LayerReader *r, LayerEntry *ret, MsbError *err) {
         int64_t id;
         int k;
 
+        if (!r->inner) {
+                k = reader_open(r, err);
+                if (k < 0)
+                        return k;
+        }
         k = archive_read_next_header(r->inner, &ae);
         if (k == ARCHIVE_EOF)
                 return 0;
