@@ -259,6 +259,9 @@ int ingest_convert_layer(Ingest *in, size_t i, int blob_fd, MsbError *err) {
 
         if (i >= in->parsed->n_layers)
                 return -EINVAL;
+        if (store_cancelled(in->store))
+                return msb_error_set(err, -ECANCELED, PROTO_ERROR_SHUTTING_DOWN,
+                                     "the daemon is shutting down; the import was abandoned");
         l = &in->layers[i];
         if (ingest_layer_cached(in, i))
                 return 0;
@@ -365,6 +368,9 @@ int ingest_commit(Ingest *in, char *const *references, size_t n_references, json
         StoreManifest m;
         int r;
 
+        if (store_cancelled(in->store))
+                return msb_error_set(err, -ECANCELED, PROTO_ERROR_SHUTTING_DOWN,
+                                     "the daemon is shutting down; the import was abandoned");
         for (size_t i = 0; i < in->parsed->n_layers; i++)
                 if (!in->layer_ready[i])
                         return msb_error_set(err, -EINVAL, PROTO_ERROR_INTERNAL_ERROR,

@@ -13,10 +13,7 @@
 #include "activation.h"
 #include "daemon.h"
 #include "log.h"
-#if __has_include("pull.h")
 #include "pull.h"
-#define HAVE_PULL 1
-#endif
 #include "server.h"
 
 /* Worker threads for blocking calls (loads, prunes, inspects). A handful of
@@ -209,10 +206,8 @@ static void shutdown_check(uv_timer_t *t) {
         if (rpc_in_flight(rpc) > 0)
                 log_warning("abandoning %u call(s) still in flight", rpc_in_flight(rpc));
         server_close_connections(server);
-#ifdef HAVE_PULL
         if (daemon_ctx.pull)
                 pull_manager_shutdown(daemon_ctx.pull);
-#endif
         uv_stop(t->loop);
 }
 
@@ -223,11 +218,10 @@ static void begin_shutdown(const char *why) {
         log_info("%s: shutting down", why);
         (void) activation_notify("STOPPING=1");
         rpc_shutdown(rpc);
+        store_cancel(daemon_ctx.store);
         server_stop_listening(server);
-#ifdef HAVE_PULL
         if (daemon_ctx.pull)
                 pull_manager_shutdown(daemon_ctx.pull);
-#endif
         shutdown_timer.data = (void *) (uintptr_t) now_monotonic_ms();
         uv_timer_start(&shutdown_timer, shutdown_check, 0, 50);
 }
@@ -302,13 +296,11 @@ int main(int argc, char **argv) {
                 .started_monotonic_ms = now_monotonic_ms(),
         };
 
-#ifdef HAVE_PULL
         r = pull_manager_new(loop, store, config, &daemon_ctx.pull);
         if (r < 0) {
                 log_error("cannot set up registry pulls: %s", strerror(-r));
                 return EXIT_FAILURE;
         }
-#endif
 
         r = rpc_new(loop, daemon_methods, daemon_n_methods, &daemon_ctx, &rpc, &err);
         if (r < 0) {
@@ -341,9 +333,7 @@ int main(int argc, char **argv) {
 
         /* Close every handle and let the loop run their close callbacks, so
          * the loop itself closes clean. */
-#ifdef HAVE_PULL
         daemon_ctx.pull = pull_manager_free(daemon_ctx.pull);
-#endif
         uv_walk(loop, close_walk_cb, NULL);
         uv_run(loop, UV_RUN_DEFAULT);
         r = uv_loop_close(loop);

@@ -10,6 +10,7 @@
 #include "load.h"
 #include "log.h"
 #include "oci.h"
+#include "pull.h"
 #include "reference.h"
 
 static Daemon *daemon_of(RpcCall *call) {
@@ -159,7 +160,7 @@ static int method_rpc_discover(RpcCall *call, json_t *params, json_t **ret, MsbE
         return *ret ? 0 : -EINVAL;
 }
 
-int method_image_pull(RpcCall *call, json_t *params, json_t **ret, MsbError *err);
+static int method_image_pull(RpcCall *call, json_t *params, json_t **ret, MsbError *err);
 
 const RpcMethod daemon_methods[] = {
         { "image.get", method_image_get, RPC_INLINE },
@@ -178,22 +179,41 @@ const RpcMethod daemon_methods[] = {
 };
 const size_t daemon_n_methods = ELEMENTSOF(daemon_methods);
 
-/* image.pull: a cached reference is answered from the store (policies
- * if-missing and never); fetching from a registry is the pull module's. */
-int method_image_pull(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+/* image.pull: the pull module does the work on the loop and the work queue;
+ * its progress goes to the caller as image.pull.progress notifications that
+ * carry the request's id, and its end completes the call. */
+static void pull_progress(json_t *event, void *userdata) {
+        RpcCall *call = userdata;
+        json_t *params = json_copy(event);
+
+        if (!params)
+                return;
+        json_object_set(params, "id", rpc_call_id(call) ?: json_null());
+        rpc_call_notify(call, "image.pull.progress", params);
+}
+
+static void pull_done(int r, const MsbError *err, json_t *handle, void *userdata) {
+        RpcCall *call = userdata;
+
+        if (r >= 0)
+                log_info("pulled %s", json_string_value(json_object_get(handle, "reference")) ?: "an image");
+        rpc_call_complete(call, r >= 0 ? json_incref(handle) : NULL, r < 0 ? err : NULL);
+}
+
+static int method_image_pull(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
         _cleanup_(reference_freep) Reference *ref = NULL;
-        const char *policy = json_string_value(json_object_get(params, "policy")) ?: "if-missing";
-        Daemon *d = daemon_of(call);
+        PullRequest *req;
         int r;
 
         r = param_reference(params, "reference", &ref, err);
         if (r < 0)
                 return r;
-        if (!streq(policy, "always")) {
-                r = store_image_get(d->store, ref, true, ret, NULL);
-                if (r >= 0 || streq(policy, "never"))
-                        return store_image_get(d->store, ref, true, ret, err);
-        }
-        return msb_error_set(err, -EOPNOTSUPP, PROTO_ERROR_NETWORK_ERROR,
-                             "%s is not cached, and this daemon has no registry transport yet", ref->canonical);
+        r = pull_start(daemon_of(call)->pull, ref, json_string_value(json_object_get(params, "policy")),
+                       json_string_value(json_object_get(params, "platform")), pull_progress, pull_done, call, &req,
+                       err);
+        if (r < 0)
+                return r;
+        /* A caller that hangs up does not stop the pull: other callers may
+         * wait for it, and the image still lands in the cache. */
+        return RPC_PENDING;
 }

@@ -34,6 +34,7 @@ struct Store {
         uint64_t tmp_counter;
 
         StoreSweepStats sweep;
+        bool cancelled;
 };
 
 static const char *const content_dirs[] = { "blobs/sha256", "layers/sha256", "fsmeta/sha256", "vmdk/sha256" };
@@ -196,6 +197,14 @@ const char *store_path(const Store *s) {
 
 const char *store_tmp_dir(const Store *s) {
         return s->tmp_dir;
+}
+
+void store_cancel(Store *s) {
+        __atomic_store_n(&s->cancelled, true, __ATOMIC_RELEASE);
+}
+
+bool store_cancelled(const Store *s) {
+        return __atomic_load_n(&s->cancelled, __ATOMIC_ACQUIRE);
 }
 
 const StoreSweepStats *store_sweep_stats(const Store *s) {

@@ -120,6 +120,11 @@ int store_pin_list(Store *s, json_t **ret, MsbError *err);
 
 int store_df(Store *s, json_t **ret, MsbError *err);
 
+/* Asks work in flight (loads, pulls) to abandon at its next step, for a
+ * shutdown; what it wrote stays in tmp/ for the next sweep. Thread-safe. */
+void store_cancel(Store *s);
+bool store_cancelled(const Store *s);
+
 /* What the sweep at open removed or repaired, for the log. */
 typedef struct StoreSweepStats {
         unsigned tmp_removed;
