@@ -7,11 +7,6 @@
 
 #include "erofs_layer.h"
 
-/* Until fsmeta and the VMDK writer land (issue 3), an image commits with its
- * layers only; the Rootfs then names no fsmeta or VMDK. */
-#pragma weak erofs_fsmeta_build
-#pragma weak vmdk_write
-
 struct Ingest {
         Store *store;
         char *manifest_digest;
@@ -310,12 +305,6 @@ static int build_rootfs(Ingest *in, uint64_t *ret_fsmeta, uint64_t *ret_vmdk, Ms
                         r = -ENOMEM;
                         goto out;
                 }
-
-        if (!erofs_fsmeta_build || !vmdk_write) {
-                *ret_fsmeta = *ret_vmdk = 0;
-                r = 0;
-                goto out;
-        }
 
         if (stat(fsmeta, &st) == 0 && access(vmdk, F_OK) == 0) {
                 /* Already built for this manifest (a second reference to it). */

@@ -559,10 +559,17 @@ int load_images(Store *store, const char *path, const char *tag, json_t **ret, M
                         return -ENOMEM;
                 if (tag && !(refs[n_refs++] = strdup(tag)))
                         r = -ENOMEM;
-                for (size_t j = i; j < src.n_candidates && r >= 0; j++)
-                        if (streq(src.candidates[j].digest, src.candidates[i].digest) && src.candidates[j].name)
-                                if ((r = canonical_name(src.candidates[j].name, &refs[n_refs], err)) >= 0)
-                                        n_refs++;
+                for (size_t j = i; j < src.n_candidates && r >= 0; j++) {
+                        const char *name = src.candidates[j].name;
+                        if (!name || !streq(src.candidates[j].digest, src.candidates[i].digest))
+                                continue;
+                        /* A bare ref.name ("latest", "v1") is a layout's tag, not a
+                         * reference: with tag given, it adds nothing. */
+                        if (tag && !strpbrk(name, "/:@"))
+                                continue;
+                        if ((r = canonical_name(name, &refs[n_refs], err)) >= 0)
+                                n_refs++;
+                }
                 if (r >= 0 && n_refs == 0) {
                         msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_PARAMS,
                                       "the image %s names no reference; pass tag", src.candidates[i].digest);

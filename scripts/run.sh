@@ -81,7 +81,13 @@ for l in $(echo "$rootfs_json" | jq -r '.result.layers[].path'); do
   fsck.erofs "$l" >/dev/null && echo "fsck.erofs: $l is a valid EROFS image"
 done
 fsmeta=$(echo "$rootfs_json" | jq -r '.result.fsmeta_path // empty')
-[ -n "$fsmeta" ] && dump.erofs "$fsmeta" 2>/dev/null | head -n 8 || true
+if [ -n "$fsmeta" ]; then
+  devices=$(echo "$rootfs_json" | jq -r '.result.layers[].path' | sed 's/^/--device=/')
+  # shellcheck disable=SC2086
+  fsck.erofs $devices --extract="$work/tree" "$fsmeta" >/dev/null
+  echo "fsck.erofs: fsmeta + layers extract to the merged tree:"; ls -l "$work/tree/bin"
+  echo "/etc/motd in the merged tree: $(cat "$work/tree/etc/motd")"
+fi
 vmdk=$(echo "$rootfs_json" | jq -r '.result.vmdk_path // empty')
 [ -n "$vmdk" ] && { echo "-- $vmdk"; cat "$vmdk"; }
 echo "== image.remove while pinned: refused"
