@@ -245,7 +245,7 @@ static void blob_done(RegistryFetch *f, int r, const MsbError *err, void *userda
         MsbError copy = {};
         size_t n;
 
-        j->fetch = registry_fetch_free(f);
+        /* err lives in f: copy it before letting f go. */
         if (r >= 0) {
                 j->complete = true;
                 j->downloaded = j->size;
@@ -253,6 +253,7 @@ static void blob_done(RegistryFetch *f, int r, const MsbError *err, void *userda
                 copy = *err;
                 copy.data = json_incref(err->data);
         }
+        j->fetch = registry_fetch_free(f);
 
         /* Hold the job while we call out: a waiter that fails and releases
          * must not free it under us. */
@@ -807,6 +808,17 @@ static void op_document_done(RegistryFetch *f, int r, const MsbError *err, void 
                 return;
         }
 
+        /* Not JSON at all: the registry answered garbage. */
+        json_t *j = json_loadb(body, n, 0, NULL);
+        if (!j) {
+                msb_error_set(&e, -EBADMSG, PROTO_ERROR_REGISTRY_ERROR,
+                              "the registry answered %s with something that is not JSON", op->ref->canonical);
+                op_fail(op, -EBADMSG, &e);
+                msb_error_clear(&e);
+                return;
+        }
+        json_decref(j);
+
         /* The document's own mediaType decides (the spec lets OCI indexes
          * omit it; then the shape does), else the Content-Type. */
         mt = oci_document_media_type(body, n);
@@ -819,16 +831,10 @@ static void op_document_done(RegistryFetch *f, int r, const MsbError *err, void 
                 snprintf(digest, sizeof(digest), "%s", registry_fetch_digest(f));
                 return op_got_manifest(op, body, n, digest);
         }
-        json_t *j = json_loadb(body, n, 0, NULL);
-        if (!j)
-                msb_error_set(&e, -EBADMSG, PROTO_ERROR_REGISTRY_ERROR,
-                              "the registry answered %s with something that is not JSON", op->ref->canonical);
-        else
-                msb_error_set(&e, -EMEDIUMTYPE, PROTO_ERROR_UNSUPPORTED_MEDIA_TYPE,
-                              "%s is neither an image manifest nor an index (%s)", op->ref->canonical,
-                              mt && mt[0] ? mt : "no media type");
-        json_decref(j);
-        op_fail(op, e.kind == PROTO_ERROR_REGISTRY_ERROR ? -EBADMSG : -EMEDIUMTYPE, &e);
+        msb_error_set(&e, -EMEDIUMTYPE, PROTO_ERROR_UNSUPPORTED_MEDIA_TYPE,
+                      "%s is neither an image manifest nor an index (%s)", op->ref->canonical,
+                      mt && mt[0] ? mt : "no media type");
+        op_fail(op, -EMEDIUMTYPE, &e);
         msb_error_clear(&e);
 }
 

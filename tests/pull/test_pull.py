@@ -93,3 +93,292 @@ def test_pull_index_picks_platform(published, pull_daemon):
     assert e.name == "platform-not-found"
     e = pull_err(rpc, ref, platform="not a platform")
     assert e.code == -32602
+
+
+def blob_gets(registry, digest):
+    return registry.requests("GET", f"/blobs/{digest}", 200) + registry.requests("GET", f"/blobs/{digest}", 206)
+
+
+def test_policies(published, pull_daemon):
+    d = pull_daemon()
+    rpc = d.client()
+    reg = published.registry
+    img = published.images["test/small:v1"]
+    ref = f"{reg.host}/test/small:v1"
+
+    e = pull_err(rpc, ref, policy="never")
+    assert e.name == "image-not-found" and e.code == 1001
+
+    first, _ = pull_ok(rpc, ref)
+    manifests = reg.requests("GET", "/v2/test/small/manifests/")
+    blobs = {l.blob_digest: blob_gets(reg, l.blob_digest) for l in img.layers}
+
+    # if-missing (the default) and never: answered from the cache, no network.
+    for policy in (None, "if-missing", "never"):
+        t0 = time.monotonic()
+        handle, events = pull_ok(rpc, ref, **({"policy": policy} if policy else {}))
+        assert time.monotonic() - t0 < 1.0
+        assert handle["manifest_digest"] == img.manifest_digest
+        assert events[-1]["event"] == "complete"
+        assert handle["last_used_at"] >= first["last_used_at"]
+    assert reg.requests("GET", "/v2/test/small/manifests/") == manifests
+
+    # always: resolves again, but downloads no layer it has.
+    handle, events = pull_ok(rpc, ref, policy="always")
+    assert handle["manifest_digest"] == img.manifest_digest
+    assert reg.requests("GET", "/v2/test/small/manifests/") == manifests + 1
+    assert {l.blob_digest: blob_gets(reg, l.blob_digest) for l in img.layers} == blobs
+    assert [e["event"] for e in events if e["event"].startswith("layer-")] == ["layer-cached"] * 2
+
+    e = pull_err(rpc, ref, policy="sometimes")
+    assert e.code == -32602
+
+
+def test_progress_events_in_order(published, pull_daemon):
+    d = pull_daemon()
+    rpc = d.client()
+    img = published.images["test/big:v1"]
+    ref = f"{published.registry.host}/test/big:v1"
+    handle, events = pull_ok(rpc, ref)
+    names = [e["event"] for e in events]
+    assert names[0] == "resolving" and events[0]["reference"] == ref
+    assert names[1] == "resolved"
+    assert events[1]["manifest_digest"] == img.manifest_digest
+    assert events[1]["layer_count"] == 1 and events[1]["total_bytes"] == img.size_bytes
+    assert names[-3:] == ["fsmeta", "vmdk", "complete"]
+    assert events[-1]["manifest_digest"] == img.manifest_digest
+    fsmeta = d.store / "fsmeta" / "sha256" / (img.manifest_digest.split(":")[1] + ".erofs")
+    assert events[-3]["size_bytes"] == (fsmeta.stat().st_size if fsmeta.exists() else 0)
+
+    layer = img.layers[0]
+    downloads = [e for e in events if e["event"] == "layer-download"]
+    assert downloads, names
+    got = [e["downloaded_bytes"] for e in downloads]
+    assert got == sorted(got) and got[-1] == layer.size
+    assert all(e["total_bytes"] == layer.size and e["digest"] == layer.blob_digest and e["position"] == 0
+               for e in downloads)
+    i_dl = names.index("layer-downloaded")
+    i_cv = names.index("layer-converted")
+    assert names.index("resolved") < names.index("layer-download") < i_dl < i_cv < names.index("fsmeta")
+    conv = events[i_cv]
+    assert conv["diff_id"] == layer.diff_id and conv["digest"] == layer.blob_digest
+    detail = rpc.call("image.inspect", {"reference": ref})
+    assert conv["erofs_size_bytes"] == detail["layers"][0]["erofs_size_bytes"]
+
+
+def test_concurrent_pulls_download_each_blob_once(published, pull_daemon):
+    d = pull_daemon()
+    reg = published.registry
+    a, b = published.images["test/base-a:v1"], published.images["test/base-b:v1"]
+    shared = a.layers[0].blob_digest
+    before = {dg: blob_gets(reg, dg) for dg in {shared, a.layers[1].blob_digest, b.layers[1].blob_digest}}
+
+    clients = [d.client() for _ in range(3)]
+    refs = [f"{reg.host}/test/base-a:v1", f"{reg.host}/test/base-a:v1", f"{reg.host}/test/base-b:v1"]
+    ids = [c.send_request("image.pull", {"reference": r}) for c, r in zip(clients, refs)]
+    results = [c.wait(i, timeout=PULL_TIMEOUT) for c, i in zip(clients, ids)]
+    for r in results:
+        assert "result" in r, r
+    assert results[0]["result"]["manifest_digest"] == a.manifest_digest
+    assert results[1]["result"]["manifest_digest"] == a.manifest_digest
+    assert results[2]["result"]["manifest_digest"] == b.manifest_digest
+    after = {dg: blob_gets(reg, dg) for dg in before}
+    assert {dg: after[dg] - before[dg] for dg in before} == {dg: 1 for dg in before}
+    # The same reference twice was one resolution.
+    assert reg.requests("GET", "/v2/test/base-a/manifests/v1") == 1
+    assert store_tmp_files(d) == []
+
+
+def test_caller_disconnect_does_not_cancel_shared_pull(published, pull_daemon):
+    d = pull_daemon()
+    reg = published.registry
+    img = published.images["test/big:v1"]
+    ref = f"{reg.host}/test/big:v1"
+    quitter, stayer = d.client(), d.client()
+    quitter.send_request("image.pull", {"reference": ref})
+    rid = stayer.send_request("image.pull", {"reference": ref})
+    quitter.close()
+    resp = stayer.wait(rid, timeout=PULL_TIMEOUT)
+    assert resp["result"]["manifest_digest"] == img.manifest_digest
+    assert stayer.call("image.list")[0]["manifest_digest"] == img.manifest_digest
+
+
+def test_list_stays_fast_during_pull(tmp_path, published, pull_daemon):
+    img = published.images["test/big:v1"]
+    # A server that cuts the big blob once: the pull takes a retry's backoff.
+    with FaultServer({"test/big": img.layout.path}, cut={img.layers[0].blob_digest: 1 << 20}) as fault:
+        d = pull_daemon()
+        puller, lister = d.client(), d.client()
+        rid = puller.send_request("image.pull", {"reference": f"{fault.host}/test/big:v1"})
+        worst = 0.0
+        while True:
+            t0 = time.monotonic()
+            lister.call("image.list")
+            worst = max(worst, time.monotonic() - t0)
+            try:
+                resp = puller.wait(rid, timeout=0.02)
+                break
+            except (TimeoutError, OSError):
+                pass
+        assert "result" in resp, resp
+        assert worst < 0.5
+
+
+def test_not_found_and_invalid(published, pull_daemon):
+    d = pull_daemon()
+    rpc = d.client()
+    reg = published.registry
+    e = pull_err(rpc, f"{reg.host}/test/small:no-such-tag")
+    assert e.name == "remote-not-found" and e.code == 1013
+    e = pull_err(rpc, f"{reg.host}/test/no-such-repo:v1")
+    assert e.name == "remote-not-found"
+    e = pull_err(rpc, "Not A Reference!")
+    assert e.code == -32602
+    assert rpc.call("image.list") == []
+
+
+def test_unreachable_registry(pull_daemon):
+    d = pull_daemon()
+    rpc = d.client()
+    t0 = time.monotonic()
+    e = pull_err(rpc, f"127.0.0.1:{free_port()}/test/small:v1")
+    assert e.name == "network-error" and e.code == 1014
+    assert time.monotonic() - t0 < 30
+
+
+def test_digest_mismatch_leaves_nothing(published, pull_daemon):
+    img = published.images["test/small:v1"]
+    bad = img.layers[1]
+    with FaultServer({"test/small": img.layout.path}, corrupt=[bad.blob_digest]) as fault:
+        d = pull_daemon()
+        rpc = d.client()
+        e = pull_err(rpc, f"{fault.host}/test/small:v1")
+        assert e.name == "digest-mismatch" and e.code == 1005
+        assert e.data["expected"] == bad.blob_digest
+        assert rpc.call("image.list") == []
+        assert store_tmp_files(d) == []
+        layers = d.store / "layers" / "sha256"
+        assert not (layers / (bad.diff_id.split(":")[1] + ".erofs")).exists()
+
+
+def test_cut_blob_is_resumed(published, pull_daemon):
+    img = published.images["test/big:v1"]
+    blob = img.layers[0]
+    with FaultServer({"test/big": img.layout.path}, cut={blob.blob_digest: 3 * 1024 * 1024}) as fault:
+        d = pull_daemon()
+        rpc = d.client()
+        handle, _ = pull_ok(rpc, f"{fault.host}/test/big:v1")
+        assert handle["manifest_digest"] == img.manifest_digest
+        gets = [(p, rng) for m, p, rng in fault.log if p.endswith(f"/blobs/{blob.blob_digest}")]
+        assert len(gets) == 2
+        assert gets[0][1] == "" and gets[1][1] == f"bytes={3 * 1024 * 1024}-"
+
+
+def test_manifest_garbage(published, pull_daemon):
+    img = published.images["test/small:v1"]
+    with FaultServer({"test/small": img.layout.path}, manifest_override={"v1": b"\x00garbage{"}) as fault:
+        d = pull_daemon()
+        rpc = d.client()
+        e = pull_err(rpc, f"{fault.host}/test/small:v1")
+        assert e.name == "registry-error" and e.code == 1015
+
+
+USER, PASSWORD = "puller", "Pw-for-tests-91"
+
+
+@pytest.fixture(scope="module")
+def token_registry(tmp_path_factory, published):
+    work = tmp_path_factory.mktemp("token")
+    token = TokenServer(work / "ts", users={USER: PASSWORD}).start()
+    reg = Registry(work / "reg", token=token).start()
+    try:
+        img = published.images["test/small:v1"]
+        push(img.layout.path, "small:v1", f"{reg.host}/test/small:v1", creds=f"{USER}:{PASSWORD}")
+        yield reg, token
+    finally:
+        reg.stop()
+        token.stop()
+
+
+def test_bearer_token_flow(token_registry, published, pull_daemon):
+    reg, token = token_registry
+    img = published.images["test/small:v1"]
+    ref = f"{reg.host}/test/small:v1"
+    issued = token.issued
+    d = pull_daemon({"registries": {reg.host: {"username": USER, "password": PASSWORD}}})
+    handle, _ = pull_ok(d.client(), ref)
+    assert handle["manifest_digest"] == img.manifest_digest
+    # One token for the repository, reused for the manifest, config and layers.
+    assert token.issued == issued + 1
+    assert reg.requests("GET", "/v2/test/small/manifests/v1", 200) >= 1
+
+
+def test_bearer_credentials_from_docker_config(token_registry, published, pull_daemon, short_tmp):
+    import base64
+    import json as _json
+    reg, _ = token_registry
+    cfg = short_tmp / "dockercfg"
+    cfg.mkdir()
+    auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    (cfg / "config.json").write_text(_json.dumps({"auths": {reg.host: {"auth": auth}}}))
+    d = pull_daemon(env_extra={"DOCKER_CONFIG": str(cfg)})
+    handle, _ = pull_ok(d.client(), f"{reg.host}/test/small:v1")
+    assert handle["manifest_digest"] == published.images["test/small:v1"].manifest_digest
+
+
+def test_wrong_credentials(token_registry, pull_daemon):
+    reg, _ = token_registry
+    d = pull_daemon({"registries": {reg.host: {"username": USER, "password": "Wrong-Secret-55"}}})
+    rpc = d.client()
+    e = pull_err(rpc, f"{reg.host}/test/small:v1")
+    assert e.name == "unauthorized" and e.code == 1012
+    assert "Wrong-Secret-55" not in str(e.response) and "Wrong-Secret-55" not in d.log()
+    # Without any credentials the token server refuses as well.
+    d2 = pull_daemon(name="anon")
+    e = pull_err(d2.client(), f"{reg.host}/test/small:v1")
+    assert e.name == "unauthorized"
+
+
+def test_basic_auth_over_tls(tmp_path, published, pull_daemon):
+    tls = make_tls(tmp_path / "tls")
+    htp = htpasswd_file(tmp_path / "htpasswd", USER, PASSWORD)
+    img = published.images["test/small:v1"]
+    with Registry(tmp_path / "reg", tls=tls, htpasswd=htp) as reg:
+        push(img.layout.path, "small:v1", f"{reg.host}/test/small:v1", creds=f"{USER}:{PASSWORD}")
+        good = {"registries": {reg.host: {"username": USER, "password": PASSWORD, "ca_file": str(tls["ca"])}}}
+        d = pull_daemon(good)
+        handle, _ = pull_ok(d.client(), f"{reg.host}/test/small:v1")
+        assert handle["manifest_digest"] == img.manifest_digest
+
+        # The test CA is what makes the certificate trusted.
+        d2 = pull_daemon({"registries": {reg.host: {"username": USER, "password": PASSWORD}}}, name="noca")
+        e = pull_err(d2.client(), f"{reg.host}/test/small:v1")
+        assert e.name in ("network-error", "registry-error")
+
+        d3 = pull_daemon({"registries": {reg.host: {"username": USER, "password": "nope-nope",
+                                                    "ca_file": str(tls["ca"])}}}, name="badpw")
+        e = pull_err(d3.client(), f"{reg.host}/test/small:v1")
+        assert e.name == "unauthorized"
+        assert "nope-nope" not in str(e.response)
+
+
+def test_mirror_in_front_of_origin(tmp_path, published, pull_daemon):
+    origin = published.registry
+    img = published.images["test/small:v1"]
+    with Registry(tmp_path / "mirror", proxy=origin.url) as mirror:
+        d = pull_daemon({"registries": {origin.host: {"mirrors": [mirror.url]}}})
+        handle, _ = pull_ok(d.client(), f"{origin.host}/test/small:v1")
+        assert handle["manifest_digest"] == img.manifest_digest
+        assert handle["reference"] == f"{origin.host}/test/small:v1"
+        # The mirror served the manifest and the layers.
+        assert mirror.requests("GET", "/v2/test/small/manifests/v1", 200) == 1
+        for layer in img.layers:
+            assert mirror.requests("GET", f"/blobs/{layer.blob_digest}", 200) == 1
+
+
+def test_mirror_down_falls_back_to_origin(published, pull_daemon):
+    origin = published.registry
+    img = published.images["test/small:v1"]
+    d = pull_daemon({"registries": {origin.host: {"mirrors": [f"http://127.0.0.1:{free_port()}"]}}})
+    handle, _ = pull_ok(d.client(), f"{origin.host}/test/small:v1")
+    assert handle["manifest_digest"] == img.manifest_digest
