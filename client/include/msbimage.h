@@ -156,7 +156,7 @@ MSB_PUBLIC MsbImage *msb_image_free(MsbImage *image);
 
 typedef struct MsbImageList {
         size_t n_images;
-        MsbImage *images; /* array of n_images, newest first */
+        MsbImage *images; /* array of n_images, newest first; each with its json */
         char *json;
 } MsbImageList;
 

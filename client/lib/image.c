@@ -94,6 +94,9 @@ int image_list_from_json(json_t *a, MsbImageList **ret) {
                 if (r < 0)
                         return r;
                 list->n_images++;
+                r = json_to_text(v, &list->images[i].json);
+                if (r < 0)
+                        return r;
         }
         r = json_to_text(a, &list->json);
         if (r < 0)
