@@ -47,6 +47,10 @@ int line_buffer_append(LineBuffer *b, const void *p, size_t n) {
 }
 
 int line_buffer_next(LineBuffer *b, char **ret_line, size_t *ret_len) {
+        /* After an over-long line nothing that follows can be trusted to be framed. */
+        if (b->overflow)
+                return -EMSGSIZE;
+
         char *line = b->data + b->start;
         char *nl = b->size > b->start ? memchr(line, '\n', b->size - b->start) : NULL;
 

@@ -173,6 +173,15 @@ static bool type_matches(const char *type, json_t *v) {
         return false;
 }
 
+/* JSON Schema's minLength and maxLength count characters, not bytes;
+ * jansson has already checked the UTF-8. */
+static json_int_t utf8_length(const char *s, size_t bytes) {
+        json_int_t n = 0;
+        for (size_t i = 0; i < bytes; i++)
+                n += ((unsigned char) s[i] & 0xC0) != 0x80;
+        return n;
+}
+
 static int validate_params(const MethodEntry *e, json_t *params, MsbError *err) {
         const char *key;
         json_t *v;
@@ -203,7 +212,7 @@ static int validate_params(const MethodEntry *e, json_t *params, MsbError *err) 
                                 return invalid_param(err, key, "parameter '%s' is not one of the allowed values%s", "");
                 }
                 if (json_is_string(v)) {
-                        json_int_t len = (json_int_t) json_string_length(v);
+                        json_int_t len = utf8_length(json_string_value(v), json_string_length(v));
                         if ((spec->min_length >= 0 && len < spec->min_length) ||
                             (spec->max_length >= 0 && len > spec->max_length))
                                 return invalid_param(err, key, "parameter '%s' has a length out of range%s", "");
