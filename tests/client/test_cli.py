@@ -1,0 +1,773 @@
+"""msb-image, the CLI, run as a program against the real daemon.
+
+Images are real OCI layouts and archives built by the msbtest image kit and
+loaded into the daemon; expected values come from those bytes (the kit's
+truth) or from the daemon's own JSON-RPC answers, never from constants.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pty
+import re
+import select
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from msbtest import RpcError, build_dir
+from msbtest.imagekit import Config
+
+CLI_TIMEOUT_S = 60
+
+COMMANDS = ["ls", "images", "inspect", "rm", "prune", "pull", "load", "pin", "df", "info"]
+
+
+def cli_binary() -> Path:
+    return build_dir() / "client" / "msb-image"
+
+
+def run(*args, socket=None, stdin=subprocess.DEVNULL, env=None, cwd=None, input=None):
+    """Runs msb-image; --socket first when given. Returns CompletedProcess (text)."""
+    argv = [str(cli_binary())]
+    if socket is not None:
+        argv += ["--socket", str(socket)]
+    argv += [str(a) for a in args]
+    if input is not None:
+        stdin = None
+    e = dict(os.environ if env is None else env)
+    return subprocess.run(argv, stdin=stdin, input=input, capture_output=True, text=True, env=e, cwd=cwd,
+                          timeout=CLI_TIMEOUT_S)
+
+
+def run_pty(*args, socket=None, answer: bytes | None = None, env=None, timeout=CLI_TIMEOUT_S):
+    """Runs msb-image with stdin, stdout and stderr on a pseudo-terminal,
+    typing `answer` when the program has printed something. Returns
+    (exit status, everything the terminal showed)."""
+    argv = [str(cli_binary())]
+    if socket is not None:
+        argv += ["--socket", str(socket)]
+    argv += [str(a) for a in args]
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, close_fds=True,
+                            env=dict(os.environ if env is None else env))
+    os.close(slave)
+    out = b""
+    typed = answer is None
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([master], [], [], 0.1)
+            if r:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError as e:
+                    if e.errno == errno.EIO:  # the child closed the terminal
+                        break
+                    raise
+                if not chunk:
+                    break
+                out += chunk
+                if not typed and out:
+                    os.write(master, answer)
+                    typed = True
+            elif proc.poll() is not None and not r:
+                # Drain what is left, then stop.
+                continue
+        rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return rc, out.decode(errors="replace")
+
+
+def human(n: int) -> str:
+    """The CLI's sizes: 1024-based, one decimal below 10 units."""
+    if n < 1024:
+        return f"{n} B"
+    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
+    v, u = float(n), 0
+    while v >= 1024 and u + 1 < len(units):
+        v /= 1024
+        u += 1
+    return f"{v:.1f} {units[u]}" if v < 10 else f"{v:.0f} {units[u]}"
+
+
+def short(digest: str) -> str:
+    return digest.split(":", 1)[1][:12]
+
+
+# Fixtures ------------------------------------------------------------------
+
+
+@pytest.fixture
+def app(imagekit):
+    """A two-layer image with a full config, as an OCI layout."""
+    return imagekit.image("example.com/test/app:v1",
+                          layers=[{"etc/hello": b"hello from layer one\n", "bin/tool": b"#!/bin/sh\necho t\n"},
+                                  {"etc/motd": b"second layer\n"}],
+                          config=Config(env=["A=1", "PATH=/usr/bin:/bin"], cmd=["sh", "-c", "echo hi"],
+                                        entrypoint=["/bin/tool"], working_dir="/srv", user="1000:1000",
+                                        labels={"org.example.k": "v", "two": "2"}, stop_signal="SIGINT"))
+
+
+@pytest.fixture
+def other(imagekit):
+    """A second, one-layer image."""
+    return imagekit.image("example.com/test/other:v2", layers=[{"etc/other": b"other image\n" * 300}],
+                          config=Config(cmd=["cat", "/etc/other"]))
+
+
+@pytest.fixture
+def loaded(daemon, rpc, app):
+    r = run("load", app.layout.path, socket=daemon.socket_path)
+    assert r.returncode == 0, r.stderr
+    return app
+
+
+def sock(daemon):
+    return daemon.socket_path
+
+
+# Global options, help, usage errors -----------------------------------------
+
+
+def test_version(daemon, rpc):
+    r = run("--version")
+    assert r.returncode == 0
+    assert r.stdout == f"msb-image {rpc.call('system.info')['version']}\n"
+    assert r.stderr == ""
+
+
+def test_help_lists_every_command():
+    for args in (["--help"], ["-h"]):
+        r = run(*args)
+        assert r.returncode == 0
+        assert r.stdout.startswith("Usage: msb-image ")
+        for cmd in COMMANDS:
+            assert re.search(rf"^  {cmd}\b|, {cmd}\b", r.stdout, re.M), cmd
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_command_help(cmd):
+    r = run(cmd, "--help")
+    assert r.returncode == 0, r.stderr
+    canonical = {"images": "ls"}.get(cmd, cmd)
+    assert r.stdout.startswith(f"Usage: msb-image {canonical}")
+    assert "--socket" in r.stdout
+    assert r.stderr == ""
+    # -h is the same.
+    assert run(cmd, "-h").stdout == r.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "missing command"),
+    (["frobnicate"], "unknown command 'frobnicate'"),
+    (["--bogus"], "unrecognized option"),
+    (["ls", "--bogus"], "unrecognized option"),
+    (["ls", "extra"], "unexpected argument 'extra'"),
+    (["ls", "--format", "yaml"], "unknown format 'yaml'"),
+    (["ls", "-q", "--format", "json"], "exclude each other"),
+    (["inspect"], "missing image reference"),
+    (["inspect", "a", "b"], "unexpected argument 'b'"),
+    (["inspect", "--format", "xml", "a"], "unknown format"),
+    (["rm"], "missing image reference"),
+    (["prune", "now"], "unexpected argument"),
+    (["pull"], "missing image reference"),
+    (["pull", "--policy", "sometimes", "alpine"], "unknown policy 'sometimes'"),
+    (["load"], "missing path"),
+    (["load", "a", "b"], "unexpected argument"),
+    (["pin"], "missing subcommand"),
+    (["pin", "frob"], "unknown subcommand 'frob'"),
+    (["pin", "add", "sandbox", "x"], "pin add KIND NAME REFERENCE"),
+    (["pin", "add", "volume", "x", "alpine"], "unknown pin kind 'volume'"),
+    (["pin", "rm", "sandbox"], "pin rm KIND NAME"),
+    (["pin", "ls", "extra"], "pin ls"),
+    (["df", "x"], "unexpected argument"),
+    (["info", "--format", "csv"], "unknown format"),
+    (["--socket"], "requires an argument"),
+])
+def test_usage_errors_exit_2(args, message, tmp_path):
+    # A socket that does not exist: usage errors are found before connecting.
+    r = run(*args, env=dict(os.environ, MSB_IMAGED_SOCKET=str(tmp_path / "none.sock")))
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert message in r.stderr
+    assert r.stdout == ""
+    assert "--help" in r.stderr
+
+
+# A missing daemon ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["ls"], ["images"], ["inspect", "alpine"], ["rm", "alpine"], ["prune", "-y"],
+                                  ["pull", "alpine"], ["load", "/"], ["pin", "ls"], ["df"], ["info"]])
+def test_daemon_absent(args, tmp_path):
+    path = tmp_path / "nobody-home.sock"
+    r = run(*args, socket=path)
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert r.stderr.startswith(f"msb-image: cannot connect to msb-imaged at {path}: No such file or directory\n")
+    assert "'msb-imaged'" in r.stderr
+    assert "systemctl --user start msb-imaged.socket" in r.stderr
+
+
+def test_daemon_absent_default_socket(tmp_path):
+    """Without --socket the path comes from XDG_RUNTIME_DIR, as the daemon's."""
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path))
+    env.pop("MSB_IMAGED_SOCKET", None)
+    r = run("ls", env=env)
+    assert r.returncode == 1
+    assert f"at {tmp_path}/microsandbox/imaged.sock:" in r.stderr
+    env.pop("XDG_RUNTIME_DIR")
+    r = run("ls", env=env)
+    assert f"at /tmp/microsandbox-{os.getuid()}/imaged.sock:" in r.stderr or r.returncode == 0
+
+
+def test_stale_socket_refused(tmp_path):
+    import socket as pysocket
+    path = tmp_path / "stale.sock"
+    s = pysocket.socket(pysocket.AF_UNIX, pysocket.SOCK_STREAM)
+    s.bind(str(path))
+    s.close()  # bound, never listened: connect is refused
+    r = run("info", socket=path)
+    assert r.returncode == 1
+    assert "Connection refused" in r.stderr
+    assert "systemctl --user start msb-imaged.socket" in r.stderr
+
+
+def test_socket_discovery(daemon, rpc, tmp_path):
+    env = dict(os.environ, MSB_IMAGED_SOCKET=str(daemon.socket_path))
+    r = run("info", "--format", "json", env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["pid"] == daemon.pid
+
+    # $XDG_RUNTIME_DIR/microsandbox/imaged.sock, reached through a symlink.
+    (tmp_path / "microsandbox").mkdir()
+    (tmp_path / "microsandbox" / "imaged.sock").symlink_to(daemon.socket_path)
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path))
+    env.pop("MSB_IMAGED_SOCKET", None)
+    r = run("info", "--format", "json", env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["pid"] == daemon.pid
+
+    # --socket after the command name works too, and wins over the env.
+    env = dict(os.environ, MSB_IMAGED_SOCKET=str(tmp_path / "wrong.sock"))
+    r = run("info", "--socket", daemon.socket_path, "--format", "json", env=env)
+    assert r.returncode == 0, r.stderr
+
+
+def test_daemon_stops_between_commands(daemon, rpc):
+    assert run("ls", socket=sock(daemon)).returncode == 0
+    daemon.stop()
+    r = run("ls", socket=sock(daemon))
+    assert r.returncode == 1
+    assert "cannot connect to msb-imaged" in r.stderr
+
+
+# ls ---------------------------------------------------------------------------
+
+
+def test_ls_empty(daemon, rpc):
+    r = run("ls", socket=sock(daemon))
+    assert (r.returncode, r.stdout, r.stderr) == (0, "No images found.\n", "")
+    r = run("ls", "-q", socket=sock(daemon))
+    assert (r.returncode, r.stdout) == (0, "")
+    r = run("ls", "--format", "json", socket=sock(daemon))
+    assert r.returncode == 0
+    assert json.loads(r.stdout) == []
+
+
+def test_ls_table(daemon, rpc, app, other):
+    for img in (app, other):
+        assert run("load", img.layout.path, socket=sock(daemon)).returncode == 0
+        time.sleep(0.01)  # distinct created_at, so the order is defined
+    r = run("ls", socket=sock(daemon))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert re.fullmatch(r"REFERENCE +DIGEST +SIZE +CREATED +LAST USED", lines[0])
+    # Columns line up: every row starts its fields where the header does.
+    starts = [lines[0].index(h) for h in ("DIGEST", "SIZE", "CREATED", "LAST USED")]
+    handles = rpc.call("image.list")
+    # Newest first: other was loaded last.
+    assert [h["reference"] for h in handles] == ["example.com/test/other:v2", "example.com/test/app:v1"]
+    truth = {"example.com/test/app:v1": app, "example.com/test/other:v2": other}
+    assert len(lines) == 1 + len(handles)
+    for line, h in zip(lines[1:], handles):
+        img = truth[h["reference"]]
+        assert line.startswith(h["reference"] + " ")
+        assert line[starts[0]:].split()[0] == short(img.manifest_digest)
+        size = human(img.size_bytes)
+        assert line[starts[1]:starts[2]].strip() == size
+        assert re.fullmatch(r"just now|\d+ seconds? ago", line[starts[2]:starts[3]].strip())
+        assert re.fullmatch(r"just now|\d+ seconds? ago", line[starts[3]:].strip())
+
+
+def test_ls_json_field_by_field(daemon, rpc, app, other):
+    for img in (app, other):
+        assert run("load", img.layout.path, socket=sock(daemon)).returncode == 0
+    r = run("ls", "--format", "json", socket=sock(daemon))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out == rpc.call("image.list")
+    by_ref = {h["reference"]: h for h in out}
+    for ref, img in (("example.com/test/app:v1", app), ("example.com/test/other:v2", other)):
+        h = by_ref[ref]
+        assert set(h) == {"reference", "manifest_digest", "architecture", "os", "layer_count", "size_bytes",
+                          "created_at", "last_used_at"}
+        assert h["manifest_digest"] == img.manifest_digest
+        assert h["architecture"] == img.architecture
+        assert h["os"] == img.os
+        assert h["layer_count"] == img.layer_count
+        assert h["size_bytes"] == img.size_bytes
+        assert isinstance(h["created_at"], (int, float)) and h["created_at"] > 0
+        assert h["last_used_at"] >= h["created_at"]
+    # `images` is the same command.
+    r2 = run("images", "--format", "json", socket=sock(daemon))
+    assert json.loads(r2.stdout) == out
+
+
+def test_ls_quiet(daemon, rpc, app, other):
+    for img in (app, other):
+        assert run("load", img.layout.path, socket=sock(daemon)).returncode == 0
+    r = run("ls", "-q", socket=sock(daemon))
+    assert r.returncode == 0
+    assert r.stdout.splitlines() == [h["reference"] for h in rpc.call("image.list")]
+    assert run("ls", "--quiet", socket=sock(daemon)).stdout == r.stdout
+
+
+# inspect ------------------------------------------------------------------------
+
+
+def test_inspect_json_field_by_field(daemon, rpc, loaded):
+    app = loaded
+    r = run("inspect", "--format", "json", "example.com/test/app:v1", socket=sock(daemon))
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert set(d) == {"handle", "config", "layers"}
+    assert d["handle"]["reference"] == "example.com/test/app:v1"
+    assert d["handle"]["manifest_digest"] == app.manifest_digest
+    assert d["handle"]["size_bytes"] == app.size_bytes
+    assert d["handle"]["layer_count"] == app.layer_count
+    assert d["config"] == app.expected_config_detail()
+    assert [{k: v for k, v in l.items() if k != "erofs_size_bytes"} for l in d["layers"]] == app.expected_layers()
+    for l in d["layers"]:
+        assert l["erofs_size_bytes"] > 0 and l["erofs_size_bytes"] % 4096 == 0
+    assert d == rpc.call("image.inspect", {"reference": "example.com/test/app:v1"})
+
+
+def test_inspect_table(daemon, rpc, loaded):
+    app = loaded
+    r = run("inspect", "example.com/test/app:v1", socket=sock(daemon))
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+
+    def field(name):
+        m = re.search(rf"^{re.escape(name)}: *(.*)$", out, re.M)
+        assert m, f"no {name} in:\n{out}"
+        return m.group(1)
+
+    assert field("Reference") == "example.com/test/app:v1"
+    assert field("Digest") == app.manifest_digest
+    assert field("Platform") == f"{app.os}/{app.architecture}"
+    assert field("Size") == f"{human(app.size_bytes)} ({app.size_bytes} bytes)"
+    assert field("Config") == app.config_digest
+    assert field("Entrypoint") == '["/bin/tool"]'
+    assert field("Cmd") == '["sh", "-c", "echo hi"]'
+    assert field("Working dir") == "/srv"
+    assert field("User") == "1000:1000"
+    assert field("Stop signal") == "SIGINT"
+    assert field("Env") == "A=1"
+    assert re.search(r"^ +PATH=/usr/bin:/bin$", out, re.M)
+    assert "org.example.k=v" in out and "two=2" in out
+    assert field("Layers") == str(app.layer_count)
+    rows = out.splitlines()
+    header = next(i for i, l in enumerate(rows) if l.startswith("POSITION"))
+    for pos, layer in enumerate(app.layers):
+        cells = rows[header + 1 + pos].split()
+        assert cells[0] == str(pos)
+        assert cells[1] == short(layer.diff_id)
+        assert cells[2] == short(layer.blob_digest)
+        assert cells[3] == layer.media_type
+
+
+def test_inspect_any_spelling(daemon, rpc, app):
+    assert run("load", "--tag", "alpine:9.9", app.layout.path, socket=sock(daemon)).returncode == 0
+    for spelling in ("alpine:9.9", "docker.io/library/alpine:9.9", "library/alpine:9.9"):
+        r = run("inspect", "--format", "json", spelling, socket=sock(daemon))
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["handle"]["reference"] == "docker.io/library/alpine:9.9"
+
+
+def test_inspect_errors(daemon, rpc):
+    r = run("inspect", "example.com/none:1", socket=sock(daemon))
+    assert r.returncode == 1
+    assert r.stdout == ""
+    with pytest.raises(RpcError) as e:
+        rpc.call("image.inspect", {"reference": "example.com/none:1"})
+    assert r.stderr == f"msb-image: cannot inspect example.com/none:1: {e.value.message}\n"
+
+    r = run("inspect", "Bad::Ref", socket=sock(daemon))
+    assert r.returncode == 1
+    assert r.stderr.startswith("msb-image: cannot inspect Bad::Ref: invalid reference")
+
+
+# rm -----------------------------------------------------------------------------
+
+
+def test_rm(daemon, rpc, app, other):
+    for img in (app, other):
+        assert run("load", img.layout.path, socket=sock(daemon)).returncode == 0
+    r = run("rm", "example.com/test/app:v1", "example.com/test/other:v2", socket=sock(daemon))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "Removed example.com/test/app:v1\nRemoved example.com/test/other:v2\n"
+    assert rpc.call("image.list") == []
+
+
+def test_rm_reports_each_failure(daemon, rpc, loaded):
+    r = run("rm", "example.com/none:1", "example.com/test/app:v1", "Bad::Ref", socket=sock(daemon))
+    assert r.returncode == 1
+    # The one that exists is removed despite the failures around it.
+    assert r.stdout == "Removed example.com/test/app:v1\n"
+    errs = r.stderr.splitlines()
+    assert len(errs) == 2
+    assert errs[0].startswith("msb-image: cannot remove example.com/none:1: ")
+    assert errs[1].startswith("msb-image: cannot remove Bad::Ref: invalid reference")
+    assert rpc.call("image.list") == []
+
+
+def test_rm_in_use_and_force(daemon, rpc, loaded):
+    rpc.call("pin.add", {"kind": "sandbox", "name": "box", "reference": "example.com/test/app:v1"})
+    r = run("rm", "example.com/test/app:v1", socket=sock(daemon))
+    assert r.returncode == 1
+    with pytest.raises(RpcError) as e:
+        rpc.call("image.remove", {"reference": "example.com/test/app:v1"})
+    assert e.value.name == "image-in-use"
+    assert r.stderr == f"msb-image: cannot remove example.com/test/app:v1: {e.value.message}\n"
+    assert len(rpc.call("image.list")) == 1
+
+    for flag in ("-f", "--force"):
+        rpc.call("image.load", {"path": str(loaded.layout.path)})
+        r = run("rm", flag, "example.com/test/app:v1", socket=sock(daemon))
+        assert r.returncode == 0, r.stderr
+        assert rpc.call("image.list") == []
+
+
+# prune ----------------------------------------------------------------------------
+
+
+def test_prune_refused_without_terminal(daemon, rpc, loaded):
+    r = run("prune", socket=sock(daemon), stdin=subprocess.DEVNULL)
+    assert r.returncode == 2
+    assert "stdin is not a terminal, pass -y" in r.stderr
+    assert r.stdout == ""
+    # Piped "y" is not a terminal either: still refused.
+    r = run("prune", socket=sock(daemon), input="y\n")
+    assert r.returncode == 2
+    assert len(rpc.call("image.list")) == 1
+
+
+def test_prune_yes_json(daemon, rpc, loaded):
+    r = run("prune", "-y", "--format", "json", socket=sock(daemon))
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert set(report) == {"image_refs_removed", "manifests_removed", "layers_removed", "fsmeta_removed",
+                           "vmdk_removed", "bytes_reclaimed"}
+    assert report["image_refs_removed"] == 1
+    assert report["manifests_removed"] == 1
+    assert report["layers_removed"] == loaded.layer_count
+    assert report["bytes_reclaimed"] > 0
+    assert rpc.call("image.list") == []
+    # Nothing left: zero counts, in the table form too.
+    r = run("prune", "--yes", socket=sock(daemon))
+    assert r.returncode == 0
+    assert re.search(r"^References removed: +0$", r.stdout, re.M)
+    assert re.search(r"^Layers removed: +0$", r.stdout, re.M)
+
+
+def test_prune_table(daemon, rpc, loaded):
+    r = run("prune", "-y", socket=sock(daemon))
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^References removed: +1$", r.stdout, re.M)
+    assert re.search(r"^Manifests removed: +1$", r.stdout, re.M)
+    assert re.search(rf"^Layers removed: +{loaded.layer_count}$", r.stdout, re.M)
+    assert re.search(r"^Space reclaimed: +\d+(\.\d)? (B|KiB|MiB)$", r.stdout, re.M)
+
+
+def test_prune_keeps_pinned(daemon, rpc, loaded):
+    rpc.call("pin.add", {"kind": "snapshot", "name": "s", "reference": "example.com/test/app:v1"})
+    r = run("prune", "-y", "--format", "json", socket=sock(daemon))
+    assert r.returncode == 0
+    assert json.loads(r.stdout)["layers_removed"] == 0
+    assert len(rpc.call("image.list")) == 1
+
+
+PROMPT = "Remove all cached images not used by sandboxes or snapshots? [y/N] "
+
+
+def test_prune_prompt_on_terminal_declined(daemon, rpc, loaded):
+    rc, out = run_pty("prune", socket=sock(daemon), answer=b"n\n")
+    assert PROMPT in out
+    assert rc == 1
+    assert "Nothing removed." in out
+    assert len(rpc.call("image.list")) == 1
+    # Just Enter is no too.
+    rc, out = run_pty("prune", socket=sock(daemon), answer=b"\n")
+    assert rc == 1
+    assert len(rpc.call("image.list")) == 1
+
+
+def test_prune_prompt_on_terminal_accepted(daemon, rpc, loaded):
+    rc, out = run_pty("prune", socket=sock(daemon), answer=b"y\n")
+    assert PROMPT in out
+    assert rc == 0, out
+    assert re.search(r"References removed: +1", out)
+    assert rpc.call("image.list") == []
+
+
+# load ------------------------------------------------------------------------------
+
+
+def test_load_layout_relative_path(daemon, rpc, app):
+    layout = Path(app.layout.path)
+    r = run("load", layout.name, socket=sock(daemon), cwd=layout.parent)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"Loaded example.com/test/app:v1 ({app.manifest_digest})\n"
+    assert rpc.call("image.get", {"reference": "example.com/test/app:v1"})["manifest_digest"] == app.manifest_digest
+
+
+def test_load_archives_and_tag(daemon, rpc, app, imagekit, tmp_path):
+    archive = app.layout.oci_archive(tmp_path / "app.tar")
+    for flag in ("--tag", "-t"):
+        r = run("load", flag, f"example.com/tagged/{flag.strip('-')}:1", archive, socket=sock(daemon))
+        assert r.returncode == 0, r.stderr
+        assert f"Loaded example.com/tagged/{flag.strip('-')}:1 ({app.manifest_digest})\n" in r.stdout
+    docker = app.layout.docker_archive("example.com/test/app:v1", tmp_path / "docker.tar",
+                                       ["example.com/docker/app:1"])
+    r = run("load", docker.path, socket=sock(daemon))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Loaded example.com/docker/app:1 (sha256:")
+    refs = {h["reference"] for h in rpc.call("image.list")}
+    assert {"example.com/tagged/tag:1", "example.com/tagged/t:1", "example.com/docker/app:1"} <= refs
+
+
+def test_load_errors(daemon, rpc, tmp_path, app):
+    r = run("load", tmp_path / "missing.tar", socket=sock(daemon))
+    assert r.returncode == 1
+    assert r.stderr == f"msb-image: cannot load {tmp_path / 'missing.tar'}: No such file or directory\n"
+
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"this is not an archive" * 100)
+    r = run("load", junk, socket=sock(daemon))
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"msb-image: cannot load {junk}: ")
+
+    r = run("load", "--tag", "Bad::Tag", app.layout.path, socket=sock(daemon))
+    assert r.returncode == 1
+    assert "invalid reference" in r.stderr
+    assert rpc.call("image.list") == []
+
+
+# pin ---------------------------------------------------------------------------------
+
+
+def test_pin_add_ls_rm(daemon, rpc, loaded):
+    r = run("pin", "add", "sandbox", "web", "example.com/test/app:v1", socket=sock(daemon))
+    assert r.returncode == 0, r.stderr
+    assert re.search(rf"^Manifest: +{loaded.manifest_digest}$", r.stdout, re.M)
+    layer_paths = re.findall(r"^(?:Layers:)? +(/\S+\.erofs)$", r.stdout, re.M)
+    assert len(layer_paths) == loaded.layer_count
+    for p, diff_id in zip(layer_paths, loaded.diff_ids):
+        assert Path(p).is_file()
+        assert diff_id.split(":")[1] in p
+
+    r = run("pin", "add", "--format", "json", "snapshot", "snap-1", "example.com/test/app:v1", socket=sock(daemon))
+    assert r.returncode == 0, r.stderr
+    rootfs = json.loads(r.stdout)
+    assert set(rootfs) == {"manifest_digest", "fsmeta_path", "vmdk_path", "layers"}
+    assert rootfs["manifest_digest"] == loaded.manifest_digest
+    assert [l["diff_id"] for l in rootfs["layers"]] == loaded.diff_ids
+    for l in rootfs["layers"]:
+        assert os.path.getsize(l["path"]) == l["erofs_size_bytes"]
+
+    r = run("pin", "ls", "--format", "json", socket=sock(daemon))
+    assert r.returncode == 0
+    pins = json.loads(r.stdout)
+    assert pins == rpc.call("pin.list")
+    assert [(p["kind"], p["name"], p["reference"], p["manifest_digest"]) for p in pins] == [
+        ("sandbox", "web", "example.com/test/app:v1", loaded.manifest_digest),
+        ("snapshot", "snap-1", "example.com/test/app:v1", loaded.manifest_digest)]
+
+    r = run("pin", "ls", socket=sock(daemon))
+    lines = r.stdout.splitlines()
+    assert re.fullmatch(r"KIND +NAME +REFERENCE +DIGEST +CREATED", lines[0])
+    assert lines[1].split()[:4] == ["sandbox", "web", "example.com/test/app:v1", short(loaded.manifest_digest)]
+    assert lines[2].split()[:4] == ["snapshot", "snap-1", "example.com/test/app:v1",
+                                    short(loaded.manifest_digest)]
+
+    r = run("pin", "rm", "sandbox", "web", socket=sock(daemon))
+    assert (r.returncode, r.stdout) == (0, "Removed pin sandbox web\n")
+    assert [p["name"] for p in rpc.call("pin.list")] == ["snap-1"]
+    r = run("pin", "remove", "snapshot", "snap-1", socket=sock(daemon))
+    assert r.returncode == 0
+    r = run("pin", "list", socket=sock(daemon))
+    assert (r.returncode, r.stdout) == (0, "No pins found.\n")
+
+
+def test_pin_errors(daemon, rpc):
+    r = run("pin", "rm", "sandbox", "ghost", socket=sock(daemon))
+    assert r.returncode == 1
+    assert r.stderr.startswith("msb-image: cannot remove pin sandbox ghost: ")
+    r = run("pin", "add", "sandbox", "x", "example.com/none:1", socket=sock(daemon))
+    assert r.returncode == 1
+    assert r.stderr.startswith("msb-image: cannot pin example.com/none:1 as sandbox x: ")
+    r = run("pin", "add", "sandbox", "n" * 256, "example.com/none:1", socket=sock(daemon))
+    assert r.returncode == 1
+    assert "invalid params" in r.stderr or "name" in r.stderr
+
+
+# df, info ------------------------------------------------------------------------------
+
+
+def test_df(daemon, rpc, loaded):
+    r = run("df", "--format", "json", socket=sock(daemon))
+    assert r.returncode == 0, r.stderr
+    df = json.loads(r.stdout)
+    assert set(df) == {"image_refs", "manifests", "configs", "layers", "fsmeta", "vmdk", "index_bytes",
+                       "total_bytes", "reclaimable_bytes"}
+    assert df["image_refs"] == 1
+    assert df["manifests"]["count"] == 1
+    assert df["configs"]["count"] == 1
+    assert df["layers"]["count"] == loaded.layer_count
+    assert df["layers"]["bytes"] > 0
+    live = rpc.call("system.df")
+    for kind in ("manifests", "configs", "layers", "fsmeta", "vmdk"):
+        assert df[kind] == live[kind]
+
+    r = run("df", socket=sock(daemon))
+    assert r.returncode == 0
+    rows = {l.split()[0]: l.split()[1:] for l in r.stdout.splitlines() if l.strip()}
+    assert rows["TYPE"] == ["COUNT", "SIZE"]
+    assert rows["References"] == ["1"]
+    assert rows["Layers"] == [str(live["layers"]["count"]), *human(live["layers"]["bytes"]).split()]
+    assert rows["Manifests"][0] == "1"
+    assert re.search(r"^Total: .+, reclaimable by prune: .+$", r.stdout, re.M)
+
+
+def test_info(daemon, rpc):
+    r = run("info", "--format", "json", socket=sock(daemon))
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    live = rpc.call("system.info")
+    for k in ("version", "store_path", "socket_path", "pid", "started_at"):
+        assert info[k] == live[k]
+    assert info["pid"] == daemon.pid
+    assert info["socket_path"] == str(daemon.socket_path)
+    assert info["store_path"] == str(daemon.store)
+
+    r = run("info", socket=sock(daemon))
+    assert r.returncode == 0
+    assert re.search(rf"^Daemon pid: +{daemon.pid}$", r.stdout, re.M)
+    assert re.search(rf"^Store: +{re.escape(str(daemon.store))}$", r.stdout, re.M)
+    assert re.search(rf"^Socket: +{re.escape(str(daemon.socket_path))}$", r.stdout, re.M)
+    assert re.search(rf"^Daemon version: +{re.escape(live['version'])}$", r.stdout, re.M)
+
+
+# pull ------------------------------------------------------------------------------------
+
+
+def test_pull_cached(daemon, rpc, loaded):
+    """if-missing (the default) and never are answered from the cache."""
+    r = run("pull", "example.com/test/app:v1", socket=sock(daemon))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.endswith(f"Pulled example.com/test/app:v1 ({loaded.manifest_digest})\n")
+    r = run("pull", "-q", "--policy", "never", "example.com/test/app:v1", socket=sock(daemon))
+    assert (r.returncode, r.stdout) == (0, "example.com/test/app:v1\n")
+
+
+def test_pull_failures(daemon, rpc):
+    r = run("pull", "--policy", "never", "example.com/none:1", socket=sock(daemon))
+    assert r.returncode == 1
+    with pytest.raises(RpcError) as e:
+        rpc.call("image.pull", {"reference": "example.com/none:1", "policy": "never"})
+    assert r.stderr == f"msb-image: cannot pull example.com/none:1: {e.value.message}\n"
+    # Nothing listens on port 1 of loopback.
+    r = run("pull", "127.0.0.1:1/none/image:1", socket=sock(daemon))
+    assert r.returncode == 1
+    assert r.stderr.startswith("msb-image: cannot pull 127.0.0.1:1/none/image:1: ")
+    r = run("pull", "Bad::Ref", socket=sock(daemon))
+    assert r.returncode == 1
+    assert "invalid reference" in r.stderr
+
+
+@pytest.fixture
+def registry_pull(tmp_path, short_tmp, daemon_factory, imagekit):
+    """A loopback docker-registry holding test/app:v1 (two layers, one of
+    them 3 MiB so that downloads report progress), and a daemon configured
+    to reach it over plain HTTP. Skips when pulling is not available."""
+    try:
+        from registry_harness import Registry, push
+    except ImportError as e:  # pragma: no cover - the pull tests' harness is missing
+        pytest.skip(f"no registry harness: {e}")
+    img = imagekit.image("app:v1", layers=[{"data/big": imagekit.unique_bytes(3 * 1024 * 1024)},
+                                           {"etc/motd": b"top layer\n"}])
+    reg = Registry(tmp_path / "registry").start()
+    try:
+        push(img.layout.path, "app:v1", f"{reg.host}/test/app:v1")
+        config = short_tmp / "pull-config.json"
+        config.write_text(json.dumps({"registries": {reg.host: {"insecure": True}}}))
+        home = short_tmp / "home"
+        home.mkdir()
+        env = dict(os.environ, HOME=str(home))
+        env.pop("DOCKER_CONFIG", None)
+        d = daemon_factory(name="pulld", extra_args=["--config", str(config)], env=env)
+        ref = f"{reg.host}/test/app:v1"
+        probe = d.client().request("image.pull", {"reference": ref, "policy": "always"})
+        if "error" in probe:
+            pytest.skip(f"the daemon cannot pull yet: {probe['error'].get('message')}")
+        d.client().call("image.remove", {"reference": ref})
+        d.client().call("image.prune", {})
+        yield d, ref, img
+    finally:
+        reg.stop()
+
+
+def test_pull_plain_lines(registry_pull):
+    d, ref, img = registry_pull
+    r = run("pull", ref, socket=d.socket_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"Resolving {ref}"
+    assert lines[1].startswith(f"Resolved {img.manifest_digest}: {img.layer_count} layers, ")
+    for pos, layer in enumerate(img.layers):
+        assert f"Layer {pos + 1}/{img.layer_count} {short(layer.blob_digest)}: downloaded" in lines
+        assert any(l.startswith(f"Layer {pos + 1}/{img.layer_count} {short(layer.blob_digest)}: converted (EROFS ")
+                   for l in lines)
+    assert lines[-1] == f"Pulled {ref} ({img.manifest_digest})"
+    # No terminal, no escape sequences.
+    assert "\x1b" not in r.stdout
+
+    # Again: everything is cached; -q prints only the reference.
+    r = run("pull", "-q", "--policy", "always", ref, socket=d.socket_path)
+    assert (r.returncode, r.stdout) == (0, f"{ref}\n")
+
+
+def test_pull_progress_bar_on_terminal(registry_pull):
+    d, ref, img = registry_pull
+    rc, out = run_pty("pull", "--platform", img.platform, ref, socket=d.socket_path)
+    assert rc == 0, out
+    # The layer lines are redrawn in place: cursor up, clear line.
+    assert "\x1b[2K" in out
+    assert re.search(r"\x1b\[\d+A", out)
+    for layer in img.layers:
+        assert f"{short(layer.blob_digest)}: done (EROFS " in out
+    # The big layer showed a bar while it downloaded, unless it came in one go.
+    big = short(img.layers[0].blob_digest)
+    bars = re.findall(rf"{big}: \[([= >]{{30}})\] ", out)
+    assert bars or f"{big}: downloaded" in out
+    assert out.rstrip().endswith(f"Pulled {ref} ({img.manifest_digest})")
