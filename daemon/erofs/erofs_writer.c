@@ -257,7 +257,8 @@ static void dir_compact_sort(ErofsInode *dir) {
                 if (dir->children[i]->inode)
                         dir->children[n++] = dir->children[i];
         dir->n_children = n;
-        qsort(dir->children, n, sizeof(*dir->children), dentry_ptr_cmp);
+        if (n > 0)
+                qsort(dir->children, n, sizeof(*dir->children), dentry_ptr_cmp);
 }
 
 /* Visits every live inode once, depth first in name order, so the layout is

@@ -3,6 +3,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <sys/stat.h>
 
 #include "erofs_fs.h"
@@ -10,6 +11,10 @@
 
 /* Blob bytes are read from the fd in pieces of this size. */
 #define LAYER_READ_CHUNK_BYTES (1024 * 1024)
+/* The pipeline between decompression and parsing: this many buffers of
+ * this size (4 MiB in all) keep both threads busy without growing memory. */
+#define LAYER_PIPE_BUFFERS 4
+#define LAYER_PIPE_BUFFER_BYTES (1024 * 1024)
 
 struct LayerReader {
         int fd;
@@ -34,6 +39,27 @@ struct LayerReader {
 
         char *path;
         size_t path_alloc;
+
+        /* The decompression pipeline: a producer thread reads, hashes and
+         * decompresses the blob into a ring of buffers while this thread
+         * hashes and parses the tar in them, so two cores share the work. */
+        pthread_t producer;
+        bool producer_started;
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        uint8_t *ring[LAYER_PIPE_BUFFERS];
+        size_t ring_len[LAYER_PIPE_BUFFERS];
+        uint64_t ring_head;      /* next buffer the consumer takes */
+        uint64_t ring_tail;      /* next buffer the producer fills */
+        bool holding;            /* the consumer still uses ring[head] */
+        bool producer_done;
+        bool stop;
+        int producer_error;
+
+        /* Errors of the consumer side (this thread's read_tar) while the
+         * producer may still write cb_err. */
+        int cons_error;
+        MsbError cons_err;
 
         /* A failure inside a libarchive callback, reported once libarchive returns. */
         int cb_error;
@@ -127,20 +153,22 @@ static int reader_fail(LayerReader *r, int e, ProtoError kind, const char *msg) 
         return e;
 }
 
-/* Reads the next piece of the blob, hashing and counting it. */
-static ssize_t read_blob(LayerReader *r, const void **ret_buf) {
+/* Reads the next piece of the blob into dst, hashing and counting it. */
+static ssize_t read_blob_into(LayerReader *r, uint8_t *dst, size_t cap) {
         char msg[256];
         ssize_t n;
 
         if (r->pending) {
+                /* The first piece, already read and hashed to sniff the magic. */
                 r->pending = false;
-                *ret_buf = r->inbuf;
+                if (dst != r->inbuf)
+                        memcpy(dst, r->inbuf, r->pending_len);
                 return (ssize_t) r->pending_len;
         }
         if (r->fd_eof)
                 return 0;
         for (;;) {
-                n = read(r->fd, r->inbuf, LAYER_READ_CHUNK_BYTES);
+                n = read(r->fd, dst, cap);
                 if (n >= 0 || errno != EINTR)
                         break;
         }
@@ -154,7 +182,7 @@ static ssize_t read_blob(LayerReader *r, const void **ret_buf) {
                 r->fd_eof = true;
                 return 0;
         }
-        if (EVP_DigestUpdate(r->blob_md, r->inbuf, (size_t) n) != 1)
+        if (EVP_DigestUpdate(r->blob_md, dst, (size_t) n) != 1)
                 return reader_fail(r, -EIO, PROTO_ERROR_INTERNAL_ERROR, "sha256 failed");
         r->blob_bytes += (uint64_t) n;
         if (r->expected_blob_size != UINT64_MAX && r->blob_bytes > r->expected_blob_size) {
@@ -165,8 +193,12 @@ static ssize_t read_blob(LayerReader *r, const void **ret_buf) {
                 msb_error_add_data(&r->cb_err, "actual", json_integer((json_int_t) r->blob_bytes));
                 return -EBADMSG;
         }
-        *ret_buf = r->inbuf;
         return n;
+}
+
+static ssize_t read_blob(LayerReader *r, const void **ret_buf) {
+        *ret_buf = r->inbuf;
+        return read_blob_into(r, r->inbuf, LAYER_READ_CHUNK_BYTES);
 }
 
 static la_ssize_t outer_read_cb(struct archive *a, void *userdata, const void **ret_buf) {
@@ -180,28 +212,33 @@ static la_ssize_t outer_read_cb(struct archive *a, void *userdata, const void **
         return n;
 }
 
-/* The next piece of the uncompressed tar stream, hashed and counted. */
-static ssize_t read_tar(LayerReader *r, const void **ret_buf) {
+/* Producer side: fills buf with the next bytes of the uncompressed tar
+ * stream; 0 at its end. Runs on the producer thread, whose errors land in
+ * cb_err until the thread ends. */
+static ssize_t produce(LayerReader *r, uint8_t *buf, size_t cap) {
         char msg[512];
-        size_t len;
+        size_t len = 0;
 
-        if (r->compression == LAYER_COMPRESSION_NONE) {
-                ssize_t n = read_blob(r, ret_buf);
-                if (n <= 0)
-                        return n;
-                len = (size_t) n;
-        } else {
-                la_int64_t off;
-                int k;
+        if (r->compression == LAYER_COMPRESSION_NONE)
+                return read_blob_into(r, buf, cap);
 
-                if (r->outer_eof)
-                        return 0;
-                k = archive_read_data_block(r->outer, ret_buf, &len, &off);
-                if (k == ARCHIVE_EOF) {
+        while (len < cap && !r->outer_eof) {
+                la_ssize_t n = archive_read_data(r->outer, buf + len, cap - len);
+                if (n == 0) {
+                        const void *rest;
+                        ssize_t k;
+
                         r->outer_eof = true;
-                        return 0;
+                        /* Whatever follows the compressed stream is still
+                         * part of the blob and its digest. */
+                        do
+                                k = read_blob(r, &rest);
+                        while (k > 0);
+                        if (k < 0)
+                                return k;
+                        break;
                 }
-                if (k != ARCHIVE_OK) {
+                if (n < 0) {
                         if (r->cb_error < 0)
                                 return r->cb_error;
                         snprintf(msg, sizeof(msg), "%s stream is corrupt or truncated near compressed byte %" PRIu64 ": %s",
@@ -209,16 +246,129 @@ static ssize_t read_tar(LayerReader *r, const void **ret_buf) {
                                  archive_error_string(r->outer) ?: "unknown error");
                         return reader_fail(r, -EBADMSG, PROTO_ERROR_LAYER_REJECTED, msg);
                 }
-                if (EVP_DigestUpdate(r->tar_md, *ret_buf, len) != 1)
-                        return reader_fail(r, -EIO, PROTO_ERROR_INTERNAL_ERROR, "sha256 failed");
+                len += (size_t) n;
         }
+        return (ssize_t) len;
+}
+
+static void *producer_main(void *userdata) {
+        LayerReader *r = userdata;
+
+        for (;;) {
+                uint8_t *buf;
+                ssize_t n;
+
+                pthread_mutex_lock(&r->lock);
+                while (r->ring_tail - r->ring_head >= LAYER_PIPE_BUFFERS && !r->stop)
+                        pthread_cond_wait(&r->cond, &r->lock);
+                if (r->stop) {
+                        pthread_mutex_unlock(&r->lock);
+                        return NULL;
+                }
+                buf = r->ring[r->ring_tail % LAYER_PIPE_BUFFERS];
+                pthread_mutex_unlock(&r->lock);
+
+                n = produce(r, buf, LAYER_PIPE_BUFFER_BYTES);
+
+                pthread_mutex_lock(&r->lock);
+                if (n > 0) {
+                        r->ring_len[r->ring_tail % LAYER_PIPE_BUFFERS] = (size_t) n;
+                        r->ring_tail++;
+                } else {
+                        r->producer_done = true;
+                        r->producer_error = (int) n;
+                }
+                pthread_cond_broadcast(&r->cond);
+                pthread_mutex_unlock(&r->lock);
+                if (n <= 0)
+                        return NULL;
+        }
+}
+
+static int producer_start(LayerReader *r) {
+        for (size_t k = 0; k < LAYER_PIPE_BUFFERS; k++) {
+                r->ring[k] = malloc(LAYER_PIPE_BUFFER_BYTES);
+                if (!r->ring[k])
+                        return -ENOMEM;
+        }
+        if (pthread_create(&r->producer, NULL, producer_main, r) != 0)
+                return -EAGAIN;
+        r->producer_started = true;
+        return 0;
+}
+
+/* Stops the producer (if it still runs) and waits for it; afterwards this
+ * thread may read the blob itself. */
+static void producer_stop(LayerReader *r) {
+        if (!r->producer_started)
+                return;
+        pthread_mutex_lock(&r->lock);
+        r->stop = true;
+        pthread_cond_broadcast(&r->cond);
+        pthread_mutex_unlock(&r->lock);
+        pthread_join(r->producer, NULL);
+        r->producer_started = false;
+        if (r->producer_error < 0 && r->cb_error == 0)
+                r->cb_error = r->producer_error;
+}
+
+static int consumer_fail(LayerReader *r, int e, ProtoError kind, const char *msg) {
+        if (r->cons_error == 0) {
+                r->cons_error = e;
+                msb_error_set(&r->cons_err, e, kind, "%s", msg);
+        }
+        return e;
+}
+
+/* The error behind a failed libarchive call, if one of our callbacks caused
+ * it; the producer's slot is only read once the producer has ended. */
+static int reader_error(LayerReader *r) {
+        if (r->cons_error < 0)
+                return r->cons_error;
+        return r->producer_started ? 0 : r->cb_error;
+}
+
+/* Consumer side: the next piece of the uncompressed tar stream, hashed and
+ * counted. The piece stays valid until the next call. */
+static ssize_t read_tar(LayerReader *r, const void **ret_buf) {
+        char msg[512];
+        size_t len;
+
+        pthread_mutex_lock(&r->lock);
+        if (r->holding) {
+                r->ring_head++;
+                r->holding = false;
+                pthread_cond_broadcast(&r->cond);
+        }
+        while (r->ring_tail == r->ring_head && !r->producer_done)
+                pthread_cond_wait(&r->cond, &r->lock);
+        if (r->ring_tail == r->ring_head) {
+                int e = r->producer_error;
+                pthread_mutex_unlock(&r->lock);
+                if (e < 0) {
+                        producer_stop(r);
+                        return r->cb_error < 0 ? r->cb_error : e;
+                }
+                return 0;
+        }
+        *ret_buf = r->ring[r->ring_head % LAYER_PIPE_BUFFERS];
+        len = r->ring_len[r->ring_head % LAYER_PIPE_BUFFERS];
+        r->holding = true;
+        pthread_mutex_unlock(&r->lock);
+
+        /* A plain tar is the blob: its digest is the diff_id already. */
+        if (r->compression != LAYER_COMPRESSION_NONE && EVP_DigestUpdate(r->tar_md, *ret_buf, len) != 1)
+                return consumer_fail(r, -EIO, PROTO_ERROR_INTERNAL_ERROR, "sha256 failed");
         r->tar_bytes += len;
         if (r->tar_bytes > r->limits.uncompressed_bytes) {
                 snprintf(msg, sizeof(msg), "the layer's tar stream exceeds %" PRIu64 " bytes",
                          r->limits.uncompressed_bytes);
-                reader_fail(r, -EFBIG, PROTO_ERROR_LIMIT_EXCEEDED, msg);
-                msb_error_add_data(&r->cb_err, "limit", json_string("layer_uncompressed_bytes"));
-                msb_error_add_data(&r->cb_err, "max", json_integer((json_int_t) r->limits.uncompressed_bytes));
+                if (r->cons_error == 0) {
+                        consumer_fail(r, -EFBIG, PROTO_ERROR_LIMIT_EXCEEDED, msg);
+                        msb_error_add_data(&r->cons_err, "limit", json_string("layer_uncompressed_bytes"));
+                        msb_error_add_data(&r->cons_err, "max",
+                                           json_integer((json_int_t) r->limits.uncompressed_bytes));
+                }
                 return -EFBIG;
         }
         return (ssize_t) len;
@@ -237,11 +387,20 @@ static la_ssize_t inner_read_cb(struct archive *a, void *userdata, const void **
 
 /* Hands the error stored by a callback to the caller. */
 static int take_cb_error(LayerReader *r, MsbError *err) {
-        int e = r->cb_error;
+        MsbError *from;
+        int e;
 
+        if (r->cons_error < 0) {
+                e = r->cons_error;
+                from = &r->cons_err;
+        } else {
+                producer_stop(r);
+                e = r->cb_error;
+                from = &r->cb_err;
+        }
         if (err && !err->set) {
-                *err = r->cb_err;
-                r->cb_err = (MsbError) {};
+                *err = *from;
+                *from = (MsbError) {};
         }
         return e;
 }
@@ -309,6 +468,8 @@ int layer_reader_new(int blob_fd, const char *media_type, uint64_t expected_blob
         r->inbuf = malloc(LAYER_READ_CHUNK_BYTES);
         if (!r->blob_md || !r->tar_md || !r->inbuf)
                 return -ENOMEM;
+        pthread_mutex_init(&r->lock, NULL);
+        pthread_cond_init(&r->cond, NULL);
         if (EVP_DigestInit_ex(r->blob_md, EVP_sha256(), NULL) != 1 ||
             EVP_DigestInit_ex(r->tar_md, EVP_sha256(), NULL) != 1)
                 return msb_error_set(err, -EIO, PROTO_ERROR_INTERNAL_ERROR, "sha256 unavailable");
@@ -343,6 +504,9 @@ static int reader_open(LayerReader *r, MsbError *err) {
                 if (k < 0)
                         return k;
         }
+        k = producer_start(r);
+        if (k < 0)
+                return msb_error_set(err, k, PROTO_ERROR_INTERNAL_ERROR, "cannot start the decompression thread");
         r->inner = archive_read_new();
         if (!r->inner)
                 return -ENOMEM;
@@ -351,7 +515,7 @@ static int reader_open(LayerReader *r, MsbError *err) {
                 return msb_error_set(err, -EOPNOTSUPP, PROTO_ERROR_INTERNAL_ERROR, "libarchive lacks tar support");
         k = archive_read_open(r->inner, r, NULL, inner_read_cb, NULL);
         if (k != ARCHIVE_OK) {
-                if (r->cb_error < 0)
+                if (reader_error(r) < 0)
                         return take_cb_error(r, err);
                 return msb_error_set(err, -EBADMSG, PROTO_ERROR_LAYER_REJECTED, "layer is not a tar archive: %s",
                                      archive_error_string(r->inner) ?: "unreadable");
@@ -362,6 +526,7 @@ static int reader_open(LayerReader *r, MsbError *err) {
 LayerReader *layer_reader_free(LayerReader *r) {
         if (!r)
                 return NULL;
+        producer_stop(r);
         if (r->inner)
                 archive_read_free(r->inner);
         if (r->outer)
@@ -370,7 +535,12 @@ LayerReader *layer_reader_free(LayerReader *r) {
         EVP_MD_CTX_free(r->tar_md);
         free(r->inbuf);
         free(r->path);
+        for (size_t k = 0; k < LAYER_PIPE_BUFFERS; k++)
+                free(r->ring[k]);
+        pthread_mutex_destroy(&r->lock);
+        pthread_cond_destroy(&r->cond);
         msb_error_clear(&r->cb_err);
+        msb_error_clear(&r->cons_err);
         free(r);
         return NULL;
 }
@@ -399,7 +569,7 @@ int layer_reader_next(LayerReader *r, LayerEntry *ret, MsbError *err) {
         if (k == ARCHIVE_EOF)
                 return 0;
         if (k != ARCHIVE_OK && k != ARCHIVE_WARN) {
-                if (r->cb_error < 0)
+                if (reader_error(r) < 0)
                         return take_cb_error(r, err);
                 return msb_error_set(err, -EBADMSG, PROTO_ERROR_LAYER_REJECTED,
                                      "tar stream is corrupt near byte %" PRIu64 ": %s", r->tar_bytes,
@@ -459,7 +629,7 @@ int layer_reader_data(LayerReader *r, const void **ret_buf, size_t *ret_len, uin
         if (k == ARCHIVE_EOF)
                 return 0;
         if (k != ARCHIVE_OK && k != ARCHIVE_WARN) {
-                if (r->cb_error < 0)
+                if (reader_error(r) < 0)
                         return take_cb_error(r, err);
                 return entry_reject(err, -EBADMSG, archive_entry_pathname(r->entry) ?: "",
                                     archive_error_string(r->inner) ?: "data is truncated");
@@ -504,6 +674,7 @@ int layer_reader_finish(LayerReader *r, char ret_blob_digest[static 72], uint64_
         while (n > 0);
         if (n < 0)
                 return take_cb_error(r, err);
+        producer_stop(r);
         /* The blob digest covers every byte of the blob, also any after the
          * compressed stream's end. */
         do
@@ -535,6 +706,7 @@ int layer_reader_blob_digest(LayerReader *r, char ret_blob_digest[static 72]) {
         const void *buf;
         ssize_t n;
 
+        producer_stop(r);
         r->pending = false;
         do
                 n = read_blob(r, &buf);
