@@ -141,7 +141,7 @@ def test_service_unit():
     assert service["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
     # The store must stay writable inside the read-only file system, and be
     # the store the daemon is told to use.
-    assert "%h/.local/share/microsandbox" in service["ReadWritePaths"]
+    assert [p.lstrip("-") for p in service["ReadWritePaths"]] == ["%h/.local/share/microsandbox"]
     store = [v.split("=", 1)[1] for v in service["Environment"] if v.startswith("MSB_IMAGED_STORE=")]
     assert store and store[0].startswith("%h/.local/share/microsandbox/")
 
