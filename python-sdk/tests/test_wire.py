@@ -747,3 +747,24 @@ def test_connection_follows_the_event_loop(socket_path: str) -> None:
     gc.collect()
     # Nothing keeps a finished event loop (or its connection) alive.
     assert len(_client._clients) == 0
+
+
+def test_list_handles_are_ordinary_frozen_handles() -> None:
+    """Handles of a list are built by slot stores and a class switch (see
+    _types._ImageHandleSlots); they must be indistinguishable from handles
+    made by the dataclass constructor."""
+    import dataclasses
+
+    from microsandbox import _types
+
+    assert _types._image_handle_from_wire is _types._image_handle_fast
+    for obj in (handle_json(), handle_json(size_bytes=None, created_at=None, last_used_at=None, manifest_digest=None)):
+        fast = _types._image_handle_fast(obj)
+        plain = _types._image_handle_plain(obj)
+        assert type(fast) is ImageHandle
+        assert fast == plain and hash(fast) == hash(plain) and repr(fast) == repr(plain)
+        assert dataclasses.asdict(fast) == dataclasses.asdict(plain)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            fast.reference = "other"  # type: ignore[misc]
+    with pytest.raises(KeyError):
+        _types._image_handle_fast({"reference": "x"})

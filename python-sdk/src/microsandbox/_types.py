@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Union
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Union
 
 if TYPE_CHECKING:
     from os import PathLike
@@ -61,18 +61,7 @@ class ImageHandle:
 
     @classmethod
     def _from_wire(cls, obj: dict[str, Any]) -> ImageHandle:
-        created_at = obj["created_at"]
-        last_used_at = obj["last_used_at"]
-        return cls(
-            obj["reference"],
-            obj["manifest_digest"],
-            obj["architecture"],
-            obj["os"],
-            int(obj["layer_count"]),
-            _opt_int(obj["size_bytes"]),
-            None if created_at is None else float(created_at),
-            None if last_used_at is None else float(last_used_at),
-        )
+        return _image_handle_from_wire(obj)
 
     async def remove(self, force: bool = False) -> None:
         """Delete this image reference (see `Image.remove`)."""
@@ -85,6 +74,67 @@ class ImageHandle:
         from ._image import Image
 
         return await Image.inspect(self.reference)
+
+
+class _ImageHandleSlots:
+    """Builds ImageHandles fast: `image.list` returns thousands of them.
+
+    A frozen dataclass's __init__ stores each field through
+    object.__setattr__, several times slower than a plain slot store. This
+    class has exactly ImageHandle's slots, so an instance filled with plain
+    stores can then be given ImageHandle as its class: CPython allows
+    __class__ assignment between classes of identical layout, and the result
+    is an ordinary, frozen ImageHandle.
+    """
+
+    __slots__ = ImageHandle.__slots__  # type: ignore[attr-defined]
+
+
+def _image_handle_fast(obj: dict[str, Any]) -> ImageHandle:
+    handle: Any = _ImageHandleSlots.__new__(_ImageHandleSlots)
+    handle.reference = obj["reference"]
+    handle.manifest_digest = obj["manifest_digest"]
+    handle.architecture = obj["architecture"]
+    handle.os = obj["os"]
+    handle.layer_count = obj["layer_count"]
+    handle.size_bytes = obj["size_bytes"]
+    created_at = obj["created_at"]
+    handle.created_at = None if created_at is None else float(created_at)
+    last_used_at = obj["last_used_at"]
+    handle.last_used_at = None if last_used_at is None else float(last_used_at)
+    handle.__class__ = ImageHandle
+    return handle  # type: ignore[no-any-return]
+
+
+def _image_handle_plain(obj: dict[str, Any]) -> ImageHandle:
+    created_at = obj["created_at"]
+    last_used_at = obj["last_used_at"]
+    return ImageHandle(
+        obj["reference"],
+        obj["manifest_digest"],
+        obj["architecture"],
+        obj["os"],
+        obj["layer_count"],
+        obj["size_bytes"],
+        None if created_at is None else float(created_at),
+        None if last_used_at is None else float(last_used_at),
+    )
+
+
+def _pick_image_handle_builder() -> Callable[[dict[str, Any]], ImageHandle]:
+    # Another interpreter (or a later dataclasses) may lay ImageHandle out
+    # differently; then the plain constructor it is.
+    probe: dict[str, Any] = {name: None for name in ImageHandle.__slots__}  # type: ignore[attr-defined]
+    probe["layer_count"] = 0
+    try:
+        if _image_handle_fast(probe) == _image_handle_plain(probe):
+            return _image_handle_fast
+    except TypeError:
+        pass
+    return _image_handle_plain
+
+
+_image_handle_from_wire = _pick_image_handle_builder()
 
 
 @dataclass(frozen=True, slots=True)
