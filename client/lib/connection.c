@@ -185,7 +185,7 @@ static int read_line(MsbClient *c, uint64_t deadline_ms, char **ret_line, size_t
         size_t scanned = c->buf_start;
 
         for (;;) {
-                char *nl = memchr(c->buf + scanned, '\n', c->buf_size - scanned);
+                char *nl = c->buf_size > scanned ? memchr(c->buf + scanned, '\n', c->buf_size - scanned) : NULL;
                 if (nl) {
                         *nl = '\0';
                         *ret_line = c->buf + c->buf_start;
