@@ -306,6 +306,14 @@ static int build_rootfs(Ingest *in, uint64_t *ret_fsmeta, uint64_t *ret_vmdk, Ms
                         goto out;
                 }
 
+        /* An image without layers (legal in OCI) has no filesystem to boot:
+         * it is indexed with no fsmeta and no VMDK. */
+        if (n == 0) {
+                *ret_fsmeta = *ret_vmdk = 0;
+                r = 0;
+                goto out;
+        }
+
         if (stat(fsmeta, &st) == 0 && access(vmdk, F_OK) == 0) {
                 /* Already built for this manifest (a second reference to it). */
                 *ret_fsmeta = (uint64_t) st.st_size;
