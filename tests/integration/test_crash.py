@@ -9,21 +9,11 @@ import pytest
 
 from msbtest import proto
 from msbtest.checks import assert_detail, assert_handle
-from msbtest.imagekit import Config, ImageKit
+from msbtest.imagekit import Config
 from msbtest.rpc import ConnectionClosed, RpcClient
 from msbtest.store import consistency_problems, content_files
 
-BIG_REF = "example.com/crash/big:1"
-
-
-@pytest.fixture(scope="module")
-def big_image(tmp_path_factory):
-    """An image whose load takes a noticeable time: incompressible layers.
-
-    Built once per module (it takes a second or two); loads only read it.
-    """
-    return ImageKit(tmp_path_factory.mktemp("big")).image(BIG_REF, [{"blob-a": os.urandom(24 << 20)}, {"small": b"s"},
-                                    {"blob-b": os.urandom(24 << 20)}], Config(cmd=["big"]))
+BIG_REF = "example.com/crash/big:1"  # the big_image fixture (conftest.py)
 
 
 def _assert_consistent_after_restart(daemon, imagekit, big_image):

@@ -3,6 +3,7 @@ platform indexes built in the test, every field checked against the image."""
 
 import json
 import os
+import time
 
 import pytest
 
@@ -263,7 +264,6 @@ def test_tag_with_several_images_is_invalid(rpc, imagekit):
 def test_reload_is_idempotent_and_touches_last_used(rpc, imagekit, daemon):
     img = imagekit.image(REF, LAYERS[:2])
     first = load(rpc, img.layout.path)[0]
-    import time
     time.sleep(0.02)
     second = load(rpc, img.layout.path)[0]
     assert second["created_at"] == first["created_at"]
@@ -516,3 +516,30 @@ def test_path_at_the_depth_limit(rpc, imagekit):
     img = imagekit.image(REF, [make_tar([(deep, File(b"x"))], implicit_dirs=False)])
     out = load(rpc, img.layout.path)
     assert out[0]["manifest_digest"] == img.manifest_digest
+
+
+def test_slow_load_never_delays_other_connections(daemon, big_image):
+    loader = daemon.client(timeout=120)
+    i = loader.send_request("image.load", {"path": str(big_image.layout.path)})
+    time.sleep(0.02)
+    latencies = []
+    overlapped = 0
+    with daemon.client() as c:
+        for _ in range(5):
+            t = time.monotonic()
+            c.call("image.list")
+            c.call("system.info")
+            latencies.append(time.monotonic() - t)
+            try:
+                resp = loader.wait(i, timeout=0)
+                break
+            except TimeoutError:
+                overlapped += 1
+        else:
+            resp = loader.wait(i)
+    assert "result" in resp, resp
+    # The load (48 MiB to hash and convert) takes far longer than a list;
+    # requests on another connection overlapped it and were answered
+    # promptly: no blocking work on the loop thread.
+    assert overlapped >= 1, "the load finished before any other request overlapped it"
+    assert max(latencies) < 0.25, latencies

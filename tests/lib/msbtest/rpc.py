@@ -131,10 +131,14 @@ class RpcClient:
         """Read one line (without its newline); raises ConnectionClosed on EOF."""
         assert self.sock is not None, "client is closed"
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        polled = False
         while b"\n" not in self._buf:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"no complete line from the daemon within the timeout; have {self._buf[:200]!r}")
+                if polled:
+                    raise TimeoutError(f"no complete line from the daemon within the timeout; have {self._buf[:200]!r}")
+                left = 0.001  # timeout=0 still looks once at what already arrived
+            polled = True
             self.sock.settimeout(left)
             try:
                 chunk = self.sock.recv(_RECV_CHUNK)

@@ -12,8 +12,9 @@ text value that looks like a sha256 digest counts as "named by a row".
     every 64-hex digest named anywhere in index.db.
 ``consistency_problems(store, rpc=None) -> list[str]``
     files without a row; and, with an :class:`RpcClient`, every listed
-    image's manifest, config and layer files and every pin's manifest must
-    exist (the index never names a missing file).  Empty list = consistent.
+    image's manifest, config and layer files (and fsmeta/VMDK once the store
+    holds any) and every pin's manifest must exist (the index never names a
+    missing file).  Empty list = consistent.
 """
 
 from __future__ import annotations
@@ -101,6 +102,12 @@ def consistency_problems(store, rpc=None) -> list[str]:
             for layer in d["layers"]:
                 if not _expected_path(store, "layers", layer["diff_id"]).exists():
                     problems.append(f"{h['reference']}: layer file for {layer['diff_id']} missing")
+            # Once the daemon builds per-manifest outputs at all, every
+            # manifest has them (DESIGN.md: fsmeta and VMDK per manifest).
+            if md and (files["fsmeta"] or files["vmdk"]):
+                for kind in ("fsmeta", "vmdk"):
+                    if not _expected_path(store, kind, md).exists():
+                        problems.append(f"{h['reference']}: {kind} file for {md} missing")
         for pin in rpc.call("pin.list"):
             if not _expected_path(store, "blobs", pin["manifest_digest"]).exists():
                 problems.append(f"pin {pin['kind']}/{pin['name']}: manifest blob missing")
