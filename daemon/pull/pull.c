@@ -21,11 +21,31 @@ typedef enum LayerStep {
         LAYER_DONE,        /* cached or converted */
 } LayerStep;
 
+/*
+ * A layer converted while it downloads: the converter reads a pipe on a
+ * worker thread, and the loop feeds the pipe from the download's temp file
+ * as bytes arrive there (never blocking: a full pipe waits for a uv_poll).
+ * The temp file stays the truth: when the stream breaks (the download had
+ * to restart, the converter stopped early), the layer is converted again
+ * from the complete file.
+ */
+typedef struct LayerStream {
+        uv_poll_t poll;
+        int fd;       /* the pipe's write end */
+        uint64_t fed; /* bytes of the blob written to the pipe */
+        PullOp *op;
+        size_t layer;
+} LayerStream;
+
 typedef struct PullLayer {
         LayerStep step;
         BlobJob *job; /* held from DOWNLOADING until converted */
         uint64_t reported_bytes;
         uint64_t reported_ms;
+        LayerStream *stream;  /* while feeding a streaming conversion */
+        bool streaming;       /* a streaming conversion runs (stream may be closed already) */
+        bool stream_failed;   /* it failed: convert from the file instead */
+        bool download_reported;
 } PullLayer;
 
 typedef enum OpStep {
@@ -113,6 +133,7 @@ struct PullManager {
         unsigned works_in_flight;
         bool shutting_down;
         bool freeing;
+        char *stream_buf; /* PULL_STREAM_CHUNK_BYTES, for feeding pipes on the loop */
 };
 
 typedef enum WorkKind {
@@ -131,6 +152,7 @@ typedef struct Work {
         PullRequest *request; /* WORK_TOUCH */
         size_t layer;
         char *path;           /* WORK_CONVERT: the blob; WORK_TOUCH: the reference */
+        int fd;               /* WORK_CONVERT: the pipe to read instead of path, or -1 */
         bool *cached;         /* WORK_PREPARE */
         uint64_t size;
         int r;
@@ -170,6 +192,118 @@ static void op_emit_layer_download(PullOp *op, size_t i, uint64_t bytes, bool fo
         op_emit(op, json_pack("{s:s, s:I, s:s, s:I, s:I}", "event", "layer-download", "position", (json_int_t) i,
                               "digest", il->blob_digest, "downloaded_bytes", (json_int_t) bytes, "total_bytes",
                               (json_int_t) il->size));
+}
+
+/* Streams. */
+
+static void stream_close_cb(uv_handle_t *h) {
+        free(h->data);
+}
+
+/* Ends the feed: EOF for the converter (after everything, or early, which
+ * it reports as a truncated layer). */
+static void layer_stream_close(PullLayer *l) {
+        LayerStream *st = l->stream;
+
+        if (!st)
+                return;
+        l->stream = NULL;
+        st->fd = safe_close(st->fd);
+        uv_close((uv_handle_t *) &st->poll, stream_close_cb);
+}
+
+static void layer_stream_feed(PullOp *op, size_t i);
+
+static void stream_poll_cb(uv_poll_t *h, int status, int events) {
+        LayerStream *st = h->data;
+
+        uv_poll_stop(h);
+        layer_stream_feed(st->op, st->layer);
+}
+
+/* Copies what the download has written so far from the temp file into the
+ * pipe, until the pipe is full (then waits to be told it is writable). */
+static void layer_stream_feed(PullOp *op, size_t i) {
+        PullLayer *l = &op->layers[i];
+        LayerStream *st = l->stream;
+        BlobJob *j = l->job;
+        char *buf = op->manager->stream_buf;
+
+        if (!st || !j)
+                return;
+        if (j->downloaded < st->fed) {
+                /* The download started over: what was fed is void. */
+                layer_stream_close(l);
+                return;
+        }
+        while (st->fed < j->downloaded) {
+                size_t want = (size_t) (j->downloaded - st->fed);
+                ssize_t n, k;
+
+                if (want > PULL_STREAM_CHUNK_BYTES)
+                        want = PULL_STREAM_CHUNK_BYTES;
+                n = pread(j->fd, buf, want, (off_t) st->fed);
+                if (n <= 0) {
+                        layer_stream_close(l);
+                        return;
+                }
+                k = write(st->fd, buf, (size_t) n);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0 && errno == EAGAIN) {
+                        uv_poll_start(&st->poll, UV_WRITABLE, stream_poll_cb);
+                        return;
+                }
+                if (k <= 0) {
+                        /* EPIPE: the converter stopped reading. */
+                        layer_stream_close(l);
+                        return;
+                }
+                st->fed += (uint64_t) k;
+                if (k < n) {
+                        uv_poll_start(&st->poll, UV_WRITABLE, stream_poll_cb);
+                        return;
+                }
+        }
+        if (j->complete && st->fed == j->size)
+                layer_stream_close(l);
+}
+
+/* Starts converting layer i from a pipe fed while it downloads; returns
+ * the read end for the worker. */
+static int layer_stream_open(PullOp *op, size_t i, int *ret_fd) {
+        PullLayer *l = &op->layers[i];
+        LayerStream *st;
+        int p[2], r;
+
+        if (!op->manager->stream_buf) {
+                op->manager->stream_buf = malloc(PULL_STREAM_CHUNK_BYTES);
+                if (!op->manager->stream_buf)
+                        return -ENOMEM;
+        }
+        st = calloc(1, sizeof(*st));
+        if (!st)
+                return -ENOMEM;
+        if (pipe2(p, O_CLOEXEC) < 0) {
+                free(st);
+                return negative_errno();
+        }
+        (void) fcntl(p[1], F_SETPIPE_SZ, (int) PULL_STREAM_PIPE_BYTES);
+        if (fcntl(p[1], F_SETFL, O_NONBLOCK) < 0 ||
+            (r = uv_poll_init(op->manager->loop, &st->poll, p[1])) < 0) {
+                r = negative_errno();
+                safe_close(p[0]);
+                safe_close(p[1]);
+                free(st);
+                return r;
+        }
+        st->poll.data = st;
+        st->fd = p[1];
+        st->op = op;
+        st->layer = i;
+        l->stream = st;
+        *ret_fd = p[0];
+        return 0;
 }
 
 /* Blob jobs. */
@@ -216,8 +350,10 @@ static void blob_progress(RegistryFetch *f, uint64_t bytes, void *userdata) {
         BlobJob *j = userdata;
 
         j->downloaded = bytes;
-        for (size_t k = 0; k < j->n_waiters; k++)
+        for (size_t k = 0; k < j->n_waiters; k++) {
                 op_emit_layer_download(j->waiters[k].op, j->waiters[k].layer, bytes, false);
+                layer_stream_feed(j->waiters[k].op, j->waiters[k].layer);
+        }
 }
 
 /* Copies the waiters first: a failing pull releases its layers, which
@@ -364,7 +500,7 @@ static void work_cb(uv_work_t *req) {
                         (void) store_layer_lookup(m->store, ingest_layer(op->ingest, w->layer)->diff_id, &w->size);
                 break;
         case WORK_CONVERT: {
-                _cleanup_close_ int fd = open(w->path, O_RDONLY | O_CLOEXEC);
+                _cleanup_close_ int fd = w->fd >= 0 ? TAKE_FD(w->fd) : open(w->path, O_RDONLY | O_CLOEXEC);
 
                 if (fd < 0) {
                         w->r = msb_error_from_errno(&w->err, negative_errno(), "cannot open a downloaded layer");
@@ -405,6 +541,7 @@ static int work_queue(PullManager *m, PullOp *op, WorkKind kind, size_t layer, c
                 .op = op,
                 .request = request,
                 .layer = layer,
+                .fd = -EBADF,
         };
         w->req.data = w;
         w->result = json_incref(handle);
@@ -426,6 +563,31 @@ static int work_queue(PullManager *m, PullOp *op, WorkKind kind, size_t layer, c
         return 0;
 }
 
+/* A conversion reading from fd (a pipe, handed over to the worker). */
+static int work_queue_fd(PullManager *m, PullOp *op, size_t layer, int fd) {
+        Work *w = calloc(1, sizeof(*w));
+        int r;
+
+        if (!w)
+                return -ENOMEM;
+        *w = (Work) {
+                .kind = WORK_CONVERT,
+                .manager = m,
+                .op = op,
+                .layer = layer,
+                .fd = fd,
+        };
+        w->req.data = w;
+        r = uv_queue_work(m->loop, &w->req, work_cb, after_work_cb);
+        if (r < 0) {
+                free(w);
+                return r;
+        }
+        m->works_in_flight++;
+        op->works_in_flight++;
+        return 0;
+}
+
 /* Finishing. */
 
 static void request_free(PullRequest *q) {
@@ -441,9 +603,11 @@ static void op_free(PullOp *op) {
                         break;
                 }
         registry_fetch_free(op->fetch);
-        for (size_t i = 0; i < op->n_layers; i++)
+        for (size_t i = 0; i < op->n_layers; i++) {
+                layer_stream_close(&op->layers[i]);
                 if (op->layers[i].job)
                         blob_job_release(op->layers[i].job, op, i);
+        }
         while (op->requests) {
                 PullRequest *q = op->requests;
                 op->requests = q->next;
@@ -505,8 +669,11 @@ static void op_fail(PullOp *op, int r, const MsbError *err) {
                 msb_error_set(&op->err, op->error, PROTO_ERROR_INTERNAL_ERROR, "pull of %s failed: %s",
                               op->ref->canonical, strerror(-op->error));
 
-        /* Stop everything that is on the network; workers finish on their own. */
+        /* Stop everything that is on the network; workers finish on their
+         * own (a streaming converter sees EOF). */
         op->fetch = registry_fetch_free(op->fetch);
+        for (size_t i = 0; i < op->n_layers; i++)
+                layer_stream_close(&op->layers[i]);
         for (size_t i = 0; i < op->n_layers; i++)
                 if (op->layers[i].job) {
                         BlobJob *j = op->layers[i].job;
@@ -547,11 +714,14 @@ static void layer_downloaded(PullOp *op, size_t i) {
         PullLayer *l = &op->layers[i];
         const IngestLayer *il = ingest_layer(op->ingest, i);
 
-        if (l->step != LAYER_DOWNLOADING)
+        if (l->step != LAYER_DOWNLOADING || l->download_reported)
                 return;
+        layer_stream_feed(op, i);
         op_emit_layer_download(op, i, il->size, true);
         op->n_downloading--;
-        l->step = LAYER_DOWNLOADED;
+        l->download_reported = true;
+        /* A streaming conversion already has the bytes. */
+        l->step = l->streaming ? LAYER_CONVERTING : LAYER_DOWNLOADED;
         op_emit(op, json_pack("{s:s, s:I, s:s}", "event", "layer-downloaded", "position", (json_int_t) i, "digest",
                               il->blob_digest));
         op_pump(op);
@@ -671,6 +841,26 @@ static void op_pump_once(PullOp *op) {
                                 return op_fail_errno(op, -ENOMEM, "convert");
                         l->step = LAYER_CONVERTING;
                         op->converting = true;
+                        break;
+                }
+        /* Nothing complete to convert: convert a download as it arrives. */
+        if (!op->converting)
+                for (size_t i = 0; i < op->n_layers; i++) {
+                        PullLayer *l = &op->layers[i];
+                        int fd = -EBADF;
+
+                        if (l->step != LAYER_DOWNLOADING || l->stream_failed || !l->job)
+                                continue;
+                        if (layer_stream_open(op, i, &fd) < 0)
+                                break;
+                        if (work_queue_fd(m, op, i, fd) < 0) {
+                                safe_close(fd);
+                                layer_stream_close(l);
+                                break;
+                        }
+                        l->streaming = true;
+                        op->converting = true;
+                        layer_stream_feed(op, i);
                         break;
                 }
 
@@ -906,8 +1096,30 @@ static void op_layer_converted(PullOp *op, Work *w) {
         PullLayer *l = &op->layers[w->layer];
         const IngestLayer *il = ingest_layer(op->ingest, w->layer);
         BlobJob *j = l->job;
+        bool streamed = l->streaming;
 
         op->converting = false;
+        l->streaming = false;
+        layer_stream_close(l);
+
+        if (w->r < 0 && streamed) {
+                /* Convert from the complete file instead; if the layer is
+                 * really bad, that says so with the download's verdict. */
+                l->stream_failed = true;
+                if (l->step == LAYER_CONVERTING)
+                        l->step = LAYER_DOWNLOADED;
+                op_pump(op);
+                return;
+        }
+        if (w->r >= 0 && l->step == LAYER_DOWNLOADING) {
+                /* The converter verified every byte before curl said done. */
+                op_emit_layer_download(op, w->layer, il->size, true);
+                op->n_downloading--;
+                l->download_reported = true;
+                op_emit(op, json_pack("{s:s, s:I, s:s}", "event", "layer-downloaded", "position",
+                                      (json_int_t) w->layer, "digest", il->blob_digest));
+        }
+
         l->job = NULL;
         if (j)
                 blob_job_release(j, op, w->layer);
@@ -949,6 +1161,8 @@ static void after_work_cb(uv_work_t *req, int status) {
                 op->works_in_flight--;
                 if (op->failed || m->freeing) {
                         /* Drop what a worker made for a pull that is over. */
+                        if (w->kind == WORK_CONVERT)
+                                layer_stream_close(&op->layers[w->layer]);
                         if (w->kind == WORK_CONVERT && op->layers[w->layer].job) {
                                 BlobJob *j = op->layers[w->layer].job;
                                 op->layers[w->layer].job = NULL;
@@ -976,6 +1190,7 @@ static void after_work_cb(uv_work_t *req, int status) {
                         }
         }
 
+        safe_close(w->fd);
         msb_error_clear(&w->err);
         json_decref(w->result);
         free(w->cached);
@@ -1043,6 +1258,7 @@ static void manager_maybe_release(PullManager *m) {
         for (size_t i = 0; i < PULL_CONVERTED_MEMORY; i++)
                 free(m->converted[i]);
         registry_config_free(m->config);
+        free(m->stream_buf);
         free(m);
 }
 
@@ -1055,6 +1271,8 @@ PullManager *pull_manager_free(PullManager *m) {
         for (PullOp *op = m->ops; op; op = op->next) {
                 op->fetch = registry_fetch_free(op->fetch);
                 op->failed = true;
+                for (size_t i = 0; i < op->n_layers; i++)
+                        layer_stream_close(&op->layers[i]);
                 for (size_t i = 0; i < op->n_layers; i++)
                         if (op->layers[i].job) {
                                 BlobJob *j = op->layers[i].job;

@@ -46,6 +46,11 @@
 /* How many diff_ids converted by earlier pulls the manager remembers, so
  * that a later pull converts them from the store instead of downloading. */
 #define PULL_CONVERTED_MEMORY 1024U
+/* A layer converts while it downloads through a pipe: the loop copies this
+ * much of the downloaded file into the pipe per write (bytes) ... */
+#define PULL_STREAM_CHUNK_BYTES (256 * KiB)
+/* ... into a pipe this large (bytes; F_SETPIPE_SZ, best effort). */
+#define PULL_STREAM_PIPE_BYTES (1 * MiB)
 
 typedef struct PullManager PullManager;
 typedef struct PullRequest PullRequest;

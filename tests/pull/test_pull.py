@@ -205,23 +205,29 @@ def test_caller_disconnect_does_not_cancel_shared_pull(published, pull_daemon):
 
 def test_list_stays_fast_during_pull(tmp_path, published, pull_daemon):
     img = published.images["test/big:v1"]
-    # A server that cuts the big blob once: the pull takes a retry's backoff.
+    # A server that cuts the big blob once: the pull takes a retry's backoff
+    # on top of the download and the conversion.
     with FaultServer({"test/big": img.layout.path}, cut={img.layers[0].blob_digest: 1 << 20}) as fault:
         d = pull_daemon()
         puller, lister = d.client(), d.client()
         rid = puller.send_request("image.pull", {"reference": f"{fault.host}/test/big:v1"})
-        worst = 0.0
+        latencies = []
         while True:
             t0 = time.monotonic()
             lister.call("image.list")
-            worst = max(worst, time.monotonic() - t0)
+            latencies.append(time.monotonic() - t0)
             try:
                 resp = puller.wait(rid, timeout=0.02)
                 break
             except (TimeoutError, OSError):
                 pass
         assert "result" in resp, resp
-        assert worst < 0.5
+        # Answered all along (the loop never waits for the network, the
+        # disk or the converter); generous bounds for a loaded CI machine.
+        latencies.sort()
+        assert len(latencies) >= 5
+        assert latencies[len(latencies) // 2] < 0.1, latencies
+        assert latencies[-1] < 2.0, latencies
 
 
 def test_not_found_and_invalid(published, pull_daemon):
