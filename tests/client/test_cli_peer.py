@@ -1,0 +1,178 @@
+"""msb-image against a peer that says odd but well-formed things: how the
+pull display copes with layer counts over PULL_LAYERS_MAX, positions out of
+range, unknown events and zero totals, and how the prune prompt treats an
+answer longer than PRUNE_ANSWER_MAX. The real daemon's behaviour is covered
+by test_cli.py; these are the edges a daemon does not produce on demand.
+
+The peer is a real Unix socket served by a thread: it reads one request,
+checks it is a JSON-RPC 2.0 request for the expected method, and writes the
+scripted lines.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+
+import pytest
+
+from test_cli import run, run_pty
+
+HANDLE = {"reference": "example.com/a:1", "manifest_digest": "sha256:" + "ab" * 32, "architecture": "amd64",
+          "os": "linux", "layer_count": 1, "size_bytes": 10, "created_at": 1, "last_used_at": 2}
+
+
+class Peer:
+    def __init__(self, path, method, lines):
+        self.path = str(path)
+        self.method = method
+        self.lines = lines
+        self.request = None
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.path)
+        self.sock.listen(1)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        conn, _ = self.sock.accept()
+        with conn:
+            f = conn.makefile("rb")
+            self.request = json.loads(f.readline())
+            rid = self.request["id"]
+            for line in self.lines:
+                conn.sendall(json.dumps(line(rid) if callable(line) else line).encode() + b"\n")
+            # Wait for the client to hang up.
+            while conn.recv(4096):
+                pass
+
+    def close(self):
+        self.thread.join(timeout=10)
+        self.sock.close()
+        assert self.request is not None and self.request["jsonrpc"] == "2.0"
+        assert self.request["method"] == self.method
+
+
+def progress(**params):
+    return lambda rid: {"jsonrpc": "2.0", "method": "image.pull.progress", "params": {"id": rid, **params}}
+
+
+def result(value):
+    return lambda rid: {"jsonrpc": "2.0", "id": rid, "result": value}
+
+
+@pytest.mark.parametrize("layer_count", [0, 257, 10**12, -5])
+def test_pull_display_ignores_absurd_layer_counts(short_tmp, layer_count):
+    peer = Peer(short_tmp / "p.sock", "image.pull", [
+        progress(event="resolving", reference="example.com/a:1"),
+        progress(event="resolved", manifest_digest=HANDLE["manifest_digest"], layer_count=layer_count,
+                 total_bytes=10),
+        progress(event="layer-download", position=0, digest="sha256:" + "cd" * 32, downloaded_bytes=5,
+                 total_bytes=10),
+        progress(event="layer-converted", position=3, digest="sha256:" + "cd" * 32, diff_id="sha256:00",
+                 erofs_size_bytes=4096),
+        result(HANDLE),
+    ])
+    rc, out = run_pty("pull", "example.com/a:1", socket=peer.path, timeout=30)
+    peer.close()
+    assert rc == 0, out
+    assert f"Resolved {HANDLE['manifest_digest']}: {layer_count} layer" in out
+    assert out.rstrip().endswith(f"Pulled example.com/a:1 ({HANDLE['manifest_digest']})")
+
+
+def test_pull_display_edges(short_tmp):
+    digest = "sha256:" + "cd" * 32
+    peer = Peer(short_tmp / "p.sock", "image.pull", [
+        progress(event="resolved", manifest_digest=HANDLE["manifest_digest"], layer_count=2, total_bytes=0),
+        # A zero total: no division by zero, an empty bar.
+        progress(event="layer-download", position=0, digest=digest, downloaded_bytes=0, total_bytes=0),
+        # More than the total: the bar stops full.
+        progress(event="layer-download", position=1, digest="sha256:" + "ef" * 32, downloaded_bytes=50,
+                 total_bytes=10),
+        # Out of range, negative, an event from a later protocol: ignored.
+        progress(event="layer-download", position=2, digest=digest, downloaded_bytes=1, total_bytes=2),
+        progress(event="layer-cached", position=-1, digest=digest),
+        progress(event="teleported", position=0),
+        # Progress of another request on this connection is not ours.
+        lambda rid: {"jsonrpc": "2.0", "method": "image.pull.progress",
+                     "params": {"id": rid + 1, "event": "layer-cached", "position": 0, "digest": digest}},
+        progress(event="layer-converted", position=0, digest=digest, diff_id="sha256:00", erofs_size_bytes=8192),
+        result(HANDLE),
+    ])
+    rc, out = run_pty("pull", "example.com/a:1", socket=peer.path, timeout=30)
+    peer.close()
+    assert rc == 0, out
+    assert f"{'cd' * 6}: [>{' ' * 29}] 0 B / 0 B" in out
+    assert f"{'ef' * 6}: [{'=' * 30}] 50 B / 10 B" in out
+    assert f"{'cd' * 6}: done (EROFS 8.0 KiB)" in out
+    assert "already cached" not in out
+
+
+def test_pull_plain_edges(short_tmp):
+    peer = Peer(short_tmp / "p.sock", "image.pull", [
+        progress(event="resolving", reference="example.com/a:1"),
+        progress(event="teleported"),
+        progress(event="fsmeta", size_bytes=4096),
+        progress(event="vmdk"),
+        result(HANDLE),
+    ])
+    r = run("pull", "example.com/a:1", socket=peer.path)
+    peer.close()
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["Resolving example.com/a:1", "Wrote fsmeta (4.0 KiB)", "Wrote VMDK descriptor",
+                                     f"Pulled example.com/a:1 ({HANDLE['manifest_digest']})"]
+
+
+def test_pull_answer_of_wrong_shape(short_tmp):
+    peer = Peer(short_tmp / "p.sock", "image.pull", [result({"reference": 5})])
+    r = run("pull", "example.com/a:1", socket=peer.path)
+    peer.close()
+    assert r.returncode == 1
+    assert r.stderr == ("msb-image: cannot pull example.com/a:1: "
+                        "msb-imaged sent an answer this client does not understand\n")
+
+
+def test_ls_when_the_daemon_hangs_up(short_tmp):
+    path = short_tmp / "p.sock"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(path))
+    s.listen(1)
+
+    def serve():
+        conn, _ = s.accept()
+        conn.makefile("rb").readline()
+        conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    r = run("ls", socket=path)
+    t.join(10)
+    s.close()
+    assert r.returncode == 1
+    assert r.stderr.startswith("msb-image: cannot list images: the connection to msb-imaged was lost")
+
+
+# PRUNE_ANSWER_MAX (16 bytes with the newline): a longer answer is a no,
+# even one that starts with y, and the daemon is never asked.
+@pytest.mark.parametrize("answer", [b"y" * 40 + b"\n", b"yes please, go on\n", b"no\n", b"Y E S\n"])
+def test_prune_prompt_long_or_other_answers_are_no(short_tmp, answer):
+    path = short_tmp / "never-asked.sock"
+    rc, out = run_pty("prune", socket=path, answer=answer, timeout=30)
+    assert rc == 1, out
+    assert "Nothing removed." in out
+    assert "cannot connect" not in out
+
+
+@pytest.mark.parametrize("answer", [b"y\n", b"yes\n", b"Y\n", b"YES\n"])
+def test_prune_prompt_yes_answers(short_tmp, answer):
+    peer = Peer(short_tmp / "p.sock", "image.prune", [result(
+        {"image_refs_removed": 3, "manifests_removed": 2, "layers_removed": 5, "fsmeta_removed": 2,
+         "vmdk_removed": 2, "bytes_reclaimed": None})])
+    rc, out = run_pty("prune", socket=peer.path, answer=answer, timeout=30)
+    peer.close()
+    assert rc == 0, out
+    assert "References removed:  3" in out
+    assert "Layers removed:      5" in out
+    # null: nothing was measured.
+    assert "Space reclaimed:     -" in out
