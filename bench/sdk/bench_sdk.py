@@ -7,7 +7,8 @@ Starts msb-imaged on a temporary store, loads one image built with umoci
 under 1,000 references (one OCI layout whose index names the same manifest
 1,000 times), measures, adds 9,000 more references, measures again.
 
-For each size it times, sequentially on one connection, with a warm-up:
+For each size it times, sequentially, each client on its own connection,
+the three clients taking turns round by round, after a warm-up:
   - `await Image.get(ref)`  vs the same request from a raw asyncio client
     (open_unix_connection, write a line, readuntil, json.loads) and from a
     raw blocking socket;
@@ -23,13 +24,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "python-sdk" / "src"))
@@ -100,25 +102,20 @@ class RawBlockingClient:
         self.sock.close()
 
 
-async def time_async(fn: Callable[[], Awaitable[Any]], rounds: int) -> list[float]:
-    for _ in range(max(5, rounds // 10)):
-        await fn()
-    samples = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        await fn()
-        samples.append((time.perf_counter() - t0) * 1e6)
-    return samples
-
-
-def time_sync(fn: Callable[[], Any], rounds: int) -> list[float]:
-    for _ in range(max(5, rounds // 10)):
-        fn()
-    samples = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1e6)
+async def time_interleaved(clients: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
+    """Times each client once per round, in turn, so that all of them see the
+    same machine load (the host may be busy with other work)."""
+    samples: dict[str, list[float]] = {name: [] for name in clients}
+    warmup = max(5, rounds // 10)
+    for i in range(warmup + rounds):
+        for name, call in clients.items():
+            t0 = time.perf_counter()
+            result = call()
+            if asyncio.iscoroutine(result):
+                await result
+            elapsed = (time.perf_counter() - t0) * 1e6
+            if i >= warmup:
+                samples[name].append(elapsed)
     return samples
 
 
@@ -139,19 +136,26 @@ async def measure(size: int, socket_path: str) -> dict[str, Any]:
     blocking = RawBlockingClient(socket_path)
     try:
         assert len(await Image.list()) == size
-        rounds = LIST_ROUNDS[size]
-        out = {
+        get = await time_interleaved(
+            {
+                "sdk": lambda: Image.get(ref),
+                "raw_asyncio": lambda: raw.call("image.get", {"reference": ref}),
+                "raw_blocking": lambda: blocking.call("image.get", {"reference": ref}),
+            },
+            GET_ROUNDS,
+        )
+        listing = await time_interleaved(
+            {
+                "sdk": Image.list,
+                "raw_asyncio": lambda: raw.call("image.list", {}),
+                "raw_blocking": lambda: blocking.call("image.list", {}),
+            },
+            LIST_ROUNDS[size],
+        )
+        out: dict[str, Any] = {
             "images": size,
-            "get": {
-                "sdk": summary(await time_async(lambda: Image.get(ref), GET_ROUNDS)),
-                "raw_asyncio": summary(await time_async(lambda: raw.call("image.get", {"reference": ref}), GET_ROUNDS)),
-                "raw_blocking": summary(time_sync(lambda: blocking.call("image.get", {"reference": ref}), GET_ROUNDS)),
-            },
-            "list": {
-                "sdk": summary(await time_async(Image.list, rounds)),
-                "raw_asyncio": summary(await time_async(lambda: raw.call("image.list", {}), rounds)),
-                "raw_blocking": summary(time_sync(lambda: blocking.call("image.list", {}), rounds)),
-            },
+            "get": {name: summary(samples) for name, samples in get.items()},
+            "list": {name: summary(samples) for name, samples in listing.items()},
         }
     finally:
         blocking.close()
@@ -206,15 +210,16 @@ def main() -> int:
         daemon = Daemon(Path(tmp) / "d", log_level=args.log_level)
         daemon.start()
         try:
-            import os
-
             os.environ["MSB_IMAGED_SOCKET"] = str(daemon.socket_path)
             results = asyncio.run(bench(str(daemon.socket_path), kit))
         finally:
             daemon.close()
+    load = os.getloadavg()
+    print(f"host: {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     ok = report(results)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        host = {"cpus": os.cpu_count(), "loadavg": load}
+        args.json.write_text(json.dumps({"host": host, "results": results}, indent=2) + "\n")
     return 0 if ok else 1
 
 
