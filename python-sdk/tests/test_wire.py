@@ -768,3 +768,25 @@ def test_list_handles_are_ordinary_frozen_handles() -> None:
             fast.reference = "other"  # type: ignore[misc]
     with pytest.raises(KeyError):
         _types._image_handle_fast({"reference": "x"})
+
+
+def test_cancelling_the_first_caller_does_not_cancel_the_shared_connect(socket_path: str) -> None:
+    async def main() -> None:
+        async with FakeDaemon(socket_path, answer_by_method) as daemon:
+            tasks = [asyncio.ensure_future(Image.get(f"docker.io/library/r{i}:latest")) for i in range(10)]
+            await asyncio.sleep(0)  # every call is now waiting for the one connect
+            tasks[0].cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            assert isinstance(results[0], asyncio.CancelledError)
+            assert [r.reference for r in results[1:]] == [f"docker.io/library/r{i}:latest" for i in range(1, 10)]  # type: ignore[union-attr]
+            assert daemon.connections == 1
+
+    run(main())
+
+
+def test_failed_connect_reaches_every_waiter(socket_path: str) -> None:
+    async def main() -> None:
+        results = await asyncio.gather(*(Image.get("a") for _ in range(5)), return_exceptions=True)
+        assert all(isinstance(r, DaemonNotRunningError) for r in results)
+
+    run(main())

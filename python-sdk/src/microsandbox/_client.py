@@ -234,6 +234,13 @@ class _Connection:
             pass
 
 
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    # Every waiter sees the outcome; if none is left, nobody should be warned
+    # that the exception went unretrieved.
+    if not task.cancelled():
+        task.exception()
+
+
 class _WireError(Exception):
     """Internal: carries the JSON-RPC error object from the reader to the caller."""
 
@@ -248,7 +255,7 @@ class _Client:
     def __init__(self, path: str) -> None:
         self.path = path
         self._conn: _Connection | None = None
-        self._connecting: asyncio.Future[_Connection] | None = None
+        self._connecting: asyncio.Task[_Connection] | None = None
 
     def _forget(self, conn: _Connection) -> None:
         # Dropping the connection also drops every reference to the event
@@ -260,25 +267,22 @@ class _Client:
         conn = self._conn
         if conn is not None and not conn.closed:
             return conn
-        if self._connecting is not None:
-            # Many calls started together (asyncio.gather) share one connect.
-            return await asyncio.shield(self._connecting)
-        loop = asyncio.get_running_loop()
-        connecting: asyncio.Future[_Connection] = loop.create_future()
-        self._connecting = connecting
+        task = self._connecting
+        if task is None:
+            # Calls started together (asyncio.gather) share one connect. It
+            # runs as its own task so that a caller cancelled meanwhile does
+            # not cancel it for the others.
+            task = asyncio.get_running_loop().create_task(self._open())
+            task.add_done_callback(_retrieve)
+            self._connecting = task
+        return await asyncio.shield(task)
+
+    async def _open(self) -> _Connection:
         try:
-            conn = await _Connection.open(self.path, self._forget)
-        except BaseException as e:
-            connecting.set_exception(e)
-            # Mark it retrieved: waiters see it; without any, nobody should
-            # be warned about it.
-            connecting.exception()
-            raise
+            self._conn = await _Connection.open(self.path, self._forget)
+            return self._conn
         finally:
             self._connecting = None
-        self._conn = conn
-        connecting.set_result(conn)
-        return conn
 
     async def call(self, method: str, params: dict[str, Any], *, subject: str | None, notify: Notify | None) -> Any:
         retry = method in IDEMPOTENT_METHODS
