@@ -49,6 +49,16 @@ enum {
         OPT_VERSION = 0x200,
 };
 
+/* Output that could not be written (a full disk, a closed pipe reader with
+ * SIGPIPE ignored) is a failure, not a silent success. */
+static int finish_output(int ret) {
+        if (fflush(stdout) != 0 || ferror(stdout)) {
+                fprintf(stderr, CLI_PROGRAM ": cannot write the output: %s\n", strerror(errno));
+                return ret == CLI_EXIT_OK ? CLI_EXIT_FAILURE : ret;
+        }
+        return ret;
+}
+
 int main(int argc, char *argv[]) {
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -65,10 +75,10 @@ int main(int argc, char *argv[]) {
                 switch (c) {
                 case 'h':
                         help();
-                        return CLI_EXIT_OK;
+                        return finish_output(CLI_EXIT_OK);
                 case OPT_VERSION:
                         printf(CLI_PROGRAM " %s\n", msb_version());
-                        return CLI_EXIT_OK;
+                        return finish_output(CLI_EXIT_OK);
                 case CLI_OPT_SOCKET:
                         globals.socket_path = optarg;
                         break;
@@ -87,5 +97,5 @@ int main(int argc, char *argv[]) {
         argc -= optind;
         argv += optind;
         optind = 0;
-        return cmd->run(argc, argv, &globals);
+        return finish_output(cmd->run(argc, argv, &globals));
 }

@@ -137,6 +137,10 @@ MSB_PUBLIC const MsbClientError *msb_client_last_error(const MsbClient *c);
 MSB_PUBLIC int msb_client_call(MsbClient *c, const char *method, const char *params_json,
                                char **ret_result_json);
 
+/* rpc.discover: the daemon's OpenRPC document as JSON text (*ret_json is
+ * the caller's to free). */
+MSB_PUBLIC int msb_client_rpc_discover(MsbClient *c, char **ret_json);
+
 /* ---- Images ------------------------------------------------------------ */
 
 /* ImageHandle of proto/openrpc.json. */

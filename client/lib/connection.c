@@ -378,3 +378,17 @@ int msb_client_call(MsbClient *c, const char *method, const char *params_json, c
                 return r;
         return json_to_text(result, ret_result_json);
 }
+
+int msb_client_rpc_discover(MsbClient *c, char **ret_json) {
+        _cleanup_json_ json_t *result = NULL;
+        int r;
+
+        if (!ret_json)
+                return -EINVAL;
+        r = client_call(c, "rpc.discover", NULL, NULL, NULL, &result);
+        if (r < 0)
+                return r;
+        if (!json_is_object(result))
+                return -EPROTO;
+        return json_to_text(result, ret_json);
+}

@@ -145,6 +145,15 @@ def test_version(daemon, rpc):
     assert r.stderr == ""
 
 
+def test_output_write_failure_is_an_error(daemon, rpc, loaded):
+    with open("/dev/full", "w") as full:
+        for args in (["ls"], ["ls", "--format", "json"], ["inspect", "example.com/test/app:v1"], ["--version"]):
+            r = subprocess.run([str(cli_binary()), "--socket", str(daemon.socket_path), *args], stdout=full,
+                               stderr=subprocess.PIPE, text=True, timeout=CLI_TIMEOUT_S)
+            assert r.returncode == 1, args
+            assert r.stderr == "msb-image: cannot write the output: No space left on device\n"
+
+
 def test_help_lists_every_command():
     for args in (["--help"], ["-h"]):
         r = run(*args)

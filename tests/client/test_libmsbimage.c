@@ -647,6 +647,26 @@ END_TEST
 
 /* --- raw calls --------------------------------------------------------- */
 
+START_TEST(test_rpc_discover) {
+        char *doc = NULL;
+        json_t *j, *m;
+        size_t i;
+        bool has_pull = false;
+
+        ck_assert_int_eq(msb_client_rpc_discover(client, &doc), 0);
+        j = json_loads(doc, 0, NULL);
+        ck_assert_ptr_nonnull(j);
+        ck_assert_ptr_nonnull(json_object_get(json_object_get(j, "components"), "errors"));
+        json_array_foreach(json_object_get(j, "methods"), i, m)
+                if (strcmp(json_string_value(json_object_get(m, "name")) ?: "", "image.pull") == 0)
+                        has_pull = true;
+        ck_assert(has_pull);
+        json_decref(j);
+        free(doc);
+        ck_assert_int_eq(msb_client_rpc_discover(client, NULL), -EINVAL);
+}
+END_TEST
+
 START_TEST(test_call_raw) {
         char *out = NULL;
         json_t *j;
@@ -746,6 +766,7 @@ static Suite *suite(void) {
         tcase_add_test(tc, test_pin_errors);
         tcase_add_test(tc, test_pull_cached);
         tcase_add_test(tc, test_pull_errors);
+        tcase_add_test(tc, test_rpc_discover);
         tcase_add_test(tc, test_call_raw);
         tcase_add_test(tc, test_daemon_killed);
         tcase_add_test(tc, test_daemon_stopped_between_calls);
