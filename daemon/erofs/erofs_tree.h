@@ -69,6 +69,7 @@ struct ErofsInode {
         uint32_t layout_ino;
         uint32_t *layout_shared;  /* shared xattr ids */
         uint8_t layout_n_shared;
+        uint32_t layout_xattr_inline; /* bytes of xattr entries kept inline */
 };
 
 typedef struct ErofsTree ErofsTree;

@@ -8,6 +8,15 @@
 /* File data is gathered into writes of this size. */
 #define WRITER_BUFFER_BYTES (1024 * 1024)
 
+/* An xattr entry found on at least this many inodes is stored once, in the
+ * shared xattr area, and referenced by id (erofs.rst "Extended attributes"). */
+#define SHARED_XATTR_MIN_USERS 2
+/* Larger entries stay inline: the shared area never lets an entry cross a
+ * block, and big values are rarely repeated. */
+#define SHARED_XATTR_MAX_BYTES 512
+/* h_shared_count is 8 bits. */
+#define SHARED_XATTR_MAX_PER_INODE 255
+
 /* layout_flags bits. */
 #define LAYOUT_EXTENDED 0x01
 #define LAYOUT_INLINE 0x02
@@ -26,6 +35,13 @@ struct ErofsWriter {
         size_t buf_len;
         uint64_t buf_off;        /* file offset of buf[0] */
 
+        /* Shared xattrs: entries by content, open addressing. */
+        struct SharedXattr *xt;
+        size_t xt_slots;
+        uint8_t *xattr_area;
+        uint64_t xattr_area_len;
+        uint32_t xattr_blkaddr;
+
         /* Layout results. */
         ErofsInode **order;
         size_t n_order;
@@ -35,6 +51,14 @@ struct ErofsWriter {
         uint64_t meta_bytes;
         uint32_t total_blocks;
 };
+
+typedef struct SharedXattr {
+        const uint8_t *entry;    /* on-disk form, in some inode's xattrs */
+        uint32_t size;
+        uint32_t users;
+        uint32_t id;             /* offset in the shared area / 4 */
+        bool shared;
+} SharedXattr;
 
 uint32_t erofs_crc32c(uint32_t crc, const void *buf, size_t len) {
         const uint8_t *p = buf;
@@ -82,6 +106,8 @@ ErofsWriter *erofs_writer_free(ErofsWriter *w) {
         erofs_tree_free(w->tree);
         free(w->buf);
         free(w->order);
+        free(w->xt);
+        free(w->xattr_area);
         free(w);
         return NULL;
 }
@@ -400,6 +426,119 @@ static bool inode_needs_extended(const ErofsWriter *w, const ErofsInode *i) {
                i->mtime != w->build_time || i->mtime_nsec != w->build_time_nsec;
 }
 
+static uint64_t xattr_hash(const uint8_t *e, uint32_t size) {
+        uint64_t h = 0xcbf29ce484222325ULL;
+
+        for (uint32_t k = 0; k < size; k++) {
+                h ^= e[k];
+                h *= 0x100000001b3ULL;
+        }
+        return h;
+}
+
+static SharedXattr *xattr_slot(ErofsWriter *w, const uint8_t *e, uint32_t size) {
+        size_t mask = w->xt_slots - 1, i = xattr_hash(e, size) & mask;
+
+        for (;; i = (i + 1) & mask) {
+                SharedXattr *x = &w->xt[i];
+                if (!x->entry || (x->size == size && memcmp(x->entry, e, size) == 0))
+                        return x;
+        }
+}
+
+/* Calls fn for each xattr entry of an inode. */
+#define FOREACH_XATTR(i, e, size)                                                                   \
+        for (uint32_t _off = 0, size = 0; _off < (i)->xattrs_len &&                                 \
+             ((e) = (i)->xattrs + _off,                                                             \
+              size = erofs_xattr_entry_size((e)[0], erofs_get_le16((e) + 2)), true);                \
+             _off += size)
+
+/* Finds the entries that several inodes carry and gives each an id in the
+ * shared area, in the order of first use, so the area is deterministic. */
+static int layout_xattrs(ErofsWriter *w) {
+        size_t n = 0;
+        const uint8_t *e;
+
+        for (size_t k = 0; k < w->n_order; k++)
+                FOREACH_XATTR(w->order[k], e, size)
+                        n++;
+        if (n == 0)
+                return 0;
+        for (w->xt_slots = 16; w->xt_slots < 2 * n; w->xt_slots *= 2)
+                ;
+        w->xt = calloc(w->xt_slots, sizeof(*w->xt));
+        if (!w->xt)
+                return -ENOMEM;
+        for (size_t k = 0; k < w->n_order; k++)
+                FOREACH_XATTR(w->order[k], e, size) {
+                        SharedXattr *x = xattr_slot(w, e, size);
+                        x->entry = e;
+                        x->size = size;
+                        x->users++;
+                }
+
+        /* Ids in order of first use; an entry never straddles a block. */
+        for (size_t k = 0; k < w->n_order; k++)
+                FOREACH_XATTR(w->order[k], e, size) {
+                        SharedXattr *x = xattr_slot(w, e, size);
+                        if (x->shared || x->users < SHARED_XATTR_MIN_USERS || size > SHARED_XATTR_MAX_BYTES)
+                                continue;
+                        if (w->xattr_area_len % EROFS_BLKSZ + size > EROFS_BLKSZ)
+                                w->xattr_area_len = (w->xattr_area_len + EROFS_BLKSZ - 1) & ~(uint64_t) (EROFS_BLKSZ - 1);
+                        x->shared = true;
+                        x->id = (uint32_t) (w->xattr_area_len / 4);
+                        w->xattr_area_len += size;
+                }
+        if (w->xattr_area_len > 0) {
+                uint64_t bytes = (w->xattr_area_len + EROFS_BLKSZ - 1) & ~(uint64_t) (EROFS_BLKSZ - 1);
+                w->xattr_area = calloc(1, (size_t) bytes);
+                if (!w->xattr_area)
+                        return -ENOMEM;
+                for (size_t s = 0; s < w->xt_slots; s++)
+                        if (w->xt[s].shared)
+                                memcpy(w->xattr_area + 4ULL * w->xt[s].id, w->xt[s].entry, w->xt[s].size);
+        }
+
+        /* Each inode: ids of its shared entries, the rest stays inline. */
+        for (size_t k = 0; k < w->n_order; k++) {
+                ErofsInode *i = w->order[k];
+                uint32_t ids[SHARED_XATTR_MAX_PER_INODE];
+                uint8_t n_ids = 0;
+
+                i->layout_xattr_inline = 0;
+                FOREACH_XATTR(i, e, size) {
+                        SharedXattr *x = xattr_slot(w, e, size);
+                        if (x->shared && n_ids < SHARED_XATTR_MAX_PER_INODE)
+                                ids[n_ids++] = x->id;
+                        else
+                                i->layout_xattr_inline += size;
+                }
+                free(i->layout_shared);
+                i->layout_shared = NULL;
+                i->layout_n_shared = n_ids;
+                if (n_ids > 0) {
+                        i->layout_shared = malloc(n_ids * sizeof(uint32_t));
+                        if (!i->layout_shared)
+                                return -ENOMEM;
+                        memcpy(i->layout_shared, ids, n_ids * sizeof(uint32_t));
+                }
+        }
+        return 0;
+}
+
+/* Whether an inode's entry went to the shared area (and is listed by id). */
+static bool xattr_is_shared(ErofsWriter *w, const ErofsInode *i, const uint8_t *e, uint32_t size) {
+        if (!w->xt)
+                return false;
+        SharedXattr *x = xattr_slot(w, e, size);
+        if (!x->shared)
+                return false;
+        for (unsigned k = 0; k < i->layout_n_shared; k++)
+                if (i->layout_shared[k] == x->id)
+                        return true;
+        return false;
+}
+
 /* Sizes each inode and gives it a nid. An inode, its xattrs and its inline
  * tail stay inside one block, because the kernel refuses inline data that
  * crosses a block boundary (fs/erofs/data.c, erofs_map_blocks). */
@@ -416,7 +555,8 @@ static int layout_place(ErofsWriter *w) {
                 meta = (i->layout_flags & LAYOUT_EXTENDED) ? sizeof(struct erofs_inode_extended)
                                                            : sizeof(struct erofs_inode_compact);
                 if (i->xattrs_len > 0)
-                        meta += sizeof(struct erofs_xattr_ibody_header) + i->xattrs_len;
+                        meta += sizeof(struct erofs_xattr_ibody_header) + 4U * i->layout_n_shared +
+                                i->layout_xattr_inline;
 
                 if (S_ISDIR(i->mode)) {
                         _cleanup_free_ DirItem *items = NULL;
@@ -467,8 +607,9 @@ static int layout_blocks(ErofsWriter *w) {
         uint64_t meta_blocks = (w->meta_bytes + EROFS_BLKSZ - 1) / EROFS_BLKSZ;
         uint64_t next;
 
-        w->meta_blkaddr = (uint32_t) (w->pos / EROFS_BLKSZ);
-        next = w->meta_blkaddr + meta_blocks;
+        w->xattr_blkaddr = w->xattr_area_len > 0 ? (uint32_t) (w->pos / EROFS_BLKSZ) : 0;
+        w->meta_blkaddr = (uint32_t) (w->pos / EROFS_BLKSZ + (w->xattr_area_len + EROFS_BLKSZ - 1) / EROFS_BLKSZ);
+        next = (uint64_t) w->meta_blkaddr + meta_blocks;
         for (size_t k = 0; k < w->n_order; k++) {
                 ErofsInode *i = w->order[k];
                 if (i->layout_full_blocks == 0)
@@ -482,7 +623,7 @@ static int layout_blocks(ErofsWriter *w) {
         return 0;
 }
 
-static void put_inode(const ErofsWriter *w, const ErofsInode *i, uint8_t *p) {
+static void put_inode(ErofsWriter *w, const ErofsInode *i, uint8_t *p) {
         uint16_t icount = 0;
         uint32_t datalayout, iu = 0;
 
@@ -512,7 +653,7 @@ static void put_inode(const ErofsWriter *w, const ErofsInode *i, uint8_t *p) {
                 break;
         }
         if (i->xattrs_len > 0)
-                icount = (uint16_t) (i->xattrs_len / 4 + 1);
+                icount = (uint16_t) (i->layout_n_shared + i->layout_xattr_inline / 4 + 1);
 
         if (i->layout_flags & LAYOUT_EXTENDED) {
                 erofs_put_le16(p + EROFS_OFF(struct erofs_inode_extended, i_format),
@@ -543,12 +684,21 @@ static void put_inode(const ErofsWriter *w, const ErofsInode *i, uint8_t *p) {
         }
 
         if (i->xattrs_len > 0) {
-                /* Header: no name filter, no shared ids; then the entries. */
+                const uint8_t *e;
+
+                /* Header (no name filter), the shared ids, the inline entries. */
                 memset(p, 0, sizeof(struct erofs_xattr_ibody_header));
+                p[EROFS_OFF(struct erofs_xattr_ibody_header, h_shared_count)] = i->layout_n_shared;
                 p += sizeof(struct erofs_xattr_ibody_header);
-                memcpy(p, i->xattrs, i->xattrs_len);
+                for (unsigned k = 0; k < i->layout_n_shared; k++, p += 4)
+                        erofs_put_le32(p, i->layout_shared[k]);
+                FOREACH_XATTR(i, e, size) {
+                        if (xattr_is_shared(w, i, e, size))
+                                continue;
+                        memcpy(p, e, size);
+                        p += size;
+                }
         }
-        (void) w;
 }
 
 /* Writes one inode's data that is not file data: directory blocks and
@@ -619,7 +769,7 @@ static int write_head(ErofsWriter *w, const ErofsWriterOptions *opts) {
         erofs_put_le32(SB(build_time_nsec), w->build_time_nsec);
         erofs_put_le32(SB(blocks), w->total_blocks);
         erofs_put_le32(SB(meta_blkaddr), w->meta_blkaddr);
-        erofs_put_le32(SB(xattr_blkaddr), 0);
+        erofs_put_le32(SB(xattr_blkaddr), w->xattr_blkaddr);
         memcpy(SB(uuid), opts->uuid, 16);
         if (w->n_devices > 0) {
                 uint64_t slotoff = (EROFS_SUPER_OFFSET + sizeof(struct erofs_super_block)) /
@@ -663,6 +813,9 @@ int erofs_writer_finish(ErofsWriter *w, const ErofsWriterOptions *opts, uint64_t
         if (r < 0)
                 return r;
         layout_build_time(w);
+        r = layout_xattrs(w);
+        if (r < 0)
+                return r;
         r = layout_place(w);
         if (r < 0)
                 return r;
@@ -686,6 +839,12 @@ int erofs_writer_finish(ErofsWriter *w, const ErofsWriterOptions *opts, uint64_t
                        (uint64_t) w->meta_blkaddr * EROFS_BLKSZ);
         if (r < 0)
                 return r;
+        if (w->xattr_area_len > 0) {
+                r = pwrite_all(w->fd, w->xattr_area, (size_t) ((w->xattr_area_len + EROFS_BLKSZ - 1) & ~(uint64_t) (EROFS_BLKSZ - 1)),
+                               (uint64_t) w->xattr_blkaddr * EROFS_BLKSZ);
+                if (r < 0)
+                        return r;
+        }
         r = write_head(w, opts);
         if (r < 0)
                 return r;

@@ -174,6 +174,9 @@ def write_base_layer(path: Path, big: bool = True) -> Path:
     t.fifo("devs/fifo")
     t.file("xattr/file", b"with xattrs\n", xattrs={"user.greeting": "hello", "trusted.kit": "t" * 300})
     t.dir("xattr/dir", xattrs={"user.dir": "yes"})
+    # The same entry on several inodes goes to the shared xattr area.
+    for k in range(3):
+        t.file(f"xattr/shared{k}", b"shared xattrs\n", xattrs={"user.shared": "same value", "user.own": str(k)})
     t.file("owned/file", b"uid and gid beyond 65535\n", uid=100000, gid=100000)
     t.dir("owned/dir", uid=100001, gid=100002)
     t.file("long/" + "n" * 255, b"a 255-byte name\n")
