@@ -32,7 +32,7 @@ import pytest
 
 from activation_kit import wait_until
 from msbtest import RpcClient, RpcError
-from msbtest.daemon import build_dir, daemon_binary
+from msbtest.daemon import SANITIZER_MARKERS, build_dir, daemon_binary
 from msbtest.imagekit import ImageKit
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a private mount namespace for systemd --user needs root")
@@ -100,10 +100,15 @@ class UserManager:
                 assert n == 1
             (self.unit_dir / name).write_text(text)
         # There is no journald in the namespace: keep the daemon's output.
+        # In a sanitizer build, LeakSanitizer would stop the world with
+        # ptrace(2), which the unit's system call filter refuses (a fatal
+        # error at exit): leaks are checked by the suites outside the sandbox.
         dropin = self.unit_dir / "msb-imaged.service.d"
         dropin.mkdir()
-        (dropin / "test-log.conf").write_text(f"[Service]\nStandardOutput=append:{self.log_path}\n"
-                                              "StandardError=inherit\n")
+        (dropin / "test.conf").write_text(f"[Service]\nStandardOutput=append:{self.log_path}\n"
+                                          "StandardError=inherit\n"
+                                          "Environment=ASAN_OPTIONS=detect_leaks=0:abort_on_error=1\n"
+                                          "Environment=UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1\n")
 
         self.env = {
             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -180,6 +185,10 @@ def manager_factory(root):
     yield make
     for m in made:
         m.close()
+    for m in made:
+        log = m.log_path.read_text(errors="replace") if m.log_path.exists() else ""
+        for marker in SANITIZER_MARKERS:
+            assert marker not in log, f"sanitizer report in the daemon log:\n{log[-6000:]}"
 
 
 def info(path: Path) -> dict:
