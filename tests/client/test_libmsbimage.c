@@ -8,6 +8,7 @@
  */
 
 #include <check.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -699,6 +700,49 @@ START_TEST(test_call_raw) {
 }
 END_TEST
 
+/* --- threads ----------------------------------------------------------- */
+
+#define THREADS_N 4
+#define THREAD_CALLS_N 50
+
+/* One connection per thread, no shared state: each thread gets its own
+ * answers, in step, while the others call at the same time. */
+static void *thread_calls(void *arg) {
+        MsbClient *c = NULL;
+        intptr_t failures = 0;
+
+        if (msb_client_connect(arg, &c) < 0)
+                return (void *) (intptr_t) THREAD_CALLS_N;
+        for (int i = 0; i < THREAD_CALLS_N; i++) {
+                MsbImageList *list = NULL;
+                MsbImage *im = NULL;
+
+                if (msb_client_image_list(c, &list) < 0 || list->n_images != 1)
+                        failures++;
+                msb_image_list_free(list);
+                /* An error answer in between keeps the stream in step. */
+                if (msb_client_image_get(c, "example.com/absent:1", &im) != -MSB_EREMOTE ||
+                    msb_client_last_error(c)->code != 1001)
+                        failures++;
+        }
+        msb_client_free(c);
+        return (void *) failures;
+}
+
+START_TEST(test_one_client_per_thread) {
+        pthread_t threads[THREADS_N];
+
+        load_app(NULL);
+        for (int i = 0; i < THREADS_N; i++)
+                ck_assert_int_eq(pthread_create(&threads[i], NULL, thread_calls, daemon_.socket_path), 0);
+        for (int i = 0; i < THREADS_N; i++) {
+                void *failures;
+                ck_assert_int_eq(pthread_join(threads[i], &failures), 0);
+                ck_assert_int_eq((intptr_t) failures, 0);
+        }
+}
+END_TEST
+
 /* --- broken connection ------------------------------------------------- */
 
 START_TEST(test_daemon_killed) {
@@ -768,6 +812,7 @@ static Suite *suite(void) {
         tcase_add_test(tc, test_pull_errors);
         tcase_add_test(tc, test_rpc_discover);
         tcase_add_test(tc, test_call_raw);
+        tcase_add_test(tc, test_one_client_per_thread);
         tcase_add_test(tc, test_daemon_killed);
         tcase_add_test(tc, test_daemon_stopped_between_calls);
         suite_add_tcase(s, tc);
