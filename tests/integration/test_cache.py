@@ -435,3 +435,25 @@ def test_df_matches_the_files(daemon, rpc, imagekit):
     assert content == blocks(files["blobs"] + files["layers"] + files["fsmeta"] + files["vmdk"])
     assert df["total_bytes"] >= content + df["index_bytes"]
     assert df["reclaimable_bytes"] >= content
+
+
+def test_store_error_when_the_store_cannot_be_written(daemon, rpc, imagekit):
+    # Replace the layers directory by a plain file: every write below it
+    # fails (ENOTDIR) whatever our privileges, which must surface as
+    # store-error while the daemon keeps serving.
+    img = imagekit.image("example.com/store/err:1", [{"a": os.urandom(5000)}])
+    layers = daemon.store / "layers"
+    saved = daemon.store / "layers.saved"
+    layers.rename(saved)
+    layers.write_bytes(b"not a directory")
+    try:
+        with pytest.raises(RpcError) as e:
+            load(rpc, img)
+        proto.check_error(e.value, "store-error")
+        assert rpc.call("image.list") == []
+    finally:
+        layers.unlink()
+        saved.rename(layers)
+    out = load(rpc, img)
+    assert out[0]["manifest_digest"] == img.manifest_digest
+    assert consistency_problems(daemon.store, rpc) == []

@@ -520,6 +520,7 @@ def test_path_at_the_depth_limit(rpc, imagekit):
 
 def test_slow_load_never_delays_other_connections(daemon, big_image):
     loader = daemon.client(timeout=120)
+    t0 = time.monotonic()
     i = loader.send_request("image.load", {"path": str(big_image.layout.path)})
     time.sleep(0.02)
     latencies = []
@@ -537,9 +538,11 @@ def test_slow_load_never_delays_other_connections(daemon, big_image):
                 overlapped += 1
         else:
             resp = loader.wait(i)
+    load_time = time.monotonic() - t0
     assert "result" in resp, resp
     # The load (48 MiB to hash and convert) takes far longer than a list;
     # requests on another connection overlapped it and were answered
     # promptly: no blocking work on the loop thread.
     assert overlapped >= 1, "the load finished before any other request overlapped it"
-    assert max(latencies) < 0.25, latencies
+    # Relative to the load's own duration, so a busy CI machine does not flake.
+    assert max(latencies) < load_time / 2, (latencies, load_time)
