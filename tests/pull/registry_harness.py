@@ -294,14 +294,21 @@ class FaultServer:
     digests served with one byte flipped; ``cut`` maps blob digests to the
     number of bytes after which the first response is cut (the connection is
     closed); later requests are served whole, honouring ``Range``.
+    ``fail`` maps a path suffix (a tag or a digest) to ``(status, times)``:
+    the first ``times`` requests get that status (-1 times: always), with
+    ``Retry-After: 1`` on 429.  ``throttle`` maps blob digests to a rate in
+    bytes per second.
     """
 
     def __init__(self, repos: dict[str, Path], corrupt=(), cut: dict[str, int] | None = None,
-                 manifest_override: dict[str, bytes] | None = None):
+                 manifest_override: dict[str, bytes] | None = None,
+                 fail: dict[str, tuple[int, int]] | None = None, throttle: dict[str, int] | None = None):
         self.repos = {k: Path(v) for k, v in repos.items()}
         self.corrupt = set(corrupt)
         self.cut = dict(cut or {})
         self.manifest_override = dict(manifest_override or {})
+        self.fail = {k: list(v) for k, v in (fail or {}).items()}
+        self.throttle = dict(throttle or {})
         self.log: list[tuple[str, str, str]] = []  # (method, path, range)
         self.lock = threading.Lock()
         self.port = free_port()
@@ -342,6 +349,15 @@ class FaultServer:
                     outer.log.append((self.command, self.path, self.headers.get("Range", "")))
                 if self.path == "/v2/":
                     return self._send(200, b"{}", {"Docker-Distribution-API-Version": "registry/2.0"})
+                with outer.lock:
+                    rule = next((v for k, v in outer.fail.items() if self.path.endswith("/" + k)), None)
+                    status = None
+                    if rule and rule[1] != 0:
+                        status = rule[0]
+                        rule[1] -= 1 if rule[1] > 0 else 0
+                if status:
+                    return self._send(status, b'{"errors":[{"code":"UNAVAILABLE"}]}',
+                                      {"Retry-After": "1"} if status == 429 else {})
                 m = re.fullmatch(r"/v2/(.+)/(manifests|blobs)/([^/]+)", self.path)
                 if not m or m.group(1) not in outer.repos:
                     return self._send(404, b'{"errors":[{"code":"NAME_UNKNOWN"}]}')
@@ -381,6 +397,20 @@ class FaultServer:
                     self.wfile.flush()
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                rate = outer.throttle.get(digest)
+                if rate:
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    step = max(1, rate // 20)
+                    try:
+                        for off in range(0, len(data), step):
+                            self.wfile.write(data[off:off + step])
+                            self.wfile.flush()
+                            time.sleep(0.05)
+                    except OSError:
+                        pass
                     return
                 rng = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
                 if rng and int(rng.group(1)) < len(data):

@@ -388,3 +388,61 @@ def test_mirror_down_falls_back_to_origin(published, pull_daemon):
     d = pull_daemon({"registries": {origin.host: {"mirrors": [f"http://127.0.0.1:{free_port()}"]}}})
     handle, _ = pull_ok(d.client(), f"{origin.host}/test/small:v1")
     assert handle["manifest_digest"] == img.manifest_digest
+
+
+def test_transient_errors_are_retried(published, pull_daemon):
+    img = published.images["test/small:v1"]
+    blob = img.layers[0].blob_digest
+    with FaultServer({"test/small": img.layout.path},
+                     fail={"v1": (429, 1), blob: (503, 2)}) as fault:
+        d = pull_daemon()
+        t0 = time.monotonic()
+        handle, _ = pull_ok(d.client(), f"{fault.host}/test/small:v1")
+        assert handle["manifest_digest"] == img.manifest_digest
+        # Retry-After: 1 on the 429 was honoured.
+        assert time.monotonic() - t0 >= 1.0
+        assert fault.count("/manifests/v1") == 2
+        assert fault.count(f"/blobs/{blob}") == 3
+
+
+def test_network_error_after_retries(published, pull_daemon):
+    img = published.images["test/small:v1"]
+    blob = img.layers[1].blob_digest
+    with FaultServer({"test/small": img.layout.path}, fail={blob: (502, -1)}) as fault:
+        d = pull_daemon()
+        rpc = d.client()
+        e = pull_err(rpc, f"{fault.host}/test/small:v1")
+        assert e.name == "network-error"
+        # REGISTRY_ATTEMPTS_MAX attempts, then the error; nothing stays.
+        assert fault.count(f"/blobs/{blob}") == 4
+        assert rpc.call("image.list") == []
+        assert store_tmp_files(d) == []
+
+
+def test_sigterm_during_pull(published, pull_daemon):
+    img = published.images["test/big:v1"]
+    blob = img.layers[0].blob_digest
+    with FaultServer({"test/big": img.layout.path}, throttle={blob: 512 * 1024}) as fault:
+        d = pull_daemon()
+        rpc = d.client()
+        rid = rpc.send_request("image.pull", {"reference": f"{fault.host}/test/big:v1"})
+        deadline = time.monotonic() + 30
+        while not any(n["params"]["event"] == "layer-download" and n["params"].get("downloaded_bytes", 0) > 0
+                      for n in rpc.notifications):
+            assert time.monotonic() < deadline
+            try:
+                rpc._dispatch(rpc.recv(1.0))
+            except (TimeoutError, OSError):
+                pass
+        d.send_signal(15)
+        try:
+            resp = rpc.wait(rid, timeout=30)
+            assert resp["error"]["data"]["name"] == "shutting-down", resp
+        except Exception as e:  # the connection may close first
+            assert not isinstance(e, AssertionError), e
+        assert d.proc.wait(30) == 0
+        d.stop()
+        d.start()
+        rpc = d.client()
+        assert rpc.call("image.list") == []
+        assert store_tmp_files(d) == []
