@@ -136,7 +136,7 @@ def deep_path(total: int) -> str:
     return p
 
 
-def write_base_layer(path: Path, big: bool = True) -> Path:
+def write_base_layer(path: Path, big: bool = True, many: int = SMALL_FILES) -> Path:
     """Layer 1: every kind of entry the converter must keep."""
     t = Tar(path, prefix="./")
     t.dir("", 0o755)
@@ -185,7 +185,7 @@ def write_base_layer(path: Path, big: bool = True) -> Path:
     for k in range(1, dp.count("/") + 1):
         t.dir(dp.rsplit("/", k)[0])
     t.file(dp, b"at the end of a 4000-byte path\n")
-    for i in range(SMALL_FILES):
+    for i in range(many):
         t.file(f"data/many/f{i:05d}", b"small file %d\n" % i, mtime=MTIME + i % 7)
     return t.close()
 
@@ -345,3 +345,26 @@ def diff(a: dict, b: dict, limit: int = 20) -> list[str]:
             if len(out) >= limit:
                 break
     return out
+
+
+def replace_config(img: OciImage, edit) -> OciImage:
+    """Rewrites the image's config with edit(config) and re-links manifest and
+    index, so the layout is consistent except for what edit changed."""
+    blobs = img.layout / "blobs" / "sha256"
+    index = json.loads((img.layout / "index.json").read_text())
+    desc = next(m for m in index["manifests"] if m["digest"] == img.manifest_digest)
+    manifest = json.loads((blobs / img.manifest_digest.split(":")[1]).read_text())
+    config = json.loads((blobs / manifest["config"]["digest"].split(":")[1]).read_text())
+    edit(config)
+
+    def put(data: bytes) -> str:
+        h = hashlib.sha256(data).hexdigest()
+        (blobs / h).write_bytes(data)
+        return "sha256:" + h
+
+    cdata = json.dumps(config).encode()
+    manifest["config"]["digest"], manifest["config"]["size"] = put(cdata), len(cdata)
+    mdata = json.dumps(manifest).encode()
+    desc["digest"], desc["size"] = put(mdata), len(mdata)
+    (img.layout / "index.json").write_text(json.dumps(index))
+    return OciImage(img.layout, img.tag, desc["digest"], img.layers, config["rootfs"]["diff_ids"])
