@@ -62,7 +62,13 @@ def test_pkg_config_builds_a_program(destdir, tmp_path):
                    '        return msb_client_free(NULL) == NULL ? 0 : 1;\n'
                    '}\n')
     exe = tmp_path / "consumer"
-    subprocess.run(["cc", "-Wall", "-Werror", "-o", str(exe), str(src), *flags], check=True, env=env)
+    # A -Db_sanitize build installs an instrumented library, whose runtime
+    # must come first: build the consumer the same way then.
+    needed = subprocess.run(["readelf", "-d", str(find(destdir, "libmsbimage.so.0"))], capture_output=True,
+                            text=True, check=True).stdout
+    sanitizers = [name for lib, name in (("libasan", "address"), ("libubsan", "undefined")) if lib in needed]
+    sanitize = [f"-fsanitize={','.join(sanitizers)}"] if sanitizers else []
+    subprocess.run(["cc", "-Wall", "-Werror", *sanitize, "-o", str(exe), str(src), *flags], check=True, env=env)
     r = subprocess.run([str(exe)], capture_output=True, text=True,
                        env=dict(os.environ, LD_LIBRARY_PATH=str(pc.parent.parent),
                                 MSB_IMAGED_SOCKET="/run/test.sock"))
