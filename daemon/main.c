@@ -32,6 +32,13 @@ typedef struct Options {
         unsigned exit_idle_sec;
 } Options;
 
+static void options_done(Options *o) {
+        free(o->store);
+        free(o->socket);
+        free(o->config);
+        *o = (Options) {};
+}
+
 static Daemon daemon_ctx;
 static Server *server;
 static Rpc *rpc;
@@ -245,8 +252,8 @@ static void on_server_idle(void *userdata) {
 int main(int argc, char **argv) {
         _cleanup_(store_freep) Store *store = NULL;
         json_auto_t *config = NULL;
-        MsbError err = {};
-        Options o;
+        _cleanup_(msb_error_clear) MsbError err = {};
+        _cleanup_(options_done) Options o = {};
         int listen_fd = -EBADF, r;
         uv_loop_t *loop;
 
@@ -343,8 +350,5 @@ int main(int argc, char **argv) {
         rpc = rpc_free(rpc);
         server = server_free(server);
         log_info("stopped");
-        free(o.store);
-        free(o.socket);
-        free(o.config);
         return EXIT_SUCCESS;
 }
