@@ -103,6 +103,7 @@ const CliCommand cli_command_prune = {
                  "\n"
                  "Options:\n"
                  "  -y, --yes        do not ask\n"
+                 "  -f, --force      the same as -y\n"
                  "  --format FORMAT  table (default) or json (the daemon's ImagePruneReport)\n"
                  "  --socket PATH    the daemon's socket\n"
                  "  -h, --help       show this help\n",

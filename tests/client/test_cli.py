@@ -298,6 +298,7 @@ def test_ls_table(daemon, rpc, app, other):
         time.sleep(0.01)  # distinct created_at, so the order is defined
     r = run("ls", socket=sock(daemon))
     assert r.returncode == 0, r.stderr
+    assert run("ls", "--format", "table", socket=sock(daemon)).stdout == r.stdout
     lines = r.stdout.splitlines()
     assert re.fullmatch(r"REFERENCE +DIGEST +SIZE +CREATED +LAST USED", lines[0])
     # Columns line up: every row starts its fields where the header does.
@@ -375,6 +376,8 @@ def test_inspect_table(daemon, rpc, loaded):
     r = run("inspect", "example.com/test/app:v1", socket=sock(daemon))
     assert r.returncode == 0, r.stderr
     out = r.stdout
+    r2 = run("inspect", "--format", "table", "example.com/test/app:v1", socket=sock(daemon))
+    assert r2.stdout == out
 
     def field(name):
         m = re.search(rf"^{re.escape(name)}: *(.*)$", out, re.M)
@@ -499,8 +502,9 @@ def test_prune_yes_json(daemon, rpc, loaded):
     assert re.search(r"^Layers removed: +0$", r.stdout, re.M)
 
 
-def test_prune_table(daemon, rpc, loaded):
-    r = run("prune", "-y", socket=sock(daemon))
+@pytest.mark.parametrize("flags", [["-y"], ["--yes", "--format", "table"], ["-f"], ["--force"]])
+def test_prune_table(daemon, rpc, loaded, flags):
+    r = run("prune", *flags, socket=sock(daemon))
     assert r.returncode == 0, r.stderr
     assert re.search(r"^References removed: +1$", r.stdout, re.M)
     assert re.search(r"^Manifests removed: +1$", r.stdout, re.M)
