@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <malloc.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
 
@@ -109,6 +110,11 @@ ErofsWriter *erofs_writer_free(ErofsWriter *w) {
         free(w->xt);
         free(w->xattr_area);
         free(w);
+        /* A layer's tree is many small allocations on a worker thread's
+         * malloc arena, which glibc keeps after they are freed; giving the
+         * pages back keeps the daemon's resident size bounded by the layer
+         * being converted now, not by the largest ever converted. */
+        malloc_trim(0);
         return NULL;
 }
 
