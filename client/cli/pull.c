@@ -6,6 +6,8 @@
  * layer on a terminal, one plain line per step otherwise.
  */
 
+#include <sys/ioctl.h>
+
 #include "cli.h"
 
 /* The bar's width in characters, between its brackets. */
@@ -33,6 +35,8 @@ typedef struct PullLayer {
 
 typedef struct PullView {
         bool live;            /* a terminal: redraw the layer lines in place */
+        unsigned rows;        /* the terminal's size, 0 when unknown */
+        unsigned columns;
         const char *reference;
         size_t n_layers;
         PullLayer *layers;
@@ -81,6 +85,10 @@ static void view_redraw(PullView *v) {
                 printf("\033[%zuA", v->drawn);
         for (size_t i = 0; i < v->n_layers; i++) {
                 layer_line(&v->layers[i], line, sizeof(line));
+                /* A line that wraps would take two rows and the cursor
+                 * would no longer come back to the first layer. */
+                if (v->columns > 1 && strlen(line) >= v->columns)
+                        line[v->columns - 1] = '\0';
                 printf("\r\033[2K%s\n", line);
         }
         v->drawn = v->n_layers;
@@ -99,6 +107,10 @@ static void view_resolved(PullView *v, const MsbPullProgress *p) {
         if (!v->layers)
                 return; /* only the display suffers */
         v->n_layers = (size_t) p->layer_count;
+        /* More layer lines than the terminal has rows cannot be redrawn in
+         * place (the cursor cannot move above the screen): print steps. */
+        if (v->rows > 0 && v->n_layers >= v->rows)
+                v->live = false;
         /* Until a layer's digest is known, its line is named by position. */
         for (size_t i = 0; i < v->n_layers; i++)
                 snprintf(v->layers[i].digest, sizeof(v->layers[i].digest), "layer %u", (unsigned) (i + 1) % 1000);
@@ -252,6 +264,11 @@ static int run(int argc, char *argv[], CliGlobals *globals) {
         if (cli_connect(globals, &client) < 0)
                 return CLI_EXIT_FAILURE;
         ctx.view.live = isatty(STDOUT_FILENO);
+        struct winsize ws = {};
+        if (ctx.view.live && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0) {
+                ctx.view.rows = ws.ws_row;
+                ctx.view.columns = ws.ws_col;
+        }
         ctx.view.reference = argv[optind];
         r = msb_client_image_pull(client, argv[optind], &opts, quiet ? NULL : on_progress, &ctx, &image);
         free(ctx.view.layers);

@@ -8,12 +8,15 @@ truth) or from the daemon's own JSON-RPC answers, never from constants.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import pty
 import re
 import select
+import struct
 import subprocess
+import termios
 import time
 from pathlib import Path
 
@@ -44,15 +47,18 @@ def run(*args, socket=None, stdin=subprocess.DEVNULL, env=None, cwd=None, input=
                           timeout=CLI_TIMEOUT_S)
 
 
-def run_pty(*args, socket=None, answer: bytes | None = None, env=None, timeout=CLI_TIMEOUT_S):
-    """Runs msb-image with stdin, stdout and stderr on a pseudo-terminal,
-    typing `answer` when the program has printed something. Returns
-    (exit status, everything the terminal showed)."""
+def run_pty(*args, socket=None, answer: bytes | None = None, env=None, timeout=CLI_TIMEOUT_S, size=None):
+    """Runs msb-image with stdin, stdout and stderr on a pseudo-terminal
+    (of size (rows, columns) when given), typing `answer` when the program
+    has printed something. Returns (exit status, everything the terminal
+    showed)."""
     argv = [str(cli_binary())]
     if socket is not None:
         argv += ["--socket", str(socket)]
     argv += [str(a) for a in args]
     master, slave = pty.openpty()
+    if size is not None:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
     proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, close_fds=True,
                             env=dict(os.environ if env is None else env))
     os.close(slave)

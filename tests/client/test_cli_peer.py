@@ -12,6 +12,7 @@ scripted lines.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 
@@ -176,3 +177,37 @@ def test_prune_prompt_yes_answers(short_tmp, answer):
     assert "Layers removed:      5" in out
     # null: nothing was measured.
     assert "Space reclaimed:     -" in out
+
+
+def _layers_pull(n):
+    digests = [f"sha256:{i:02x}" + "0" * 62 for i in range(n)]
+    lines = [progress(event="resolved", manifest_digest=HANDLE["manifest_digest"], layer_count=n, total_bytes=n)]
+    for i, d in enumerate(digests):
+        lines += [progress(event="layer-download", position=i, digest=d, downloaded_bytes=1, total_bytes=2**40),
+                  progress(event="layer-downloaded", position=i, digest=d),
+                  progress(event="layer-converted", position=i, digest=d, diff_id=d, erofs_size_bytes=4096)]
+    return lines + [result(HANDLE)]
+
+
+def test_pull_more_layers_than_rows_prints_steps(short_tmp):
+    """The live view cannot move above the screen: with more layers than
+    the terminal has rows, each step is a line of its own instead."""
+    peer = Peer(short_tmp / "p.sock", "image.pull", _layers_pull(6))
+    rc, out = run_pty("pull", "example.com/a:1", socket=peer.path, timeout=30, size=(6, 80))
+    peer.close()
+    assert rc == 0, out
+    assert "\x1b[" not in out
+    for i in range(6):
+        assert f"Layer {i + 1}/6 {i:02x}0000000000: converted (EROFS 4.0 KiB)" in out
+
+
+def test_pull_lines_fit_the_terminal_width(short_tmp):
+    peer = Peer(short_tmp / "p.sock", "image.pull", _layers_pull(2))
+    rc, out = run_pty("pull", "example.com/a:1", socket=peer.path, timeout=30, size=(24, 40))
+    peer.close()
+    assert rc == 0, out
+    drawn = re.findall(r"\x1b\[2K([^\r\n]*)", out)
+    assert drawn, out
+    # The bar line (12 + 3 + 30 + ...) would be 60 columns; it is cut to 39.
+    assert max(len(l) for l in drawn) == 39
+    assert any(l.startswith("000000000000: [") for l in drawn)
