@@ -79,11 +79,13 @@ typedef struct Merge {
         const ErofsImage *img;
         uint16_t device_id;
         NidMap links;
+        NidMap dirs;             /* directories merged from this layer, to refuse cycles */
         size_t depth;
 } Merge;
 
 static void merge_done(Merge *m) {
         nid_map_done(&m->links);
+        nid_map_done(&m->dirs);
 }
 
 typedef struct XattrCopy {
@@ -249,6 +251,13 @@ static int merge_dir(Merge *m, ErofsInode *dir, const ErofsInodeView *v) {
          * recursion; a damaged image still cannot recurse without end. */
         if (m->depth > PROTO_LIMIT_PATH_DEPTH + 1)
                 return -EUCLEAN;
+        /* A directory has one name; one seen twice means a damaged image
+         * whose walk might never end. */
+        if (nid_map_get(&m->dirs, v->nid))
+                return -EUCLEAN;
+        r = nid_map_put(&m->dirs, v->nid, dir);
+        if (r < 0)
+                return r;
         copy_metadata(dir, v);
         r = copy_xattrs(m, dir, v, &opaque);
         if (r < 0)

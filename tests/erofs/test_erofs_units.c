@@ -443,6 +443,92 @@ START_TEST(test_convert_limits) {
 }
 END_TEST
 
+static uint64_t xorshift(uint64_t *state) {
+        uint64_t x = *state;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        return *state = x;
+}
+
+/* A small deterministic fuzzer: damaged tars must give a clean error or an
+ * image fsck would accept, never a crash (run under ASan by scripts/test.sh). */
+START_TEST(test_convert_survives_damaged_tars) {
+        static const char *const entries[] = { "etc/", "etc/a=alpha", "etc/b=beta beta beta", "d/e/f=deep",
+                                               "z=zed", NULL };
+        int in = tar_memfd(entries);
+        off_t size = lseek(in, 0, SEEK_END);
+        _cleanup_free_ uint8_t *orig = malloc((size_t) size), *buf = malloc((size_t) size);
+        uint64_t state = 0x9E3779B97F4A7C15ULL;
+        unsigned ok = 0, rejected = 0;
+
+        ck_assert_int_eq(pread(in, orig, (size_t) size, 0), size);
+        close(in);
+        for (int round = 0; round < 400; round++) {
+                ErofsLayerInfo info = {};
+                MsbError err = {};
+                int fd = memfd(), out = memfd(), r;
+                off_t len = size;
+
+                memcpy(buf, orig, (size_t) size);
+                /* Flip a few bytes, mostly in the headers, sometimes cut the end. */
+                for (int k = 0; k < 1 + (int) (xorshift(&state) % 4); k++) {
+                        size_t at = (size_t) (xorshift(&state) % (uint64_t) (round % 2 ? size : 1536));
+                        buf[at] ^= (uint8_t) (1 + xorshift(&state) % 255);
+                }
+                if (round % 7 == 0)
+                        len = (off_t) (xorshift(&state) % (uint64_t) size);
+                ck_assert_int_eq(pwrite(fd, buf, (size_t) len, 0), len);
+                r = erofs_layer_convert(fd, NULL, NULL, UINT64_MAX, NULL, out, &info, &err);
+                if (r == 0)
+                        ok++;
+                else {
+                        ck_assert_msg(err.set, "round %d: error %d without a protocol error", round, r);
+                        rejected++;
+                }
+                msb_error_clear(&err);
+                close(fd);
+                close(out);
+        }
+        ck_assert_uint_gt(ok, 0);
+        ck_assert_uint_gt(rejected, 0);
+}
+END_TEST
+
+/* Damaged layer images (the store's own files) make fsmeta fail cleanly. */
+START_TEST(test_fsmeta_survives_damaged_layer_images) {
+        static const char *const entries[] = { "etc/", "etc/a=alpha", "etc/b=beta", "z=zed", NULL };
+        ErofsLayerInfo info = {};
+        MsbError err = {};
+        int in = tar_memfd(entries), img = memfd();
+        uint64_t state = 42, size;
+        _cleanup_free_ char *path = fd_path(img);
+        _cleanup_free_ uint8_t *orig = NULL;
+
+        ck_assert_int_eq(erofs_layer_convert(in, NULL, NULL, UINT64_MAX, NULL, img, &info, &err), 0);
+        close(in);
+        orig = malloc(info.erofs_bytes);
+        ck_assert_int_eq(pread(img, orig, info.erofs_bytes, 0), (ssize_t) info.erofs_bytes);
+        for (int round = 0; round < 300; round++) {
+                const char *layers[] = { path };
+                int out = memfd();
+
+                ck_assert_int_eq(pwrite(img, orig, info.erofs_bytes, 0), (ssize_t) info.erofs_bytes);
+                /* Damage the metadata (after the superblock block, which has a checksum). */
+                for (int k = 0; k < 1 + (int) (xorshift(&state) % 3); k++) {
+                        size_t at = EROFS_BLKSZ + (size_t) (xorshift(&state) % (info.erofs_bytes - EROFS_BLKSZ));
+                        uint8_t v = (uint8_t) xorshift(&state);
+                        ck_assert_int_eq(pwrite(img, &v, 1, (off_t) at), 1);
+                }
+                if (erofs_fsmeta_build(layers, 1, "sha256:x", out, &size, &err) < 0)
+                        ck_assert(err.set);
+                msb_error_clear(&err);
+                close(out);
+        }
+        close(img);
+}
+END_TEST
+
 static Suite *erofs_suite(void) {
         Suite *s = suite_create("erofs");
         TCase *tc = tcase_create("core");
@@ -460,6 +546,8 @@ static Suite *erofs_suite(void) {
         tcase_add_test(tc, test_convert_deterministic);
         tcase_add_test(tc, test_convert_rejects_dotdot);
         tcase_add_test(tc, test_convert_limits);
+        tcase_add_test(tc, test_convert_survives_damaged_tars);
+        tcase_add_test(tc, test_fsmeta_survives_damaged_layer_images);
         suite_add_tcase(s, tc);
         return s;
 }
