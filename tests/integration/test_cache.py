@@ -457,3 +457,79 @@ def test_store_error_when_the_store_cannot_be_written(daemon, rpc, imagekit):
     out = load(rpc, img)
     assert out[0]["manifest_digest"] == img.manifest_digest
     assert consistency_problems(daemon.store, rpc) == []
+
+
+def test_lookups_do_not_touch_last_used(rpc, alpine):
+    h0 = rpc.call("image.get", {"reference": "alpine"})
+    time.sleep(0.02)
+    rpc.call("image.inspect", {"reference": "alpine"})
+    rpc.call("image.list")
+    h1 = rpc.call("image.get", {"reference": "alpine"})
+    assert h1["last_used_at"] == h0["last_used_at"], (h0, h1)
+    time.sleep(0.02)
+    t = now_ms()
+    rpc.call("pin.add", {"kind": "sandbox", "name": "touch", "reference": "alpine"})
+    h2 = rpc.call("image.get", {"reference": "alpine"})
+    assert h2["last_used_at"] >= t - 5 and h2["last_used_at"] > h1["last_used_at"], (h1, h2)
+    assert h2["created_at"] == h0["created_at"]
+
+
+def test_remove_other_reference_of_a_pinned_manifest(rpc, imagekit):
+    # Pins hold manifests (DESIGN.md, Semantics): any reference to a pinned
+    # manifest is in use.
+    img = imagekit.image("example.com/pm/one:1", [{"x": b"x"}])
+    load(rpc, img, tag="example.com/pm/two:1")
+    rpc.call("pin.add", {"kind": "sandbox", "name": "p", "reference": "example.com/pm/one:1"})
+    with pytest.raises(RpcError) as e:
+        rpc.call("image.remove", {"reference": "example.com/pm/two:1"})
+    data = proto.check_error(e.value, "image-in-use")
+    assert data["holders"] == [{"kind": "sandbox", "name": "p"}]
+    assert len(rpc.call("image.list")) == 2
+
+
+def test_prune_during_a_load_spares_it(daemon, rpc, big_image):
+    loader = daemon.client(timeout=120)
+    i = loader.send_request("image.load", {"path": str(big_image.layout.path)})
+    pruned = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pruned.append(rpc.call("image.prune"))
+        try:
+            resp = loader.wait(i, timeout=0)
+            break
+        except TimeoutError:
+            time.sleep(0.005)
+    else:
+        resp = loader.wait(i)
+    assert len(pruned) >= 2, "no prune overlapped the load"
+    assert "result" in resp, resp
+    assert consistency_problems(daemon.store, rpc) == []
+    # A prune that ran after the load committed may legitimately have
+    # removed the (unpinned) image, but then whole: one manifest and its
+    # three layers in one report.  Otherwise it is there and whole.
+    removed = [p for p in pruned if p["manifests_removed"]]
+    if removed:
+        assert [(p["manifests_removed"], p["layers_removed"]) for p in removed] == [(1, 3)], pruned
+        assert rpc.call("image.list") == []
+        rpc.call("image.load", {"path": str(big_image.layout.path)}, timeout=120)
+    d = rpc.call("image.inspect", {"reference": big_image.ref_name})
+    assert d["handle"]["manifest_digest"] == big_image.manifest_digest
+    rootfs = rpc.call("pin.add", {"kind": "sandbox", "name": "b", "reference": big_image.ref_name})
+    for layer in rootfs["layers"]:
+        assert os.path.getsize(layer["path"]) == layer["erofs_size_bytes"]
+    assert consistency_problems(daemon.store, rpc) == []
+
+
+def test_concurrent_loads_of_the_same_image(daemon, imagekit):
+    img = imagekit.image("example.com/same/x:1", [{"a": os.urandom(200_000)}, {"b": os.urandom(100_000)}])
+    clients = [daemon.client(timeout=120) for _ in range(4)]
+    ids = [c.send_request("image.load", {"path": str(img.layout.path)}) for c in clients]
+    for c, i in zip(clients, ids):
+        resp = c.wait(i)
+        assert "result" in resp, resp
+        assert resp["result"][0]["manifest_digest"] == img.manifest_digest
+    with daemon.client() as c:
+        assert len(c.call("image.list")) == 1
+        df = c.call("system.df")
+        assert df["manifests"]["count"] == 1 and df["layers"]["count"] == 2
+        assert consistency_problems(daemon.store, c) == []
