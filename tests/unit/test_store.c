@@ -14,6 +14,7 @@
 #include <check.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1120,6 +1121,121 @@ START_TEST(test_lease_protects_layer_of_removed_image) {
 }
 END_TEST
 
+/* An ingest holds leases on what it writes until its commit; a prune that
+ * runs meanwhile must neither delete those files nor the layer rows the
+ * commit's manifest_layers point at. */
+typedef struct Race {
+        Store *store;
+        volatile bool done;
+        unsigned commits, commit_failures, missing_files, prunes, prune_failures;
+        char failure[MSB_ERROR_MESSAGE_MAX + 64];
+} Race;
+
+#define RACE_IMAGES 25
+
+static void *race_ingest(void *userdata) {
+        Race *race = userdata;
+        Store *s = race->store;
+
+        for (unsigned i = 0; i < RACE_IMAGES; i++) {
+                char layer[64], config[128], diff_id[DIGEST_STRING_MAX], config_digest[DIGEST_STRING_MAX];
+                char manifest_digest[DIGEST_STRING_MAX], manifest[512], reference[64];
+                char *refs[] = { reference };
+                MsbError err = {};
+
+                snprintf(layer, sizeof(layer), "race layer %u", i);
+                snprintf(config, sizeof(config), "{\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]},\"n\":%u}", i);
+                snprintf(reference, sizeof(reference), "docker.io/library/race:%u", i);
+                if (digest_buffer(layer, strlen(layer), diff_id) < 0 ||
+                    digest_buffer(config, strlen(config), config_digest) < 0)
+                        abort();
+                snprintf(manifest, sizeof(manifest), "{\"config\":\"%s\",\"layer\":\"%s\"}", config_digest, diff_id);
+                if (digest_buffer(manifest, strlen(manifest), manifest_digest) < 0)
+                        abort();
+
+                /* As ingest does: lease, write, record the layer, commit, release. */
+                store_lease_acquire(s, diff_id);
+                store_lease_acquire(s, config_digest);
+                store_lease_acquire(s, manifest_digest);
+                _cleanup_free_ char *lp = store_layer_path(s, diff_id), *cp = store_blob_path(s, config_digest),
+                                    *mp = store_blob_path(s, manifest_digest);
+                int r = store_write_file(s, lp, layer, strlen(layer));
+                if (r >= 0)
+                        r = store_layer_add(s, diff_id, strlen(layer));
+                if (r >= 0)
+                        r = store_write_file(s, cp, config, strlen(config));
+                if (r >= 0)
+                        r = store_write_file(s, mp, manifest, strlen(manifest));
+                /* Give a prune the chance to run between the writes and the commit. */
+                usleep(500);
+                if (r >= 0) {
+                        StoreLayer sl = { (char *) diff_id, (char *) diff_id, (char *) OCI_MEDIA_TYPE_LAYER_TAR, 10 };
+                        StoreManifest m = {
+                                .digest = manifest_digest, .media_type = (char *) OCI_MEDIA_TYPE_MANIFEST,
+                                .size = strlen(manifest), .config_digest = config_digest,
+                                .config_size = strlen(config), .layers = &sl, .n_layers = 1,
+                        };
+                        r = store_image_commit(s, &m, refs, 1, &err);
+                }
+                if (r < 0) {
+                        race->commit_failures++;
+                        snprintf(race->failure, sizeof(race->failure), "image %u: %d %s", i, r, err.message);
+                } else
+                        race->commits++;
+                if (!exists(lp) || !exists(cp) || !exists(mp))
+                        race->missing_files++;
+                msb_error_clear(&err);
+                store_lease_release(s, manifest_digest);
+                store_lease_release(s, config_digest);
+                store_lease_release(s, diff_id);
+        }
+        race->done = true;
+        return NULL;
+}
+
+static void *race_prune(void *userdata) {
+        Race *race = userdata;
+
+        while (!race->done) {
+                json_t *report = NULL;
+                MsbError err = {};
+                if (store_image_prune(race->store, &report, &err) < 0)
+                        race->prune_failures++;
+                else
+                        race->prunes++;
+                json_decref(report);
+                msb_error_clear(&err);
+        }
+        return NULL;
+}
+
+START_TEST(test_prune_races_ingest) {
+        _cleanup_test_dir_ TestDir t;
+        _cleanup_(store_freep) Store *s = NULL;
+        pthread_t ingest, pruner;
+        Race race = {};
+
+        test_dir_init(&t);
+        s = open_store(t.store);
+        race.store = s;
+        ck_assert_int_eq(pthread_create(&pruner, NULL, race_prune, &race), 0);
+        ck_assert_int_eq(pthread_create(&ingest, NULL, race_ingest, &race), 0);
+        ck_assert_int_eq(pthread_join(ingest, NULL), 0);
+        ck_assert_int_eq(pthread_join(pruner, NULL), 0);
+
+        ck_assert_msg(race.commit_failures == 0, "%u commits failed, last: %s", race.commit_failures, race.failure);
+        ck_assert_uint_eq(race.commits, RACE_IMAGES);
+        ck_assert_uint_eq(race.missing_files, 0);
+        ck_assert_uint_eq(race.prune_failures, 0);
+        ck_assert_uint_gt(race.prunes, 0);
+
+        /* Without leases, the last prune takes everything. */
+        json_auto_t *report = prune(s);
+        ck_assert_uint_eq(count_content_files(s), 0);
+        ck_assert_uint_eq(count_files(s, "tmp"), 0);
+}
+END_TEST
+
 /* ---- the sweep at open ---- */
 
 static void write_raw(const char *path, const char *data) {
@@ -1312,6 +1428,7 @@ static Suite *store_suite(void) {
         tcase_add_test(tc, test_prune_leaves_no_image_files);
         tcase_add_test(tc, test_leases_protect_from_prune);
         tcase_add_test(tc, test_lease_protects_layer_of_removed_image);
+        tcase_add_test(tc, test_prune_races_ingest);
         tcase_add_test(tc, test_sweep_at_reopen);
         tcase_add_test(tc, test_sweep_drops_manifest_missing_blob);
         suite_add_tcase(s, tc);
