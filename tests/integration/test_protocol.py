@@ -483,3 +483,20 @@ def test_half_closed_client_still_gets_its_answer(daemon):
     c.send(dict(LIST, id="hc"))
     c.sock.shutdown(socket.SHUT_WR)
     assert c.recv() == {"jsonrpc": "2.0", "id": "hc", "result": []}
+
+
+def test_nesting_limit_boundary(daemon, rpc):
+    # json_nesting_depth counts every open object/array of the text: the
+    # request object and params take two levels.
+    limit = proto.limit("json_nesting_depth")
+
+    def send(inner):
+        rpc.send_raw(b'{"jsonrpc":"2.0","id":1,"method":"image.list","params":{"x":'
+                     + b"[" * inner + b"]" * inner + b"}}\n")
+        return rpc.recv()
+
+    at = send(limit - 2)
+    proto.check_error(at, "invalid-params", "x")  # parsed: depth == limit
+    over = send(limit - 1)
+    assert over["error"]["data"]["name"] in ("parse-error", "limit-exceeded"), over
+    assert_still_serving(daemon, rpc)
