@@ -17,6 +17,10 @@
  * MSB_CLIENT_RESPONSE_MAX_BYTES. */
 #define CLIENT_READ_CHUNK_BYTES ((size_t) 64 * 1024)
 
+/* A buffer grown past this for one large answer is released once it has
+ * been consumed, so that an idle client does not keep it. */
+#define CLIENT_BUFFER_KEEP_BYTES ((size_t) 1024 * 1024)
+
 struct MsbClient {
         int fd;                /* -EBADF once closed */
         char *socket_path;

@@ -182,7 +182,16 @@ static int send_all(MsbClient *c, const char *data, size_t len, uint64_t deadlin
  * connection, -EMSGSIZE past MSB_CLIENT_RESPONSE_MAX_BYTES.
  */
 static int read_line(MsbClient *c, uint64_t deadline_ms, char **ret_line, size_t *ret_len) {
-        size_t scanned = c->buf_start;
+        size_t scanned;
+
+        /* The previous line has been used by now; drop a large buffer that
+         * holds nothing more. */
+        if (c->buf_start == c->buf_size && c->buf_allocated > CLIENT_BUFFER_KEEP_BYTES) {
+                free(c->buf);
+                c->buf = NULL;
+                c->buf_start = c->buf_size = c->buf_allocated = 0;
+        }
+        scanned = c->buf_start;
 
         for (;;) {
                 char *nl = c->buf_size > scanned ? memchr(c->buf + scanned, '\n', c->buf_size - scanned) : NULL;

@@ -137,12 +137,17 @@ static int labels_from_json(json_t *o, char ***ret) {
         if (!l)
                 return -ENOMEM;
         json_object_foreach(o, key, v) {
-                l[i++] = strdup(key);
-                l[i++] = json_is_string(v) ? strdup(json_string_value(v)) : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-                if (!l[i - 2] || !l[i - 1]) {
+                char *k = strdup(key);
+                char *val = json_is_string(v) ? strdup(json_string_value(v))
+                                              : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+                if (!k || !val) {
+                        free(k);
+                        free(val);
                         strv_free(l);
                         return -ENOMEM;
                 }
+                l[i++] = k;
+                l[i++] = val;
         }
         *ret = l;
         return 0;

@@ -33,7 +33,11 @@ typedef enum PeerMode {
         PEER_OVERSIZED,      /* MSB_CLIENT_RESPONSE_MAX_BYTES + 1 bytes, no newline */
         PEER_SILENT,         /* read the request, answer nothing */
         PEER_WRITE_CLOSE,    /* write the script, then hang up at once */
+        PEER_BIG_TWICE,      /* answer two requests, each with a 2 MiB string */
 } PeerMode;
+
+/* Larger than the buffer a client keeps between calls (1 MiB). */
+#define PEER_BIG_BYTES (2 * 1024 * 1024)
 
 typedef struct Peer {
         char dir[64];
@@ -41,7 +45,7 @@ typedef struct Peer {
         pid_t pid;
 } Peer;
 
-static int read_request(int fd, const char *method) {
+static int read_request(int fd, const char *method, json_int_t id) {
         char buf[4096];
         size_t n = 0;
         json_t *req;
@@ -57,7 +61,7 @@ static int read_request(int fd, const char *method) {
         buf[n] = '\0';
         req = json_loads(buf, 0, NULL);
         ok = req && strcmp(json_string_value(json_object_get(req, "jsonrpc")) ?: "", "2.0") == 0 &&
-             json_integer_value(json_object_get(req, "id")) == 1 &&
+             json_integer_value(json_object_get(req, "id")) == id &&
              strcmp(json_string_value(json_object_get(req, "method")) ?: "", method) == 0;
         json_decref(req);
         return ok ? 0 : -1;
@@ -79,7 +83,7 @@ static void peer_serve(int listen_fd, const char *method, PeerMode mode, const c
 
         if (fd < 0)
                 _exit(1);
-        if (read_request(fd, method) < 0)
+        if (read_request(fd, method, 1) < 0)
                 _exit(2);
         switch (mode) {
         case PEER_WRITE:
@@ -113,6 +117,22 @@ static void peer_serve(int listen_fd, const char *method, PeerMode mode, const c
         case PEER_WRITE_CLOSE:
                 write_all(fd, script, strlen(script));
                 _exit(0);
+        case PEER_BIG_TWICE:
+                for (json_int_t id = 1; id <= 2; id++) {
+                        char *big = malloc(PEER_BIG_BYTES + 1);
+                        memset(big, 'x', PEER_BIG_BYTES);
+                        big[PEER_BIG_BYTES] = '\0';
+                        if (id == 2 && read_request(fd, method, 2) < 0)
+                                _exit(2);
+                        json_t *answer = json_pack("{s:s, s:I, s:s}", "jsonrpc", "2.0", "id", id, "result", big);
+                        char *text = json_dumps(answer, JSON_COMPACT);
+                        write_all(fd, text, strlen(text));
+                        write_all(fd, "\n", 1);
+                        free(text);
+                        json_decref(answer);
+                        free(big);
+                }
+                break;
         }
         /* Wait for the client to hang up, so it reads everything first. */
         while (read(fd, drain, sizeof(drain)) > 0)
@@ -328,6 +348,25 @@ START_TEST(test_answer_split_bytewise) {
 }
 END_TEST
 
+START_TEST(test_big_answers_in_a_row) {
+        char *out = NULL;
+        Peer p;
+
+        peer_start(&p, "rpc.discover", PEER_BIG_TWICE, NULL);
+        MsbClient *c = connect_peer(&p);
+        for (int i = 0; i < 2; i++) {
+                ck_assert_int_eq(msb_client_call(c, "rpc.discover", NULL, &out), 0);
+                ck_assert_uint_eq(strlen(out), PEER_BIG_BYTES + 2);
+                ck_assert_int_eq(out[0], '"');
+                ck_assert_int_eq(out[PEER_BIG_BYTES], 'x');
+                free(out);
+        }
+        ck_assert(msb_client_is_connected(c));
+        msb_client_free(c);
+        peer_finish(&p);
+}
+END_TEST
+
 typedef struct Seen {
         int n;
         MsbPullEvent events[8];
@@ -414,6 +453,7 @@ static Suite *suite(void) {
         tcase_add_test(tc, test_partial_line_times_out);
         tcase_add_test(tc, test_silent_peer_times_out);
         tcase_add_test(tc, test_answer_split_bytewise);
+        tcase_add_test(tc, test_big_answers_in_a_row);
         tcase_add_test(tc, test_pull_progress_interleaved);
         tcase_add_test(tc, test_pull_progress_abort);
         suite_add_tcase(s, tc);
