@@ -107,7 +107,6 @@ class _Connection:
         self._next_id = 1
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._listeners: dict[int, Notify] = {}
-        self._failure: BaseException | None = None
         self._reader_task: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
             self._read_loop(), name=f"microsandbox reader {path}"
         )
@@ -160,6 +159,8 @@ class _Connection:
         except asyncio.CancelledError:
             self._shutdown(_Broken("event loop is shutting down"))
             raise
+        except Exception as e:  # noqa: BLE001 - no waiter may be left hanging
+            failure = ProtocolError(self.path, f"cannot handle a reply: {type(e).__name__}: {e}")
         self._shutdown(failure)
 
     def _dispatch(self, line: bytes) -> None:
@@ -183,7 +184,12 @@ class _Connection:
                 request_id = params.get("id")
                 listener = self._listeners.get(request_id) if isinstance(request_id, int) else None
                 if listener is not None:
-                    listener(params)
+                    try:
+                        listener(params)
+                    except Exception as e:  # noqa: BLE001 - a listener must not break the connection
+                        asyncio.get_running_loop().call_exception_handler(
+                            {"message": "microsandbox: notification listener failed", "exception": e}
+                        )
             return
         request_id = message["id"]
         if request_id is None:
@@ -207,7 +213,6 @@ class _Connection:
         if self.closed:
             return
         self.closed = True
-        self._failure = failure
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(failure)
