@@ -42,6 +42,8 @@ typedef struct PullLayer {
         BlobJob *job; /* held from DOWNLOADING until converted */
         uint64_t reported_bytes;
         uint64_t reported_ms;
+        uint64_t erofs_size;  /* once converted */
+        bool cached;          /* found in the store, not converted here */
         LayerStream *stream;  /* while feeding a streaming conversion */
         bool streaming;       /* a streaming conversion runs (stream may be closed already) */
         bool stream_failed;   /* it failed: convert from the file instead */
@@ -1067,6 +1069,7 @@ static void op_prepared(PullOp *op, Work *w) {
                 if (!w->cached[i])
                         continue;
                 op->layers[i].step = LAYER_DONE;
+                op->layers[i].cached = true;
                 op_emit(op, json_pack("{s:s, s:I, s:s, s:s}", "event", "layer-cached", "position", (json_int_t) i,
                                       "digest", il->blob_digest, "diff_id", il->diff_id));
         }
@@ -1086,6 +1089,7 @@ static void op_layer_checked(PullOp *op, Work *w) {
                                 op->manager->converted[i] = (free(op->manager->converted[i]), NULL);
         } else {
                 l->step = LAYER_DONE;
+                l->cached = true;
                 op_emit(op, json_pack("{s:s, s:I, s:s, s:s}", "event", "layer-cached", "position",
                                       (json_int_t) w->layer, "digest", il->blob_digest, "diff_id", il->diff_id));
         }
@@ -1127,6 +1131,7 @@ static void op_layer_converted(PullOp *op, Work *w) {
                 return op_fail(op, w->r, &w->err);
 
         l->step = LAYER_DONE;
+        l->erofs_size = w->size;
         manager_remember_converted(op->manager, il->diff_id);
         op_emit(op, json_pack("{s:s, s:I, s:s, s:s, s:I}", "event", "layer-converted", "position",
                               (json_int_t) w->layer, "digest", il->blob_digest, "diff_id", il->diff_id,
@@ -1339,6 +1344,51 @@ static int request_new(PullManager *m, PullProgressFn progress, PullDoneFn done,
         return 0;
 }
 
+static void request_send(PullRequest *q, json_t *event) {
+        if (event && q->progress)
+                q->progress(event, q->userdata);
+        json_decref(event);
+}
+
+/* The events a caller that joins a pull in flight has missed, condensed:
+ * each layer's state as of now, in the order the events would have come. */
+static void request_replay(PullOp *op, PullRequest *q) {
+        uint64_t total = 0;
+
+        request_send(q, json_pack("{s:s, s:s}", "event", "resolving", "reference", op->ref->canonical));
+        if (!op->layers)
+                return;
+        for (size_t i = 0; i < op->n_layers; i++)
+                total += ingest_layer(op->ingest, i)->size;
+        request_send(q, json_pack("{s:s, s:s, s:I, s:I}", "event", "resolved", "manifest_digest", op->manifest_digest,
+                                  "layer_count", (json_int_t) op->n_layers, "total_bytes", (json_int_t) total));
+        for (size_t i = 0; i < op->n_layers; i++) {
+                const PullLayer *l = &op->layers[i];
+                const IngestLayer *il = ingest_layer(op->ingest, i);
+
+                if (l->cached) {
+                        request_send(q, json_pack("{s:s, s:I, s:s, s:s}", "event", "layer-cached", "position",
+                                                  (json_int_t) i, "digest", il->blob_digest, "diff_id", il->diff_id));
+                        continue;
+                }
+                if (l->step == LAYER_PENDING || l->step == LAYER_CHECKING)
+                        continue;
+                request_send(q, json_pack("{s:s, s:I, s:s, s:I, s:I}", "event", "layer-download", "position",
+                                          (json_int_t) i, "digest", il->blob_digest, "downloaded_bytes",
+                                          (json_int_t) (l->download_reported || l->step == LAYER_DONE
+                                                                ? il->size
+                                                                : l->reported_bytes),
+                                          "total_bytes", (json_int_t) il->size));
+                if (l->download_reported || l->step == LAYER_DONE)
+                        request_send(q, json_pack("{s:s, s:I, s:s}", "event", "layer-downloaded", "position",
+                                                  (json_int_t) i, "digest", il->blob_digest));
+                if (l->step == LAYER_DONE)
+                        request_send(q, json_pack("{s:s, s:I, s:s, s:s, s:I}", "event", "layer-converted",
+                                                  "position", (json_int_t) i, "digest", il->blob_digest, "diff_id",
+                                                  il->diff_id, "erofs_size_bytes", (json_int_t) l->erofs_size));
+        }
+}
+
 static bool platform_matches(const json_t *handle, const OciPlatform *want) {
         return streq_ptr(json_string_value(json_object_get(handle, "os")), want->os) &&
                streq_ptr(json_string_value(json_object_get(handle, "architecture")), want->architecture);
@@ -1432,11 +1482,12 @@ int pull_start(PullManager *m, const Reference *ref, const char *policy, const c
                 if (!op->failed && streq(op->key, key))
                         break;
         if (op) {
-                /* Join: the new caller sees the events from now on. */
+                /* Join: the new caller first hears what happened so far. */
                 oci_platform_done(&want);
                 q->op = op;
                 q->next = op->requests;
                 op->requests = q;
+                request_replay(op, q);
                 *ret = q;
                 return 0;
         }

@@ -36,6 +36,23 @@ def pull_err(rpc, reference, **params) -> RpcError:
     return result
 
 
+def assert_events_complete(events, img):
+    """A caller's progress: resolving first, resolved, every layer accounted
+    for (cached, or downloaded then converted), complete last."""
+    names = [e["event"] for e in events]
+    assert names[:2] == ["resolving", "resolved"], names
+    assert names[-1] == "complete" and events[-1]["manifest_digest"] == img.manifest_digest, names
+    for pos, layer in enumerate(img.layers):
+        mine = [e for e in events if e.get("position") == pos]
+        kinds = [e["event"] for e in mine]
+        assert kinds in (["layer-cached"],) or (
+            kinds[-2:] == ["layer-downloaded", "layer-converted"]
+            and set(kinds[:-2]) == {"layer-download"}), (pos, kinds)
+        if kinds != ["layer-cached"]:
+            assert mine[-3]["downloaded_bytes"] == layer.size
+            assert mine[-1]["diff_id"] == layer.diff_id
+
+
 def store_tmp_files(daemon):
     tmp = daemon.store / "tmp"
     return sorted(p.name for p in tmp.iterdir()) if tmp.exists() else []
@@ -140,6 +157,7 @@ def test_progress_events_in_order(published, pull_daemon):
     img = published.images["test/big:v1"]
     ref = f"{published.registry.host}/test/big:v1"
     handle, events = pull_ok(rpc, ref)
+    assert_events_complete(events, img)
     names = [e["event"] for e in events]
     assert names[0] == "resolving" and events[0]["reference"] == ref
     assert names[1] == "resolved"
@@ -179,6 +197,8 @@ def test_concurrent_pulls_download_each_blob_once(published, pull_daemon):
     results = [c.wait(i, timeout=PULL_TIMEOUT) for c, i in zip(clients, ids)]
     for r in results:
         assert "result" in r, r
+    for c, i, img in zip(clients, ids, (a, a, b)):
+        assert_events_complete([n["params"] for n in c.notifications if n["params"].get("id") == i], img)
     assert results[0]["result"]["manifest_digest"] == a.manifest_digest
     assert results[1]["result"]["manifest_digest"] == a.manifest_digest
     assert results[2]["result"]["manifest_digest"] == b.manifest_digest
@@ -200,6 +220,7 @@ def test_caller_disconnect_does_not_cancel_shared_pull(published, pull_daemon):
     quitter.close()
     resp = stayer.wait(rid, timeout=PULL_TIMEOUT)
     assert resp["result"]["manifest_digest"] == img.manifest_digest
+    assert_events_complete([n["params"] for n in stayer.notifications if n["params"].get("id") == rid], img)
     assert stayer.call("image.list")[0]["manifest_digest"] == img.manifest_digest
 
 
