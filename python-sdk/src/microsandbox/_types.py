@@ -10,11 +10,8 @@ malformed one (the transport turns those into ProtocolError).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Union
-
-if TYPE_CHECKING:
-    from os import PathLike
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Union
 
 __all__ = [
     "ImageHandle",
@@ -31,11 +28,6 @@ __all__ = [
     "DiskRootfs",
     "RootfsSource",
 ]
-
-
-def _ms(value: Any) -> float | None:
-    """A time from the wire (ms since the epoch, integer or not) as a float."""
-    return None if value is None else float(value)
 
 
 def _opt_int(value: Any) -> int | None:
@@ -318,13 +310,7 @@ class DiskRootfs:
 
     kind: ClassVar[str] = "disk"
     path: str
-    fstype: str | None = field(default=None)
+    fstype: str | None = None
 
 
 RootfsSource = Union[OciRootfs, BindRootfs, DiskRootfs]
-
-
-def _fspath(path: str | PathLike[str]) -> str:
-    import os
-
-    return os.path.abspath(os.fspath(path))
