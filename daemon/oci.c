@@ -397,7 +397,7 @@ int oci_platform_parse(const char *s, OciPlatform *ret) {
                         break;
                 p++;
         }
-        if (n < 2 || *p != '\0') {
+        if (n < 2 || *p != '\0' || p[-1] == '/') {
                 for (size_t i = 0; i < n; i++)
                         free(parts[i]);
                 return -EINVAL;
