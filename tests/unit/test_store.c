@@ -300,6 +300,13 @@ static void pin(Store *s, const char *kind, const char *name, const char *refere
                 json_decref(rootfs);
 }
 
+static void write_content_raw(const char *path) {
+        FILE *f = fopen(path, "w");
+        ck_assert_msg(f, "%s: %m", path);
+        fputs("not a directory", f);
+        ck_assert_int_eq(fclose(f), 0);
+}
+
 /* ---- open and lock ---- */
 
 START_TEST(test_open_creates_layout) {
@@ -926,6 +933,99 @@ START_TEST(test_pin_replace_and_list) {
 }
 END_TEST
 
+START_TEST(test_pin_survives_retag) {
+        _cleanup_test_dir_ TestDir t;
+        _cleanup_(store_freep) Store *s = NULL;
+        static const char *const old_layers[] = { "v1 layer" }, *const new_layers[] = { "v2 layer" };
+        char *refs[] = { (char *) "docker.io/library/app:latest" };
+        _cleanup_strv_ char **f1 = NULL, **f2 = NULL;
+        TestImage v1, v2;
+        MsbError err = {};
+
+        /* A sandbox runs app:latest; then a newer app:latest is loaded and
+         * the old one removed and pruned. The sandbox's data must stay. */
+        test_dir_init(&t);
+        s = open_store(t.store);
+        make_image(s, "v1", old_layers, 1, true, refs, 1, &v1);
+        pin(s, "sandbox", "running", "app:latest", NULL);
+        make_image(s, "v2", new_layers, 1, true, refs, 1, &v2);
+        f1 = image_files(s, &v1);
+        f2 = image_files(s, &v2);
+
+        json_auto_t *h = get(s, "app", &err);
+        ck_assert_str_eq(json_string_value(json_object_get(h, "manifest_digest")), v2.manifest_digest);
+        /* The reference now names v2, which no pin holds. */
+        ck_assert_int_eq(remove_image(s, "app", false, &err), 0);
+        expect_files(f1, true);
+        expect_files(f2, false);
+        json_auto_t *report = prune(s);
+        expect_report(report, 0, 0, 0, 0, 0);
+        expect_files(f1, true);
+
+        json_auto_t *pins = NULL;
+        ck_assert_int_eq(store_pin_list(s, &pins, &err), 0);
+        ck_assert_str_eq(json_string_value(json_object_get(json_array_get(pins, 0), "manifest_digest")),
+                         v1.manifest_digest);
+}
+END_TEST
+
+START_TEST(test_open_relative_and_bad_paths) {
+        _cleanup_test_dir_ TestDir t;
+        _cleanup_free_ char *cwd = get_current_dir_name(), *file = NULL;
+        Store *s = NULL;
+        MsbError err = {};
+
+        test_dir_init(&t);
+        ck_assert_int_eq(chdir(t.path), 0);
+        /* A relative path is resolved once: the store's paths are absolute. */
+        s = open_store("store");
+        ck_assert_str_eq(store_path(s), t.store);
+        store_free(s);
+        s = NULL;
+        ck_assert_int_eq(chdir(cwd), 0);
+
+        /* A regular file where the store should be is a store error, not a crash. */
+        file = path_in(t.path, "a-file");
+        write_content_raw(file);
+        ck_assert_int_lt(store_open(file, &s, &err), 0);
+        ck_assert_ptr_null(s);
+        ck_assert(err.set);
+        ck_assert_int_eq(err.kind, PROTO_ERROR_STORE_ERROR);
+        msb_error_clear(&err);
+}
+END_TEST
+
+START_TEST(test_commit_error_names_cause) {
+        _cleanup_test_dir_ TestDir t;
+        _cleanup_(store_freep) Store *s = NULL;
+        char layer_id[DIGEST_STRING_MAX], manifest_digest[DIGEST_STRING_MAX], config_digest[DIGEST_STRING_MAX];
+        char *refs[] = { (char *) "docker.io/library/broken:1" };
+        MsbError err = {};
+
+        /* A manifest whose layer was never recorded cannot be committed; the
+         * error must say why (it reaches the client and the log), and the
+         * failed transaction leaves nothing behind. */
+        test_dir_init(&t);
+        s = open_store(t.store);
+        ck_assert_int_eq(digest_buffer("unrecorded", 10, layer_id), 0);
+        ck_assert_int_eq(digest_buffer("manifest", 8, manifest_digest), 0);
+        ck_assert_int_eq(digest_buffer("config", 6, config_digest), 0);
+        StoreLayer sl = { layer_id, layer_id, (char *) OCI_MEDIA_TYPE_LAYER_TAR, 10 };
+        StoreManifest m = {
+                .digest = manifest_digest, .media_type = (char *) OCI_MEDIA_TYPE_MANIFEST, .size = 8,
+                .config_digest = config_digest, .config_size = 6, .layers = &sl, .n_layers = 1,
+        };
+        ck_assert_int_lt(store_image_commit(s, &m, refs, 1, &err), 0);
+        ck_assert(err.set);
+        ck_assert_int_eq(err.kind, PROTO_ERROR_STORE_ERROR);
+        ck_assert_msg(!strstr(err.message, "not an error"), "the cause is lost: '%s'", err.message);
+        ck_assert_msg(strstr(err.message, "constraint"), "the cause is not named: '%s'", err.message);
+        msb_error_clear(&err);
+        expect_not_found(s, "broken:1");
+        expect_list(s, NULL, 0);
+}
+END_TEST
+
 /* ---- prune ---- */
 
 START_TEST(test_prune_counts) {
@@ -1406,6 +1506,7 @@ static Suite *store_suite(void) {
         tcase_add_test(tc, test_open_twice_in_one_process);
         tcase_add_test(tc, test_open_held_by_another_process);
         tcase_add_test(tc, test_open_newer_schema_refused);
+        tcase_add_test(tc, test_open_relative_and_bad_paths);
         tcase_add_test(tc, test_tmpfile_publish_and_discard);
         tcase_add_test(tc, test_write_file_keeps_existing);
         suite_add_tcase(s, tc);
@@ -1420,6 +1521,8 @@ static Suite *store_suite(void) {
         tcase_add_test(tc, test_remove_pinned);
         tcase_add_test(tc, test_pin_replace_and_list);
         tcase_add_test(tc, test_persists_across_reopen);
+        tcase_add_test(tc, test_pin_survives_retag);
+        tcase_add_test(tc, test_commit_error_names_cause);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("gc");
