@@ -61,7 +61,8 @@ def test_second_daemon_on_same_store_exits_at_once(daemon, short_tmp):
                        env=daemon.env)
     elapsed = time.monotonic() - t0
     assert r.returncode != 0, f"second daemon exited 0:\n{r.stderr}"
-    assert elapsed < 5, f"second daemon took {elapsed:.1f}s to give up"
+    # "At once": no waiting for the lock (10 s leaves room for ASan on a busy CI machine).
+    assert elapsed < 10, f"second daemon took {elapsed:.1f}s to give up"
     text = r.stderr + r.stdout
     assert str(daemon.store) in text or os.path.realpath(daemon.store) in text, f"store not named:\n{text}"
     assert str(daemon.pid) in text, f"holder pid {daemon.pid} not named:\n{text}"
