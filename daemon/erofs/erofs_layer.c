@@ -275,6 +275,9 @@ static int add_entry(Converter *c, const LayerEntry *e, MsbError *err) {
                         return reject(err, -EBADMSG, e->raw_path, "is a symlink without a target");
                 if (n > c->limits->path_bytes)
                         return limit_exceeded(err, "path_bytes", c->limits->path_bytes, e->raw_path);
+                /* Linux reads at most PATH_MAX - 1 bytes of a link target. */
+                if (n >= EROFS_BLKSZ)
+                        return reject(err, -ENAMETOOLONG, e->raw_path, "is a symlink whose target is longer than 4095 bytes");
                 r = erofs_tree_strdup(c->tree, e->symlink, n, &i->symlink);
                 i->size = n;
                 break;

@@ -205,6 +205,17 @@ def test_symlink_target_limit(tmp_path):
     t.close()
     res = kit.run_tool("convert", tmp_path / "l.tar", MT_TAR, tmp_path / "o.erofs", check=False)
     assert res["name"] == "limit-exceeded" and res["data"]["limit"] == "path_bytes"
+    # Linux itself cannot hold a 4096-byte target (PATH_MAX counts the NUL).
+    t = kit.Tar(tmp_path / "l.tar")
+    t.symlink("l", "x" * 4096)
+    t.close()
+    res = kit.run_tool("convert", tmp_path / "l.tar", MT_TAR, tmp_path / "o.erofs", check=False)
+    assert res["name"] == "layer-rejected" and res["data"]["entry"] == "l"
+    t = kit.Tar(tmp_path / "l.tar")
+    t.symlink("l", "x" * 4095)
+    t.close()
+    kit.run_tool("convert", tmp_path / "l.tar", MT_TAR, tmp_path / "o.erofs")
+    fsck_ok(tmp_path / "o.erofs")
 
 
 def test_depth_limit(tmp_path):
