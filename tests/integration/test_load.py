@@ -1,8 +1,10 @@
 """image.load from OCI layouts, OCI archives, docker-save archives and
 platform indexes built in the test, every field checked against the image."""
 
+import io
 import json
 import os
+import tarfile
 import time
 
 import pytest
@@ -546,3 +548,63 @@ def test_slow_load_never_delays_other_connections(daemon, big_image):
     assert overlapped >= 1, "the load finished before any other request overlapped it"
     # Relative to the load's own duration, so a busy CI machine does not flake.
     assert max(latencies) < load_time / 2, (latencies, load_time)
+
+
+def test_path_with_trailing_slash(rpc, imagekit):
+    img = imagekit.image("example.com/slash/x:1", [{"a": b"a"}])
+    out = load(rpc, str(img.layout.path) + "/")
+    assert out[0]["manifest_digest"] == img.manifest_digest
+
+
+def test_index_with_attestation_manifest(rpc, imagekit):
+    # buildx-style: the platform images plus an attestation manifest whose
+    # platform is unknown/unknown; the host image is picked.
+    amd, arm = _platform_images(imagekit)
+    att = imagekit.image("example.com/p/att:1", [{"att.json": b"{}"}], Config(architecture="unknown", os="unknown"))
+    idx = imagekit.platform_index("example.com/p/attested:1",
+                                  {"unknown/unknown": att, "linux/arm64": arm, "linux/amd64": amd})
+    out = load(rpc, idx.layout.path)
+    assert [h["manifest_digest"] for h in out] == [amd.manifest_digest]
+
+
+def _docker_archive_of_two(imagekit):
+    """A docker-save archive holding two images (skopeo writes one per
+    archive, so two are merged with tar the way `docker save a b` does)."""
+    a = imagekit.image("example.com/two/a:1", [{"a": b"a"}], Config(cmd=["a"]))
+    b = imagekit.image("example.com/two/b:1", [{"b": b"b"}, {"c": b"c"}], Config(cmd=["b"]))
+    arch_a = a.layout.docker_archive("example.com/two/a:1", imagekit.path("da", ".tar"), ["example.com/two/a:1"])
+    arch_b = b.layout.docker_archive("example.com/two/b:1", imagekit.path("db", ".tar"), ["example.com/two/b:1"])
+    out = imagekit.path("dboth", ".tar")
+    manifests = []
+    seen = set()
+    with tarfile.open(out, "w") as dst:
+        for arch in (arch_a, arch_b):
+            with tarfile.open(arch.path) as src:
+                for m in src.getmembers():
+                    if m.name == "manifest.json":
+                        manifests += json.load(src.extractfile(m))
+                    elif m.name not in seen and m.name != "repositories":
+                        seen.add(m.name)
+                        dst.addfile(m, src.extractfile(m) if m.isfile() else None)
+        data = json.dumps(manifests).encode()
+        ti = tarfile.TarInfo("manifest.json")
+        ti.size = len(data)
+        dst.addfile(ti, io.BytesIO(data))
+    return arch_a, arch_b, out
+
+
+def test_docker_save_archive_with_two_images(rpc, imagekit):
+    arch_a, arch_b, path = _docker_archive_of_two(imagekit)
+    out = load(rpc, path)
+    assert sorted(h["reference"] for h in out) == ["example.com/two/a:1", "example.com/two/b:1"]
+    assert_handle(rpc.call("image.get", {"reference": "example.com/two/a:1"}), arch_a, "example.com/two/a:1")
+    assert_handle(rpc.call("image.get", {"reference": "example.com/two/b:1"}), arch_b, "example.com/two/b:1")
+    assert_detail(rpc.call("image.inspect", {"reference": "example.com/two/b:1"}), arch_b, "example.com/two/b:1")
+
+
+def test_tag_with_a_docker_archive_of_two_images_is_invalid(rpc, imagekit):
+    _, _, path = _docker_archive_of_two(imagekit)
+    with pytest.raises(RpcError) as e:
+        load(rpc, path, tag="example.com/two/c:1")
+    proto.check_error(e.value, "invalid-params", "tag")
+    assert rpc.call("image.list") == []

@@ -500,3 +500,42 @@ def test_nesting_limit_boundary(daemon, rpc):
     over = send(limit - 1)
     assert over["error"]["data"]["name"] in ("parse-error", "limit-exceeded"), over
     assert_still_serving(daemon, rpc)
+
+
+def test_client_that_does_not_read_blocks_nobody(daemon):
+    # A client pipelines thousands of requests and never reads: the daemon
+    # must keep serving others (bounded output buffering or backpressure,
+    # never a stalled loop).
+    hog = daemon.client()
+    line = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "rpc.discover"}).encode() + b"\n"
+    hog.sock.setblocking(False)
+    sent = 0
+    deadline = time.monotonic() + 5
+    try:
+        while time.monotonic() < deadline and sent < 20000:
+            try:
+                hog.sock.send(line)
+                sent += 1
+            except BlockingIOError:
+                break  # our send buffer is full: the daemon stopped reading us
+        for _ in range(3):
+            with daemon.client(timeout=10) as c:
+                assert c.call("image.list") == []
+    finally:
+        hog.close()
+    assert sent > 0
+    assert_still_serving(daemon, None)
+
+
+def test_slow_reader_gets_every_answer(daemon):
+    c = daemon.client(timeout=60)
+    n = 500
+    c.send_raw(b"".join(json.dumps({"jsonrpc": "2.0", "id": i, "method": "rpc.discover"}).encode() + b"\n"
+                        for i in range(n)))
+    time.sleep(0.5)  # let the daemon's output back up
+    got = set()
+    for _ in range(n):
+        msg = c.recv()
+        assert msg["result"]["openrpc"], msg
+        got.add(msg["id"])
+    assert got == set(range(n))
