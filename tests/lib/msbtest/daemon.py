@@ -5,7 +5,10 @@ defaults to ``<repo>/build``) as::
 
     msb-imaged --store <workdir>/store --socket <workdir>/run/imaged.sock --log-level debug
 
-with stdout and stderr appended to ``<workdir>/daemon.log``.
+with stdout and stderr appended to ``<workdir>/daemon.log``.  Keyword
+options: ``log_level``, ``extra_args`` (appended to the command line),
+``env`` (the environment; default ``os.environ`` without MSB_IMAGED_*,
+LISTEN_* and NOTIFY_SOCKET), ``store`` and ``socket_path`` (other paths).
 
 ``start()``
     spawn it and wait until the socket accepts a connection; raises
