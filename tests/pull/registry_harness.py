@@ -319,14 +319,20 @@ class FaultServer:
         with self.lock:
             return sum(1 for _, p, _ in self.log if path_contains in p)
 
-    def _tags(self, layout: Path) -> dict[str, dict]:
+    def _tags(self, layout: Path, repo: str) -> dict[str, dict]:
+        """Tags of the layout's ref names; where several names share a tag
+        (a layout of several images), the one named like the repository's
+        last component wins."""
         index = json.loads((layout / "index.json").read_text())
-        tags = {}
+        tags, exact = {}, {}
         for d in index.get("manifests", []):
             name = (d.get("annotations") or {}).get("org.opencontainers.image.ref.name")
             if name:
-                tags[name.rsplit(":", 1)[-1]] = d
-        return tags
+                base, _, tag = name.rpartition(":")
+                tags.setdefault(tag, d)
+                if base == repo.rsplit("/", 1)[-1]:
+                    exact[tag] = d
+        return {**tags, **exact}
 
     def start(self) -> "FaultServer":
         outer = self
@@ -363,14 +369,14 @@ class FaultServer:
                     return self._send(404, b'{"errors":[{"code":"NAME_UNKNOWN"}]}')
                 layout, kind, ref = outer.repos[m.group(1)], m.group(2), m.group(3)
                 if kind == "manifests":
-                    return self._manifest(layout, ref)
+                    return self._manifest(layout, ref, m.group(1))
                 return self._blob(layout, ref)
 
-            def _manifest(self, layout, ref):
+            def _manifest(self, layout, ref, repo):
                 if ref in outer.manifest_override:
                     return self._send(200, outer.manifest_override[ref],
                                       {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
-                desc = outer._tags(layout).get(ref)
+                desc = outer._tags(layout, repo).get(ref)
                 digest = desc["digest"] if desc else ref
                 path = layout / "blobs" / "sha256" / digest.removeprefix("sha256:")
                 if not digest.startswith("sha256:") or not path.exists():

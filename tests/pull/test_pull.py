@@ -467,3 +467,29 @@ def test_sigterm_during_pull(published, pull_daemon):
         rpc = d.client()
         assert rpc.call("image.list") == []
         assert store_tmp_files(d) == []
+
+
+def test_prune_during_pull_keeps_its_files(published, pull_daemon):
+    img = published.images["test/base-a:v1"]
+    slow = img.layers[0].blob_digest
+    with FaultServer({"test/base-a": img.layout.path}, throttle={slow: 256 * 1024}) as fault:
+        d = pull_daemon()
+        puller, other = d.client(), d.client()
+        ref = f"{fault.host}/test/base-a:v1"
+        rid = puller.send_request("image.pull", {"reference": ref})
+        # Wait until the small layer is converted while the big one is
+        # still downloading, then prune.
+        deadline = time.monotonic() + 60
+        while not any(n["params"]["event"] == "layer-converted" for n in puller.notifications):
+            assert time.monotonic() < deadline
+            try:
+                puller._dispatch(puller.recv(1.0))
+            except (TimeoutError, OSError):
+                pass
+        report = other.call("image.prune")
+        assert report is not None
+        resp = puller.wait(rid, timeout=PULL_TIMEOUT)
+        assert resp["result"]["manifest_digest"] == img.manifest_digest
+        detail = other.call("image.inspect", {"reference": ref})
+        for layer in detail["layers"]:
+            assert (d.store / "layers" / "sha256" / (layer["diff_id"].split(":")[1] + ".erofs")).exists()
