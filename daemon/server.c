@@ -384,7 +384,7 @@ int server_new(uv_loop_t *loop, Rpc *rpc, const char *path, int listen_fd, Serve
                 }
                 (void) chmod(path, SERVER_SOCKET_MODE);
         }
-        r = uv_listen((uv_stream_t *) &s->listener, 512, on_connection);
+        r = uv_listen((uv_stream_t *) &s->listener, SERVER_LISTEN_BACKLOG, on_connection);
         if (r < 0) {
                 msb_error_set(err, -EINVAL, PROTO_ERROR_INTERNAL_ERROR, "cannot listen on %s: %s", path ?: "the socket",
                               uv_strerror(r));

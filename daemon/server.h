@@ -21,6 +21,9 @@
 /* Reading from a client pauses while this many response bytes wait to be
  * written to it, so a client that never reads cannot grow our memory. */
 #define SERVER_WRITE_QUEUE_HIGH_BYTES ((size_t) (64 * MiB))
+/* Connections the kernel queues before we accept them: a burst of as many
+ * clients as we serve at once must not see EAGAIN on connect(). */
+#define SERVER_LISTEN_BACKLOG ((int) SERVER_CONNECTIONS_MAX)
 #define SERVER_SOCKET_MODE 0600
 #define SERVER_DIRECTORY_MODE 0700
 

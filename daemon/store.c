@@ -1285,11 +1285,24 @@ int store_image_prune(Store *s, json_t **ret_report, MsbError *err) {
                 return db_error(s->db, SQLITE_ERROR, err, "cannot begin the prune");
         tx = s->db;
 
-        /* References to pinned manifests stay: a pinned image remains listed. */
-        r = db_exec(s->db, "DELETE FROM image_refs WHERE manifest_digest NOT IN (SELECT manifest_digest FROM pins)");
+        /* References to pinned manifests stay (a pinned image remains listed),
+         * and so do those a load or pull in flight is committing. */
+        _cleanup_stmt_ sqlite3_stmt *refs = NULL;
+        r = db_prepare(s->db,
+                       "SELECT reference, manifest_digest FROM image_refs "
+                       "WHERE manifest_digest NOT IN (SELECT manifest_digest FROM pins)",
+                       &refs);
         if (r < 0)
-                return db_error(s->db, SQLITE_ERROR, err, "cannot remove references");
-        gc.refs_removed = (unsigned) sqlite3_changes(s->db);
+                return db_error(s->db, SQLITE_ERROR, err, "cannot list references");
+        while (sqlite3_step(refs) == SQLITE_ROW) {
+                if (store_lease_held(s, (const char *) sqlite3_column_text(refs, 1)))
+                        continue;
+                r = db_step_digest(s->db, "DELETE FROM image_refs WHERE reference = ?1",
+                                   (const char *) sqlite3_column_text(refs, 0));
+                if (r < 0)
+                        return db_error(s->db, SQLITE_ERROR, err, "cannot remove references");
+                gc.refs_removed++;
+        }
 
         r = gc_collect(s, &gc);
         if (r < 0)
