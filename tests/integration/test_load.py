@@ -330,17 +330,38 @@ def test_corrupt_blob_is_digest_mismatch(rpc, imagekit, daemon, which):
     assert rpc.call("image.list") == []
 
 
-def test_blob_of_wrong_size(rpc, imagekit):
+@pytest.mark.parametrize("which", ["layer", "config"])
+@pytest.mark.parametrize("delta", [+1, -1, 1 << 40, 1 << 62])
+def test_blob_of_wrong_size(rpc, imagekit, which, delta):
+    # Issue 2: every blob is verified against its descriptor's size too.
     img = imagekit.image(REF, LAYERS[:1])
     m = json.loads(json.dumps(img.manifest))
-    m["layers"][0]["size"] += 1
-    img.layout.replace_manifest(REF, m)
+    desc = m["layers"][0] if which == "layer" else m["config"]
+    desc["size"] = desc["size"] + delta if abs(delta) == 1 else delta
+    img.layout.replace_manifest(REF, m, raw_manifest=json.dumps(m).encode())
     with pytest.raises(RpcError) as e:
         load(rpc, img.layout.path)
-    # A size that disagrees with the descriptor is either caught as such
-    # (invalid image) or by the digest check.
-    assert e.value.name in ("digest-mismatch", "invalid-image"), e.value
+    # A size that disagrees with the descriptor is caught as such (invalid
+    # image, or a limit for absurd sizes) or by the digest check.
+    assert e.value.name in ("digest-mismatch", "invalid-image", "limit-exceeded"), e.value
     assert rpc.call("image.list") == []
+
+
+def test_wrong_size_of_an_already_stored_layer(rpc, imagekit):
+    # The layer is in the store already (same blob, same diff_id), so a
+    # daemon may skip reading it again; it must still not accept a
+    # descriptor whose size disagrees with the blob's, nor report that size.
+    good = imagekit.image("example.com/test/good:1", LAYERS[:1])
+    load(rpc, good.layout.path)
+    img = imagekit.image(REF, LAYERS[:1])
+    assert img.layers[0].blob_digest == good.layers[0].blob_digest
+    m = json.loads(json.dumps(img.manifest))
+    m["layers"][0]["size"] = 1 << 62
+    img.layout.replace_manifest(REF, m, raw_manifest=json.dumps(m).encode())
+    with pytest.raises(RpcError) as e:
+        load(rpc, img.layout.path)
+    assert e.value.name in ("digest-mismatch", "invalid-image", "limit-exceeded"), e.value
+    assert [h["reference"] for h in rpc.call("image.list")] == ["example.com/test/good:1"]
 
 
 def test_missing_blob(rpc, imagekit):
