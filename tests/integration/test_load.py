@@ -4,6 +4,7 @@ platform indexes built in the test, every field checked against the image."""
 import io
 import json
 import os
+import subprocess
 import tarfile
 import time
 
@@ -628,4 +629,53 @@ def test_tag_with_a_docker_archive_of_two_images_is_invalid(rpc, imagekit):
     with pytest.raises(RpcError) as e:
         load(rpc, path, tag="example.com/two/c:1")
     proto.check_error(e.value, "invalid-params", "tag")
+    assert rpc.call("image.list") == []
+
+
+def test_oci_archive_with_dot_prefixed_names(rpc, imagekit):
+    # `tar -C layout -cf x.tar .` names members ./index.json, ./blobs/...
+    img = imagekit.image("example.com/dot/x:1", LAYERS[:2], FULL_CONFIG)
+    path = imagekit.path("dot", ".tar")
+    subprocess.run(["tar", "-C", str(img.layout.path), "-cf", str(path), "."], check=True)
+    load(rpc, path)
+    assert_everywhere(rpc, img, "example.com/dot/x:1")
+
+
+def _unpacked_docker_archive(imagekit):
+    img = imagekit.image("example.com/dk/x:1", LAYERS[:2])
+    arch = img.layout.docker_archive("example.com/dk/x:1", imagekit.path("dk", ".tar"), ["example.com/dk/x:1"])
+    root = imagekit.path("dkx")
+    root.mkdir()
+    subprocess.run(["tar", "-C", str(root), "-xf", str(arch.path)], check=True)
+    return arch, root, json.loads((root / "manifest.json").read_text())
+
+
+def _repack(imagekit, root):
+    path = imagekit.path("dkre", ".tar")
+    subprocess.run(["tar", "-C", str(root), "-cf", str(path), "."], check=True)
+    return path
+
+
+def test_docker_archive_diff_id_mismatch(rpc, imagekit):
+    arch, root, manifest = _unpacked_docker_archive(imagekit)
+    cfg_path = root / manifest[0]["Config"]
+    cfg = json.loads(cfg_path.read_text())
+    cfg["rootfs"]["diff_ids"][1] = "sha256:" + "1" * 64
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(RpcError) as e:
+        load(rpc, _repack(imagekit, root))
+    data = proto.check_error(e.value, "digest-mismatch")
+    assert data.get("expected") == "sha256:" + "1" * 64 and data.get("actual") == arch.diff_ids[1], data
+    assert rpc.call("image.list") == []
+
+
+def test_docker_archive_missing_layer(rpc, imagekit):
+    arch, root, manifest = _unpacked_docker_archive(imagekit)
+    layer = root / manifest[0]["Layers"][1]
+    layer.resolve().unlink()  # skopeo writes <id>/layer.tar as a symlink
+    if layer.is_symlink():
+        layer.unlink()
+    with pytest.raises(RpcError) as e:
+        load(rpc, _repack(imagekit, root))
+    proto.check_error(e.value, "invalid-image")
     assert rpc.call("image.list") == []
