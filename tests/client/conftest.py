@@ -9,6 +9,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[0] / "lib"))
+# clitool.py, the tests' way of running msb-image.
+sys.path.insert(0, str(HERE))
 # The loopback registry harness of the pull tests, for `msb-image pull`.
 sys.path.insert(0, str(HERE.parents[0] / "pull"))
 

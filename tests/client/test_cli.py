@@ -7,106 +7,20 @@ truth) or from the daemon's own JSON-RPC answers, never from constants.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
-import pty
 import re
-import select
-import struct
 import subprocess
-import termios
 import time
 from pathlib import Path
 
 import pytest
 
-from msbtest import RpcError, build_dir
+from clitool import CLI_TIMEOUT_S, cli_binary, human, run, run_pty, short
+from msbtest import RpcError
 from msbtest.imagekit import Config
 
-CLI_TIMEOUT_S = 60
-
 COMMANDS = ["ls", "images", "inspect", "rm", "prune", "pull", "load", "pin", "df", "info"]
-
-
-def cli_binary() -> Path:
-    return build_dir() / "client" / "msb-image"
-
-
-def run(*args, socket=None, stdin=subprocess.DEVNULL, env=None, cwd=None, input=None):
-    """Runs msb-image; --socket first when given. Returns CompletedProcess (text)."""
-    argv = [str(cli_binary())]
-    if socket is not None:
-        argv += ["--socket", str(socket)]
-    argv += [str(a) for a in args]
-    if input is not None:
-        stdin = None
-    e = dict(os.environ if env is None else env)
-    return subprocess.run(argv, stdin=stdin, input=input, capture_output=True, text=True, env=e, cwd=cwd,
-                          timeout=CLI_TIMEOUT_S)
-
-
-def run_pty(*args, socket=None, answer: bytes | None = None, env=None, timeout=CLI_TIMEOUT_S, size=None):
-    """Runs msb-image with stdin, stdout and stderr on a pseudo-terminal
-    (of size (rows, columns) when given), typing `answer` when the program
-    has printed something. Returns (exit status, everything the terminal
-    showed)."""
-    argv = [str(cli_binary())]
-    if socket is not None:
-        argv += ["--socket", str(socket)]
-    argv += [str(a) for a in args]
-    master, slave = pty.openpty()
-    if size is not None:
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
-    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, close_fds=True,
-                            env=dict(os.environ if env is None else env))
-    os.close(slave)
-    out = b""
-    typed = answer is None
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([master], [], [], 0.1)
-            if r:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError as e:
-                    if e.errno == errno.EIO:  # the child closed the terminal
-                        break
-                    raise
-                if not chunk:
-                    break
-                out += chunk
-                if not typed and out:
-                    os.write(master, answer)
-                    typed = True
-            elif proc.poll() is not None and not r:
-                # Drain what is left, then stop.
-                continue
-        rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return rc, out.decode(errors="replace")
-
-
-def human(n: int) -> str:
-    """The CLI's sizes: 1024-based, one decimal below 10 units."""
-    if n < 1024:
-        return f"{n} B"
-    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
-    v, u = float(n), 0
-    while v >= 1024 and u + 1 < len(units):
-        v /= 1024
-        u += 1
-    return f"{v:.1f} {units[u]}" if v < 10 else f"{v:.0f} {units[u]}"
-
-
-def short(digest: str) -> str:
-    return digest.split(":", 1)[1][:12]
 
 
 # Fixtures ------------------------------------------------------------------

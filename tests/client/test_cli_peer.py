@@ -18,7 +18,7 @@ import threading
 
 import pytest
 
-from test_cli import run, run_pty
+from clitool import run, run_pty
 
 HANDLE = {"reference": "example.com/a:1", "manifest_digest": "sha256:" + "ab" * 32, "architecture": "amd64",
           "os": "linux", "layer_count": 1, "size_bytes": 10, "created_at": 1, "last_used_at": 2}
