@@ -17,6 +17,7 @@ since PrivateTmp= gives the service empty ones.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -56,6 +57,15 @@ mknod -m 0 "$i/chr" c 0 0
 mknod -m 0 "$i/blk" b 0 0
 /usr/bin/python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$i/sock"
 chmod 0 "$i/sock"
+if [ -n "$MSB_TEST_JOURNALD_PID" ]; then
+        # A journald of our own, writing only to tmpfs.
+        [ -d /var/log/journal ] && mount -t tmpfs tmpfs /var/log/journal
+        /lib/systemd/systemd-journald </dev/null &
+        echo $! > "$MSB_TEST_JOURNALD_PID"
+        n=0
+        while [ ! -S /run/systemd/journal/stdout ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+fi
+unset MSB_TEST_JOURNALD_PID
 exec "$0" --user
 """
 
@@ -73,7 +83,7 @@ def outside_tmp_root() -> Path:
 class UserManager:
     """`systemd --user` for a home and runtime directory under `root`."""
 
-    def __init__(self, root: Path, exec_args: list[str] = ()):
+    def __init__(self, root: Path, exec_args: list[str] = (), journal: bool = False):
         for tool in ("unshare", "nsenter", "systemctl"):
             assert shutil.which(tool), f"{tool} is missing"
         assert Path(SYSTEMD).exists(), f"{SYSTEMD} is missing: install Debian's systemd package"
@@ -99,14 +109,14 @@ class UserManager:
                                   " ".join([f"ExecStart={self.binary}", *exec_args]), text, flags=re.M)
                 assert n == 1
             (self.unit_dir / name).write_text(text)
-        # There is no journald in the namespace: keep the daemon's output.
-        # In a sanitizer build, LeakSanitizer would stop the world with
+        # Without a journald in the namespace, the daemon's output goes to
+        # a file. In a sanitizer build, LeakSanitizer would stop the world with
         # ptrace(2), which the unit's system call filter refuses (a fatal
         # error at exit): leaks are checked by the suites outside the sandbox.
         dropin = self.unit_dir / "msb-imaged.service.d"
         dropin.mkdir()
-        (dropin / "test.conf").write_text(f"[Service]\nStandardOutput=append:{self.log_path}\n"
-                                          "StandardError=inherit\n"
+        logging = "" if journal else f"StandardOutput=append:{self.log_path}\nStandardError=inherit\n"
+        (dropin / "test.conf").write_text("[Service]\n" + logging +
                                           "Environment=ASAN_OPTIONS=detect_leaks=0:abort_on_error=1\n"
                                           "Environment=UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1\n")
 
@@ -116,6 +126,9 @@ class UserManager:
             "XDG_RUNTIME_DIR": str(self.runtime),
             "LANG": "C.UTF-8",
         }
+        self.journald_pid_path = root / "journald.pid" if journal else None
+        if journal:
+            self.env["MSB_TEST_JOURNALD_PID"] = str(self.journald_pid_path)
         with open(root / "manager.log", "wb") as log:
             self.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
                                           MANAGER_SCRIPT, SYSTEMD], env=self.env, stdin=subprocess.DEVNULL,
@@ -155,6 +168,13 @@ class UserManager:
         except AssertionError as e:
             raise AssertionError(f"{e}\n{self.diagnose()}") from None
 
+    def journal(self, *args: str) -> list[dict]:
+        """The journal of the namespace's journald, as JSON entries."""
+        res = subprocess.run(["nsenter", "-t", str(self.proc.pid), "-m", "journalctl", "--no-pager", "-o", "json",
+                              *args], env=self.env, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        return [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
+
     def close(self) -> None:
         if self.proc.poll() is None:
             self.systemctl("stop", "msb-imaged.socket", "msb-imaged.service", check=False)
@@ -164,6 +184,12 @@ class UserManager:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        # The journald started for this manager, by its pid.
+        if self.journald_pid_path and self.journald_pid_path.exists():
+            try:
+                os.kill(int(self.journald_pid_path.read_text()), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
 
 @pytest.fixture
@@ -177,8 +203,8 @@ def root():
 def manager_factory(root):
     made: list[UserManager] = []
 
-    def make(exec_args: list[str] = ()) -> UserManager:
-        m = UserManager(root, exec_args)
+    def make(exec_args: list[str] = (), journal: bool = False) -> UserManager:
+        m = UserManager(root, exec_args, journal)
         made.append(m)
         return m
 
@@ -302,3 +328,30 @@ def test_exit_idle_and_restart_on_demand(manager_factory):
     second_pid = int(re.search(rb'"pid":(\d+)', data).group(1))
     assert second_pid != first["pid"]
     m.wait_service("inactive", timeout=idle_s + 20)
+
+
+def test_journal_gets_priorities(manager_factory):
+    """Under a real journald, each line lands with the priority its "<N>"
+    prefix gives (debug is 7, not journald's default 6) and without the
+    prefix or a timestamp of our own in the message."""
+    m = manager_factory(["--log-level", "debug"], journal=True)
+    m.systemctl("start", "msb-imaged.socket")
+    pid = info(m.socket_path)["pid"]
+    m.wait_service("active")
+    m.systemctl("stop", "msb-imaged.service")
+
+    def ours():
+        entries = [e for e in m.journal("-t", "msb-imaged") if e.get("_PID") == str(pid)]
+        return entries if any("shutting down" in e.get("MESSAGE", "") for e in entries) else None
+
+    entries = wait_until(ours, 20, "the daemon's lines in the journal")
+    for e in entries:
+        assert not e["MESSAGE"].startswith("<"), e["MESSAGE"]
+        assert not re.match(r"\d{4}-\d\d-\d\dT", e["MESSAGE"]), e["MESSAGE"]
+    by_priority = {}
+    for e in entries:
+        by_priority.setdefault(e["PRIORITY"], []).append(e["MESSAGE"])
+    # Info and debug lines both, told apart: without the prefixes journald
+    # would file everything under its default, 6.
+    assert {"6", "7"} <= set(by_priority), by_priority
+    assert set(by_priority) <= {"3", "4", "5", "6", "7"}, by_priority
