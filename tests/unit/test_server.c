@@ -1,0 +1,684 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+
+/*
+ * In-process tests of the server and the JSON-RPC dispatch (daemon/server.c,
+ * daemon/rpc.c): a real libuv loop on a thread serving a real Unix socket,
+ * with a method table of proto/'s names whose handlers run in all three
+ * modes (inline, worker, deferred). A client in the test writes raw bytes
+ * and reads NDJSON. Running here, under the sanitizers, the connection and
+ * call lifetimes (batches, notifications, deferred completion, hang-ups)
+ * are checked for memory errors as well as for their answers.
+ */
+
+#include <check.h>
+#include <poll.h>
+#include <signal.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include "daemon.h"
+#include "framing.h"
+#include "rpc.h"
+#include "server.h"
+
+#define READ_TIMEOUT_MS 10000
+/* How long the slow worker method takes: long enough to be sure an inline
+ * call sent after it is answered first. */
+#define SLOW_CALL_MS 300
+
+/* ---- the method table ---- */
+
+static int m_system_info(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+        *ret = json_pack("{s:i}", "pid", (int) getpid());
+        return 0;
+}
+
+static int m_image_get(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+        *ret = json_pack("{s:O}", "reference", json_object_get(params, "reference"));
+        return 0;
+}
+
+static int m_image_inspect(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+        /* Blocking work: runs on a worker thread. */
+        usleep(SLOW_CALL_MS * 1000);
+        *ret = json_pack("{s:b, s:O}", "slow", 1, "reference", json_object_get(params, "reference"));
+        return 0;
+}
+
+static int m_image_remove(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+        msb_error_set(err, -ENOENT, PROTO_ERROR_IMAGE_NOT_FOUND, "no cached image %s",
+                      json_string_value(json_object_get(params, "reference")));
+        msb_error_add_data(err, "reference", json_incref(json_object_get(params, "reference")));
+        return -ENOENT;
+}
+
+static int m_failing(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+        /* Fails without saying why: the client still gets an internal error. */
+        return -EIO;
+}
+
+typedef struct Deferred {
+        uv_timer_t timer;
+        RpcCall *call;
+} Deferred;
+
+static void deferred_close_cb(uv_handle_t *h) {
+        free(h->data);
+}
+
+static void deferred_fire(uv_timer_t *t) {
+        Deferred *d = t->data;
+        json_t *id = rpc_call_id(d->call);
+
+        /* Progress first, then the result, as image.pull does. */
+        if (id)
+                rpc_call_notify(d->call, "image.pull.progress",
+                                json_pack("{s:O, s:s}", "id", id, "event", "resolving"));
+        rpc_call_complete(d->call, json_pack("{s:s}", "status", "done"), NULL);
+        uv_close((uv_handle_t *) &d->timer, deferred_close_cb);
+}
+
+static int m_image_pull(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+        uv_loop_t *loop = rpc_call_userdata(call);
+        Deferred *d = calloc(1, sizeof(*d));
+
+        /* Event-driven: completes from a timer on the loop, as a pull does
+         * from its transfers. */
+        if (!d)
+                return -ENOMEM;
+        d->call = call;
+        d->timer.data = d;
+        uv_timer_init(loop, &d->timer);
+        uv_timer_start(&d->timer, deferred_fire, 20, 0);
+        return RPC_PENDING;
+}
+
+static int m_null(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+        *ret = json_null();
+        return 0;
+}
+
+/* Every method of proto/: the interesting ones above, the rest answer null. */
+static RpcMethod *test_methods(size_t *ret_n) {
+        json_t *doc = json_loadb(proto_openrpc_json, proto_openrpc_json_len, 0, NULL), *m;
+        json_t *methods = json_object_get(doc, "methods");
+        RpcMethod *table = calloc(json_array_size(methods), sizeof(RpcMethod));
+        size_t i;
+
+        ck_assert_ptr_nonnull(table);
+        json_array_foreach(methods, i, m) {
+                const char *name = strdup(json_string_value(json_object_get(m, "name")));
+                RpcMethod e = { name, m_null, RPC_INLINE };
+                if (streq(name, "system.info"))
+                        e.handler = m_system_info;
+                else if (streq(name, "image.get"))
+                        e.handler = m_image_get;
+                else if (streq(name, "image.inspect"))
+                        e = (RpcMethod) { name, m_image_inspect, RPC_WORKER };
+                else if (streq(name, "image.remove"))
+                        e = (RpcMethod) { name, m_image_remove, RPC_WORKER };
+                else if (streq(name, "image.pull"))
+                        e = (RpcMethod) { name, m_image_pull, RPC_DEFERRED };
+                else if (streq(name, "image.prune"))
+                        e.handler = m_failing;
+                table[i] = e;
+        }
+        *ret_n = json_array_size(methods);
+        json_decref(doc);
+        return table;
+}
+
+/* ---- the server on its thread ---- */
+
+typedef struct TestServer {
+        char dir[64];
+        char socket[128];
+        uv_loop_t loop;
+        uv_async_t stop;
+        Rpc *rpc;
+        Server *server;
+        RpcMethod *methods;
+        size_t n_methods;
+        pthread_t thread;
+} TestServer;
+
+static void close_walk_cb(uv_handle_t *h, void *arg) {
+        if (!uv_is_closing(h))
+                uv_close(h, NULL);
+}
+
+static void on_stop(uv_async_t *a) {
+        TestServer *ts = a->data;
+        server_stop_listening(ts->server);
+        server_close_connections(ts->server);
+        uv_stop(&ts->loop);
+}
+
+static void *server_thread(void *userdata) {
+        TestServer *ts = userdata;
+        uv_run(&ts->loop, UV_RUN_DEFAULT);
+        return NULL;
+}
+
+static void test_server_start(TestServer *ts) {
+        MsbError err = {};
+        int r;
+
+        *ts = (TestServer) {};
+        snprintf(ts->dir, sizeof(ts->dir), "/tmp/msb-test-server-XXXXXX");
+        ck_assert_ptr_nonnull(mkdtemp(ts->dir));
+        snprintf(ts->socket, sizeof(ts->socket), "%s/run/imaged.sock", ts->dir);
+        ck_assert_int_eq(uv_loop_init(&ts->loop), 0);
+        ts->methods = test_methods(&ts->n_methods);
+        /* The handlers find the loop through the userdata. */
+        r = rpc_new(&ts->loop, ts->methods, ts->n_methods, &ts->loop, &ts->rpc, &err);
+        ck_assert_msg(r == 0, "rpc_new: %s", err.message);
+        r = server_new(&ts->loop, ts->rpc, ts->socket, -1, &ts->server, &err);
+        ck_assert_msg(r == 0, "server_new: %s", err.message);
+        ck_assert_int_eq(uv_async_init(&ts->loop, &ts->stop, on_stop), 0);
+        ts->stop.data = ts;
+        ck_assert_int_eq(pthread_create(&ts->thread, NULL, server_thread, ts), 0);
+}
+
+static void test_server_stop(TestServer *ts) {
+        ck_assert_int_eq(uv_async_send(&ts->stop), 0);
+        ck_assert_int_eq(pthread_join(ts->thread, NULL), 0);
+        /* As main.c does: close every handle, let the callbacks run, and the
+         * loop closes clean. */
+        uv_walk(&ts->loop, close_walk_cb, NULL);
+        uv_run(&ts->loop, UV_RUN_DEFAULT);
+        ck_assert_int_eq(uv_loop_close(&ts->loop), 0);
+        ts->rpc = rpc_free(ts->rpc);
+        ts->server = server_free(ts->server);
+        for (size_t i = 0; i < ts->n_methods; i++)
+                free((char *) ts->methods[i].name);
+        free(ts->methods);
+        (void) rm_rf(ts->dir, NULL);
+}
+
+/* ---- the client ---- */
+
+typedef struct Client {
+        int fd;
+        LineBuffer in;
+} Client;
+
+static void client_connect(const TestServer *ts, Client *c) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+        ck_assert_uint_lt(strlen(ts->socket), sizeof(sa.sun_path));
+        memcpy(sa.sun_path, ts->socket, strlen(ts->socket) + 1);
+        c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        ck_assert_int_ge(c->fd, 0);
+        ck_assert_int_eq(connect(c->fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+        line_buffer_init(&c->in, 64 * MiB);
+}
+
+static void client_close(Client *c) {
+        if (c->fd >= 0)
+                close(c->fd);
+        c->fd = -1;
+        line_buffer_done(&c->in);
+}
+#define _cleanup_client_ _cleanup_(client_close)
+
+static void client_send(Client *c, const char *text) {
+        ck_assert_int_eq(write_all(c->fd, text, strlen(text)), 0);
+}
+
+/* The next line from the server as JSON, or NULL at EOF or timeout. */
+static json_t *client_read(Client *c, int timeout_ms) {
+        for (;;) {
+                char *line, buf[65536];
+                size_t len;
+                struct pollfd p = { .fd = c->fd, .events = POLLIN };
+                ssize_t n;
+
+                if (line_buffer_next(&c->in, &line, &len) > 0) {
+                        json_error_t jerr;
+                        json_t *msg = json_loadb(line, len, JSON_DECODE_ANY, &jerr);
+                        ck_assert_msg(msg, "the server sent invalid JSON: %s", jerr.text);
+                        return msg;
+                }
+                if (poll(&p, 1, timeout_ms) <= 0)
+                        return NULL;
+                n = read(c->fd, buf, sizeof(buf));
+                if (n <= 0)
+                        return NULL;
+                ck_assert_int_eq(line_buffer_append(&c->in, buf, (size_t) n), 0);
+        }
+}
+
+static json_t *client_expect(Client *c) {
+        json_t *msg = client_read(c, READ_TIMEOUT_MS);
+        ck_assert_msg(msg, "no answer from the server");
+        return msg;
+}
+
+/* True when the server closed the connection (EOF with nothing more). */
+static bool client_eof(Client *c, int timeout_ms) {
+        json_t *msg = client_read(c, timeout_ms);
+        if (msg) {
+                json_decref(msg);
+                return false;
+        }
+        char b;
+        struct pollfd p = { .fd = c->fd, .events = POLLIN };
+        return poll(&p, 1, 0) == 1 && read(c->fd, &b, 1) == 0;
+}
+
+static json_int_t error_code(json_t *resp) {
+        json_t *e = json_object_get(resp, "error");
+        ck_assert_msg(json_is_object(e), "not an error response");
+        return json_integer_value(json_object_get(e, "code"));
+}
+
+static const char *error_name(json_t *resp) {
+        return json_string_value(json_object_get(json_object_get(json_object_get(resp, "error"), "data"), "name"));
+}
+
+static json_int_t id_of(json_t *resp) {
+        ck_assert(json_is_integer(json_object_get(resp, "id")));
+        return json_integer_value(json_object_get(resp, "id"));
+}
+
+#define REQ(id, method, params) \
+        "{\"jsonrpc\":\"2.0\",\"id\":" #id ",\"method\":\"" method "\",\"params\":" params "}"
+
+/* ---- tests ---- */
+
+START_TEST(test_request_response) {
+        TestServer ts;
+        _cleanup_client_ Client c = {};
+        struct stat st;
+
+        test_server_start(&ts);
+        /* DESIGN "Security": the socket is 0600 in a 0700 directory. */
+        ck_assert_int_eq(stat(ts.socket, &st), 0);
+        ck_assert(S_ISSOCK(st.st_mode));
+        ck_assert_int_eq(st.st_mode & 0777, 0600);
+        char dir[160];
+        snprintf(dir, sizeof(dir), "%s/run", ts.dir);
+        ck_assert_int_eq(stat(dir, &st), 0);
+        ck_assert_int_eq(st.st_mode & 0777, 0700);
+
+        client_connect(&ts, &c);
+        client_send(&c, REQ(1, "system.info", "{}") "\n");
+        json_auto_t *r = client_expect(&c);
+        ck_assert_str_eq(json_string_value(json_object_get(r, "jsonrpc")), "2.0");
+        ck_assert_int_eq(id_of(r), 1);
+        ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(r, "result"), "pid")), getpid());
+        ck_assert_ptr_null(json_object_get(r, "error"));
+
+        /* String ids come back as they were sent, params may be omitted. */
+        client_send(&c, "{\"jsonrpc\":\"2.0\",\"id\":\"abc\",\"method\":\"image.list\"}\n");
+        json_auto_t *r2 = client_expect(&c);
+        ck_assert_str_eq(json_string_value(json_object_get(r2, "id")), "abc");
+        ck_assert(json_is_null(json_object_get(r2, "result")));
+        client_close(&c);
+        test_server_stop(&ts);
+}
+END_TEST
+
+START_TEST(test_errors_keep_the_connection) {
+        TestServer ts;
+        _cleanup_client_ Client c = {};
+        static const struct {
+                const char *line;
+                json_int_t code;
+                const char *name;
+        } cases[] = {
+                { "{", -32700, "parse-error" },
+                { "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"image.get\",\"params\":{\"reference\":\"\xff\"}}", -32700,
+                  "parse-error" },
+                { "[]", -32600, "invalid-request" },
+                { "42", -32600, "invalid-request" },
+                { "{\"jsonrpc\":\"1.0\",\"id\":1,\"method\":\"image.list\"}", -32600, "invalid-request" },
+                { "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":5}", -32600, "invalid-request" },
+                { "{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":\"image.list\"}", -32600, "invalid-request" },
+                { "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"image.list\",\"params\":5}", -32600, "invalid-request" },
+                { REQ(1, "image.frobnicate", "{}"), -32601, "method-not-found" },
+                { REQ(1, "image.get", "{}"), -32602, "invalid-params" },
+                { REQ(1, "image.get", "[\"alpine\"]"), -32602, "invalid-params" },
+                { REQ(1, "image.remove", "{\"reference\":\"alpine\"}"), 1001, "image-not-found" },
+                { REQ(1, "image.prune", "{}"), -32603, "internal-error" },
+        };
+
+        test_server_start(&ts);
+        client_connect(&ts, &c);
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                client_send(&c, cases[i].line);
+                client_send(&c, "\n");
+                json_auto_t *r = client_expect(&c);
+                ck_assert_msg(error_code(r) == cases[i].code, "%s: code %" JSON_INTEGER_FORMAT, cases[i].line,
+                              error_code(r));
+                ck_assert_str_eq(error_name(r), cases[i].name);
+                ck_assert_str_eq(json_string_value(json_object_get(r, "jsonrpc")), "2.0");
+                ck_assert_ptr_nonnull(json_object_get(r, "id"));
+
+                /* The connection serves on. */
+                client_send(&c, REQ(99, "image.list", "{}") "\n");
+                json_auto_t *ok = client_expect(&c);
+                ck_assert_int_eq(id_of(ok), 99);
+        }
+
+        /* data.parameter names the field; a handler's data comes through. */
+        client_send(&c, REQ(5, "image.get", "{\"reference\":1}") "\n");
+        json_auto_t *ip = client_expect(&c);
+        ck_assert_str_eq(json_string_value(json_object_get(json_object_get(json_object_get(ip, "error"), "data"),
+                                                           "parameter")),
+                         "reference");
+        ck_assert_int_eq(id_of(ip), 5);
+        client_send(&c, REQ(6, "image.remove", "{\"reference\":\"x\"}") "\n");
+        json_auto_t *nf = client_expect(&c);
+        ck_assert_str_eq(json_string_value(json_object_get(json_object_get(json_object_get(nf, "error"), "data"),
+                                                           "reference")),
+                         "x");
+        client_close(&c);
+        test_server_stop(&ts);
+}
+END_TEST
+
+START_TEST(test_notifications_and_blank_lines) {
+        TestServer ts;
+        _cleanup_client_ Client c = {};
+
+        test_server_start(&ts);
+        client_connect(&ts, &c);
+        /* No answer to notifications, even failing ones, nor to blank lines;
+         * the first answer is the request's. */
+        client_send(&c, "{\"jsonrpc\":\"2.0\",\"method\":\"image.list\"}\n"
+                        "{\"jsonrpc\":\"2.0\",\"method\":\"image.frobnicate\"}\n"
+                        "{\"jsonrpc\":\"2.0\",\"method\":\"image.get\",\"params\":{}}\n"
+                        "{\"jsonrpc\":\"2.0\",\"method\":\"image.inspect\",\"params\":{\"reference\":\"a\"}}\n"
+                        "\n \r\n\t\n" REQ(7, "image.list", "{}") "\n");
+        json_auto_t *r = client_expect(&c);
+        ck_assert_int_eq(id_of(r), 7);
+        /* Nothing else arrives, the worker notification included. */
+        json_auto_t *none = client_read(&c, SLOW_CALL_MS * 2);
+        ck_assert_ptr_null(none);
+        client_close(&c);
+        test_server_stop(&ts);
+}
+END_TEST
+
+START_TEST(test_batch) {
+        TestServer ts;
+        _cleanup_client_ Client c = {};
+
+        test_server_start(&ts);
+        client_connect(&ts, &c);
+        /* JSON-RPC 2.0 section 6: one array of the responses, none for the
+         * notification, invalid members answered in place; a worker call in
+         * the batch delays the whole array. */
+        client_send(&c, "[" REQ(1, "image.list", "{}") ","
+                        "{\"jsonrpc\":\"2.0\",\"method\":\"image.list\"},"
+                        REQ(2, "image.inspect", "{\"reference\":\"slow\"}") ","
+                        "17,"
+                        REQ(3, "image.get", "{\"reference\":\"fast\"}") "]\n");
+        json_auto_t *r = client_expect(&c);
+        ck_assert(json_is_array(r));
+        ck_assert_uint_eq(json_array_size(r), 4);
+        bool seen[4] = {};
+        size_t i;
+        json_t *item;
+        json_array_foreach(r, i, item) {
+                json_t *id = json_object_get(item, "id");
+                if (json_is_null(id)) {
+                        ck_assert_int_eq(error_code(item), -32600);
+                        seen[0] = true;
+                } else {
+                        json_int_t n = json_integer_value(id);
+                        ck_assert(n >= 1 && n <= 3 && !seen[n]);
+                        seen[n] = true;
+                }
+        }
+        ck_assert(seen[0] && seen[1] && seen[2] && seen[3]);
+
+        /* A batch of notifications only has no answer at all. */
+        client_send(&c, "[{\"jsonrpc\":\"2.0\",\"method\":\"image.list\"},"
+                        "{\"jsonrpc\":\"2.0\",\"method\":\"image.inspect\",\"params\":{\"reference\":\"a\"}}]\n" REQ(
+                                8, "image.list", "{}") "\n");
+        json_auto_t *next = client_expect(&c);
+        ck_assert(json_is_object(next));
+        ck_assert_int_eq(id_of(next), 8);
+        client_close(&c);
+        test_server_stop(&ts);
+}
+END_TEST
+
+START_TEST(test_worker_does_not_block) {
+        TestServer ts;
+        _cleanup_client_ Client c = {}, other = {};
+        uint64_t start;
+
+        test_server_start(&ts);
+        client_connect(&ts, &c);
+        client_connect(&ts, &other);
+        /* Pipelined on one connection: the slow worker call is answered
+         * after the inline one sent behind it. */
+        start = now_monotonic_ms();
+        client_send(&c, REQ(1, "image.inspect", "{\"reference\":\"slow\"}") "\n" REQ(2, "image.list", "{}") "\n");
+        json_auto_t *first = client_expect(&c);
+        ck_assert_int_eq(id_of(first), 2);
+        ck_assert_uint_lt(now_monotonic_ms() - start, SLOW_CALL_MS);
+
+        /* Another connection is served meanwhile too. */
+        client_send(&other, REQ(3, "system.info", "{}") "\n");
+        json_auto_t *o = client_expect(&other);
+        ck_assert_int_eq(id_of(o), 3);
+
+        json_auto_t *second = client_expect(&c);
+        ck_assert_int_eq(id_of(second), 1);
+        ck_assert(json_is_true(json_object_get(json_object_get(second, "result"), "slow")));
+        ck_assert_uint_ge(now_monotonic_ms() - start, SLOW_CALL_MS);
+        client_close(&c);
+        client_close(&other);
+        test_server_stop(&ts);
+}
+END_TEST
+
+START_TEST(test_deferred_with_progress) {
+        TestServer ts;
+        _cleanup_client_ Client c = {};
+
+        test_server_start(&ts);
+        client_connect(&ts, &c);
+        client_send(&c, REQ(11, "image.pull", "{\"reference\":\"alpine\"}") "\n");
+        json_auto_t *progress = client_expect(&c);
+        ck_assert_str_eq(json_string_value(json_object_get(progress, "method")), "image.pull.progress");
+        ck_assert_ptr_null(json_object_get(progress, "id"));
+        ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(progress, "params"), "id")), 11);
+        json_auto_t *result = client_expect(&c);
+        ck_assert_int_eq(id_of(result), 11);
+        ck_assert_str_eq(json_string_value(json_object_get(json_object_get(result, "result"), "status")), "done");
+
+        /* In a batch, the array waits for the deferred call. */
+        client_send(&c, "[" REQ(12, "image.pull", "{\"reference\":\"alpine\"}") "," REQ(13, "image.list", "{}") "]\n");
+        json_auto_t *p2 = client_expect(&c);
+        ck_assert_str_eq(json_string_value(json_object_get(p2, "method")), "image.pull.progress");
+        json_auto_t *batch = client_expect(&c);
+        ck_assert_uint_eq(json_array_size(batch), 2);
+
+        /* The caller hangs up before the deferred and the worker calls end:
+         * they complete into the void, and the server serves on. */
+        client_send(&c, REQ(14, "image.pull", "{\"reference\":\"alpine\"}") "\n" REQ(
+                                15, "image.inspect", "{\"reference\":\"slow\"}") "\n");
+        client_close(&c);
+        usleep(SLOW_CALL_MS * 1000 * 2);
+        client_connect(&ts, &c);
+        client_send(&c, REQ(16, "image.list", "{}") "\n");
+        json_auto_t *after = client_expect(&c);
+        ck_assert_int_eq(id_of(after), 16);
+        client_close(&c);
+        test_server_stop(&ts);
+}
+END_TEST
+
+START_TEST(test_line_limit) {
+        TestServer ts;
+        _cleanup_client_ Client c = {};
+        _cleanup_free_ char *big = NULL;
+        const size_t chunk = 1 * MiB;
+
+        test_server_start(&ts);
+        client_connect(&ts, &c);
+        /* A request before the long line is answered as usual. */
+        client_send(&c, REQ(1, "image.list", "{}") "\n");
+        json_auto_t *ok = client_expect(&c);
+        ck_assert_int_eq(id_of(ok), 1);
+
+        /* 16 MiB and one byte without a newline: limit-exceeded naming the
+         * limit, then the server hangs up. */
+        big = malloc(chunk);
+        ck_assert_ptr_nonnull(big);
+        memset(big, ' ', chunk);
+        big[0] = '[';
+        for (size_t sent = 0; sent <= FRAMING_LINE_MAX_BYTES; sent += chunk) {
+                size_t n = FRAMING_LINE_MAX_BYTES + 1 - sent < chunk ? FRAMING_LINE_MAX_BYTES + 1 - sent : chunk;
+                if (write_all(c.fd, big, n) < 0)
+                        break;
+        }
+        json_auto_t *r = client_expect(&c);
+        ck_assert_int_eq(error_code(r), 1007);
+        ck_assert_str_eq(error_name(r), "limit-exceeded");
+        json_t *data = json_object_get(json_object_get(r, "error"), "data");
+        ck_assert_str_eq(json_string_value(json_object_get(data, "limit")), "request_line_bytes");
+        ck_assert_int_eq(json_integer_value(json_object_get(data, "max")), (json_int_t) FRAMING_LINE_MAX_BYTES);
+        ck_assert(json_is_null(json_object_get(r, "id")));
+        ck_assert(client_eof(&c, READ_TIMEOUT_MS));
+        client_close(&c);
+
+        /* Other connections are unaffected. */
+        client_connect(&ts, &c);
+        client_send(&c, REQ(2, "image.list", "{}") "\n");
+        json_auto_t *again = client_expect(&c);
+        ck_assert_int_eq(id_of(again), 2);
+        client_close(&c);
+        test_server_stop(&ts);
+}
+END_TEST
+
+START_TEST(test_deep_nesting) {
+        TestServer ts;
+        _cleanup_client_ Client c = {};
+        const size_t depth = 100000;
+        _cleanup_free_ char *deep = malloc(depth + 2);
+
+        test_server_start(&ts);
+        client_connect(&ts, &c);
+        ck_assert_ptr_nonnull(deep);
+        memset(deep, '[', depth);
+        deep[depth] = '\n';
+        deep[depth + 1] = '\0';
+        client_send(&c, deep);
+        json_auto_t *r = client_expect(&c);
+        ck_assert_int_eq(error_code(r), -32700);
+        client_send(&c, REQ(3, "image.list", "{}") "\n");
+        json_auto_t *ok = client_expect(&c);
+        ck_assert_int_eq(id_of(ok), 3);
+        client_close(&c);
+        test_server_stop(&ts);
+}
+END_TEST
+
+START_TEST(test_half_close) {
+        TestServer ts;
+        _cleanup_client_ Client c = {};
+
+        test_server_start(&ts);
+        client_connect(&ts, &c);
+        /* The last request without its newline, then EOF from the client:
+         * both requests are answered (the slow one too), then the server closes. */
+        client_send(&c, REQ(1, "image.inspect", "{\"reference\":\"slow\"}") "\n" REQ(2, "image.list", "{}"));
+        ck_assert_int_eq(shutdown(c.fd, SHUT_WR), 0);
+        json_auto_t *a = client_expect(&c), *b = client_expect(&c);
+        ck_assert_int_eq(id_of(a) + id_of(b), 3);
+        ck_assert(client_eof(&c, READ_TIMEOUT_MS));
+        client_close(&c);
+        test_server_stop(&ts);
+}
+END_TEST
+
+typedef struct Burst {
+        const TestServer *ts;
+        unsigned index;
+        bool ok;
+} Burst;
+
+static void *burst_client(void *userdata) {
+        Burst *b = userdata;
+        Client c = {};
+        char req[128];
+
+        client_connect(b->ts, &c);
+        for (unsigned i = 0; i < 20; i++) {
+                snprintf(req, sizeof(req), "{\"jsonrpc\":\"2.0\",\"id\":%u,\"method\":\"image.get\","
+                         "\"params\":{\"reference\":\"r%u\"}}\n", b->index * 100 + i, b->index);
+                client_send(&c, req);
+        }
+        b->ok = true;
+        for (unsigned i = 0; i < 20; i++) {
+                json_t *r = client_read(&c, READ_TIMEOUT_MS);
+                if (!r || json_integer_value(json_object_get(r, "id")) != (json_int_t) (b->index * 100 + i))
+                        b->ok = false;
+                json_decref(r);
+        }
+        client_close(&c);
+        return NULL;
+}
+
+START_TEST(test_many_connections) {
+        TestServer ts;
+        enum { N = 64 };
+        pthread_t threads[N];
+        Burst bursts[N];
+
+        test_server_start(&ts);
+        for (unsigned i = 0; i < N; i++) {
+                bursts[i] = (Burst) { &ts, i, false };
+                ck_assert_int_eq(pthread_create(&threads[i], NULL, burst_client, &bursts[i]), 0);
+        }
+        for (unsigned i = 0; i < N; i++) {
+                ck_assert_int_eq(pthread_join(threads[i], NULL), 0);
+                /* Inline calls of one connection are answered in order. */
+                ck_assert_msg(bursts[i].ok, "client %u", i);
+        }
+        test_server_stop(&ts);
+}
+END_TEST
+
+static Suite *server_suite(void) {
+        Suite *s = suite_create("server");
+        TCase *tc = tcase_create("core");
+
+        tcase_set_timeout(tc, 60);
+        tcase_add_test(tc, test_request_response);
+        tcase_add_test(tc, test_errors_keep_the_connection);
+        tcase_add_test(tc, test_notifications_and_blank_lines);
+        tcase_add_test(tc, test_batch);
+        tcase_add_test(tc, test_worker_does_not_block);
+        tcase_add_test(tc, test_deferred_with_progress);
+        tcase_add_test(tc, test_line_limit);
+        tcase_add_test(tc, test_deep_nesting);
+        tcase_add_test(tc, test_half_close);
+        tcase_add_test(tc, test_many_connections);
+        suite_add_tcase(s, tc);
+        return s;
+}
+
+int main(void) {
+        SRunner *sr = srunner_create(server_suite());
+        int failed;
+
+        /* As the daemon does: a client that hangs up is an EPIPE, not a signal. */
+        signal(SIGPIPE, SIG_IGN);
+
+        srunner_set_fork_status(sr, CK_FORK);
+        srunner_run_all(sr, CK_NORMAL);
+        failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+        return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
