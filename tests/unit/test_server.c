@@ -26,7 +26,7 @@
 #define READ_TIMEOUT_MS 10000
 /* How long the slow worker method takes: long enough to be sure an inline
  * call sent after it is answered first. */
-#define SLOW_CALL_MS 300
+#define SLOW_CALL_MS 1000
 
 /* ---- the method table ---- */
 
