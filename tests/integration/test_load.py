@@ -679,3 +679,21 @@ def test_docker_archive_missing_layer(rpc, imagekit):
         load(rpc, _repack(imagekit, root))
     proto.check_error(e.value, "invalid-image")
     assert rpc.call("image.list") == []
+
+
+def test_digest_tag_must_match_the_image(rpc, imagekit):
+    # A digest reference names its manifest: recording
+    # repo@sha256:<other> for this image would make a lookup by that digest
+    # return a different manifest.
+    img = imagekit.image("example.com/dg/x:1", [{"a": b"a"}])
+    img.layout.strip_ref_names()
+    wrong = "example.com/dg/z@sha256:" + "2" * 64
+    with pytest.raises(RpcError) as e:
+        load(rpc, img.layout.path, tag=wrong)
+    assert e.value.code in (-32602, 1005), e.value
+    assert rpc.call("image.list") == []
+    right = f"example.com/dg/z@{img.manifest_digest}"
+    out = load(rpc, img.layout.path, tag=right)
+    assert out[0]["manifest_digest"] == img.manifest_digest
+    h = rpc.call("image.get", {"reference": right})
+    assert h["manifest_digest"] == img.manifest_digest

@@ -539,3 +539,35 @@ def test_slow_reader_gets_every_answer(daemon):
         assert msg["result"]["openrpc"], msg
         got.add(msg["id"])
     assert got == set(range(n))
+
+
+@pytest.mark.parametrize("char", ["é", "😀"])
+def test_pin_name_limit_counts_characters(rpc, char):
+    # JSON Schema maxLength counts characters, not bytes: 255 multi-byte
+    # characters are valid (and must still get an answer: the error
+    # message then holds up to 1020 bytes of UTF-8).
+    with pytest.raises(RpcError) as e:
+        rpc.call("pin.remove", {"kind": "sandbox", "name": char * 255}, timeout=5)
+    proto.check_error(e.value, "pin-not-found")
+    with pytest.raises(RpcError) as e:
+        rpc.call("pin.remove", {"kind": "sandbox", "name": char * 256}, timeout=5)
+    proto.check_error(e.value, "invalid-params", "name")
+
+
+@pytest.mark.parametrize("char", ["a", "é", "😀"])
+@pytest.mark.parametrize("align", [0, 1, 2, 3])
+def test_every_request_is_answered_even_with_long_non_ascii_text(daemon, rpc, char, align):
+    # Error messages quote client input; however long and whatever its
+    # encoding (and wherever a length cap falls in it), the answer must come
+    # and be valid UTF-8 JSON.
+    path = "/nonexistent/" + "x" * align + char * 1500
+    with pytest.raises(RpcError) as e:
+        rpc.call("image.load", {"path": path}, timeout=5)
+    data = proto.check_error(e.value, "path-not-found")
+    assert data.get("path") == path
+    with pytest.raises(RpcError) as e:
+        rpc.call("pin.add", {"kind": "sandbox", "name": char * 200,
+                             "reference": "example.com/" + "a" * (200 + align)},
+                 timeout=5)
+    proto.check_error(e.value, "image-not-found")
+    assert_still_serving(daemon, rpc)
