@@ -533,3 +533,28 @@ def test_concurrent_loads_of_the_same_image(daemon, imagekit):
         df = c.call("system.df")
         assert df["manifests"]["count"] == 1 and df["layers"]["count"] == 2
         assert consistency_problems(daemon.store, c) == []
+
+
+@pytest.mark.parametrize("policy", ["never", "if-missing"])
+def test_pull_cache_hit_needs_no_registry_and_touches_last_used(rpc, alpine, policy):
+    # example.com is not reachable from the tests (no network): a cache hit
+    # must be served from the store.  DESIGN.md: last_used_at is the last
+    # pull, cache hits too.
+    h0 = rpc.call("image.get", {"reference": "alpine"})
+    time.sleep(0.02)
+    t = now_ms()
+    h = rpc.call("image.pull", {"reference": "alpine", "policy": policy})
+    assert h["manifest_digest"] == alpine.manifest_digest
+    assert h["reference"] == "docker.io/library/alpine:latest"
+    assert h["created_at"] == h0["created_at"]
+    assert h["last_used_at"] >= t - 5 and h["last_used_at"] > h0["last_used_at"], (h0, h)
+    assert rpc.call("image.get", {"reference": "alpine"}) == h
+    events = [n["params"]["event"] for n in rpc.notifications if n["method"] == "image.pull.progress"]
+    assert events and events[-1] == "complete", events
+
+
+def test_pull_never_of_a_missing_image(rpc):
+    with pytest.raises(RpcError) as e:
+        rpc.call("image.pull", {"reference": "example.com/none/x:1", "policy": "never"})
+    data = proto.check_error(e.value, "image-not-found")
+    assert data.get("reference") == "example.com/none/x:1"
