@@ -7,7 +7,7 @@ packages=(
   # build
   meson ninja-build pkg-config gcc
   libuv1-dev libsqlite3-dev libjansson-dev libcurl4-openssl-dev libssl-dev
-  libarchive-dev libzstd-dev libdeflate-dev libsystemd-dev zlib1g-dev
+  libarchive-dev libzstd-dev libdeflate-dev libisal-dev libsystemd-dev zlib1g-dev
   check scdoc
   # run and test
   python3 python3-pytest sqlite3 socat jq util-linux
