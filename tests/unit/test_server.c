@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -650,6 +651,61 @@ START_TEST(test_many_connections) {
 }
 END_TEST
 
+START_TEST(test_connection_limit) {
+        TestServer ts;
+        _cleanup_free_ Client *clients = calloc(SERVER_CONNECTIONS_MAX, sizeof(Client));
+        _cleanup_client_ Client extra = {};
+        struct rlimit rl;
+
+        /* Both ends of every connection live in this process. */
+        ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+        if (rl.rlim_cur < 2 * SERVER_CONNECTIONS_MAX + 64) {
+                rl.rlim_cur = 2 * SERVER_CONNECTIONS_MAX + 64;
+                ck_assert_msg(setrlimit(RLIMIT_NOFILE, &rl) == 0, "cannot raise RLIMIT_NOFILE to %ju: %m",
+                              (uintmax_t) rl.rlim_cur);
+        }
+
+        /* DESIGN "Limits": 1024 connections in all. */
+        ck_assert_uint_eq(SERVER_CONNECTIONS_MAX, 1024);
+        ck_assert_ptr_nonnull(clients);
+        test_server_start(&ts);
+        for (unsigned i = 0; i < SERVER_CONNECTIONS_MAX; i++)
+                client_connect(&ts, &clients[i]);
+        /* The last of them is served, so all of them were accepted. */
+        client_send(&clients[SERVER_CONNECTIONS_MAX - 1], REQ(1, "image.list", "{}") "\n");
+        json_auto_t *ok = client_expect(&clients[SERVER_CONNECTIONS_MAX - 1]);
+        ck_assert_int_eq(id_of(ok), 1);
+
+        /* One more: limit-exceeded naming the limit, then hung up. */
+        client_connect(&ts, &extra);
+        json_auto_t *refused = client_expect(&extra);
+        ck_assert_int_eq(error_code(refused), 1007);
+        json_t *data = json_object_get(json_object_get(refused, "error"), "data");
+        ck_assert_str_eq(json_string_value(json_object_get(data, "limit")), "connections");
+        ck_assert_int_eq(json_integer_value(json_object_get(data, "max")), SERVER_CONNECTIONS_MAX);
+        ck_assert(client_eof(&extra, READ_TIMEOUT_MS));
+        client_close(&extra);
+
+        /* A connection that goes makes room for a new one. */
+        client_close(&clients[0]);
+        bool served = false;
+        for (unsigned attempt = 0; attempt < 100 && !served; attempt++) {
+                client_connect(&ts, &extra);
+                client_send(&extra, REQ(2, "image.list", "{}") "\n");
+                json_auto_t *r = client_expect(&extra);
+                served = json_object_get(r, "result") != NULL;
+                client_close(&extra);
+                if (!served)
+                        usleep(50 * 1000);
+        }
+        ck_assert(served);
+
+        for (unsigned i = 1; i < SERVER_CONNECTIONS_MAX; i++)
+                client_close(&clients[i]);
+        test_server_stop(&ts);
+}
+END_TEST
+
 static Suite *server_suite(void) {
         Suite *s = suite_create("server");
         TCase *tc = tcase_create("core");
@@ -665,6 +721,7 @@ static Suite *server_suite(void) {
         tcase_add_test(tc, test_deep_nesting);
         tcase_add_test(tc, test_half_close);
         tcase_add_test(tc, test_many_connections);
+        tcase_add_test(tc, test_connection_limit);
         suite_add_tcase(s, tc);
         return s;
 }
