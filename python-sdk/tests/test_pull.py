@@ -30,7 +30,12 @@ from microsandbox import (
     PullResolved,
     PullResolving,
 )
-from microsandbox.errors import ImageNotFoundError, MethodNotFoundError, RemoteNotFoundError
+from microsandbox.errors import (
+    ImageNotFoundError,
+    MethodNotFoundError,
+    PlatformNotFoundError,
+    RemoteNotFoundError,
+)
 
 try:
     from msbtest.imagekit import Config
@@ -89,15 +94,15 @@ class Registry:
         except FileNotFoundError:
             return ""
 
-    def push(self, layout: Path, ref_name: str, repo_tag: str) -> str:
-        """Copies the layout's image to the registry; returns the manifest
-        digest the registry serves (sha256 of the raw manifest bytes)."""
+    def push(self, layout: Path, ref_name: str, repo_tag: str, all_platforms: bool = False) -> str:
+        """Copies the layout's image (every platform of an index with
+        all_platforms) to the registry; returns the digest the registry
+        serves for the tag (sha256 of the raw manifest or index bytes)."""
         target = f"docker://{self.host}/{repo_tag}"
-        subprocess.run(
-            ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:{ref_name}", target],
-            check=True,
-            capture_output=True,
-        )
+        argv = ["skopeo", "copy", "--quiet", "--dest-tls-verify=false"]
+        if all_platforms:
+            argv.append("--all")
+        subprocess.run([*argv, f"oci:{layout}:{ref_name}", target], check=True, capture_output=True)
         raw = subprocess.run(
             ["skopeo", "inspect", "--raw", "--tls-verify=false", target], check=True, capture_output=True
         ).stdout
@@ -198,5 +203,39 @@ def test_pull_errors(sdk_daemon: Any, registry: Registry) -> None:
         assert f"{registry.host}/test/absent:v1" in str(info.value)
         with pytest.raises(ImageNotFoundError):
             await Image.pull(f"{registry.host}/test/absent:v1", policy="never")
+
+    run(main())
+
+
+def test_pull_policy_never_uses_the_cache(sdk_daemon: Any, pushed: tuple[str, str, Any]) -> None:
+    reference, digest, _truth = pushed
+
+    async def main() -> None:
+        await pull_or_skip(reference)
+        cached = await Image.pull(reference, policy="never")
+        assert cached.manifest_digest == digest
+
+    run(main())
+
+
+def test_pull_platform(sdk_daemon: Any, registry: Registry, imagekit: Any) -> None:
+    images = {
+        plat: imagekit.image(
+            f"example.com/src/multi-{plat.replace('/', '-')}:v1",
+            layers=[{"etc/arch": plat.encode()}],
+            config=Config(architecture=plat.split("/")[1], os="linux"),
+        )
+        for plat in ("linux/amd64", "linux/arm64")
+    }
+    index = imagekit.platform_index("example.com/src/multi:v1", images)
+    registry.push(index.layout.path, "example.com/src/multi:v1", "test/multi:v1", all_platforms=True)
+    reference = f"{registry.host}/test/multi:v1"
+
+    async def main() -> None:
+        arm = await pull_or_skip(reference, platform="linux/arm64")
+        assert arm.architecture == "arm64" and arm.os == "linux"
+        assert arm.manifest_digest == images["linux/arm64"].manifest_digest
+        with pytest.raises(PlatformNotFoundError):
+            await Image.pull(reference, policy="always", platform="linux/s390x")
 
     run(main())
