@@ -100,7 +100,8 @@ typedef struct MsbClient MsbClient;
  * Connects to the daemon at socket_path, or at msb_socket_path_default()
  * when socket_path is NULL. *ret_client is freed with msb_client_free().
  * -ENOENT: no socket there (the daemon is not running); -ECONNREFUSED: a
- * stale socket; -ENAMETOOLONG: the path does not fit a socket address.
+ * stale socket; -ENAMETOOLONG: the path does not fit a socket address;
+ * -EINVAL: an empty path.
  */
 MSB_PUBLIC int msb_client_connect(const char *socket_path, MsbClient **ret_client);
 
@@ -121,9 +122,10 @@ MSB_PUBLIC void msb_client_set_timeout(MsbClient *c, uint64_t timeout_ms);
 MSB_PUBLIC bool msb_client_is_connected(const MsbClient *c);
 
 /*
- * The error the daemon sent for the last call that returned -MSB_EREMOTE,
- * or NULL if the last call did not fail that way. Owned by the client and
- * valid until its next call.
+ * The error the daemon sent when the last call returned -MSB_EREMOTE, or
+ * NULL if the last call did not fail that way (every call starts by
+ * forgetting the previous error). Owned by the client and valid until its
+ * next call.
  */
 MSB_PUBLIC const MsbClientError *msb_client_last_error(const MsbClient *c);
 

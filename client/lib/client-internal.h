@@ -33,6 +33,11 @@ struct MsbClient {
         MsbClientError *error; /* of the last call, when it was a JSON-RPC error */
 };
 
+/* Forgets the error of the previous call. Every public call starts with it,
+ * so that msb_client_last_error() always describes the latest call, also
+ * one refused before it reached the daemon. */
+void client_reset_error(MsbClient *c);
+
 /*
  * Called for a notification (a message without "id") that arrives while a
  * call waits for its answer. The object is borrowed. Returning a negative

@@ -48,6 +48,13 @@ static void client_error_free(MsbClientError *e) {
         free(e);
 }
 
+void client_reset_error(MsbClient *c) {
+        if (!c)
+                return;
+        client_error_free(c->error);
+        c->error = NULL;
+}
+
 static void client_close(MsbClient *c) {
         if (c->fd >= 0)
                 close(c->fd);
@@ -334,8 +341,7 @@ int client_call(MsbClient *c, const char *method, json_t *params, ClientNotifyFn
 
         if (!c || !method || !ret_result)
                 return -EINVAL;
-        client_error_free(c->error);
-        c->error = NULL;
+        client_reset_error(c);
         if (c->fd < 0)
                 return -ENOTCONN;
 
@@ -375,6 +381,7 @@ int msb_client_call(MsbClient *c, const char *method, const char *params_json, c
         json_error_t jerr;
         int r;
 
+        client_reset_error(c);
         if (!c || !method || !ret_result_json)
                 return -EINVAL;
         if (params_json) {
@@ -392,6 +399,7 @@ int msb_client_rpc_discover(MsbClient *c, char **ret_json) {
         _cleanup_json_ json_t *result = NULL;
         int r;
 
+        client_reset_error(c);
         if (!ret_json)
                 return -EINVAL;
         r = client_call(c, "rpc.discover", NULL, NULL, NULL, &result);

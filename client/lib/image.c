@@ -297,6 +297,7 @@ int msb_client_image_get(MsbClient *c, const char *reference, MsbImage **ret_ima
         _cleanup_json_ json_t *params = NULL, *result = NULL;
         int r;
 
+        client_reset_error(c);
         if (!ret_image)
                 return -EINVAL;
         r = reference_params(reference, &params);
@@ -312,6 +313,7 @@ int msb_client_image_list(MsbClient *c, MsbImageList **ret_list) {
         _cleanup_json_ json_t *result = NULL;
         int r;
 
+        client_reset_error(c);
         if (!ret_list)
                 return -EINVAL;
         r = client_call(c, "image.list", NULL, NULL, NULL, &result);
@@ -324,6 +326,7 @@ int msb_client_image_inspect(MsbClient *c, const char *reference, MsbImageDetail
         _cleanup_json_ json_t *params = NULL, *result = NULL;
         int r;
 
+        client_reset_error(c);
         if (!ret_detail)
                 return -EINVAL;
         r = reference_params(reference, &params);
@@ -339,6 +342,7 @@ int msb_client_image_remove(MsbClient *c, const char *reference, bool force) {
         _cleanup_json_ json_t *params = NULL, *result = NULL;
         int r;
 
+        client_reset_error(c);
         r = reference_params(reference, &params);
         if (r < 0)
                 return r;
@@ -354,6 +358,7 @@ int msb_client_image_prune(MsbClient *c, MsbPruneReport **ret_report) {
         _cleanup_json_ json_t *result = NULL;
         int r;
 
+        client_reset_error(c);
         if (!ret_report)
                 return -EINVAL;
         r = client_call(c, "image.prune", NULL, NULL, NULL, &result);
@@ -366,6 +371,7 @@ int msb_client_image_load(MsbClient *c, const char *path, const char *tag, MsbIm
         _cleanup_json_ json_t *params = NULL, *result = NULL;
         int r;
 
+        client_reset_error(c);
         if (!path || !ret_list)
                 return -EINVAL;
         params = json_pack("{s:s}", "path", path);

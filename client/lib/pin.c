@@ -115,6 +115,7 @@ int msb_client_pin_add(MsbClient *c, const char *kind, const char *name, const c
         _cleanup_json_ json_t *params = NULL, *result = NULL;
         int r;
 
+        client_reset_error(c);
         if (!kind || !name || !reference || !ret_rootfs)
                 return -EINVAL;
         params = json_pack("{s:s, s:s, s:s}", "kind", kind, "name", name, "reference", reference);
@@ -130,6 +131,7 @@ int msb_client_pin_remove(MsbClient *c, const char *kind, const char *name) {
         _cleanup_json_ json_t *params = NULL, *result = NULL;
         int r;
 
+        client_reset_error(c);
         if (!kind || !name)
                 return -EINVAL;
         params = json_pack("{s:s, s:s}", "kind", kind, "name", name);
@@ -145,6 +147,7 @@ int msb_client_pin_list(MsbClient *c, MsbPinList **ret_list) {
         _cleanup_json_ json_t *result = NULL;
         int r;
 
+        client_reset_error(c);
         if (!ret_list)
                 return -EINVAL;
         r = client_call(c, "pin.list", NULL, NULL, NULL, &result);

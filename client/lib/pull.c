@@ -89,6 +89,7 @@ int msb_client_image_pull(MsbClient *c, const char *reference, const MsbPullOpti
         PullState state = { .progress = progress, .userdata = userdata };
         int r;
 
+        client_reset_error(c);
         if (!reference || !ret_image)
                 return -EINVAL;
         params = json_pack("{s:s}", "reference", reference);

@@ -20,6 +20,7 @@ int msb_client_system_info(MsbClient *c, MsbSystemInfo **ret_info) {
         _cleanup_(msb_system_info_freep) MsbSystemInfo *info = NULL;
         int r;
 
+        client_reset_error(c);
         if (!ret_info)
                 return -EINVAL;
         r = client_call(c, "system.info", NULL, NULL, NULL, &result);
@@ -67,6 +68,7 @@ int msb_client_system_df(MsbClient *c, MsbSystemDf **ret_df) {
         _cleanup_(msb_system_df_freep) MsbSystemDf *df = NULL;
         int r;
 
+        client_reset_error(c);
         if (!ret_df)
                 return -EINVAL;
         r = client_call(c, "system.df", NULL, NULL, NULL, &result);

@@ -171,6 +171,15 @@ START_TEST(test_connect_missing_socket) {
 }
 END_TEST
 
+START_TEST(test_connect_empty_path) {
+        MsbClient *c = NULL;
+
+        ck_assert_int_eq(msb_client_connect("", &c), -EINVAL);
+        ck_assert_int_eq(msb_client_connect(daemon_.socket_path, NULL), -EINVAL);
+        ck_assert_ptr_null(c);
+}
+END_TEST
+
 START_TEST(test_connect_path_too_long) {
         char path[MSB_CLIENT_SOCKET_PATH_MAX + 2];
         MsbClient *c = NULL;
@@ -360,8 +369,12 @@ START_TEST(test_image_get_errors) {
         ck_assert_ptr_null(msb_client_last_error(client));
         msb_image_list_free(list);
 
+        /* A call refused before it reaches the daemon clears the error too. */
+        assert_remote_error(msb_client_image_get(client, "example.com/nothing:here", &im), 1001, "image-not-found");
         ck_assert_int_eq(msb_client_image_get(client, NULL, &im), -EINVAL);
+        ck_assert_ptr_null(msb_client_last_error(client));
         ck_assert_int_eq(msb_client_image_get(client, "alpine", NULL), -EINVAL);
+        ck_assert_ptr_null(im);
 }
 END_TEST
 
@@ -790,6 +803,7 @@ static Suite *suite(void) {
         tcase_add_checked_fixture(tc, daemon_setup, daemon_teardown);
         tcase_add_test(tc, test_connect_default_path_from_env);
         tcase_add_test(tc, test_connect_missing_socket);
+        tcase_add_test(tc, test_connect_empty_path);
         tcase_add_test(tc, test_connect_path_too_long);
         tcase_add_test(tc, test_connect_refused_after_daemon_exit);
         tcase_add_test(tc, test_system_info);
