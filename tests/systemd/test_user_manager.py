@@ -25,8 +25,8 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +35,10 @@ from activation_kit import wait_until
 from msbtest import RpcClient, RpcError
 from msbtest.daemon import SANITIZER_MARKERS, build_dir, daemon_binary
 from msbtest.imagekit import ImageKit
+
+# The pull suite's registry harness: docker-registry on loopback.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pull"))
+from registry_harness import Registry, push  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a private mount namespace for systemd --user needs root")
 
@@ -355,3 +359,24 @@ def test_journal_gets_priorities(manager_factory):
     # would file everything under its default, 6.
     assert {"6", "7"} <= set(by_priority), by_priority
     assert set(by_priority) <= {"3", "4", "5", "6", "7"}, by_priority
+
+
+def test_pull_inside_the_sandbox(manager_factory, tmp_path):
+    """A pull from a registry on loopback works through the unit's address
+    family and system call filters, and writes the store."""
+    m = manager_factory()
+    m.systemctl("start", "msb-imaged.socket")
+    kit = ImageKit(tmp_path / "images")
+    img = kit.image("pulled:v1", [{"etc/pulled": b"pulled into a sandbox\n"}, {"etc/second": b"2\n"}])
+    with Registry(tmp_path / "registry") as reg:
+        ref = f"{reg.host}/systemd/pulled:v1"
+        push(img.layout.path, "pulled:v1", ref)
+        with RpcClient(m.socket_path, timeout=120) as c:
+            handle = c.call("image.pull", {"reference": ref})
+            assert handle["manifest_digest"] == img.manifest_digest
+            assert handle["layer_count"] == 2
+            detail = c.call("image.inspect", {"reference": ref})
+            assert [layer["diff_id"] for layer in detail["layers"]] == img.diff_ids
+    for diff_id in img.diff_ids:
+        assert (m.store / "layers" / "sha256" / (diff_id.split(":")[1] + ".erofs")).stat().st_size > 0
+    assert m.wait_service("active")["SubState"] == "running"
