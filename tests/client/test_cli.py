@@ -518,6 +518,9 @@ def test_pin_add_ls_rm(daemon, rpc, loaded):
     r = run("pin", "add", "sandbox", "web", "example.com/test/app:v1", socket=sock(daemon))
     assert r.returncode == 0, r.stderr
     assert re.search(rf"^Manifest: +{loaded.manifest_digest}$", r.stdout, re.M)
+    for label in ("Fsmeta", "VMDK"):
+        value = re.search(rf"^{label}: +(\S+)$", r.stdout, re.M).group(1)
+        assert value == "-" or Path(value).is_file(), (label, value)
     layer_paths = re.findall(r"^(?:Layers:)? +(/\S+\.erofs)$", r.stdout, re.M)
     assert len(layer_paths) == loaded.layer_count
     for p, diff_id in zip(layer_paths, loaded.diff_ids):
@@ -532,6 +535,8 @@ def test_pin_add_ls_rm(daemon, rpc, loaded):
     assert [l["diff_id"] for l in rootfs["layers"]] == loaded.diff_ids
     for l in rootfs["layers"]:
         assert os.path.getsize(l["path"]) == l["erofs_size_bytes"]
+    for key in ("fsmeta_path", "vmdk_path"):
+        assert rootfs[key] is None or Path(rootfs[key]).is_file()
 
     r = run("pin", "ls", "--format", "json", socket=sock(daemon))
     assert r.returncode == 0
