@@ -138,6 +138,10 @@ typedef struct TestServer {
         char socket[128];
         uv_loop_t loop;
         uv_async_t stop;
+        uv_async_t shutdown;
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        bool shut_down;
         Rpc *rpc;
         Server *server;
         RpcMethod *methods;
@@ -155,6 +159,24 @@ static void on_stop(uv_async_t *a) {
         server_stop_listening(ts->server);
         server_close_connections(ts->server);
         uv_stop(&ts->loop);
+}
+
+static void on_shutdown(uv_async_t *a) {
+        TestServer *ts = a->data;
+        rpc_shutdown(ts->rpc);
+        pthread_mutex_lock(&ts->lock);
+        ts->shut_down = true;
+        pthread_cond_broadcast(&ts->cond);
+        pthread_mutex_unlock(&ts->lock);
+}
+
+/* What SIGTERM starts in the daemon, on the loop thread; returns once done. */
+static void test_server_shutdown(TestServer *ts) {
+        ck_assert_int_eq(uv_async_send(&ts->shutdown), 0);
+        pthread_mutex_lock(&ts->lock);
+        while (!ts->shut_down)
+                pthread_cond_wait(&ts->cond, &ts->lock);
+        pthread_mutex_unlock(&ts->lock);
 }
 
 static void *server_thread(void *userdata) {
@@ -180,6 +202,10 @@ static void test_server_start(TestServer *ts) {
         ck_assert_msg(r == 0, "server_new: %s", err.message);
         ck_assert_int_eq(uv_async_init(&ts->loop, &ts->stop, on_stop), 0);
         ts->stop.data = ts;
+        ck_assert_int_eq(uv_async_init(&ts->loop, &ts->shutdown, on_shutdown), 0);
+        ts->shutdown.data = ts;
+        pthread_mutex_init(&ts->lock, NULL);
+        pthread_cond_init(&ts->cond, NULL);
         ck_assert_int_eq(pthread_create(&ts->thread, NULL, server_thread, ts), 0);
 }
 
@@ -196,6 +222,8 @@ static void test_server_stop(TestServer *ts) {
         for (size_t i = 0; i < ts->n_methods; i++)
                 free((char *) ts->methods[i].name);
         free(ts->methods);
+        pthread_mutex_destroy(&ts->lock);
+        pthread_cond_destroy(&ts->cond);
         (void) rm_rf(ts->dir, NULL);
 }
 
@@ -706,6 +734,41 @@ START_TEST(test_connection_limit) {
 }
 END_TEST
 
+START_TEST(test_shutting_down) {
+        TestServer ts;
+        _cleanup_client_ Client c = {};
+
+        test_server_start(&ts);
+        client_connect(&ts, &c);
+        /* A worker call under way when the shutdown begins still completes. */
+        client_send(&c, REQ(1, "image.inspect", "{\"reference\":\"slow\"}") "\n");
+        usleep(100 * 1000);
+        test_server_shutdown(&ts);
+
+        /* New calls that write (worker and deferred methods) are refused;
+         * quick read-only ones are still answered. */
+        client_send(&c, REQ(2, "image.remove", "{\"reference\":\"a\"}") "\n" REQ(3, "image.pull", "{\"reference\":\"a\"}") "\n"
+                        REQ(4, "image.list", "{}") "\n");
+        json_int_t seen = 0;
+        for (int i = 0; i < 4; i++) {
+                json_auto_t *r = client_expect(&c);
+                json_int_t id = id_of(r);
+                seen |= 1 << id;
+                if (id == 1)
+                        ck_assert(json_is_true(json_object_get(json_object_get(r, "result"), "slow")));
+                else if (id == 4)
+                        ck_assert_ptr_nonnull(json_object_get(r, "result"));
+                else {
+                        ck_assert_int_eq(error_code(r), 1016);
+                        ck_assert_str_eq(error_name(r), "shutting-down");
+                }
+        }
+        ck_assert_int_eq(seen, 0x1e);
+        client_close(&c);
+        test_server_stop(&ts);
+}
+END_TEST
+
 static Suite *server_suite(void) {
         Suite *s = suite_create("server");
         TCase *tc = tcase_create("core");
@@ -722,6 +785,7 @@ static Suite *server_suite(void) {
         tcase_add_test(tc, test_half_close);
         tcase_add_test(tc, test_many_connections);
         tcase_add_test(tc, test_connection_limit);
+        tcase_add_test(tc, test_shutting_down);
         suite_add_tcase(s, tc);
         return s;
 }
