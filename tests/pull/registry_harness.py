@@ -32,7 +32,8 @@ import urllib.parse
 import uuid
 from pathlib import Path
 
-__all__ = ["free_port", "Registry", "TokenServer", "FaultServer", "push", "make_tls", "htpasswd_file"]
+__all__ = ["free_port", "Registry", "TokenServer", "FaultServer", "push", "make_tls", "htpasswd_file",
+           "raw_manifest"]
 
 
 def free_port() -> int:
@@ -166,11 +167,14 @@ class Registry:
 
 
 def push(layout: Path, ref: str, dest: str, *, creds: str | None = None, tls_verify: bool = False,
-         cert_dir: Path | None = None, all_images: bool = True) -> None:
-    """skopeo copy oci:LAYOUT:REF docker://DEST (all platforms of an index)."""
+         cert_dir: Path | None = None, all_images: bool = True, docker_format: bool = False) -> None:
+    """skopeo copy oci:LAYOUT:REF docker://DEST (all platforms of an index);
+    docker_format converts to Docker schema 2 media types on the way."""
     argv = ["skopeo", "copy", "--retry-times", "2"]
     if all_images:
         argv.append("--all")
+    if docker_format:
+        argv += ["--format", "v2s2"]
     argv += ["--dest-tls-verify=" + ("true" if tls_verify else "false")]
     if cert_dir:
         argv += ["--dest-cert-dir", str(cert_dir)]
@@ -178,6 +182,13 @@ def push(layout: Path, ref: str, dest: str, *, creds: str | None = None, tls_ver
         argv += ["--dest-creds", creds]
     argv += [f"oci:{layout}:{ref}", f"docker://{dest}"]
     _run(*argv)
+
+
+def raw_manifest(ref: str) -> bytes:
+    """The manifest bytes a registry serves for docker://REF (skopeo inspect --raw)."""
+    r = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"], capture_output=True,
+                       check=True)
+    return r.stdout
 
 
 def _b64url(data: bytes) -> str:

@@ -493,3 +493,41 @@ def test_prune_during_pull_keeps_its_files(published, pull_daemon):
         detail = other.call("image.inspect", {"reference": ref})
         for layer in detail["layers"]:
             assert (d.store / "layers" / "sha256" / (layer["diff_id"].split(":")[1] + ".erofs")).exists()
+
+
+def test_docker_schema2_image(published, pull_daemon):
+    import hashlib
+    from registry_harness import raw_manifest
+    reg = published.registry
+    img = published.images["test/small:v1"]
+    ref = f"{reg.host}/test/docker-format:v1"
+    push(img.layout.path, "small:v1", ref, docker_format=True)
+    raw = raw_manifest(ref)
+    assert b"application/vnd.docker.distribution.manifest.v2+json" in raw
+    d = pull_daemon()
+    rpc = d.client()
+    handle, _ = pull_ok(rpc, ref)
+    assert handle["manifest_digest"] == "sha256:" + hashlib.sha256(raw).hexdigest()
+    detail = rpc.call("image.inspect", {"reference": ref})
+    assert [l["diff_id"] for l in detail["layers"]] == img.diff_ids
+    assert all(l["media_type"] == "application/vnd.docker.image.rootfs.diff.tar.gzip" for l in detail["layers"])
+
+
+def test_token_expiry_honoured(tmp_path, published, pull_daemon):
+    token = TokenServer(tmp_path / "ts", users={USER: PASSWORD}, expires_in=2).start()
+    try:
+        with Registry(tmp_path / "reg", token=token) as reg:
+            img = published.images["test/small:v1"]
+            push(img.layout.path, "small:v1", f"{reg.host}/test/small:v1", creds=f"{USER}:{PASSWORD}")
+            d = pull_daemon({"registries": {reg.host: {"username": USER, "password": PASSWORD}}})
+            rpc = d.client()
+            issued = token.issued
+            pull_ok(rpc, f"{reg.host}/test/small:v1")
+            assert token.issued == issued + 1
+            pull_ok(rpc, f"{reg.host}/test/small:v1", policy="always")
+            assert token.issued == issued + 1
+            time.sleep(2.5)
+            pull_ok(rpc, f"{reg.host}/test/small:v1", policy="always")
+            assert token.issued == issued + 2
+    finally:
+        token.stop()
