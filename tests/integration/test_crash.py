@@ -140,3 +140,36 @@ def test_requests_after_sigterm_are_refused_or_unanswered(daemon, big_image):
     finally:
         c.close()
     assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.005, 0.02, 0.05])
+def test_kill9_during_prune_and_remove(daemon, imagekit, delay):
+    imgs = [imagekit.image(f"example.com/crash/p{i}:1", [{"f": os.urandom(300_000)}, {"g": f"{i}".encode()}])
+            for i in range(6)]
+    with daemon.client() as c:
+        for img in imgs:
+            c.call("image.load", {"path": str(img.layout.path)})
+        c.call("pin.add", {"kind": "sandbox", "name": "keep", "reference": "example.com/crash/p0:1"})
+    c = daemon.client()
+    c.send_request("image.remove", {"reference": "example.com/crash/p1:1"})
+    c.send_request("image.prune")
+    time.sleep(delay)
+    daemon.kill9()
+    c.close()
+    daemon.start()
+    files = content_files(daemon.store)
+    assert files["tmp"] == []
+    with daemon.client() as c:
+        assert consistency_problems(daemon.store, c) == []
+        # The pinned image survives whatever the prune got to.
+        assert_detail(c.call("image.inspect", {"reference": "example.com/crash/p0:1"}), imgs[0],
+                      "example.com/crash/p0:1")
+        for h in c.call("image.list"):
+            i = int(h["reference"].split("/p")[1].split(":")[0])
+            assert_handle(h, imgs[i], h["reference"])
+        c.call("image.prune")
+        assert [h["reference"] for h in c.call("image.list")] in (["example.com/crash/p0:1"], [])
+        assert consistency_problems(daemon.store, c) == []
+        c.call("image.load", {"path": str(imgs[3].layout.path)})
+        assert_detail(c.call("image.inspect", {"reference": "example.com/crash/p3:1"}), imgs[3],
+                      "example.com/crash/p3:1")
