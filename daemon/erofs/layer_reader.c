@@ -399,12 +399,6 @@ static void *producer_main(void *userdata) {
                 pthread_mutex_unlock(&r->lock);
 
                 n = produce(r, buf, LAYER_PIPE_BUFFER_BYTES);
-                /* The diff_id is hashed here too: the parser thread has the
-                 * heavier share of the work. A plain tar is the blob, whose
-                 * digest is the diff_id already. */
-                if (n > 0 && r->compression != LAYER_COMPRESSION_NONE &&
-                    EVP_DigestUpdate(r->tar_md, buf, (size_t) n) != 1)
-                        n = reader_fail(r, -EIO, PROTO_ERROR_INTERNAL_ERROR, "sha256 failed");
 
                 pthread_mutex_lock(&r->lock);
                 if (n > 0) {
@@ -492,6 +486,12 @@ static ssize_t read_tar(LayerReader *r, const void **ret_buf) {
         r->holding = true;
         pthread_mutex_unlock(&r->lock);
 
+        /* The diff_id is hashed on this side: inflating and hashing the
+         * blob keep the producer busier than parsing keeps this thread
+         * (measured with perf on a rootfs layer). A plain tar is the blob,
+         * whose digest is the diff_id already. */
+        if (r->compression != LAYER_COMPRESSION_NONE && EVP_DigestUpdate(r->tar_md, *ret_buf, len) != 1)
+                return consumer_fail(r, -EIO, PROTO_ERROR_INTERNAL_ERROR, "sha256 failed");
         r->tar_bytes += len;
         if (r->tar_bytes > r->limits.uncompressed_bytes) {
                 snprintf(msg, sizeof(msg), "the layer's tar stream exceeds %" PRIu64 " bytes",
