@@ -238,7 +238,6 @@ static int merge_entry_cb(const char *name, size_t len, uint64_t nid, uint8_t ty
                                 return r;
                 }
         }
-        (void) type;
         return erofs_tree_link(m->tree, w->dir, name, len, i);
 }
 
