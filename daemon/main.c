@@ -267,6 +267,20 @@ int main(int argc, char **argv) {
                 setenv("UV_THREADPOOL_SIZE", DAEMON_WORKER_THREADS, 0);
         signal(SIGPIPE, SIG_IGN);
 
+        /* The passed socket first: a broken activation never opens the store,
+         * and fd 3 is adopted before any file of ours could take its number. */
+        r = activation_listen_fd(&listen_fd);
+        if (r < 0) {
+                log_error("cannot use the socket passed by the service manager: %s", strerror(-r));
+                return EXIT_FAILURE;
+        }
+        socket_activated = r > 0;
+        if (socket_activated) {
+                free(o.socket);
+                o.socket = NULL;
+                (void) activation_socket_path(listen_fd, &o.socket);
+        }
+
         if (load_config(&o, &config) < 0)
                 return EXIT_FAILURE;
 
@@ -281,17 +295,6 @@ int main(int argc, char **argv) {
                 log_notice("swept the store: %u temporary file(s), %u file(s) without index rows, %u broken row(s)",
                            sweep->tmp_removed, sweep->files_removed, sweep->rows_dropped);
 
-        r = activation_listen_fd(&listen_fd);
-        if (r < 0) {
-                log_error("cannot use the socket passed by the service manager: %s", strerror(-r));
-                return EXIT_FAILURE;
-        }
-        socket_activated = r > 0;
-        if (socket_activated) {
-                free(o.socket);
-                o.socket = NULL;
-                (void) activation_socket_path(listen_fd, &o.socket);
-        }
 
         loop = uv_default_loop();
         daemon_ctx = (Daemon) {
