@@ -6,12 +6,6 @@
 #include "curl_glue.h"
 #include "registry.h"
 
-typedef enum ChallengeScheme {
-        CHALLENGE_NONE,
-        CHALLENGE_BASIC,
-        CHALLENGE_BEARER,
-} ChallengeScheme;
-
 /* A place a repository can be fetched from: the origin or a mirror. The
  * ping result is cached here for the registry's lifetime. */
 typedef struct Endpoint {
@@ -22,7 +16,7 @@ typedef struct Endpoint {
         bool is_mirror;
         bool pinged;
         char *base_url;     /* scheme://net_host, once pinged */
-        ChallengeScheme challenge;
+        RegistryChallengeScheme challenge;
         char *realm;
         char *service;
         struct Endpoint *next;
@@ -230,17 +224,18 @@ static int token_store(Registry *r, const Endpoint *e, const char *repository, c
  * `Bearer realm="...",service="...",scope="..."` or `Basic realm="..."`.
  * Only the first challenge is read; unknown parameters are skipped.
  */
-static int challenge_parse(const char *s, ChallengeScheme *ret_scheme, char **ret_realm, char **ret_service) {
+int registry_challenge_parse(const char *s, RegistryChallengeScheme *ret_scheme, char **ret_realm,
+                             char **ret_service) {
         _cleanup_free_ char *realm = NULL, *service = NULL;
-        ChallengeScheme scheme;
+        RegistryChallengeScheme scheme;
         const char *p = s;
 
         while (*p == ' ')
                 p++;
         if (strncasecmp(p, "bearer", 6) == 0 && (p[6] == ' ' || p[6] == '\0'))
-                scheme = CHALLENGE_BEARER, p += 6;
+                scheme = REGISTRY_CHALLENGE_BEARER, p += 6;
         else if (strncasecmp(p, "basic", 5) == 0 && (p[5] == ' ' || p[5] == '\0'))
-                scheme = CHALLENGE_BASIC, p += 5;
+                scheme = REGISTRY_CHALLENGE_BASIC, p += 5;
         else
                 return -EOPNOTSUPP;
 
@@ -294,7 +289,7 @@ static int challenge_parse(const char *s, ChallengeScheme *ret_scheme, char **re
                 }
         }
 
-        if (scheme == CHALLENGE_BEARER && !realm)
+        if (scheme == REGISTRY_CHALLENGE_BEARER && !realm)
                 return -EINVAL;
         *ret_scheme = scheme;
         *ret_realm = TAKE_PTR(realm);
@@ -304,11 +299,11 @@ static int challenge_parse(const char *s, ChallengeScheme *ret_scheme, char **re
 
 static int endpoint_set_challenge(Endpoint *e, const char *header) {
         char *realm = NULL, *service = NULL;
-        ChallengeScheme scheme = CHALLENGE_NONE;
+        RegistryChallengeScheme scheme = REGISTRY_CHALLENGE_NONE;
         int r;
 
         if (header) {
-                r = challenge_parse(header, &scheme, &realm, &service);
+                r = registry_challenge_parse(header, &scheme, &realm, &service);
                 if (r < 0)
                         return r;
         }
@@ -930,7 +925,7 @@ static void fetch_request(RegistryFetch *f) {
         Token *t = NULL;
         int r;
 
-        if (e->challenge == CHALLENGE_BEARER) {
+        if (e->challenge == REGISTRY_CHALLENGE_BEARER) {
                 t = token_find(f->registry, e, f->repository);
                 if (!t)
                         return fetch_token(f);
@@ -946,7 +941,7 @@ static void fetch_request(RegistryFetch *f) {
 
         if (t)
                 r = asprintf(&auth, "Authorization: Bearer %s", t->token) < 0 ? -ENOMEM : 0;
-        else if (e->challenge == CHALLENGE_BASIC && hc && hc->username)
+        else if (e->challenge == REGISTRY_CHALLENGE_BASIC && hc && hc->username)
                 r = basic_header(hc, &auth);
         if (r < 0)
                 return fetch_fail_internal(f, r, "request");
@@ -1103,7 +1098,7 @@ static void fetch_request_done(RegistryFetch *f, CURLcode result) {
                 if (!f->reauthorized && f->www_authenticate) {
                         f->reauthorized = true;
                         token_forget(f->registry, e, f->repository);
-                        if (endpoint_set_challenge(e, f->www_authenticate) >= 0 && e->challenge != CHALLENGE_NONE)
+                        if (endpoint_set_challenge(e, f->www_authenticate) >= 0 && e->challenge != REGISTRY_CHALLENGE_NONE)
                                 return fetch_request(f);
                 }
                 return fetch_unauthorized(f);

@@ -95,6 +95,23 @@ typedef struct RegistryStats {
         uint64_t resumes;
 } RegistryStats;
 
+typedef enum RegistryChallengeScheme {
+        REGISTRY_CHALLENGE_NONE,
+        REGISTRY_CHALLENGE_BASIC,
+        REGISTRY_CHALLENGE_BEARER,
+} RegistryChallengeScheme;
+
+/*
+ * Parses a WWW-Authenticate header (RFC 7235 section 4.1; distribution
+ * token auth): `Bearer realm="...",service="...",scope="..."` or `Basic
+ * realm="..."`. Only the first challenge counts. *ret_realm and
+ * *ret_service (either may be NULL on success; Bearer always has a realm)
+ * are allocated. -EOPNOTSUPP for another scheme, -EINVAL when malformed or
+ * a value exceeds REGISTRY_HEADER_VALUE_MAX_BYTES.
+ */
+int registry_challenge_parse(const char *s, RegistryChallengeScheme *ret_scheme, char **ret_realm,
+                             char **ret_service);
+
 /* config is borrowed and must outlive the registry. */
 int registry_new(uv_loop_t *loop, const RegistryConfig *config, Registry **ret);
 /* Every fetch must have been freed. The memory goes in a close callback:

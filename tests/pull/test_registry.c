@@ -707,6 +707,63 @@ START_TEST(test_docker_auths) {
 }
 END_TEST
 
+START_TEST(test_challenge_parse) {
+        static const struct {
+                const char *header;
+                int r;
+                RegistryChallengeScheme scheme;
+                const char *realm, *service;
+        } cases[] = {
+                { "Bearer realm=\"https://auth.docker.io/token\",service=\"registry.docker.io\",scope=\"repository:library/alpine:pull\"",
+                  0, REGISTRY_CHALLENGE_BEARER, "https://auth.docker.io/token", "registry.docker.io" },
+                { "bearer realm=\"http://127.0.0.1:1/t\"", 0, REGISTRY_CHALLENGE_BEARER, "http://127.0.0.1:1/t", NULL },
+                { "Bearer  service=s , realm=\"r\\\"q\"", 0, REGISTRY_CHALLENGE_BEARER, "r\"q", "s" },
+                { "Basic realm=\"Registry Realm\"", 0, REGISTRY_CHALLENGE_BASIC, "Registry Realm", NULL },
+                { "Basic", 0, REGISTRY_CHALLENGE_BASIC, NULL, NULL },
+                { "Bearer realm=\"r\", Basic realm=\"b\"", 0, REGISTRY_CHALLENGE_BEARER, "r", NULL },
+                { "Bearer service=\"s\"", -EINVAL, 0, NULL, NULL },
+                { "Bearer realm=\"unterminated", -EINVAL, 0, NULL, NULL },
+                { "Negotiate abc", -EOPNOTSUPP, 0, NULL, NULL },
+                { "Bearerrealm=\"x\"", -EOPNOTSUPP, 0, NULL, NULL },
+                { "", -EOPNOTSUPP, 0, NULL, NULL },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_free_ char *realm = NULL, *service = NULL;
+                RegistryChallengeScheme scheme = REGISTRY_CHALLENGE_NONE;
+
+                ck_assert_msg(registry_challenge_parse(cases[i].header, &scheme, &realm, &service) == cases[i].r,
+                              "case %zu: %s", i, cases[i].header);
+                if (cases[i].r < 0)
+                        continue;
+                ck_assert_int_eq(scheme, cases[i].scheme);
+                ck_assert_pstr_eq(realm, cases[i].realm);
+                ck_assert_pstr_eq(service, cases[i].service);
+        }
+}
+END_TEST
+
+START_TEST(test_challenge_value_limit) {
+        size_t n = REGISTRY_HEADER_VALUE_MAX_BYTES + 64;
+        _cleanup_free_ char *h = malloc(n + 32), *realm = NULL, *service = NULL;
+        RegistryChallengeScheme scheme;
+
+        /* A realm of exactly the limit minus the NUL parses; one more byte does not. */
+        ck_assert_ptr_nonnull(h);
+        strcpy(h, "Bearer realm=\"");
+        memset(h + strlen(h), 'a', REGISTRY_HEADER_VALUE_MAX_BYTES - 1);
+        strcpy(h + strlen("Bearer realm=\"") + REGISTRY_HEADER_VALUE_MAX_BYTES - 1, "\"");
+        ck_assert_int_eq(registry_challenge_parse(h, &scheme, &realm, &service), 0);
+        ck_assert_uint_eq(strlen(realm), REGISTRY_HEADER_VALUE_MAX_BYTES - 1);
+        free(realm);
+        realm = NULL;
+        strcpy(h, "Bearer realm=\"");
+        memset(h + strlen(h), 'a', REGISTRY_HEADER_VALUE_MAX_BYTES);
+        strcpy(h + strlen("Bearer realm=\"") + REGISTRY_HEADER_VALUE_MAX_BYTES, "\"");
+        ck_assert_int_eq(registry_challenge_parse(h, &scheme, &realm, &service), -EINVAL);
+}
+END_TEST
+
 START_TEST(test_loopback) {
         ck_assert(registry_host_is_loopback("127.0.0.1:5000"));
         ck_assert(registry_host_is_loopback("127.1.2.3"));
@@ -729,6 +786,8 @@ static Suite *registry_suite(void) {
         tcase_add_test(cfg, test_config_mirror_limit);
         tcase_add_test(cfg, test_docker_auths);
         tcase_add_test(cfg, test_loopback);
+        tcase_add_test(cfg, test_challenge_parse);
+        tcase_add_test(cfg, test_challenge_value_limit);
         suite_add_tcase(s, cfg);
 
         tcase_set_timeout(net, 90);
