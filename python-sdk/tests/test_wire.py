@@ -434,7 +434,35 @@ def test_invalid_reference_is_invalid_params(socket_path: str) -> None:
             with pytest.raises(InvalidReferenceError) as info:
                 await Image.get("UPPER/Case::")
             assert isinstance(info.value, InvalidParamsError)
-            assert str(info.value) == "invalid reference: UPPER/Case:: (parameter=reference)"
+            assert str(info.value) == "invalid reference: UPPER/Case::"
+
+    run(main())
+
+
+def test_error_text_adds_only_what_the_message_lacks(socket_path: str) -> None:
+    replies = [
+        ("invalid-params", -32602, "parameter 'name' has a length out of range", {"parameter": "name"}),
+        ("digest-mismatch", 1005, "digest mismatch", {"expected": DIGEST_A, "actual": DIGEST_B}),
+        ("path-not-found", 1011, "cannot load /x: No such file or directory", {"path": "/x"}),
+    ]
+
+    async def handler(daemon: FakeDaemon, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        name, code, message, data = replies[len(daemon.requests) - 1]
+        return err(request, code, message, name=name, **data)
+
+    async def main() -> None:
+        async with FakeDaemon(socket_path, handler):
+            with pytest.raises(InvalidParamsError) as params:
+                await Image.pin("sandbox", "", "alpine")
+            # The error is about `name`: the call's reference would mislead.
+            assert str(params.value) == "parameter 'name' has a length out of range"
+            assert params.value.reference is None
+            with pytest.raises(microsandbox.DigestMismatchError) as mismatch:
+                await Image.pull("alpine")
+            assert str(mismatch.value) == f"digest mismatch: alpine (expected={DIGEST_A}, actual={DIGEST_B})"
+            with pytest.raises(microsandbox.PathNotFoundError) as missing:
+                await Image.load("/x")
+            assert str(missing.value) == "cannot load /x: No such file or directory"
 
     run(main())
 

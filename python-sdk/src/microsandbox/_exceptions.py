@@ -107,21 +107,28 @@ class RpcError(MicrosandboxError):
             self.error_name = name
         self.method = method
         reference = self.data.get("reference")
-        self.reference: str | None = reference if isinstance(reference, str) else subject
-
-    def _details(self) -> list[str]:
-        skip = {"name", "reference", "holders"}
-        return [
-            f"{key}={_scalar(value)}"
-            for key, value in self.data.items()
-            if key not in skip and isinstance(value, (str, int, float, bool))
-        ]
+        if isinstance(reference, str):
+            self.reference: str | None = reference
+        elif self.data.get("parameter") in (None, "reference"):
+            self.reference = subject
+        else:
+            # The error is about another parameter; the call's reference
+            # would only mislead.
+            self.reference = None
 
     def __str__(self) -> str:
         text = self.message or self.error_name or f"error {self.code}"
         if self.reference and self.reference not in text:
             text = f"{text}: {self.reference}"
-        details = self._details()
+        # Scalar data fields the message does not already say, e.g.
+        # digest-mismatch's expected and actual digests.
+        details = [
+            f"{key}={_scalar(value)}"
+            for key, value in self.data.items()
+            if key not in ("name", "reference", "holders")
+            and isinstance(value, (str, int, float, bool))
+            and _scalar(value) not in text
+        ]
         if details:
             text = f"{text} ({', '.join(details)})"
         return text
