@@ -715,6 +715,7 @@ def test_non_idempotent_call_reports_the_lost_connection(socket_path: str) -> No
             with pytest.raises(ConnectionLostError) as info:
                 await Image.remove("alpine")
             assert info.value.method == "image.remove" and socket_path in str(info.value)
+            assert not info.value.retried and "may or may not have taken effect" in str(info.value)
             assert [r["method"] for r in daemon.requests] == ["image.remove"]
             # The next call opens a new connection.
             await Image.remove("alpine")
@@ -730,9 +731,10 @@ def test_retry_happens_only_once(socket_path: str) -> None:
 
     async def main() -> None:
         async with FakeDaemon(socket_path, always_hang_up) as daemon:
-            with pytest.raises(ConnectionLostError):
+            with pytest.raises(ConnectionLostError) as info:
                 await Image.list()
             assert daemon.connections == 2
+            assert info.value.retried and "again after one retry" in str(info.value)
 
     run(main())
 

@@ -301,7 +301,7 @@ class _Client:
                 if retry:
                     retry = False
                     continue
-                raise ConnectionLostError(self.path, method, str(e)) from None
+                raise ConnectionLostError(self.path, method, str(e), retried=method in IDEMPOTENT_METHODS) from None
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None

@@ -39,23 +39,27 @@ class DaemonNotRunningError(MicrosandboxError):
 
 
 class ConnectionLostError(MicrosandboxError):
-    """The connection broke while a call that is not safe to repeat was in flight.
+    """The connection broke while a call was in flight.
 
-    The daemon may or may not have carried the call out; ask it again (for
-    example with `Image.get`) to find out.
+    A call that is safe to repeat (a read) has then been sent once more on a
+    fresh connection, and `retried` is true: that one broke too. Any other
+    call (remove, prune, pull, load, unpin) is not repeated: the daemon may
+    or may not have carried it out; ask it again (for example with
+    `Image.get`) to find out.
     """
 
-    def __init__(self, socket_path: str, method: str, reason: str) -> None:
+    def __init__(self, socket_path: str, method: str, reason: str, *, retried: bool = False) -> None:
         super().__init__(socket_path, method, reason)
         self.socket_path = socket_path
         self.method = method
         self.reason = reason
+        self.retried = retried
 
     def __str__(self) -> str:
-        return (
-            f"connection to msb-imaged at {self.socket_path} lost during {self.method} "
-            f"({self.reason}); the call may or may not have taken effect"
-        )
+        text = f"connection to msb-imaged at {self.socket_path} lost during {self.method} ({self.reason})"
+        if self.retried:
+            return text + ", again after one retry on a new connection; is msb-imaged what listens there?"
+        return text + "; the call may or may not have taken effect"
 
 
 class ProtocolError(MicrosandboxError):
