@@ -197,3 +197,23 @@ def test_uuid_follows_the_digest(built, tmp_path):
         return p.read_bytes()[1024 + 48:1024 + 64]
     assert uuid(built["images"][0]) != uuid(built["images"][1])
     assert len({uuid(p) for p in built["images"]}) == len(built["images"])
+
+
+def dump(image: Path, *args: str, devices=()) -> str:
+    p = subprocess.run(["dump.erofs", *(f"--device={d}" for d in devices), *args, str(image)],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def test_dump_erofs_reads_the_layouts(built):
+    """dump.erofs (erofs-utils) sees flat files in the layer image and the
+    same file as a chunk-based inode (layout 4) in fsmeta."""
+    layer = dump(built["images"][0], "--path=/sizes/100MB")
+    assert f"Size: {kit.BIG_FILE_BYTES} " in layer and "Layout: 0 " in layer
+    merged = dump(built["fsmeta"], "--path=/sizes/100MB", devices=built["images"])
+    assert f"Size: {kit.BIG_FILE_BYTES} " in merged and "Layout: 4 " in merged
+    sb = dump(built["fsmeta"], "-s", devices=built["images"])
+    assert "chunked_file" in sb and "device_table" in sb, sb
+    owned = dump(built["images"][0], "--path=/owned/file")
+    assert "Uid: 100000 " in owned and "Gid: 100000" in owned and "Inode size: 64 " in owned
