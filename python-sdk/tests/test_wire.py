@@ -10,9 +10,11 @@ proto/openrpc.json, and so that failures the daemon should never produce
 from __future__ import annotations
 
 import asyncio
+import copy
 import gc
 import json
 import os
+import pickle
 import socket
 from typing import Any
 
@@ -794,6 +796,7 @@ def test_list_handles_are_ordinary_frozen_handles() -> None:
         assert type(fast) is ImageHandle
         assert fast == plain and hash(fast) == hash(plain) and repr(fast) == repr(plain)
         assert dataclasses.asdict(fast) == dataclasses.asdict(plain)
+        assert pickle.loads(pickle.dumps(fast)) == plain and copy.deepcopy(fast) == plain
         with pytest.raises(dataclasses.FrozenInstanceError):
             fast.reference = "other"  # type: ignore[misc]
     with pytest.raises(KeyError):
