@@ -1221,6 +1221,37 @@ START_TEST(test_lease_protects_layer_of_removed_image) {
 }
 END_TEST
 
+START_TEST(test_lease_keeps_references_of_a_commit_in_flight) {
+        _cleanup_test_dir_ TestDir t;
+        _cleanup_(store_freep) Store *s = NULL;
+        static const char *const la[] = { "just loaded" };
+        char *ra[] = { (char *) "docker.io/library/fresh:1" };
+        _cleanup_strv_ char **fa = NULL;
+        TestImage a;
+        MsbError err = {};
+
+        /* A load has committed its image but still holds the manifest's
+         * lease (it is about to answer with the handle): a prune now must
+         * not take the reference from under it. */
+        test_dir_init(&t);
+        s = open_store(t.store);
+        make_image(s, "fresh", la, 1, true, ra, 1, &a);
+        fa = image_files(s, &a);
+        ck_assert_int_eq(store_lease_acquire(s, a.manifest_digest), 0);
+        json_auto_t *r1 = prune(s);
+        expect_report(r1, 0, 0, 0, 0, 0);
+        json_auto_t *h = get(s, "fresh:1", &err);
+        ck_assert_ptr_nonnull(h);
+        expect_files(fa, true);
+
+        store_lease_release(s, a.manifest_digest);
+        json_auto_t *r2 = prune(s);
+        expect_report(r2, 1, 1, 1, 1, 1);
+        expect_not_found(s, "fresh:1");
+        expect_files(fa, false);
+}
+END_TEST
+
 /* An ingest holds leases on what it writes until its commit; a prune that
  * runs meanwhile must neither delete those files nor the layer rows the
  * commit's manifest_layers point at. */
@@ -1533,6 +1564,7 @@ static Suite *store_suite(void) {
         tcase_add_test(tc, test_leases_protect_from_prune);
         tcase_add_test(tc, test_lease_protects_layer_of_removed_image);
         tcase_add_test(tc, test_prune_races_ingest);
+        tcase_add_test(tc, test_lease_keeps_references_of_a_commit_in_flight);
         tcase_add_test(tc, test_sweep_at_reopen);
         tcase_add_test(tc, test_sweep_drops_manifest_missing_blob);
         suite_add_tcase(s, tc);
