@@ -307,6 +307,23 @@ def test_200_concurrent_calls(sdk_daemon: Any, imagekit: Any) -> None:
     run(main())
 
 
+def test_reads_are_not_held_up_by_a_load_in_flight(sdk_daemon: Any, imagekit: Any) -> None:
+    """One connection carries both calls; the daemon answers out of order,
+    and the SDK matches the answers by id."""
+    big = imagekit.image("example.com/test/big:v1", layers=[{f"blob{i}": os.urandom(4 << 20) for i in range(8)}])
+
+    async def main() -> None:
+        load = asyncio.ensure_future(Image.load(big.layout.path))
+        await asyncio.sleep(0.02)
+        images = await Image.list()
+        assert not load.done(), "the list waited for the load"
+        assert isinstance(images, list)
+        loaded = await load
+        assert [h.reference for h in loaded] == ["example.com/test/big:v1"]
+
+    run(main())
+
+
 def many_tags_layout(imagekit: Any, count: int) -> tuple[Any, list[str]]:
     """One image under `count` references: index.json names the same manifest
     `count` times with different ref.name annotations."""
