@@ -536,6 +536,11 @@ START_TEST(test_deferred_with_progress) {
         client_send(&c, REQ(14, "image.pull", "{\"reference\":\"alpine\"}") "\n" REQ(
                                 15, "image.inspect", "{\"reference\":\"slow\"}") "\n");
         client_close(&c);
+        /* The same inside a batch. */
+        client_connect(&ts, &c);
+        client_send(&c, "[" REQ(17, "image.pull", "{\"reference\":\"alpine\"}") "," REQ(
+                                18, "image.inspect", "{\"reference\":\"slow\"}") "," REQ(19, "image.list", "{}") "]\n");
+        client_close(&c);
         usleep(SLOW_CALL_MS * 1000 * 2);
         client_connect(&ts, &c);
         client_send(&c, REQ(16, "image.list", "{}") "\n");
