@@ -92,3 +92,11 @@ def test_result_types_have_the_proto_fields() -> None:
 def test_idempotent_methods_exist_in_the_proto() -> None:
     methods = {m["name"] for m in proto()["methods"]}
     assert _client.IDEMPOTENT_METHODS <= methods
+
+
+def test_pull_policies_and_pin_kinds_match_the_proto() -> None:
+    from microsandbox import _image
+
+    methods = {m["name"]: {p["name"]: p for p in m["params"]} for m in proto()["methods"]}
+    assert list(_image._PULL_POLICIES) == methods["image.pull"]["policy"]["schema"]["enum"]
+    assert [kind.value for kind in microsandbox.PinKind] == methods["pin.add"]["kind"]["schema"]["enum"]

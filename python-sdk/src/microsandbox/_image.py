@@ -21,6 +21,7 @@ from ._types import (
     Pin,
     PinKind,
     Rootfs,
+    _image_handle_from_wire,
 )
 
 __all__ = ["Image", "PullPolicy", "PullOperation"]
@@ -48,7 +49,7 @@ def _parse(method: str, parse: Callable[[Any], _T], result: Any) -> _T:
 
 
 def _handles(result: Any) -> list[ImageHandle]:
-    from_wire = ImageHandle._from_wire
+    from_wire = _image_handle_from_wire
     return [from_wire(item) for item in result]
 
 
