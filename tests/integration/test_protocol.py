@@ -571,3 +571,29 @@ def test_every_request_is_answered_even_with_long_non_ascii_text(daemon, rpc, ch
                  timeout=5)
     proto.check_error(e.value, "image-not-found")
     assert_still_serving(daemon, rpc)
+
+
+def test_requests_before_an_over_long_line_are_answered(daemon):
+    c = daemon.client()
+    c.send_raw(b'{"jsonrpc":"2.0","id":"first","method":"image.list"}\n')
+    try:
+        c.send_raw(b'{"jsonrpc":"2.0","id":2,"method":"image.get","params":{"reference":"'
+                   + b"a" * (17 << 20) + b'"}}\n')
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # closed after the limit error; what was already sent counts
+    first = c.recv()
+    assert first == {"jsonrpc": "2.0", "id": "first", "result": []}
+    assert_error_response(c.recv(), "limit-exceeded", None)
+    assert c.expect_eof(10)
+    assert_still_serving(daemon, None)
+
+
+def test_null_params_is_not_structured(rpc):
+    resp = raw_exchange(rpc, b'{"jsonrpc":"2.0","id":1,"method":"image.list","params":null}\n')
+    assert resp["error"]["code"] in (-32600, -32602), resp
+
+
+def test_batch_of_a_notification_and_an_invalid_entry(rpc):
+    resp = raw_exchange(rpc, b'[{"jsonrpc":"2.0","method":"image.list"}, 1]\n')
+    assert isinstance(resp, list) and len(resp) == 1, resp
+    assert_error_response(resp[0], "invalid-request", None)
