@@ -558,3 +558,32 @@ def test_pull_never_of_a_missing_image(rpc):
         rpc.call("image.pull", {"reference": "example.com/none/x:1", "policy": "never"})
     data = proto.check_error(e.value, "image-not-found")
     assert data.get("reference") == "example.com/none/x:1"
+
+
+@pytest.mark.parametrize("rival", ["image.remove", "image.prune"])
+def test_pin_add_racing_remove_or_prune(daemon, imagekit, rival):
+    # pin.add and a remove/prune of the same image on two connections: the
+    # pin and the deletion must never both win, and a pin that won holds
+    # every file its Rootfs names.
+    img = imagekit.image("example.com/race/x:1", [{"a": os.urandom(100_000)}, {"b": b"b"}])
+    a, b = daemon.client(), daemon.client()
+    for round in range(15):
+        a.call("image.load", {"path": str(img.layout.path)})
+        ia = a.send_request("pin.add", {"kind": "sandbox", "name": "racer", "reference": "example.com/race/x:1"})
+        params = {"reference": "example.com/race/x:1"} if rival == "image.remove" else {}
+        ib = b.send_request(rival, params)
+        ra, rb = a.wait(ia), b.wait(ib)
+        if "result" in ra:
+            for layer in ra["result"]["layers"]:
+                assert os.path.isfile(layer["path"]), (round, ra, rb)
+            for key in ("fsmeta_path", "vmdk_path"):
+                assert ra["result"][key] is None or os.path.isfile(ra["result"][key]), (round, ra, rb)
+            if rival == "image.remove":
+                assert "error" in rb, f"round {round}: pin.add and remove both succeeded: {rb}"
+                proto.check_error(rb, "image-in-use")
+        else:
+            proto.check_error(ra, "image-not-found")
+            assert "result" in rb, (round, ra, rb)
+        assert consistency_problems(daemon.store, a) == []
+        if "result" in ra:
+            a.call("pin.remove", {"kind": "sandbox", "name": "racer"})
