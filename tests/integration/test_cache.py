@@ -84,6 +84,14 @@ def test_digest_reference_of_an_unknown_manifest(rpc, alpine):
     ("example.com/a/b", "example.com/a/b:latest"),
     ("localhost:5000/x:y", "localhost:5000/x:y"),
     ("user/repo:tag", "docker.io/user/repo:tag"),
+    ("index.docker.io/library/alpine", "docker.io/library/alpine:latest"),
+    ("index.docker.io/alpine:edge", "docker.io/library/alpine:edge"),
+    ("localhost/x", "localhost/x:latest"),
+    ("localhost:5000/a/b/c:t", "localhost:5000/a/b/c:t"),
+    ("[::1]:5000/x", "[::1]:5000/x:latest"),
+    ("127.0.0.1:5000/x", "127.0.0.1:5000/x:latest"),
+    ("a__b/c-d.e", "docker.io/a__b/c-d.e:latest"),
+    ("x.y/z:" + "t" * 128, "x.y/z:" + "t" * 128),
 ])
 def test_not_found_names_the_canonical_reference(rpc, spelling, canonical):
     for method in ("image.get", "image.inspect", "image.remove"):

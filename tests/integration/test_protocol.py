@@ -234,6 +234,9 @@ def test_pin_name_of_255_bytes_is_valid(rpc):
     "alpine:" + "t" * 200,
     "white space",
     "example.com:port/x",
+    "x.y/z:" + "t" * 129,
+    "a" * 64,
+    "docker.io/Library/alpine",
 ])
 def test_invalid_reference(rpc, method, extra, reference):
     with pytest.raises(RpcError) as e:
