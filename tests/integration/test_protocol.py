@@ -2,16 +2,46 @@
 notifications, pipelining, malformed input written raw to the socket, limits."""
 
 import json
+import os
 import resource
+import shutil
 import socket
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
 from msbtest import proto
+from msbtest.daemon import Daemon
 from msbtest.rpc import NO_PARAMS, ConnectionClosed, RpcClient, RpcError
 
 LIST = {"jsonrpc": "2.0", "id": 1, "method": "image.list", "params": {}}
+
+
+@pytest.fixture(scope="module")
+def shared_daemon():
+    """One daemon for the many validation tests that change nothing (so
+    the suite does not start a daemon per parameter); stopped and checked
+    like any other at the end of the module."""
+    tmp = Path(tempfile.mkdtemp(prefix="msbt-", dir="/tmp"))
+    d = Daemon(tmp / "shared")
+    try:
+        d.start()
+        yield d
+        d.close()
+    finally:
+        d.kill9()
+        if os.environ.get("MSB_TEST_KEEP") != "1":
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def srpc(shared_daemon):
+    """A fresh connection to shared_daemon."""
+    c = shared_daemon.client()
+    yield c
+    c.close()
 
 
 def raw_exchange(rpc, data: bytes):
@@ -68,8 +98,8 @@ def test_params_may_be_omitted(rpc):
 
 
 @pytest.mark.parametrize("id", [7, "seven", "", 0, -1, 2**40])
-def test_id_is_echoed_verbatim(rpc, id):
-    resp = raw_exchange(rpc, json.dumps({"jsonrpc": "2.0", "id": id, "method": "image.list"}).encode() + b"\n")
+def test_id_is_echoed_verbatim(srpc, id):
+    resp = raw_exchange(srpc, json.dumps({"jsonrpc": "2.0", "id": id, "method": "image.list"}).encode() + b"\n")
     assert resp == {"jsonrpc": "2.0", "id": id, "result": []}
 
 
@@ -89,10 +119,10 @@ def test_null_id_is_a_request_and_gets_an_answer(rpc):
     b'{"jsonrpc":"2.0","id":1,"method":"image.list"} trailing',
     b"\x00\x01\x02",
 ])
-def test_parse_error(daemon, rpc, line):
-    resp = raw_exchange(rpc, line + b"\n")
+def test_parse_error(shared_daemon, srpc, line):
+    resp = raw_exchange(srpc, line + b"\n")
     assert_error_response(resp, "parse-error", None)
-    assert_still_serving(daemon, rpc)
+    assert_still_serving(shared_daemon, srpc)
 
 
 @pytest.mark.parametrize("line", [
@@ -100,10 +130,10 @@ def test_parse_error(daemon, rpc, line):
     b'{"jsonrpc":"2.0","id":1,"method":"image.\xc3\x28"}',
     b'{"jsonrpc":"2.0","id":1,"method":"image.list","params":{"\xed\xa0\x80":1}}',
 ])
-def test_invalid_utf8_is_a_parse_error(daemon, rpc, line):
-    resp = raw_exchange(rpc, line + b"\n")
+def test_invalid_utf8_is_a_parse_error(shared_daemon, srpc, line):
+    resp = raw_exchange(srpc, line + b"\n")
     assert_error_response(resp, "parse-error", None)
-    assert_still_serving(daemon, rpc)
+    assert_still_serving(shared_daemon, srpc)
 
 
 @pytest.mark.parametrize("obj, id", [
@@ -117,25 +147,25 @@ def test_invalid_utf8_is_a_parse_error(daemon, rpc, line):
     ("image.list", None),
     (None, None),
 ])
-def test_invalid_request(daemon, rpc, obj, id):
-    resp = raw_exchange(rpc, json.dumps(obj).encode() + b"\n")
+def test_invalid_request(shared_daemon, srpc, obj, id):
+    resp = raw_exchange(srpc, json.dumps(obj).encode() + b"\n")
     # JSON-RPC 2.0 section 5: the id is echoed when it could be detected,
     # else null; implementations differ on invalid requests with a valid id.
     assert_error_response(resp, "invalid-request", (id, None))
-    assert_still_serving(daemon, rpc)
+    assert_still_serving(shared_daemon, srpc)
 
 
 @pytest.mark.parametrize("id", [{"a": 1}, [1], True])
-def test_invalid_id_type_is_invalid_request(rpc, id):
-    resp = raw_exchange(rpc, json.dumps({"jsonrpc": "2.0", "id": id, "method": "image.list"}).encode() + b"\n")
+def test_invalid_id_type_is_invalid_request(srpc, id):
+    resp = raw_exchange(srpc, json.dumps({"jsonrpc": "2.0", "id": id, "method": "image.list"}).encode() + b"\n")
     assert "error" in resp and resp["error"]["code"] == -32600, resp
 
 
 @pytest.mark.parametrize("params", [5, "x", True])
-def test_params_not_structured(rpc, params):
+def test_params_not_structured(srpc, params):
     # JSON-RPC 2.0 section 4.2: params must be an object or an array; a
     # server may call a scalar an invalid request or invalid params.
-    resp = raw_exchange(rpc, json.dumps({"jsonrpc": "2.0", "id": 9, "method": "image.list",
+    resp = raw_exchange(srpc, json.dumps({"jsonrpc": "2.0", "id": 9, "method": "image.list",
                                          "params": params}).encode() + b"\n")
     assert resp.get("id") in (9, None) and resp["error"]["code"] in (-32600, -32602), resp
 
@@ -200,11 +230,11 @@ def test_empty_lines_are_ignored_or_rejected_but_never_fatal(daemon, rpc):
     ("system.df", {"x": 1}, "x"),
     ("rpc.discover", {"x": 1}, "x"),
 ])
-def test_invalid_params(daemon, rpc, method, params, parameter):
+def test_invalid_params(shared_daemon, srpc, method, params, parameter):
     with pytest.raises(RpcError) as e:
-        rpc.call(method, params)
+        srpc.call(method, params)
     proto.check_error(e.value, "invalid-params", parameter)
-    assert rpc.call("image.list") == []
+    assert srpc.call("image.list") == []
 
 
 def test_pin_name_of_255_bytes_is_valid(rpc):
@@ -238,9 +268,9 @@ def test_pin_name_of_255_bytes_is_valid(rpc):
     "a" * 64,
     "docker.io/Library/alpine",
 ])
-def test_invalid_reference(rpc, method, extra, reference):
+def test_invalid_reference(srpc, method, extra, reference):
     with pytest.raises(RpcError) as e:
-        rpc.call(method, {"reference": reference, **extra})
+        srpc.call(method, {"reference": reference, **extra})
     proto.check_error(e.value, "invalid-reference", "reference")
 
 
