@@ -595,3 +595,26 @@ def test_pin_add_racing_remove_or_prune(daemon, imagekit, rival):
         assert consistency_problems(daemon.store, a) == []
         if "result" in ra:
             a.call("pin.remove", {"kind": "sandbox", "name": "racer"})
+
+
+def test_reclaimable_and_reclaimed_bytes_are_exact(daemon, rpc, imagekit):
+    # a is pinned; b shares a's layer and adds one: what a prune can free
+    # is exactly b's own files (manifest, config, top layer, fsmeta, VMDK),
+    # counted in allocated blocks.
+    lay = imagekit.layout("exact")
+    a = lay.add_image("example.com/exact/a:1", [{"base": os.urandom(50_000)}])
+    b = lay.add_image("example.com/exact/b:1", [{"top": os.urandom(30_000)}], base=a)
+    load(rpc, a)
+    rpc.call("pin.add", {"kind": "sandbox", "name": "a", "reference": "example.com/exact/a:1"})
+    s = daemon.store
+    own = [manifest_file(s, b.manifest_digest), manifest_file(s, b.config_digest), layer_file(s, b.diff_ids[1]),
+           s / "fsmeta" / "sha256" / (hex_of(b.manifest_digest) + ".erofs"),
+           s / "vmdk" / "sha256" / (hex_of(b.manifest_digest) + ".vmdk")]
+    own = [p for p in own if p.exists()]
+    freeable = blocks(own)
+    assert rpc.call("system.df")["reclaimable_bytes"] == freeable
+    report = rpc.call("image.prune")
+    assert report["bytes_reclaimed"] == freeable, report
+    assert (report["manifests_removed"], report["layers_removed"]) == (1, 1), report
+    assert all(not p.exists() for p in own)
+    assert rpc.call("system.df")["reclaimable_bytes"] == 0
