@@ -618,3 +618,32 @@ def test_reclaimable_and_reclaimed_bytes_are_exact(daemon, rpc, imagekit):
     assert (report["manifests_removed"], report["layers_removed"]) == (1, 1), report
     assert all(not p.exists() for p in own)
     assert rpc.call("system.df")["reclaimable_bytes"] == 0
+
+
+@pytest.mark.parametrize("rival", ["image.remove", "image.prune"])
+def test_load_racing_removal_of_a_shared_layer(daemon, imagekit, rival):
+    # b shares a's bottom layer.  Removing a (or pruning) while b loads must
+    # not delete the layer b is about to reference: after every round, all
+    # files of every listed image exist.
+    lay = imagekit.layout("shared-race")
+    a = lay.add_image("example.com/race/a:1", [{"base": os.urandom(2_000_000)}])
+    b = lay.add_image("example.com/race/b:1", [{"top": os.urandom(500_000)}], base=a)
+    a_lay, b_lay = imagekit.layout_of(a), imagekit.layout_of(b)
+    assert b.diff_ids[0] == a.diff_ids[0]
+    c1, c2 = daemon.client(timeout=60), daemon.client(timeout=60)
+    for round in range(8):
+        c1.call("image.load", {"path": str(a_lay.path)})
+        i2 = c2.send_request("image.load", {"path": str(b_lay.path)})
+        params = {"reference": "example.com/race/a:1"} if rival == "image.remove" else {}
+        time.sleep(0.002 * round)
+        i1 = c1.send_request(rival, params)
+        r1, r2 = c1.wait(i1), c2.wait(i2)
+        assert "result" in r1, (round, r1)
+        assert "result" in r2, (round, r2)
+        assert consistency_problems(daemon.store, c1) == [], round
+        for h in c1.call("image.list"):
+            rootfs = c1.call("pin.add", {"kind": "sandbox", "name": "check", "reference": h["reference"]})
+            for layer in rootfs["layers"]:
+                assert os.path.isfile(layer["path"]), (round, h, layer)
+            c1.call("pin.remove", {"kind": "sandbox", "name": "check"})
+        c1.call("image.prune")

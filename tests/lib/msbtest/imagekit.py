@@ -20,6 +20,7 @@ Quick tour::
     a = lay.add_image("example.com/a:1", layers=[...])
     b = lay.add_image("example.com/b:1", layers=[...], base=a)   # b shares a's layers
 
+    kit.layout_of(a)                       # a new layout with just these images
     kit.platform_index("example.com/multi:1", {"linux/amd64": img_amd, "linux/arm64": img_arm},
                        nested=False)        # -> PlatformIndex (layout with an image index)
     lay.oci_archive(path)                  # tar of the layout
@@ -636,6 +637,23 @@ class ImageKit:
     def path(self, name: str, suffix: str = "") -> Path:
         """A fresh path in the work directory (for archives)."""
         return self._fresh(name, suffix)
+
+    def layout_of(self, *images: Image, name: str | None = None) -> Layout:
+        """A new layout holding just ``images`` (blobs copied, index.json
+        naming each under its ref_name), e.g. to load images that share
+        layers from separate sources."""
+        lay = self.layout(name or "subset")
+        entries = []
+        for img in images:
+            lay.copy_blobs_from(img)
+            e = {"mediaType": img.manifest_media_type, "digest": img.manifest_digest, "size": img.manifest_size}
+            if img.ref_name:
+                e["annotations"] = {REF_NAME_ANNOTATION: img.ref_name}
+            entries.append(e)
+        idx = lay.index()
+        idx["manifests"] = entries
+        lay.write_index(idx)
+        return lay
 
     def platform_index(self, ref: str, images: dict[str, Image], nested: bool = False,
                        name: str | None = None) -> PlatformIndex:
