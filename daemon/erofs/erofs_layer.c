@@ -84,6 +84,9 @@ static int resolve_parent(Converter *c, const char *path, size_t len, bool creat
                         r = erofs_tree_inode_new(c->tree, S_IFDIR | 0755, &nd);
                         if (r < 0)
                                 return r;
+                        r = erofs_inode_set_xattr(nd, EROFS_IMPLICIT_DIR_XATTR, "y", 1);
+                        if (r < 0)
+                                return r;
                         r = erofs_tree_link(c->tree, dir, p, n, nd);
                         if (r < 0)
                                 return r;
@@ -215,6 +218,7 @@ static int add_entry(Converter *c, const LayerEntry *e, MsbError *err) {
                 if (e->hardlink || type != S_IFDIR)
                         return reject(err, -EBADMSG, e->raw_path, "names the root but is not a directory");
                 i = erofs_tree_root(c->tree);
+                erofs_inode_remove_xattr(i, EROFS_IMPLICIT_DIR_XATTR);
                 apply_metadata(i, e);
                 return apply_xattrs(c, i, e, err);
         }
@@ -251,6 +255,7 @@ static int add_entry(Converter *c, const LayerEntry *e, MsbError *err) {
                  * contents and updates its metadata (tar semantics). */
                 d = erofs_tree_lookup(c->tree, dir, name, name_len);
                 if (d && S_ISDIR(d->inode->mode)) {
+                        erofs_inode_remove_xattr(d->inode, EROFS_IMPLICIT_DIR_XATTR);
                         apply_metadata(d->inode, e);
                         return apply_xattrs(c, d->inode, e, err);
                 }
@@ -339,6 +344,10 @@ int erofs_layer_convert_with_limits(int blob_fd, const char *media_type,
         c.writer = writer;
         c.tree = erofs_writer_tree(writer);
         c.reader = reader;
+        /* Until a "./" entry says otherwise, the root is implicit too. */
+        r = erofs_inode_set_xattr(erofs_tree_root(c.tree), EROFS_IMPLICIT_DIR_XATTR, "y", 1);
+        if (r < 0)
+                return r;
 
         for (;;) {
                 r = layer_reader_next(reader, &e, err);

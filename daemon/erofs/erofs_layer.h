@@ -29,6 +29,12 @@ typedef struct ErofsLayerLimits {
 
 ErofsLayerLimits erofs_layer_limits_default(void);
 
+/* A directory that a layer's tar never named, made only because entries
+ * below it needed a parent, carries this xattr in the layer image: the
+ * fsmeta merge then keeps the metadata the layers below gave it, as tar
+ * extraction onto an existing tree would. fsmeta itself never carries it. */
+#define EROFS_IMPLICIT_DIR_XATTR "trusted.msb-imaged.implicit-dir"
+
 /*
  * Converts one layer blob (fd positioned at 0) of OCI/Docker layer media type
  * (tar, tar+gzip, tar+zstd; checked by magic too) into an EROFS image written

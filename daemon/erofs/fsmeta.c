@@ -20,6 +20,7 @@
  */
 
 #define OVERLAY_OPAQUE_SUFFIX "overlay.opaque"
+#define IMPLICIT_DIR_SUFFIX (EROFS_IMPLICIT_DIR_XATTR + strlen("trusted."))
 
 /* Maps a layer inode (by nid) to the merged inode made for it, for hard links. */
 typedef struct NidMap {
@@ -89,9 +90,14 @@ static void merge_done(Merge *m) {
 }
 
 typedef struct XattrCopy {
-        ErofsInode *to;
+        ErofsInode *to;           /* NULL: only look for the markers */
         bool opaque;
+        bool implicit;
 } XattrCopy;
+
+static bool is_trusted(uint8_t index, const char *suffix, size_t len, const char *name) {
+        return index == EROFS_XATTR_INDEX_TRUSTED && len == strlen(name) && memcmp(suffix, name, len) == 0;
+}
 
 static int copy_xattr_cb(uint8_t index, const char *suffix, size_t suffix_len, const void *value, size_t value_len,
                          void *userdata) {
@@ -102,32 +108,32 @@ static int copy_xattr_cb(uint8_t index, const char *suffix, size_t suffix_len, c
 
         if (!prefix)
                 return 0;
-        /* The opaque marker is how a layer speaks to the merge; the merged
-         * tree has nothing left to hide, so it does not carry it. */
-        if (index == EROFS_XATTR_INDEX_TRUSTED && suffix_len == strlen(OVERLAY_OPAQUE_SUFFIX) &&
-            memcmp(suffix, OVERLAY_OPAQUE_SUFFIX, suffix_len) == 0) {
+        /* The opaque and implicit markers are how a layer speaks to the
+         * merge; the merged tree has nothing left to hide, so it carries
+         * neither. */
+        if (is_trusted(index, suffix, suffix_len, OVERLAY_OPAQUE_SUFFIX)) {
                 x->opaque = value_len == 1 && *(const char *) value == 'y';
                 return 0;
         }
+        if (is_trusted(index, suffix, suffix_len, IMPLICIT_DIR_SUFFIX)) {
+                x->implicit = true;
+                return 0;
+        }
+        if (!x->to)
+                return 0;
         snprintf(name, sizeof(name), "%s%.*s", prefix, (int) suffix_len, suffix);
         r = erofs_inode_set_xattr(x->to, name, value, value_len);
         return r == -EOPNOTSUPP ? 0 : r;
 }
 
-/* Replaces the inode's xattrs by those of v; reports the opaque marker. */
-static int copy_xattrs(Merge *m, ErofsInode *to, const ErofsInodeView *v, bool *ret_opaque) {
+/* Replaces the inode's xattrs by those of v. */
+static int copy_xattrs(Merge *m, ErofsInode *to, const ErofsInodeView *v) {
         XattrCopy x = { .to = to };
-        int r;
 
         free(to->xattrs);
         to->xattrs = NULL;
         to->xattrs_len = 0;
-        r = erofs_image_xattrs(m->img, v, copy_xattr_cb, &x);
-        if (r < 0)
-                return r;
-        if (ret_opaque)
-                *ret_opaque = x.opaque;
-        return 0;
+        return erofs_image_xattrs(m->img, v, copy_xattr_cb, &x);
 }
 
 static void copy_metadata(ErofsInode *to, const ErofsInodeView *v) {
@@ -138,7 +144,7 @@ static void copy_metadata(ErofsInode *to, const ErofsInodeView *v) {
         to->mtime_nsec = v->mtime_nsec;
 }
 
-static int merge_dir(Merge *m, ErofsInode *dir, const ErofsInodeView *v);
+static int merge_dir(Merge *m, ErofsInode *dir, const ErofsInodeView *v, bool fresh);
 
 static int make_leaf(Merge *m, const ErofsInodeView *cv, ErofsInode **ret) {
         ErofsInode *i;
@@ -148,7 +154,7 @@ static int make_leaf(Merge *m, const ErofsInodeView *cv, ErofsInode **ret) {
         if (r < 0)
                 return r;
         copy_metadata(i, cv);
-        r = copy_xattrs(m, i, cv, NULL);
+        r = copy_xattrs(m, i, cv);
         if (r < 0)
                 return r;
         switch (cv->mode & S_IFMT) {
@@ -214,7 +220,8 @@ static int merge_entry_cb(const char *name, size_t len, uint64_t nid, uint8_t ty
 
         existing = erofs_tree_lookup(m->tree, w->dir, name, len);
         if (S_ISDIR(cv.mode)) {
-                if (existing && S_ISDIR(existing->inode->mode))
+                bool fresh = !existing || !S_ISDIR(existing->inode->mode);
+                if (!fresh)
                         i = existing->inode;
                 else {
                         r = erofs_tree_inode_new(m->tree, S_IFDIR, &i);
@@ -224,7 +231,7 @@ static int merge_entry_cb(const char *name, size_t len, uint64_t nid, uint8_t ty
                         if (r < 0)
                                 return r;
                 }
-                return merge_dir(m, i, &cv);
+                return merge_dir(m, i, &cv, fresh);
         }
 
         i = (cv.nlink > 1) ? nid_map_get(&m->links, nid) : NULL;
@@ -241,9 +248,9 @@ static int merge_entry_cb(const char *name, size_t len, uint64_t nid, uint8_t ty
         return erofs_tree_link(m->tree, w->dir, name, len, i);
 }
 
-static int merge_dir(Merge *m, ErofsInode *dir, const ErofsInodeView *v) {
+static int merge_dir(Merge *m, ErofsInode *dir, const ErofsInodeView *v, bool fresh) {
         DirWalk w = { .m = m, .dir = dir };
-        bool opaque;
+        XattrCopy markers = {};
         int r;
 
         /* Layer images come from this module, whose depth limit bounds this
@@ -257,11 +264,18 @@ static int merge_dir(Merge *m, ErofsInode *dir, const ErofsInodeView *v) {
         r = nid_map_put(&m->dirs, v->nid, dir);
         if (r < 0)
                 return r;
-        copy_metadata(dir, v);
-        r = copy_xattrs(m, dir, v, &opaque);
+        r = erofs_image_xattrs(m->img, v, copy_xattr_cb, &markers);
         if (r < 0)
                 return r;
-        if (opaque)
+        /* A directory the layer only implied keeps what the layers below
+         * gave it; one it names takes its metadata from this layer. */
+        if (fresh || !markers.implicit) {
+                copy_metadata(dir, v);
+                r = copy_xattrs(m, dir, v);
+                if (r < 0)
+                        return r;
+        }
+        if (markers.opaque)
                 for (size_t k = 0; k < dir->n_children; k++)
                         dir->children[k]->inode = NULL;
         m->depth++;
@@ -323,7 +337,7 @@ int erofs_fsmeta_build(const char *const *layer_paths, size_t n_layers,
                         r = erofs_image_inode(img, erofs_image_root_nid(img), &root);
                 }
                 if (r >= 0)
-                        r = S_ISDIR(root.mode) ? merge_dir(&m, erofs_tree_root(m.tree), &root) : -EUCLEAN;
+                        r = S_ISDIR(root.mode) ? merge_dir(&m, erofs_tree_root(m.tree), &root, l == 0) : -EUCLEAN;
                 if (r == -EUCLEAN)
                         return msb_error_set(err, r, PROTO_ERROR_STORE_ERROR, "layer image %s is damaged",
                                              layer_paths[l]);

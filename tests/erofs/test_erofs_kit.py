@@ -217,3 +217,52 @@ def test_dump_erofs_reads_the_layouts(built):
     assert "chunked_file" in sb and "device_table" in sb, sb
     owned = dump(built["images"][0], "--path=/owned/file")
     assert "Uid: 100000 " in owned and "Gid: 100000" in owned and "Inode size: 64 " in owned
+
+
+def test_implicit_parent_keeps_lower_metadata(tmp_path):
+    """A layer that names keep/new but not keep/ leaves keep/ as the layer
+    below made it, as umoci unpack (tar extraction) does; a layer that
+    names keep/ again changes it."""
+    l1 = kit.Tar(tmp_path / "l1.tar")
+    l1.dir("keep", 0o700, uid=7, gid=8, mtime=kit.MTIME + 5)
+    l1.file("keep/a", b"a")
+    l1.dir("named", 0o700)
+    l1.close()
+    l2 = kit.Tar(tmp_path / "l2.tar")
+    l2.file("keep/new", b"new")
+    l2.file("implied/deeper/x", b"x")
+    l2.dir("named", 0o755, mtime=kit.MTIME + 9)
+    l2.close()
+    img = kit.build_oci(tmp_path / "layout", "implicit", [tmp_path / "l1.tar", tmp_path / "l2.tar"])
+    images = []
+    for k, (blob, mt, digest, size) in enumerate(img.layers):
+        out = tmp_path / f"l{k}.erofs"
+        kit.run_tool("convert", blob, mt, out, "--diff-id", img.diff_ids[k])
+        images.append(out)
+    fsmeta = tmp_path / "fsmeta.erofs"
+    kit.run_tool("fsmeta", fsmeta, img.manifest_digest, *images)
+    x = tmp_path / "x"
+    p = fsck(fsmeta, *images, extract=x)
+    assert p.returncode == 0, p.stderr
+    got = kit.snapshot(x, xattrs=False, hardlinks=False, file_suid=False)
+    assert got["keep"]["mode"] == 0o700 and got["keep"]["uid"] == 7 and got["keep"]["mtime"] == kit.MTIME + 5
+    assert got["named"]["mode"] == 0o755 and got["named"]["mtime"] == kit.MTIME + 9
+    want = kit.snapshot(kit.umoci_unpack(img, tmp_path / "bundle"), xattrs=False, hardlinks=False, file_suid=False)
+    # Directories only the upper layer implied have no metadata of their own
+    # anywhere: umoci gives them its clock, so their times are not compared.
+    for s in (got, want):
+        for p_ in ("implied", "implied/deeper"):
+            s[p_].pop("mtime", None)
+    assert got == want, kit.diff(got, want)
+    reason = mount_reason()
+    if reason is None:
+        with Mount(fsmeta_disk(tmp_path, fsmeta, images), tmp_path / "m") as m:
+            xattrs = {k for p_ in ("keep", "implied", "") for k in os.listxattr(m / p_)}
+        assert not any(k.startswith("trusted.msb-imaged") for k in xattrs)
+
+
+def fsmeta_disk(tmp_path: Path, fsmeta: Path, images: list[Path]) -> Path:
+    vmdk, raw = tmp_path / "disk.vmdk", tmp_path / "disk.raw"
+    kit.run_tool("vmdk", vmdk, fsmeta, *images)
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(vmdk), str(raw)], check=True)
+    return raw
