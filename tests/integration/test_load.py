@@ -697,3 +697,24 @@ def test_digest_tag_must_match_the_image(rpc, imagekit):
     assert out[0]["manifest_digest"] == img.manifest_digest
     h = rpc.call("image.get", {"reference": right})
     assert h["manifest_digest"] == img.manifest_digest
+
+
+def test_no_descriptor_leak_over_failed_and_good_loads(daemon, rpc, imagekit, short_tmp):
+    good = imagekit.image("example.com/fd/good:1", LAYERS[:2])
+    corrupt = imagekit.image("example.com/fd/bad:1", [{"own": os.urandom(10_000)}])
+    corrupt.layout.corrupt_blob(corrupt.layers[0].blob_digest)
+    junk = short_tmp / "junk.tar"
+    junk.write_bytes(make_tar({"x": b"not an image"}))
+    archive = good.layout.oci_archive(imagekit.path("fd", ".tar"))
+    docker = good.layout.docker_archive("example.com/fd/good:1", imagekit.path("fdd", ".tar"), ["example.com/fd/d:1"])
+    load(rpc, good.layout.path)
+    fds = lambda: len(os.listdir(f"/proc/{daemon.pid}/fd"))  # noqa: E731
+    base = fds()
+    for _ in range(10):
+        for path in (corrupt.layout.path, junk, short_tmp / "missing", archive, docker.path, good.layout.path):
+            try:
+                load(rpc, path)
+            except RpcError:
+                pass
+    assert fds() <= base + 1, (base, fds())
+    assert sorted(h["reference"] for h in rpc.call("image.list")) == ["example.com/fd/d:1", "example.com/fd/good:1"]

@@ -630,3 +630,27 @@ def test_batch_of_a_notification_and_an_invalid_entry(rpc):
     resp = raw_exchange(rpc, b'[{"jsonrpc":"2.0","method":"image.list"}, 1]\n')
     assert isinstance(resp, list) and len(resp) == 1, resp
     assert_error_response(resp[0], "invalid-request", None)
+
+
+def _fd_count(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_no_descriptor_leak_over_many_connections(daemon):
+    with daemon.client() as c:
+        c.call("image.list")
+    base = _fd_count(daemon.pid)
+    for i in range(1500):
+        c = RpcClient(daemon.socket_path, timeout=10)
+        if i % 3 == 0:
+            c.send(dict(LIST, id=i))
+            c.recv()
+        elif i % 3 == 1:
+            c.send_raw(b'{"jsonrpc":"2.0","id":1,"meth')
+        c.close()
+    # The daemon closes its side once it sees our EOF; give it a moment.
+    deadline = time.monotonic() + 10
+    while _fd_count(daemon.pid) > base + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _fd_count(daemon.pid) <= base + 2, (base, _fd_count(daemon.pid))
+    assert_still_serving(daemon, None)
