@@ -75,9 +75,12 @@ int erofs_tree_inode_new(ErofsTree *t, uint32_t mode, ErofsInode **ret) {
                 t->inodes = a;
                 t->inodes_alloc = n;
         }
-        ErofsInode *i = calloc(1, sizeof(*i));
+        /* Inodes and entries live in the arena: no allocator header each,
+         * and the whole tree goes back in a few large frees. */
+        ErofsInode *i = arena_alloc(t, sizeof(*i));
         if (!i)
                 return -ENOMEM;
+        memset(i, 0, sizeof(*i));
         i->id = t->n_inodes + 1;
         i->mode = mode;
         i->blkaddr = 0;
@@ -110,11 +113,8 @@ ErofsTree *erofs_tree_free(ErofsTree *t) {
                 free(t->inodes[i]->xattrs);
                 free(t->inodes[i]->children);
                 free(t->inodes[i]->layout_shared);
-                free(t->inodes[i]);
         }
         free(t->inodes);
-        for (size_t i = 0; i < t->n_slots; i++)
-                free(t->slots[i]);
         free(t->slots);
         while (t->arena) {
                 ArenaChunk *n = t->arena->next;
@@ -212,15 +212,13 @@ int erofs_tree_link(ErofsTree *t, ErofsInode *dir, const char *name, size_t len,
                 dir->children_alloc = n;
         }
 
-        ErofsDentry *d = calloc(1, sizeof(*d));
+        ErofsDentry *d = arena_alloc(t, sizeof(*d));
         if (!d)
                 return -ENOMEM;
         char *copy;
         r = erofs_tree_strdup(t, name, len, &copy);
-        if (r < 0) {
-                free(d);
+        if (r < 0)
                 return r;
-        }
         d->name = copy;
         d->name_len = (uint16_t) len;
         d->inode = inode;

@@ -31,45 +31,45 @@ typedef struct ErofsDentry {
 } ErofsDentry;
 
 struct ErofsInode {
+        /* Ordered by field size so that a tree of a million entries wastes
+         * no padding. */
         uint64_t id;             /* unique within the tree; keys the entry hash */
-        uint32_t mode;           /* S_IF* type and permission bits */
-        uint32_t uid;
-        uint32_t gid;
         int64_t mtime;
-        uint32_t mtime_nsec;
-        uint32_t rdev;           /* EROFS-encoded device number (erofs_encode_dev) */
         uint64_t size;           /* regular file size, symlink target length */
-
-        /* Regular files: where the data starts, in whole blocks. */
-        uint32_t blkaddr;
-        uint16_t device_id;      /* 0 = the image itself; fsmeta: 1 + layer index */
-
         char *symlink;           /* symlink target (arena), size bytes */
 
         /* xattrs in on-disk entry form (struct erofs_xattr_entry + name + value,
          * each padded to 4 bytes), sorted by (index, name); malloc'ed. */
         uint8_t *xattrs;
-        uint32_t xattrs_len;
 
         /* Directories: their entries, in insertion order (sorted at layout). */
         ErofsDentry **children;
         size_t n_children;
         size_t children_alloc;
 
+        uint32_t mode;           /* S_IF* type and permission bits */
+        uint32_t uid;
+        uint32_t gid;
+        uint32_t mtime_nsec;
+        uint32_t rdev;           /* EROFS-encoded device number (erofs_encode_dev) */
+        uint32_t blkaddr;        /* regular files: first data block */
+        uint32_t xattrs_len;
+        uint16_t device_id;      /* 0 = the image itself; fsmeta: 1 + layer index */
+
         /* Filled by the writer's layout pass. */
-        uint32_t nlink;
+        uint8_t layout_flags;
+        uint8_t layout_n_shared;
         uint64_t nid;
         ErofsInode *layout_parent;
-        bool visited;
-        uint8_t layout_flags;
+        uint32_t *layout_shared;  /* shared xattr ids */
+        uint32_t nlink;
         uint32_t layout_meta_size;
         uint32_t layout_tail;
         uint32_t layout_full_blocks;
         uint32_t layout_data_blkaddr;
         uint32_t layout_ino;
-        uint32_t *layout_shared;  /* shared xattr ids */
-        uint8_t layout_n_shared;
         uint32_t layout_xattr_inline; /* bytes of xattr entries kept inline */
+        bool visited;
 };
 
 typedef struct ErofsTree ErofsTree;
