@@ -48,6 +48,7 @@ typedef struct PullLayer {
         bool streaming;       /* a streaming conversion runs (stream may be closed already) */
         bool stream_failed;   /* it failed: convert from the file instead */
         bool download_reported;
+        uint64_t download_started_ms;
 } PullLayer;
 
 typedef enum OpStep {
@@ -164,6 +165,7 @@ typedef struct Work {
 
 static void op_fail(PullOp *op, int r, const MsbError *err);
 static void op_pump(PullOp *op);
+static void op_maybe_stream(PullOp *op);
 static void manager_maybe_release(PullManager *m);
 
 /* Events. */
@@ -238,12 +240,18 @@ static void layer_stream_feed(PullOp *op, size_t i) {
                 layer_stream_close(l);
                 return;
         }
+        if (uv_is_active((uv_handle_t *) &st->poll))
+                return; /* The pipe is full; the poll resumes the feed. */
+        if (!j->complete && j->downloaded - st->fed < PULL_STREAM_CHUNK_BYTES)
+                return;
         while (st->fed < j->downloaded) {
                 size_t want = (size_t) (j->downloaded - st->fed);
                 ssize_t n, k;
 
                 if (want > PULL_STREAM_CHUNK_BYTES)
                         want = PULL_STREAM_CHUNK_BYTES;
+                else if (want < PULL_STREAM_CHUNK_BYTES && !j->complete)
+                        break; /* Wait for a full batch. */
                 n = pread(j->fd, buf, want, (off_t) st->fed);
                 if (n <= 0) {
                         layer_stream_close(l);
@@ -354,6 +362,7 @@ static void blob_progress(RegistryFetch *f, uint64_t bytes, void *userdata) {
         j->downloaded = bytes;
         for (size_t k = 0; k < j->n_waiters; k++) {
                 op_emit_layer_download(j->waiters[k].op, j->waiters[k].layer, bytes, false);
+                op_maybe_stream(j->waiters[k].op);
                 layer_stream_feed(j->waiters[k].op, j->waiters[k].layer);
         }
 }
@@ -769,6 +778,7 @@ static int layer_start_download(PullOp *op, size_t i) {
         }
         l->job = j;
         l->step = LAYER_DOWNLOADING;
+        l->download_started_ms = now_monotonic_ms();
         op->n_downloading++;
         op_emit_layer_download(op, i, j->downloaded, true);
         if (j->complete)
@@ -783,6 +793,44 @@ static void op_commit(PullOp *op) {
         r = work_queue(op->manager, op, WORK_COMMIT, 0, NULL, NULL, NULL);
         if (r < 0)
                 op_fail_errno(op, r, "commit");
+}
+
+/* True when layer i downloads slowly enough that converting it on the way
+ * wins: it has run PULL_STREAM_AFTER_MS and is not half done. On a fast
+ * link the download finishes long before the converter would and the
+ * conversion reads the complete file, which costs it less than a pipe. */
+static bool layer_worth_streaming(const PullOp *op, size_t i) {
+        const PullLayer *l = &op->layers[i];
+
+        if (l->step != LAYER_DOWNLOADING || l->stream_failed || !l->job || l->job->complete)
+                return false;
+        return now_monotonic_ms() >= l->download_started_ms + PULL_STREAM_AFTER_MS &&
+               l->job->downloaded < l->job->size / 2;
+}
+
+/* Nothing complete to convert: convert a slow download as it arrives. Safe
+ * from a curl write callback (starts no transfer). */
+static void op_maybe_stream(PullOp *op) {
+        if (op->failed || op->converting || op->step != OP_LAYERS)
+                return;
+        for (size_t i = 0; i < op->n_layers; i++) {
+                PullLayer *l = &op->layers[i];
+                int fd = -EBADF;
+
+                if (!layer_worth_streaming(op, i))
+                        continue;
+                if (layer_stream_open(op, i, &fd) < 0)
+                        return;
+                if (work_queue_fd(op->manager, op, i, fd) < 0) {
+                        safe_close(fd);
+                        layer_stream_close(l);
+                        return;
+                }
+                l->streaming = true;
+                op->converting = true;
+                layer_stream_feed(op, i);
+                return;
+        }
 }
 
 /* Moves layers on: starts downloads up to the per-pull bound, hands the
@@ -845,26 +893,7 @@ static void op_pump_once(PullOp *op) {
                         op->converting = true;
                         break;
                 }
-        /* Nothing complete to convert: convert a download as it arrives. */
-        if (!op->converting)
-                for (size_t i = 0; i < op->n_layers; i++) {
-                        PullLayer *l = &op->layers[i];
-                        int fd = -EBADF;
-
-                        if (l->step != LAYER_DOWNLOADING || l->stream_failed || !l->job)
-                                continue;
-                        if (layer_stream_open(op, i, &fd) < 0)
-                                break;
-                        if (work_queue_fd(m, op, i, fd) < 0) {
-                                safe_close(fd);
-                                layer_stream_close(l);
-                                break;
-                        }
-                        l->streaming = true;
-                        op->converting = true;
-                        layer_stream_feed(op, i);
-                        break;
-                }
+        op_maybe_stream(op);
 
         for (size_t i = 0; i < op->n_layers; i++)
                 all_done = all_done && op->layers[i].step == LAYER_DONE;

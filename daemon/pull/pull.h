@@ -46,9 +46,15 @@
 /* How many diff_ids converted by earlier pulls the manager remembers, so
  * that a later pull converts them from the store instead of downloading. */
 #define PULL_CONVERTED_MEMORY 1024U
-/* A layer converts while it downloads through a pipe: the loop copies this
- * much of the downloaded file into the pipe per write (bytes) ... */
-#define PULL_STREAM_CHUNK_BYTES (256 * KiB)
+/* A layer converts while it downloads through a pipe: the loop copies the
+ * downloaded file into the pipe once this many new bytes are there (or the
+ * download is complete), this many per write (bytes). Large batches keep
+ * the converter's reads large: small reads cost its tar and gzip layers
+ * far more than the wait. */
+#define PULL_STREAM_CHUNK_BYTES (1 * MiB)
+/* A layer converts while it downloads only when its download has run this
+ * long (milliseconds) and is not half done: a slow link. */
+#define PULL_STREAM_AFTER_MS 1000U
 /* ... into a pipe this large (bytes; F_SETPIPE_SZ, best effort). */
 #define PULL_STREAM_PIPE_BYTES (1 * MiB)
 

@@ -531,3 +531,20 @@ def test_token_expiry_honoured(tmp_path, published, pull_daemon):
             assert token.issued == issued + 2
     finally:
         token.stop()
+
+
+def test_slow_link_pull(published, pull_daemon):
+    # A layer that takes seconds to arrive is converted on the way (or, if
+    # that cannot be, from the file): the result is the same image.
+    img = published.images["test/big:v1"]
+    blob = img.layers[0]
+    with FaultServer({"test/big": img.layout.path}, throttle={blob.blob_digest: 3 * 1024 * 1024}) as fault:
+        d = pull_daemon()
+        rpc = d.client()
+        handle, events = pull_ok(rpc, f"{fault.host}/test/big:v1")
+        assert handle["manifest_digest"] == img.manifest_digest
+        assert_events_complete(events, img)
+        assert len([e for e in events if e["event"] == "layer-download"]) >= 5
+        assert store_tmp_files(d) == []
+        detail = rpc.call("image.inspect", {"reference": f"{fault.host}/test/big:v1"})
+        assert detail["layers"][0]["diff_id"] == blob.diff_id
