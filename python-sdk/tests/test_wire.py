@@ -823,3 +823,18 @@ def test_failed_connect_reaches_every_waiter(socket_path: str) -> None:
         assert all(isinstance(r, DaemonNotRunningError) for r in results)
 
     run(main())
+
+
+def test_no_thread_is_started(socket_path: str) -> None:
+    import threading
+
+    async def main() -> None:
+        async with FakeDaemon(socket_path, pull_with_notifications):
+            before = threading.active_count()
+            await asyncio.gather(*(Image.get(f"r{i}") for i in range(50)), Image.list(), Image.pull("alpine"))
+            async with Image.pull_with_progress("alpine") as pull:
+                [event async for event in pull.progress]
+            await Image.load("/x.tar")
+            assert threading.active_count() == before
+
+    run(main())
