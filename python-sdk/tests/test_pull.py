@@ -8,6 +8,7 @@ daemon answers image.pull with method-not-found.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import shutil
 import socket
@@ -237,5 +238,32 @@ def test_pull_platform(sdk_daemon: Any, registry: Registry, imagekit: Any) -> No
         assert arm.manifest_digest == images["linux/arm64"].manifest_digest
         with pytest.raises(PlatformNotFoundError):
             await Image.pull(reference, policy="always", platform="linux/s390x")
+
+    run(main())
+
+
+def test_concurrent_pulls_get_their_own_progress(sdk_daemon: Any, registry: Registry, imagekit: Any) -> None:
+    """Two pulls on the one shared connection: each progress stream carries
+    only the events of its own request (params.id)."""
+    pushed_images = {}
+    for name in ("one", "two"):
+        truth = imagekit.image(f"example.com/src/{name}:v1", layers=[{f"etc/{name}": name.encode() * 5000}])
+        digest = registry.push(truth.layout.path, f"example.com/src/{name}:v1", f"test/{name}:v1")
+        pushed_images[f"{registry.host}/test/{name}:v1"] = digest
+
+    async def pull_one(reference: str) -> tuple[list[Any], ImageHandle]:
+        async with Image.pull_with_progress(reference) as pull:
+            events = [event async for event in pull.progress]
+            return events, await pull.result()
+
+    async def main() -> None:
+        try:
+            results = await asyncio.gather(*(pull_one(ref) for ref in pushed_images))
+        except MethodNotFoundError:
+            pytest.skip("the daemon has no image.pull yet")
+        for (events, handle), (reference, digest) in zip(results, pushed_images.items()):
+            assert handle.reference == reference and handle.manifest_digest == digest
+            assert isinstance(events[0], PullResolving) and events[0].reference == reference
+            assert [e.manifest_digest for e in events if isinstance(e, (PullResolved, PullComplete))] == [digest, digest]
 
     run(main())
