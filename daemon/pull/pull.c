@@ -1286,6 +1286,12 @@ int pull_manager_new(uv_loop_t *loop, Store *store, const json_t *config, PullMa
         return 0;
 }
 
+int pull_config_check(const json_t *config, MsbError *err) {
+        _cleanup_(registry_config_freep) RegistryConfig *c = NULL;
+
+        return registry_config_new(config, &c, err);
+}
+
 static void manager_maybe_release(PullManager *m) {
         if (!m->freeing || m->ops || m->works_in_flight > 0)
                 return;

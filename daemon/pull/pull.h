@@ -73,6 +73,11 @@ typedef void (*PullDoneFn)(int r, const MsbError *err, json_t *handle, void *use
  * invalid config is -EINVAL (registry_config_new() says which field). */
 int pull_manager_new(uv_loop_t *loop, Store *store, const json_t *config, PullManager **ret);
 
+/* Checks the pull-related parts of a daemon config: 0, or -EINVAL with err
+ * (invalid-params, data.parameter naming the field) saying what is wrong,
+ * for main to print before it starts. */
+int pull_config_check(const json_t *config, MsbError *err);
+
 /* Abandons every pull without calling back and releases the manager once
  * the worker jobs in flight have returned: run the loop after this until it
  * has no more handles. Returns NULL. */

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "curl_glue.h"
+#include "pull.h"
 #include "registry.h"
 #include "registry_config.h"
 
@@ -646,6 +647,21 @@ START_TEST(test_config_schema) {
 }
 END_TEST
 
+START_TEST(test_pull_config_check) {
+        json_auto_t *bad = json_loads("{\"registries\": {\"r.io\": {\"mirrors\": \"m\"}}}", 0, NULL);
+        json_auto_t *good = json_loads("{\"registries\": {\"r.io\": {\"insecure\": true}}}", 0, NULL);
+        MsbError err = {};
+
+        ck_assert_int_eq(pull_config_check(good, &err), 0);
+        ck_assert_int_eq(pull_config_check(NULL, &err), 0);
+        ck_assert_int_eq(pull_config_check(bad, &err), -EINVAL);
+        ck_assert_int_eq(err.kind, PROTO_ERROR_INVALID_PARAMS);
+        ck_assert_str_eq(json_string_value(json_object_get(err.data, "parameter")), "registries.r.io");
+        ck_assert_ptr_nonnull(strstr(err.message, "mirrors"));
+        msb_error_clear(&err);
+}
+END_TEST
+
 START_TEST(test_config_defaults) {
         _cleanup_(registry_config_freep) RegistryConfig *c = NULL;
 
@@ -783,6 +799,7 @@ static Suite *registry_suite(void) {
         tcase_set_timeout(cfg, 30);
         tcase_add_test(cfg, test_config_schema);
         tcase_add_test(cfg, test_config_defaults);
+        tcase_add_test(cfg, test_pull_config_check);
         tcase_add_test(cfg, test_config_mirror_limit);
         tcase_add_test(cfg, test_docker_auths);
         tcase_add_test(cfg, test_loopback);
