@@ -548,3 +548,17 @@ def test_slow_link_pull(published, pull_daemon):
         assert store_tmp_files(d) == []
         detail = rpc.call("image.inspect", {"reference": f"{fault.host}/test/big:v1"})
         assert detail["layers"][0]["diff_id"] == blob.diff_id
+
+
+def test_manifest_over_the_limit(published, pull_daemon):
+    img = published.images["test/small:v1"]
+    limit = 4 * 1024 * 1024  # proto x-limits manifest_bytes
+    huge = b'{"schemaVersion": 2, "pad": "' + b"x" * limit + b'"}'
+    with FaultServer({"test/small": img.layout.path}, manifest_override={"v1": huge}) as fault:
+        d = pull_daemon()
+        rpc = d.client()
+        e = pull_err(rpc, f"{fault.host}/test/small:v1")
+        assert e.name == "limit-exceeded" and e.code == 1007
+        assert e.data["limit"] == "manifest_bytes" and e.data["max"] == limit
+        # The daemon keeps serving.
+        assert rpc.call("image.list") == []
