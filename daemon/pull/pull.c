@@ -280,7 +280,9 @@ static void layer_stream_feed(PullOp *op, size_t i) {
 }
 
 /* Starts converting layer i from a pipe fed while it downloads; returns
- * the read end for the worker. */
+ * the read end for the worker. ingest_convert_layer() must not insist on
+ * lseek(2) succeeding on it (ESPIPE); where it does, the streaming attempt
+ * fails at once and the layer is converted from the file after all. */
 static int layer_stream_open(PullOp *op, size_t i, int *ret_fd) {
         PullLayer *l = &op->layers[i];
         LayerStream *st;
