@@ -382,6 +382,12 @@ def test_basic_auth_over_tls(tmp_path, published, pull_daemon):
         e = pull_err(d2.client(), f"{reg.host}/test/small:v1")
         assert e.name in ("network-error", "registry-error")
 
+        # "insecure": TLS without verification, no CA needed.
+        d4 = pull_daemon({"registries": {reg.host: {"username": USER, "password": PASSWORD, "insecure": True}}},
+                         name="insecure")
+        handle, _ = pull_ok(d4.client(), f"{reg.host}/test/small:v1")
+        assert handle["manifest_digest"] == img.manifest_digest
+
         d3 = pull_daemon({"registries": {reg.host: {"username": USER, "password": "nope-nope",
                                                     "ca_file": str(tls["ca"])}}}, name="badpw")
         e = pull_err(d3.client(), f"{reg.host}/test/small:v1")
