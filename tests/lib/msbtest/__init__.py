@@ -9,6 +9,9 @@ python-sdk/tests.
 - :mod:`msbtest.fixtures` -- pytest fixtures ``daemon``, ``rpc``, ``imagekit``;
   use ``from msbtest.fixtures import *`` in a conftest.py.
 - :mod:`msbtest.store`    -- read-only checks on a store directory (files vs index rows).
+- :mod:`msbtest.proto`    -- proto/openrpc.json as data: methods, errors by name, limits,
+  ``check_error(err, name, parameter)``.
+- :mod:`msbtest.checks`   -- compare ImageHandle / ImageDetail answers with an image's truth.
 """
 
 from .daemon import Daemon, DaemonError, build_dir, daemon_binary
