@@ -173,3 +173,52 @@ def test_kill9_during_prune_and_remove(daemon, imagekit, delay):
         c.call("image.load", {"path": str(imgs[3].layout.path)})
         assert_detail(c.call("image.inspect", {"reference": "example.com/crash/p3:1"}), imgs[3],
                       "example.com/crash/p3:1")
+
+
+def test_concurrent_mixed_operations_keep_the_store_consistent(daemon, imagekit):
+    # Eight connections issue loads, removes, prunes, pins and lookups over
+    # images that share layers, pipelined, in a fixed pseudo-random order.
+    # Every request gets an answer from its documented set, and the store
+    # is consistent afterwards.
+    import random
+    rnd = random.Random(20261127)
+    shared = {"shared": os.urandom(200_000)}
+    imgs = [imagekit.image(f"example.com/mix/i{i}:1", [shared, {"own": os.urandom(50_000 + i)}]) for i in range(5)]
+    allowed = {
+        "image.load": set(), "image.remove": {"image-not-found", "image-in-use"}, "image.prune": set(),
+        "pin.add": {"image-not-found"}, "pin.remove": {"pin-not-found"}, "image.list": set(),
+        "image.inspect": {"image-not-found"}, "system.df": set(),
+    }
+    clients = [daemon.client(timeout=120) for _ in range(8)]
+    sent = []
+    for c in clients:
+        for _ in range(25):
+            i = rnd.randrange(len(imgs))
+            ref = f"example.com/mix/i{i}:1"
+            method = rnd.choice(list(allowed))
+            params = {
+                "image.load": {"path": str(imgs[i].layout.path)},
+                "image.remove": {"reference": ref, "force": rnd.random() < 0.3},
+                "pin.add": {"kind": "sandbox", "name": f"p{i}", "reference": ref},
+                "pin.remove": {"kind": "sandbox", "name": f"p{i}"},
+                "image.inspect": {"reference": ref},
+            }.get(method, {})
+            sent.append((c, c.send_request(method, params), method))
+    unexpected = []
+    for c, rid, method in sent:
+        resp = c.wait(rid)
+        if "error" in resp:
+            name = resp["error"].get("data", {}).get("name")
+            if name not in allowed[method]:
+                unexpected.append(f"{method}: {resp['error']}")
+    assert unexpected == [], "\n".join(unexpected)
+    with daemon.client() as c:
+        assert consistency_problems(daemon.store, c) == []
+        for p in c.call("pin.list"):
+            c.call("pin.remove", {"kind": p["kind"], "name": p["name"]})
+        c.call("image.prune")
+        files = content_files(daemon.store)
+        assert all(files[k] == [] for k in ("blobs", "layers", "fsmeta", "vmdk")), files
+        c.call("image.load", {"path": str(imgs[0].layout.path)})
+        assert_detail(c.call("image.inspect", {"reference": "example.com/mix/i0:1"}), imgs[0],
+                      "example.com/mix/i0:1")
