@@ -3,6 +3,60 @@
 
 #include "error.h"
 
+/* Length of the valid UTF-8 sequence at p (1-4), or 0 if it is not one. */
+static size_t utf8_sequence(const unsigned char *p) {
+        size_t n;
+
+        if (p[0] < 0x80)
+                return 1;
+        if (p[0] >= 0xC2 && p[0] <= 0xDF)
+                n = 2;
+        else if (p[0] >= 0xE0 && p[0] <= 0xEF)
+                n = 3;
+        else if (p[0] >= 0xF0 && p[0] <= 0xF4)
+                n = 4;
+        else
+                return 0;
+        for (size_t i = 1; i < n; i++)
+                if ((p[i] & 0xC0) != 0x80)
+                        return 0;
+        /* Overlong forms, surrogates and code points past U+10FFFF. */
+        if ((p[0] == 0xE0 && p[1] < 0xA0) || (p[0] == 0xED && p[1] > 0x9F) || (p[0] == 0xF0 && p[1] < 0x90) ||
+            (p[0] == 0xF4 && p[1] > 0x8F))
+                return 0;
+        return n;
+}
+
+/*
+ * Messages quote what clients and archives send (paths, names) and are cut
+ * at MSB_ERROR_MESSAGE_MAX, perhaps inside a character. A JSON string must
+ * be valid UTF-8, so a sequence cut at the end is dropped and any invalid
+ * byte becomes '?': the error always reaches the client.
+ */
+static void utf8_sanitize(char *s) {
+        unsigned char *p = (unsigned char *) s;
+
+        while (*p) {
+                size_t n = utf8_sequence(p);
+                if (n > 0) {
+                        p += n;
+                        continue;
+                }
+                /* A truncated final sequence: drop it. */
+                size_t rest = strlen((char *) p);
+                if (rest < 4 && p[0] >= 0xC2 && p[0] <= 0xF4) {
+                        bool tail = true;
+                        for (size_t i = 1; i < rest; i++)
+                                tail = tail && (p[i] & 0xC0) == 0x80;
+                        if (tail) {
+                                *p = '\0';
+                                return;
+                        }
+                }
+                *p++ = '?';
+        }
+}
+
 int msb_error_set(MsbError *err, int r, ProtoError kind, const char *fmt, ...) {
         va_list ap;
 
@@ -14,6 +68,7 @@ int msb_error_set(MsbError *err, int r, ProtoError kind, const char *fmt, ...) {
         va_start(ap, fmt);
         vsnprintf(err->message, sizeof(err->message), fmt, ap);
         va_end(ap);
+        utf8_sanitize(err->message);
         return r;
 }
 

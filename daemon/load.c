@@ -18,7 +18,8 @@ typedef struct Candidate {
 typedef struct LoadSource {
         Store *store;
         char *root;        /* the layout directory (maybe unpacked from an archive) */
-        char *unpacked;    /* the temp directory to remove, when unpacked */
+        char *blobs;       /* where blobs/sha256/ is: root, or a staging directory for docker-save */
+        char *unpacked;    /* the temp directory to remove, when unpacked or staged */
         Candidate *candidates;
         size_t n_candidates;
 } LoadSource;
@@ -32,6 +33,7 @@ static void load_source_done(LoadSource *src) {
                 free(src->candidates[i].name);
         free(src->candidates);
         free(src->root);
+        free(src->blobs);
         free(src->unpacked);
 }
 
@@ -64,13 +66,33 @@ static bool member_path_is_safe(const char *p) {
         return strlen(p) < PROTO_LIMIT_PATH_BYTES;
 }
 
+/* Creates the leased temp directory an archive is unpacked (or a docker-save
+ * directory staged) into; the source itself is only ever read. */
+static int make_work_dir(LoadSource *src, MsbError *err) {
+        static uint64_t counter;
+        _cleanup_free_ char *dir = NULL;
+        int r;
+
+        if (asprintf(&dir, "%s/%d-%" PRIu64 "-load", store_tmp_dir(src->store), (int) getpid(),
+                     __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED)) < 0)
+                return -ENOMEM;
+        r = store_lease_acquire(src->store, strrchr(dir, '/') + 1);
+        if (r < 0)
+                return r;
+        if (mkdir(dir, 0700) < 0) {
+                r = msb_error_from_errno(err, negative_errno(), "cannot create a temporary directory");
+                store_lease_release(src->store, strrchr(dir, '/') + 1);
+                return r;
+        }
+        src->unpacked = TAKE_PTR(dir);
+        return 0;
+}
+
 /* Unpacks the regular files of an archive (tar, maybe compressed) into a
  * leased temp directory; links, devices and paths escaping it are skipped. */
 static int unpack_archive(LoadSource *src, const char *path, MsbError *err) {
         struct archive *a = archive_read_new();
         struct archive_entry *e;
-        _cleanup_free_ char *dir = NULL;
-        static uint64_t counter;
         size_t members = 0;
         int r = 0;
 
@@ -80,20 +102,9 @@ static int unpack_archive(LoadSource *src, const char *path, MsbError *err) {
         archive_read_support_format_tar(a);
         archive_read_support_format_gnutar(a);
 
-        if (asprintf(&dir, "%s/%d-%" PRIu64 "-load", store_tmp_dir(src->store), (int) getpid(),
-                     __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED)) < 0) {
-                r = -ENOMEM;
-                goto out;
-        }
-        r = store_lease_acquire(src->store, strrchr(dir, '/') + 1);
+        r = make_work_dir(src, err);
         if (r < 0)
                 goto out;
-        if (mkdir(dir, 0700) < 0) {
-                r = msb_error_from_errno(err, negative_errno(), "cannot create a temporary directory");
-                store_lease_release(src->store, strrchr(dir, '/') + 1);
-                goto out;
-        }
-        src->unpacked = TAKE_PTR(dir);
 
         if (archive_read_open_filename(a, path, 1 * MiB) != ARCHIVE_OK) {
                 r = msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE, "%s is not a readable archive: %s", path,
@@ -210,7 +221,7 @@ static int resolve_manifest(LoadSource *src, const OciDescriptor *d, const char 
                 return msb_error_set(err, -ELOOP, PROTO_ERROR_INVALID_IMAGE, "indexes nest deeper than %d",
                                      OCI_INDEX_DEPTH_MAX);
 
-        r = read_verified_blob(src->root, d->digest, d->size, OCI_MANIFEST_MAX_BYTES, &data, &n, err);
+        r = read_verified_blob(src->blobs, d->digest, d->size, OCI_MANIFEST_MAX_BYTES, &data, &n, err);
         if (r < 0)
                 return r;
         const char *mt = oci_document_media_type(data, n);
@@ -300,6 +311,18 @@ static int scan_docker_archive(LoadSource *src, MsbError *err) {
 
         if (asprintf(&path, "%s/manifest.json", src->root) < 0)
                 return -ENOMEM;
+        /* The OCI manifests written for these images, and links to their
+         * layers under content names, go to a staging directory: never into
+         * the caller's directory. An unpacked archive is already ours. */
+        if (!src->unpacked) {
+                r = make_work_dir(src, err);
+                if (r < 0)
+                        return r;
+        }
+        free(src->blobs);
+        src->blobs = strdup(src->unpacked);
+        if (!src->blobs)
+                return -ENOMEM;
         r = read_file_bounded(path, OCI_MANIFEST_MAX_BYTES, &data, &n);
         if (r < 0)
                 return msb_error_set(err, r, PROTO_ERROR_INVALID_IMAGE, "the archive has no readable manifest.json");
@@ -312,7 +335,7 @@ static int scan_docker_archive(LoadSource *src, MsbError *err) {
                 const char *config = json_string_value(json_object_get(item, "Config"));
                 json_t *layers = json_object_get(item, "Layers"), *tags = json_object_get(item, "RepoTags"), *l;
                 json_auto_t *manifest = NULL, *layer_descs = json_array();
-                _cleanup_free_ char *cfg_path = NULL, *cfg = NULL, *text = NULL, *mpath = NULL;
+                _cleanup_free_ char *cfg_path = NULL, *cfg = NULL, *text = NULL;
                 char cfg_digest[DIGEST_STRING_MAX], mdigest[DIGEST_STRING_MAX];
                 size_t cfg_size, j;
 
@@ -358,14 +381,14 @@ static int scan_docker_archive(LoadSource *src, MsbError *err) {
                                                  : OCI_MEDIA_TYPE_LAYER_TAR;
 
                         /* The content-addressed name lets the layout path below find it. */
-                        _cleanup_free_ char *blob = blob_path_in(src->root, ldigest);
+                        _cleanup_free_ char *blob = blob_path_in(src->blobs, ldigest);
                         if (!blob)
                                 return -ENOMEM;
                         char *slash = strrchr(blob, '/');
                         *slash = '\0';
                         (void) mkdir_p(blob, 0700);
                         *slash = '/';
-                        if (access(blob, F_OK) < 0 && link(full, blob) < 0 && symlink(full, blob) < 0)
+                        if (access(blob, F_OK) < 0 && symlink(full, blob) < 0)
                                 return msb_error_from_errno(err, negative_errno(), "cannot stage a layer");
                         json_array_append_new(layer_descs, json_pack("{s:s, s:s, s:I}", "mediaType", mt, "digest",
                                                                      ldigest, "size", (json_int_t) size));
@@ -387,7 +410,7 @@ static int scan_docker_archive(LoadSource *src, MsbError *err) {
                         size_t size;
                 } staged[] = { { mdigest, text, strlen(text) }, { cfg_digest, cfg, cfg_size } };
                 for (size_t k = 0; k < ELEMENTSOF(staged); k++) {
-                        _cleanup_free_ char *bp = blob_path_in(src->root, staged[k].digest);
+                        _cleanup_free_ char *bp = blob_path_in(src->blobs, staged[k].digest);
                         if (!bp)
                                 return -ENOMEM;
                         char *slash = strrchr(bp, '/');
@@ -429,13 +452,13 @@ static int load_one(LoadSource *src, const char *digest, char *const *refs, size
         size_t msize, csize;
         int r;
 
-        r = read_verified_blob(src->root, digest, UINT64_MAX, OCI_MANIFEST_MAX_BYTES, &manifest, &msize, err);
+        r = read_verified_blob(src->blobs, digest, UINT64_MAX, OCI_MANIFEST_MAX_BYTES, &manifest, &msize, err);
         if (r < 0)
                 return r;
         r = oci_manifest_parse(manifest, msize, &m, err);
         if (r < 0)
                 return r;
-        r = read_verified_blob(src->root, m->config.digest, m->config.size, OCI_CONFIG_MAX_BYTES, &config, &csize, err);
+        r = read_verified_blob(src->blobs, m->config.digest, m->config.size, OCI_CONFIG_MAX_BYTES, &config, &csize, err);
         if (r < 0)
                 return r;
         r = ingest_new(src->store, digest, manifest, msize, config, csize, &in, err);
@@ -444,15 +467,27 @@ static int load_one(LoadSource *src, const char *digest, char *const *refs, size
 
         for (size_t i = 0; i < ingest_n_layers(in); i++) {
                 const IngestLayer *l = ingest_layer(in, i);
-                if (ingest_layer_cached(in, i))
-                        continue;
-                _cleanup_free_ char *path = blob_path_in(src->root, l->blob_digest);
+                _cleanup_free_ char *path = blob_path_in(src->blobs, l->blob_digest);
+                struct stat st;
                 if (!path)
                         return -ENOMEM;
                 _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
                 if (fd < 0)
                         return msb_error_set(err, negative_errno(), PROTO_ERROR_INVALID_IMAGE,
                                              "layer blob %s is missing from the source", l->blob_digest);
+                /* Even a layer the store has already must match its descriptor's
+                 * size: the size is what the image reports. */
+                if (fstat(fd, &st) < 0)
+                        return msb_error_from_errno(err, negative_errno(), "cannot read a layer blob");
+                if ((uint64_t) st.st_size != l->size) {
+                        msb_error_set(err, -EBADMSG, PROTO_ERROR_DIGEST_MISMATCH,
+                                      "layer blob %s is %" PRIu64 " bytes, its descriptor says %" PRIu64,
+                                      l->blob_digest, (uint64_t) st.st_size, l->size);
+                        msb_error_add_data(err, "expected", json_string(l->blob_digest));
+                        return -EBADMSG;
+                }
+                if (ingest_layer_cached(in, i))
+                        continue;
                 r = ingest_convert_layer(in, i, fd, err);
                 if (r < 0)
                         return r;
@@ -471,15 +506,77 @@ static int append_handle(Store *store, const char *canonical, json_t *handles, M
         r = store_image_get(store, ref, false, &h, err);
         if (r < 0)
                 return r;
-        /* Two spellings of one reference are recorded once and listed once. */
-        size_t i;
-        json_t *seen;
-        json_array_foreach(handles, i, seen)
-                if (json_equal(json_object_get(seen, "reference"), json_object_get(h, "reference"))) {
-                        json_decref(h);
-                        return 0;
-                }
         return json_array_append_new(handles, h) < 0 ? -ENOMEM : 0;
+}
+
+typedef struct CandidateOrder {
+        const char *digest;
+        size_t index;
+} CandidateOrder;
+
+static int candidate_order_cmp(const void *a, const void *b) {
+        const CandidateOrder *x = a, *y = b;
+        int c = strcmp(x->digest, y->digest);
+        return c ? c : (x->index > y->index) - (x->index < y->index);
+}
+
+/* For each candidate, the index of the first candidate naming the same
+ * manifest; and how many distinct manifests there are. */
+static int group_candidates(const LoadSource *src, size_t **ret_leader, size_t *ret_distinct) {
+        size_t n = src->n_candidates, distinct = 0;
+        _cleanup_free_ CandidateOrder *order = calloc(n + 1, sizeof(CandidateOrder));
+        size_t *leader = calloc(n + 1, sizeof(size_t));
+
+        if (!order || !leader) {
+                free(leader);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++)
+                order[i] = (CandidateOrder) { src->candidates[i].digest, i };
+        qsort(order, n, sizeof(*order), candidate_order_cmp);
+        for (size_t i = 0, first = 0; i < n; i++) {
+                if (i == 0 || !streq(order[i].digest, order[i - 1].digest)) {
+                        first = order[i].index;
+                        distinct++;
+                }
+                leader[order[i].index] = first;
+        }
+        *ret_leader = leader;
+        *ret_distinct = distinct;
+        return 0;
+}
+
+/* Orders slots by their string, then by position, so that of equal strings
+ * the earliest slot comes first. */
+static int string_slot_cmp(const void *a, const void *b) {
+        char **x = *(char **const *) a, **y = *(char **const *) b;
+        int c = strcmp(*x, *y);
+        return c ? c : (x > y) - (x < y);
+}
+
+/* Drops later duplicates from strs (freeing them), keeping the order of
+ * first appearance; returns the new count. */
+static size_t unique_strings(char **strs, size_t n) {
+        _cleanup_free_ char ***sorted = calloc(n + 1, sizeof(char **));
+        size_t out = 0;
+
+        if (!sorted)
+                return n;
+        for (size_t i = 0; i < n; i++)
+                sorted[i] = &strs[i];
+        qsort(sorted, n, sizeof(*sorted), string_slot_cmp);
+        for (size_t i = 1, keep = 0; i < n; i++) {
+                if (!streq(*sorted[i], *sorted[keep])) {
+                        keep = i;
+                        continue;
+                }
+                free(*sorted[i]);
+                *sorted[i] = NULL;
+        }
+        for (size_t i = 0; i < n; i++)
+                if (strs[i])
+                        strs[out++] = strs[i];
+        return out;
 }
 
 static int canonical_name(const char *name, char **ret, MsbError *err) {
@@ -521,6 +618,9 @@ int load_images(Store *store, const char *path, const char *tag, json_t **ret, M
                 return msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_IMAGE, "%s is neither a directory nor an archive",
                                      path);
 
+        src.blobs = strdup(src.root);
+        if (!src.blobs)
+                return -ENOMEM;
         if (file_exists_in(src.root, "oci-layout") && file_exists_in(src.root, "index.json"))
                 r = scan_oci_layout(&src, err);
         else if (file_exists_in(src.root, "manifest.json"))
@@ -531,14 +631,14 @@ int load_images(Store *store, const char *path, const char *tag, json_t **ret, M
         if (r < 0)
                 return r;
 
-        /* Group the names by manifest: each distinct manifest loads once. */
+        /* Group the names by manifest: each distinct manifest loads once,
+         * under all its names. Sorting keeps this linear-logarithmic for
+         * sources naming thousands of references. */
+        _cleanup_free_ size_t *leader = NULL;
         size_t distinct = 0;
-        for (size_t i = 0; i < src.n_candidates; i++) {
-                bool seen = false;
-                for (size_t j = 0; j < i; j++)
-                        seen = seen || streq(src.candidates[j].digest, src.candidates[i].digest);
-                distinct += !seen;
-        }
+        r = group_candidates(&src, &leader, &distinct);
+        if (r < 0)
+                return r;
         if (tag && distinct > 1) {
                 msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_PARAMS,
                               "the source holds %zu images; tag names only one", distinct);
@@ -547,11 +647,18 @@ int load_images(Store *store, const char *path, const char *tag, json_t **ret, M
         }
 
         for (size_t i = 0; i < src.n_candidates; i++) {
-                bool seen = false;
-                for (size_t j = 0; j < i; j++)
-                        seen = seen || streq(src.candidates[j].digest, src.candidates[i].digest);
-                if (seen)
+                if (leader[i] != i)
                         continue;
+
+                /* A digest reference names one manifest: never record it for another. */
+                const char *at = tag ? strchr(tag, '@') : NULL;
+                if (at && !streq(at + 1, src.candidates[i].digest)) {
+                        msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_PARAMS,
+                                      "tag %s names manifest %s, but the source holds %s", tag, at + 1,
+                                      src.candidates[i].digest);
+                        msb_error_add_data(err, "parameter", json_string("tag"));
+                        return -EINVAL;
+                }
 
                 _cleanup_free_ char **refs = calloc(src.n_candidates + 2, sizeof(char *));
                 size_t n_refs = 0;
@@ -561,7 +668,7 @@ int load_images(Store *store, const char *path, const char *tag, json_t **ret, M
                         r = -ENOMEM;
                 for (size_t j = i; j < src.n_candidates && r >= 0; j++) {
                         const char *name = src.candidates[j].name;
-                        if (!name || !streq(src.candidates[j].digest, src.candidates[i].digest))
+                        if (!name || leader[j] != i)
                                 continue;
                         /* A bare ref.name ("latest", "v1") is a layout's tag, not a
                          * reference: with tag given, it adds nothing. */
@@ -570,6 +677,8 @@ int load_images(Store *store, const char *path, const char *tag, json_t **ret, M
                         if ((r = canonical_name(name, &refs[n_refs], err)) >= 0)
                                 n_refs++;
                 }
+                if (r >= 0)
+                        n_refs = unique_strings(refs, n_refs);
                 if (r >= 0 && n_refs == 0) {
                         msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_PARAMS,
                                       "the image %s names no reference; pass tag", src.candidates[i].digest);

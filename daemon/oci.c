@@ -194,7 +194,10 @@ int oci_manifest_parse(const void *data, size_t size, OciManifest **ret, MsbErro
         if (!json_is_integer(version) || json_integer_value(version) != 2)
                 return msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE, "the manifest's schemaVersion is not 2");
 
-        mt = json_string_value(json_object_get(root, "mediaType"));
+        json_t *mtv = json_object_get(root, "mediaType");
+        if (mtv && !json_is_string(mtv))
+                return msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE, "the manifest's mediaType is not a string");
+        mt = json_string_value(mtv);
         if (mt && !oci_media_type_is_manifest(mt)) {
                 msb_error_set(err, -EMEDIUMTYPE, PROTO_ERROR_UNSUPPORTED_MEDIA_TYPE,
                               "unsupported manifest media type %s", mt);

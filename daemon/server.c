@@ -165,21 +165,28 @@ static void connection_write_line(Connection *c, char *text) {
 }
 
 void connection_send(Connection *c, json_t *msg) {
-        char *text;
+        char *text, *line;
         size_t size;
 
         if (!c->open)
                 return;
-        /* One spare byte for the '\n' that replaces the NUL. */
-        size = json_dumpb(msg, NULL, 0, JSON_COMPACT);
-        if (size == 0)
+        /* One pass of the serialiser; then room for the '\n'. A response we
+         * cannot build would leave its caller waiting forever: hang up instead. */
+        text = json_dumps(msg, JSON_COMPACT);
+        if (!text) {
+                log_error("connection %" PRIu64 ": cannot serialise a response, closing", c->number);
+                connection_close(c);
                 return;
-        text = malloc(size + 1);
-        if (!text)
+        }
+        size = strlen(text);
+        line = realloc(text, size + 2);
+        if (!line) {
+                free(text);
+                connection_close(c);
                 return;
-        json_dumpb(msg, text, size, JSON_COMPACT);
-        text[size] = '\0';
-        connection_write_line(c, text);
+        }
+        line[size + 1] = '\0';
+        connection_write_line(c, line);
 }
 
 static void send_limit_error(Connection *c, const char *limit, uint64_t max, const char *message) {

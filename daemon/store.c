@@ -811,7 +811,9 @@ static void bind_text_or_null(sqlite3_stmt *st, int i, const char *s) {
                 sqlite3_bind_null(st, i);
 }
 
-static int commit_manifest_row(Store *s, const StoreManifest *m, int64_t now) {
+/* Inserts the manifest's rows; a failure is described while the failing
+ * statement still holds SQLite's message for it. */
+static int commit_manifest_row(Store *s, const StoreManifest *m, int64_t now, MsbError *err) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL, *ml = NULL;
         uint64_t size_bytes = 0;
         int r;
@@ -827,7 +829,7 @@ static int commit_manifest_row(Store *s, const StoreManifest *m, int64_t now) {
                        "vmdk_size = excluded.vmdk_size",
                        &st);
         if (r < 0)
-                return r;
+                return db_error(s->db, SQLITE_ERROR, err, "cannot record the manifest");
         sqlite3_bind_text(st, 1, m->digest, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, m->media_type, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 3, (sqlite3_int64) m->size);
@@ -844,15 +846,16 @@ static int commit_manifest_row(Store *s, const StoreManifest *m, int64_t now) {
         if (m->vmdk_size > 0)
                 sqlite3_bind_int64(st, 12, (sqlite3_int64) m->vmdk_size);
         sqlite3_bind_int64(st, 13, now);
-        if (sqlite3_step(st) != SQLITE_DONE)
-                return -EIO;
+        int rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE)
+                return db_error(s->db, rc, err, "cannot record the manifest");
 
         r = db_prepare(s->db,
                        "INSERT OR REPLACE INTO manifest_layers (manifest_digest, position, blob_digest, diff_id, "
                        "media_type, compressed_size) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                        &ml);
         if (r < 0)
-                return r;
+                return db_error(s->db, SQLITE_ERROR, err, "cannot record the manifest");
         for (size_t i = 0; i < m->n_layers; i++) {
                 sqlite3_reset(ml);
                 sqlite3_bind_text(ml, 1, m->digest, -1, SQLITE_STATIC);
@@ -861,8 +864,9 @@ static int commit_manifest_row(Store *s, const StoreManifest *m, int64_t now) {
                 sqlite3_bind_text(ml, 4, m->layers[i].diff_id, -1, SQLITE_STATIC);
                 bind_text_or_null(ml, 5, m->layers[i].media_type);
                 sqlite3_bind_int64(ml, 6, (sqlite3_int64) m->layers[i].compressed_size);
-                if (sqlite3_step(ml) != SQLITE_DONE)
-                        return -EIO;
+                rc = sqlite3_step(ml);
+                if (rc != SQLITE_DONE)
+                        return db_error(s->db, rc, err, "cannot record the manifest's layers");
         }
         return 0;
 }
@@ -892,9 +896,9 @@ int store_image_commit(Store *s, const StoreManifest *m, char *const *references
                 return db_error(s->db, SQLITE_ERROR, err, "cannot begin the commit");
         tx = s->db;
 
-        r = commit_manifest_row(s, m, now);
+        r = commit_manifest_row(s, m, now, err);
         if (r < 0)
-                return db_error(s->db, SQLITE_ERROR, err, "cannot record the manifest");
+                return r;
 
         /* created_at stays what it was when the reference was first stored. */
         r = db_prepare(s->db,
@@ -955,18 +959,28 @@ static json_t *handle_from_row(sqlite3_stmt *st) {
                          "last_used_at", column_int_or_null(st, 7));
 }
 
-/* Finds the reference row for ref: the exact canonical form, or for a digest
- * reference any reference of the same repository that points at that
- * manifest. Fills *ret with the handle. */
-static int lookup_handle(sqlite3 *db, const Reference *ref, json_t **ret, MsbError *err) {
+/*
+ * Finds the image ref names: the reference row of its canonical form; for a
+ * digest reference also a reference of the same repository that points at
+ * that manifest, or else a manifest of that digest that a pin of the same
+ * repository holds (its tags may have been force-removed). The handle shows
+ * the reference as asked; *ret_row (may be NULL) gets the row's own
+ * reference, NULL when only a pin holds the manifest.
+ */
+static int lookup_handle(sqlite3 *db, const Reference *ref, json_t **ret, char **ret_row, MsbError *err) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         int r, rc;
 
         r = db_prepare(db,
-                       "SELECT " HANDLE_COLUMNS "WHERE r.reference = ?1 "
+                       "SELECT * FROM (SELECT " HANDLE_COLUMNS "WHERE r.reference = ?1) "
                        "UNION ALL SELECT * FROM (SELECT " HANDLE_COLUMNS
                        "WHERE ?2 IS NOT NULL AND r.repository = ?3 AND r.manifest_digest = ?2 "
-                       "ORDER BY r.created_at DESC) LIMIT 1",
+                       "ORDER BY r.created_at DESC LIMIT 1) "
+                       "UNION ALL SELECT NULL, m.digest, m.architecture, m.os, m.layer_count, m.size_bytes, "
+                       "m.created_at, NULL FROM manifests m WHERE ?2 IS NOT NULL AND m.digest = ?2 AND EXISTS "
+                       "(SELECT 1 FROM pins p WHERE p.manifest_digest = m.digest AND "
+                       "substr(p.reference, 1, length(?3) + 1) IN (?3 || ':', ?3 || '@')) "
+                       "LIMIT 1",
                        &st);
         if (r < 0)
                 return db_error(db, SQLITE_ERROR, err, "cannot look up the image");
@@ -983,19 +997,27 @@ static int lookup_handle(sqlite3 *db, const Reference *ref, json_t **ret, MsbErr
         if (rc != SQLITE_ROW)
                 return db_error(db, rc, err, "cannot look up the image");
 
-        json_t *h = handle_from_row(st);
-        if (!h)
+        _cleanup_free_ char *row = NULL;
+        if (ret_row && sqlite3_column_type(st, 0) != SQLITE_NULL &&
+            !(row = strdup((const char *) sqlite3_column_text(st, 0))))
                 return -ENOMEM;
+        json_t *h = handle_from_row(st);
+        if (!h || json_object_set_new(h, "reference", json_string(ref->canonical)) < 0) {
+                json_decref(h);
+                return -ENOMEM;
+        }
         *ret = h;
+        if (ret_row)
+                *ret_row = TAKE_PTR(row);
         return 0;
 }
 
 int store_image_get(Store *s, const Reference *ref, bool from_loop, json_t **ret, MsbError *err) {
         if (from_loop)
-                return lookup_handle(s->db_read, ref, ret, err);
+                return lookup_handle(s->db_read, ref, ret, NULL, err);
 
         STORE_WRITE_LOCKED(s);
-        return lookup_handle(s->db, ref, ret, err);
+        return lookup_handle(s->db, ref, ret, NULL, err);
 }
 
 int store_image_list(Store *s, json_t **ret, MsbError *err) {
@@ -1076,7 +1098,7 @@ int store_image_inspect(Store *s, const Reference *ref, json_t **ret, MsbError *
         int r;
 
         STORE_WRITE_LOCKED(s);
-        r = lookup_handle(s->db, ref, &handle, err);
+        r = lookup_handle(s->db, ref, &handle, NULL, err);
         if (r < 0)
                 return r;
 
@@ -1229,6 +1251,7 @@ static int holders_json(Store *s, const char *manifest_digest, json_t **ret) {
 int store_image_remove(Store *s, const Reference *ref, bool force, MsbError *err) {
         _cleanup_rollback_ sqlite3 *tx = NULL;
         _cleanup_(json_decrefp) json_t *handle = NULL, *holders = NULL;
+        _cleanup_free_ char *row = NULL;
         _cleanup_(gc_done) Gc gc = {};
         int r;
 
@@ -1239,11 +1262,18 @@ int store_image_remove(Store *s, const Reference *ref, bool force, MsbError *err
                         return db_error(s->db, SQLITE_ERROR, err, "cannot begin the removal");
                 tx = s->db;
 
-                r = lookup_handle(s->db, ref, &handle, err);
+                r = lookup_handle(s->db, ref, &handle, &row, err);
                 if (r < 0)
                         return r;
                 const char *reference = json_string_value(json_object_get(handle, "reference"));
                 const char *digest = json_string_value(json_object_get(handle, "manifest_digest"));
+                if (!row) {
+                        /* Only pins hold the manifest: no reference is left to remove. */
+                        msb_error_set(err, -ENOENT, PROTO_ERROR_IMAGE_NOT_FOUND,
+                                      "no reference %s is cached; only pins hold %s", reference, digest);
+                        msb_error_add_data(err, "reference", json_string(reference));
+                        return -ENOENT;
+                }
 
                 r = holders_json(s, digest, &holders);
                 if (r < 0)
@@ -1257,7 +1287,7 @@ int store_image_remove(Store *s, const Reference *ref, bool force, MsbError *err
                         return -EBUSY;
                 }
 
-                r = db_step_digest(s->db, "DELETE FROM image_refs WHERE reference = ?1", reference);
+                r = db_step_digest(s->db, "DELETE FROM image_refs WHERE reference = ?1", row);
                 if (r < 0)
                         return db_error(s->db, SQLITE_ERROR, err, "cannot remove the reference");
                 r = gc_collect(s, &gc);
@@ -1360,6 +1390,7 @@ int store_pin_add(Store *s, const char *kind, const char *name, const Reference 
         _cleanup_rollback_ sqlite3 *tx = NULL;
         _cleanup_(json_decrefp) json_t *handle = NULL;
         _cleanup_stmt_ sqlite3_stmt *st = NULL, *touch = NULL;
+        _cleanup_free_ char *row = NULL;
         json_t *rootfs = NULL;
         int64_t now = now_ms();
         int r;
@@ -1370,7 +1401,7 @@ int store_pin_add(Store *s, const char *kind, const char *name, const Reference 
                 return db_error(s->db, SQLITE_ERROR, err, "cannot begin the pin");
         tx = s->db;
 
-        r = lookup_handle(s->db, ref, &handle, err);
+        r = lookup_handle(s->db, ref, &handle, &row, err);
         if (r < 0)
                 return r;
         const char *reference = json_string_value(json_object_get(handle, "reference"));
@@ -1395,7 +1426,7 @@ int store_pin_add(Store *s, const char *kind, const char *name, const Reference 
         r = db_prepare(s->db, "UPDATE image_refs SET last_used_at = ?2 WHERE reference = ?1", &touch);
         if (r < 0)
                 return db_error(s->db, SQLITE_ERROR, err, "cannot update the reference");
-        sqlite3_bind_text(touch, 1, reference, -1, SQLITE_STATIC);
+        bind_text_or_null(touch, 1, row);
         sqlite3_bind_int64(touch, 2, now);
         if (sqlite3_step(touch) != SQLITE_DONE)
                 return db_error(s->db, SQLITE_ERROR, err, "cannot update the reference");

@@ -10,7 +10,7 @@ packages=(
   libarchive-dev libzstd-dev libdeflate-dev libisal-dev libsystemd-dev zlib1g-dev
   check scdoc
   # run and test
-  python3 python3-pytest sqlite3 socat jq util-linux
+  python3 python3-pytest python3-mypy sqlite3 socat jq util-linux
   erofs-utils umoci skopeo docker-registry apache2-utils openssl
   systemd qemu-utils pigz libdeflate-tools
 )

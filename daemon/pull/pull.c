@@ -491,9 +491,19 @@ static void work_cb(uv_work_t *req) {
         PullOp *op = w->op;
 
         switch (w->kind) {
-        case WORK_TOUCH:
+        case WORK_TOUCH: {
+                _cleanup_(reference_freep) Reference *ref = NULL;
+                json_t *fresh = NULL;
+
                 w->r = store_image_touch(m->store, w->path);
+                /* Answer with the handle as it is now, last_used_at included. */
+                if (w->r >= 0 && reference_parse(w->path, &ref, NULL) >= 0 &&
+                    store_image_get(m->store, ref, false, &fresh, NULL) >= 0) {
+                        json_decref(w->result);
+                        w->result = fresh;
+                }
                 break;
+        }
         case WORK_PREPARE:
                 w->r = ingest_new(m->store, op->manifest_digest, op->manifest, op->manifest_size, op->config,
                                   op->config_size, &op->ingest, &w->err);
