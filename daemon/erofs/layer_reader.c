@@ -254,6 +254,7 @@ static ssize_t corrupt(LayerReader *r, const char *detail) {
         return reader_fail(r, -EBADMSG, PROTO_ERROR_LAYER_REJECTED, msg);
 }
 
+#if HAVE_ISAL || HAVE_ZSTD
 /* Makes compressed input available; 0 at the end of the blob. */
 static ssize_t fill_input(LayerReader *r) {
         const void *p;
@@ -268,6 +269,7 @@ static ssize_t fill_input(LayerReader *r) {
         r->in_avail = (size_t) n;
         return n;
 }
+#endif
 
 #if HAVE_ISAL
 /* gzip (RFC 1952) with ISA-L; members follow each other until the blob ends
