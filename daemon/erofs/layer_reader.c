@@ -81,7 +81,9 @@ struct LayerReader {
         int cons_error;
         MsbError cons_err;
 
-        /* A failure inside a libarchive callback, reported once libarchive returns. */
+        /* A failure of reading or decompressing the blob: written by the
+         * producer while it runs, by this thread before and after; reported
+         * once the libarchive call that ran into it returns. */
         int cb_error;
         MsbError cb_err;
 };
