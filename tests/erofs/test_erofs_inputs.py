@@ -350,3 +350,35 @@ def test_sparse_files(tmp_path, fmt):
     x = tmp_path / "x"
     subprocess.run(["fsck.erofs", f"--extract={x}", str(tmp_path / "o.erofs")], check=True, capture_output=True)
     assert (x / "sparse").read_bytes() == (src / "sparse").read_bytes()
+
+
+def test_libarchive_and_schily_xattrs(tmp_path):
+    """PAX xattrs in both spellings: SCHILY.xattr.NAME (raw value) and
+    LIBARCHIVE.xattr.URLENCODED-NAME (base64 value), read back by the kernel."""
+    import base64
+    import os
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        ti = tarfile.TarInfo("f")
+        ti.size = 1
+        ti.pax_headers = {
+            "SCHILY.xattr.user.schily": "plain",
+            "LIBARCHIVE.xattr.user.lib%20name": base64.b64encode(b"bin\x00ary").decode().rstrip("="),
+        }
+        tf.addfile(ti, io.BytesIO(b"x"))
+    (tmp_path / "l.tar").write_bytes(buf.getvalue())
+    img = tmp_path / "o.erofs"
+    kit.run_tool("convert", tmp_path / "l.tar", MT_TAR, img)
+    fsck_ok(img)
+    if os.geteuid() != 0 or not Path("/dev/loop-control").exists():
+        pytest.skip("the xattr values are read through a kernel mount, which needs root and loop devices")
+    m = tmp_path / "m"
+    m.mkdir()
+    p = subprocess.run(["mount", "-t", "erofs", "-o", "loop,ro", str(img), str(m)], capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"mount refused: {p.stderr.strip()}")
+    try:
+        assert os.getxattr(m / "f", "user.schily") == b"plain"
+        assert os.getxattr(m / "f", "user.lib name") == b"bin\x00ary"
+    finally:
+        subprocess.run(["umount", str(m)], check=True)
