@@ -297,7 +297,7 @@ def file_digest(p: str) -> str:
 
 
 def snapshot(root: Path, *, xattrs: bool = True, hardlinks: bool = True, dir_mtimes: bool = True,
-             file_suid: bool = True) -> dict:
+             file_suid: bool = True, mtime_ns: bool = False) -> dict:
     """Everything observable about a tree below root (root itself excluded):
     paths, types, modes, owners, sizes, contents, link targets, device
     numbers, mtimes, xattrs and which paths are hard links of each other.
@@ -326,7 +326,7 @@ def snapshot(root: Path, *, xattrs: bool = True, hardlinks: bool = True, dir_mti
             elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
                 e["rdev"] = (os.major(st.st_rdev), os.minor(st.st_rdev))
             if not stat.S_ISLNK(st.st_mode) and (dir_mtimes or not stat.S_ISDIR(st.st_mode)):
-                e["mtime"] = st.st_mtime_ns // 1_000_000_000
+                e["mtime"] = st.st_mtime_ns if mtime_ns else st.st_mtime_ns // 1_000_000_000
             if xattrs and not stat.S_ISLNK(st.st_mode):
                 e["xattrs"] = {k: os.getxattr(p, k, follow_symlinks=False)
                                for k in sorted(os.listxattr(p, follow_symlinks=False))}
