@@ -314,6 +314,37 @@ static bool digest_is_sha256(const char *d) {
         return startswith(d, "sha256:");
 }
 
+/* Turns every tar entry into the tree and the data area. */
+static int convert_entries(Converter *c, const char *expected_blob_digest, MsbError *err) {
+        char blob_digest[72];
+        LayerEntry e;
+        int r;
+
+        for (;;) {
+                r = layer_reader_next(c->reader, &e, err);
+                if (r == 0)
+                        return 0;
+                if (r > 0)
+                        r = add_entry(c, &e, err);
+                if (r >= 0)
+                        continue;
+                /* A stream that breaks off is most often a corrupt download:
+                 * if the blob's digest is known and wrong, say that rather
+                 * than what the damage looked like. */
+                if (expected_blob_digest && err && err->set && err->kind == PROTO_ERROR_LAYER_REJECTED &&
+                    layer_reader_blob_digest(c->reader, blob_digest) == 0 &&
+                    !streq(blob_digest, expected_blob_digest)) {
+                        MsbError better = {};
+                        digest_mismatch(&better, "layer blob digest", expected_blob_digest, blob_digest);
+                        msb_error_clear(err);
+                        *err = better;
+                }
+                if (err && !err->set)
+                        msb_error_from_errno(err, r, "writing the layer image");
+                return r;
+        }
+}
+
 int erofs_layer_convert_with_limits(int blob_fd, const char *media_type,
                                     const char *expected_blob_digest, uint64_t expected_blob_size,
                                     const char *expected_diff_id, const ErofsLayerLimits *limits,
@@ -325,7 +356,6 @@ int erofs_layer_convert_with_limits(int blob_fd, const char *media_type,
         ErofsWriterOptions opts = {};
         LayerReaderLimits rlimits = { .uncompressed_bytes = limits->uncompressed_bytes };
         _cleanup_(converter_done) Converter c = { .limits = limits };
-        LayerEntry e;
         int r;
 
         if (expected_blob_digest && !digest_is_sha256(expected_blob_digest))
@@ -349,29 +379,9 @@ int erofs_layer_convert_with_limits(int blob_fd, const char *media_type,
         if (r < 0)
                 return r;
 
-        for (;;) {
-                r = layer_reader_next(reader, &e, err);
-                if (r == 0)
-                        break;
-                if (r >= 0)
-                        r = add_entry(&c, &e, err);
-                if (r < 0) {
-                        /* A stream that breaks off is most often a corrupt
-                         * download: if the blob's digest is known and wrong,
-                         * say that rather than what the damage looked like. */
-                        if (expected_blob_digest && err && err->set && err->kind == PROTO_ERROR_LAYER_REJECTED &&
-                            layer_reader_blob_digest(reader, blob_digest) == 0 &&
-                            !streq(blob_digest, expected_blob_digest)) {
-                                MsbError better = {};
-                                digest_mismatch(&better, "layer blob digest", expected_blob_digest, blob_digest);
-                                msb_error_clear(err);
-                                *err = better;
-                        }
-                        if (err && !err->set)
-                                msb_error_from_errno(err, r, "writing the layer image");
-                        return r;
-                }
-        }
+        r = convert_entries(&c, expected_blob_digest, err);
+        if (r < 0)
+                return r;
         r = layer_reader_finish(reader, blob_digest, &blob_bytes, diff_id, &tar_bytes, err);
         if (r < 0)
                 return r;
