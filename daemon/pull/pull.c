@@ -136,6 +136,7 @@ struct PullManager {
         unsigned works_in_flight;
         bool shutting_down;
         bool freeing;
+        unsigned busy; /* frames that still use the manager: no release under them */
         char *stream_buf; /* PULL_STREAM_CHUNK_BYTES, for feeding pipes on the loop */
 };
 
@@ -1198,6 +1199,7 @@ static void after_work_cb(uv_work_t *req, int status) {
         PullOp *op = w->op;
 
         m->works_in_flight--;
+        m->busy++;
         if (status < 0 && w->r >= 0)
                 w->r = status; /* cancelled */
 
@@ -1242,6 +1244,7 @@ static void after_work_cb(uv_work_t *req, int status) {
         free(w->cached);
         free(w->path);
         free(w);
+        m->busy--;
         manager_maybe_release(m);
 }
 
@@ -1305,7 +1308,7 @@ int pull_config_check(const json_t *config, MsbError *err) {
 }
 
 static void manager_maybe_release(PullManager *m) {
-        if (!m->freeing || m->ops || m->works_in_flight > 0)
+        if (!m->freeing || m->busy > 0 || m->ops || m->works_in_flight > 0)
                 return;
         for (size_t i = 0; i < PULL_CONVERTED_MEMORY; i++)
                 free(m->converted[i]);
@@ -1319,6 +1322,7 @@ PullManager *pull_manager_free(PullManager *m) {
                 return NULL;
         m->freeing = true;
         m->shutting_down = true;
+        m->busy++;
         /* Network first: every fetch must be gone before the registry. */
         for (PullOp *op = m->ops; op; op = op->next) {
                 op->fetch = registry_fetch_free(op->fetch);
@@ -1339,6 +1343,7 @@ PullManager *pull_manager_free(PullManager *m) {
                 next = op->next;
                 op_finish(op); /* frees it unless a worker still has it */
         }
+        m->busy--;
         manager_maybe_release(m);
         return NULL;
 }

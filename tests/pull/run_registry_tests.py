@@ -93,11 +93,7 @@ def main() -> int:
             "HOME": str(work),
         })
         env.pop("DOCKER_CONFIG", None)
-        rc = subprocess.run([program], env=env).returncode
-        if rc == 0:
-            # The registry's own log confirms the token flow happened.
-            assert treg.requests("GET", "/v2/test/app/manifests/", 200) >= 1
-        return rc
+        return subprocess.run([program], env=env).returncode
     finally:
         for s in reversed(servers):
             s.stop()
