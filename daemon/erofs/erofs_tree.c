@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <sys/random.h>
 #include <sys/stat.h>
 
 #include "erofs_fs.h"
@@ -27,6 +28,10 @@ struct ErofsTree {
         size_t n_used;
 
         ArenaChunk *arena;
+
+        /* A random key for the entry hash, so that names chosen to collide
+         * cannot be prepared in advance; the output never depends on it. */
+        uint64_t hash_key;
 };
 
 static void *arena_alloc(ErofsTree *t, size_t size) {
@@ -95,6 +100,8 @@ int erofs_tree_new(ErofsTree **ret) {
 
         if (!t)
                 return -ENOMEM;
+        if (getrandom(&t->hash_key, sizeof(t->hash_key), GRND_NONBLOCK) != sizeof(t->hash_key))
+                t->hash_key = (uint64_t) (uintptr_t) t ^ 0x9E3779B97F4A7C15ULL;
         t->n_slots = 1024;
         t->slots = calloc(t->n_slots, sizeof(*t->slots));
         if (!t->slots)
@@ -133,10 +140,10 @@ size_t erofs_tree_inode_count(ErofsTree *t) {
         return t->n_inodes;
 }
 
-/* FNV-1a over the directory id and the name: cheap and good enough for
- * names that an attacker could choose only within one layer's limits. */
-static uint64_t dentry_hash(uint64_t dir_id, const char *name, size_t len) {
-        uint64_t h = 0xcbf29ce484222325ULL;
+/* FNV-1a from a random basis over the directory id and the name, with a
+ * final mix so the table's low bits depend on every byte. */
+static uint64_t dentry_hash(uint64_t key, uint64_t dir_id, const char *name, size_t len) {
+        uint64_t h = 0xcbf29ce484222325ULL ^ key;
 
         for (unsigned i = 0; i < 8; i++) {
                 h ^= (dir_id >> (8 * i)) & 0xff;
@@ -146,12 +153,14 @@ static uint64_t dentry_hash(uint64_t dir_id, const char *name, size_t len) {
                 h ^= (uint8_t) name[i];
                 h *= 0x100000001b3ULL;
         }
-        return h ^ (h >> 29);
+        h ^= h >> 29;
+        h *= 0xbf58476d1ce4e5b9ULL;
+        return h ^ (h >> 32);
 }
 
 static ErofsDentry **slot_find(ErofsTree *t, uint64_t dir_id, const char *name, size_t len) {
         size_t mask = t->n_slots - 1;
-        size_t i = dentry_hash(dir_id, name, len) & mask;
+        size_t i = dentry_hash(t->hash_key, dir_id, name, len) & mask;
 
         for (;; i = (i + 1) & mask) {
                 ErofsDentry *d = t->slots[i];
