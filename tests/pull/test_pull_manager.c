@@ -215,6 +215,29 @@ START_TEST(test_free_with_pull_in_flight) {
 }
 END_TEST
 
+static bool caller_resolved(void *arg) {
+        Caller *c = arg;
+
+        return c->done || c->events >= 2;
+}
+
+START_TEST(test_free_while_layers_move) {
+        Fixture f = {};
+        Caller a = {};
+        PullRequest *q;
+        MsbError err = {};
+
+        /* Freed once the layers are on their way (downloads, maybe a
+         * conversion on a worker): the same promises hold. */
+        fixture_init(&f);
+        ck_assert_int_eq(pull_start(f.m, f.ref, "always", NULL, on_progress, on_done, &a, &q, &err), 0);
+        run_until(&f, caller_resolved, &a);
+        ck_assert(!a.done);
+        fixture_done(&f);
+        ck_assert(!a.done);
+}
+END_TEST
+
 static Suite *pull_manager_suite(void) {
         Suite *s = suite_create("pull_manager");
         TCase *tc = tcase_create("core");
@@ -225,6 +248,7 @@ static Suite *pull_manager_suite(void) {
         tcase_add_test(tc, test_detach_abandons_when_nobody_waits);
         tcase_add_test(tc, test_shutdown_fails_pulls);
         tcase_add_test(tc, test_free_with_pull_in_flight);
+        tcase_add_test(tc, test_free_while_layers_move);
         suite_add_tcase(s, tc);
         return s;
 }
