@@ -20,6 +20,8 @@ struct Ingest {
         uint64_t *erofs_sizes;
         bool *layer_ready;
 
+        /* Layers of one image may convert in parallel on several workers. */
+        pthread_mutex_t lease_lock;
         char **leases;
         size_t n_leases;
 };
@@ -75,20 +77,29 @@ static void converting_release(const char *diff_id) {
 }
 
 static int ingest_lease(Ingest *in, const char *key) {
+        int r = 0;
+
+        pthread_mutex_lock(&in->lease_lock);
         char **n = realloc(in->leases, (in->n_leases + 1) * sizeof(char *));
-        if (!n)
-                return -ENOMEM;
+        if (!n) {
+                r = -ENOMEM;
+                goto out;
+        }
         in->leases = n;
         in->leases[in->n_leases] = strdup(key);
-        if (!in->leases[in->n_leases])
-                return -ENOMEM;
-        int r = store_lease_acquire(in->store, key);
+        if (!in->leases[in->n_leases]) {
+                r = -ENOMEM;
+                goto out;
+        }
+        r = store_lease_acquire(in->store, key);
         if (r < 0) {
                 free(in->leases[in->n_leases]);
-                return r;
+                goto out;
         }
         in->n_leases++;
-        return 0;
+out:
+        pthread_mutex_unlock(&in->lease_lock);
+        return r;
 }
 
 static void *memdup(const void *p, size_t n) {
@@ -108,6 +119,7 @@ int ingest_new(Store *store, const char *manifest_digest, const void *manifest, 
         if (!in)
                 return -ENOMEM;
         in->store = store;
+        pthread_mutex_init(&in->lease_lock, NULL);
         in->manifest_digest = strdup(manifest_digest);
         in->manifest = memdup(manifest, manifest_size);
         in->manifest_size = manifest_size;
@@ -172,6 +184,7 @@ Ingest *ingest_free(Ingest *in) {
                 free(in->leases[i]);
         }
         free(in->leases);
+        pthread_mutex_destroy(&in->lease_lock);
         oci_manifest_free(in->parsed);
         oci_config_free(in->parsed_config);
         free(in->layers);
@@ -220,7 +233,8 @@ static int convert_into_store(Ingest *in, size_t i, int blob_fd, MsbError *err) 
         if (r < 0)
                 return msb_error_from_errno(err, r, "cannot create a temporary layer file");
 
-        if (lseek(blob_fd, 0, SEEK_SET) < 0) {
+        /* A pipe (a layer converted while it downloads) starts at its start. */
+        if (lseek(blob_fd, 0, SEEK_SET) < 0 && errno != ESPIPE) {
                 r = msb_error_from_errno(err, negative_errno(), "cannot read the layer blob");
                 goto fail;
         }
@@ -361,6 +375,21 @@ out:
 }
 
 int ingest_commit(Ingest *in, char *const *references, size_t n_references, json_t **ret_handle, MsbError *err) {
+        json_auto_t *handles = json_array();
+        int r;
+
+        if (!handles)
+                return -ENOMEM;
+        r = ingest_commit_handles(in, references, n_references, handles, err);
+        if (r < 0)
+                return r;
+        if (ret_handle && json_array_size(handles) > 0)
+                *ret_handle = json_incref(json_array_get(handles, 0));
+        return 0;
+}
+
+int ingest_commit_handles(Ingest *in, char *const *references, size_t n_references, json_t *handles,
+                          MsbError *err) {
         _cleanup_free_ StoreLayer *layers = NULL;
         StoreManifest m;
         int r;
@@ -406,20 +435,5 @@ int ingest_commit(Ingest *in, char *const *references, size_t n_references, json
         if (r < 0)
                 return r;
 
-        r = store_image_commit(in->store, &m, references, n_references, err);
-        if (r < 0)
-                return r;
-
-        if (ret_handle && n_references > 0) {
-                _cleanup_(reference_freep) Reference *ref = NULL;
-                const char *reason;
-                r = reference_parse(references[0], &ref, &reason);
-                if (r < 0)
-                        return msb_error_set(err, r, PROTO_ERROR_INTERNAL_ERROR, "cannot parse %s: %s", references[0],
-                                             reason);
-                r = store_image_get(in->store, ref, false, ret_handle, err);
-                if (r < 0)
-                        return r;
-        }
-        return 0;
+        return store_image_commit_with_handles(in->store, &m, references, n_references, handles, err);
 }

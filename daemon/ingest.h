@@ -57,3 +57,7 @@ int ingest_convert_layer(Ingest *in, size_t i, int blob_fd, MsbError *err);
  * the image under the canonical references. *ret_handle (may be NULL) gets
  * the ImageHandle of the first reference. */
 int ingest_commit(Ingest *in, char *const *references, size_t n_references, json_t **ret_handle, MsbError *err);
+/* The same, appending to handles the ImageHandle of every reference, as
+ * committed. */
+int ingest_commit_handles(Ingest *in, char *const *references, size_t n_references, json_t *handles,
+                          MsbError *err);

@@ -444,8 +444,10 @@ static bool file_exists_in(const char *root, const char *name) {
         return access(p, F_OK) == 0;
 }
 
-/* Loads one manifest of the source into the store under refs. */
-static int load_one(LoadSource *src, const char *digest, char *const *refs, size_t n_refs, MsbError *err) {
+/* Loads one manifest of the source into the store under refs, and appends
+ * the handle of each reference as committed. */
+static int load_one(LoadSource *src, const char *digest, char *const *refs, size_t n_refs, json_t *handles,
+                    MsbError *err) {
         _cleanup_free_ char *manifest = NULL, *config = NULL;
         _cleanup_(oci_manifest_freep) OciManifest *m = NULL;
         _cleanup_(ingest_freep) Ingest *in = NULL;
@@ -492,21 +494,7 @@ static int load_one(LoadSource *src, const char *digest, char *const *refs, size
                 if (r < 0)
                         return r;
         }
-        return ingest_commit(in, refs, n_refs, NULL, err);
-}
-
-static int append_handle(Store *store, const char *canonical, json_t *handles, MsbError *err) {
-        _cleanup_(reference_freep) Reference *ref = NULL;
-        json_t *h = NULL;
-        int r;
-
-        r = reference_parse(canonical, &ref, NULL);
-        if (r < 0)
-                return r;
-        r = store_image_get(store, ref, false, &h, err);
-        if (r < 0)
-                return r;
-        return json_array_append_new(handles, h) < 0 ? -ENOMEM : 0;
+        return ingest_commit_handles(in, refs, n_refs, handles, err);
 }
 
 typedef struct CandidateOrder {
@@ -685,11 +673,9 @@ int load_images(Store *store, const char *path, const char *tag, json_t **ret, M
                         msb_error_add_data(err, "parameter", json_string("tag"));
                         r = -EINVAL;
                 }
-                if (r >= 0)
-                        r = load_one(&src, src.candidates[i].digest, refs, n_refs, err);
                 /* One handle per reference recorded, in the order the source names them. */
-                for (size_t k = 0; k < n_refs && r >= 0; k++)
-                        r = append_handle(store, refs[k], handles, err);
+                if (r >= 0)
+                        r = load_one(&src, src.candidates[i].digest, refs, n_refs, handles, err);
                 for (size_t k = 0; k < n_refs; k++)
                         free(refs[k]);
                 if (r < 0)

@@ -283,6 +283,13 @@ int main(int argc, char **argv) {
 
         if (load_config(&o, &config) < 0)
                 return EXIT_FAILURE;
+        /* A configuration that names a field wrongly is refused before the store is touched. */
+        r = pull_config_check(config, &err);
+        if (r < 0) {
+                log_error("%s", err.message);
+                fprintf(stderr, "msb-imaged: %s\n", err.message);
+                return EXIT_FAILURE;
+        }
 
         r = store_open(o.store, &store, &err);
         if (r < 0) {

@@ -157,6 +157,13 @@ static void rollbackp(sqlite3 **db) {
 }
 #define _cleanup_rollback_ _cleanup_(rollbackp)
 
+/* Holds the writer connection for the scope, with tx for a transaction that
+ * is rolled back if still open. Declared in this order, the rollback runs
+ * before the lock is released: never on a connection another thread holds. */
+#define STORE_WRITE_TRANSACTION(s, tx) \
+        STORE_WRITE_LOCKED(s);         \
+        _cleanup_rollback_ sqlite3 *tx = NULL
+
 static char *path_join(const char *a, const char *b) {
         char *p;
         if (asprintf(&p, "%s/%s", a, b) < 0)
@@ -740,12 +747,11 @@ static int store_repair_rows(Store *s, unsigned *ret_dropped) {
 }
 
 static int store_sweep(Store *s, MsbError *err) {
-        _cleanup_rollback_ sqlite3 *tx = NULL;
         Reclaim rc = {};
         unsigned dropped = 0;
         int r;
 
-        STORE_WRITE_LOCKED(s);
+        STORE_WRITE_TRANSACTION(s, tx);
         r = db_exec(s->db, "BEGIN IMMEDIATE");
         if (r < 0)
                 return db_error(s->db, SQLITE_ERROR, err, "cannot begin the sweep");
@@ -768,6 +774,11 @@ static int store_sweep(Store *s, MsbError *err) {
                 s->sweep.files_removed += rc.removed[k];
         return 0;
 }
+
+/* The columns of an ImageHandle, in handle_from_row()'s order. */
+#define HANDLE_COLUMNS                                                                                   \
+        "r.reference, r.manifest_digest, m.architecture, m.os, m.layer_count, m.size_bytes, r.created_at, " \
+        "r.last_used_at FROM image_refs r JOIN manifests m ON m.digest = r.manifest_digest "
 
 /* ---- layers and commits (worker threads) ---- */
 
@@ -883,14 +894,20 @@ static char *repository_of(const char *canonical) {
         return strdup(canonical);
 }
 
+static json_t *handle_from_row(sqlite3_stmt *st);
+
 int store_image_commit(Store *s, const StoreManifest *m, char *const *references, size_t n_references,
                        MsbError *err) {
-        _cleanup_rollback_ sqlite3 *tx = NULL;
+        return store_image_commit_with_handles(s, m, references, n_references, NULL, err);
+}
+
+int store_image_commit_with_handles(Store *s, const StoreManifest *m, char *const *references,
+                                    size_t n_references, json_t *handles, MsbError *err) {
         _cleanup_stmt_ sqlite3_stmt *ref = NULL;
         int64_t now = now_ms();
         int r;
 
-        STORE_WRITE_LOCKED(s);
+        STORE_WRITE_TRANSACTION(s, tx);
         r = db_exec(s->db, "BEGIN IMMEDIATE");
         if (r < 0)
                 return db_error(s->db, SQLITE_ERROR, err, "cannot begin the commit");
@@ -921,6 +938,21 @@ int store_image_commit(Store *s, const StoreManifest *m, char *const *references
                         return db_error(s->db, SQLITE_ERROR, err, "cannot record a reference");
         }
 
+        if (handles) {
+                _cleanup_stmt_ sqlite3_stmt *h = NULL;
+                r = db_prepare(s->db, "SELECT " HANDLE_COLUMNS "WHERE r.reference = ?1", &h);
+                if (r < 0)
+                        return db_error(s->db, SQLITE_ERROR, err, "cannot read the committed image");
+                for (size_t i = 0; i < n_references; i++) {
+                        sqlite3_reset(h);
+                        sqlite3_bind_text(h, 1, references[i], -1, SQLITE_STATIC);
+                        if (sqlite3_step(h) != SQLITE_ROW)
+                                return db_error(s->db, SQLITE_ERROR, err, "cannot read the committed image");
+                        if (json_array_append_new(handles, handle_from_row(h)) < 0)
+                                return -ENOMEM;
+                }
+        }
+
         r = db_exec(s->db, "COMMIT");
         if (r < 0)
                 return db_error(s->db, SQLITE_ERROR, err, "cannot commit the image");
@@ -942,10 +974,6 @@ int store_image_touch(Store *s, const char *canonical_reference) {
 }
 
 /* ---- queries ---- */
-
-#define HANDLE_COLUMNS                                                                                   \
-        "r.reference, r.manifest_digest, m.architecture, m.os, m.layer_count, m.size_bytes, r.created_at, " \
-        "r.last_used_at FROM image_refs r JOIN manifests m ON m.digest = r.manifest_digest "
 
 static json_t *handle_from_row(sqlite3_stmt *st) {
         return json_pack("{s:o, s:o, s:o, s:o, s:I, s:o, s:o, s:o}",
@@ -1249,14 +1277,13 @@ static int holders_json(Store *s, const char *manifest_digest, json_t **ret) {
 }
 
 int store_image_remove(Store *s, const Reference *ref, bool force, MsbError *err) {
-        _cleanup_rollback_ sqlite3 *tx = NULL;
         _cleanup_(json_decrefp) json_t *handle = NULL, *holders = NULL;
         _cleanup_free_ char *row = NULL;
         _cleanup_(gc_done) Gc gc = {};
         int r;
 
         {
-                STORE_WRITE_LOCKED(s);
+                STORE_WRITE_TRANSACTION(s, tx);
                 r = db_exec(s->db, "BEGIN IMMEDIATE");
                 if (r < 0)
                         return db_error(s->db, SQLITE_ERROR, err, "cannot begin the removal");
@@ -1304,12 +1331,11 @@ int store_image_remove(Store *s, const Reference *ref, bool force, MsbError *err
 }
 
 int store_image_prune(Store *s, json_t **ret_report, MsbError *err) {
-        _cleanup_rollback_ sqlite3 *tx = NULL;
         _cleanup_(gc_done) Gc gc = {};
         Reclaim rc = {};
         int r;
 
-        STORE_WRITE_LOCKED(s);
+        STORE_WRITE_TRANSACTION(s, tx);
         r = db_exec(s->db, "BEGIN IMMEDIATE");
         if (r < 0)
                 return db_error(s->db, SQLITE_ERROR, err, "cannot begin the prune");
@@ -1387,7 +1413,6 @@ static int rootfs_json(Store *s, const char *manifest_digest, json_t **ret) {
 
 int store_pin_add(Store *s, const char *kind, const char *name, const Reference *ref, json_t **ret_rootfs,
                   MsbError *err) {
-        _cleanup_rollback_ sqlite3 *tx = NULL;
         _cleanup_(json_decrefp) json_t *handle = NULL;
         _cleanup_stmt_ sqlite3_stmt *st = NULL, *touch = NULL;
         _cleanup_free_ char *row = NULL;
@@ -1395,7 +1420,7 @@ int store_pin_add(Store *s, const char *kind, const char *name, const Reference 
         int64_t now = now_ms();
         int r;
 
-        STORE_WRITE_LOCKED(s);
+        STORE_WRITE_TRANSACTION(s, tx);
         r = db_exec(s->db, "BEGIN IMMEDIATE");
         if (r < 0)
                 return db_error(s->db, SQLITE_ERROR, err, "cannot begin the pin");

@@ -101,6 +101,11 @@ int store_layer_add(Store *s, const char *diff_id, uint64_t erofs_size);
  * canonical reference at it, in one transaction. Worker thread. */
 int store_image_commit(Store *s, const StoreManifest *m, char *const *references, size_t n_references,
                        MsbError *err);
+/* The same, and appends to handles (when non-NULL) the ImageHandle of each
+ * reference as committed, read inside the same transaction, so a removal on
+ * another connection cannot come between the commit and its answer. */
+int store_image_commit_with_handles(Store *s, const StoreManifest *m, char *const *references,
+                                    size_t n_references, json_t *handles, MsbError *err);
 
 /* Marks references as used now (pull cache hits, pin.add). Worker thread. */
 int store_image_touch(Store *s, const char *canonical_reference);
