@@ -1324,9 +1324,12 @@ int store_image_remove(Store *s, const Reference *ref, bool force, MsbError *err
                 if (r < 0)
                         return db_error(s->db, SQLITE_ERROR, err, "cannot commit the removal");
                 tx = NULL;
+
+                /* Still under the lock: an import that finds a layer gone (it
+                 * looks under the lock) re-creates it only after this unlink. */
+                gc_unlink(&gc, NULL);
         }
 
-        gc_unlink(&gc, NULL);
         return 0;
 }
 
