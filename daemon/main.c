@@ -348,6 +348,11 @@ int main(int argc, char **argv) {
 
         uv_run(loop, UV_RUN_DEFAULT);
 
+        /* We are on our way out: a further SIGTERM (a service manager's
+         * second ask) must not kill us half-way through closing the store. */
+        signal(SIGTERM, SIG_IGN);
+        signal(SIGINT, SIG_IGN);
+
         /* Close every handle and let the loop run their close callbacks, so
          * the loop itself closes clean. */
         daemon_ctx.pull = pull_manager_free(daemon_ctx.pull);
