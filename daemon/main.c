@@ -350,8 +350,11 @@ int main(int argc, char **argv) {
 
         /* We are on our way out: a further SIGTERM (a service manager's
          * second ask) must not kill us half-way through closing the store. */
-        signal(SIGTERM, SIG_IGN);
-        signal(SIGINT, SIG_IGN);
+        sigset_t block;
+        sigemptyset(&block);
+        sigaddset(&block, SIGTERM);
+        sigaddset(&block, SIGINT);
+        sigprocmask(SIG_BLOCK, &block, NULL);
 
         /* Close every handle and let the loop run their close callbacks, so
          * the loop itself closes clean. */
