@@ -25,9 +25,11 @@ count_meson() { # builddir
 
 count_pytest() { # logfile
   local line p f e
-  line=$(grep -E '^=+ .*(passed|failed|error).* =+$' "$1" | tail -n 1)
-  p=$(sed -n 's/.* \([0-9]\+\) passed.*/\1/p' <<<"$line"); f=$(sed -n 's/.* \([0-9]\+\) failed.*/\1/p' <<<"$line")
-  e=$(sed -n 's/.* \([0-9]\+\) error.*/\1/p' <<<"$line")
+  # pytest -q ends with "N failed, M passed, K skipped in T s" (decorated with = without -q).
+  line=$(grep -E '(passed|failed|errors?)( |,).* in [0-9.]+s' "$1" | tail -n 1)
+  p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+')
+  f=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+')
+  e=$(grep -oE '[0-9]+ errors?' <<<"$line" | grep -oE '[0-9]+')
   passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0} + ${e:-0}))
 }
 
