@@ -26,7 +26,7 @@ count_meson() { # builddir
 count_pytest() { # logfile
   local line p f e
   # pytest -q ends with "N failed, M passed, K skipped in T s" (decorated with = without -q).
-  line=$(grep -E '(passed|failed|errors?)( |,).* in [0-9.]+s' "$1" | tail -n 1)
+  line=$(grep -E '(passed|failed|errors?).* in [0-9.]+s' "$1" | tail -n 1)
   p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+')
   f=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+')
   e=$(grep -oE '[0-9]+ errors?' <<<"$line" | grep -oE '[0-9]+')
