@@ -664,11 +664,22 @@ static bool content_file_exists(Store *s, ContentKind kind, const char *digest) 
         return p && access(p, F_OK) == 0;
 }
 
+static int db_step_digest(sqlite3 *db, const char *sql, const char *digest);
+
+static void strings_free(char **v, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                free(v[i]);
+        free(v);
+}
+
 /* Drops index rows that name missing files: a manifest missing any of its
- * files goes with its references and pins; a layer missing its image goes
- * with every manifest that uses it. Caller holds the write lock. */
+ * files, or using a layer whose image is missing, goes with its references
+ * and pins; then the rows of the missing layers go. Caller holds the write
+ * lock inside a transaction. */
 static int store_repair_rows(Store *s, unsigned *ret_dropped) {
         _cleanup_stmt_ sqlite3_stmt *layers = NULL, *manifests = NULL;
+        char **missing = NULL;
+        size_t n_missing = 0;
         unsigned dropped = 0;
         int r;
 
@@ -679,22 +690,25 @@ static int store_repair_rows(Store *s, unsigned *ret_dropped) {
                 const char *diff_id = (const char *) sqlite3_column_text(layers, 0);
                 if (content_file_exists(s, CONTENT_LAYER, diff_id))
                         continue;
-                _cleanup_stmt_ sqlite3_stmt *del = NULL;
-                r = db_prepare(s->db,
-                               "UPDATE manifests SET fsmeta_size = -1 WHERE digest IN "
-                               "(SELECT manifest_digest FROM manifest_layers WHERE diff_id = ?1)",
-                               &del);
+                char **n = realloc(missing, (n_missing + 1) * sizeof(char *));
+                if (!n || !(n[n_missing] = strdup(diff_id))) {
+                        strings_free(n ?: missing, n_missing);
+                        return -ENOMEM;
+                }
+                missing = n;
+                n_missing++;
+                /* fsmeta_size = -1 marks the manifests that use it as broken. */
+                r = db_step_digest(s->db,
+                                   "UPDATE manifests SET fsmeta_size = -1 WHERE digest IN "
+                                   "(SELECT manifest_digest FROM manifest_layers WHERE diff_id = ?1)",
+                                   diff_id);
                 if (r < 0)
-                        return r;
-                sqlite3_bind_text(del, 1, diff_id, -1, SQLITE_TRANSIENT);
-                (void) sqlite3_step(del);
-                dropped++;
+                        goto out;
         }
 
-        /* fsmeta_size = -1 marks manifests found broken above. */
         r = db_prepare(s->db, "SELECT digest, config_digest, fsmeta_size, vmdk_size FROM manifests", &manifests);
         if (r < 0)
-                return r;
+                goto out;
         while (sqlite3_step(manifests) == SQLITE_ROW) {
                 const char *digest = (const char *) sqlite3_column_text(manifests, 0);
                 const char *config = (const char *) sqlite3_column_text(manifests, 1);
@@ -714,36 +728,26 @@ static int store_repair_rows(Store *s, unsigned *ret_dropped) {
                         "DELETE FROM manifests WHERE digest = ?1",
                 };
                 for (size_t i = 0; i < ELEMENTSOF(drop); i++) {
-                        _cleanup_stmt_ sqlite3_stmt *st = NULL;
-                        r = db_prepare(s->db, drop[i], &st);
+                        r = db_step_digest(s->db, drop[i], digest);
                         if (r < 0)
-                                return r;
-                        sqlite3_bind_text(st, 1, digest, -1, SQLITE_TRANSIENT);
-                        if (sqlite3_step(st) != SQLITE_DONE)
-                                return -EIO;
+                                goto out;
                 }
                 dropped++;
         }
 
-        _cleanup_stmt_ sqlite3_stmt *gone = NULL;
-        r = db_prepare(s->db, "SELECT diff_id FROM layers", &gone);
-        if (r < 0)
-                return r;
-        while (sqlite3_step(gone) == SQLITE_ROW) {
-                const char *diff_id = (const char *) sqlite3_column_text(gone, 0);
-                if (content_file_exists(s, CONTENT_LAYER, diff_id))
-                        continue;
-                _cleanup_stmt_ sqlite3_stmt *del = NULL;
-                r = db_prepare(s->db, "DELETE FROM layers WHERE diff_id = ?1", &del);
+        /* No manifest uses them any more (foreign keys hold us to that order). */
+        for (size_t i = 0; i < n_missing; i++) {
+                r = db_step_digest(s->db, "DELETE FROM layers WHERE diff_id = ?1", missing[i]);
                 if (r < 0)
-                        return r;
-                sqlite3_bind_text(del, 1, diff_id, -1, SQLITE_TRANSIENT);
-                if (sqlite3_step(del) != SQLITE_DONE)
-                        return -EIO;
+                        goto out;
+                dropped++;
         }
 
         *ret_dropped = dropped;
-        return 0;
+        r = 0;
+out:
+        strings_free(missing, n_missing);
+        return r;
 }
 
 static int store_sweep(Store *s, MsbError *err) {
