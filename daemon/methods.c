@@ -43,7 +43,12 @@ static int method_image_get(RpcCall *call, json_t *params, json_t **ret, MsbErro
 }
 
 static int method_image_list(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
-        return store_image_list(daemon_of(call)->store, ret, err);
+        char *text = NULL;
+        int r = store_image_list_text(daemon_of(call)->store, &text, err);
+        if (r < 0)
+                return r;
+        rpc_call_set_raw_result(call, text);
+        return 0;
 }
 
 static int method_image_inspect(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {

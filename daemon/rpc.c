@@ -44,6 +44,7 @@ struct RpcCall {
         json_t *id; /* NULL for a notification */
         json_t *params;
         json_t *result;
+        char *raw_result; /* JSON text of the result, when the handler wrote it */
         MsbError err;
         int r;
         uv_work_t work;
@@ -283,13 +284,50 @@ static void call_free(RpcCall *call) {
         json_decref(call->id);
         json_decref(call->params);
         json_decref(call->result);
+        free(call->raw_result);
         msb_error_clear(&call->err);
         connection_call_end(call->conn);
         free(call);
 }
 
+void rpc_call_set_raw_result(RpcCall *call, char *json_text) {
+        free(call->raw_result);
+        call->raw_result = json_text;
+}
+
+/* Sends a raw result as one line, splicing the text into the envelope. */
+static bool deliver_raw(RpcCall *call) {
+        _cleanup_free_ char *id = NULL;
+        char *line;
+
+        if (call->batch || !call->id || call->r < 0 || !call->raw_result)
+                return false;
+        id = json_dumps(call->id, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (!id || asprintf(&line, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":%s}", id, call->raw_result) < 0)
+                return false;
+        connection_send_text(call->conn, line);
+        return true;
+}
+
 static void call_finish(RpcCall *call) {
         json_t *response = NULL;
+
+        if (call->raw_result) {
+                if (deliver_raw(call)) {
+                        call->rpc->in_flight--;
+                        call_free(call);
+                        return;
+                }
+                /* Inside a batch, the raw text joins the batch's array as a tree. */
+                if (call->r >= 0 && !call->result) {
+                        call->result = json_loads(call->raw_result, JSON_DECODE_ANY, NULL);
+                        if (!call->result) {
+                                call->r = -ENOMEM;
+                                msb_error_set(&call->err, -ENOMEM, PROTO_ERROR_INTERNAL_ERROR,
+                                              "cannot build the result");
+                        }
+                }
+        }
 
         if (call->id) {
                 if (call->r < 0)

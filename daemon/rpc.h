@@ -55,6 +55,11 @@ void rpc_shutdown(Rpc *rpc);
 /* Calls started and not yet completed. */
 unsigned rpc_in_flight(const Rpc *rpc);
 
+/* Answers the call with JSON text the handler wrote itself (taken over);
+ * the handler then returns 0 with *ret left NULL. For large answers where a
+ * jansson tree would cost more than the work. */
+void rpc_call_set_raw_result(RpcCall *call, char *json_text);
+
 void *rpc_call_userdata(const RpcCall *call);
 /* Completes a deferred call: result (stolen) or err. */
 void rpc_call_complete(RpcCall *call, json_t *result, const MsbError *err);

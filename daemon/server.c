@@ -165,20 +165,29 @@ static void connection_write_line(Connection *c, char *text) {
 }
 
 void connection_send(Connection *c, json_t *msg) {
-        char *text, *line;
-        size_t size;
+        char *text;
 
         if (!c->open)
                 return;
-        /* One pass of the serialiser; then room for the '\n'. A response we
-         * cannot build would leave its caller waiting forever: hang up instead. */
+        /* A response we cannot build would leave its caller waiting forever:
+         * hang up instead. */
         text = json_dumps(msg, JSON_COMPACT);
         if (!text) {
                 log_error("connection %" PRIu64 ": cannot serialise a response, closing", c->number);
                 connection_close(c);
                 return;
         }
-        size = strlen(text);
+        connection_send_text(c, text);
+}
+
+void connection_send_text(Connection *c, char *text) {
+        size_t size = strlen(text);
+        char *line;
+
+        if (!c->open) {
+                free(text);
+                return;
+        }
         line = realloc(text, size + 2);
         if (!line) {
                 free(text);

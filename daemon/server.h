@@ -50,3 +50,5 @@ void connection_call_begin(Connection *c);
 void connection_call_end(Connection *c);
 /* Serialises msg (borrowed) as one line and queues it; dropped when closed. */
 void connection_send(Connection *c, json_t *msg);
+/* Queues text (taken over; one JSON text without its newline) as one line. */
+void connection_send_text(Connection *c, char *text);

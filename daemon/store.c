@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "digest.h"
+#include "jsontext.h"
 #include "store.h"
 
 #define STORE_DIR_MODE 0700
@@ -1074,6 +1075,61 @@ int store_image_list(Store *s, json_t **ret, MsbError *err) {
                 return db_error(s->db_read, rc, err, "cannot list images");
         }
         *ret = list;
+        return 0;
+}
+
+static void text_string_column(JsonText *t, sqlite3_stmt *st, int col) {
+        json_text_string(t, (const char *) sqlite3_column_text(st, col));
+}
+
+static void text_int_column(JsonText *t, sqlite3_stmt *st, int col) {
+        if (sqlite3_column_type(st, col) == SQLITE_NULL)
+                json_text_raw(t, "null");
+        else
+                json_text_int(t, sqlite3_column_int64(st, col));
+}
+
+int store_image_list_text(Store *s, char **ret, MsbError *err) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        _cleanup_(json_text_done) JsonText t = {};
+        bool first = true;
+        int r, rc;
+
+        r = db_prepare(s->db_read, "SELECT " HANDLE_COLUMNS "ORDER BY r.created_at DESC, r.rowid DESC", &st);
+        if (r < 0)
+                return db_error(s->db_read, SQLITE_ERROR, err, "cannot list images");
+
+        /* The fields and their order are handle_from_row()'s. */
+        json_text_raw(&t, "[");
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                json_text_reserve(&t, 512);
+                json_text_raw(&t, first ? "{\"reference\":" : ",{\"reference\":");
+                first = false;
+                text_string_column(&t, st, 0);
+                json_text_raw(&t, ",\"manifest_digest\":");
+                text_string_column(&t, st, 1);
+                json_text_raw(&t, ",\"architecture\":");
+                text_string_column(&t, st, 2);
+                json_text_raw(&t, ",\"os\":");
+                text_string_column(&t, st, 3);
+                json_text_raw(&t, ",\"layer_count\":");
+                text_int_column(&t, st, 4);
+                json_text_raw(&t, ",\"size_bytes\":");
+                text_int_column(&t, st, 5);
+                json_text_raw(&t, ",\"created_at\":");
+                text_int_column(&t, st, 6);
+                json_text_raw(&t, ",\"last_used_at\":");
+                text_int_column(&t, st, 7);
+                json_text_raw(&t, "}");
+        }
+        if (rc != SQLITE_DONE)
+                return db_error(s->db_read, rc, err, "cannot list images");
+        json_text_raw(&t, "]");
+
+        char *text = json_text_steal(&t);
+        if (!text)
+                return -ENOMEM;
+        *ret = text;
         return 0;
 }
 

@@ -114,6 +114,9 @@ int store_image_touch(Store *s, const char *canonical_reference);
  * (read connection) when from_loop, else a worker. */
 int store_image_get(Store *s, const Reference *ref, bool from_loop, json_t **ret, MsbError *err);
 int store_image_list(Store *s, json_t **ret, MsbError *err);
+/* The same list as JSON text, written without a jansson tree: for 10,000
+ * references several times faster. Loop thread. */
+int store_image_list_text(Store *s, char **ret, MsbError *err);
 int store_image_inspect(Store *s, const Reference *ref, json_t **ret, MsbError *err);
 int store_image_remove(Store *s, const Reference *ref, bool force, MsbError *err);
 int store_image_prune(Store *s, json_t **ret_report, MsbError *err);

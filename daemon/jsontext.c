@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "jsontext.h"
+
+void json_text_reserve(JsonText *t, size_t more) {
+        if (t->oom || t->len + more + 1 <= t->allocated)
+                return;
+        size_t want = t->allocated ? t->allocated : 4096;
+        while (want < t->len + more + 1)
+                want *= 2;
+        char *d = realloc(t->data, want);
+        if (!d) {
+                t->oom = true;
+                return;
+        }
+        t->data = d;
+        t->allocated = want;
+}
+
+void json_text_append(JsonText *t, const char *s, size_t n) {
+        json_text_reserve(t, n);
+        if (t->oom)
+                return;
+        memcpy(t->data + t->len, s, n);
+        t->len += n;
+        t->data[t->len] = '\0';
+}
+
+void json_text_raw(JsonText *t, const char *s) {
+        json_text_append(t, s, strlen(s));
+}
+
+void json_text_string(JsonText *t, const char *s) {
+        static const char hex[] = "0123456789abcdef";
+
+        if (!s) {
+                json_text_raw(t, "null");
+                return;
+        }
+        json_text_append(t, "\"", 1);
+        for (const char *run = s;;) {
+                /* Copy the longest run that needs no escape in one go. */
+                const char *p = run;
+                while (*p && *p != '"' && *p != '\\' && (unsigned char) *p >= 0x20)
+                        p++;
+                json_text_append(t, run, (size_t) (p - run));
+                if (!*p)
+                        break;
+                char esc[6] = { '\\', *p, 0, 0, 0, 0 };
+                size_t n = 2;
+                switch (*p) {
+                case '"': case '\\': break;
+                case '\b': esc[1] = 'b'; break;
+                case '\f': esc[1] = 'f'; break;
+                case '\n': esc[1] = 'n'; break;
+                case '\r': esc[1] = 'r'; break;
+                case '\t': esc[1] = 't'; break;
+                default:
+                        esc[1] = 'u';
+                        esc[2] = '0';
+                        esc[3] = '0';
+                        esc[4] = hex[((unsigned char) *p) >> 4];
+                        esc[5] = hex[((unsigned char) *p) & 0xf];
+                        n = 6;
+                }
+                json_text_append(t, esc, n);
+                run = p + 1;
+        }
+        json_text_append(t, "\"", 1);
+}
+
+void json_text_int(JsonText *t, int64_t v) {
+        char buf[24];
+        int n = snprintf(buf, sizeof(buf), "%" PRId64, v);
+        json_text_append(t, buf, (size_t) n);
+}
+
+char *json_text_steal(JsonText *t) {
+        char *d = t->oom ? NULL : t->data;
+        if (t->oom)
+                free(t->data);
+        *t = (JsonText) {};
+        return d;
+}
+
+void json_text_done(JsonText *t) {
+        free(t->data);
+        *t = (JsonText) {};
+}
