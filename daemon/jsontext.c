@@ -30,7 +30,7 @@ void json_text_raw(JsonText *t, const char *s) {
 }
 
 void json_text_string(JsonText *t, const char *s) {
-        static const char hex[] = "0123456789abcdef";
+        static const char hex[] = "0123456789ABCDEF";
 
         if (!s) {
                 json_text_raw(t, "null");
