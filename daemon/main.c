@@ -348,18 +348,16 @@ int main(int argc, char **argv) {
 
         uv_run(loop, UV_RUN_DEFAULT);
 
-        /* We are on our way out: a further SIGTERM (a service manager's
-         * second ask) must not kill us half-way through closing the store. */
-        sigset_t block;
-        sigemptyset(&block);
-        sigaddset(&block, SIGTERM);
-        sigaddset(&block, SIGINT);
-        sigprocmask(SIG_BLOCK, &block, NULL);
-
         /* Close every handle and let the loop run their close callbacks, so
          * the loop itself closes clean. */
         daemon_ctx.pull = pull_manager_free(daemon_ctx.pull);
         uv_walk(loop, close_walk_cb, NULL);
+        /* We are on our way out: a further SIGTERM (a service manager's
+         * second ask) must not kill us while work in flight ends and the
+         * store closes. Closing libuv's signal handles (just now, in
+         * uv_close) restored the default action, so ignore them from here. */
+        signal(SIGTERM, SIG_IGN);
+        signal(SIGINT, SIG_IGN);
         uv_run(loop, UV_RUN_DEFAULT);
         r = uv_loop_close(loop);
         if (r < 0)
