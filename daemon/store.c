@@ -1054,26 +1054,17 @@ int store_image_get(Store *s, const Reference *ref, bool from_loop, json_t **ret
 }
 
 int store_image_list(Store *s, json_t **ret, MsbError *err) {
-        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        _cleanup_free_ char *text = NULL;
         json_t *list;
-        int r, rc;
+        int r;
 
-        r = db_prepare(s->db_read, "SELECT " HANDLE_COLUMNS "ORDER BY r.created_at DESC, r.rowid DESC", &st);
+        /* One list query and one field layout: the text image.list sends. */
+        r = store_image_list_text(s, &text, err);
         if (r < 0)
-                return db_error(s->db_read, SQLITE_ERROR, err, "cannot list images");
-
-        list = json_array();
+                return r;
+        list = json_loads(text, 0, NULL);
         if (!list)
                 return -ENOMEM;
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-                if (json_array_append_new(list, handle_from_row(st)) < 0) {
-                        json_decref(list);
-                        return -ENOMEM;
-                }
-        if (rc != SQLITE_DONE) {
-                json_decref(list);
-                return db_error(s->db_read, rc, err, "cannot list images");
-        }
         *ret = list;
         return 0;
 }
