@@ -390,7 +390,12 @@ static int db_open(const char *path, sqlite3 **ret) {
         sqlite3 *db = NULL;
         int rc;
 
-        rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+        /* FULLMUTEX: SQLite serialises each call on a connection itself. Our
+         * write lock orders the transactions, but cleanup attributes can
+         * finalize a statement after that lock is released (declared before
+         * it); with NOMUTEX such a finalize raced another thread's use of the
+         * writer connection and corrupted index.db under concurrent load. */
+        rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
         if (rc != SQLITE_OK) {
                 sqlite3_close(db);
                 return sqlite_to_errno(rc) ?: -EIO;

@@ -175,12 +175,6 @@ def test_kill9_during_prune_and_remove(daemon, imagekit, delay):
                       "example.com/crash/p3:1")
 
 
-# KNOWN BUG, open in issue 2: in about one run of three, index.db is found
-# corrupt ("database disk image is malformed", btreeInitPage errors in
-# PRAGMA integrity_check) after this mix, while every request was answered.
-# Not yet found; suspected a non-SQLite write through a reused fd. The test
-# stays, runs every time, and reports XPASS when the store comes out whole.
-@pytest.mark.xfail(reason="index.db corruption under concurrent mixed operations (issue 2, open)", strict=False)
 def test_concurrent_mixed_operations_keep_the_store_consistent(daemon, imagekit):
     # Eight connections issue loads, removes, prunes, pins and lookups over
     # images that share layers, pipelined, in a fixed pseudo-random order.
