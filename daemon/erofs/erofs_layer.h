@@ -68,9 +68,3 @@ int erofs_layer_convert_with_limits(int blob_fd, const char *media_type,
 int erofs_fsmeta_build(const char *const *layer_paths, size_t n_layers,
                        const char *manifest_digest, int out_fd,
                        uint64_t *ret_size, MsbError *err);
-
-/* Writes the twoGbMaxExtentFlat VMDK descriptor: FLAT extents fsmeta then
- * each layer, absolute paths, sizes in 512-byte sectors. */
-int vmdk_write(int out_fd, const char *fsmeta_path, uint64_t fsmeta_size,
-               const char *const *layer_paths, const uint64_t *layer_sizes,
-               size_t n_layers, MsbError *err);

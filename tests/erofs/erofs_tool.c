@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "erofs_layer.h"
+#include "vmdk.h"
 
 static int fail(MsbError *err, int r) {
         json_t *o = json_object();

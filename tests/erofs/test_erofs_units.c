@@ -18,6 +18,7 @@
 #include "erofs_tree.h"
 #include "erofs_writer.h"
 #include "layer_reader.h"
+#include "vmdk.h"
 
 static int memfd(void) {
         int fd = memfd_create("erofs-test", MFD_CLOEXEC);

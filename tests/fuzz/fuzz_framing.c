@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 
 /*
- * Fuzz target for the NDJSON LineBuffer (daemon/framing.c). The input is
+ * Fuzz target for the NDJSON LineBuffer (daemon/ipc/framing.c). The input is
  * two control bytes (the line limit, and the largest read, which also seeds
  * the read sizes) and a byte stream. The stream is fed in reads of pseudo-random sizes, as a
  * socket would deliver it, and what comes out is compared with a plain split

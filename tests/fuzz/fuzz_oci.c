@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 
 /*
- * Fuzz target for the OCI document parsers (daemon/oci.c), which read
+ * Fuzz target for the OCI document parsers (daemon/image/oci.c), which read
  * manifests, indexes and configs from archives and registries. The same
  * bytes go to every parser. Besides memory errors it checks their promises:
  * a refusal is a negative errno with a protocol error set and the result

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 
 /*
- * Fuzz target for params validation (rpc_validate_params() in daemon/rpc.c)
+ * Fuzz target for params validation (rpc_validate_params() in daemon/ipc/rpc.c)
  * with the daemon's real method table. The first input byte picks a method
  * of proto/openrpc.json, the rest is JSON for its params. The verdict is
  * compared with a model written here from the OpenRPC document as JSON

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 
 /*
- * Unit tests of daemon/activation.c against real sockets: listeners placed at
+ * Unit tests of daemon/ipc/activation.c against real sockets: listeners placed at
  * fd 3 the way a service manager passes them (sd_listen_fds(3)), and a real
  * datagram listener receiving what activation_notify() sends (sd_notify(3)).
  * Every test runs in its own forked process, so environment changes do not

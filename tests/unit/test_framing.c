@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 
 /*
- * Unit tests of the NDJSON LineBuffer (daemon/framing.c): lines arrive in any
+ * Unit tests of the NDJSON LineBuffer (daemon/ipc/framing.c): lines arrive in any
  * split, a line at the limit passes, one byte more fails for good, and the
  * last line of a stream may lack its newline.
  */

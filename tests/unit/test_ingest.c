@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 
 /*
- * Unit tests of the ingest path (daemon/ingest.c), by which load and pull
+ * Unit tests of the ingest path (daemon/image/ingest.c), by which load and pull
  * put an image into a temporary store: the config must match its
  * descriptor and list one diff_id per layer, each layer is checked and
  * converted once (shared layers are found cached), the commit writes the

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 
 /*
- * Unit tests of image.load (daemon/load.c) against hostile and edge-case
+ * Unit tests of image.load (daemon/image/load.c) against hostile and edge-case
  * sources that the tools in the integration tests never produce: archive
  * members that try to leave the unpack directory, symlinked blobs, indexes
  * nested past the limit, archives with too many or too large members, and

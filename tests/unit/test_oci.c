@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 
 /*
- * Unit tests of the OCI document parsers (daemon/oci.c): manifests, indexes
+ * Unit tests of the OCI document parsers (daemon/image/oci.c): manifests, indexes
  * and configs in OCI and Docker schema 2 form (image-spec manifest.md,
  * image-index.md, config.md), every way a hostile document is refused with
  * the right protocol error, the limits, and platform selection.

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 
 /*
- * Unit tests of the JSON-RPC layer (daemon/rpc.c) against the protocol
+ * Unit tests of the JSON-RPC layer (daemon/ipc/rpc.c) against the protocol
  * document in proto/: the daemon's method table and proto/ agree name for
  * name, params are validated by the declared schemas (required, type, enum,
  * length, unknown fields, by-name only) with data.parameter naming the

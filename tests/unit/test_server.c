@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 
 /*
- * In-process tests of the server and the JSON-RPC dispatch (daemon/server.c,
- * daemon/rpc.c): a real libuv loop on a thread serving a real Unix socket,
+ * In-process tests of the server and the JSON-RPC dispatch (daemon/ipc/server.c,
+ * daemon/ipc/rpc.c): a real libuv loop on a thread serving a real Unix socket,
  * with a method table of proto/'s names whose handlers run in all three
  * modes (inline, worker, deferred). A client in the test writes raw bytes
  * and reads NDJSON. Running here, under the sanitizers, the connection and

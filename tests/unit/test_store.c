@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 
 /*
- * Unit tests of the store (daemon/store.c) on a temporary directory: the
+ * Unit tests of the store (daemon/store/store.c) on a temporary directory: the
  * layout and the lock, temp files, commits and queries, remove with and
  * without pins, prune's exact counts, leases, and the sweep at open that
  * repairs what a crash (or a hand) left behind.

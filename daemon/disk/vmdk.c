@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <stdarg.h>
 #include <inttypes.h>
-#include "erofs_layer.h"
+
 #include "erofs_writer.h"
+#include "vmdk.h"
 
 /*
  * The VMDK descriptor (VMware "Virtual Disk Format 1.1", section "The

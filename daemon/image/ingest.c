@@ -6,6 +6,7 @@
 #include "ingest.h"
 
 #include "erofs_layer.h"
+#include "vmdk.h"
 
 struct Ingest {
         Store *store;
