@@ -251,6 +251,7 @@ static void on_server_idle(void *userdata) {
 
 int main(int argc, char **argv) {
         _cleanup_(store_freep) Store *store = NULL;
+        _cleanup_(store_reader_freep) StoreReader *reader = NULL;
         json_auto_t *config = NULL;
         _cleanup_(msb_error_clear) MsbError err = {};
         _cleanup_(options_done) Options o = {};
@@ -303,10 +304,17 @@ int main(int argc, char **argv) {
                            sweep->tmp_removed, sweep->files_removed, sweep->rows_dropped);
 
 
+        /* This thread runs the loop: the reader is its own. */
+        r = store_reader_new(store, &reader);
+        if (r < 0) {
+                log_error("cannot open the store's index for reading: %s", strerror(-r));
+                return EXIT_FAILURE;
+        }
         loop = uv_default_loop();
         daemon_ctx = (Daemon) {
                 .loop = loop,
                 .store = store,
+                .reader = reader,
                 .store_path = (char *) store_path(store),
                 .socket_path = o.socket,
                 .started_at_ms = now_ms(),

@@ -13,6 +13,7 @@ typedef struct PullManager PullManager;
 typedef struct Daemon {
         uv_loop_t *loop;
         Store *store;
+        StoreReader *reader; /* the loop thread's: only inline (RPC_INLINE) handlers use it */
         PullManager *pull;
         char *store_path;
         char *socket_path;

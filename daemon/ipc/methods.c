@@ -39,12 +39,12 @@ static int method_image_get(RpcCall *call, json_t *params, json_t **ret, MsbErro
         int r = param_reference(params, "reference", &ref, err);
         if (r < 0)
                 return r;
-        return store_image_get(daemon_of(call)->store, ref, true, ret, err);
+        return store_reader_image_get(daemon_of(call)->reader, ref, ret, err);
 }
 
 static int method_image_list(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
         char *text = NULL;
-        int r = store_image_list_text(daemon_of(call)->store, &text, err);
+        int r = store_reader_image_list_text(daemon_of(call)->reader, &text, err);
         if (r < 0)
                 return r;
         rpc_call_set_raw_result(call, text);
@@ -143,7 +143,7 @@ static int method_pin_remove(RpcCall *call, json_t *params, json_t **ret, MsbErr
 }
 
 static int method_pin_list(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
-        return store_pin_list(daemon_of(call)->store, ret, err);
+        return store_reader_pin_list(daemon_of(call)->reader, ret, err);
 }
 
 static int method_system_info(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {

@@ -127,6 +127,7 @@ struct BlobJob {
 struct PullManager {
         uv_loop_t *loop;
         Store *store;
+        StoreReader *reader; /* the loop thread's read connection, for cache hits */
         RegistryConfig *config;
         Registry *registry;
         PullOp *ops;
@@ -499,7 +500,7 @@ static void work_cb(uv_work_t *req) {
                 w->r = store_image_touch(m->store, w->path);
                 /* Answer with the handle as it is now, last_used_at included. */
                 if (w->r >= 0 && reference_parse(w->path, &ref, NULL) >= 0 &&
-                    store_image_get(m->store, ref, false, &fresh, NULL) >= 0) {
+                    store_image_get(m->store, ref, &fresh, NULL) >= 0) {
                         json_decref(w->result);
                         w->result = fresh;
                 }
@@ -1284,8 +1285,15 @@ int pull_manager_new(uv_loop_t *loop, Store *store, const json_t *config, PullMa
                 return -ENOMEM;
         m->loop = loop;
         m->store = store;
+        /* Created here, on the loop thread, which is the only one to use it. */
+        r = store_reader_new(store, &m->reader);
+        if (r < 0) {
+                free(m);
+                return r;
+        }
         r = registry_config_new(config, &m->config, NULL);
         if (r < 0) {
+                store_reader_free(m->reader);
                 free(m);
                 return r;
         }
@@ -1294,6 +1302,7 @@ int pull_manager_new(uv_loop_t *loop, Store *store, const json_t *config, PullMa
         r = registry_new(loop, m->config, &m->registry);
         if (r < 0) {
                 registry_config_free(m->config);
+                store_reader_free(m->reader);
                 free(m);
                 return r;
         }
@@ -1313,6 +1322,7 @@ static void manager_maybe_release(PullManager *m) {
         for (size_t i = 0; i < PULL_CONVERTED_MEMORY; i++)
                 free(m->converted[i]);
         registry_config_free(m->config);
+        store_reader_free(m->reader);
         free(m->stream_buf);
         free(m);
 }
@@ -1501,7 +1511,7 @@ int pull_start(PullManager *m, const Reference *ref, const char *policy, const c
         /* The cache first, on the loop's read connection: a hit costs no
          * network and no worker round trip beyond marking it used. */
         if (!streq(policy, "always")) {
-                r = store_image_get(m->store, ref, true, &cached, &lookup_err);
+                r = store_reader_image_get(m->reader, ref, &cached, &lookup_err);
                 msb_error_clear(&lookup_err);
                 if (r >= 0 && (!platform || platform_matches(cached, &want))) {
                         oci_platform_done(&want);

@@ -16,9 +16,12 @@
  * never names a missing file; the sweep at start (and prune) deletes files
  * without rows. Only this module touches SQLite.
  *
- * Threads: the loop thread reads through its own connection (WAL readers
- * never wait for the writer); every other call runs on worker threads and is
- * serialised on the writer connection. Functions say which they are.
+ * Threads (ARCHITECTURE.md "Threads"): a Store is shared by every thread;
+ * each call that touches the index takes the writer connection for its
+ * whole length, so calls on a Store are serialised (worker threads). The
+ * loop thread reads through a StoreReader of its own instead (WAL readers
+ * never wait for the writer): only the thread that created a reader may use
+ * it, and the store_reader_* functions are the only ones that take one.
  */
 
 #include <jansson.h>
@@ -28,6 +31,7 @@
 #include "reference.h"
 
 typedef struct Store Store;
+typedef struct StoreReader StoreReader;
 
 #define STORE_SCHEMA_VERSION 1
 
@@ -60,6 +64,11 @@ typedef struct StoreManifest {
 int store_open(const char *path, Store **ret, MsbError *err);
 Store *store_free(Store *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Store *, store_free);
+
+/* A read connection for the calling thread (the loop); freed before the store. */
+int store_reader_new(Store *s, StoreReader **ret);
+StoreReader *store_reader_free(StoreReader *rd);
+DEFINE_TRIVIAL_CLEANUP_FUNC(StoreReader *, store_reader_free);
 
 const char *store_path(const Store *s);
 const char *store_tmp_dir(const Store *s);
@@ -110,13 +119,13 @@ int store_image_commit_with_handles(Store *s, const StoreManifest *m, char *cons
 /* Marks references as used now (pull cache hits, pin.add). Worker thread. */
 int store_image_touch(Store *s, const char *canonical_reference);
 
-/* The ImageHandle of a reference (any spelling already parsed). Loop thread
- * (read connection) when from_loop, else a worker. */
-int store_image_get(Store *s, const Reference *ref, bool from_loop, json_t **ret, MsbError *err);
+/* The ImageHandle of a reference (any spelling already parsed). */
+int store_image_get(Store *s, const Reference *ref, json_t **ret, MsbError *err);
+int store_reader_image_get(StoreReader *rd, const Reference *ref, json_t **ret, MsbError *err);
 int store_image_list(Store *s, json_t **ret, MsbError *err);
 /* The same list as JSON text, written without a jansson tree: for 10,000
- * references several times faster. Loop thread. */
-int store_image_list_text(Store *s, char **ret, MsbError *err);
+ * references several times faster. */
+int store_reader_image_list_text(StoreReader *rd, char **ret, MsbError *err);
 int store_image_inspect(Store *s, const Reference *ref, json_t **ret, MsbError *err);
 int store_image_remove(Store *s, const Reference *ref, bool force, MsbError *err);
 int store_image_prune(Store *s, json_t **ret_report, MsbError *err);
@@ -125,6 +134,7 @@ int store_pin_add(Store *s, const char *kind, const char *name, const Reference 
                   MsbError *err);
 int store_pin_remove(Store *s, const char *kind, const char *name, MsbError *err);
 int store_pin_list(Store *s, json_t **ret, MsbError *err);
+int store_reader_pin_list(StoreReader *rd, json_t **ret, MsbError *err);
 
 int store_df(Store *s, json_t **ret, MsbError *err);
 

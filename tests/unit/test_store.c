@@ -15,6 +15,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -235,11 +236,14 @@ static void expect_files(char **v, bool present) {
                 ck_assert_msg(exists(v[i]) == present, "%s should %s", v[i], present ? "exist" : "be gone");
 }
 
+/* Looks up through a reader, as the loop thread does. */
 static json_t *get(Store *s, const char *reference, MsbError *err) {
         _cleanup_(reference_freep) Reference *r = ref(reference);
+        _cleanup_(store_reader_freep) StoreReader *rd = NULL;
         json_t *h = NULL;
 
-        if (store_image_get(s, r, true, &h, err) < 0)
+        ck_assert_int_eq(store_reader_new(s, &rd), 0);
+        if (store_reader_image_get(rd, r, &h, err) < 0)
                 return NULL;
         ck_assert_ptr_nonnull(h);
         return h;
@@ -577,7 +581,7 @@ START_TEST(test_commit_get_inspect) {
         /* The same image by its other tag, and from a worker thread's connection. */
         _cleanup_(reference_freep) Reference *r320 = ref("alpine:3.20");
         json_auto_t *h2 = NULL;
-        ck_assert_int_eq(store_image_get(s, r320, false, &h2, NULL), 0);
+        ck_assert_int_eq(store_image_get(s, r320, &h2, NULL), 0);
         ck_assert_str_eq(json_string_value(json_object_get(h2, "reference")), "docker.io/library/alpine:3.20");
         ck_assert_str_eq(json_string_value(json_object_get(h2, "manifest_digest")), img.manifest_digest);
 
@@ -1529,6 +1533,122 @@ START_TEST(test_persists_across_reopen) {
 }
 END_TEST
 
+/* The loop's read connection belongs to the thread that made the reader:
+ * another thread's use is stopped at once, not left to chance. */
+static void *reader_from_other_thread(void *arg) {
+        StoreReader *rd = arg;
+        json_t *list = NULL;
+
+        (void) store_reader_pin_list(rd, &list, NULL);
+        json_decref(list);
+        return NULL;
+}
+
+START_TEST(test_reader_refuses_other_threads) {
+        _cleanup_test_dir_ TestDir t = {};
+        _cleanup_(store_freep) Store *s = NULL;
+        _cleanup_(store_reader_freep) StoreReader *rd = NULL;
+        json_auto_t *list = NULL;
+        pthread_t th;
+
+        test_dir_init(&t);
+        s = open_store(t.store);
+        ck_assert_int_eq(store_reader_new(s, &rd), 0);
+        ck_assert_int_eq(store_reader_pin_list(rd, &list, NULL), 0);
+        ck_assert_int_eq(pthread_create(&th, NULL, reader_from_other_thread, rd), 0);
+        pthread_join(th, NULL);
+}
+END_TEST
+
+static mode_t mode_of(const char *path) {
+        struct stat st;
+        ck_assert_msg(lstat(path, &st) == 0, "%s: %m", path);
+        return st.st_mode & 07777;
+}
+
+/* A store directory open to others is closed at open; so are its
+ * subdirectories and the index files, whatever the umask. */
+START_TEST(test_open_makes_directories_private) {
+        static const char *const subdirs[] = { "", "/blobs", "/blobs/sha256", "/layers/sha256", "/fsmeta/sha256",
+                                               "/vmdk/sha256", "/tmp" };
+        _cleanup_test_dir_ TestDir t = {};
+        MsbError err = {};
+        Store *s = NULL;
+
+        test_dir_init(&t);
+        ck_assert_int_eq(mkdir(t.store, 0777), 0);
+        ck_assert_int_eq(chmod(t.store, 0777), 0);
+        _cleanup_free_ char *tmp = path_in(t.store, "tmp");
+        ck_assert_int_eq(mkdir(tmp, 0777), 0);
+        ck_assert_int_eq(chmod(tmp, 0777), 0);
+        mode_t old = umask(0);
+        ck_assert_int_eq(store_open(t.store, &s, &err), 0);
+        umask(old);
+        for (size_t i = 0; i < ELEMENTSOF(subdirs); i++) {
+                _cleanup_free_ char *d = NULL;
+                ck_assert_int_ge(asprintf(&d, "%s%s", t.store, subdirs[i]), 0);
+                ck_assert_msg(mode_of(d) == 0700, "%s is %04o", d, (unsigned) mode_of(d));
+        }
+        store_free(s);
+        static const char *const index_files[] = { "index.db", "index.db-wal", "index.db-shm" };
+        for (size_t i = 0; i < ELEMENTSOF(index_files); i++) {
+                _cleanup_free_ char *f = path_in(t.store, index_files[i]);
+                if (exists(f))
+                        ck_assert_msg(mode_of(f) == 0600, "%s is %04o", f, (unsigned) mode_of(f));
+        }
+        /* An index left 0644 by an earlier version is made private too. */
+        _cleanup_free_ char *db = path_in(t.store, "index.db");
+        ck_assert_int_eq(chmod(db, 0644), 0);
+        s = open_store(t.store);
+        ck_assert_uint_eq(mode_of(db), 0600);
+        store_free(s);
+}
+END_TEST
+
+/* A subdirectory replaced by a symlink (somebody else's directory, say) is
+ * refused, and the message says what it is. */
+START_TEST(test_open_refuses_symlinked_subdirectory) {
+        _cleanup_test_dir_ TestDir t = {};
+        _cleanup_(msb_error_clear) MsbError err = {};
+        Store *s = NULL;
+
+        test_dir_init(&t);
+        s = open_store(t.store);
+        store_free(s);
+        _cleanup_free_ char *tmp = path_in(t.store, "tmp");
+        _cleanup_free_ char *elsewhere = path_in(t.path, "elsewhere");
+        ck_assert_int_eq(mkdir(elsewhere, 0777), 0);
+        ck_assert_int_eq(rm_rf(tmp, NULL), 0);
+        ck_assert_int_eq(chmod(elsewhere, 0755), 0);
+        ck_assert_int_eq(symlink(elsewhere, tmp), 0);
+        ck_assert_int_lt(store_open(t.store, &s, &err), 0);
+        ck_assert_ptr_nonnull(strstr(err.message, "symlink"));
+        /* What the link points at is left alone. */
+        ck_assert_uint_eq(mode_of(elsewhere), 0755);
+}
+END_TEST
+
+/* A store directory that belongs to another user is refused, naming owner
+ * and mode (needs root to make one). */
+START_TEST(test_open_refuses_foreign_directory) {
+        _cleanup_test_dir_ TestDir t = {};
+        _cleanup_(msb_error_clear) MsbError err = {};
+        Store *s = NULL;
+
+        if (geteuid() != 0)
+                return;
+        test_dir_init(&t);
+        ck_assert_int_eq(mkdir(t.store, 0755), 0);
+        ck_assert_int_eq(chown(t.store, 65534, 65534), 0);
+        ck_assert_int_eq(store_open(t.store, &s, &err), -EPERM);
+        ck_assert_ptr_nonnull(strstr(err.message, "uid 65534"));
+        ck_assert_ptr_nonnull(strstr(err.message, "0755"));
+        /* Refused before anything was written in it. */
+        _cleanup_free_ char *lock = path_in(t.store, "lock");
+        ck_assert(!exists(lock));
+}
+END_TEST
+
 static Suite *store_suite(void) {
         Suite *s = suite_create("store");
         TCase *tc = tcase_create("open");
@@ -1541,6 +1661,10 @@ static Suite *store_suite(void) {
         tcase_add_test(tc, test_open_relative_and_bad_paths);
         tcase_add_test(tc, test_tmpfile_publish_and_discard);
         tcase_add_test(tc, test_write_file_keeps_existing);
+        tcase_add_test(tc, test_open_makes_directories_private);
+        tcase_add_test(tc, test_open_refuses_symlinked_subdirectory);
+        tcase_add_test(tc, test_open_refuses_foreign_directory);
+        tcase_add_test_raise_signal(tc, test_reader_refuses_other_threads, SIGABRT);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("images");

@@ -1,0 +1,251 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "store-internal.h"
+
+/* image.remove and image.prune: rows go in one transaction, their files
+ * after it commits (ARCHITECTURE.md "The store's write protocol"). */
+
+typedef struct Doomed {
+        ContentKind kind;
+        char *path;
+} Doomed;
+
+typedef struct Gc {
+        Doomed *files;
+        size_t n_files;
+        unsigned refs_removed;
+        unsigned manifests_removed;
+} Gc;
+
+static void gc_done(Gc *gc) {
+        for (size_t i = 0; i < gc->n_files; i++)
+                free(gc->files[i].path);
+        free(gc->files);
+}
+
+static int gc_doom(Store *s, Gc *gc, ContentKind kind, const char *digest) {
+        char *path = store_content_path(s, kind, digest);
+        if (!path)
+                return -ENOMEM;
+        Doomed *n = realloc(gc->files, (gc->n_files + 1) * sizeof(Doomed));
+        if (!n) {
+                free(path);
+                return -ENOMEM;
+        }
+        gc->files = n;
+        gc->files[gc->n_files++] = (Doomed) { kind, path };
+        return 0;
+}
+
+/* Deletes one unreferenced, unpinned manifest's row and dooms its files; its
+ * config blob too when no other manifest names it. */
+static int gc_manifest(Store *s, StoreTx *tx, Gc *gc, sqlite3_stmt *orphans) {
+        const char *digest = (const char *) sqlite3_column_text(orphans, 0);
+        const char *config = (const char *) sqlite3_column_text(orphans, 1);
+        int r;
+
+        if (store_lease_held(s, digest))
+                return 0;
+        r = store_query_step_digest(&tx->q, "DELETE FROM manifests WHERE digest = ?1", digest);
+        if (r < 0)
+                return r;
+        gc->manifests_removed++;
+        if ((r = gc_doom(s, gc, CONTENT_BLOB, digest)) < 0)
+                return r;
+        if (sqlite3_column_int(orphans, 2) && (r = gc_doom(s, gc, CONTENT_FSMETA, digest)) < 0)
+                return r;
+        if (sqlite3_column_int(orphans, 3) && (r = gc_doom(s, gc, CONTENT_VMDK, digest)) < 0)
+                return r;
+        r = store_query_step_digest(&tx->q, "SELECT 1 FROM manifests WHERE config_digest = ?1 OR digest = ?1",
+                                    config);
+        if (r < 0)
+                return r;
+        if (r == 0 && !store_lease_held(s, config))
+                return gc_doom(s, gc, CONTENT_BLOB, config);
+        return 0;
+}
+
+/* Deletes every manifest that no reference and no pin holds, and no lease
+ * protects, then every layer no manifest uses; records their files. */
+static int gc_collect(Store *s, StoreTx *tx, Gc *gc) {
+        sqlite3_stmt *orphans, *layers;
+        int r;
+
+        r = store_query_prepare(&tx->q,
+                                "SELECT digest, config_digest, fsmeta_size IS NOT NULL, vmdk_size IS NOT NULL "
+                                "FROM manifests m "
+                                "WHERE NOT EXISTS (SELECT 1 FROM image_refs r WHERE r.manifest_digest = m.digest) "
+                                "AND NOT EXISTS (SELECT 1 FROM pins p WHERE p.manifest_digest = m.digest)",
+                                &orphans);
+        if (r < 0)
+                return r;
+        while (sqlite3_step(orphans) == SQLITE_ROW) {
+                r = gc_manifest(s, tx, gc, orphans);
+                if (r < 0)
+                        return r;
+        }
+
+        r = store_query_prepare(&tx->q,
+                                "SELECT diff_id FROM layers l WHERE NOT EXISTS "
+                                "(SELECT 1 FROM manifest_layers ml WHERE ml.diff_id = l.diff_id)",
+                                &layers);
+        if (r < 0)
+                return r;
+        while (sqlite3_step(layers) == SQLITE_ROW) {
+                const char *diff_id = (const char *) sqlite3_column_text(layers, 0);
+                if (store_lease_held(s, diff_id))
+                        continue;
+                r = store_query_step_digest(&tx->q, "DELETE FROM layers WHERE diff_id = ?1", diff_id);
+                if (r < 0)
+                        return r;
+                if ((r = gc_doom(s, gc, CONTENT_LAYER, diff_id)) < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* Unlinks the collected files after the transaction that dropped their rows
+ * committed: a crash in between leaves files without rows, which the next
+ * sweep removes. */
+static void gc_unlink(Gc *gc, Reclaim *rc) {
+        for (size_t i = 0; i < gc->n_files; i++)
+                store_reclaim_unlink(rc, gc->files[i].kind, gc->files[i].path);
+}
+
+static int holders_json(StoreTx *tx, const char *manifest_digest, json_t **ret) {
+        sqlite3_stmt *st;
+        json_t *holders;
+        int r;
+
+        r = store_query_prepare(&tx->q, "SELECT kind, name FROM pins WHERE manifest_digest = ?1 ORDER BY kind, name",
+                                &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_text(st, 1, manifest_digest, -1, SQLITE_STATIC);
+        holders = json_array();
+        if (!holders)
+                return -ENOMEM;
+        while (sqlite3_step(st) == SQLITE_ROW)
+                json_array_append_new(holders, json_pack("{s:o, s:o}", "kind", store_column_string_or_null(st, 0),
+                                                         "name", store_column_string_or_null(st, 1)));
+        *ret = holders;
+        return 0;
+}
+
+/* image-in-use unless forced, or image-not-found when only pins hold the
+ * manifest and no reference is left to remove. */
+static int remove_check(StoreTx *tx, json_t *handle, const char *row, bool force, MsbError *err) {
+        _cleanup_(json_decrefp) json_t *holders = NULL;
+        const char *reference = json_string_value(json_object_get(handle, "reference"));
+        const char *digest = json_string_value(json_object_get(handle, "manifest_digest"));
+        int r;
+
+        if (!row) {
+                msb_error_set(err, -ENOENT, PROTO_ERROR_IMAGE_NOT_FOUND,
+                              "no reference %s is cached; only pins hold %s", reference, digest);
+                msb_error_add_data(err, "reference", json_string(reference));
+                return -ENOENT;
+        }
+        r = holders_json(tx, digest, &holders);
+        if (r < 0)
+                return store_query_error(&tx->q, SQLITE_ERROR, err, "cannot read the pins");
+        if (json_array_size(holders) > 0 && !force) {
+                msb_error_set(err, -EBUSY, PROTO_ERROR_IMAGE_IN_USE,
+                              "%s is in use by %zu pin(s); remove them first or pass force", reference,
+                              json_array_size(holders));
+                msb_error_add_data(err, "reference", json_string(reference));
+                msb_error_add_data(err, "holders", TAKE_PTR(holders));
+                return -EBUSY;
+        }
+        return 0;
+}
+
+int store_image_remove(Store *s, const Reference *ref, bool force, MsbError *err) {
+        _cleanup_(json_decrefp) json_t *handle = NULL;
+        _cleanup_free_ char *row = NULL;
+        _cleanup_(gc_done) Gc gc = {};
+        _cleanup_tx_ StoreTx tx = {};
+        int r;
+
+        r = store_tx_begin(s, STORE_TX_WRITE, &tx, err);
+        if (r < 0)
+                return r;
+        r = store_lookup_handle(&tx.q, ref, &handle, &row, err);
+        if (r < 0)
+                return r;
+        r = remove_check(&tx, handle, row, force, err);
+        if (r < 0)
+                return r;
+        r = store_query_step_digest(&tx.q, "DELETE FROM image_refs WHERE reference = ?1", row);
+        if (r < 0)
+                return store_query_error(&tx.q, SQLITE_ERROR, err, "cannot remove the reference");
+        r = gc_collect(s, &tx, &gc);
+        if (r < 0)
+                return store_query_error(&tx.q, SQLITE_ERROR, err, "cannot collect unused content");
+        r = store_tx_commit(&tx, err);
+        if (r < 0)
+                return r;
+
+        /* Still under the lock: an import that finds a layer gone (it looks
+         * under the lock) re-creates it only after this unlink. */
+        gc_unlink(&gc, NULL);
+        return 0;
+}
+
+/* Deletes the references no pin holds, but those a load or pull in flight
+ * is committing (their manifest is leased). */
+static int prune_references(Store *s, StoreTx *tx, Gc *gc) {
+        sqlite3_stmt *refs;
+        int r;
+
+        r = store_query_prepare(&tx->q,
+                                "SELECT reference, manifest_digest FROM image_refs "
+                                "WHERE manifest_digest NOT IN (SELECT manifest_digest FROM pins)",
+                                &refs);
+        if (r < 0)
+                return r;
+        while (sqlite3_step(refs) == SQLITE_ROW) {
+                if (store_lease_held(s, (const char *) sqlite3_column_text(refs, 1)))
+                        continue;
+                r = store_query_step_digest(&tx->q, "DELETE FROM image_refs WHERE reference = ?1",
+                                            (const char *) sqlite3_column_text(refs, 0));
+                if (r < 0)
+                        return r;
+                gc->refs_removed++;
+        }
+        return 0;
+}
+
+int store_image_prune(Store *s, json_t **ret_report, MsbError *err) {
+        _cleanup_(gc_done) Gc gc = {};
+        _cleanup_tx_ StoreTx tx = {};
+        Reclaim rc = {};
+        int r;
+
+        r = store_tx_begin(s, STORE_TX_WRITE, &tx, err);
+        if (r < 0)
+                return r;
+        /* References to pinned manifests stay: a pinned image remains listed. */
+        r = prune_references(s, &tx, &gc);
+        if (r < 0)
+                return store_query_error(&tx.q, SQLITE_ERROR, err, "cannot remove references");
+        r = gc_collect(s, &tx, &gc);
+        if (r < 0)
+                return store_query_error(&tx.q, SQLITE_ERROR, err, "cannot collect unused content");
+        r = store_tx_commit(&tx, err);
+        if (r < 0)
+                return r;
+
+        gc_unlink(&gc, &rc);
+        r = store_sweep_files(s, &tx, &rc);
+        if (r < 0)
+                return msb_error_from_errno(err, r, "cannot sweep leftovers");
+
+        *ret_report = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}",
+                                "image_refs_removed", (json_int_t) gc.refs_removed,
+                                "manifests_removed", (json_int_t) gc.manifests_removed,
+                                "layers_removed", (json_int_t) rc.removed[CONTENT_LAYER],
+                                "fsmeta_removed", (json_int_t) rc.removed[CONTENT_FSMETA],
+                                "vmdk_removed", (json_int_t) rc.removed[CONTENT_VMDK],
+                                "bytes_reclaimed", (json_int_t) rc.bytes);
+        return *ret_report ? 0 : -ENOMEM;
+}
