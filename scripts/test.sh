@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of msb-imaged: the check unit tests and the pytest suites
 # (integration, SDK, CLI, EROFS, pull, systemd) against a -Werror build, then
-# the unit tests and the integration suite again under ASan/UBSan.
+# the unit tests and the integration suite again under ASan/UBSan, and the
+# unit tests and the concurrency and pull suites under ThreadSanitizer.
 #
 #   scripts/test.sh            everything
 #   SKIP_SANITIZERS=1 scripts/test.sh   only the plain build
@@ -74,6 +75,19 @@ if [ -z "${SKIP_SANITIZERS:-}" ]; then
       compgen -G "$d/test_*.py" >/dev/null && asan_paths+=("$d")
     done
     run_suite build-asan "asan" "${asan_paths[@]}"
+  else
+    status=1; failed=$((failed + 1))
+  fi
+fi
+
+if [ -z "${SKIP_SANITIZERS:-}" ]; then
+  echo "== build with ThreadSanitizer =="
+  if build build-tsan -Dwerror=true -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug; then
+    # The worker threads, the layer reader's producer and the store's
+    # writer lock are what TSan checks here (ARCHITECTURE.md "Threads").
+    export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+    unset ASAN_OPTIONS UBSAN_OPTIONS
+    run_suite build-tsan "tsan" tests/integration/test_crash.py tests/pull
   else
     status=1; failed=$((failed + 1))
   fi

@@ -553,13 +553,16 @@ static void work_cb(uv_work_t *req) {
 
 static void after_work_cb(uv_work_t *req, int status);
 
+/* Queues work for a worker thread; handle (may be NULL) is taken over. */
 static int work_queue(PullManager *m, PullOp *op, WorkKind kind, size_t layer, const char *path,
                       PullRequest *request, json_t *handle) {
         Work *w = calloc(1, sizeof(*w));
         int r;
 
-        if (!w)
+        if (!w) {
+                json_decref(handle);
                 return -ENOMEM;
+        }
         *w = (Work) {
                 .kind = kind,
                 .manager = m,
@@ -569,7 +572,9 @@ static int work_queue(PullManager *m, PullOp *op, WorkKind kind, size_t layer, c
                 .fd = -EBADF,
         };
         w->req.data = w;
-        w->result = json_incref(handle);
+        /* Taken over, never shared: the worker may replace and free it while
+         * the loop goes on, and a jansson value is not for two threads. */
+        w->result = handle;
         if (path && !(w->path = strdup(path))) {
                 json_decref(w->result);
                 free(w);
@@ -1515,7 +1520,7 @@ int pull_start(PullManager *m, const Reference *ref, const char *policy, const c
                 msb_error_clear(&lookup_err);
                 if (r >= 0 && (!platform || platform_matches(cached, &want))) {
                         oci_platform_done(&want);
-                        r = pull_from_cache(m, cached, q);
+                        r = pull_from_cache(m, TAKE_PTR(cached), q);
                         if (r < 0) {
                                 request_free(q);
                                 return r;

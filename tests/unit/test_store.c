@@ -1261,7 +1261,7 @@ END_TEST
  * commit's manifest_layers point at. */
 typedef struct Race {
         Store *store;
-        volatile bool done;
+        bool done; /* atomic: set by the ingest thread, read by the pruner */
         unsigned commits, commit_failures, missing_files, prunes, prune_failures;
         char failure[MSB_ERROR_MESSAGE_MAX + 64];
 } Race;
@@ -1324,14 +1324,14 @@ static void *race_ingest(void *userdata) {
                 store_lease_release(s, config_digest);
                 store_lease_release(s, diff_id);
         }
-        race->done = true;
+        __atomic_store_n(&race->done, true, __ATOMIC_RELEASE);
         return NULL;
 }
 
 static void *race_prune(void *userdata) {
         Race *race = userdata;
 
-        while (!race->done) {
+        while (!__atomic_load_n(&race->done, __ATOMIC_ACQUIRE)) {
                 json_t *report = NULL;
                 MsbError err = {};
                 if (store_image_prune(race->store, &report, &err) < 0)

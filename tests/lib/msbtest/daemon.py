@@ -56,6 +56,7 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 SANITIZER_MARKERS = (
     "ERROR: AddressSanitizer",
     "ERROR: LeakSanitizer",
+    "WARNING: ThreadSanitizer",
     "runtime error:",
 )
 
