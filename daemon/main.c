@@ -9,6 +9,7 @@
 #include <getopt.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 
 #include "activation.h"
 #include "daemon.h"
@@ -223,7 +224,7 @@ static void begin_shutdown(const char *why) {
                 return;
         shutting_down = true;
         log_info("%s: shutting down", why);
-        (void) activation_notify("STOPPING=1");
+        (void) sd_notify(0, "STOPPING=1");
         rpc_shutdown(rpc);
         store_cancel(daemon_ctx.store);
         server_stop_listening(server);
@@ -344,7 +345,7 @@ int main(int argc, char **argv) {
 
         log_info("msb-imaged %s serving store %s on %s%s", MSB_VERSION, store_path(store), o.socket ?: "(passed socket)",
                  socket_activated ? " (socket-activated)" : "");
-        (void) activation_notifyf("READY=1\nSTATUS=Serving %s", store_path(store));
+        (void) sd_notifyf(0, "READY=1\nSTATUS=Serving %s", store_path(store));
 
         uv_run(loop, UV_RUN_DEFAULT);
 
