@@ -28,7 +28,7 @@
 /* The signals the loop handles. SIGPIPE is ignored for the whole process
  * instead: a client that hung up is an error on our write to it, and no
  * handle of ours has to outlive the loop to keep it ignored. */
-static const int msb_daemon_signals[] = { SIGTERM, SIGINT };
+static const int msb_daemon_signals[] = { SIGTERM, SIGINT, SIGHUP };
 
 /*
  * The daemon: its loop and everything on it. Each module closes the libuv
@@ -86,6 +86,14 @@ static void msb_daemon_begin_shutdown(MsbDaemon *d, const char *why) {
 static void msb_daemon_on_signal(uv_signal_t *h, int signum) {
         MsbDaemon *d = h->data;
 
+        /* The configuration is read once at start: the pull manager has no
+         * way to take a new one while pulls use the old one. SIGHUP must
+         * still not end the daemon, as its default action would. */
+        if (signum == SIGHUP) {
+                log_notice("SIGHUP: reloading the configuration is not supported yet; restart msb-imaged to apply a "
+                           "changed configuration");
+                return;
+        }
         msb_daemon_begin_shutdown(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
