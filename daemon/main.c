@@ -2,17 +2,18 @@
 
 /*
  * msb-imaged: owns the image store and serves it over JSON-RPC on a Unix
- * socket. This file is the edge: command line, configuration, signals,
- * start-up and shutdown; everything else is in the modules.
+ * socket. This file is the edge: the daemon object that owns the loop and
+ * the modules on it, signals, start-up and shutdown. The command line and
+ * the configuration file are options.c; everything else is in the layers.
  */
 
-#include <getopt.h>
 #include <signal.h>
-#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 
 #include "activation.h"
 #include "daemon.h"
 #include "log.h"
+#include "options.h"
 #include "pull.h"
 #include "server.h"
 
@@ -21,358 +22,323 @@
 #define DAEMON_WORKER_THREADS "16"
 /* How long a shutdown waits for work in flight before it abandons it. */
 #define DAEMON_SHUTDOWN_GRACE_MS 30000
-#define DAEMON_CONFIG_MAX_BYTES ((size_t) (1 * MiB))
+/* How often a shutdown looks whether the calls in flight have ended (ms). */
+#define DAEMON_SHUTDOWN_POLL_MS 50
 
-typedef struct Options {
-        char *store;
-        char *socket;
-        char *config;
-        bool config_explicit;
-        LogLevel log_level;
+/* The signals the loop handles. SIGPIPE is ignored for the whole process
+ * instead: a client that hung up is an error on our write to it, and no
+ * handle of ours has to outlive the loop to keep it ignored. */
+static const int msb_daemon_signals[] = { SIGTERM, SIGINT, SIGHUP };
+
+/*
+ * The daemon: its loop and everything on it. Each module closes the libuv
+ * handles it owns: the server its listener and connections, the pull
+ * manager its curl glue and pipes, and this object its signals and timers.
+ * So the loop closes at exit without anybody closing handles blindly.
+ */
+typedef struct MsbDaemon {
+        uv_loop_t loop;
+        bool loop_open;
+        Store *store;
+        StoreReader *reader;   /* the loop thread's read connection (this thread runs the loop) */
+        json_t *config;
+        char *socket_path;     /* the socket served, as system.info reports it */
+        Daemon ctx;            /* what the method handlers see; ctx.pull is owned here */
+        Rpc *rpc;
+        Server *server;
+        uv_signal_t signals[ELEMENTSOF(msb_daemon_signals)];
+        size_t n_signals;      /* initialised, in the order of msb_daemon_signals */
+        uv_timer_t shutdown_timer, idle_timer;
+        bool timers_open;
+        uint64_t shutdown_started_ms;
         unsigned exit_idle_sec;
-} Options;
-
-static void options_done(Options *o) {
-        free(o->store);
-        free(o->socket);
-        free(o->config);
-        *o = (Options) {};
-}
-
-static Daemon daemon_ctx;
-static Server *server;
-static Rpc *rpc;
-static uv_signal_t sig_term, sig_int, sig_pipe;
-static uv_timer_t shutdown_timer, idle_timer;
-static bool shutting_down, socket_activated;
-static unsigned exit_idle_sec;
-
-static char *path_from_env_or(const char *env, const char *xdg, const char *xdg_suffix, const char *home_suffix) {
-        const char *e = getenv(env), *x = xdg ? getenv(xdg) : NULL, *home = getenv("HOME");
-        char *p = NULL;
-
-        if (e && *e)
-                return strdup(e);
-        if (x && *x && x[0] == '/') {
-                if (asprintf(&p, "%s/%s", x, xdg_suffix) < 0)
-                        return NULL;
-                return p;
-        }
-        if (home_suffix && home && *home) {
-                if (asprintf(&p, "%s/%s", home, home_suffix) < 0)
-                        return NULL;
-                return p;
-        }
-        return NULL;
-}
-
-static char *default_socket_path(void) {
-        char *p = path_from_env_or("MSB_IMAGED_SOCKET", "XDG_RUNTIME_DIR", "microsandbox/imaged.sock", NULL);
-        if (!p && asprintf(&p, "/tmp/microsandbox-%u/imaged.sock", (unsigned) getuid()) < 0)
-                return NULL;
-        return p;
-}
-
-static void usage(FILE *f) {
-        fprintf(f,
-                "Usage: msb-imaged [OPTIONS]\n"
-                "\n"
-                "Owns the local OCI image cache of microsandbox and serves it as JSON-RPC 2.0\n"
-                "on a Unix socket.\n"
-                "\n"
-                "  --store DIR        image store (env MSB_IMAGED_STORE;\n"
-                "                     default $XDG_DATA_HOME/microsandbox/images)\n"
-                "  --socket PATH      socket to listen on (env MSB_IMAGED_SOCKET;\n"
-                "                     default $XDG_RUNTIME_DIR/microsandbox/imaged.sock)\n"
-                "  --config FILE      JSON configuration (env MSB_IMAGED_CONFIG;\n"
-                "                     default $XDG_CONFIG_HOME/microsandbox/imaged.json)\n"
-                "  --log-level LEVEL  error, warning, notice, info (default) or debug\n"
-                "  --exit-idle SECS   when socket-activated, exit after SECS without clients\n"
-                "  -h, --help         show this help\n"
-                "  --version          show the version\n");
-}
-
-static int parse_options(int argc, char **argv, Options *o) {
-        enum { OPT_STORE = 256, OPT_SOCKET, OPT_CONFIG, OPT_LOG_LEVEL, OPT_EXIT_IDLE, OPT_VERSION };
-        static const struct option longopts[] = {
-                { "store", required_argument, NULL, OPT_STORE },
-                { "socket", required_argument, NULL, OPT_SOCKET },
-                { "config", required_argument, NULL, OPT_CONFIG },
-                { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
-                { "exit-idle", required_argument, NULL, OPT_EXIT_IDLE },
-                { "help", no_argument, NULL, 'h' },
-                { "version", no_argument, NULL, OPT_VERSION },
-                {},
-        };
-        int c;
-
-        *o = (Options) { .log_level = LOG_LEVEL_INFO };
-        while ((c = getopt_long(argc, argv, "h", longopts, NULL)) >= 0)
-                switch (c) {
-                case OPT_STORE:
-                        free(o->store);
-                        o->store = strdup(optarg);
-                        break;
-                case OPT_SOCKET:
-                        free(o->socket);
-                        o->socket = strdup(optarg);
-                        break;
-                case OPT_CONFIG:
-                        free(o->config);
-                        o->config = strdup(optarg);
-                        o->config_explicit = true;
-                        break;
-                case OPT_LOG_LEVEL:
-                        if (log_level_from_string(optarg, &o->log_level) < 0) {
-                                fprintf(stderr, "msb-imaged: unknown log level '%s'\n", optarg);
-                                return -EINVAL;
-                        }
-                        break;
-                case OPT_EXIT_IDLE: {
-                        char *end;
-                        unsigned long v = strtoul(optarg, &end, 10);
-                        if (!*optarg || *end || v == 0 || v > 86400 * 365) {
-                                fprintf(stderr, "msb-imaged: --exit-idle takes a number of seconds\n");
-                                return -EINVAL;
-                        }
-                        o->exit_idle_sec = (unsigned) v;
-                        break;
-                }
-                case 'h':
-                        usage(stdout);
-                        exit(EXIT_SUCCESS);
-                case OPT_VERSION:
-                        printf("msb-imaged %s\n", MSB_VERSION);
-                        exit(EXIT_SUCCESS);
-                default:
-                        usage(stderr);
-                        return -EINVAL;
-                }
-        if (optind < argc) {
-                fprintf(stderr, "msb-imaged: unexpected argument '%s'\n", argv[optind]);
-                return -EINVAL;
-        }
-
-        if (!o->store)
-                o->store = path_from_env_or("MSB_IMAGED_STORE", "XDG_DATA_HOME", "microsandbox/images",
-                                            ".local/share/microsandbox/images");
-        if (!o->socket)
-                o->socket = default_socket_path();
-        if (!o->config) {
-                const char *env = getenv("MSB_IMAGED_CONFIG");
-                o->config_explicit = env && *env;
-                o->config = path_from_env_or("MSB_IMAGED_CONFIG", "XDG_CONFIG_HOME", "microsandbox/imaged.json",
-                                             ".config/microsandbox/imaged.json");
-        }
-        if (!o->store) {
-                fprintf(stderr, "msb-imaged: no store: set --store, MSB_IMAGED_STORE, XDG_DATA_HOME or HOME\n");
-                return -EINVAL;
-        }
-        return 0;
-}
-
-/* The configuration: absent is fine unless named explicitly; broken never is. */
-static int load_config(const Options *o, json_t **ret) {
-        _cleanup_free_ char *data = NULL;
-        json_error_t jerr;
-        size_t size;
-        int r;
-
-        if (!o->config) {
-                *ret = json_object();
-                return 0;
-        }
-        r = read_file_bounded(o->config, DAEMON_CONFIG_MAX_BYTES, &data, &size);
-        if (r == -ENOENT && !o->config_explicit) {
-                *ret = json_object();
-                return 0;
-        }
-        if (r < 0) {
-                log_error("cannot read the configuration %s: %s", o->config, strerror(-r));
-                return r;
-        }
-        *ret = json_loadb(data, size, JSON_REJECT_DUPLICATES, &jerr);
-        if (!json_is_object(*ret)) {
-                log_error("%s:%d:%d: the configuration is not a JSON object: %s", o->config, jerr.line, jerr.column,
-                          jerr.text);
-                json_decref(*ret);
-                return -EINVAL;
-        }
-        return 0;
-}
-
-static void close_walk_cb(uv_handle_t *h, void *arg) {
-        if (!uv_is_closing(h))
-                uv_close(h, NULL);
-}
+        bool socket_activated;
+        bool shutting_down;
+} MsbDaemon;
 
 /* Ends the loop once no call is in flight (or the grace period is over). */
-static void shutdown_check(uv_timer_t *t) {
-        if (rpc_in_flight(rpc) > 0 && now_monotonic_ms() - (uint64_t) (uintptr_t) t->data < DAEMON_SHUTDOWN_GRACE_MS)
+static void msb_daemon_shutdown_check(uv_timer_t *t) {
+        MsbDaemon *d = t->data;
+        unsigned in_flight = rpc_in_flight(d->rpc);
+
+        if (in_flight > 0 && now_monotonic_ms() - d->shutdown_started_ms < DAEMON_SHUTDOWN_GRACE_MS)
                 return;
-        if (rpc_in_flight(rpc) > 0)
-                log_warning("abandoning %u call(s) still in flight", rpc_in_flight(rpc));
-        server_close_connections(server);
-        if (daemon_ctx.pull)
-                pull_manager_shutdown(daemon_ctx.pull);
+        if (in_flight > 0)
+                log_warning("abandoning %u call(s) still in flight", in_flight);
+        server_close_connections(d->server);
+        pull_manager_shutdown(d->ctx.pull);
         uv_stop(t->loop);
 }
 
-static void begin_shutdown(const char *why) {
-        if (shutting_down)
+static void msb_daemon_begin_shutdown(MsbDaemon *d, const char *why) {
+        if (d->shutting_down)
                 return;
-        shutting_down = true;
+        d->shutting_down = true;
         log_info("%s: shutting down", why);
-        (void) activation_notify("STOPPING=1");
-        rpc_shutdown(rpc);
-        store_cancel(daemon_ctx.store);
-        server_stop_listening(server);
-        if (daemon_ctx.pull)
-                pull_manager_shutdown(daemon_ctx.pull);
-        shutdown_timer.data = (void *) (uintptr_t) now_monotonic_ms();
-        uv_timer_start(&shutdown_timer, shutdown_check, 0, 50);
+        (void) sd_notifyf(0, "STOPPING=1\nSTATUS=Stopping (%s)", why);
+        rpc_shutdown(d->rpc);
+        store_cancel(d->store);
+        server_stop_listening(d->server);
+        pull_manager_shutdown(d->ctx.pull);
+        d->shutdown_started_ms = now_monotonic_ms();
+        uv_timer_start(&d->shutdown_timer, msb_daemon_shutdown_check, 0, DAEMON_SHUTDOWN_POLL_MS);
 }
 
-static void on_signal(uv_signal_t *h, int signum) {
-        if (signum == SIGPIPE)
+static void msb_daemon_on_signal(uv_signal_t *h, int signum) {
+        MsbDaemon *d = h->data;
+
+        /* The configuration is read once at start: the pull manager has no
+         * way to take a new one while pulls use the old one. SIGHUP must
+         * still not end the daemon, as its default action would. */
+        if (signum == SIGHUP) {
+                log_notice("SIGHUP: reloading the configuration is not supported yet; restart msb-imaged to apply a "
+                           "changed configuration");
                 return;
-        begin_shutdown(signum == SIGTERM ? "SIGTERM" : "SIGINT");
+        }
+        msb_daemon_begin_shutdown(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
-static void on_idle_timeout(uv_timer_t *t) {
-        if (server_n_connections(server) == 0 && rpc_in_flight(rpc) == 0)
-                begin_shutdown("idle");
+static void msb_daemon_on_idle_timeout(uv_timer_t *t) {
+        MsbDaemon *d = t->data;
+
+        if (server_n_connections(d->server) == 0 && rpc_in_flight(d->rpc) == 0)
+                msb_daemon_begin_shutdown(d, "idle");
 }
 
-static void on_server_idle(void *userdata) {
-        if (socket_activated && exit_idle_sec > 0 && !shutting_down)
-                uv_timer_start(&idle_timer, on_idle_timeout, (uint64_t) exit_idle_sec * 1000, 0);
+/* The server's last connection closed: --exit-idle counts from here. */
+static void msb_daemon_on_server_idle(void *userdata) {
+        MsbDaemon *d = userdata;
+
+        if (d->socket_activated && d->exit_idle_sec > 0 && !d->shutting_down)
+                uv_timer_start(&d->idle_timer, msb_daemon_on_idle_timeout, (uint64_t) d->exit_idle_sec * 1000, 0);
+}
+
+static int msb_daemon_open_handles(MsbDaemon *d) {
+        int r;
+
+        uv_timer_init(&d->loop, &d->shutdown_timer);
+        uv_timer_init(&d->loop, &d->idle_timer);
+        d->shutdown_timer.data = d->idle_timer.data = d;
+        d->timers_open = true;
+
+        for (size_t i = 0; i < ELEMENTSOF(msb_daemon_signals); i++) {
+                r = uv_signal_init(&d->loop, &d->signals[i]);
+                if (r < 0)
+                        return r;
+                d->n_signals++;
+                d->signals[i].data = d;
+                r = uv_signal_start(&d->signals[i], msb_daemon_on_signal, msb_daemon_signals[i]);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static void msb_daemon_close_handles(MsbDaemon *d) {
+        for (size_t i = 0; i < d->n_signals; i++)
+                uv_close((uv_handle_t *) &d->signals[i], NULL);
+        d->n_signals = 0;
+        /* We are on our way out: a further SIGTERM (a service manager's
+         * second ask) must not kill us while work in flight ends and the
+         * store closes. Closing libuv's signal handles (just now, in
+         * uv_close) restored the default actions, so ignore them from here. */
+        for (size_t i = 0; i < ELEMENTSOF(msb_daemon_signals); i++)
+                signal(msb_daemon_signals[i], SIG_IGN);
+
+        if (d->timers_open) {
+                uv_close((uv_handle_t *) &d->shutdown_timer, NULL);
+                uv_close((uv_handle_t *) &d->idle_timer, NULL);
+                d->timers_open = false;
+        }
+}
+
+static void msb_daemon_log_open_handle(uv_handle_t *h, void *arg) {
+        log_error("a %s handle is still open at exit%s", uv_handle_type_name(uv_handle_get_type(h)),
+                  uv_is_closing(h) ? " (closing)" : "");
+}
+
+/* Stops everything and releases it; on the way out of a daemon that ran
+ * and of one that failed to start alike. */
+static void msb_daemon_done(MsbDaemon *d) {
+        int r;
+
+        if (d->loop_open) {
+                if (d->server) {
+                        server_set_idle_callback(d->server, NULL, NULL);
+                        server_stop_listening(d->server);
+                        server_close_connections(d->server);
+                }
+                d->ctx.pull = pull_manager_free(d->ctx.pull);
+                msb_daemon_close_handles(d);
+                /* Runs the close callbacks, and the worker jobs of abandoned
+                 * calls to their end. */
+                uv_run(&d->loop, UV_RUN_DEFAULT);
+                r = uv_loop_close(&d->loop);
+                if (r < 0) {
+                        /* A module left a handle open: name it, to find whose. */
+                        uv_walk(&d->loop, msb_daemon_log_open_handle, NULL);
+                        log_error("the event loop did not close clean: %s", uv_strerror(r));
+                }
+                d->loop_open = false;
+        }
+        d->rpc = rpc_free(d->rpc);
+        d->server = server_free(d->server);
+        d->reader = store_reader_free(d->reader);
+        d->store = store_free(d->store);
+        json_decref(d->config);
+        d->config = NULL;
+        free(d->socket_path);
+        d->socket_path = NULL;
+}
+
+/* The socket passed by a service manager, if any: taken before any file of
+ * ours is opened, so that fd 3 is still the one passed, and before the store
+ * is touched, so that a broken activation never opens it. */
+static int msb_daemon_take_passed_socket(MsbDaemon *d, int *ret_fd) {
+        int fd = -EBADF, r;
+
+        r = activation_listen_fd(&fd);
+        if (r < 0) {
+                log_error("cannot use the socket passed by the service manager: %s", strerror(-r));
+                return r;
+        }
+        d->socket_activated = r > 0;
+        if (d->socket_activated)
+                (void) activation_socket_path(fd, &d->socket_path);
+        *ret_fd = fd;
+        return 0;
+}
+
+static int msb_daemon_open_store(MsbDaemon *d, const Options *o) {
+        _cleanup_(msb_error_clear) MsbError err = {};
+        const StoreSweepStats *sweep;
+        int r;
+
+        /* A configuration that names a field wrongly is refused before the store is touched. */
+        r = options_load_config(o, &d->config);
+        if (r < 0)
+                return r;
+        r = pull_config_check(d->config, &err);
+        if (r < 0) {
+                log_error("%s", err.message);
+                fprintf(stderr, "msb-imaged: %s\n", err.message);
+                return r;
+        }
+
+        r = store_open(o->store, &d->store, &err);
+        if (r < 0) {
+                log_error("cannot open the store %s: %s", o->store, err.message);
+                fprintf(stderr, "msb-imaged: %s\n", err.message);
+                return r;
+        }
+        /* This thread runs the loop: the reader is its own. */
+        r = store_reader_new(d->store, &d->reader);
+        if (r < 0) {
+                log_error("cannot open the store's index for reading: %s", strerror(-r));
+                return r;
+        }
+        sweep = store_sweep_stats(d->store);
+        if (sweep->tmp_removed || sweep->files_removed || sweep->rows_dropped)
+                log_notice("swept the store: %u temporary file(s), %u file(s) without index rows, %u broken row(s)",
+                           sweep->tmp_removed, sweep->files_removed, sweep->rows_dropped);
+        return 0;
+}
+
+/* The modules on the loop, bottom up: pulls, the RPC layer, the server. */
+static int msb_daemon_start_modules(MsbDaemon *d, int listen_fd) {
+        _cleanup_(msb_error_clear) MsbError err = {};
+        int r;
+
+        r = pull_manager_new(&d->loop, d->store, d->config, &d->ctx.pull);
+        if (r < 0) {
+                log_error("cannot set up registry pulls: %s", strerror(-r));
+                return r;
+        }
+        r = rpc_new(&d->loop, daemon_methods, daemon_n_methods, &d->ctx, &d->rpc, &err);
+        if (r < 0) {
+                log_error("%s", err.message);
+                return r;
+        }
+        r = server_new(&d->loop, d->rpc, d->socket_activated ? NULL : d->socket_path,
+                       d->socket_activated ? listen_fd : -1, &d->server, &err);
+        if (r < 0) {
+                log_error("%s", err.message);
+                fprintf(stderr, "msb-imaged: %s\n", err.message);
+                return r;
+        }
+        server_set_idle_callback(d->server, msb_daemon_on_server_idle, d);
+        return 0;
+}
+
+static int msb_daemon_start(MsbDaemon *d, const Options *o) {
+        int listen_fd = -EBADF, r;
+
+        r = msb_daemon_take_passed_socket(d, &listen_fd);
+        if (r < 0)
+                return r;
+        if (!d->socket_activated) {
+                d->socket_path = o->socket ? strdup(o->socket) : NULL;
+                if (!d->socket_path) {
+                        log_error("no socket path: out of memory");
+                        return -ENOMEM;
+                }
+        }
+        d->exit_idle_sec = o->exit_idle_sec;
+
+        r = msb_daemon_open_store(d, o);
+        if (r < 0)
+                return r;
+
+        r = uv_loop_init(&d->loop);
+        if (r < 0) {
+                log_error("cannot set up the event loop: %s", uv_strerror(r));
+                return r;
+        }
+        d->loop_open = true;
+        d->ctx = (Daemon) {
+                .loop = &d->loop,
+                .store = d->store,
+                .reader = d->reader,
+                .store_path = (char *) store_path(d->store),
+                .socket_path = d->socket_path,
+                .started_at_ms = now_ms(),
+                .started_monotonic_ms = now_monotonic_ms(),
+        };
+
+        r = msb_daemon_start_modules(d, listen_fd);
+        if (r < 0)
+                return r;
+        r = msb_daemon_open_handles(d);
+        if (r < 0) {
+                log_error("cannot handle signals: %s", uv_strerror(r));
+                return r;
+        }
+        msb_daemon_on_server_idle(d);
+
+        log_info("msb-imaged %s serving store %s on %s%s", MSB_VERSION, store_path(d->store),
+                 d->socket_path ?: "(passed socket)", d->socket_activated ? " (socket-activated)" : "");
+        (void) sd_notifyf(0, "READY=1\nSTATUS=Serving %s", store_path(d->store));
+        return 0;
 }
 
 int main(int argc, char **argv) {
-        _cleanup_(store_freep) Store *store = NULL;
-        _cleanup_(store_reader_freep) StoreReader *reader = NULL;
-        json_auto_t *config = NULL;
-        _cleanup_(msb_error_clear) MsbError err = {};
         _cleanup_(options_done) Options o = {};
-        int listen_fd = -EBADF, r;
-        uv_loop_t *loop;
+        _cleanup_(msb_daemon_done) MsbDaemon d = {};
 
         log_setup();
-        if (parse_options(argc, argv, &o) < 0)
+        if (options_parse(argc, argv, &o) < 0)
                 return 2;
         log_set_max_level(o.log_level);
-        exit_idle_sec = o.exit_idle_sec;
 
         if (!getenv("UV_THREADPOOL_SIZE"))
                 setenv("UV_THREADPOOL_SIZE", DAEMON_WORKER_THREADS, 0);
         signal(SIGPIPE, SIG_IGN);
 
-        /* The passed socket first: a broken activation never opens the store,
-         * and fd 3 is adopted before any file of ours could take its number. */
-        r = activation_listen_fd(&listen_fd);
-        if (r < 0) {
-                log_error("cannot use the socket passed by the service manager: %s", strerror(-r));
+        if (msb_daemon_start(&d, &o) < 0)
                 return EXIT_FAILURE;
-        }
-        socket_activated = r > 0;
-        if (socket_activated) {
-                free(o.socket);
-                o.socket = NULL;
-                (void) activation_socket_path(listen_fd, &o.socket);
-        }
+        uv_run(&d.loop, UV_RUN_DEFAULT);
 
-        if (load_config(&o, &config) < 0)
-                return EXIT_FAILURE;
-        /* A configuration that names a field wrongly is refused before the store is touched. */
-        r = pull_config_check(config, &err);
-        if (r < 0) {
-                log_error("%s", err.message);
-                fprintf(stderr, "msb-imaged: %s\n", err.message);
-                return EXIT_FAILURE;
-        }
-
-        r = store_open(o.store, &store, &err);
-        if (r < 0) {
-                log_error("cannot open the store %s: %s", o.store, err.message);
-                fprintf(stderr, "msb-imaged: %s\n", err.message);
-                return EXIT_FAILURE;
-        }
-        const StoreSweepStats *sweep = store_sweep_stats(store);
-        if (sweep->tmp_removed || sweep->files_removed || sweep->rows_dropped)
-                log_notice("swept the store: %u temporary file(s), %u file(s) without index rows, %u broken row(s)",
-                           sweep->tmp_removed, sweep->files_removed, sweep->rows_dropped);
-
-
-        /* This thread runs the loop: the reader is its own. */
-        r = store_reader_new(store, &reader);
-        if (r < 0) {
-                log_error("cannot open the store's index for reading: %s", strerror(-r));
-                return EXIT_FAILURE;
-        }
-        loop = uv_default_loop();
-        daemon_ctx = (Daemon) {
-                .loop = loop,
-                .store = store,
-                .reader = reader,
-                .store_path = (char *) store_path(store),
-                .socket_path = o.socket,
-                .started_at_ms = now_ms(),
-                .started_monotonic_ms = now_monotonic_ms(),
-        };
-
-        r = pull_manager_new(loop, store, config, &daemon_ctx.pull);
-        if (r < 0) {
-                log_error("cannot set up registry pulls: %s", strerror(-r));
-                return EXIT_FAILURE;
-        }
-
-        r = rpc_new(loop, daemon_methods, daemon_n_methods, &daemon_ctx, &rpc, &err);
-        if (r < 0) {
-                log_error("%s", err.message);
-                return EXIT_FAILURE;
-        }
-        r = server_new(loop, rpc, socket_activated ? NULL : o.socket, socket_activated ? listen_fd : -1, &server, &err);
-        if (r < 0) {
-                log_error("%s", err.message);
-                fprintf(stderr, "msb-imaged: %s\n", err.message);
-                return EXIT_FAILURE;
-        }
-        server_set_idle_callback(server, on_server_idle, NULL);
-
-        uv_signal_init(loop, &sig_term);
-        uv_signal_init(loop, &sig_int);
-        uv_signal_init(loop, &sig_pipe);
-        uv_signal_start(&sig_term, on_signal, SIGTERM);
-        uv_signal_start(&sig_int, on_signal, SIGINT);
-        uv_signal_start(&sig_pipe, on_signal, SIGPIPE);
-        uv_timer_init(loop, &shutdown_timer);
-        uv_timer_init(loop, &idle_timer);
-        on_server_idle(NULL);
-
-        log_info("msb-imaged %s serving store %s on %s%s", MSB_VERSION, store_path(store), o.socket ?: "(passed socket)",
-                 socket_activated ? " (socket-activated)" : "");
-        (void) activation_notifyf("READY=1\nSTATUS=Serving %s", store_path(store));
-
-        uv_run(loop, UV_RUN_DEFAULT);
-
-        /* Close every handle and let the loop run their close callbacks, so
-         * the loop itself closes clean. */
-        daemon_ctx.pull = pull_manager_free(daemon_ctx.pull);
-        uv_walk(loop, close_walk_cb, NULL);
-        /* We are on our way out: a further SIGTERM (a service manager's
-         * second ask) must not kill us while work in flight ends and the
-         * store closes. Closing libuv's signal handles (just now, in
-         * uv_close) restored the default action, so ignore them from here. */
-        signal(SIGTERM, SIG_IGN);
-        signal(SIGINT, SIG_IGN);
-        uv_run(loop, UV_RUN_DEFAULT);
-        r = uv_loop_close(loop);
-        if (r < 0)
-                log_warning("the event loop did not close clean: %s", uv_strerror(r));
-
-        rpc = rpc_free(rpc);
-        server = server_free(server);
+        msb_daemon_done(&d);
         log_info("stopped");
         return EXIT_SUCCESS;
 }

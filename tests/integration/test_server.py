@@ -151,6 +151,26 @@ def test_sigint_also_stops_cleanly(daemon):
     assert daemon.stop() == 0
 
 
+def test_sighup_keeps_serving(daemon):
+    """SIGHUP would end the daemon by default (status 129). It must not: the
+    daemon says it cannot reload its configuration yet and keeps serving the
+    connection it has and new ones, however often it is sent."""
+    with daemon.client() as c:
+        assert c.call("image.list") == []
+        for n in (1, 2):
+            # Not daemon.send_signal(): that marks an exit as expected.
+            daemon.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while daemon.log_since_start().count("SIGHUP: reloading the configuration is not supported") < n:
+                assert daemon.running(), f"SIGHUP ended the daemon:\n{daemon.log_tail()}"
+                assert time.monotonic() < deadline, f"SIGHUP not logged:\n{daemon.log_tail()}"
+                time.sleep(0.02)
+            assert c.call("image.list") == []
+    with daemon.client() as c:
+        assert c.call("system.info")["pid"] == daemon.pid
+    assert daemon.stop() == 0
+
+
 def test_sigterm_with_clients_connected(daemon):
     # Not daemon.client(): those are closed by stop() itself.
     clients = [RpcClient(daemon.socket_path, timeout=10) for _ in range(10)]
