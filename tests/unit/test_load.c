@@ -201,6 +201,25 @@ static void add_image(Source *src, const char *content, char manifest_digest[DIG
         source_add_json_blob(src, manifest, manifest_digest, ret_manifest_size);
 }
 
+/* A docker-save image: config.json, and manifest.json naming it ref and
+ * listing its one layer at layer_path; the layer tar (holding content) is
+ * for the caller to place, in *ret_tar. */
+static void add_docker_manifest(Source *src, const char *content, const char *layer_path, const char *ref,
+                                char **ret_tar, size_t *ret_tar_size) {
+        char config_digest[DIGEST_STRING_MAX], layer_digest[DIGEST_STRING_MAX];
+
+        make_layer_tar(content, ret_tar, ret_tar_size);
+        ck_assert_int_eq(digest_buffer(*ret_tar, *ret_tar_size, layer_digest), 0);
+        json_auto_t *config = json_pack("{s:s, s:{s:s, s:[s]}}", "os", "linux", "rootfs", "type", "layers", "diff_ids",
+                                        layer_digest);
+        _cleanup_free_ char *config_text = json_dumps(config, JSON_COMPACT);
+        ck_assert_int_eq(digest_buffer(config_text, strlen(config_text), config_digest), 0);
+        source_add(src, "config.json", config_text, strlen(config_text));
+        json_auto_t *manifest = json_pack("[{s:s, s:[s], s:[s]}]", "Config", "config.json", "RepoTags", ref, "Layers",
+                                          layer_path);
+        source_add_json(src, "manifest.json", manifest);
+}
+
 static json_t *descriptor(const char *media_type, const char *digest, size_t size, const char *ref_name) {
         json_t *d = json_pack("{s:s, s:s, s:I}", "mediaType", media_type, "digest", digest, "size", (json_int_t) size);
         if (ref_name)
@@ -437,7 +456,7 @@ START_TEST(test_source_directory_is_only_read) {
         _cleanup_(source_done) Source layout = {}, docker = {};
         _cleanup_free_ char *layout_dir = NULL, *docker_dir = NULL, *before = NULL, *after = NULL;
         _cleanup_free_ char *tar = NULL;
-        char digest[DIGEST_STRING_MAX], config_digest[DIGEST_STRING_MAX], layer_digest[DIGEST_STRING_MAX];
+        char digest[DIGEST_STRING_MAX];
         size_t size, tar_size;
         MsbError err = {};
         int r;
@@ -461,17 +480,8 @@ START_TEST(test_source_directory_is_only_read) {
 
         /* A docker-save tree unpacked into a directory: manifest.json,
          * the config and the layer tar under their own names. */
-        make_layer_tar("docker dir\n", &tar, &tar_size);
-        ck_assert_int_eq(digest_buffer(tar, tar_size, layer_digest), 0);
-        json_auto_t *config = json_pack("{s:s, s:{s:s, s:[s]}}", "os", "linux", "rootfs", "type", "layers", "diff_ids",
-                                        layer_digest);
-        _cleanup_free_ char *config_text = json_dumps(config, JSON_COMPACT);
-        ck_assert_int_eq(digest_buffer(config_text, strlen(config_text), config_digest), 0);
-        source_add(&docker, "config.json", config_text, strlen(config_text));
+        add_docker_manifest(&docker, "docker dir\n", "layer0/layer.tar", "docker.io/library/saved:1", &tar, &tar_size);
         source_add(&docker, "layer0/layer.tar", tar, tar_size);
-        json_auto_t *manifest = json_pack("[{s:s, s:[s], s:[s]}]", "Config", "config.json", "RepoTags",
-                                          "docker.io/library/saved:1", "Layers", "layer0/layer.tar");
-        source_add_json(&docker, "manifest.json", manifest);
         ck_assert_int_ge(asprintf(&docker_dir, "%s/docker", t.path), 0);
         write_directory(&docker, docker_dir);
         before = tree_listing(docker_dir);
@@ -740,7 +750,6 @@ START_TEST(test_docker_directory_layer_links) {
         _cleanup_(store_freep) Store *s = NULL;
         _cleanup_(source_done) Source docker = {};
         _cleanup_free_ char *tar = NULL, *dir = NULL, *real = NULL, *link = NULL, *outside = NULL;
-        char config_digest[DIGEST_STRING_MAX], layer_digest[DIGEST_STRING_MAX];
         size_t tar_size;
         json_auto_t *handles = NULL;
         MsbError err = {};
@@ -750,18 +759,9 @@ START_TEST(test_docker_directory_layer_links) {
          * elsewhere in the directory (docker save links repeated layers). */
         test_dir_init(&t);
         s = open_store(t.store);
-        make_layer_tar("docker link\n", &tar, &tar_size);
-        ck_assert_int_eq(digest_buffer(tar, tar_size, layer_digest), 0);
-        json_auto_t *config = json_pack("{s:s, s:{s:s, s:[s]}}", "os", "linux", "rootfs", "type", "layers", "diff_ids",
-                                        layer_digest);
-        _cleanup_free_ char *config_text = json_dumps(config, JSON_COMPACT);
-        ck_assert_int_eq(digest_buffer(config_text, strlen(config_text), config_digest), 0);
-        source_add(&docker, "config.json", config_text, strlen(config_text));
+        add_docker_manifest(&docker, "docker link\n", "layer0/layer.tar", "docker.io/library/linked:1", &tar, &tar_size);
         source_add(&docker, "real/layer.tar", tar, tar_size);
         source_add_symlink(&docker, "layer0/layer.tar", "../real/layer.tar");
-        json_auto_t *manifest = json_pack("[{s:s, s:[s], s:[s]}]", "Config", "config.json", "RepoTags",
-                                          "docker.io/library/linked:1", "Layers", "layer0/layer.tar");
-        source_add_json(&docker, "manifest.json", manifest);
         ck_assert_int_ge(asprintf(&dir, "%s/docker", t.path), 0);
         write_directory(&docker, dir);
         r = load(s, dir, NULL, &handles, &err);
