@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 
 #include "util.h"
@@ -79,13 +81,93 @@ int mkdir_p(const char *path, mode_t mode) {
         return 0;
 }
 
-int read_file_bounded(const char *path, size_t max, char **ret_data, size_t *ret_size) {
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+int fd_set_blocking(int fd) {
+        int fl = fcntl(fd, F_GETFL);
+
+        if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
+                return negative_errno();
+        return 0;
+}
+
+/* openat2(2) answers EAGAIN when a rename elsewhere raced its check of a
+ * ".." (only a symlink in the tree can bring one); each retry needs another
+ * such race, so a few are plenty. */
+#define OPEN_BENEATH_RETRIES 8
+
+/* Set once openat2(2) answered ENOSYS (a kernel before 5.6, or a seccomp
+ * filter that does not know it): every later open takes the fallback. */
+static bool openat2_missing;
+
+int open_beneath(int dir_fd, const char *path, int flags, int *ret_fd) {
+        struct open_how how = {
+                .flags = (uint64_t) (OPEN_UNTRUSTED_FLAGS | flags),
+                .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+        };
+
+        for (unsigned i = 0; !__atomic_load_n(&openat2_missing, __ATOMIC_RELAXED); i++) {
+                long fd = syscall(SYS_openat2, dir_fd, path, &how, sizeof(how));
+                if (fd >= 0) {
+                        *ret_fd = (int) fd;
+                        return 0;
+                }
+                if (errno == ENOSYS) {
+                        __atomic_store_n(&openat2_missing, true, __ATOMIC_RELAXED);
+                        break;
+                }
+                if ((errno != EAGAIN && errno != EINTR) || i >= OPEN_BENEATH_RETRIES)
+                        return negative_errno();
+        }
+        return open_beneath_nofollow(dir_fd, path, flags, ret_fd);
+}
+
+/* Opens the directory name beneath at without following a symlink. */
+static int open_directory_nofollow(int at, const char *name) {
+        struct stat st;
+        int fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+
+        /* O_DIRECTORY wins over O_NOFOLLOW: a symlink answers ENOTDIR. */
+        if (fd < 0 && errno == ENOTDIR && fstatat(at, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+                return -ELOOP;
+        return fd >= 0 ? fd : negative_errno();
+}
+
+int open_beneath_nofollow(int dir_fd, const char *path, int flags, int *ret_fd) {
+        _cleanup_free_ char *copy = strdup(path);
+        _cleanup_close_ int dir = -EBADF;
+        char *save = NULL, *name, *next;
+
+        if (!copy)
+                return -ENOMEM;
+        if (path[0] == '/')
+                return -EXDEV;
+        name = strtok_r(copy, "/", &save);
+        if (!name)
+                return -ENOENT;
+        for (; name; name = next) {
+                int at = dir >= 0 ? dir : dir_fd;
+                next = strtok_r(NULL, "/", &save);
+                if (streq(name, ".."))
+                        return -EXDEV;
+                if (next) {
+                        int fd = open_directory_nofollow(at, name);
+                        if (fd < 0)
+                                return fd;
+                        safe_close(dir);
+                        dir = fd;
+                        continue;
+                }
+                int fd = openat(at, name, OPEN_UNTRUSTED_FLAGS | O_NOFOLLOW | flags);
+                if (fd < 0)
+                        return negative_errno();
+                *ret_fd = fd;
+        }
+        return 0;
+}
+
+int read_fd_bounded(int fd, size_t max, char **ret_data, size_t *ret_size) {
         _cleanup_free_ char *buf = NULL;
         struct stat st;
 
-        if (fd < 0)
-                return negative_errno();
         if (fstat(fd, &st) < 0)
                 return negative_errno();
         if (!S_ISREG(st.st_mode))
@@ -107,6 +189,14 @@ int read_file_bounded(const char *path, size_t max, char **ret_data, size_t *ret
         if (ret_size)
                 *ret_size = (size_t) n;
         return 0;
+}
+
+int read_file_bounded(const char *path, size_t max, char **ret_data, size_t *ret_size) {
+        _cleanup_close_ int fd = open(path, OPEN_UNTRUSTED_FLAGS);
+
+        if (fd < 0)
+                return negative_errno();
+        return read_fd_bounded(fd, max, ret_data, ret_size);
 }
 
 #include <ftw.h>

@@ -8,6 +8,7 @@
  */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -120,7 +121,38 @@ ssize_t read_full(int fd, void *buf, size_t len);
 int fsync_directory(const char *path);
 /* mkdir -p with mode for each created component; 0 or -errno. */
 int mkdir_p(const char *path, mode_t mode);
-/* Reads a whole small file (at most max bytes, else -EFBIG) into a NUL-terminated buffer. */
+/*
+ * How a file whose type is not known yet is opened for reading: open(2)
+ * must never block or act on the file. O_NONBLOCK makes a FIFO open at once
+ * instead of waiting for a writer (forever, if none comes), and O_NOCTTY
+ * keeps a terminal from becoming the daemon's controlling terminal. The
+ * caller checks the type with fstat(2) before it reads.
+ */
+#define OPEN_UNTRUSTED_FLAGS (O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
+
+/* Clears O_NONBLOCK on fd (once its type is checked), for reads that must
+ * block; 0 or -errno. */
+int fd_set_blocking(int fd);
+
+/*
+ * Opens path, relative, beneath the directory dir_fd with
+ * OPEN_UNTRUSTED_FLAGS | flags, never resolving anything outside dir_fd's
+ * tree: a symlink or ".." may move within it, but one that leads out (an
+ * absolute symlink, ".." above dir_fd) fails with -EXDEV, a /proc magic
+ * link or a symlink loop with -ELOOP. The answer depends only on what lies
+ * beneath dir_fd, never on what is outside it. Uses openat2(2)
+ * RESOLVE_BENEATH; where the kernel lacks it, open_beneath_nofollow().
+ */
+int open_beneath(int dir_fd, const char *path, int flags, int *ret_fd);
+/* The fallback of open_beneath(): walks path one component at a time with
+ * O_NOFOLLOW, refusing every symlink (-ELOOP) and every ".." (-EXDEV).
+ * Stricter than openat2(2), never looser; public for its unit test. */
+int open_beneath_nofollow(int dir_fd, const char *path, int flags, int *ret_fd);
+
+/* Reads the whole of fd, a regular file (else -EISDIR) of at most max bytes
+ * (else -EFBIG), into a NUL-terminated buffer. */
+int read_fd_bounded(int fd, size_t max, char **ret_data, size_t *ret_size);
+/* The same for a path, opened with OPEN_UNTRUSTED_FLAGS (a FIFO never blocks it). */
 int read_file_bounded(const char *path, size_t max, char **ret_data, size_t *ret_size);
 /* Removes path and, for a directory, everything below it (no symlinks
  * followed); adds the allocated bytes removed to *bytes when non-NULL. */

@@ -15,26 +15,127 @@ typedef struct Candidate {
         char *name; /* a reference spelling from the source, or NULL */
 } Candidate;
 
+/* A layer of a docker-save source: its blob's digest and its path in the source. */
+typedef struct DockerLayer {
+        char digest[DIGEST_STRING_MAX];
+        char *path;
+} DockerLayer;
+
+/*
+ * Every file of a source is opened beneath root_fd or blobs_fd (see
+ * source_open()), never by a path string: a symlink inside the source
+ * cannot lead the daemon to a file outside it.
+ */
 typedef struct LoadSource {
         Store *store;
-        char *root;        /* the layout directory (maybe unpacked from an archive) */
-        char *blobs;       /* where blobs/sha256/ is: root, or a staging directory for docker-save */
+        int root_fd;       /* the layout directory (maybe unpacked from an archive) */
+        int blobs_fd;      /* where blobs/sha256/ is: root, or a staging directory for docker-save */
         char *unpacked;    /* the temp directory to remove, when unpacked or staged */
+        DockerLayer *docker_layers; /* sorted by digest once the scan is done */
+        size_t n_docker_layers;
         Candidate *candidates;
         size_t n_candidates;
 } LoadSource;
 
 static void load_source_done(LoadSource *src) {
+        safe_close(src->root_fd);
+        safe_close(src->blobs_fd);
         if (src->unpacked) {
                 (void) rm_rf(src->unpacked, NULL);
                 store_lease_release(src->store, strrchr(src->unpacked, '/') + 1);
         }
+        for (size_t i = 0; i < src->n_docker_layers; i++)
+                free(src->docker_layers[i].path);
+        free(src->docker_layers);
         for (size_t i = 0; i < src->n_candidates; i++)
                 free(src->candidates[i].name);
         free(src->candidates);
-        free(src->root);
-        free(src->blobs);
         free(src->unpacked);
+}
+
+static const char *file_type_name(mode_t mode) {
+        switch (mode & S_IFMT) {
+        case S_IFDIR:
+                return "directory";
+        case S_IFIFO:
+                return "FIFO";
+        case S_IFSOCK:
+                return "socket";
+        case S_IFCHR:
+                return "character device";
+        case S_IFBLK:
+                return "block device";
+        case S_IFLNK:
+                return "symbolic link";
+        default:
+                return "file of unknown type";
+        }
+}
+
+/*
+ * Opens rel, a path inside the source, beneath dir_fd as a regular file
+ * with blocking reads. Every failure is invalid-image with data.path = rel:
+ * path-not-found is the error of the path the client named (its data.path
+ * is that absolute path), while a file inside the source that is missing,
+ * not a regular file or out of reach makes the source an invalid image.
+ * The messages name rel only, never where a symlink leads nor anything
+ * about its target (open_beneath() never looks outside the source).
+ */
+static int source_open(int dir_fd, const char *rel, int *ret_fd, MsbError *err) {
+        _cleanup_close_ int fd = -EBADF;
+        bool was_set = err && err->set;
+        struct stat st;
+        int r;
+
+        r = open_beneath(dir_fd, rel, 0, &fd);
+        if (r == -ENOENT || r == -ENOTDIR)
+                msb_error_set(err, r, PROTO_ERROR_INVALID_IMAGE, "%s is missing from the source", rel);
+        else if (r == -EXDEV)
+                msb_error_set(err, r, PROTO_ERROR_INVALID_IMAGE,
+                              "%s is reached through a symbolic link that is absolute or leads outside the source", rel);
+        else if (r == -ELOOP)
+                msb_error_set(err, r, PROTO_ERROR_INVALID_IMAGE,
+                              "%s cannot be resolved inside the source: its symbolic links loop or cannot be followed",
+                              rel);
+        else if (r < 0)
+                msb_error_set(err, r, PROTO_ERROR_INVALID_IMAGE, "cannot open %s in the source: %s", rel, strerror(-r));
+        else if (fstat(fd, &st) < 0)
+                r = msb_error_from_errno(err, negative_errno(), "cannot read the source");
+        else if (!S_ISREG(st.st_mode))
+                r = msb_error_set(err, -EISDIR, PROTO_ERROR_INVALID_IMAGE, "%s is a %s, not a regular file", rel,
+                                  file_type_name(st.st_mode));
+        else if ((r = fd_set_blocking(fd)) < 0)
+                msb_error_from_errno(err, r, "cannot read the source");
+        if (r < 0) {
+                if (err && !was_set && err->kind == PROTO_ERROR_INVALID_IMAGE)
+                        msb_error_add_data(err, "path", json_string(rel));
+                return r;
+        }
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+/* Reads rel, a small file of the source (at most max bytes), beneath dir_fd. */
+static int source_read(int dir_fd, const char *rel, size_t max, char **ret, size_t *ret_size, MsbError *err) {
+        _cleanup_close_ int fd = -EBADF;
+        int r;
+
+        r = source_open(dir_fd, rel, &fd, err);
+        if (r < 0)
+                return r;
+        r = read_fd_bounded(fd, max, ret, ret_size);
+        if (r == -EFBIG)
+                return msb_error_set(err, r, PROTO_ERROR_LIMIT_EXCEEDED, "%s is larger than %zu bytes", rel, max);
+        if (r < 0)
+                return msb_error_set(err, r, PROTO_ERROR_INVALID_IMAGE, "cannot read %s: %s", rel, strerror(-r));
+        return 0;
+}
+
+/* True when the source has something (of any type, maybe out of reach) at rel. */
+static bool source_has(int dir_fd, const char *rel) {
+        _cleanup_close_ int fd = -EBADF;
+        int r = open_beneath(dir_fd, rel, 0, &fd);
+        return r != -ENOENT && r != -ENOTDIR;
 }
 
 static int add_candidate(LoadSource *src, const char *digest, const char *name) {
@@ -88,9 +189,10 @@ static int make_work_dir(LoadSource *src, MsbError *err) {
         return 0;
 }
 
-/* Unpacks the regular files of an archive (tar, maybe compressed) into a
- * leased temp directory; links, devices and paths escaping it are skipped. */
-static int unpack_archive(LoadSource *src, const char *path, MsbError *err) {
+/* Unpacks the regular files of an archive (tar, maybe compressed), read
+ * from fd, into a leased temp directory; links, devices and paths escaping
+ * it are skipped. path names the archive in errors. */
+static int unpack_archive(LoadSource *src, int fd, const char *path, MsbError *err) {
         struct archive *a = archive_read_new();
         struct archive_entry *e;
         size_t members = 0;
@@ -106,7 +208,7 @@ static int unpack_archive(LoadSource *src, const char *path, MsbError *err) {
         if (r < 0)
                 goto out;
 
-        if (archive_read_open_filename(a, path, 1 * MiB) != ARCHIVE_OK) {
+        if (archive_read_open_fd(a, fd, 1 * MiB) != ARCHIVE_OK) {
                 r = msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE, "%s is not a readable archive: %s", path,
                                   archive_error_string(a) ?: "unknown format");
                 goto out;
@@ -150,47 +252,44 @@ static int unpack_archive(LoadSource *src, const char *path, MsbError *err) {
                         r = msb_error_from_errno(err, r, "cannot unpack the archive");
                         goto out;
                 }
-                _cleanup_close_ int fd = open(dest, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-                if (fd < 0) {
+                /* Only regular files are unpacked, so no symlink should be here;
+                 * O_NOFOLLOW refuses the member rather than write through one. */
+                _cleanup_close_ int member_fd = open(dest, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+                if (member_fd < 0) {
                         r = msb_error_from_errno(err, negative_errno(), "cannot unpack the archive");
                         goto out;
                 }
-                if (archive_read_data_into_fd(a, fd) != ARCHIVE_OK) {
+                if (archive_read_data_into_fd(a, member_fd) != ARCHIVE_OK) {
                         r = msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE, "%s: cannot read member %s: %s", path,
                                           name, archive_error_string(a));
                         goto out;
                 }
         }
-        src->root = strdup(src->unpacked);
-        r = src->root ? 0 : -ENOMEM;
+        src->root_fd = open(src->unpacked, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        r = src->root_fd >= 0 ? 0 : msb_error_from_errno(err, negative_errno(), "cannot read the unpacked archive");
 out:
         archive_read_free(a);
         return r;
 }
 
-static char *blob_path_in(const char *root, const char *digest) {
-        char *p;
-        if (asprintf(&p, "%s/blobs/sha256/%s", root, digest_hex(digest)) < 0)
-                return NULL;
-        return p;
+/* "blobs/sha256/<hex>": where a layout keeps the blob (OCI image-spec, image-layout.md "Blobs"). */
+#define BLOB_REL_PATH_MAX (sizeof("blobs/sha256/") + DIGEST_HEX_LEN)
+static const char *blob_rel_path(const char *digest, char buf[static BLOB_REL_PATH_MAX]) {
+        snprintf(buf, BLOB_REL_PATH_MAX, "blobs/sha256/%s", digest_hex(digest));
+        return buf;
 }
 
-/* Reads a small blob of the layout and checks it against its descriptor. */
-static int read_verified_blob(const char *root, const char *digest, uint64_t size, size_t max, char **ret,
+/* Reads a small blob of the layout beneath dir_fd and checks it against its descriptor. */
+static int read_verified_blob(int dir_fd, const char *digest, uint64_t size, size_t max, char **ret,
                               size_t *ret_size, MsbError *err) {
-        _cleanup_free_ char *path = blob_path_in(root, digest), *data = NULL;
-        char actual[DIGEST_STRING_MAX];
+        _cleanup_free_ char *data = NULL;
+        char actual[DIGEST_STRING_MAX], rel[BLOB_REL_PATH_MAX];
         size_t n;
         int r;
 
-        if (!path)
-                return -ENOMEM;
-        r = read_file_bounded(path, max, &data, &n);
-        if (r == -EFBIG)
-                return msb_error_set(err, r, PROTO_ERROR_LIMIT_EXCEEDED, "blob %s is larger than %zu bytes", digest, max);
+        r = source_read(dir_fd, blob_rel_path(digest, rel), max, &data, &n, err);
         if (r < 0)
-                return msb_error_set(err, r, PROTO_ERROR_INVALID_IMAGE, "blob %s is missing from the layout: %s", digest,
-                                     strerror(-r));
+                return r;
         r = digest_buffer(data, n, actual);
         if (r < 0)
                 return r;
@@ -221,7 +320,7 @@ static int resolve_manifest(LoadSource *src, const OciDescriptor *d, const char 
                 return msb_error_set(err, -ELOOP, PROTO_ERROR_INVALID_IMAGE, "indexes nest deeper than %d",
                                      OCI_INDEX_DEPTH_MAX);
 
-        r = read_verified_blob(src->blobs, d->digest, d->size, OCI_MANIFEST_MAX_BYTES, &data, &n, err);
+        r = read_verified_blob(src->blobs_fd, d->digest, d->size, OCI_MANIFEST_MAX_BYTES, &data, &n, err);
         if (r < 0)
                 return r;
         const char *mt = oci_document_media_type(data, n);
@@ -269,20 +368,14 @@ static int resolve_manifest(LoadSource *src, const OciDescriptor *d, const char 
 }
 
 static int scan_oci_layout(LoadSource *src, MsbError *err) {
-        _cleanup_free_ char *path = NULL, *data = NULL;
+        _cleanup_free_ char *data = NULL;
         _cleanup_(oci_index_freep) OciIndex *idx = NULL;
         size_t n;
         int r;
 
-        if (asprintf(&path, "%s/index.json", src->root) < 0)
-                return -ENOMEM;
-        r = read_file_bounded(path, OCI_MANIFEST_MAX_BYTES, &data, &n);
-        if (r == -EFBIG)
-                return msb_error_set(err, r, PROTO_ERROR_LIMIT_EXCEEDED, "index.json is larger than %zu bytes",
-                                     OCI_MANIFEST_MAX_BYTES);
+        r = source_read(src->root_fd, "index.json", OCI_MANIFEST_MAX_BYTES, &data, &n, err);
         if (r < 0)
-                return msb_error_set(err, r, PROTO_ERROR_INVALID_IMAGE, "the layout has no readable index.json: %s",
-                                     strerror(-r));
+                return r;
         r = oci_index_parse(data, n, &idx, err);
         if (r < 0)
                 return r;
@@ -298,150 +391,174 @@ static int scan_oci_layout(LoadSource *src, MsbError *err) {
         return 0;
 }
 
+static int docker_layer_cmp(const void *a, const void *b) {
+        return strcmp(((const DockerLayer *) a)->digest, ((const DockerLayer *) b)->digest);
+}
+
+/* Records the docker-save layer at rel in the source: its descriptor (digest,
+ * size, and the media type its first bytes show) goes into layer_descs, its
+ * path into src->docker_layers, where source_open_blob() finds it. */
+static int scan_docker_layer(LoadSource *src, const char *rel, json_t *layer_descs, MsbError *err) {
+        _cleanup_close_ int fd = -EBADF;
+        char digest[DIGEST_STRING_MAX];
+        uint8_t magic[4] = {};
+        uint64_t size;
+        int r;
+
+        r = source_open(src->root_fd, rel, &fd, err);
+        if (r < 0)
+                return r;
+        r = digest_fd(fd, digest, &size);
+        if (r < 0)
+                return msb_error_from_errno(err, r, "cannot read a layer");
+        (void) pread(fd, magic, sizeof(magic), 0);
+        const char *mt = magic[0] == 0x1f && magic[1] == 0x8b ? OCI_MEDIA_TYPE_LAYER_GZIP
+                         : magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd
+                                 ? OCI_MEDIA_TYPE_LAYER_ZSTD
+                                 : OCI_MEDIA_TYPE_LAYER_TAR;
+
+        DockerLayer *n = realloc(src->docker_layers, (src->n_docker_layers + 1) * sizeof(DockerLayer));
+        if (!n)
+                return -ENOMEM;
+        src->docker_layers = n;
+        DockerLayer *dl = &n[src->n_docker_layers];
+        snprintf(dl->digest, sizeof(dl->digest), "%s", digest);
+        if (!(dl->path = strdup(rel)))
+                return -ENOMEM;
+        src->n_docker_layers++;
+        json_t *desc = json_pack("{s:s, s:s, s:I}", "mediaType", mt, "digest", digest, "size", (json_int_t) size);
+        return json_array_append_new(layer_descs, desc) < 0 ? -ENOMEM : 0;
+}
+
+/* Writes data under its digest in the staging directory, as a layout holds it. */
+static int stage_blob(LoadSource *src, const char *digest, const void *data, size_t size, MsbError *err) {
+        char rel[BLOB_REL_PATH_MAX];
+
+        (void) mkdirat(src->blobs_fd, "blobs", 0700);
+        (void) mkdirat(src->blobs_fd, "blobs/sha256", 0700);
+        _cleanup_close_ int fd = openat(src->blobs_fd, blob_rel_path(digest, rel),
+                                        O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0 || write_all(fd, data, size) < 0)
+                return msb_error_from_errno(err, negative_errno(), "cannot stage the manifest");
+        return 0;
+}
+
+/* One entry of a docker-save manifest.json: stages the OCI manifest and the
+ * config it describes, and adds a candidate per RepoTag. */
+static int scan_docker_entry(LoadSource *src, size_t i, json_t *item, MsbError *err) {
+        const char *config = json_string_value(json_object_get(item, "Config"));
+        json_t *layers = json_object_get(item, "Layers"), *tags = json_object_get(item, "RepoTags"), *l;
+        json_auto_t *manifest = NULL, *layer_descs = json_array();
+        _cleanup_free_ char *cfg = NULL, *text = NULL;
+        char cfg_digest[DIGEST_STRING_MAX], mdigest[DIGEST_STRING_MAX];
+        size_t cfg_size, j;
+        int r;
+
+        if (!layer_descs)
+                return -ENOMEM;
+        if (!config || !member_path_is_safe(config) || !json_is_array(layers))
+                return msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE,
+                                     "entry %zu of manifest.json has no Config or Layers", i);
+        if (json_array_size(layers) > OCI_LAYERS_MAX)
+                return msb_error_set(err, -E2BIG, PROTO_ERROR_LIMIT_EXCEEDED, "entry %zu has more than %zu layers", i,
+                                     OCI_LAYERS_MAX);
+        r = source_read(src->root_fd, config, OCI_CONFIG_MAX_BYTES, &cfg, &cfg_size, err);
+        if (r < 0)
+                return r;
+        r = digest_buffer(cfg, cfg_size, cfg_digest);
+        if (r < 0)
+                return r;
+
+        json_array_foreach(layers, j, l) {
+                const char *lp = json_string_value(l);
+                if (!lp || !member_path_is_safe(lp))
+                        return msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE,
+                                             "layer %zu of entry %zu has an invalid path", j, i);
+                r = scan_docker_layer(src, lp, layer_descs, err);
+                if (r < 0)
+                        return r;
+        }
+
+        manifest = json_pack("{s:i, s:s, s:{s:s, s:s, s:I}, s:O}", "schemaVersion", 2, "mediaType",
+                             OCI_MEDIA_TYPE_MANIFEST, "config", "mediaType", OCI_MEDIA_TYPE_CONFIG, "digest", cfg_digest,
+                             "size", (json_int_t) cfg_size, "layers", layer_descs);
+        text = manifest ? json_dumps(manifest, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+        if (!text)
+                return -ENOMEM;
+        r = digest_buffer(text, strlen(text), mdigest);
+        if (r < 0)
+                return r;
+        r = stage_blob(src, mdigest, text, strlen(text), err);
+        if (r >= 0)
+                r = stage_blob(src, cfg_digest, cfg, cfg_size, err);
+        if (r < 0)
+                return r;
+
+        size_t n_tags = json_array_size(tags);
+        if (n_tags == 0)
+                return add_candidate(src, mdigest, NULL);
+        for (size_t t = 0; t < n_tags; t++) {
+                r = add_candidate(src, mdigest, json_string_value(json_array_get(tags, t)));
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 /* docker save (and skopeo's docker-archive): manifest.json lists Config,
  * RepoTags and Layers (uncompressed tars or compressed blobs). We write the
  * OCI manifest that describes the same content, deterministically, so the
  * same archive always gives the same manifest digest. */
 static int scan_docker_archive(LoadSource *src, MsbError *err) {
-        _cleanup_free_ char *path = NULL, *data = NULL;
+        _cleanup_free_ char *data = NULL;
         json_auto_t *root = NULL;
         json_t *item;
         size_t n, i;
         int r;
 
-        if (asprintf(&path, "%s/manifest.json", src->root) < 0)
-                return -ENOMEM;
-        /* The OCI manifests written for these images, and links to their
-         * layers under content names, go to a staging directory: never into
-         * the caller's directory. An unpacked archive is already ours. */
+        /* The OCI manifests and configs written for these images go to a
+         * staging directory: never into the caller's directory. An unpacked
+         * archive is already ours. The layers stay where they are. */
         if (!src->unpacked) {
                 r = make_work_dir(src, err);
                 if (r < 0)
                         return r;
         }
-        free(src->blobs);
-        src->blobs = strdup(src->unpacked);
-        if (!src->blobs)
-                return -ENOMEM;
-        r = read_file_bounded(path, OCI_MANIFEST_MAX_BYTES, &data, &n);
+        safe_close(src->blobs_fd);
+        src->blobs_fd = open(src->unpacked, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (src->blobs_fd < 0)
+                return msb_error_from_errno(err, negative_errno(), "cannot open the staging directory");
+        r = source_read(src->root_fd, "manifest.json", OCI_MANIFEST_MAX_BYTES, &data, &n, err);
         if (r < 0)
-                return msb_error_set(err, r, PROTO_ERROR_INVALID_IMAGE, "the archive has no readable manifest.json");
+                return r;
         root = json_loadb(data, n, 0, NULL);
         if (!json_is_array(root) || json_array_size(root) == 0)
                 return msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE,
                                      "the archive's manifest.json is not a non-empty array");
 
         json_array_foreach(root, i, item) {
-                const char *config = json_string_value(json_object_get(item, "Config"));
-                json_t *layers = json_object_get(item, "Layers"), *tags = json_object_get(item, "RepoTags"), *l;
-                json_auto_t *manifest = NULL, *layer_descs = json_array();
-                _cleanup_free_ char *cfg_path = NULL, *cfg = NULL, *text = NULL;
-                char cfg_digest[DIGEST_STRING_MAX], mdigest[DIGEST_STRING_MAX];
-                size_t cfg_size, j;
-
-                if (!config || !member_path_is_safe(config) || !json_is_array(layers))
-                        return msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE,
-                                             "entry %zu of manifest.json has no Config or Layers", i);
-                if (json_array_size(layers) > OCI_LAYERS_MAX)
-                        return msb_error_set(err, -E2BIG, PROTO_ERROR_LIMIT_EXCEEDED, "entry %zu has more than %zu layers",
-                                             i, OCI_LAYERS_MAX);
-                if (asprintf(&cfg_path, "%s/%s", src->root, config) < 0)
-                        return -ENOMEM;
-                r = read_file_bounded(cfg_path, OCI_CONFIG_MAX_BYTES, &cfg, &cfg_size);
-                if (r < 0)
-                        return msb_error_set(err, r, PROTO_ERROR_INVALID_IMAGE, "cannot read the config %s", config);
-                r = digest_buffer(cfg, cfg_size, cfg_digest);
+                r = scan_docker_entry(src, i, item, err);
                 if (r < 0)
                         return r;
-
-                json_array_foreach(layers, j, l) {
-                        const char *lp = json_string_value(l);
-                        _cleanup_free_ char *full = NULL;
-                        _cleanup_close_ int fd = -EBADF;
-                        char ldigest[DIGEST_STRING_MAX];
-                        uint8_t magic[4] = {};
-                        uint64_t size;
-
-                        if (!lp || !member_path_is_safe(lp))
-                                return msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE,
-                                                     "layer %zu of entry %zu has an invalid path", j, i);
-                        if (asprintf(&full, "%s/%s", src->root, lp) < 0)
-                                return -ENOMEM;
-                        fd = open(full, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-                        if (fd < 0)
-                                return msb_error_set(err, negative_errno(), PROTO_ERROR_INVALID_IMAGE,
-                                                     "layer %s is missing from the archive", lp);
-                        r = digest_fd(fd, ldigest, &size);
-                        if (r < 0)
-                                return msb_error_from_errno(err, r, "cannot read a layer");
-                        (void) pread(fd, magic, sizeof(magic), 0);
-                        const char *mt = magic[0] == 0x1f && magic[1] == 0x8b ? OCI_MEDIA_TYPE_LAYER_GZIP
-                                         : magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd
-                                                 ? OCI_MEDIA_TYPE_LAYER_ZSTD
-                                                 : OCI_MEDIA_TYPE_LAYER_TAR;
-
-                        /* The content-addressed name lets the layout path below find it. */
-                        _cleanup_free_ char *blob = blob_path_in(src->blobs, ldigest);
-                        if (!blob)
-                                return -ENOMEM;
-                        char *slash = strrchr(blob, '/');
-                        *slash = '\0';
-                        (void) mkdir_p(blob, 0700);
-                        *slash = '/';
-                        if (access(blob, F_OK) < 0 && symlink(full, blob) < 0)
-                                return msb_error_from_errno(err, negative_errno(), "cannot stage a layer");
-                        json_array_append_new(layer_descs, json_pack("{s:s, s:s, s:I}", "mediaType", mt, "digest",
-                                                                     ldigest, "size", (json_int_t) size));
-                }
-
-                manifest = json_pack("{s:i, s:s, s:{s:s, s:s, s:I}, s:O}", "schemaVersion", 2, "mediaType",
-                                     OCI_MEDIA_TYPE_MANIFEST, "config", "mediaType", OCI_MEDIA_TYPE_CONFIG, "digest",
-                                     cfg_digest, "size", (json_int_t) cfg_size, "layers", layer_descs);
-                text = manifest ? json_dumps(manifest, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-                if (!text)
-                        return -ENOMEM;
-                r = digest_buffer(text, strlen(text), mdigest);
-                if (r < 0)
-                        return r;
-
-                /* Stage manifest and config under their digests, as in a layout. */
-                const struct {
-                        const char *digest, *data;
-                        size_t size;
-                } staged[] = { { mdigest, text, strlen(text) }, { cfg_digest, cfg, cfg_size } };
-                for (size_t k = 0; k < ELEMENTSOF(staged); k++) {
-                        _cleanup_free_ char *bp = blob_path_in(src->blobs, staged[k].digest);
-                        if (!bp)
-                                return -ENOMEM;
-                        char *slash = strrchr(bp, '/');
-                        *slash = '\0';
-                        (void) mkdir_p(bp, 0700);
-                        *slash = '/';
-                        _cleanup_close_ int fd = open(bp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-                        if (fd < 0 || write_all(fd, staged[k].data, staged[k].size) < 0)
-                                return msb_error_from_errno(err, negative_errno(), "cannot stage the manifest");
-                }
-
-                size_t n_tags = json_array_size(tags);
-                if (n_tags == 0) {
-                        r = add_candidate(src, mdigest, NULL);
-                        if (r < 0)
-                                return r;
-                }
-                for (size_t t = 0; t < n_tags; t++) {
-                        r = add_candidate(src, mdigest, json_string_value(json_array_get(tags, t)));
-                        if (r < 0)
-                                return r;
-                }
         }
+        /* Sorted, so each blob is found by digest in logarithmic time. */
+        qsort(src->docker_layers, src->n_docker_layers, sizeof(DockerLayer), docker_layer_cmp);
         return 0;
 }
 
-static bool file_exists_in(const char *root, const char *name) {
-        _cleanup_free_ char *p = NULL;
-        if (asprintf(&p, "%s/%s", root, name) < 0)
-                return false;
-        return access(p, F_OK) == 0;
+/* Opens the blob named digest: a docker-save layer where the source keeps
+ * it, any other blob under blobs/sha256/ in the layout (or staging). */
+static int source_open_blob(const LoadSource *src, const char *digest, int *ret_fd, MsbError *err) {
+        char rel[BLOB_REL_PATH_MAX];
+        DockerLayer key = {};
+
+        snprintf(key.digest, sizeof(key.digest), "%s", digest);
+        const DockerLayer *dl = src->n_docker_layers == 0 ? NULL
+                                : bsearch(&key, src->docker_layers, src->n_docker_layers, sizeof(DockerLayer),
+                                          docker_layer_cmp);
+        if (dl)
+                return source_open(src->root_fd, dl->path, ret_fd, err);
+        return source_open(src->blobs_fd, blob_rel_path(digest, rel), ret_fd, err);
 }
 
 /* Loads one manifest of the source into the store under refs, and appends
@@ -454,13 +571,13 @@ static int load_one(LoadSource *src, const char *digest, char *const *refs, size
         size_t msize, csize;
         int r;
 
-        r = read_verified_blob(src->blobs, digest, UINT64_MAX, OCI_MANIFEST_MAX_BYTES, &manifest, &msize, err);
+        r = read_verified_blob(src->blobs_fd, digest, UINT64_MAX, OCI_MANIFEST_MAX_BYTES, &manifest, &msize, err);
         if (r < 0)
                 return r;
         r = oci_manifest_parse(manifest, msize, &m, err);
         if (r < 0)
                 return r;
-        r = read_verified_blob(src->blobs, m->config.digest, m->config.size, OCI_CONFIG_MAX_BYTES, &config, &csize, err);
+        r = read_verified_blob(src->blobs_fd, m->config.digest, m->config.size, OCI_CONFIG_MAX_BYTES, &config, &csize, err);
         if (r < 0)
                 return r;
         r = ingest_new(src->store, digest, manifest, msize, config, csize, &in, err);
@@ -469,14 +586,11 @@ static int load_one(LoadSource *src, const char *digest, char *const *refs, size
 
         for (size_t i = 0; i < ingest_n_layers(in); i++) {
                 const IngestLayer *l = ingest_layer(in, i);
-                _cleanup_free_ char *path = blob_path_in(src->blobs, l->blob_digest);
+                _cleanup_close_ int fd = -EBADF;
                 struct stat st;
-                if (!path)
-                        return -ENOMEM;
-                _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-                if (fd < 0)
-                        return msb_error_set(err, negative_errno(), PROTO_ERROR_INVALID_IMAGE,
-                                             "layer blob %s is missing from the source", l->blob_digest);
+                r = source_open_blob(src, l->blob_digest, &fd, err);
+                if (r < 0)
+                        return r;
                 /* Even a layer the store has already must match its descriptor's
                  * size: the size is what the image reports. */
                 if (fstat(fd, &st) < 0)
@@ -582,36 +696,55 @@ static int canonical_name(const char *name, char **ret, MsbError *err) {
         return *ret ? 0 : -ENOMEM;
 }
 
-int load_images(Store *store, const char *path, const char *tag, json_t **ret, MsbError *err) {
-        _cleanup_(load_source_done) LoadSource src = { .store = store };
-        json_auto_t *handles = json_array();
+/*
+ * Opens the path the client named: a directory is the source root, a
+ * regular file an archive unpacked into a temp directory that becomes the
+ * root. The path itself may be a symlink (users keep layouts behind one);
+ * it is resolved once, here, and everything after is opened beneath the
+ * root. Opened without blocking, so a FIFO is refused at once rather than
+ * waiting for a writer while it holds a worker thread.
+ */
+static int source_open_root(LoadSource *src, const char *path, MsbError *err) {
+        _cleanup_close_ int fd = open(path, OPEN_UNTRUSTED_FLAGS);
         struct stat st;
         int r;
 
-        if (stat(path, &st) < 0) {
+        if (fd < 0 || fstat(fd, &st) < 0) {
                 r = negative_errno();
                 msb_error_set(err, r, PROTO_ERROR_PATH_NOT_FOUND, "cannot load %s: %s", path, strerror(-r));
                 msb_error_add_data(err, "path", json_string(path));
                 return r;
         }
         if (S_ISDIR(st.st_mode)) {
-                src.root = strdup(path);
-                if (!src.root)
-                        return -ENOMEM;
-        } else if (S_ISREG(st.st_mode)) {
-                r = unpack_archive(&src, path, err);
-                if (r < 0)
-                        return r;
-        } else
-                return msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_IMAGE, "%s is neither a directory nor an archive",
-                                     path);
+                src->root_fd = TAKE_FD(fd);
+                return 0;
+        }
+        if (!S_ISREG(st.st_mode)) {
+                msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_IMAGE,
+                              "%s is a %s: neither a directory nor an archive", path, file_type_name(st.st_mode));
+                msb_error_add_data(err, "path", json_string(path));
+                return -EINVAL;
+        }
+        r = fd_set_blocking(fd);
+        if (r < 0)
+                return msb_error_from_errno(err, r, "cannot read the archive");
+        return unpack_archive(src, fd, path, err);
+}
 
-        src.blobs = strdup(src.root);
-        if (!src.blobs)
-                return -ENOMEM;
-        if (file_exists_in(src.root, "oci-layout") && file_exists_in(src.root, "index.json"))
+int load_images(Store *store, const char *path, const char *tag, json_t **ret, MsbError *err) {
+        _cleanup_(load_source_done) LoadSource src = { .store = store, .root_fd = -EBADF, .blobs_fd = -EBADF };
+        json_auto_t *handles = json_array();
+        int r;
+
+        r = source_open_root(&src, path, err);
+        if (r < 0)
+                return r;
+        src.blobs_fd = fcntl(src.root_fd, F_DUPFD_CLOEXEC, 3);
+        if (src.blobs_fd < 0)
+                return msb_error_from_errno(err, negative_errno(), "cannot read the source");
+        if (source_has(src.root_fd, "oci-layout") && source_has(src.root_fd, "index.json"))
                 r = scan_oci_layout(&src, err);
-        else if (file_exists_in(src.root, "manifest.json"))
+        else if (source_has(src.root_fd, "manifest.json"))
                 r = scan_docker_archive(&src, err);
         else
                 r = msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE,

@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "digest.h"
 #include "load.h"
@@ -198,6 +199,25 @@ static void add_image(Source *src, const char *content, char manifest_digest[DIG
                                           (json_int_t) config_size, "layers", "mediaType", OCI_MEDIA_TYPE_LAYER_TAR,
                                           "digest", layer_digest, "size", (json_int_t) tar_size);
         source_add_json_blob(src, manifest, manifest_digest, ret_manifest_size);
+}
+
+/* A docker-save image: config.json, and manifest.json naming it ref and
+ * listing its one layer at layer_path; the layer tar (holding content) is
+ * for the caller to place, in *ret_tar. */
+static void add_docker_manifest(Source *src, const char *content, const char *layer_path, const char *ref,
+                                char **ret_tar, size_t *ret_tar_size) {
+        char config_digest[DIGEST_STRING_MAX], layer_digest[DIGEST_STRING_MAX];
+
+        make_layer_tar(content, ret_tar, ret_tar_size);
+        ck_assert_int_eq(digest_buffer(*ret_tar, *ret_tar_size, layer_digest), 0);
+        json_auto_t *config = json_pack("{s:s, s:{s:s, s:[s]}}", "os", "linux", "rootfs", "type", "layers", "diff_ids",
+                                        layer_digest);
+        _cleanup_free_ char *config_text = json_dumps(config, JSON_COMPACT);
+        ck_assert_int_eq(digest_buffer(config_text, strlen(config_text), config_digest), 0);
+        source_add(src, "config.json", config_text, strlen(config_text));
+        json_auto_t *manifest = json_pack("[{s:s, s:[s], s:[s]}]", "Config", "config.json", "RepoTags", ref, "Layers",
+                                          layer_path);
+        source_add_json(src, "manifest.json", manifest);
 }
 
 static json_t *descriptor(const char *media_type, const char *digest, size_t size, const char *ref_name) {
@@ -436,7 +456,7 @@ START_TEST(test_source_directory_is_only_read) {
         _cleanup_(source_done) Source layout = {}, docker = {};
         _cleanup_free_ char *layout_dir = NULL, *docker_dir = NULL, *before = NULL, *after = NULL;
         _cleanup_free_ char *tar = NULL;
-        char digest[DIGEST_STRING_MAX], config_digest[DIGEST_STRING_MAX], layer_digest[DIGEST_STRING_MAX];
+        char digest[DIGEST_STRING_MAX];
         size_t size, tar_size;
         MsbError err = {};
         int r;
@@ -460,17 +480,8 @@ START_TEST(test_source_directory_is_only_read) {
 
         /* A docker-save tree unpacked into a directory: manifest.json,
          * the config and the layer tar under their own names. */
-        make_layer_tar("docker dir\n", &tar, &tar_size);
-        ck_assert_int_eq(digest_buffer(tar, tar_size, layer_digest), 0);
-        json_auto_t *config = json_pack("{s:s, s:{s:s, s:[s]}}", "os", "linux", "rootfs", "type", "layers", "diff_ids",
-                                        layer_digest);
-        _cleanup_free_ char *config_text = json_dumps(config, JSON_COMPACT);
-        ck_assert_int_eq(digest_buffer(config_text, strlen(config_text), config_digest), 0);
-        source_add(&docker, "config.json", config_text, strlen(config_text));
+        add_docker_manifest(&docker, "docker dir\n", "layer0/layer.tar", "docker.io/library/saved:1", &tar, &tar_size);
         source_add(&docker, "layer0/layer.tar", tar, tar_size);
-        json_auto_t *manifest = json_pack("[{s:s, s:[s], s:[s]}]", "Config", "config.json", "RepoTags",
-                                          "docker.io/library/saved:1", "Layers", "layer0/layer.tar");
-        source_add_json(&docker, "manifest.json", manifest);
         ck_assert_int_ge(asprintf(&docker_dir, "%s/docker", t.path), 0);
         write_directory(&docker, docker_dir);
         before = tree_listing(docker_dir);
@@ -612,6 +623,163 @@ START_TEST(test_member_size_limit) {
 }
 END_TEST
 
+/* Replaces dir/rel with a FIFO nobody writes to. */
+static void replace_with_fifo(const char *dir, const char *rel) {
+        _cleanup_free_ char *p = NULL;
+        ck_assert_int_ge(asprintf(&p, "%s/%s", dir, rel), 0);
+        ck_assert_int_eq(unlink(p), 0);
+        ck_assert_int_eq(mkfifo(p, 0644), 0);
+}
+
+/* Loads path, which must fail at once as an invalid image naming data_path. */
+static void assert_refused(Store *s, const char *path, const char *data_path, const char *says) {
+        json_auto_t *handles = NULL;
+        MsbError err = {};
+        struct timespec t0, t1;
+
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        ck_assert_int_lt(load(s, path, NULL, &handles, &err), 0);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        ck_assert_msg(err.kind == PROTO_ERROR_INVALID_IMAGE, "%s", err.message);
+        ck_assert_str_eq(json_string_value(json_object_get(err.data, "path")), data_path);
+        ck_assert_msg(strstr(err.message, says), "message '%s'", err.message);
+        ck_assert_int_lt(t1.tv_sec - t0.tv_sec, 2);
+        msb_error_clear(&err);
+        ck_assert_uint_eq(count_store(s, "tmp"), 0);
+}
+
+START_TEST(test_fifo_in_a_source_is_refused) {
+        _cleanup_test_dir_ TestDir t;
+        _cleanup_(store_freep) Store *s = NULL;
+        _cleanup_(source_done) Source src = {};
+        _cleanup_free_ char *a = NULL, *b = NULL, *archive = NULL;
+        char digest[DIGEST_STRING_MAX], rel[128];
+        size_t size;
+
+        /* Each of these blocked open() until a writer came: forever. */
+        test_dir_init(&t);
+        s = open_store(t.store);
+        add_image(&src, "fifo\n", digest, &size);
+        add_layout_index(&src, descriptor(OCI_MEDIA_TYPE_MANIFEST, digest, size, "docker.io/library/fifo:1"));
+        ck_assert_int_ge(asprintf(&a, "%s/a", t.path), 0);
+        write_directory(&src, a);
+        replace_with_fifo(a, "index.json");
+        assert_refused(s, a, "index.json", "FIFO");
+
+        ck_assert_int_ge(asprintf(&b, "%s/b", t.path), 0);
+        write_directory(&src, b);
+        snprintf(rel, sizeof(rel), "blobs/sha256/%s", digest_hex(digest));
+        replace_with_fifo(b, rel);
+        assert_refused(s, b, rel, "FIFO");
+
+        ck_assert_int_ge(asprintf(&archive, "%s/fifo.tar", t.path), 0);
+        ck_assert_int_eq(mkfifo(archive, 0644), 0);
+        assert_refused(s, archive, archive, "FIFO");
+}
+END_TEST
+
+/* text, once the path inside the source (rel, which may hold any digits)
+ * is blanked out, does not contain secret. */
+static void assert_says_nothing_of(const char *text, const char *rel, const char *secret) {
+        _cleanup_free_ char *copy = strdup(text);
+        ck_assert_ptr_nonnull(copy);
+        for (char *p; (p = strstr(copy, rel));)
+                memset(p, '_', strlen(rel));
+        ck_assert_msg(!strstr(copy, secret), "'%s' in '%s'", secret, text);
+}
+
+/* An image whose manifest blob (size bytes, digest) is a symlink to target. */
+static void write_layout_linking_manifest(Source *src, const char *dir, const char *target, char digest[DIGEST_STRING_MAX],
+                                          char rel[128]) {
+        size_t size;
+        _cleanup_free_ char *p = NULL;
+
+        add_image(src, "linked\n", digest, &size);
+        add_layout_index(src, descriptor(OCI_MEDIA_TYPE_MANIFEST, digest, size, "docker.io/library/link:1"));
+        write_directory(src, dir);
+        snprintf(rel, 128, "blobs/sha256/%s", digest_hex(digest));
+        ck_assert_int_ge(asprintf(&p, "%s/%s", dir, rel), 0);
+        ck_assert_int_eq(unlink(p), 0);
+        ck_assert_int_eq(symlink(target, p), 0);
+}
+
+START_TEST(test_symlink_out_of_a_layout_directory) {
+        _cleanup_test_dir_ TestDir t;
+        _cleanup_(store_freep) Store *s = NULL;
+        _cleanup_(source_done) Source one = {}, two = {};
+        _cleanup_free_ char *secret = NULL, *dir = NULL, *dir2 = NULL, *data = NULL;
+        char digest[DIGEST_STRING_MAX], secret_hash[DIGEST_STRING_MAX], rel[128];
+        json_auto_t *handles = NULL;
+        MsbError err = {};
+
+        /* A file outside the layout, with a size and digest of its own: the
+         * size and digest checks would report them if it were read. */
+        test_dir_init(&t);
+        s = open_store(t.store);
+        ck_assert_int_ge(asprintf(&secret, "%s/secret-file", t.path), 0);
+        {
+                _cleanup_close_ int fd = open(secret, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+                ck_assert_int_ge(fd, 0);
+                ck_assert_int_eq(write_all(fd, "0123456789abcdefghij-secret", 27), 0);
+        }
+        ck_assert_int_eq(digest_buffer("0123456789abcdefghij-secret", 27, secret_hash), 0);
+
+        ck_assert_int_ge(asprintf(&dir, "%s/abs", t.path), 0);
+        write_layout_linking_manifest(&one, dir, secret, digest, rel);
+        ck_assert_int_lt(load(s, dir, NULL, &handles, &err), 0);
+        ck_assert_int_eq(err.kind, PROTO_ERROR_INVALID_IMAGE);
+        ck_assert_str_eq(json_string_value(json_object_get(err.data, "path")), rel);
+        data = json_dumps(err.data, JSON_COMPACT);
+        const char *secrets[] = { secret, "secret-file", "27", digest_hex(secret_hash) };
+        for (size_t i = 0; i < ELEMENTSOF(secrets); i++) {
+                assert_says_nothing_of(err.message, rel, secrets[i]);
+                assert_says_nothing_of(data, rel, secrets[i]);
+        }
+        msb_error_clear(&err);
+
+        /* The same through "..": refused alike. */
+        ck_assert_int_ge(asprintf(&dir2, "%s/rel", t.path), 0);
+        write_layout_linking_manifest(&two, dir2, "../../../secret-file", digest, rel);
+        assert_refused(s, dir2, rel, "outside the source");
+        ck_assert_uint_eq(count_store(s, "blobs/sha256"), 0);
+}
+END_TEST
+
+START_TEST(test_docker_directory_layer_links) {
+        _cleanup_test_dir_ TestDir t;
+        _cleanup_(store_freep) Store *s = NULL;
+        _cleanup_(source_done) Source docker = {};
+        _cleanup_free_ char *tar = NULL, *dir = NULL, *real = NULL, *link = NULL, *outside = NULL;
+        size_t tar_size;
+        json_auto_t *handles = NULL;
+        MsbError err = {};
+        int r;
+
+        /* A docker-save directory whose layer path is a symlink to the tar
+         * elsewhere in the directory (docker save links repeated layers). */
+        test_dir_init(&t);
+        s = open_store(t.store);
+        add_docker_manifest(&docker, "docker link\n", "layer0/layer.tar", "docker.io/library/linked:1", &tar, &tar_size);
+        source_add(&docker, "real/layer.tar", tar, tar_size);
+        source_add_symlink(&docker, "layer0/layer.tar", "../real/layer.tar");
+        ck_assert_int_ge(asprintf(&dir, "%s/docker", t.path), 0);
+        write_directory(&docker, dir);
+        r = load(s, dir, NULL, &handles, &err);
+        ck_assert_msg(r == 0, "load: %s", err.message);
+        ck_assert_str_eq(json_string_value(json_object_get(json_array_get(handles, 0), "reference")),
+                         "docker.io/library/linked:1");
+
+        /* Moved out of the directory, the same link is refused. */
+        ck_assert_int_ge(asprintf(&real, "%s/real/layer.tar", dir), 0);
+        ck_assert_int_ge(asprintf(&outside, "%s/layer.tar", t.path), 0);
+        ck_assert_int_eq(rename(real, outside), 0);
+        ck_assert_int_ge(asprintf(&link, "%s/layer0/layer.tar", dir), 0);
+        ck_assert_int_eq(unlink(link), 0);
+        ck_assert_int_eq(symlink("../../layer.tar", link), 0);
+        assert_refused(s, dir, "layer0/layer.tar", "outside the source");
+}
+END_TEST
+
 static Suite *load_suite(void) {
         Suite *s = suite_create("load");
         TCase *tc = tcase_create("core");
@@ -625,6 +793,9 @@ static Suite *load_suite(void) {
         tcase_add_test(tc, test_failed_load_leaves_nothing);
         tcase_add_test(tc, test_member_count_limit);
         tcase_add_test(tc, test_member_size_limit);
+        tcase_add_test(tc, test_fifo_in_a_source_is_refused);
+        tcase_add_test(tc, test_symlink_out_of_a_layout_directory);
+        tcase_add_test(tc, test_docker_directory_layer_links);
         suite_add_tcase(s, tc);
         return s;
 }
