@@ -380,7 +380,7 @@ int reference_parse(const char *s, Reference **ret, const char **ret_reason) {
 
         n = strnlen(s, REFERENCE_STRING_MAX + 1);
         if (n > REFERENCE_STRING_MAX)
-                return reference_fail(ret_reason, "the reference is longer than 512 characters");
+                return reference_fail(ret_reason, "the reference is longer than 1024 characters");
 
         reason = reference_check_bytes(s, n);
         if (reason)
@@ -442,8 +442,8 @@ int reference_parse(const char *s, Reference **ret, const char **ret_reason) {
         if (slice_eq(domain, REFERENCE_DEFAULT_DOMAIN) && !slice_contains(path, '/'))
                 prefix = REFERENCE_OFFICIAL_PREFIX;
 
-        if (domain.n + 1 + strlen(prefix) + path.n > REFERENCE_NAME_MAX)
-                return reference_fail(ret_reason, "the repository name is longer than 255 characters");
+        if (strlen(prefix) + path.n > REFERENCE_NAME_MAX)
+                return reference_fail(ret_reason, "the repository path is longer than 255 characters");
 
         /* Without tag or digest a reference means the tag "latest". */
         if (!tag.p && !digest.p)
@@ -493,4 +493,59 @@ bool reference_domain_is_loopback(const char *domain) {
         /* inet_pton accepts only the dotted-quad form, so "127.1" or octal
          * spellings are not mistaken for loopback. */
         return inet_pton(AF_INET, host, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
+}
+
+/* Lowercase hex digits only, between the prefix minimum and a full digest. */
+static bool id_prefix_is_valid(const char *hex) {
+        size_t n = strlen(hex);
+
+        if (n < REFERENCE_ID_PREFIX_MIN || n > DIGEST_HEX_LEN)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!char_is_digit(hex[i]) && !(hex[i] >= 'a' && hex[i] <= 'f'))
+                        return false;
+        return true;
+}
+
+ImageSpec *image_spec_free(ImageSpec *spec) {
+        if (!spec)
+                return NULL;
+        reference_free(spec->ref);
+        free(spec->id_prefix);
+        free(spec);
+        return NULL;
+}
+
+int image_spec_parse(const char *s, ImageSpec **ret, const char **ret_reason) {
+        _cleanup_(image_spec_freep) ImageSpec *spec = NULL;
+        const char *hex = NULL;
+        int r;
+
+        if (!s || s[0] == '\0')
+                return reference_fail(ret_reason, "the reference is empty");
+        spec = calloc(1, sizeof(*spec));
+        if (!spec)
+                return -ENOMEM;
+
+        if (startswith(s, "sha256:")) {
+                /* "sha256:<hex>" is a digest, never a name: docker reads it so. */
+                hex = s + strlen("sha256:");
+                if (!id_prefix_is_valid(hex))
+                        return reference_fail(ret_reason, "a digest is sha256: and 12 to 64 lowercase hexadecimal digits");
+        } else if (id_prefix_is_valid(s)) {
+                hex = s;
+                /* A full 64-digit ID is not a name (reference_parse refuses it). */
+                if (strlen(s) < DIGEST_HEX_LEN && reference_parse(s, &spec->ref, NULL) < 0)
+                        return -ENOMEM;
+        } else {
+                r = reference_parse(s, &spec->ref, ret_reason);
+                if (r < 0)
+                        return r;
+        }
+        if (hex && asprintf(&spec->id_prefix, "sha256:%s", hex) < 0) {
+                spec->id_prefix = NULL;
+                return -ENOMEM;
+        }
+        *ret = TAKE_PTR(spec);
+        return 0;
 }

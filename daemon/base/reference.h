@@ -25,15 +25,19 @@
 
 #include "util.h"
 
-/* Longest repository name (domain + "/" + path, after normalisation), as
- * distribution/reference's NameTotalLengthMax. */
+/* Longest repository path (after the domain, "library/" included), as
+ * distribution/reference's NameTotalLengthMax, which since v0.6 does not
+ * count the domain. */
 #define REFERENCE_NAME_MAX 255
 /* Longest tag, from the tag grammar. */
 #define REFERENCE_TAG_MAX 128
-/* Longest input string accepted at all. Any valid reference is shorter
- * (name, tag and digest together stay below 470 bytes); the bound keeps a
- * client from making the parser walk megabytes. */
-#define REFERENCE_STRING_MAX 512
+/* Longest input string accepted at all. Any valid reference is shorter (a
+ * domain of at most 255, a path of 255, a tag of 128 and a digest of 71
+ * bytes); the bound keeps a client from making the parser walk megabytes. */
+#define REFERENCE_STRING_MAX 1024
+/* Fewest hex digits of a manifest digest that name an image by prefix, as
+ * `msb-image ls` (and docker) show them. */
+#define REFERENCE_ID_PREFIX_MIN 12
 /* Largest TCP port in a registry domain. */
 #define REFERENCE_PORT_MAX 65535
 
@@ -61,6 +65,29 @@ int reference_parse(const char *s, Reference **ret, const char **ret_reason);
 
 Reference *reference_free(Reference *r);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Reference *, reference_free);
+
+/*
+ * What a client may name a cached image by (README "Semantics"): a
+ * reference, a manifest digest "sha256:<64 hex>", or a prefix of its hex
+ * digits, with or without "sha256:", of REFERENCE_ID_PREFIX_MIN to 64
+ * digits. A bare hex string is also a valid repository name
+ * ("docker.io/library/<hex>:latest"), so it gets both: the reference is
+ * looked up first, as docker does, then the prefix.
+ */
+typedef struct ImageSpec {
+        Reference *ref;   /* a name reference, or NULL for "sha256:<hex>" */
+        char *id_prefix;  /* "sha256:" + 12..64 lowercase hex digits, or NULL */
+} ImageSpec;
+
+/* Parses s as an ImageSpec; -EINVAL with *ret_reason as reference_parse(). */
+int image_spec_parse(const char *s, ImageSpec **ret, const char **ret_reason);
+ImageSpec *image_spec_free(ImageSpec *spec);
+DEFINE_TRIVIAL_CLEANUP_FUNC(ImageSpec *, image_spec_free);
+/* A spec naming exactly ref, borrowed (not to be freed): lookups by name
+ * only, as a pull makes them. */
+static inline ImageSpec image_spec_borrow(const Reference *ref) {
+        return (ImageSpec) { .ref = (Reference *) ref };
+}
 
 /* True for a loopback registry domain, with or without a port: localhost,
  * 127.0.0.0/8 in dotted-quad form, [::1]. Docker treats these as insecure

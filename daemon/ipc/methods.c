@@ -34,12 +34,31 @@ static int param_reference(json_t *params, const char *field, Reference **ret, M
         return 0;
 }
 
+/* Parses params.reference as what names a cached image: a reference, a
+ * manifest digest or a unique prefix of its hex digits. */
+static int param_image_spec(json_t *params, ImageSpec **ret, MsbError *err) {
+        const char *s = json_string_value(json_object_get(params, "reference"));
+        const char *reason = NULL;
+        int r;
+
+        r = image_spec_parse(s, ret, &reason);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0) {
+                msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_REFERENCE, "invalid reference '%s': %s", s,
+                              reason ?: "it does not parse");
+                msb_error_add_data(err, "parameter", json_string("reference"));
+                return -EINVAL;
+        }
+        return 0;
+}
+
 static int method_image_get(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
-        _cleanup_(reference_freep) Reference *ref = NULL;
-        int r = param_reference(params, "reference", &ref, err);
+        _cleanup_(image_spec_freep) ImageSpec *spec = NULL;
+        int r = param_image_spec(params, &spec, err);
         if (r < 0)
                 return r;
-        return store_reader_image_get(daemon_of(call)->reader, ref, ret, err);
+        return store_reader_image_get(daemon_of(call)->reader, spec, ret, err);
 }
 
 static int method_image_list(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
@@ -52,17 +71,17 @@ static int method_image_list(RpcCall *call, json_t *params, json_t **ret, MsbErr
 }
 
 static int method_image_inspect(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
-        _cleanup_(reference_freep) Reference *ref = NULL;
+        _cleanup_(image_spec_freep) ImageSpec *spec = NULL;
         _cleanup_(oci_config_freep) OciConfig *config = NULL;
         _cleanup_free_ char *path = NULL, *data = NULL;
         json_t *detail = NULL;
         size_t size;
         int r;
 
-        r = param_reference(params, "reference", &ref, err);
+        r = param_image_spec(params, &spec, err);
         if (r < 0)
                 return r;
-        r = store_image_inspect(daemon_of(call)->store, ref, &detail, err);
+        r = store_image_inspect(daemon_of(call)->store, spec, &detail, err);
         if (r < 0)
                 return r;
 
@@ -80,14 +99,14 @@ static int method_image_inspect(RpcCall *call, json_t *params, json_t **ret, Msb
 }
 
 static int method_image_remove(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
-        _cleanup_(reference_freep) Reference *ref = NULL;
-        int r = param_reference(params, "reference", &ref, err);
+        _cleanup_(image_spec_freep) ImageSpec *spec = NULL;
+        int r = param_image_spec(params, &spec, err);
         if (r < 0)
                 return r;
-        r = store_image_remove(daemon_of(call)->store, ref, json_is_true(json_object_get(params, "force")), err);
+        r = store_image_remove(daemon_of(call)->store, spec, json_is_true(json_object_get(params, "force")), err);
         if (r < 0)
                 return r;
-        log_info("removed %s", ref->canonical);
+        log_info("removed %s", json_string_value(json_object_get(params, "reference")));
         *ret = json_null();
         return 0;
 }
@@ -125,12 +144,12 @@ static int method_image_load(RpcCall *call, json_t *params, json_t **ret, MsbErr
 }
 
 static int method_pin_add(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
-        _cleanup_(reference_freep) Reference *ref = NULL;
-        int r = param_reference(params, "reference", &ref, err);
+        _cleanup_(image_spec_freep) ImageSpec *spec = NULL;
+        int r = param_image_spec(params, &spec, err);
         if (r < 0)
                 return r;
         return store_pin_add(daemon_of(call)->store, json_string_value(json_object_get(params, "kind")),
-                             json_string_value(json_object_get(params, "name")), ref, ret, err);
+                             json_string_value(json_object_get(params, "name")), spec, ret, err);
 }
 
 static int method_pin_remove(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {

@@ -500,7 +500,7 @@ static void work_cb(uv_work_t *req) {
                 w->r = store_image_touch(m->store, w->path);
                 /* Answer with the handle as it is now, last_used_at included. */
                 if (w->r >= 0 && reference_parse(w->path, &ref, NULL) >= 0 &&
-                    store_image_get(m->store, ref, &fresh, NULL) >= 0) {
+                    store_image_get(m->store, &(ImageSpec) { .ref = ref }, &fresh, NULL) >= 0) {
                         json_decref(w->result);
                         w->result = fresh;
                 }
@@ -1516,7 +1516,9 @@ int pull_start(PullManager *m, const Reference *ref, const char *policy, const c
         /* The cache first, on the loop's read connection: a hit costs no
          * network and no worker round trip beyond marking it used. */
         if (!streq(policy, "always")) {
-                r = store_reader_image_get(m->reader, ref, &cached, &lookup_err);
+                /* By name only: pulling "abcdef123456" names a repository. */
+                ImageSpec by_name = image_spec_borrow(ref);
+                r = store_reader_image_get(m->reader, &by_name, &cached, &lookup_err);
                 msb_error_clear(&lookup_err);
                 if (r >= 0 && (!platform || platform_matches(cached, &want))) {
                         oci_platform_done(&want);

@@ -145,9 +145,22 @@ void store_reader_query(StoreReader *rd, StoreQuery *ret);
         "r.last_used_at FROM image_refs r JOIN manifests m ON m.digest = r.manifest_digest "
 
 json_t *store_handle_from_row(sqlite3_stmt *st);
-/* The handle of ref (see store_image.c); *ret_row (may be NULL) gets the
- * reference row it came from, NULL when only a pin holds the manifest. */
-int store_lookup_handle(StoreQuery *q, const Reference *ref, json_t **ret, char **ret_row, MsbError *err);
+
+/* Candidates an ambiguous-reference error lists at most. */
+#define STORE_AMBIGUOUS_SHOWN 10
+
+/* What a lookup of an ImageSpec found. */
+typedef struct StoreLookup {
+        json_t *handle;                    /* the ImageHandle */
+        char *row;                         /* the reference row a name matched; NULL by digest or pin only */
+        bool by_id;                        /* found by manifest digest (or a prefix of it) */
+        char digest[DIGEST_STRING_MAX];    /* the manifest */
+} StoreLookup;
+
+/* Finds the image spec names: image-not-found, ambiguous-reference (a
+ * prefix of several manifests, data.candidates), or 0 with *ret filled. */
+int store_lookup(StoreQuery *q, const ImageSpec *spec, StoreLookup *ret, MsbError *err);
+void store_lookup_done(StoreLookup *l);
 /* Layers of a manifest, bottom to top, as ImageLayerDetail objects, or with
  * rootfs as the Rootfs layer entries (with paths). */
 int store_manifest_layers_json(Store *s, StoreQuery *q, const char *manifest_digest, bool rootfs, json_t **ret);

@@ -120,17 +120,19 @@ int store_image_commit_with_handles(Store *s, const StoreManifest *m, char *cons
 int store_image_touch(Store *s, const char *canonical_reference);
 
 /* The ImageHandle of a reference (any spelling already parsed). */
-int store_image_get(Store *s, const Reference *ref, json_t **ret, MsbError *err);
-int store_reader_image_get(StoreReader *rd, const Reference *ref, json_t **ret, MsbError *err);
+int store_image_get(Store *s, const ImageSpec *spec, json_t **ret, MsbError *err);
+int store_reader_image_get(StoreReader *rd, const ImageSpec *spec, json_t **ret, MsbError *err);
 int store_image_list(Store *s, json_t **ret, MsbError *err);
 /* The same list as JSON text, written without a jansson tree: for 10,000
  * references several times faster. */
 int store_reader_image_list_text(StoreReader *rd, char **ret, MsbError *err);
-int store_image_inspect(Store *s, const Reference *ref, json_t **ret, MsbError *err);
-int store_image_remove(Store *s, const Reference *ref, bool force, MsbError *err);
+int store_image_inspect(Store *s, const ImageSpec *spec, json_t **ret, MsbError *err);
+/* Removes the reference spec names; by digest, every reference of that
+ * manifest (docker rmi <id>). image-in-use while pins hold it, unless force. */
+int store_image_remove(Store *s, const ImageSpec *spec, bool force, MsbError *err);
 int store_image_prune(Store *s, json_t **ret_report, MsbError *err);
 
-int store_pin_add(Store *s, const char *kind, const char *name, const Reference *ref, json_t **ret_rootfs,
+int store_pin_add(Store *s, const char *kind, const char *name, const ImageSpec *spec, json_t **ret_rootfs,
                   MsbError *err);
 int store_pin_remove(Store *s, const char *kind, const char *name, MsbError *err);
 int store_pin_list(Store *s, json_t **ret, MsbError *err);

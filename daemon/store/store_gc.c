@@ -133,13 +133,13 @@ static int holders_json(StoreTx *tx, const char *manifest_digest, json_t **ret) 
 
 /* image-in-use unless forced, or image-not-found when only pins hold the
  * manifest and no reference is left to remove. */
-static int remove_check(StoreTx *tx, json_t *handle, const char *row, bool force, MsbError *err) {
+static int remove_check(StoreTx *tx, const StoreLookup *l, bool force, MsbError *err) {
         _cleanup_(json_decrefp) json_t *holders = NULL;
-        const char *reference = json_string_value(json_object_get(handle, "reference"));
-        const char *digest = json_string_value(json_object_get(handle, "manifest_digest"));
+        const char *reference = json_string_value(json_object_get(l->handle, "reference"));
+        const char *digest = l->digest;
         int r;
 
-        if (!row) {
+        if (!l->row && !l->by_id) {
                 msb_error_set(err, -ENOENT, PROTO_ERROR_IMAGE_NOT_FOUND,
                               "no reference %s is cached; only pins hold %s", reference, digest);
                 msb_error_add_data(err, "reference", json_string(reference));
@@ -159,9 +159,8 @@ static int remove_check(StoreTx *tx, json_t *handle, const char *row, bool force
         return 0;
 }
 
-int store_image_remove(Store *s, const Reference *ref, bool force, MsbError *err) {
-        _cleanup_(json_decrefp) json_t *handle = NULL;
-        _cleanup_free_ char *row = NULL;
+int store_image_remove(Store *s, const ImageSpec *spec, bool force, MsbError *err) {
+        _cleanup_(store_lookup_done) StoreLookup l = {};
         _cleanup_(gc_done) Gc gc = {};
         _cleanup_tx_ StoreTx tx = {};
         int r;
@@ -169,13 +168,17 @@ int store_image_remove(Store *s, const Reference *ref, bool force, MsbError *err
         r = store_tx_begin(s, STORE_TX_WRITE, &tx, err);
         if (r < 0)
                 return r;
-        r = store_lookup_handle(&tx.q, ref, &handle, &row, err);
+        r = store_lookup(&tx.q, spec, &l, err);
         if (r < 0)
                 return r;
-        r = remove_check(&tx, handle, row, force, err);
+        r = remove_check(&tx, &l, force, err);
         if (r < 0)
                 return r;
-        r = store_query_step_digest(&tx.q, "DELETE FROM image_refs WHERE reference = ?1", row);
+        /* By digest, the image goes with all its names, as docker rmi <id>. */
+        if (l.by_id)
+                r = store_query_step_digest(&tx.q, "DELETE FROM image_refs WHERE manifest_digest = ?1", l.digest);
+        else
+                r = store_query_step_digest(&tx.q, "DELETE FROM image_refs WHERE reference = ?1", l.row);
         if (r < 0)
                 return store_query_error(&tx.q, SQLITE_ERROR, err, "cannot remove the reference");
         r = gc_collect(s, &tx, &gc);

@@ -230,13 +230,13 @@ json_t *store_handle_from_row(sqlite3_stmt *st) {
 }
 
 /*
- * Finds the image ref names: the reference row of its canonical form; for a
- * digest reference also a reference of the same repository that points at
- * that manifest, or else a manifest of that digest that a pin of the same
- * repository holds (its tags may have been force-removed). The handle shows
- * the reference as asked.
+ * Finds the image a reference names: the reference row of its canonical
+ * form; for a digest reference also a reference of the same repository that
+ * points at that manifest, or else a manifest of that digest that a pin of
+ * the same repository holds (its tags may have been force-removed). The
+ * handle shows the reference as asked. 0 found, -ENOENT not.
  */
-int store_lookup_handle(StoreQuery *q, const Reference *ref, json_t **ret, char **ret_row, MsbError *err) {
+static int lookup_by_reference(StoreQuery *q, const Reference *ref, StoreLookup *ret, MsbError *err) {
         sqlite3_stmt *st;
         int r, rc;
 
@@ -258,45 +258,159 @@ int store_lookup_handle(StoreQuery *q, const Reference *ref, json_t **ret, char 
         sqlite3_bind_text(st, 3, ref->repository, -1, SQLITE_STATIC);
 
         rc = sqlite3_step(st);
-        if (rc == SQLITE_DONE) {
-                msb_error_set(err, -ENOENT, PROTO_ERROR_IMAGE_NOT_FOUND, "no cached image %s", ref->canonical);
-                msb_error_add_data(err, "reference", json_string(ref->canonical));
+        if (rc == SQLITE_DONE)
                 return -ENOENT;
-        }
         if (rc != SQLITE_ROW)
                 return store_query_error(q, rc, err, "cannot look up the image");
-
-        _cleanup_free_ char *row = NULL;
-        if (ret_row && sqlite3_column_type(st, 0) != SQLITE_NULL &&
-            !(row = strdup((const char *) sqlite3_column_text(st, 0))))
+        if (sqlite3_column_type(st, 0) != SQLITE_NULL &&
+            !(ret->row = strdup((const char *) sqlite3_column_text(st, 0))))
                 return -ENOMEM;
-        json_t *h = store_handle_from_row(st);
+        ret->handle = store_handle_from_row(st);
         sqlite3_reset(st);
-        if (!h || json_object_set_new(h, "reference", json_string(ref->canonical)) < 0) {
-                json_decref(h);
+        if (!ret->handle || json_object_set_new(ret->handle, "reference", json_string(ref->canonical)) < 0)
                 return -ENOMEM;
-        }
-        *ret = h;
-        if (ret_row)
-                *ret_row = TAKE_PTR(row);
         return 0;
 }
 
-int store_image_get(Store *s, const Reference *ref, json_t **ret, MsbError *err) {
+/* The manifest whose digest starts with prefix and that a reference or a
+ * pin holds; -ENOTUNIQ when several do, with *ret_candidates listing up to
+ * STORE_AMBIGUOUS_SHOWN of them. */
+static int lookup_id_prefix(StoreQuery *q, const char *prefix, char ret_digest[DIGEST_STRING_MAX],
+                            json_t **ret_candidates, MsbError *err) {
+        _cleanup_(json_decrefp) json_t *candidates = json_array();
+        _cleanup_free_ char *pattern = NULL;
+        sqlite3_stmt *st;
+        int r, rc;
+
+        if (!candidates || asprintf(&pattern, "%s*", prefix) < 0)
+                return -ENOMEM;
+        /* GLOB with a bound pattern of plain hex digits is a range scan of
+         * the primary key. */
+        r = store_query_prepare(q,
+                                "SELECT digest FROM manifests m WHERE digest GLOB ?1 AND ("
+                                "EXISTS (SELECT 1 FROM image_refs r WHERE r.manifest_digest = m.digest) OR "
+                                "EXISTS (SELECT 1 FROM pins p WHERE p.manifest_digest = m.digest)) "
+                                "ORDER BY digest LIMIT ?2",
+                                &st);
+        if (r < 0)
+                return store_query_error(q, SQLITE_ERROR, err, "cannot look up the image");
+        sqlite3_bind_text(st, 1, pattern, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 2, STORE_AMBIGUOUS_SHOWN);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+                if (json_array_append_new(candidates, json_string((const char *) sqlite3_column_text(st, 0))) < 0)
+                        return -ENOMEM;
+        if (rc != SQLITE_DONE)
+                return store_query_error(q, rc, err, "cannot look up the image");
+        if (json_array_size(candidates) == 0)
+                return -ENOENT;
+        snprintf(ret_digest, DIGEST_STRING_MAX, "%s", json_string_value(json_array_get(candidates, 0)));
+        if (json_array_size(candidates) > 1) {
+                *ret_candidates = TAKE_PTR(candidates);
+                return -ENOTUNIQ;
+        }
+        return 0;
+}
+
+/* The handle of a manifest found by digest: its newest reference, else the
+ * newest pin's (a pinned image whose references were force-removed). */
+static int lookup_manifest_handle(StoreQuery *q, const char *digest, StoreLookup *ret, MsbError *err) {
+        sqlite3_stmt *st;
+        int r;
+
+        r = store_query_prepare(q,
+                                "SELECT * FROM (SELECT " STORE_HANDLE_COLUMNS "WHERE r.manifest_digest = ?1 "
+                                "ORDER BY r.created_at DESC, r.rowid DESC LIMIT 1) "
+                                "UNION ALL SELECT * FROM (SELECT p.reference, m.digest, m.architecture, m.os, "
+                                "m.layer_count, m.size_bytes, m.created_at, NULL FROM manifests m JOIN pins p ON "
+                                "p.manifest_digest = m.digest WHERE m.digest = ?1 ORDER BY p.created_at DESC LIMIT 1) "
+                                "LIMIT 1",
+                                &st);
+        if (r < 0)
+                return store_query_error(q, SQLITE_ERROR, err, "cannot look up the image");
+        sqlite3_bind_text(st, 1, digest, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_ROW)
+                return store_query_error(q, SQLITE_ERROR, err, "cannot look up the image");
+        ret->handle = store_handle_from_row(st);
+        sqlite3_reset(st);
+        if (!ret->handle)
+                return -ENOMEM;
+        ret->by_id = true;
+        snprintf(ret->digest, sizeof(ret->digest), "%s", digest);
+        return 0;
+}
+
+void store_lookup_done(StoreLookup *l) {
+        json_decref(l->handle);
+        free(l->row);
+        *l = (StoreLookup) {};
+}
+
+int store_lookup(StoreQuery *q, const ImageSpec *spec, StoreLookup *ret, MsbError *err) {
+        _cleanup_(json_decrefp) json_t *candidates = NULL;
+        _cleanup_(store_lookup_done) StoreLookup l = {};
+        char digest[DIGEST_STRING_MAX];
+        const char *name = spec->ref ? spec->ref->canonical : spec->id_prefix;
+        int r = -ENOENT;
+
+        /* A name first, as docker looks up "abcdef123456": a repository of
+         * that name wins over an image ID starting so. */
+        if (spec->ref)
+                r = lookup_by_reference(q, spec->ref, &l, err);
+        if (r == -ENOENT && spec->id_prefix) {
+                store_lookup_done(&l);
+                r = lookup_id_prefix(q, spec->id_prefix, digest, &candidates, err);
+                if (r == 0)
+                        r = lookup_manifest_handle(q, digest, &l, err);
+        }
+        if (r == -ENOTUNIQ) {
+                msb_error_set(err, -ENOTUNIQ, PROTO_ERROR_AMBIGUOUS_REFERENCE, "%s matches %s%zu images; give more digits",
+                              name, json_array_size(candidates) >= STORE_AMBIGUOUS_SHOWN ? "at least " : "",
+                              json_array_size(candidates));
+                msb_error_add_data(err, "reference", json_string(name));
+                msb_error_add_data(err, "candidates", TAKE_PTR(candidates));
+                return r;
+        }
+        if (r == -ENOENT) {
+                msb_error_set(err, -ENOENT, PROTO_ERROR_IMAGE_NOT_FOUND, "no cached image %s", name);
+                msb_error_add_data(err, "reference", json_string(name));
+                return r;
+        }
+        if (r < 0)
+                return r;
+        if (!l.by_id)
+                snprintf(l.digest, sizeof(l.digest), "%s",
+                         json_string_value(json_object_get(l.handle, "manifest_digest")));
+        *ret = l;
+        l = (StoreLookup) {};
+        return 0;
+}
+
+int store_image_get(Store *s, const ImageSpec *spec, json_t **ret, MsbError *err) {
+        _cleanup_(store_lookup_done) StoreLookup l = {};
         _cleanup_tx_ StoreTx tx = {};
         int r;
 
         r = store_tx_begin(s, STORE_TX_READ, &tx, err);
         if (r < 0)
                 return r;
-        return store_lookup_handle(&tx.q, ref, ret, NULL, err);
+        r = store_lookup(&tx.q, spec, &l, err);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(l.handle);
+        return 0;
 }
 
-int store_reader_image_get(StoreReader *rd, const Reference *ref, json_t **ret, MsbError *err) {
+int store_reader_image_get(StoreReader *rd, const ImageSpec *spec, json_t **ret, MsbError *err) {
+        _cleanup_(store_lookup_done) StoreLookup l = {};
         _cleanup_(store_query_finalize) StoreQuery q = {};
+        int r;
 
         store_reader_query(rd, &q);
-        return store_lookup_handle(&q, ref, ret, NULL, err);
+        r = store_lookup(&q, spec, &l, err);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(l.handle);
+        return 0;
 }
 
 static void text_string_column(JsonText *t, sqlite3_stmt *st, int col) {
@@ -424,8 +538,9 @@ int store_manifest_layers_json(Store *s, StoreQuery *q, const char *manifest_dig
         return 0;
 }
 
-int store_image_inspect(Store *s, const Reference *ref, json_t **ret, MsbError *err) {
-        _cleanup_(json_decrefp) json_t *handle = NULL, *layers = NULL;
+int store_image_inspect(Store *s, const ImageSpec *spec, json_t **ret, MsbError *err) {
+        _cleanup_(store_lookup_done) StoreLookup l = {};
+        _cleanup_(json_decrefp) json_t *layers = NULL;
         _cleanup_tx_ StoreTx tx = {};
         sqlite3_stmt *st;
         int r;
@@ -433,11 +548,11 @@ int store_image_inspect(Store *s, const Reference *ref, json_t **ret, MsbError *
         r = store_tx_begin(s, STORE_TX_READ, &tx, err);
         if (r < 0)
                 return r;
-        r = store_lookup_handle(&tx.q, ref, &handle, NULL, err);
+        r = store_lookup(&tx.q, spec, &l, err);
         if (r < 0)
                 return r;
 
-        const char *digest = json_string_value(json_object_get(handle, "manifest_digest"));
+        const char *digest = l.digest;
         r = store_manifest_layers_json(s, &tx.q, digest, false, &layers);
         if (r < 0)
                 return store_query_error(&tx.q, SQLITE_ERROR, err, "cannot read the layers");
@@ -447,7 +562,7 @@ int store_image_inspect(Store *s, const Reference *ref, json_t **ret, MsbError *
                 return store_query_error(&tx.q, SQLITE_ERROR, err, "cannot read the manifest");
 
         /* config_digest is for the caller, which parses the config blob. */
-        *ret = json_pack("{s:O, s:O, s:o}", "handle", handle, "layers", layers, "config_digest",
+        *ret = json_pack("{s:O, s:O, s:o}", "handle", l.handle, "layers", layers, "config_digest",
                          store_column_string_or_null(st, 0));
         return *ret ? 0 : -ENOMEM;
 }

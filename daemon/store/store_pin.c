@@ -55,10 +55,10 @@ static int pin_record(StoreTx *tx, const char *kind, const char *name, const cha
         return 0;
 }
 
-int store_pin_add(Store *s, const char *kind, const char *name, const Reference *ref, json_t **ret_rootfs,
+int store_pin_add(Store *s, const char *kind, const char *name, const ImageSpec *spec, json_t **ret_rootfs,
                   MsbError *err) {
-        _cleanup_(json_decrefp) json_t *handle = NULL, *rootfs = NULL;
-        _cleanup_free_ char *row = NULL;
+        _cleanup_(store_lookup_done) StoreLookup l = {};
+        _cleanup_(json_decrefp) json_t *rootfs = NULL;
         _cleanup_tx_ StoreTx tx = {};
         int64_t now = now_ms();
         sqlite3_stmt *touch;
@@ -67,11 +67,11 @@ int store_pin_add(Store *s, const char *kind, const char *name, const Reference 
         r = store_tx_begin(s, STORE_TX_WRITE, &tx, err);
         if (r < 0)
                 return r;
-        r = store_lookup_handle(&tx.q, ref, &handle, &row, err);
+        r = store_lookup(&tx.q, spec, &l, err);
         if (r < 0)
                 return r;
-        const char *reference = json_string_value(json_object_get(handle, "reference"));
-        const char *digest = json_string_value(json_object_get(handle, "manifest_digest"));
+        const char *reference = json_string_value(json_object_get(l.handle, "reference"));
+        const char *digest = l.digest;
 
         r = pin_record(&tx, kind, name, reference, digest, now, err);
         if (r < 0)
@@ -80,7 +80,8 @@ int store_pin_add(Store *s, const char *kind, const char *name, const Reference 
         r = store_query_prepare(&tx.q, "UPDATE image_refs SET last_used_at = ?2 WHERE reference = ?1", &touch);
         if (r < 0)
                 return store_query_error(&tx.q, SQLITE_ERROR, err, "cannot update the reference");
-        store_bind_text_or_null(touch, 1, row);
+        /* Found by digest, the reference the handle shows is the one used. */
+        store_bind_text_or_null(touch, 1, l.row ?: (l.by_id ? reference : NULL));
         sqlite3_bind_int64(touch, 2, now);
         if (sqlite3_step(touch) != SQLITE_DONE)
                 return store_query_error(&tx.q, SQLITE_ERROR, err, "cannot update the reference");

@@ -255,10 +255,10 @@ START_TEST(test_ingest_commit) {
         ck_assert_str_eq(cdata, img.config);
 
         /* Each layer is an EROFS image whose size the index records; fsmeta and VMDK exist. */
-        _cleanup_(reference_freep) Reference *ref = NULL;
-        ck_assert_int_eq(reference_parse("ingested:2", &ref, NULL), 0);
+        _cleanup_(image_spec_freep) ImageSpec *spec = NULL;
+        ck_assert_int_eq(image_spec_parse("ingested:2", &spec, NULL), 0);
         json_auto_t *detail = NULL;
-        ck_assert_int_eq(store_image_inspect(s, ref, &detail, &err), 0);
+        ck_assert_int_eq(store_image_inspect(s, spec, &detail, &err), 0);
         for (size_t i = 0; i < 2; i++) {
                 json_t *l = json_array_get(json_object_get(detail, "layers"), i);
                 _cleanup_free_ char *lp = store_layer_path(s, layers[i].diff_id);

@@ -201,28 +201,29 @@ START_TEST(test_tag_limit) {
 END_TEST
 
 START_TEST(test_name_limit) {
-        char path[REFERENCE_NAME_MAX + 2], s[REFERENCE_NAME_MAX + 32];
+        char path[REFERENCE_NAME_MAX + 2], s[REFERENCE_NAME_MAX + 64];
         _cleanup_(reference_freep) Reference *r = NULL;
         const char *reason = NULL;
-        /* "example.com/" is 12 characters; the repository counts it. */
-        size_t room = REFERENCE_NAME_MAX - strlen("example.com/");
 
-        snprintf(s, sizeof(s), "example.com/%s", repeat(path, 'p', room));
+        /* The path may take all 255 characters: the domain does not count
+         * (distribution/reference v0.6 and later). */
+        snprintf(s, sizeof(s), "registry.example.com:5000/%s", repeat(path, 'p', REFERENCE_NAME_MAX));
         ck_assert_int_eq(reference_parse(s, &r, &reason), 0);
-        ck_assert_uint_eq(strlen(r->repository), REFERENCE_NAME_MAX);
+        ck_assert_uint_eq(strlen(r->path), REFERENCE_NAME_MAX);
+        ck_assert_uint_eq(strlen(r->repository), strlen("registry.example.com:5000/") + REFERENCE_NAME_MAX);
         r = reference_free(r);
 
-        snprintf(s, sizeof(s), "example.com/%s", repeat(path, 'p', room + 1));
+        snprintf(s, sizeof(s), "example.com/%s", repeat(path, 'p', REFERENCE_NAME_MAX + 1));
         ck_assert_int_eq(reference_parse(s, &r, &reason), -EINVAL);
-        ck_assert_str_eq(reason, "the repository name is longer than 255 characters");
+        ck_assert_str_eq(reason, "the repository path is longer than 255 characters");
 
-        /* The limit applies after normalisation: "docker.io/library/" is added. */
-        room = REFERENCE_NAME_MAX - strlen("docker.io/library/");
+        /* The limit applies after normalisation: "library/" is added. */
+        size_t room = REFERENCE_NAME_MAX - strlen("library/");
         ck_assert_int_eq(reference_parse(repeat(path, 'p', room), &r, &reason), 0);
         ck_assert_str_eq(r->path + strlen("library/"), path);
         r = reference_free(r);
         ck_assert_int_eq(reference_parse(repeat(path, 'p', room + 1), &r, &reason), -EINVAL);
-        ck_assert_str_eq(reason, "the repository name is longer than 255 characters");
+        ck_assert_str_eq(reason, "the repository path is longer than 255 characters");
 }
 END_TEST
 
@@ -233,17 +234,17 @@ START_TEST(test_string_limit) {
 
         ck_assert_ptr_nonnull(s);
         ck_assert_int_eq(reference_parse(repeat(s, 'a', REFERENCE_STRING_MAX + 1), &r, &reason), -EINVAL);
-        ck_assert_str_eq(reason, "the reference is longer than 512 characters");
+        ck_assert_str_eq(reason, "the reference is longer than 1024 characters");
 
         /* At the limit the string is judged on its content instead. */
         ck_assert_int_eq(reference_parse(repeat(s, 'a', REFERENCE_STRING_MAX), &r, &reason), -EINVAL);
-        ck_assert_str_eq(reason, "the repository name is longer than 255 characters");
+        ck_assert_str_eq(reason, "the repository path is longer than 255 characters");
 
         /* A megabyte is refused without walking it. */
         _cleanup_free_ char *big = malloc(1 * MiB + 1);
         ck_assert_ptr_nonnull(big);
         ck_assert_int_eq(reference_parse(repeat(big, 'a', 1 * MiB), &r, &reason), -EINVAL);
-        ck_assert_str_eq(reason, "the reference is longer than 512 characters");
+        ck_assert_str_eq(reason, "the reference is longer than 1024 characters");
 }
 END_TEST
 
@@ -285,6 +286,60 @@ START_TEST(test_loopback) {
 }
 END_TEST
 
+/* What names a cached image: a reference, a digest, or a hex prefix. */
+START_TEST(test_image_spec) {
+        static const char hex[] = "72e27cbf42385c1df4bbd6f9c4b8e1a3a8d26b0c8f1e6f4d5c3b2a1908172635";
+        _cleanup_free_ char *full = NULL, *short_hex = NULL;
+        const char *reason = NULL;
+        ImageSpec *spec = NULL;
+
+        ck_assert_int_ge(asprintf(&full, "sha256:%s", hex), 0);
+        ck_assert_int_ge(asprintf(&short_hex, "%.12s", hex), 0);
+
+        /* A full digest is a digest only. */
+        ck_assert_int_eq(image_spec_parse(full, &spec, &reason), 0);
+        ck_assert_ptr_null(spec->ref);
+        ck_assert_str_eq(spec->id_prefix, full);
+        spec = image_spec_free(spec);
+
+        /* A bare 64-digit ID too (it is not a valid name). */
+        ck_assert_int_eq(image_spec_parse(hex, &spec, &reason), 0);
+        ck_assert_ptr_null(spec->ref);
+        ck_assert_str_eq(spec->id_prefix, full);
+        spec = image_spec_free(spec);
+
+        /* Twelve digits, as `ls` shows them: a name first, then a prefix. */
+        ck_assert_int_eq(image_spec_parse(short_hex, &spec, &reason), 0);
+        ck_assert_ptr_nonnull(spec->ref);
+        ck_assert_str_eq(spec->ref->canonical, "docker.io/library/72e27cbf4238:latest");
+        ck_assert_str_eq(spec->id_prefix, "sha256:72e27cbf4238");
+        spec = image_spec_free(spec);
+
+        /* sha256: with a prefix; fewer than 12 digits, uppercase or too many are refused. */
+        ck_assert_int_eq(image_spec_parse("sha256:72e27cbf4238", &spec, &reason), 0);
+        ck_assert_ptr_null(spec->ref);
+        spec = image_spec_free(spec);
+        ck_assert_int_eq(image_spec_parse("sha256:72e27cbf423", &spec, &reason), -EINVAL);
+        ck_assert_int_eq(image_spec_parse("sha256:72E27CBF4238", &spec, &reason), -EINVAL);
+        ck_assert_int_eq(image_spec_parse("sha256:", &spec, &reason), -EINVAL);
+
+        /* Eleven hex digits are just a name. */
+        ck_assert_int_eq(image_spec_parse("72e27cbf423", &spec, &reason), 0);
+        ck_assert_ptr_nonnull(spec->ref);
+        ck_assert_ptr_null(spec->id_prefix);
+        spec = image_spec_free(spec);
+
+        /* Names parse as references, errors as reference_parse's. */
+        ck_assert_int_eq(image_spec_parse("alpine", &spec, &reason), 0);
+        ck_assert_str_eq(spec->ref->canonical, "docker.io/library/alpine:latest");
+        ck_assert_ptr_null(spec->id_prefix);
+        spec = image_spec_free(spec);
+        ck_assert_int_eq(image_spec_parse("Alpine!", &spec, &reason), -EINVAL);
+        ck_assert_ptr_nonnull(reason);
+        ck_assert_int_eq(image_spec_parse("", &spec, &reason), -EINVAL);
+}
+END_TEST
+
 static Suite *reference_suite(void) {
         Suite *s = suite_create("reference");
         TCase *tc = tcase_create("core");
@@ -296,6 +351,7 @@ static Suite *reference_suite(void) {
         tcase_add_test(tc, test_tag_limit);
         tcase_add_test(tc, test_name_limit);
         tcase_add_test(tc, test_string_limit);
+        tcase_add_test(tc, test_image_spec);
         tcase_add_test(tc, test_same_image_spellings);
         tcase_add_test(tc, test_loopback);
         suite_add_tcase(s, tc);

@@ -63,9 +63,10 @@ static Store *open_store(const char *path) {
         return s;
 }
 
-static Reference *ref(const char *s) {
-        Reference *r = NULL;
-        ck_assert_int_eq(reference_parse(s, &r, NULL), 0);
+/* What a client names an image by: a reference, a digest or a prefix of one. */
+static ImageSpec *spec(const char *s) {
+        ImageSpec *r = NULL;
+        ck_assert_int_eq(image_spec_parse(s, &r, NULL), 0);
         return r;
 }
 
@@ -238,7 +239,7 @@ static void expect_files(char **v, bool present) {
 
 /* Looks up through a reader, as the loop thread does. */
 static json_t *get(Store *s, const char *reference, MsbError *err) {
-        _cleanup_(reference_freep) Reference *r = ref(reference);
+        _cleanup_(image_spec_freep) ImageSpec *r = spec(reference);
         _cleanup_(store_reader_freep) StoreReader *rd = NULL;
         json_t *h = NULL;
 
@@ -260,7 +261,7 @@ static void expect_not_found(Store *s, const char *reference) {
 }
 
 static int remove_image(Store *s, const char *reference, bool force, MsbError *err) {
-        _cleanup_(reference_freep) Reference *r = ref(reference);
+        _cleanup_(image_spec_freep) ImageSpec *r = spec(reference);
         return store_image_remove(s, r, force, err);
 }
 
@@ -291,7 +292,7 @@ static void expect_report(json_t *report, json_int_t refs, json_int_t manifests,
 }
 
 static void pin(Store *s, const char *kind, const char *name, const char *reference, json_t **ret_rootfs) {
-        _cleanup_(reference_freep) Reference *r = ref(reference);
+        _cleanup_(image_spec_freep) ImageSpec *r = spec(reference);
         json_t *rootfs = NULL;
         MsbError err = {};
         int ret = store_pin_add(s, kind, name, r, &rootfs, &err);
@@ -579,14 +580,14 @@ START_TEST(test_commit_get_inspect) {
         ck_assert_uint_eq(json_object_size(h), 8);
 
         /* The same image by its other tag, and from a worker thread's connection. */
-        _cleanup_(reference_freep) Reference *r320 = ref("alpine:3.20");
+        _cleanup_(image_spec_freep) ImageSpec *r320 = spec("alpine:3.20");
         json_auto_t *h2 = NULL;
         ck_assert_int_eq(store_image_get(s, r320, &h2, NULL), 0);
         ck_assert_str_eq(json_string_value(json_object_get(h2, "reference")), "docker.io/library/alpine:3.20");
         ck_assert_str_eq(json_string_value(json_object_get(h2, "manifest_digest")), img.manifest_digest);
 
         /* Inspect: layers bottom to top with their sizes, and the config digest. */
-        _cleanup_(reference_freep) Reference *r = ref("docker.io/library/alpine");
+        _cleanup_(image_spec_freep) ImageSpec *r = spec("docker.io/library/alpine");
         ck_assert_int_eq(store_image_inspect(s, r, &detail, &err), 0);
         ck_assert(json_equal(json_object_get(detail, "handle"), h));
         ck_assert_str_eq(json_string_value(json_object_get(detail, "config_digest")), img.config_digest);
@@ -611,6 +612,88 @@ START_TEST(test_commit_get_inspect) {
         char unknown[DIGEST_STRING_MAX];
         ck_assert_int_eq(digest_buffer("nope", 4, unknown), 0);
         ck_assert_int_eq(store_layer_lookup(s, unknown, &size), 0);
+}
+END_TEST
+
+/* Commits a second manifest under a digest that shares all but the last hex
+ * digit of img's (the same content under another name: the store does not
+ * hash what it indexes), to make a prefix that names two images. */
+static void make_twin(Store *s, const TestImage *img, char *ref, char twin[DIGEST_STRING_MAX]) {
+        _cleanup_free_ char *from = store_blob_path(s, img->manifest_digest), *to = NULL, *data = NULL;
+        StoreLayer sl = { (char *) img->blob_digests[0], (char *) img->diff_ids[0], (char *) OCI_MEDIA_TYPE_LAYER_GZIP,
+                          img->compressed_sizes[0] };
+        MsbError err = {};
+        size_t size;
+
+        snprintf(twin, DIGEST_STRING_MAX, "%s", img->manifest_digest);
+        twin[strlen(twin) - 1] = twin[strlen(twin) - 1] == '0' ? '1' : '0';
+        ck_assert_int_eq(read_file_bounded(from, 1 * MiB, &data, &size), 0);
+        to = store_blob_path(s, twin);
+        write_content(s, TAKE_PTR(to), data);
+        StoreManifest m = {
+                .digest = twin, .media_type = (char *) "application/vnd.oci.image.manifest.v1+json", .size = size,
+                .config_digest = (char *) img->config_digest, .config_size = 1, .layers = &sl, .n_layers = 1,
+        };
+        ck_assert_int_eq(store_image_commit(s, &m, &ref, 1, &err), 0);
+}
+
+/* A manifest digest, or a unique prefix of its hex digits, names an image;
+ * a prefix of several is ambiguous-reference listing them. */
+START_TEST(test_get_by_digest_and_prefix) {
+        _cleanup_test_dir_ TestDir t;
+        _cleanup_(store_freep) Store *s = NULL;
+        static const char *const layers[] = { "busybox layer" };
+        char *refs[] = { (char *) "docker.io/library/busybox:latest", (char *) "example.com/tools/busybox:1" };
+        char twin[DIGEST_STRING_MAX], spelled[128];
+        _cleanup_(msb_error_clear) MsbError err = {};
+        TestImage img;
+
+        test_dir_init(&t);
+        s = open_store(t.store);
+        make_image(s, "busybox", layers, 1, false, refs, 2, &img);
+        const char *hex = img.manifest_digest + strlen("sha256:");
+
+        /* Full digest, bare ID, sha256: prefix and bare prefix: the newest reference. */
+        snprintf(spelled, sizeof(spelled), "%.19s", img.manifest_digest);
+        const char *spellings[] = { img.manifest_digest, hex, spelled, spelled + strlen("sha256:") };
+        for (size_t i = 0; i < ELEMENTSOF(spellings); i++) {
+                json_auto_t *h = get(s, spellings[i], &err);
+                ck_assert_msg(h, "%s: %s", spellings[i], err.message);
+                ck_assert_str_eq(json_string_value(json_object_get(h, "manifest_digest")), img.manifest_digest);
+                ck_assert_str_eq(json_string_value(json_object_get(h, "reference")), refs[1]);
+        }
+
+        /* A twin sharing 63 digits: a short prefix is ambiguous, the full digest is not. */
+        make_twin(s, &img, (char *) "docker.io/library/twin:1", twin);
+        json_auto_t *none = get(s, spelled, &err);
+        ck_assert_ptr_null(none);
+        ck_assert_int_eq(err.kind, PROTO_ERROR_AMBIGUOUS_REFERENCE);
+        json_t *candidates = json_object_get(err.data, "candidates");
+        ck_assert_uint_eq(json_array_size(candidates), 2);
+        ck_assert_str_eq(json_string_value(json_array_get(candidates, 0)), strcmp(twin, img.manifest_digest) < 0 ? twin : img.manifest_digest);
+        msb_error_clear(&err);
+        json_auto_t *h_twin = get(s, twin, &err);
+        ck_assert_ptr_nonnull(h_twin);
+        ck_assert_str_eq(json_string_value(json_object_get(h_twin, "reference")), "docker.io/library/twin:1");
+
+        /* A name made of hex digits is a name first. */
+        char hexname[64];
+        snprintf(hexname, sizeof(hexname), "docker.io/library/%.12s:latest", hex);
+        char *hexrefs[] = { hexname };
+        static const char *const other_layers[] = { "other layer" };
+        TestImage other;
+        make_image(s, "other", other_layers, 1, false, hexrefs, 1, &other);
+        snprintf(spelled, sizeof(spelled), "%.12s", hex);
+        json_auto_t *h_named = get(s, spelled, &err);
+        ck_assert_ptr_nonnull(h_named);
+        ck_assert_str_eq(json_string_value(json_object_get(h_named, "manifest_digest")), other.manifest_digest);
+
+        /* Removing by digest takes every reference of the image. */
+        ck_assert_int_eq(remove_image(s, img.manifest_digest, false, &err), 0);
+        expect_not_found(s, refs[0]);
+        expect_not_found(s, refs[1]);
+        json_auto_t *still = get(s, twin, &err);
+        ck_assert_ptr_nonnull(still);
 }
 END_TEST
 
@@ -928,7 +1011,7 @@ START_TEST(test_pin_replace_and_list) {
         msb_error_clear(&err);
 
         /* Pinning what is not cached is image-not-found. */
-        _cleanup_(reference_freep) Reference *missing = ref("missing:1");
+        _cleanup_(image_spec_freep) ImageSpec *missing = spec("missing:1");
         json_t *rootfs = NULL;
         ck_assert_int_eq(store_pin_add(s, "sandbox", "x", missing, &rootfs, &err), -ENOENT);
         ck_assert_ptr_null(rootfs);
@@ -1671,6 +1754,7 @@ static Suite *store_suite(void) {
         tcase_set_timeout(tc, 60);
         tcase_add_test(tc, test_commit_get_inspect);
         tcase_add_test(tc, test_get_by_any_spelling);
+        tcase_add_test(tc, test_get_by_digest_and_prefix);
         tcase_add_test(tc, test_commit_under_digest_reference);
         tcase_add_test(tc, test_list_newest_first);
         tcase_add_test(tc, test_remove_unpinned);

@@ -29,6 +29,7 @@ __all__ = [
     "NetworkError",
     "RegistryError",
     "ShuttingDownError",
+    "AmbiguousReferenceError",
 ]
 
 
@@ -179,6 +180,13 @@ class ShuttingDownError(RpcError):
     error_name = "shutting-down"
 
 
+class AmbiguousReferenceError(RpcError):
+    """Ambiguous reference (code 1017, data.name "ambiguous-reference"); data carries candidates, reference."""
+
+    code = 1017
+    error_name = "ambiguous-reference"
+
+
 class InvalidReferenceError(InvalidParamsError):
     """Invalid reference (code -32602, data.name "invalid-reference"); data carries parameter."""
 
@@ -210,6 +218,7 @@ ERRORS_BY_NAME: dict[str, type[RpcError]] = {
     "network-error": NetworkError,
     "registry-error": RegistryError,
     "shutting-down": ShuttingDownError,
+    "ambiguous-reference": AmbiguousReferenceError,
 }
 
 # Fallback by error.code when data.name is missing or unknown.
@@ -235,4 +244,5 @@ ERRORS_BY_CODE: dict[int, type[RpcError]] = {
     1014: NetworkError,
     1015: RegistryError,
     1016: ShuttingDownError,
+    1017: AmbiguousReferenceError,
 }
