@@ -39,6 +39,21 @@ static void op_fetch_document(PullOp *op, const char *digest, uint64_t size) {
                 pull_op_fail_errno(op, r, "manifest");
 }
 
+/* Keeps a NUL-terminated copy of the document the op's fetch received (body
+ * lives in the fetch), then lets the fetch go. */
+static int op_keep_document(PullOp *op, const char *body, size_t n, char **ret, size_t *ret_size) {
+        char *copy = malloc(n + 1);
+
+        if (!copy)
+                return -ENOMEM;
+        memcpy(copy, body, n);
+        copy[n] = '\0';
+        *ret = copy;
+        *ret_size = n;
+        op->fetch = registry_fetch_free(op->fetch);
+        return 0;
+}
+
 /* The config blob is in: the worker prepares the ingest (which parses the
  * manifest and config once more, against the store). */
 static void op_config_done(RegistryFetch *f, int r, const MsbError *err, void *userdata) {
@@ -51,13 +66,8 @@ static void op_config_done(RegistryFetch *f, int r, const MsbError *err, void *u
                 return;
         }
         body = registry_fetch_body(f, &n);
-        op->config = malloc(n + 1);
-        if (!op->config)
+        if (op_keep_document(op, body, n, &op->config, &op->config_size) < 0)
                 return pull_op_fail_errno(op, -ENOMEM, "config");
-        memcpy(op->config, body, n);
-        op->config[n] = '\0';
-        op->config_size = n;
-        op->fetch = registry_fetch_free(op->fetch);
 
         op->step = OP_PREPARING;
         r = pull_work_queue(op->manager, op, WORK_PREPARE, 0, NULL, NULL, NULL);
@@ -79,13 +89,8 @@ static void op_got_manifest(PullOp *op, const char *body, size_t n, const char *
                 return;
         }
         snprintf(op->manifest_digest, sizeof(op->manifest_digest), "%s", digest);
-        op->manifest = malloc(n + 1);
-        if (!op->manifest)
+        if (op_keep_document(op, body, n, &op->manifest, &op->manifest_size) < 0)
                 return pull_op_fail_errno(op, -ENOMEM, "manifest");
-        memcpy(op->manifest, body, n);
-        op->manifest[n] = '\0';
-        op->manifest_size = n;
-        op->fetch = registry_fetch_free(op->fetch);
 
         if (op->parsed->config.size > OCI_CONFIG_MAX_BYTES) {
                 msb_error_set(&err, -EFBIG, PROTO_ERROR_LIMIT_EXCEEDED, "the config of %s is larger than %zu bytes",
