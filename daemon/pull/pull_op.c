@@ -90,7 +90,9 @@ void pull_op_finish(PullOp *op) {
         PullManager *m = op->manager;
         PullRequest *q;
 
-        if (op->works_in_flight > 0)
+        /* A worker job still holds the op, or pull_op_pump() runs further
+         * up the stack and reads it after this returns: they finish it. */
+        if (op->works_in_flight > 0 || op->pumping)
                 return;
         op->step = OP_FINISHED;
         /* Unlink first so a caller's callback cannot reach this op. */
@@ -234,6 +236,11 @@ void pull_op_pump(PullOp *op) {
                 op_pump_once(op);
         } while (op->repump && !op->failed);
         op->pumping = false;
+        /* A layer that failed in the pump (a descriptor over the size
+         * limit, a download that could not start) failed the pull, whose
+         * end waited for the pump. */
+        if (op->failed)
+                pull_op_finish(op);
 }
 
 /* Starts downloads up to the per-pull bound. A layer an earlier pull
