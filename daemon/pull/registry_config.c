@@ -285,44 +285,32 @@ static RegistryHostConfig *config_get_or_add(RegistryConfig *c, const char *host
         return &hosts[c->n_hosts++];
 }
 
-int registry_config_load_docker_auths(RegistryConfig *c, const char *path) {
-        _cleanup_free_ char *default_path = NULL, *data = NULL;
-        _cleanup_(json_decrefp) json_t *root = NULL;
-        const json_t *auths;
-        const char *key;
-        json_t *v;
-        size_t size;
+/* Where the Docker client keeps its config: $DOCKER_CONFIG/config.json,
+ * else ~/.docker/config.json. *ret NULL: neither is set. */
+static int docker_config_path(char **ret) {
+        const char *dir = getenv("DOCKER_CONFIG"), *home = getenv("HOME");
         int r;
 
-        if (!path) {
-                const char *dir = getenv("DOCKER_CONFIG"), *home = getenv("HOME");
-
-                if (dir && dir[0])
-                        r = asprintf(&default_path, "%s/config.json", dir);
-                else if (home && home[0])
-                        r = asprintf(&default_path, "%s/.docker/config.json", home);
-                else
-                        return 0;
-                if (r < 0)
-                        return -ENOMEM;
-                path = default_path;
+        *ret = NULL;
+        if (dir && dir[0])
+                r = asprintf(ret, "%s/config.json", dir);
+        else if (home && home[0])
+                r = asprintf(ret, "%s/.docker/config.json", home);
+        else
+                return 0;
+        if (r < 0) {
+                /* asprintf() leaves *ret undefined when it fails. */
+                *ret = NULL;
+                return -ENOMEM;
         }
+        return 0;
+}
 
-        r = read_file_bounded(path, REGISTRY_DOCKER_CONFIG_MAX_BYTES, &data, &size);
-        if (r == -ENOENT)
-                return 0;
-        if (r < 0)
-                return r;
-
-        root = json_loadb(data, size, 0, NULL);
-        explicit_bzero(data, size);
-        if (!root || !json_is_object(root))
-                return -EINVAL;
-        auths = json_object_get(root, "auths");
-        if (!auths)
-                return 0;
-        if (!json_is_object(auths))
-                return -EINVAL;
+/* The "auths" object of a Docker config: {host: {"auth": base64("user:password")}}.
+ * Entries without a usable "auth" are skipped. */
+static int docker_auths_add(RegistryConfig *c, const json_t *auths) {
+        const char *key;
+        json_t *v;
 
         json_object_foreach((json_t *) auths, key, v) {
                 _cleanup_free_ char *host = NULL, *user = NULL, *password = NULL;
@@ -347,4 +335,36 @@ int registry_config_load_docker_auths(RegistryConfig *c, const char *path) {
                 h->password = TAKE_PTR(password);
         }
         return 0;
+}
+
+int registry_config_load_docker_auths(RegistryConfig *c, const char *path) {
+        _cleanup_free_ char *default_path = NULL, *data = NULL;
+        _cleanup_(json_decrefp) json_t *root = NULL;
+        const json_t *auths;
+        size_t size;
+        int r;
+
+        if (!path) {
+                r = docker_config_path(&default_path);
+                if (r < 0 || !default_path)
+                        return r;
+                path = default_path;
+        }
+
+        r = read_file_bounded(path, REGISTRY_DOCKER_CONFIG_MAX_BYTES, &data, &size);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+
+        root = json_loadb(data, size, 0, NULL);
+        explicit_bzero(data, size);
+        if (!root || !json_is_object(root))
+                return -EINVAL;
+        auths = json_object_get(root, "auths");
+        if (!auths)
+                return 0;
+        if (!json_is_object(auths))
+                return -EINVAL;
+        return docker_auths_add(c, auths);
 }

@@ -1,5 +1,6 @@
 """image.pull through the real daemon against real registries on loopback."""
 
+import json
 import os
 import threading
 import time
@@ -568,3 +569,24 @@ def test_manifest_over_the_limit(published, pull_daemon):
         assert e.data["limit"] == "manifest_bytes" and e.data["max"] == limit
         # The daemon keeps serving.
         assert rpc.call("image.list") == []
+
+
+def test_layer_over_the_limit(published, pull_daemon):
+    """A manifest whose layer descriptor is over the uncompressed layer
+    limit fails the pull from inside the loop that starts its layers; the
+    pull must outlive that loop and end after it."""
+    img = published.images["test/small:v1"]
+    limit = 10 * 1024 ** 3  # proto x-limits layer_uncompressed_bytes
+    manifest = json.loads(img.layout.blob_path(img.manifest_digest).read_bytes())
+    manifest["layers"][0]["size"] = limit + 1
+    with FaultServer({"test/small": img.layout.path},
+                     manifest_override={"v1": json.dumps(manifest).encode()}) as fault:
+        d = pull_daemon()
+        rpc = d.client()
+        e = pull_err(rpc, f"{fault.host}/test/small:v1")
+        assert e.name == "limit-exceeded" and e.code == 1007
+        assert e.data["limit"] == "layer_uncompressed_bytes" and e.data["max"] == limit
+        # The daemon keeps serving, and the same pull fails the same way.
+        assert pull_err(rpc, f"{fault.host}/test/small:v1").name == "limit-exceeded"
+        assert rpc.call("image.list") == []
+        assert store_tmp_files(d) == []
