@@ -32,6 +32,7 @@ typedef struct Converter {
         LayerReader *reader;
         const ErofsLayerLimits *limits;
         uint64_t entries;
+        uint64_t file_bytes;      /* apparent sizes of the regular files so far */
         char *scratch;            /* a normalised hard link target */
         size_t scratch_alloc;
 } Converter;
@@ -261,6 +262,17 @@ static int add_entry(Converter *c, const LayerEntry *e, MsbError *err) {
                 }
         } else if (type != S_IFREG && type != S_IFLNK && type != S_IFCHR && type != S_IFBLK && type != S_IFIFO)
                 return reject(err, -EBADMSG, e->raw_path, "has a type that a layer cannot hold");
+
+        /* What a layer costs is what it means, not what its tar costs: a
+         * sparse member of a few bytes can stand for terabytes. The
+         * apparent sizes count against the same limit as the tar stream,
+         * before a byte of the file is written. */
+        if (type == S_IFREG) {
+                if (e->size > c->limits->uncompressed_bytes - c->file_bytes)
+                        return limit_exceeded(err, "layer_uncompressed_bytes", c->limits->uncompressed_bytes,
+                                              e->raw_path);
+                c->file_bytes += e->size;
+        }
 
         r = erofs_tree_inode_new(c->tree, type, &i);
         if (r < 0)

@@ -443,6 +443,85 @@ START_TEST(test_convert_limits) {
 }
 END_TEST
 
+/* A PAX tar (GNU sparse 1.0 members, as libarchive writes them) holding
+ * one regular file of `size` bytes whose data is only in the given extents
+ * (offset, length pairs, ending with a zero length), each filled with a
+ * byte pattern that depends on its offset; the expected content is
+ * returned in *ret_content (malloc'ed) when asked for. */
+typedef struct Extent {
+        uint64_t offset, length;
+} Extent;
+
+static uint8_t pattern_byte(uint64_t off) {
+        return (uint8_t) (off * 131 + (off >> 12) + 1) | 1;
+}
+
+static int sparse_tar_memfd(const char *name, uint64_t size, const Extent *extents, uint8_t **ret_content) {
+        struct archive *a = archive_write_new();
+        struct archive_entry *e = archive_entry_new();
+        _cleanup_free_ uint8_t *content = calloc(1, size ? size : 1);
+        int fd = memfd();
+
+        ck_assert_ptr_nonnull(content);
+        ck_assert_int_eq(archive_write_set_format_pax(a), ARCHIVE_OK);
+        ck_assert_int_eq(archive_write_open_fd(a, fd), ARCHIVE_OK);
+        archive_entry_set_pathname(e, name);
+        archive_entry_set_filetype(e, AE_IFREG);
+        archive_entry_set_perm(e, 0644);
+        archive_entry_set_size(e, (la_int64_t) size);
+        archive_entry_set_mtime(e, 1600000000, 0);
+        for (const Extent *x = extents; x->length > 0; x++) {
+                archive_entry_sparse_add_entry(e, (la_int64_t) x->offset, (la_int64_t) x->length);
+                for (uint64_t k = x->offset; k < x->offset + x->length; k++)
+                        content[k] = pattern_byte(k);
+        }
+        ck_assert_int_eq(archive_write_header(a, e), ARCHIVE_OK);
+        /* libarchive takes the whole content and stores only the extents. */
+        ck_assert_int_eq(archive_write_data(a, content, size), (la_ssize_t) size);
+        archive_entry_free(e);
+        ck_assert_int_eq(archive_write_close(a), ARCHIVE_OK);
+        archive_write_free(a);
+        ck_assert_int_eq(lseek(fd, 0, SEEK_SET), 0);
+        if (ret_content)
+                *ret_content = TAKE_PTR(content);
+        return fd;
+}
+
+START_TEST(test_convert_counts_apparent_sizes) {
+        static const Extent extents[] = { { 0, 100 }, { 900 * 1024, 10 }, {} };
+        ErofsLayerLimits limits = erofs_layer_limits_default();
+        ErofsLayerInfo info = {};
+        MsbError err = {};
+        int in = sparse_tar_memfd("sparse", 1024 * 1024, extents, NULL), out = memfd();
+        off_t tar_size = lseek(in, 0, SEEK_END);
+        struct stat st;
+
+        /* The tar is a few blocks; the file it holds is 1 MiB. */
+        ck_assert_int_lt(tar_size, 16 * 1024);
+        ck_assert_int_eq(lseek(in, 0, SEEK_SET), 0);
+        limits.uncompressed_bytes = 512 * 1024;
+        ck_assert_int_lt(erofs_layer_convert_with_limits(in, "application/vnd.oci.image.layer.v1.tar", NULL,
+                                                         UINT64_MAX, NULL, &limits, out, &info, &err), 0);
+        ck_assert(err.set && err.kind == PROTO_ERROR_LIMIT_EXCEEDED);
+        ck_assert_str_eq(json_string_value(json_object_get(err.data, "limit")), "layer_uncompressed_bytes");
+        ck_assert_int_eq(json_integer_value(json_object_get(err.data, "max")), 512 * 1024);
+        ck_assert_str_eq(json_string_value(json_object_get(err.data, "entry")), "sparse");
+        msb_error_clear(&err);
+        /* Refused before a byte of the file was written. */
+        ck_assert_int_eq(fstat(out, &st), 0);
+        ck_assert_int_eq(st.st_size, 0);
+
+        /* At the file's size exactly, it is accepted. */
+        limits.uncompressed_bytes = 1024 * 1024;
+        ck_assert_int_eq(lseek(in, 0, SEEK_SET), 0);
+        ck_assert_int_eq(erofs_layer_convert_with_limits(in, "application/vnd.oci.image.layer.v1.tar", NULL,
+                                                         UINT64_MAX, NULL, &limits, out, &info, &err), 0);
+        ck_assert(!err.set);
+        close(in);
+        close(out);
+}
+END_TEST
+
 static uint64_t xorshift(uint64_t *state) {
         uint64_t x = *state;
         x ^= x << 13;
@@ -546,6 +625,7 @@ static Suite *erofs_suite(void) {
         tcase_add_test(tc, test_convert_deterministic);
         tcase_add_test(tc, test_convert_rejects_dotdot);
         tcase_add_test(tc, test_convert_limits);
+        tcase_add_test(tc, test_convert_counts_apparent_sizes);
         tcase_add_test(tc, test_convert_survives_damaged_tars);
         tcase_add_test(tc, test_fsmeta_survives_damaged_layer_images);
         suite_add_tcase(s, tc);
