@@ -129,17 +129,16 @@ static int apply_xattrs(Converter *c, ErofsInode *i, const LayerEntry *e, MsbErr
         return 0;
 }
 
+/* Streams a regular file's data into the image. Sparse entries skip their
+ * holes; the writer leaves out the chunks they cover, which read back as
+ * zeros. */
 static int copy_data(Converter *c, ErofsInode *i, const LayerEntry *e, MsbError *err) {
-        uint64_t written = 0, len;
+        uint64_t next = 0, off;
         const void *buf;
         size_t n;
-        uint64_t off;
         int r;
 
-        i->size = e->size;
-        if (e->size == 0)
-                return 0;
-        r = erofs_writer_data_begin(c->writer, &i->blkaddr);
+        r = erofs_writer_file_begin(c->writer, e->size);
         if (r < 0)
                 return r;
         for (;;) {
@@ -148,26 +147,14 @@ static int copy_data(Converter *c, ErofsInode *i, const LayerEntry *e, MsbError 
                         return r;
                 if (r == 0)
                         break;
-                /* Sparse entries skip holes; they read back as zeros. */
-                if (off < written || off + n > e->size)
+                if (off < next || off > e->size || n > e->size - off)
                         return reject(err, -EBADMSG, e->raw_path, "has data outside its size");
-                if (off > written) {
-                        r = erofs_writer_data_zero(c->writer, off - written);
-                        if (r < 0)
-                                return r;
-                        written = off;
-                }
-                r = erofs_writer_data_append(c->writer, buf, n);
+                r = erofs_writer_file_write(c->writer, off, buf, n);
                 if (r < 0)
                         return r;
-                written += n;
+                next = off + n;
         }
-        if (written < e->size) {
-                r = erofs_writer_data_zero(c->writer, e->size - written);
-                if (r < 0)
-                        return r;
-        }
-        return erofs_writer_data_end(c->writer, &len);
+        return erofs_writer_file_end(c->writer, i);
 }
 
 static int add_hardlink(Converter *c, ErofsInode *dir, const char *name, size_t name_len, const LayerEntry *e,
