@@ -1,4 +1,4 @@
-"""The EROFS test image kit and the tree comparison (stdlib only).
+"""The EROFS test image kit and the tree comparison (stdlib and msbtest only).
 
 Layers are tar streams written here with :mod:`tarfile` (PAX and GNU
 formats), packaged into an OCI image by ``umoci``; the truth each image is
@@ -20,6 +20,8 @@ import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from msbtest.imagekit import sparse_tar, write_sparse_files
 
 MTIME = 1_600_000_000
 BIG_FILE_BYTES = 100 * 1000 * 1000
@@ -241,54 +243,22 @@ SPARSE_UPPER = {
 }
 
 
-def write_sparse_tree(root: Path, files: dict) -> Path:
-    """Writes files with real holes (the filesystem's) below root."""
-    for name, (size, pieces) in files.items():
-        p = root / name
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with open(p, "wb") as f:
-            for off, data in pieces:
-                f.seek(off)
-                f.write(data)
-            f.truncate(size)
-    return root
-
-
-def sparse_content(size: int, pieces: list) -> bytes:
-    b = bytearray(size)
-    for off, data in pieces:
-        b[off:off + len(data)] = data
-    return bytes(b)
-
-
-def gnu_tar_sparse(src: Path, tar: Path, fmt: str) -> Path:
-    """GNU tar -S of everything below src, with fixed owners and times:
-    fmt "posix" writes PAX 1.0 sparse members, "gnu" the old GNU form."""
-    for dirpath, dirnames, filenames in os.walk(src):
-        for n in dirnames + filenames:
-            os.utime(os.path.join(dirpath, n), (MTIME, MTIME), follow_symlinks=False)
-    os.utime(src, (MTIME, MTIME))
-    subprocess.run(["tar", "-S", f"--format={fmt}", "--owner=0", "--group=0", "--numeric-owner",
-                    "-C", str(src), "-cf", str(tar), "."], check=True)
-    return tar
-
-
 def write_sparse_layers(d: Path) -> list[Path]:
     """Two layers of files with holes, as PAX 1.0 sparse members: the upper
     one replaces a lower file and whites out another; a few ordinary files
     and a hard link must stay as they were. A third tar holds the upper
     tree as old GNU sparse members ('S' headers), which umoci cannot unpack,
     so it is checked as a layer on its own."""
-    lower = write_sparse_tree(d / "sparse-lower", SPARSE_LOWER)
+    lower = write_sparse_files(d / "sparse-lower", SPARSE_LOWER)
     (lower / "plain").mkdir()
     (lower / "plain" / "dense").write_bytes(random.Random(7).randbytes(10000))
     (lower / "plain" / "empty").write_bytes(b"")
     os.link(lower / "sparse" / "middle", lower / "sparse" / "middle.link")
-    upper = write_sparse_tree(d / "sparse-upper", SPARSE_UPPER)
+    upper = write_sparse_files(d / "sparse-upper", SPARSE_UPPER)
     (upper / "sparse" / ".wh.all-hole").write_bytes(b"")
-    return [gnu_tar_sparse(lower, d / "sparse-lower.tar", "posix"),
-            gnu_tar_sparse(upper, d / "sparse-upper.tar", "posix"),
-            gnu_tar_sparse(upper, d / "sparse-upper-gnu.tar", "gnu")]
+    return [sparse_tar(lower, d / "sparse-lower.tar", "posix"),
+            sparse_tar(upper, d / "sparse-upper.tar", "posix"),
+            sparse_tar(upper, d / "sparse-upper-gnu.tar", "gnu")]
 
 
 @dataclass

@@ -29,6 +29,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import erofs_kit as kit  # noqa: E402
+from msbtest.imagekit import sparse_content  # noqa: E402
 from test_erofs_kit import Mount, dump, fsck, fsmeta_disk, mount_reason  # noqa: E402
 
 MT_TAR = "application/vnd.oci.image.layer.v1.tar"
@@ -89,7 +90,7 @@ def test_layer_files_read_back_through_the_chunk_map(sparse, layer):
     _, image, files = sparse["layers"][layer]
     for path, (size, pieces) in files.items():
         info = kit.run_tool("file", image, path)
-        want = kit.sparse_content(size, pieces)
+        want = sparse_content(size, pieces)
         assert info["size"] == size and info["sha256"] == sha(want), path
         assert info["layout"] == 4, path                   # EROFS_INODE_CHUNK_BASED
         assert 0 < info["chunks"] <= CHUNKS_MAX, path
@@ -156,7 +157,7 @@ def test_fsmeta_carries_the_chunk_maps(sparse):
         # The same map: same chunk size, the same chunks are holes.
         assert {k: info[k] for k in ("size", "layout", "chunk_bits", "chunks", "hole_chunks")} == \
             {k: in_layer[k] for k in ("size", "layout", "chunk_bits", "chunks", "hole_chunks")}, path
-        assert info["sha256"] == kit.file_digest(str(rootfs / path)) == sha(kit.sparse_content(size, pieces)), path
+        assert info["sha256"] == kit.file_digest(str(rootfs / path)) == sha(sparse_content(size, pieces)), path
     assert kit.run_tool("file", fsmeta, "plain/dense", *images)["sha256"] == \
         kit.file_digest(str(rootfs / "plain" / "dense"))
     out = dump(fsmeta, "--path=/sparse/big-chunks", devices=images)
