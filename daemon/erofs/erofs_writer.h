@@ -12,7 +12,7 @@
  * else (inodes, xattrs, directories, symlink targets) is kept in the tree
  * and laid out by erofs_writer_finish() after the data:
  *
- *   [head: superblock, device table][file data][inodes + inline tails][directory blocks]
+ *   [head: superblock, device table][file data][inodes + inline tails + chunk maps][directory blocks]
  *
  * Nothing in the output depends on the clock or on memory addresses, so the
  * same tree and data always give the same bytes.
@@ -42,7 +42,7 @@ ErofsTree *erofs_writer_tree(ErofsWriter *w);
  * piece of data falls in is written whole, in file order, right after the
  * chunk written before it (the rest of it zero-filled); a chunk that no piece
  * falls in (all hole) is not written at all. A file whose chunks all hold
- * data is thus exactly today's flat layout (data, zeros for small holes,
+ * data thus lies exactly as a flat file does (data, zeros for small holes,
  * padded to a block) and is stored flat; a file with a chunk that is all
  * hole becomes a chunk-based inode whose map says EROFS_NULL_ADDR there, so
  * a sparse file costs its data, not its size.

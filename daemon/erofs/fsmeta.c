@@ -17,8 +17,8 @@
  * points at the file's blocks in its layer image through the device table
  * (erofs.rst "Multiple devices"), so no file data is copied; a file with
  * holes keeps its layer's chunk map, data chunks pointing into the layer
- * and holes staying EROFS_NULL_ADDR. Hard links
- * inside a layer stay hard links.
+ * and holes staying EROFS_NULL_ADDR. Hard links inside a layer stay hard
+ * links.
  */
 
 #define OVERLAY_OPAQUE_SUFFIX "overlay.opaque"
@@ -195,7 +195,7 @@ static int make_leaf(Merge *m, const ErofsInodeView *cv, ErofsInode **ret) {
                 } else if (cv->size > 0 && cv->datalayout != EROFS_INODE_FLAT_PLAIN)
                         return -EUCLEAN;
                 i->size = cv->size;
-                i->blkaddr = cv->raw_blkaddr;
+                i->blkaddr = i->chunks ? 0 : cv->raw_blkaddr;
                 i->device_id = cv->size > 0 ? m->device_id : 0;
                 break;
         case S_IFLNK:

@@ -291,6 +291,19 @@ def build_oci(layout: Path, tag: str, tars: list[Path]) -> OciImage:
     return OciImage(layout, tag, desc["digest"], layers, config["rootfs"]["diff_ids"])
 
 
+def convert_image(img: OciImage, d: Path, prefix: str = "layer") -> tuple[list[Path], Path]:
+    """Each layer through erofs-tool convert (its diff_id checked), then the
+    fsmeta of the manifest: (layer images, fsmeta) below d."""
+    images = []
+    for k, (blob, mt, digest, size) in enumerate(img.layers):
+        out = d / f"{prefix}{k}.erofs"
+        run_tool("convert", blob, mt, out, "--diff-id", img.diff_ids[k])
+        images.append(out)
+    fsmeta = d / "fsmeta.erofs"
+    run_tool("fsmeta", fsmeta, img.manifest_digest, *images)
+    return images, fsmeta
+
+
 def umoci_unpack(img: OciImage, bundle: Path) -> Path:
     umoci("unpack", "--image", f"{img.layout}:{img.tag}", bundle)
     return bundle / "rootfs"

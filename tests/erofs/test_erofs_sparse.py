@@ -29,8 +29,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import erofs_kit as kit  # noqa: E402
+from msbtest.erofs import Mount, mount_reason  # noqa: E402
 from msbtest.imagekit import sparse_content  # noqa: E402
-from test_erofs_kit import Mount, dump, fsck, fsmeta_disk, mount_reason  # noqa: E402
+from test_erofs_kit import dump, fsck, fsmeta_disk  # noqa: E402
 
 MT_TAR = "application/vnd.oci.image.layer.v1.tar"
 CHUNKS_MAX = 4096  # EROFS_WRITER_FILE_CHUNKS_MAX
@@ -47,13 +48,7 @@ def sparse(tmp_path_factory):
     d = tmp_path_factory.mktemp("erofs-sparse")
     *tars, gnu_tar = kit.write_sparse_layers(d)
     img = kit.build_oci(d / "layout", "sparse", tars)
-    images = []
-    for k, (blob, mt, digest, size) in enumerate(img.layers):
-        out = d / f"layer{k}.erofs"
-        kit.run_tool("convert", blob, mt, out, "--diff-id", img.diff_ids[k])
-        images.append(out)
-    fsmeta = d / "fsmeta.erofs"
-    kit.run_tool("fsmeta", fsmeta, img.manifest_digest, *images)
+    images, fsmeta = kit.convert_image(img, d)
     gnu = d / "gnu.erofs"
     kit.run_tool("convert", gnu_tar, MT_TAR, gnu)
     return {"dir": d, "tars": tars, "img": img, "images": images, "fsmeta": fsmeta,
