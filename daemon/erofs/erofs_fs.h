@@ -49,6 +49,9 @@
 #define EROFS_CHUNK_FORMAT_BLKBITS_MASK 0x001F
 /* chunk_info.format: 8-byte chunk indexes (with a device id) instead of 4-byte block addresses. */
 #define EROFS_CHUNK_FORMAT_INDEXES 0x0020
+/* Without EROFS_CHUNK_FORMAT_INDEXES the chunk map is a "block map": one
+ * little-endian 32-bit block address per chunk, on the image itself. */
+#define EROFS_BLOCK_MAP_ENTRY_SIZE 4U
 
 /* A chunk address meaning "hole": reads give zeros. */
 #define EROFS_NULL_ADDR UINT32_MAX
@@ -231,6 +234,13 @@ static inline uint32_t erofs_xattr_ibody_size(uint16_t icount) {
 /* Size of one xattr entry with its name and value, padded to 4 bytes. */
 static inline uint32_t erofs_xattr_entry_size(uint32_t name_len, uint32_t value_len) {
         return (uint32_t) ((sizeof(struct erofs_xattr_entry) + name_len + value_len + 3) & ~(size_t) 3);
+}
+
+/* Chunks of a chunk-based inode of `size` bytes whose chunks are
+ * EROFS_BLKSZ << chunk_bits bytes (the last one may be shorter). */
+static inline uint64_t erofs_chunk_count(uint64_t size, unsigned chunk_bits) {
+        unsigned shift = EROFS_BLKSZBITS + chunk_bits;
+        return (size >> shift) + ((size & ((1ULL << shift) - 1)) != 0);
 }
 
 /* Linux's new_encode_dev(): how a device number is stored in i_u. */

@@ -32,6 +32,7 @@ typedef struct Converter {
         LayerReader *reader;
         const ErofsLayerLimits *limits;
         uint64_t entries;
+        uint64_t file_bytes;      /* apparent sizes of the regular files so far */
         char *scratch;            /* a normalised hard link target */
         size_t scratch_alloc;
 } Converter;
@@ -128,17 +129,16 @@ static int apply_xattrs(Converter *c, ErofsInode *i, const LayerEntry *e, MsbErr
         return 0;
 }
 
+/* Streams a regular file's data into the image. Sparse entries skip their
+ * holes; the writer leaves out the chunks they cover, which read back as
+ * zeros. */
 static int copy_data(Converter *c, ErofsInode *i, const LayerEntry *e, MsbError *err) {
-        uint64_t written = 0, len;
+        uint64_t next = 0, off;
         const void *buf;
         size_t n;
-        uint64_t off;
         int r;
 
-        i->size = e->size;
-        if (e->size == 0)
-                return 0;
-        r = erofs_writer_data_begin(c->writer, &i->blkaddr);
+        r = erofs_writer_file_begin(c->writer, e->size);
         if (r < 0)
                 return r;
         for (;;) {
@@ -147,26 +147,14 @@ static int copy_data(Converter *c, ErofsInode *i, const LayerEntry *e, MsbError 
                         return r;
                 if (r == 0)
                         break;
-                /* Sparse entries skip holes; they read back as zeros. */
-                if (off < written || off + n > e->size)
+                if (off < next || off > e->size || n > e->size - off)
                         return reject(err, -EBADMSG, e->raw_path, "has data outside its size");
-                if (off > written) {
-                        r = erofs_writer_data_zero(c->writer, off - written);
-                        if (r < 0)
-                                return r;
-                        written = off;
-                }
-                r = erofs_writer_data_append(c->writer, buf, n);
+                r = erofs_writer_file_write(c->writer, off, buf, n);
                 if (r < 0)
                         return r;
-                written += n;
+                next = off + n;
         }
-        if (written < e->size) {
-                r = erofs_writer_data_zero(c->writer, e->size - written);
-                if (r < 0)
-                        return r;
-        }
-        return erofs_writer_data_end(c->writer, &len);
+        return erofs_writer_file_end(c->writer, i);
 }
 
 static int add_hardlink(Converter *c, ErofsInode *dir, const char *name, size_t name_len, const LayerEntry *e,
@@ -261,6 +249,17 @@ static int add_entry(Converter *c, const LayerEntry *e, MsbError *err) {
                 }
         } else if (type != S_IFREG && type != S_IFLNK && type != S_IFCHR && type != S_IFBLK && type != S_IFIFO)
                 return reject(err, -EBADMSG, e->raw_path, "has a type that a layer cannot hold");
+
+        /* What a layer costs is what it means, not what its tar costs: a
+         * sparse member of a few bytes can stand for terabytes. The
+         * apparent sizes count against the same limit as the tar stream,
+         * before a byte of the file is written. */
+        if (type == S_IFREG) {
+                if (e->size > c->limits->uncompressed_bytes - c->file_bytes)
+                        return limit_exceeded(err, "layer_uncompressed_bytes", c->limits->uncompressed_bytes,
+                                              e->raw_path);
+                c->file_bytes += e->size;
+        }
 
         r = erofs_tree_inode_new(c->tree, type, &i);
         if (r < 0)

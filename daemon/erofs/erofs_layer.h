@@ -24,7 +24,8 @@ typedef struct ErofsLayerLimits {
         uint64_t entries;             /* tar entries per layer */
         uint64_t path_bytes;          /* bytes of a normalised path, and of a symlink target */
         uint64_t path_depth;          /* components of a path */
-        uint64_t uncompressed_bytes;  /* bytes of the tar stream */
+        uint64_t uncompressed_bytes;  /* bytes of the tar stream; also the sum of the regular
+                                         files' apparent sizes (holes included) */
 } ErofsLayerLimits;
 
 ErofsLayerLimits erofs_layer_limits_default(void);

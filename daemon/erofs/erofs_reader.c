@@ -90,6 +90,60 @@ static bool in_image(const ErofsImage *img, uint64_t off, uint64_t len) {
         return off <= img->size && len <= img->size - off;
 }
 
+static uint64_t chunk_unit(const ErofsInodeView *v) {
+        return (v->chunk_format & EROFS_CHUNK_FORMAT_INDEXES) ? sizeof(struct erofs_inode_chunk_index)
+                                                               : EROFS_BLOCK_MAP_ENTRY_SIZE;
+}
+
+/* Finds a chunk-based inode's map (erofs.rst "Chunk-based files"): right
+ * after the inode and its xattrs, aligned to its entry size, one entry per
+ * chunk. The whole map must be inside the image. */
+static int chunk_map_locate(const ErofsImage *img, ErofsInodeView *v) {
+        uint64_t unit;
+
+        if (!S_ISREG(v->mode) || (v->chunk_format & ~(EROFS_CHUNK_FORMAT_BLKBITS_MASK | EROFS_CHUNK_FORMAT_INDEXES)))
+                return -EUCLEAN;
+        unit = chunk_unit(v);
+        v->chunk_bits = (uint8_t) (v->chunk_format & EROFS_CHUNK_FORMAT_BLKBITS_MASK);
+        v->chunk_count = erofs_chunk_count(v->size, v->chunk_bits);
+        v->chunk_off = (v->tail_off + unit - 1) & ~(unit - 1);
+        /* chunk_count <= 2^52 (size >> 12), so the product cannot overflow. */
+        if (!in_image(img, v->chunk_off, v->chunk_count * unit))
+                return -EUCLEAN;
+        return 0;
+}
+
+int erofs_image_chunk(const ErofsImage *img, const ErofsInodeView *v, uint64_t k, uint32_t *ret_blkaddr,
+                      uint16_t *ret_device) {
+        uint64_t unit = chunk_unit(v), shift = EROFS_BLKSZBITS + v->chunk_bits, len;
+        const uint8_t *p;
+        uint32_t blkaddr;
+        uint16_t device = 0;
+
+        if (v->datalayout != EROFS_INODE_CHUNK_BASED || k >= v->chunk_count)
+                return -EINVAL;
+        p = img->map + v->chunk_off + k * unit;
+        if (unit == EROFS_BLOCK_MAP_ENTRY_SIZE)
+                blkaddr = erofs_get_le32(p);
+        else {
+                blkaddr = erofs_get_le32(p + EROFS_OFF(struct erofs_inode_chunk_index, blkaddr));
+                device = erofs_get_le16(p + EROFS_OFF(struct erofs_inode_chunk_index, device_id));
+        }
+        if (blkaddr == EROFS_NULL_ADDR)
+                device = 0;
+        else if (device == 0) {
+                /* The chunk's blocks: a whole chunk, or the file's last blocks. */
+                len = v->size - (k << shift);
+                if (len > (1ULL << shift))
+                        len = 1ULL << shift;
+                if (!in_image(img, (uint64_t) blkaddr * EROFS_BLKSZ, len))
+                        return -EUCLEAN;
+        }
+        *ret_blkaddr = blkaddr;
+        *ret_device = device;
+        return 0;
+}
+
 int erofs_image_inode(const ErofsImage *img, uint64_t nid, ErofsInodeView *ret) {
         uint64_t off = (uint64_t) img->meta_blkaddr * EROFS_BLKSZ + nid * EROFS_ISLOTSIZE;
         ErofsInodeView v = { .nid = nid };
@@ -140,7 +194,42 @@ int erofs_image_inode(const ErofsImage *img, uint64_t nid, ErofsInodeView *ret) 
         v.tail_off = off + isize + v.xattr_size;
         if (!in_image(img, off, (uint64_t) isize + v.xattr_size))
                 return -EUCLEAN;
+        if (v.datalayout == EROFS_INODE_CHUNK_BASED) {
+                int r = chunk_map_locate(img, &v);
+                if (r < 0)
+                        return r;
+        }
         *ret = v;
+        return 0;
+}
+
+/* Reads through the chunk map: a hole gives zeros, a chunk on this image
+ * its bytes (erofs_image_chunk() checked it lies inside). */
+static int read_chunked(const ErofsImage *img, const ErofsInodeView *v, uint64_t offset, uint8_t *out, size_t len) {
+        uint64_t shift = EROFS_BLKSZBITS + v->chunk_bits;
+
+        while (len > 0) {
+                uint64_t k = offset >> shift, in_chunk = offset - (k << shift);
+                uint64_t n = (1ULL << shift) - in_chunk;
+                uint32_t blkaddr;
+                uint16_t device;
+                int r;
+
+                if (n > len)
+                        n = len;
+                r = erofs_image_chunk(img, v, k, &blkaddr, &device);
+                if (r < 0)
+                        return r;
+                if (device != 0)
+                        return -EOPNOTSUPP;
+                if (blkaddr == EROFS_NULL_ADDR)
+                        memset(out, 0, n);
+                else
+                        memcpy(out, img->map + (uint64_t) blkaddr * EROFS_BLKSZ + in_chunk, n);
+                out += n;
+                offset += n;
+                len -= n;
+        }
         return 0;
 }
 
@@ -150,6 +239,8 @@ int erofs_image_read(const ErofsImage *img, const ErofsInodeView *v, uint64_t of
 
         if (offset > v->size || len > v->size - offset)
                 return -EINVAL;
+        if (v->datalayout == EROFS_INODE_CHUNK_BASED)
+                return read_chunked(img, v, offset, buf, len);
         if (v->datalayout != EROFS_INODE_FLAT_PLAIN && v->datalayout != EROFS_INODE_FLAT_INLINE)
                 return -EOPNOTSUPP;
         while (len > 0) {

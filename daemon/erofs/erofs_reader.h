@@ -25,7 +25,10 @@ typedef struct ErofsInodeView {
         uint64_t size;
         uint8_t datalayout;       /* EROFS_INODE_* */
         uint32_t raw_blkaddr;     /* flat inodes: first data block */
-        uint16_t chunk_format;    /* chunk-based inodes */
+        uint16_t chunk_format;    /* chunk-based inodes: EROFS_CHUNK_FORMAT_* */
+        uint8_t chunk_bits;       /* chunk-based: log2 of the chunk size in blocks */
+        uint64_t chunk_count;     /* chunk-based: entries of the chunk map */
+        uint64_t chunk_off;       /* chunk-based: image offset of the chunk map, checked to be inside */
         uint64_t xattr_off;       /* image offset of the inline xattr area, 0 if none */
         uint32_t xattr_size;
         uint64_t tail_off;        /* image offset right after the inode and its xattrs */
@@ -41,8 +44,16 @@ uint32_t erofs_image_blocks(const ErofsImage *img);
 
 int erofs_image_inode(const ErofsImage *img, uint64_t nid, ErofsInodeView *ret);
 
-/* Copies len bytes of a flat (plain or inline) inode's data from offset. */
+/* Copies len bytes of an inode's data from offset: flat (plain or inline)
+ * inodes, and chunk-based ones whose chunks are holes or on this image;
+ * -EOPNOTSUPP for data on another device. */
 int erofs_image_read(const ErofsImage *img, const ErofsInodeView *v, uint64_t offset, void *buf, size_t len);
+
+/* Entry k of a chunk-based inode's map: the chunk's first block and its
+ * device (0 = this image). A hole gives EROFS_NULL_ADDR on device 0. A chunk
+ * on this image must lie inside it (-EUCLEAN otherwise). */
+int erofs_image_chunk(const ErofsImage *img, const ErofsInodeView *v, uint64_t k, uint32_t *ret_blkaddr,
+                      uint16_t *ret_device);
 
 typedef int (*erofs_dirent_cb)(const char *name, size_t len, uint64_t nid, uint8_t type, void *userdata);
 /* Calls cb for each entry of a directory, "." and ".." excluded; stops at a negative return. */

@@ -120,6 +120,7 @@ ErofsTree *erofs_tree_free(ErofsTree *t) {
                 free(t->inodes[i]->xattrs);
                 free(t->inodes[i]->children);
                 free(t->inodes[i]->layout_shared);
+                free(t->inodes[i]->chunks);
         }
         free(t->inodes);
         free(t->slots);

@@ -42,6 +42,12 @@ struct ErofsInode {
          * each padded to 4 bytes), sorted by (index, name); malloc'ed. */
         uint8_t *xattrs;
 
+        /* Regular files with holes: the chunk map, one block address per
+         * chunk of EROFS_BLKSZ << chunk_bits bytes, EROFS_NULL_ADDR for a
+         * chunk that is all hole (erofs_chunk_count() entries); malloc'ed.
+         * NULL for a file stored flat. */
+        uint32_t *chunks;
+
         /* Directories: their entries, in insertion order (sorted at layout). */
         ErofsDentry **children;
         size_t n_children;
@@ -55,6 +61,7 @@ struct ErofsInode {
         uint32_t blkaddr;        /* regular files: first data block */
         uint32_t xattrs_len;
         uint16_t device_id;      /* 0 = the image itself; fsmeta: 1 + layer index */
+        uint8_t chunk_bits;      /* with chunks: log2 of the chunk size in blocks */
 
         /* Filled by the writer's layout pass. */
         uint8_t layout_flags;

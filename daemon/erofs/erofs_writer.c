@@ -30,11 +30,21 @@ struct ErofsWriter {
         ErofsTree *tree;
 
         uint64_t pos;            /* file offset of the next data byte */
-        uint64_t file_start;     /* offset where the current file began */
-        bool in_file;
         uint8_t *buf;
         size_t buf_len;
         uint64_t buf_off;        /* file offset of buf[0] */
+
+        /* The regular file being written (erofs_writer_file_*). */
+        bool in_file;
+        bool chunk_open;         /* chunk `chunk` is being written */
+        uint8_t chunk_bits;
+        uint64_t file_size;
+        uint64_t file_next;      /* offset in the file up to which it is written */
+        uint64_t n_chunks;
+        uint64_t chunk;
+        uint32_t *chunk_map;     /* EROFS_WRITER_FILE_CHUNKS_MAX entries */
+
+        bool has_chunked;        /* a chunk-based inode exists (layout) */
 
         /* Shared xattrs: entries by content, open addressing. */
         struct SharedXattr *xt;
@@ -92,7 +102,8 @@ int erofs_writer_new(int fd, size_t n_devices, ErofsWriter **ret) {
         w->head_blocks = head_blocks_for(n_devices);
         w->pos = w->buf_off = (uint64_t) w->head_blocks * EROFS_BLKSZ;
         w->buf = malloc(WRITER_BUFFER_BYTES);
-        if (!w->buf)
+        w->chunk_map = malloc(EROFS_WRITER_FILE_CHUNKS_MAX * sizeof(*w->chunk_map));
+        if (!w->buf || !w->chunk_map)
                 return -ENOMEM;
         r = erofs_tree_new(&w->tree);
         if (r < 0)
@@ -106,6 +117,7 @@ ErofsWriter *erofs_writer_free(ErofsWriter *w) {
                 return NULL;
         erofs_tree_free(w->tree);
         free(w->buf);
+        free(w->chunk_map);
         free(w->order);
         free(w->xt);
         free(w->xattr_area);
@@ -154,23 +166,11 @@ static int writer_flush(ErofsWriter *w) {
         return 0;
 }
 
-int erofs_writer_data_begin(ErofsWriter *w, uint32_t *ret_blkaddr) {
-        if (w->in_file)
-                return -EBUSY;
-        if (w->pos / EROFS_BLKSZ > UINT32_MAX)
-                return -EFBIG;
-        w->in_file = true;
-        w->file_start = w->pos;
-        *ret_blkaddr = (uint32_t) (w->pos / EROFS_BLKSZ);
-        return 0;
-}
-
-int erofs_writer_data_append(ErofsWriter *w, const void *buf, size_t len) {
+/* Appends bytes to the data area at w->pos, through the buffer. */
+static int data_append(ErofsWriter *w, const void *buf, size_t len) {
         const uint8_t *p = buf;
         int r;
 
-        if (!w->in_file)
-                return -EINVAL;
         /* Large pieces go straight to the file once the buffer is drained:
          * no reason to copy them. */
         if (len >= WRITER_BUFFER_BYTES) {
@@ -202,13 +202,13 @@ int erofs_writer_data_append(ErofsWriter *w, const void *buf, size_t len) {
         return 0;
 }
 
-int erofs_writer_data_zero(ErofsWriter *w, uint64_t len) {
+static int data_zero(ErofsWriter *w, uint64_t len) {
         static const uint8_t zeros[EROFS_BLKSZ];
         int r;
 
         while (len > 0) {
                 size_t n = len > sizeof(zeros) ? sizeof(zeros) : (size_t) len;
-                r = erofs_writer_data_append(w, zeros, n);
+                r = data_append(w, zeros, n);
                 if (r < 0)
                         return r;
                 len -= n;
@@ -216,21 +216,138 @@ int erofs_writer_data_zero(ErofsWriter *w, uint64_t len) {
         return 0;
 }
 
-int erofs_writer_data_end(ErofsWriter *w, uint64_t *ret_len) {
-        uint64_t len;
+unsigned erofs_writer_chunk_bits(uint64_t size) {
+        unsigned bits = 0;
+
+        while (bits < EROFS_CHUNK_FORMAT_BLKBITS_MASK && erofs_chunk_count(size, bits) > EROFS_WRITER_FILE_CHUNKS_MAX)
+                bits++;
+        return bits;
+}
+
+int erofs_writer_file_begin(ErofsWriter *w, uint64_t size) {
+        unsigned bits = erofs_writer_chunk_bits(size);
+
+        if (w->in_file)
+                return -EBUSY;
+        if (erofs_chunk_count(size, bits) > EROFS_WRITER_FILE_CHUNKS_MAX)
+                return -EFBIG;
+        w->in_file = true;
+        w->chunk_open = false;
+        w->chunk_bits = (uint8_t) bits;
+        w->file_size = size;
+        w->file_next = 0;
+        w->n_chunks = erofs_chunk_count(size, bits);
+        for (uint64_t k = 0; k < w->n_chunks; k++)
+                w->chunk_map[k] = EROFS_NULL_ADDR;
+        return 0;
+}
+
+/* Zero-fills the open chunk up to its end (or the file's), so the next
+ * chunk starts on a chunk-sized step from this one. */
+static int chunk_close(ErofsWriter *w) {
+        uint64_t end = (w->chunk + 1) << (EROFS_BLKSZBITS + w->chunk_bits);
+        int r;
+
+        if (!w->chunk_open)
+                return 0;
+        if (end > w->file_size)
+                end = w->file_size;
+        r = data_zero(w, end - w->file_next);
+        if (r < 0)
+                return r;
+        w->file_next = end;
+        w->chunk_open = false;
+        return 0;
+}
+
+/* Makes chunk k the open one, starting it at the data area's next block. */
+static int chunk_open(ErofsWriter *w, uint64_t k) {
+        int r;
+
+        r = chunk_close(w);
+        if (r < 0)
+                return r;
+        if (w->pos % EROFS_BLKSZ != 0)
+                return -EFAULT;
+        if (w->pos / EROFS_BLKSZ >= EROFS_NULL_ADDR)
+                return -EFBIG;
+        w->chunk_map[k] = (uint32_t) (w->pos / EROFS_BLKSZ);
+        w->chunk = k;
+        w->chunk_open = true;
+        w->file_next = k << (EROFS_BLKSZBITS + w->chunk_bits);
+        return 0;
+}
+
+int erofs_writer_file_write(ErofsWriter *w, uint64_t offset, const void *buf, size_t len) {
+        unsigned shift = EROFS_BLKSZBITS + w->chunk_bits;
+        uint64_t k, last, first_blk;
         int r;
 
         if (!w->in_file)
                 return -EINVAL;
-        len = w->pos - w->file_start;
+        if (offset < w->file_next || offset > w->file_size || len > w->file_size - offset)
+                return -ERANGE;
+        if (len == 0)
+                return 0;
+        k = offset >> shift;
+        last = (offset + len - 1) >> shift;
+        if (!w->chunk_open || k != w->chunk) {
+                r = chunk_open(w, k);
+                if (r < 0)
+                        return r;
+        }
+        /* The piece goes in with one append, whatever chunks it runs into:
+         * each chunk after k starts a chunk's length after the one before. */
+        first_blk = w->chunk_map[k];
+        if (first_blk + ((last - k) << w->chunk_bits) >= EROFS_NULL_ADDR)
+                return -EFBIG;
+        for (uint64_t j = k + 1; j <= last; j++)
+                w->chunk_map[j] = (uint32_t) (first_blk + ((j - k) << w->chunk_bits));
+        r = data_zero(w, offset - w->file_next);
+        if (r < 0)
+                return r;
+        r = data_append(w, buf, len);
+        if (r < 0)
+                return r;
+        w->chunk = last;
+        w->file_next = offset + len;
+        return 0;
+}
+
+int erofs_writer_file_end(ErofsWriter *w, ErofsInode *inode) {
+        uint64_t written = 0;
+        uint32_t *map;
+        int r;
+
+        if (!w->in_file)
+                return -EINVAL;
+        r = chunk_close(w);
+        if (r < 0)
+                return r;
         if (w->pos % EROFS_BLKSZ != 0) {
-                r = erofs_writer_data_zero(w, EROFS_BLKSZ - w->pos % EROFS_BLKSZ);
+                r = data_zero(w, EROFS_BLKSZ - w->pos % EROFS_BLKSZ);
                 if (r < 0)
                         return r;
         }
         w->in_file = false;
-        if (ret_len)
-                *ret_len = len;
+        for (uint64_t k = 0; k < w->n_chunks; k++)
+                written += w->chunk_map[k] != EROFS_NULL_ADDR;
+
+        inode->size = w->file_size;
+        if (written == w->n_chunks) {
+                /* Every chunk was written, each right after the one before:
+                 * the file is contiguous, stored flat as any other. */
+                inode->blkaddr = w->n_chunks > 0 ? w->chunk_map[0] : 0;
+                return 0;
+        }
+        map = malloc(w->n_chunks * sizeof(*map));
+        if (!map)
+                return -ENOMEM;
+        memcpy(map, w->chunk_map, w->n_chunks * sizeof(*map));
+        free(inode->chunks);
+        inode->chunks = map;
+        inode->chunk_bits = w->chunk_bits;
+        inode->blkaddr = 0;
         return 0;
 }
 
@@ -427,6 +544,30 @@ static uint32_t chunk_bits_for(uint64_t size) {
         return bits;
 }
 
+/* A regular file whose data is described by a chunk map: one with holes
+ * (its own map), or any non-empty file of fsmeta (on a layer's device). */
+static bool inode_is_chunked(const ErofsInode *i) {
+        return S_ISREG(i->mode) && (i->chunks || (i->device_id > 0 && i->size > 0));
+}
+
+/* Entries of the map: a file of fsmeta without holes has one chunk
+ * covering it whole. */
+static uint64_t chunk_map_count(const ErofsInode *i) {
+        return i->chunks ? erofs_chunk_count(i->size, i->chunk_bits) : 1;
+}
+
+/* A layer image's maps are 4-byte block addresses on the image itself;
+ * fsmeta's name a device too, in 8-byte chunk indexes. */
+static uint32_t chunk_unit(const ErofsInode *i) {
+        return i->device_id > 0 ? sizeof(struct erofs_inode_chunk_index) : EROFS_BLOCK_MAP_ENTRY_SIZE;
+}
+
+static uint32_t chunk_format(const ErofsInode *i) {
+        uint32_t bits = i->chunks ? i->chunk_bits : chunk_bits_for(i->size);
+
+        return bits | (i->device_id > 0 ? EROFS_CHUNK_FORMAT_INDEXES : 0);
+}
+
 static bool inode_needs_extended(const ErofsWriter *w, const ErofsInode *i) {
         return i->uid > UINT16_MAX || i->gid > UINT16_MAX || i->size > UINT32_MAX || i->nlink > UINT16_MAX ||
                i->mtime != w->build_time || i->mtime_nsec != w->build_time_nsec;
@@ -588,15 +729,27 @@ static int layout_place(ErofsWriter *w) {
                                         i->layout_full_blocks++;
                                 tail = 0;
                         }
-                } else if (S_ISREG(i->mode) && i->device_id > 0 && i->size > 0) {
+                } else if (inode_is_chunked(i)) {
+                        uint32_t unit = chunk_unit(i);
+
                         i->layout_flags |= LAYOUT_CHUNKED;
-                        meta = (meta + 7) & ~7U;
-                        tail = sizeof(struct erofs_inode_chunk_index);
+                        w->has_chunked = true;
+                        /* The map starts at the next multiple of its entry
+                         * size (erofs.rst "Chunk-based files"); nids are
+                         * 32-byte aligned, so aligning within the inode is
+                         * the same. */
+                        meta = (meta + unit - 1) & ~(unit - 1);
+                        tail = chunk_map_count(i) * unit;
                 }
                 i->layout_meta_size = meta;
 
                 total = meta + tail;
                 if (pos % EROFS_BLKSZ + total > EROFS_BLKSZ && total <= EROFS_BLKSZ)
+                        pos = (pos + EROFS_BLKSZ - 1) & ~(uint64_t) (EROFS_BLKSZ - 1);
+                /* A chunk map longer than a block may cross blocks (each
+                 * entry is read on its own and never straddles one), but
+                 * the inode and its xattrs stay in one block. */
+                else if ((i->layout_flags & LAYOUT_CHUNKED) && pos % EROFS_BLKSZ + meta > EROFS_BLKSZ)
                         pos = (pos + EROFS_BLKSZ - 1) & ~(uint64_t) (EROFS_BLKSZ - 1);
                 i->nid = pos / EROFS_ISLOTSIZE;
                 i->layout_ino = (uint32_t) (k + 1);
@@ -643,7 +796,7 @@ static void put_inode(ErofsWriter *w, const ErofsInode *i, uint8_t *p) {
         switch (i->mode & S_IFMT) {
         case S_IFREG:
                 if (i->layout_flags & LAYOUT_CHUNKED)
-                        iu = chunk_bits_for(i->size) | EROFS_CHUNK_FORMAT_INDEXES;
+                        iu = chunk_format(i);
                 else
                         iu = i->size > 0 ? i->blkaddr : 0;
                 break;
@@ -707,6 +860,27 @@ static void put_inode(ErofsWriter *w, const ErofsInode *i, uint8_t *p) {
         }
 }
 
+/* The chunk map after the inode: block addresses (layer images) or chunk
+ * indexes on the inode's device (fsmeta); a hole stays EROFS_NULL_ADDR,
+ * which reads as zeros whatever the device. */
+static void put_chunk_map(const ErofsInode *i, uint8_t *c) {
+        uint64_t n = chunk_map_count(i);
+
+        for (uint64_t k = 0; k < n; k++) {
+                uint32_t blkaddr = i->chunks ? i->chunks[k] : i->blkaddr;
+
+                if (i->device_id == 0) {
+                        erofs_put_le32(c + k * EROFS_BLOCK_MAP_ENTRY_SIZE, blkaddr);
+                        continue;
+                }
+                uint8_t *x = c + k * sizeof(struct erofs_inode_chunk_index);
+                erofs_put_le16(x + EROFS_OFF(struct erofs_inode_chunk_index, advise), 0);
+                erofs_put_le16(x + EROFS_OFF(struct erofs_inode_chunk_index, device_id),
+                               blkaddr == EROFS_NULL_ADDR ? 0 : i->device_id);
+                erofs_put_le32(x + EROFS_OFF(struct erofs_inode_chunk_index, blkaddr), blkaddr);
+        }
+}
+
 /* Writes one inode's data that is not file data: directory blocks and
  * symlink targets, the full blocks to their area, the tail inline. */
 static int write_inode_content(ErofsWriter *w, const ErofsInode *i, uint8_t *meta, uint64_t ipos) {
@@ -734,10 +908,7 @@ static int write_inode_content(ErofsWriter *w, const ErofsInode *i, uint8_t *met
                         return -ENOMEM;
                 memcpy(content, i->symlink, i->size);
         } else if (i->layout_flags & LAYOUT_CHUNKED) {
-                uint8_t *c = meta + ipos + i->layout_meta_size;
-                erofs_put_le16(c + EROFS_OFF(struct erofs_inode_chunk_index, advise), 0);
-                erofs_put_le16(c + EROFS_OFF(struct erofs_inode_chunk_index, device_id), i->device_id);
-                erofs_put_le32(c + EROFS_OFF(struct erofs_inode_chunk_index, blkaddr), i->blkaddr);
+                put_chunk_map(i, meta + ipos + i->layout_meta_size);
                 return 0;
         } else
                 return 0;
@@ -777,6 +948,10 @@ static int write_head(ErofsWriter *w, const ErofsWriterOptions *opts) {
         erofs_put_le32(SB(meta_blkaddr), w->meta_blkaddr);
         erofs_put_le32(SB(xattr_blkaddr), w->xattr_blkaddr);
         memcpy(SB(uuid), opts->uuid, 16);
+        /* A layer image has chunk-based inodes only for files with holes:
+         * ordinary layers keep a superblock without the feature. */
+        if (w->has_chunked)
+                erofs_put_le32(SB(feature_incompat), EROFS_FEATURE_INCOMPAT_CHUNKED_FILE);
         if (w->n_devices > 0) {
                 uint64_t slotoff = (EROFS_SUPER_OFFSET + sizeof(struct erofs_super_block)) /
                                    sizeof(struct erofs_deviceslot);

@@ -7,11 +7,12 @@
  * Regular-file data is streamed block-aligned straight after the head
  * (superblock and device table) as it arrives, each file starting on a fresh
  * 4 KiB block and padded with zeros, never tail-packed, so that an fsmeta
- * image can point at it through chunk indexes. Everything else (inodes,
- * xattrs, directories, symlink targets) is kept in the tree and laid out by
- * erofs_writer_finish() after the data:
+ * image can point at it through chunk indexes; chunks of a file that are
+ * all hole are left out (see erofs_writer_file_begin() below). Everything
+ * else (inodes, xattrs, directories, symlink targets) is kept in the tree
+ * and laid out by erofs_writer_finish() after the data:
  *
- *   [head: superblock, device table][file data][inodes + inline tails][directory blocks]
+ *   [head: superblock, device table][file data][inodes + inline tails + chunk maps][directory blocks]
  *
  * Nothing in the output depends on the clock or on memory addresses, so the
  * same tree and data always give the same bytes.
@@ -35,14 +36,36 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(ErofsWriter *, erofs_writer_free);
 /* The tree the caller fills. */
 ErofsTree *erofs_writer_tree(ErofsWriter *w);
 
-/* Starts a file's data on a fresh block; *ret_blkaddr is its first block. */
-int erofs_writer_data_begin(ErofsWriter *w, uint32_t *ret_blkaddr);
-/* Appends bytes of the current file. */
-int erofs_writer_data_append(ErofsWriter *w, const void *buf, size_t len);
-/* Appends len zero bytes (a hole of a sparse file). */
-int erofs_writer_data_zero(ErofsWriter *w, uint64_t len);
-/* Ends the current file, padding to the block size; returns its byte length. */
-int erofs_writer_data_end(ErofsWriter *w, uint64_t *ret_len);
+/*
+ * Regular-file data, streamed. A file is cut into chunks of
+ * EROFS_BLKSZ << erofs_writer_chunk_bits(size) bytes. A chunk that some
+ * piece of data falls in is written whole, in file order, right after the
+ * chunk written before it (the rest of it zero-filled); a chunk that no piece
+ * falls in (all hole) is not written at all. A file whose chunks all hold
+ * data thus lies exactly as a flat file does (data, zeros for small holes,
+ * padded to a block) and is stored flat; a file with a chunk that is all
+ * hole becomes a chunk-based inode whose map says EROFS_NULL_ADDR there, so
+ * a sparse file costs its data, not its size.
+ */
+
+/* The most chunks one file's map may have: a file's chunk size grows (by
+ * powers of two from one block) until its chunk count is at most this, so a
+ * map costs at most 16 KiB in a layer image (4-byte entries) and 32 KiB in
+ * fsmeta (8-byte indexes) whatever the file's size. */
+#define EROFS_WRITER_FILE_CHUNKS_MAX 4096U
+
+/* log2 of the chunk size, in blocks, for a file of `size` bytes. */
+unsigned erofs_writer_chunk_bits(uint64_t size);
+
+/* Starts a regular file of `size` bytes (its apparent size: holes included). */
+int erofs_writer_file_begin(ErofsWriter *w, uint64_t size);
+/* Writes len bytes at offset; offsets only grow from one call to the next,
+ * and a gap between two pieces is a hole. -ERANGE for a piece before the end
+ * of the previous one or past the file's size. */
+int erofs_writer_file_write(ErofsWriter *w, uint64_t offset, const void *buf, size_t len);
+/* Ends the file: sets inode's size and either its first block (flat) or
+ * its chunk map (chunks, chunk_bits). */
+int erofs_writer_file_end(ErofsWriter *w, ErofsInode *inode);
 
 typedef struct ErofsWriterOptions {
         uint8_t uuid[16];

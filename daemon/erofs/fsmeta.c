@@ -15,8 +15,10 @@
  * opaque directory (trusted.overlay.opaque=y) hides what the layers below
  * had in it. Regular files become chunk-based inodes whose single chunk
  * points at the file's blocks in its layer image through the device table
- * (erofs.rst "Multiple devices"), so no file data is copied. Hard links
- * inside a layer stay hard links.
+ * (erofs.rst "Multiple devices"), so no file data is copied; a file with
+ * holes keeps its layer's chunk map, data chunks pointing into the layer
+ * and holes staying EROFS_NULL_ADDR. Hard links inside a layer stay hard
+ * links.
  */
 
 #define OVERLAY_OPAQUE_SUFFIX "overlay.opaque"
@@ -146,6 +148,30 @@ static void copy_metadata(ErofsInode *to, const ErofsInodeView *v) {
 
 static int merge_dir(Merge *m, ErofsInode *dir, const ErofsInodeView *v, bool fresh);
 
+/* A layer file with holes: the merged inode gets the same chunk size and
+ * map, each data chunk on the layer's device, each hole still a hole. */
+static int copy_chunk_map(Merge *m, const ErofsInodeView *cv, ErofsInode *to) {
+        _cleanup_free_ uint32_t *map = NULL;
+
+        /* The converter writes block maps no longer than its bound. */
+        if ((cv->chunk_format & EROFS_CHUNK_FORMAT_INDEXES) || cv->chunk_count == 0 ||
+            cv->chunk_count > EROFS_WRITER_FILE_CHUNKS_MAX)
+                return -EUCLEAN;
+        map = malloc(cv->chunk_count * sizeof(*map));
+        if (!map)
+                return -ENOMEM;
+        for (uint64_t k = 0; k < cv->chunk_count; k++) {
+                uint16_t device;
+                int r = erofs_image_chunk(m->img, cv, k, &map[k], &device);
+                if (r < 0)
+                        return r;
+        }
+        free(to->chunks);
+        to->chunks = TAKE_PTR(map);
+        to->chunk_bits = cv->chunk_bits;
+        return 0;
+}
+
 static int make_leaf(Merge *m, const ErofsInodeView *cv, ErofsInode **ret) {
         ErofsInode *i;
         int r;
@@ -160,11 +186,16 @@ static int make_leaf(Merge *m, const ErofsInodeView *cv, ErofsInode **ret) {
         switch (cv->mode & S_IFMT) {
         case S_IFREG:
                 /* Layer images store files flat and block-aligned, which is
-                 * what lets one chunk cover a whole file. */
-                if (cv->size > 0 && cv->datalayout != EROFS_INODE_FLAT_PLAIN)
+                 * what lets one chunk cover a whole file, or, with holes,
+                 * chunk-based with a block map, carried over as it is. */
+                if (cv->datalayout == EROFS_INODE_CHUNK_BASED) {
+                        r = copy_chunk_map(m, cv, i);
+                        if (r < 0)
+                                return r;
+                } else if (cv->size > 0 && cv->datalayout != EROFS_INODE_FLAT_PLAIN)
                         return -EUCLEAN;
                 i->size = cv->size;
-                i->blkaddr = cv->raw_blkaddr;
+                i->blkaddr = i->chunks ? 0 : cv->raw_blkaddr;
                 i->device_id = cv->size > 0 ? m->device_id : 0;
                 break;
         case S_IFLNK:

@@ -1,4 +1,4 @@
-"""The EROFS test image kit and the tree comparison (stdlib only).
+"""The EROFS test image kit and the tree comparison (stdlib and msbtest only).
 
 Layers are tar streams written here with :mod:`tarfile` (PAX and GNU
 formats), packaged into an OCI image by ``umoci``; the truth each image is
@@ -20,6 +20,8 @@ import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from msbtest.imagekit import sparse_tar, write_sparse_files
 
 MTIME = 1_600_000_000
 BIG_FILE_BYTES = 100 * 1000 * 1000
@@ -224,6 +226,41 @@ def write_gnu_layer(path: Path) -> Path:
     return t.close()
 
 
+MiB = 1024 * 1024
+
+# Files with holes: path -> (apparent size, [(offset, data)]). Data is
+# placed at offsets that are not multiples of 4 KiB on purpose.
+SPARSE_LOWER = {
+    "sparse/middle": (9 * MiB + 9, [(0, b"head"), (3 * MiB + 5, b"middle!"), (9 * MiB + 5, b"tail")]),
+    "sparse/leading": (8 * MiB, [(5 * MiB + 123, bytes(range(256)) * 20)]),
+    "sparse/all-hole": (7 * MiB + 1, []),
+    "sparse/big-chunks": (40 * MiB, [(17 * MiB + 3, b"0123456789" * 1000), (40 * MiB - 1, b"$")]),
+    "sparse/replaced": (6 * MiB, [(2 * MiB, b"lower")]),
+}
+SPARSE_UPPER = {
+    "sparse/replaced": (12 * MiB + 3, [(11 * MiB, b"upper")]),
+    "sparse2/gnu": (12 * MiB, [(MiB + 1, b"x" * 6000), (12 * MiB - 2, b"zz")]),
+}
+
+
+def write_sparse_layers(d: Path) -> list[Path]:
+    """Two layers of files with holes, as PAX 1.0 sparse members: the upper
+    one replaces a lower file and whites out another; a few ordinary files
+    and a hard link must stay as they were. A third tar holds the upper
+    tree as old GNU sparse members ('S' headers), which umoci cannot unpack,
+    so it is checked as a layer on its own."""
+    lower = write_sparse_files(d / "sparse-lower", SPARSE_LOWER)
+    (lower / "plain").mkdir()
+    (lower / "plain" / "dense").write_bytes(random.Random(7).randbytes(10000))
+    (lower / "plain" / "empty").write_bytes(b"")
+    os.link(lower / "sparse" / "middle", lower / "sparse" / "middle.link")
+    upper = write_sparse_files(d / "sparse-upper", SPARSE_UPPER)
+    (upper / "sparse" / ".wh.all-hole").write_bytes(b"")
+    return [sparse_tar(lower, d / "sparse-lower.tar", "posix"),
+            sparse_tar(upper, d / "sparse-upper.tar", "posix"),
+            sparse_tar(upper, d / "sparse-upper-gnu.tar", "gnu")]
+
+
 @dataclass
 class OciImage:
     layout: Path
@@ -252,6 +289,19 @@ def build_oci(layout: Path, tag: str, tars: list[Path]) -> OciImage:
     config = json.loads(blob(manifest["config"]["digest"]).read_text())
     layers = [(blob(l["digest"]), l["mediaType"], l["digest"], l["size"]) for l in manifest["layers"]]
     return OciImage(layout, tag, desc["digest"], layers, config["rootfs"]["diff_ids"])
+
+
+def convert_image(img: OciImage, d: Path, prefix: str = "layer") -> tuple[list[Path], Path]:
+    """Each layer through erofs-tool convert (its diff_id checked), then the
+    fsmeta of the manifest: (layer images, fsmeta) below d."""
+    images = []
+    for k, (blob, mt, digest, size) in enumerate(img.layers):
+        out = d / f"{prefix}{k}.erofs"
+        run_tool("convert", blob, mt, out, "--diff-id", img.diff_ids[k])
+        images.append(out)
+    fsmeta = d / "fsmeta.erofs"
+    run_tool("fsmeta", fsmeta, img.manifest_digest, *images)
+    return images, fsmeta
 
 
 def umoci_unpack(img: OciImage, bundle: Path) -> Path:

@@ -25,6 +25,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import erofs_kit as kit  # noqa: E402
+from msbtest.erofs import Mount, mount_reason  # noqa: E402
 
 
 def fsck(image: Path, *devices: Path, extract: Path | None = None) -> subprocess.CompletedProcess:
@@ -32,33 +33,6 @@ def fsck(image: Path, *devices: Path, extract: Path | None = None) -> subprocess
     if extract is not None:
         args.append(f"--extract={extract}")
     return subprocess.run([*args, str(image)], capture_output=True, text=True)
-
-
-def mount_reason() -> str | None:
-    """Why a kernel mount cannot be tried here, or None."""
-    if os.geteuid() != 0:
-        return "not root: mount -t erofs -o loop needs CAP_SYS_ADMIN"
-    if "erofs" not in Path("/proc/filesystems").read_text():
-        return "the kernel has no erofs driver"
-    if not Path("/dev/loop-control").exists():
-        return "no loop devices (/dev/loop-control missing)"
-    return None
-
-
-class Mount:
-    def __init__(self, image: Path, where: Path):
-        self.image, self.where = image, where
-
-    def __enter__(self) -> Path:
-        self.where.mkdir(parents=True, exist_ok=True)
-        p = subprocess.run(["mount", "-t", "erofs", "-o", "loop,ro", str(self.image), str(self.where)],
-                           capture_output=True, text=True)
-        if p.returncode != 0:
-            pytest.skip(f"mount -t erofs -o loop,ro refused here: {p.stderr.strip()}")
-        return self.where
-
-    def __exit__(self, *exc) -> None:
-        subprocess.run(["umount", str(self.where)], check=True)
 
 
 @pytest.fixture(scope="session")
@@ -235,13 +209,7 @@ def test_implicit_parent_keeps_lower_metadata(tmp_path):
     l2.dir("named", 0o755, mtime=kit.MTIME + 9)
     l2.close()
     img = kit.build_oci(tmp_path / "layout", "implicit", [tmp_path / "l1.tar", tmp_path / "l2.tar"])
-    images = []
-    for k, (blob, mt, digest, size) in enumerate(img.layers):
-        out = tmp_path / f"l{k}.erofs"
-        kit.run_tool("convert", blob, mt, out, "--diff-id", img.diff_ids[k])
-        images.append(out)
-    fsmeta = tmp_path / "fsmeta.erofs"
-    kit.run_tool("fsmeta", fsmeta, img.manifest_digest, *images)
+    images, fsmeta = kit.convert_image(img, tmp_path, prefix="l")
     x = tmp_path / "x"
     p = fsck(fsmeta, *images, extract=x)
     assert p.returncode == 0, p.stderr

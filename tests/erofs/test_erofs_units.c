@@ -199,7 +199,7 @@ START_TEST(test_writer_reader_round_trip) {
         ErofsInode *dir, *f, *l;
         ErofsInodeView v, fv;
         ErofsDentry *d;
-        uint64_t size, len;
+        uint64_t size;
         char target[4096], buf[4096];
         int fd = memfd();
         ErofsTree *t;
@@ -213,11 +213,11 @@ START_TEST(test_writer_reader_round_trip) {
         ck_assert_int_eq(erofs_tree_inode_new(t, S_IFREG | 0600, &f), 0);
         f->uid = 70000;
         f->mtime = 1234;
-        ck_assert_int_eq(erofs_writer_data_begin(w, &f->blkaddr), 0);
-        ck_assert_int_eq(erofs_writer_data_append(w, "0123456789", 10), 0);
-        ck_assert_int_eq(erofs_writer_data_end(w, &len), 0);
-        ck_assert_uint_eq(len, 10);
-        f->size = 10;
+        ck_assert_int_eq(erofs_writer_file_begin(w, 10), 0);
+        ck_assert_int_eq(erofs_writer_file_write(w, 0, "0123456789", 10), 0);
+        ck_assert_int_eq(erofs_writer_file_end(w, f), 0);
+        ck_assert_uint_eq(f->size, 10);
+        ck_assert_ptr_null(f->chunks);
         for (int i = 499; i >= 0; i--) {
                 char n[64];
                 snprintf(n, sizeof(n), "%04d-a-name-long-enough-to-fill-blocks---", i);
@@ -274,6 +274,149 @@ START_TEST(test_writer_reader_round_trip) {
         /* One flipped byte in the superblock's block is caught by its checksum. */
         ck_assert_int_eq(pwrite(fd, "X", 1, 3000), 1);
         ck_assert_int_eq(erofs_image_open(path, &img), -EUCLEAN);
+        close(fd);
+}
+END_TEST
+
+/* A piece of a file: offset and length. */
+typedef struct Extent {
+        uint64_t offset, length;
+} Extent;
+
+static uint8_t pattern_byte(uint64_t off) {
+        return (uint8_t) (off * 131 + (off >> 12) + 1) | 1;
+}
+
+START_TEST(test_chunk_bits_bound_the_map) {
+        static const uint64_t sizes[] = { 0, 1, 16 * MiB, 16 * MiB + 1, 300 * 1000 * 1000ULL, 10 * GiB,
+                                          1ULL << 50, 1ULL << 55 };
+
+        ck_assert_uint_eq(erofs_writer_chunk_bits(0), 0);
+        ck_assert_uint_eq(erofs_writer_chunk_bits(16 * MiB), 0);   /* 4096 chunks of 4 KiB */
+        ck_assert_uint_eq(erofs_writer_chunk_bits(16 * MiB + 1), 1);
+        ck_assert_uint_eq(erofs_writer_chunk_bits(10 * GiB), 10);  /* 2560 chunks of 4 MiB */
+        for (size_t k = 0; k < ELEMENTSOF(sizes); k++) {
+                unsigned bits = erofs_writer_chunk_bits(sizes[k]);
+                ck_assert_uint_le(erofs_chunk_count(sizes[k], bits), EROFS_WRITER_FILE_CHUNKS_MAX);
+                /* The smallest chunk size that does it. */
+                if (bits > 0)
+                        ck_assert_uint_gt(erofs_chunk_count(sizes[k], bits - 1), EROFS_WRITER_FILE_CHUNKS_MAX);
+        }
+}
+END_TEST
+
+/* Writes `size` bytes of pattern_byte() in the given pieces, each piece
+ * (offset, length) and the rest a hole; fills `expect` to match. */
+static void write_pieces(ErofsWriter *w, ErofsInode *i, uint64_t size, const Extent *pieces, uint8_t *expect) {
+        uint8_t buf[8192];
+
+        memset(expect, 0, size);
+        ck_assert_int_eq(erofs_writer_file_begin(w, size), 0);
+        for (const Extent *x = pieces; x->length > 0; x++) {
+                ck_assert_uint_le(x->length, sizeof(buf));
+                for (uint64_t k = 0; k < x->length; k++)
+                        expect[x->offset + k] = buf[k] = pattern_byte(x->offset + k);
+                ck_assert_int_eq(erofs_writer_file_write(w, x->offset, buf, x->length), 0);
+        }
+        ck_assert_int_eq(erofs_writer_file_end(w, i), 0);
+        ck_assert_uint_eq(i->size, size);
+}
+
+static void assert_reads_back(const ErofsImage *img, uint64_t nid, const uint8_t *expect, uint64_t size) {
+        _cleanup_free_ uint8_t *got = malloc(size ? size : 1);
+        ErofsInodeView v;
+
+        ck_assert_int_eq(erofs_image_inode(img, nid, &v), 0);
+        ck_assert_uint_eq(v.size, size);
+        ck_assert_int_eq(erofs_image_read(img, &v, 0, got, size), 0);
+        ck_assert(memcmp(got, expect, size) == 0);
+        /* A read that starts inside a hole and ends inside data. */
+        if (size > 5000)
+                ck_assert_int_eq(erofs_image_read(img, &v, size - 5000, got, 5000), 0);
+}
+
+static uint64_t count_holes(const ErofsImage *img, const ErofsInodeView *v) {
+        uint64_t holes = 0;
+        uint32_t blkaddr;
+        uint16_t device;
+
+        for (uint64_t k = 0; k < v->chunk_count; k++) {
+                ck_assert_int_eq(erofs_image_chunk(img, v, k, &blkaddr, &device), 0);
+                holes += blkaddr == EROFS_NULL_ADDR;
+        }
+        return holes;
+}
+
+START_TEST(test_writer_sparse_round_trip) {
+        static const Extent sparse[] = { { 5, 3 }, { 9 * MiB + 1, 5000 }, { 20 * MiB - 1, 1 }, {} };
+        static const Extent dense[] = { { 0, 100 }, { 200, 8000 }, { 9000, 1000 }, {} };
+        static const Extent none[] = { {} };
+        _cleanup_(erofs_writer_freep) ErofsWriter *w = NULL;
+        _cleanup_(erofs_image_closep) ErofsImage *img = NULL;
+        _cleanup_free_ uint8_t *expect_a = malloc(20 * MiB), *expect_b = malloc(10000), *expect_c = malloc(MiB);
+        _cleanup_free_ char *path = NULL;
+        ErofsWriterOptions opts = {};
+        ErofsInode *a, *b, *c, *d;
+        ErofsInodeView v;
+        uint64_t size;
+        uint8_t sb[128];
+        int fd = memfd();
+        ErofsTree *t;
+
+        ck_assert_int_eq(erofs_writer_new(fd, 0, &w), 0);
+        t = erofs_writer_tree(w);
+        ck_assert_int_eq(erofs_tree_inode_new(t, S_IFREG | 0644, &a), 0);
+        ck_assert_int_eq(erofs_tree_inode_new(t, S_IFREG | 0644, &b), 0);
+        ck_assert_int_eq(erofs_tree_inode_new(t, S_IFREG | 0644, &c), 0);
+        ck_assert_int_eq(erofs_tree_inode_new(t, S_IFREG | 0644, &d), 0);
+
+        /* 20 MiB with three small pieces: 8 KiB chunks, three of them written. */
+        write_pieces(w, a, 20 * MiB, sparse, expect_a);
+        ck_assert_ptr_nonnull(a->chunks);
+        ck_assert_uint_eq(a->chunk_bits, 1);
+        /* Holes smaller than a chunk: every chunk has data, so it stays flat. */
+        write_pieces(w, b, 10000, dense, expect_b);
+        ck_assert_ptr_null(b->chunks);
+        /* All hole: a map of nothing but holes. */
+        write_pieces(w, c, MiB, none, expect_c);
+        ck_assert_ptr_nonnull(c->chunks);
+
+        /* Pieces go forward and stay inside the file. */
+        ck_assert_int_eq(erofs_writer_file_begin(w, 100), 0);
+        ck_assert_int_eq(erofs_writer_file_write(w, 50, "x", 1), 0);
+        ck_assert_int_eq(erofs_writer_file_write(w, 10, "x", 1), -ERANGE);
+        ck_assert_int_eq(erofs_writer_file_write(w, 99, "xy", 2), -ERANGE);
+        ck_assert_int_eq(erofs_writer_file_begin(w, 100), -EBUSY);
+        ck_assert_int_eq(erofs_writer_file_end(w, d), 0);
+        ck_assert_ptr_null(d->chunks);  /* its one chunk has data */
+        /* A file so large that no chunk size keeps its map bounded. */
+        ck_assert_int_eq(erofs_writer_file_begin(w, 1ULL << 56), -EFBIG);
+
+        ck_assert_int_eq(erofs_tree_link(t, erofs_tree_root(t), "a", 1, a), 0);
+        ck_assert_int_eq(erofs_tree_link(t, erofs_tree_root(t), "b", 1, b), 0);
+        ck_assert_int_eq(erofs_tree_link(t, erofs_tree_root(t), "c", 1, c), 0);
+        ck_assert_int_eq(erofs_tree_link(t, erofs_tree_root(t), "d", 1, d), 0);
+        ck_assert_int_eq(erofs_writer_finish(w, &opts, &size), 0);
+        /* 20 MiB and 1 MiB of apparent size cost a few chunks. */
+        ck_assert_uint_lt(size, 64 * 1024);
+        ck_assert_int_eq(pread(fd, sb, sizeof(sb), EROFS_SUPER_OFFSET), (ssize_t) sizeof(sb));
+        ck_assert_uint_eq(erofs_get_le32(sb + EROFS_OFF(struct erofs_super_block, feature_incompat)),
+                          EROFS_FEATURE_INCOMPAT_CHUNKED_FILE);
+
+        path = fd_path(fd);
+        ck_assert_int_eq(erofs_image_open(path, &img), 0);
+        ck_assert_int_eq(erofs_image_inode(img, a->nid, &v), 0);
+        ck_assert_uint_eq(v.datalayout, EROFS_INODE_CHUNK_BASED);
+        ck_assert_uint_eq(v.chunk_format, 1);  /* a block map, 8 KiB chunks */
+        ck_assert_uint_eq(v.chunk_count, 20 * MiB / 8192);
+        ck_assert_uint_eq(count_holes(img, &v), v.chunk_count - 3);
+        assert_reads_back(img, a->nid, expect_a, 20 * MiB);
+        ck_assert_int_eq(erofs_image_inode(img, c->nid, &v), 0);
+        ck_assert_uint_eq(count_holes(img, &v), v.chunk_count);
+        assert_reads_back(img, c->nid, expect_c, MiB);
+        ck_assert_int_eq(erofs_image_inode(img, b->nid, &v), 0);
+        ck_assert_uint_eq(v.datalayout, EROFS_INODE_FLAT_PLAIN);
+        assert_reads_back(img, b->nid, expect_b, 10000);
         close(fd);
 }
 END_TEST
@@ -444,6 +587,217 @@ START_TEST(test_convert_limits) {
 }
 END_TEST
 
+/* A PAX tar (GNU sparse 1.0 members, as libarchive writes them) holding
+ * one regular file of `size` bytes whose data is only in the given extents
+ * (offset, length pairs, ending with a zero length), each filled with a
+ * byte pattern that depends on its offset; the expected content is
+ * returned in *ret_content (malloc'ed) when asked for. */
+static int sparse_tar_memfd(const char *name, uint64_t size, const Extent *extents, uint8_t **ret_content) {
+        struct archive *a = archive_write_new();
+        struct archive_entry *e = archive_entry_new();
+        _cleanup_free_ uint8_t *content = calloc(1, size ? size : 1);
+        int fd = memfd();
+
+        ck_assert_ptr_nonnull(content);
+        ck_assert_int_eq(archive_write_set_format_pax(a), ARCHIVE_OK);
+        ck_assert_int_eq(archive_write_open_fd(a, fd), ARCHIVE_OK);
+        archive_entry_set_pathname(e, name);
+        archive_entry_set_filetype(e, AE_IFREG);
+        archive_entry_set_perm(e, 0644);
+        archive_entry_set_size(e, (la_int64_t) size);
+        archive_entry_set_mtime(e, 1600000000, 0);
+        for (const Extent *x = extents; x->length > 0; x++) {
+                archive_entry_sparse_add_entry(e, (la_int64_t) x->offset, (la_int64_t) x->length);
+                for (uint64_t k = x->offset; k < x->offset + x->length; k++)
+                        content[k] = pattern_byte(k);
+        }
+        ck_assert_int_eq(archive_write_header(a, e), ARCHIVE_OK);
+        /* libarchive takes the whole content and stores only the extents. */
+        ck_assert_int_eq(archive_write_data(a, content, size), (la_ssize_t) size);
+        archive_entry_free(e);
+        ck_assert_int_eq(archive_write_close(a), ARCHIVE_OK);
+        archive_write_free(a);
+        ck_assert_int_eq(lseek(fd, 0, SEEK_SET), 0);
+        if (ret_content)
+                *ret_content = TAKE_PTR(content);
+        return fd;
+}
+
+START_TEST(test_convert_counts_apparent_sizes) {
+        static const Extent extents[] = { { 0, 100 }, { 900 * 1024, 10 }, {} };
+        ErofsLayerLimits limits = erofs_layer_limits_default();
+        ErofsLayerInfo info = {};
+        MsbError err = {};
+        int in = sparse_tar_memfd("sparse", 1024 * 1024, extents, NULL), out = memfd();
+        off_t tar_size = lseek(in, 0, SEEK_END);
+        struct stat st;
+
+        /* The tar is a few blocks; the file it holds is 1 MiB. */
+        ck_assert_int_lt(tar_size, 16 * 1024);
+        ck_assert_int_eq(lseek(in, 0, SEEK_SET), 0);
+        limits.uncompressed_bytes = 512 * 1024;
+        ck_assert_int_lt(erofs_layer_convert_with_limits(in, "application/vnd.oci.image.layer.v1.tar", NULL,
+                                                         UINT64_MAX, NULL, &limits, out, &info, &err), 0);
+        ck_assert(err.set && err.kind == PROTO_ERROR_LIMIT_EXCEEDED);
+        ck_assert_str_eq(json_string_value(json_object_get(err.data, "limit")), "layer_uncompressed_bytes");
+        ck_assert_int_eq(json_integer_value(json_object_get(err.data, "max")), 512 * 1024);
+        ck_assert_str_eq(json_string_value(json_object_get(err.data, "entry")), "sparse");
+        msb_error_clear(&err);
+        /* Refused before a byte of the file was written. */
+        ck_assert_int_eq(fstat(out, &st), 0);
+        ck_assert_int_eq(st.st_size, 0);
+
+        /* At the file's size exactly, it is accepted. */
+        limits.uncompressed_bytes = 1024 * 1024;
+        ck_assert_int_eq(lseek(in, 0, SEEK_SET), 0);
+        ck_assert_int_eq(erofs_layer_convert_with_limits(in, "application/vnd.oci.image.layer.v1.tar", NULL,
+                                                         UINT64_MAX, NULL, &limits, out, &info, &err), 0);
+        ck_assert(!err.set);
+        close(in);
+        close(out);
+}
+END_TEST
+
+static int find_cb(const char *name, size_t len, uint64_t nid, uint8_t type, void *userdata) {
+        uint64_t *ret = userdata;
+
+        if (len == 6 && memcmp(name, "sparse", 6) == 0)
+                *ret = nid;
+        return 0;
+}
+
+/* The inode of /sparse in an image. */
+static void find_sparse(const ErofsImage *img, ErofsInodeView *ret) {
+        uint64_t nid = UINT64_MAX;
+        ErofsInodeView root;
+
+        ck_assert_int_eq(erofs_image_inode(img, erofs_image_root_nid(img), &root), 0);
+        ck_assert_int_eq(erofs_image_readdir(img, &root, find_cb, &nid), 0);
+        ck_assert_uint_ne(nid, UINT64_MAX);
+        ck_assert_int_eq(erofs_image_inode(img, nid, ret), 0);
+}
+
+/* A sparse tar through the converter, then fsmeta: the layer keeps the
+ * holes as null chunks, fsmeta carries the same map over with the data
+ * chunks on the layer's device. */
+START_TEST(test_fsmeta_keeps_holes) {
+        static const Extent extents[] = { { 4096 * 3 + 7, 9000 }, { 30 * MiB, 4096 }, {} };
+        _cleanup_(erofs_image_closep) ErofsImage *limg = NULL, *fimg = NULL;
+        _cleanup_free_ uint8_t *expect = NULL, *got = malloc(40 * MiB);
+        ErofsLayerInfo info = {};
+        MsbError err = {};
+        int in = sparse_tar_memfd("sparse", 40 * MiB, extents, &expect), layer = memfd(), fsmeta = memfd();
+        _cleanup_free_ char *lpath = fd_path(layer), *fpath = fd_path(fsmeta);
+        const char *layers[] = { lpath };
+        ErofsInodeView lv, fv;
+        uint64_t size;
+
+        ck_assert_int_eq(erofs_layer_convert(in, NULL, NULL, UINT64_MAX, NULL, layer, &info, &err), 0);
+        ck_assert_uint_lt(info.erofs_bytes, 128 * 1024);
+        ck_assert_int_eq(erofs_fsmeta_build(layers, 1, "sha256:x", fsmeta, &size, &err), 0);
+
+        ck_assert_int_eq(erofs_image_open(lpath, &limg), 0);
+        ck_assert_int_eq(erofs_image_open(fpath, &fimg), 0);
+        find_sparse(limg, &lv);
+        find_sparse(fimg, &fv);
+        ck_assert_uint_eq(lv.datalayout, EROFS_INODE_CHUNK_BASED);
+        ck_assert_uint_eq(fv.datalayout, EROFS_INODE_CHUNK_BASED);
+        ck_assert_uint_eq(lv.chunk_format & EROFS_CHUNK_FORMAT_INDEXES, 0);
+        ck_assert_uint_eq(fv.chunk_format, lv.chunk_format | EROFS_CHUNK_FORMAT_INDEXES);
+        ck_assert_uint_eq(fv.chunk_count, lv.chunk_count);
+        ck_assert_uint_eq(fv.size, 40 * MiB);
+        /* 40 MiB in 16 KiB chunks; data in chunks 0 and 1 and at 30 MiB. */
+        ck_assert_uint_eq(lv.chunk_bits, 2);
+        ck_assert_uint_eq(count_holes(limg, &lv), lv.chunk_count - 3);
+        for (uint64_t k = 0; k < lv.chunk_count; k++) {
+                uint32_t lb, fb;
+                uint16_t ld, fd;
+                ck_assert_int_eq(erofs_image_chunk(limg, &lv, k, &lb, &ld), 0);
+                ck_assert_int_eq(erofs_image_chunk(fimg, &fv, k, &fb, &fd), 0);
+                ck_assert_uint_eq(fb, lb);
+                ck_assert_uint_eq(ld, 0);
+                ck_assert_uint_eq(fd, lb == EROFS_NULL_ADDR ? 0 : 1);
+        }
+        ck_assert_int_eq(erofs_image_read(limg, &lv, 0, got, 40 * MiB), 0);
+        ck_assert(memcmp(got, expect, 40 * MiB) == 0);
+        /* fsmeta's data is on the layer: its own reader cannot follow it there. */
+        ck_assert_int_eq(erofs_image_read(fimg, &fv, 3 * 4096, got, 10), -EOPNOTSUPP);
+        ck_assert_int_eq(erofs_image_read(fimg, &fv, MiB, got, 10), 0);
+        ck_assert(memcmp(got, expect + MiB, 10) == 0);
+        close(in);
+        close(layer);
+        close(fsmeta);
+}
+END_TEST
+
+/* A layer image's chunk map is read defensively: unknown format bits, a
+ * map that runs past the image and a chunk outside it are all -EUCLEAN,
+ * and fsmeta refuses the layer. */
+START_TEST(test_reader_checks_chunk_maps) {
+        static const Extent extents[] = { { 100, 10 }, { 5 * MiB, 10 }, {} };
+        ErofsLayerInfo info = {};
+        MsbError err = {};
+        int in = sparse_tar_memfd("sparse", 8 * MiB, extents, NULL), layer = memfd();
+        _cleanup_free_ char *lpath = fd_path(layer);
+        const char *layers[] = { lpath };
+        uint8_t sb[128], iu[4], orig[4];
+        uint64_t nid, ioff, map_off, size;
+        ErofsInodeView v;
+        ErofsImage *img = NULL;
+        uint32_t blkaddr;
+        uint16_t device;
+
+        ck_assert_int_eq(erofs_layer_convert(in, NULL, NULL, UINT64_MAX, NULL, layer, &info, &err), 0);
+        ck_assert_int_eq(erofs_image_open(lpath, &img), 0);
+        find_sparse(img, &v);
+        nid = v.nid;
+        map_off = v.chunk_off;
+        img = erofs_image_close(img);
+        ck_assert_int_eq(pread(layer, sb, sizeof(sb), EROFS_SUPER_OFFSET), (ssize_t) sizeof(sb));
+        ioff = (uint64_t) erofs_get_le32(sb + EROFS_OFF(struct erofs_super_block, meta_blkaddr)) * EROFS_BLKSZ +
+               nid * EROFS_ISLOTSIZE + EROFS_OFF(struct erofs_inode_extended, i_u);
+        ck_assert_int_eq(pread(layer, orig, 4, (off_t) ioff), 4);
+
+        static const uint16_t bad_formats[] = { 0x0040, 0x8000 };
+        for (size_t k = 0; k < ELEMENTSOF(bad_formats); k++) {
+                erofs_put_le32(iu, bad_formats[k]);
+                ck_assert_int_eq(pwrite(layer, iu, 4, (off_t) ioff), 4);
+                ck_assert_int_eq(erofs_image_open(lpath, &img), 0);
+                ck_assert_int_eq(erofs_image_inode(img, nid, &v), -EUCLEAN);
+                img = erofs_image_close(img);
+        }
+        ck_assert_int_eq(pwrite(layer, orig, 4, (off_t) ioff), 4);
+
+        /* A size of almost 4 GiB in 4 KiB chunks: a map of a million
+         * entries, far past the image's end. i_size is at byte 8 of both
+         * inode forms (the low half of the extended one's). */
+        ck_assert_int_eq(pread(layer, orig, 4, (off_t) (ioff - 8)), 4);
+        erofs_put_le32(iu, 0xFFFFF000U);
+        ck_assert_int_eq(pwrite(layer, iu, 4, (off_t) (ioff - 8)), 4);
+        ck_assert_int_eq(erofs_image_open(lpath, &img), 0);
+        ck_assert_int_eq(erofs_image_inode(img, nid, &v), -EUCLEAN);
+        img = erofs_image_close(img);
+        ck_assert_int_eq(pwrite(layer, orig, 4, (off_t) (ioff - 8)), 4);
+
+        /* The first chunk pointing past the image. */
+        erofs_put_le32(iu, 1000000);
+        ck_assert_int_eq(pwrite(layer, iu, 4, (off_t) map_off), 4);
+        ck_assert_int_eq(erofs_image_open(lpath, &img), 0);
+        ck_assert_int_eq(erofs_image_inode(img, nid, &v), 0);
+        ck_assert_int_eq(erofs_image_chunk(img, &v, 0, &blkaddr, &device), -EUCLEAN);
+        ck_assert_int_eq(erofs_image_chunk(img, &v, v.chunk_count, &blkaddr, &device), -EINVAL);
+        ck_assert_int_eq(erofs_image_read(img, &v, 0, iu, 4), -EUCLEAN);
+        img = erofs_image_close(img);
+        int out = memfd();
+        ck_assert_int_lt(erofs_fsmeta_build(layers, 1, "sha256:x", out, &size, &err), 0);
+        ck_assert(err.set && err.kind == PROTO_ERROR_STORE_ERROR);
+        msb_error_clear(&err);
+        close(out);
+        close(in);
+        close(layer);
+}
+END_TEST
+
 static uint64_t xorshift(uint64_t *state) {
         uint64_t x = *state;
         x ^= x << 13;
@@ -542,11 +896,16 @@ static Suite *erofs_suite(void) {
         tcase_add_test(tc, test_dev_encoding);
         tcase_add_test(tc, test_tree_links_and_xattrs);
         tcase_add_test(tc, test_writer_reader_round_trip);
+        tcase_add_test(tc, test_chunk_bits_bound_the_map);
+        tcase_add_test(tc, test_writer_sparse_round_trip);
         tcase_add_test(tc, test_vmdk);
         tcase_add_test(tc, test_fsmeta_layer_count_limit);
         tcase_add_test(tc, test_convert_deterministic);
         tcase_add_test(tc, test_convert_rejects_dotdot);
         tcase_add_test(tc, test_convert_limits);
+        tcase_add_test(tc, test_convert_counts_apparent_sizes);
+        tcase_add_test(tc, test_fsmeta_keeps_holes);
+        tcase_add_test(tc, test_reader_checks_chunk_maps);
         tcase_add_test(tc, test_convert_survives_damaged_tars);
         tcase_add_test(tc, test_fsmeta_survives_damaged_layer_images);
         suite_add_tcase(s, tc);

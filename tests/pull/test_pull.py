@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from msbtest.imagekit import host_platform
+from msbtest.imagekit import host_platform, sparse_tar, write_sparse_files
 from msbtest.rpc import RpcError
 from registry_harness import FaultServer, Registry, TokenServer, free_port, htpasswd_file, make_tls, push
 
@@ -590,3 +590,25 @@ def test_layer_over_the_limit(published, pull_daemon):
         assert pull_err(rpc, f"{fault.host}/test/small:v1").name == "limit-exceeded"
         assert rpc.call("image.list") == []
         assert store_tmp_files(d) == []
+
+
+def test_sparse_layer_over_the_limit(tmp_path, published, pull_daemon):
+    """A layer of a few KiB whose tar holds an 11 GiB file of holes: its
+    apparent size exceeds the per-layer limit, so the pull is refused at the
+    tar header, quickly, leaving nothing in the store."""
+    src = write_sparse_files(tmp_path / "src", {"data/huge.img": (11 << 30, [(5 << 30, b"12345678")])})
+    tar = sparse_tar(src, tmp_path / "layer.tar").read_bytes()
+    assert len(tar) < 64 * 1024
+    img = published.kit.image("sparse:v1", layers=[tar])
+    ref = published.add("test/sparse:v1", img, "sparse:v1")
+    d = pull_daemon()
+    rpc = d.client()
+    t0 = time.monotonic()
+    e = pull_err(rpc, ref)
+    assert time.monotonic() - t0 < 10
+    assert e.name == "limit-exceeded" and e.code == 1007
+    assert e.data["limit"] == "layer_uncompressed_bytes" and e.data["max"] == 10 << 30
+    assert e.data["entry"] == "./data/huge.img"
+    assert store_tmp_files(d) == []
+    assert not list((d.store / "layers" / "sha256").glob("*.erofs"))
+    assert rpc.call("image.list") == []

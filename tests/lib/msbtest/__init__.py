@@ -12,6 +12,7 @@ python-sdk/tests.
 - :mod:`msbtest.proto`    -- proto/openrpc.json as data: methods, errors by name, limits,
   ``check_error(err, name, parameter)``.
 - :mod:`msbtest.checks`   -- compare ImageHandle / ImageDetail answers with an image's truth.
+- :mod:`msbtest.erofs`    -- ``Mount``: kernel mounts of EROFS images, where the test may mount.
 """
 
 from .daemon import Daemon, DaemonError, build_dir, daemon_binary

@@ -56,7 +56,7 @@ from typing import Any
 __all__ = [
     "ImageKit", "Layout", "Image", "Layer", "Config", "PlatformIndex", "DockerArchive",
     "File", "Dir", "Symlink", "Hardlink", "Fifo", "CharDev",
-    "make_tar", "sha256_digest", "host_platform",
+    "make_tar", "sha256_digest", "host_platform", "write_sparse_files", "sparse_content", "sparse_tar",
     "MT_MANIFEST", "MT_INDEX", "MT_CONFIG", "MT_LAYER_TAR", "MT_LAYER_GZIP", "MT_LAYER_ZSTD",
     "MT_DOCKER_MANIFEST", "MT_DOCKER_LIST", "MT_DOCKER_CONFIG", "MT_DOCKER_LAYER",
     "REF_NAME_ANNOTATION",
@@ -202,6 +202,42 @@ def make_tar(entries, implicit_dirs: bool = True) -> bytes:
             ti, data = _tarinfo(path, entry)
             tf.addfile(ti, io.BytesIO(data) if data is not None else None)
     return buf.getvalue()
+
+
+def write_sparse_files(root: Path, files: dict) -> Path:
+    """Writes files with real holes below root: ``files`` maps a path to
+    (apparent size, [(offset, data), ...]); the rest of each file is hole."""
+    for name, (size, pieces) in files.items():
+        p = Path(root) / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(p, "wb") as f:
+            for off, data in pieces:
+                f.seek(off)
+                f.write(data)
+            f.truncate(size)
+    return Path(root)
+
+
+def sparse_content(size: int, pieces: list) -> bytes:
+    """What a file of :func:`write_sparse_files` reads back as."""
+    b = bytearray(size)
+    for off, data in pieces:
+        b[off:off + len(data)] = data
+    return bytes(b)
+
+
+def sparse_tar(src: Path, dest: Path, fmt: str = "posix") -> Path:
+    """GNU ``tar --sparse`` of everything below src (its holes found with
+    SEEK_HOLE, so an 11 GiB file of holes takes a few tar blocks), owners
+    0:0 and times fixed. ``fmt`` "posix" writes PAX 1.0 sparse members,
+    "gnu" the old GNU 'S' headers (which umoci cannot unpack)."""
+    for dirpath, dirnames, filenames in os.walk(src):
+        for n in dirnames + filenames:
+            os.utime(os.path.join(dirpath, n), (DEFAULT_MTIME, DEFAULT_MTIME), follow_symlinks=False)
+    os.utime(src, (DEFAULT_MTIME, DEFAULT_MTIME))
+    _run("tar", "--sparse", f"--format={fmt}", "--owner=0", "--group=0", "--numeric-owner",
+         "-C", src, "-cf", dest, ".")
+    return Path(dest)
 
 
 # Truth objects --------------------------------------------------------------
