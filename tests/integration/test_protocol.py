@@ -265,13 +265,24 @@ def test_pin_name_of_255_bytes_is_valid(rpc):
     "white space",
     "example.com:port/x",
     "x.y/z:" + "t" * 129,
-    "a" * 64,
     "docker.io/Library/alpine",
+    "sha256:" + "a" * 11,
 ])
 def test_invalid_reference(srpc, method, extra, reference):
     with pytest.raises(RpcError) as e:
         srpc.call(method, {"reference": reference, **extra})
     proto.check_error(e.value, "invalid-reference", "reference")
+
+
+def test_image_id_is_not_a_pull_reference(srpc):
+    # A bare 64-digit ID names a cached image (image.get and the others take
+    # it), but there is nothing to pull by: it is not a repository name.
+    with pytest.raises(RpcError) as e:
+        srpc.call("image.pull", {"reference": "a" * 64})
+    proto.check_error(e.value, "invalid-reference", "reference")
+    with pytest.raises(RpcError) as e:
+        srpc.call("image.get", {"reference": "a" * 64})
+    proto.check_error(e.value, "image-not-found")
 
 
 def test_invalid_load_tag(rpc, imagekit):
