@@ -72,6 +72,21 @@ int msb_error_set(MsbError *err, int r, ProtoError kind, const char *fmt, ...) {
         return r;
 }
 
+int msb_error_limit(MsbError *err, const char *limit, uint64_t max, const char *fmt, ...) {
+        char message[MSB_ERROR_MESSAGE_MAX];
+        va_list ap;
+
+        if (!err || err->set)
+                return -E2BIG;
+        va_start(ap, fmt);
+        vsnprintf(message, sizeof(message), fmt, ap);
+        va_end(ap);
+        msb_error_set(err, -E2BIG, PROTO_ERROR_LIMIT_EXCEEDED, "%s", message);
+        msb_error_add_data(err, "limit", json_string(limit));
+        msb_error_add_data(err, "max", json_integer((json_int_t) max));
+        return -E2BIG;
+}
+
 void msb_error_add_data(MsbError *err, const char *key, json_t *value) {
         if (!err || !value) {
                 json_decref(value);

@@ -36,6 +36,11 @@ int msb_error_set(MsbError *err, int r, ProtoError kind, const char *fmt, ...) _
 /* Adds data[key] = value (the reference to value is stolen) to a set error. */
 void msb_error_add_data(MsbError *err, const char *key, json_t *value);
 
+/* Records a limit-exceeded error (as msb_error_set) naming the limit, a key
+ * of proto/ "x-limits", in data.limit and its value in data.max; returns
+ * -E2BIG. */
+int msb_error_limit(MsbError *err, const char *limit, uint64_t max, const char *fmt, ...) _printf_(4, 5);
+
 /* Releases data and resets err to unset. */
 void msb_error_clear(MsbError *err);
 

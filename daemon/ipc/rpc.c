@@ -21,6 +21,7 @@ typedef struct MethodEntry {
 struct Rpc {
         uv_loop_t *loop;
         json_t *document;
+        char *document_text; /* the document as compact JSON, for rpc.discover */
         MethodEntry *entries;
         size_t n_entries;
         void *userdata;
@@ -29,11 +30,17 @@ struct Rpc {
 };
 
 /* The responses of a batch are sent together, as one array, once all of its
- * calls have completed (JSON-RPC 2.0 section 6). */
+ * calls have completed (JSON-RPC 2.0 section 6). The array is built as text,
+ * a member at a time as its call completes, and each member's bytes are
+ * counted in the connection's answer bytes as it is added: a batch's reply
+ * never holds more than the connection may. */
 typedef struct Batch {
-        json_t *responses;
-        unsigned pending;
         Connection *conn;
+        unsigned pending;
+        char *text;      /* "[", then each member followed by ',' */
+        size_t size, allocated;
+        size_t reserved; /* answer bytes counted for text, its newline included */
+        bool dropped;    /* no reply: the connection closed or crossed a limit */
 } Batch;
 
 struct RpcCall {
@@ -44,7 +51,8 @@ struct RpcCall {
         json_t *id; /* NULL for a notification */
         json_t *params;
         json_t *result;
-        char *raw_result; /* JSON text of the result, when the handler wrote it */
+        const char *result_text; /* JSON text of the result, when the handler gave it as text */
+        char *result_text_owned; /* result_text, when the call owns it */
         MsbError err;
         int r;
         uv_work_t work;
@@ -85,6 +93,9 @@ int rpc_new(uv_loop_t *loop, const RpcMethod *methods, size_t n_methods, void *u
         if (!rpc->document)
                 return msb_error_set(err, -EINVAL, PROTO_ERROR_INTERNAL_ERROR, "the embedded OpenRPC document is invalid: %s",
                                      jerr.text);
+        rpc->document_text = json_dumps(rpc->document, JSON_COMPACT);
+        if (!rpc->document_text)
+                return -ENOMEM;
 
         doc_methods = json_object_get(rpc->document, "methods");
         rpc->entries = calloc(json_array_size(doc_methods) + 1, sizeof(MethodEntry));
@@ -137,6 +148,7 @@ Rpc *rpc_free(Rpc *rpc) {
                 free(rpc->entries[i].params);
         free(rpc->entries);
         json_decref(rpc->document);
+        free(rpc->document_text);
         free(rpc);
         return NULL;
 }
@@ -250,32 +262,169 @@ json_t *rpc_error_response(json_t *id, const MsbError *err) {
                          info->code, "message", err->message[0] ? err->message : info->message, "data", data);
 }
 
-static json_t *rpc_result_response(json_t *id, json_t *result) {
-        return json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", id, "result", result ?: json_null());
+char *rpc_error_response_text(json_t *id, const MsbError *err) {
+        json_auto_t *resp = rpc_error_response(id, err);
+        return resp ? json_dumps(resp, JSON_COMPACT) : NULL;
 }
 
-static void batch_add(Batch *b, json_t *response) {
-        if (response)
-                json_array_append_new(b->responses, response);
+/*
+ * Counts an answer (*text, taken; NULL when it could not be built) to id,
+ * plus `extra` bytes, in the connection's answer bytes. An answer that does
+ * not fit is dropped before it is copied anywhere and a small
+ * limit-exceeded error for id takes its place. 0 with *text the answer to
+ * send and *ret_bytes what was counted; -E2BIG with err naming the limit
+ * when not even the error fits; -ENOTCONN; -ENOMEM. *text is freed on
+ * failure.
+ */
+static int answer_reserve(Connection *conn, json_t *id, size_t extra, char **text, size_t *ret_bytes, MsbError *err) {
+        _cleanup_(msb_error_clear) MsbError over = {};
+        size_t bytes;
+        int r;
+
+        if (!*text)
+                return -ENOMEM;
+        bytes = strlen(*text) + extra;
+        r = connection_answer_reserve(conn, bytes, &over);
+        if (r == -E2BIG) {
+                free(*text);
+                *text = rpc_error_response_text(id, &over);
+                if (!*text)
+                        return -ENOMEM;
+                bytes = strlen(*text) + extra;
+                r = connection_answer_reserve(conn, bytes, err);
+        }
+        if (r < 0) {
+                free(*text);
+                *text = NULL;
+                return r;
+        }
+        *ret_bytes = bytes;
+        return 0;
+}
+
+/* Ends the answers of a connection that crossed a limit with one error
+ * saying so; one that could not build an answer is hung up on. */
+static void answer_fail(Connection *conn, json_t *id, int r, const MsbError *err) {
+        char *text;
+
+        if (r == -ENOTCONN)
+                return;
+        text = r == -E2BIG ? rpc_error_response_text(id, err) : NULL;
+        if (text)
+                connection_send_last(conn, text);
+        else
+                connection_abort(conn);
+}
+
+/* Sends the answer (text taken) to a request outside a batch. */
+static void answer_send(Connection *conn, json_t *id, char *text) {
+        _cleanup_(msb_error_clear) MsbError err = {};
+        size_t bytes;
+        int r;
+
+        /* The one extra byte is the line's newline. */
+        r = answer_reserve(conn, id, 1, &text, &bytes, &err);
+        if (r < 0)
+                answer_fail(conn, id, r, &err);
+        else
+                connection_send_reserved(conn, text, bytes);
+}
+
+/* Makes room in the batch's text for `bytes` more, and for the NUL and the
+ * newline that end it. */
+static int batch_grow(Batch *b, size_t bytes) {
+        size_t need = b->size + bytes + 2, want = b->allocated * 2;
+        char *t;
+
+        if (need <= b->allocated)
+                return 0;
+        t = realloc(b->text, want > need ? want : need);
+        if (!t)
+                return -ENOMEM;
+        b->text = t;
+        b->allocated = want > need ? want : need;
+        return 0;
+}
+
+/* Gives the batch's reply up; the connection then gets no reply to it. */
+static void batch_drop(Batch *b) {
+        free(b->text);
+        b->text = NULL;
+        b->size = b->allocated = 0;
+        connection_answer_release(b->conn, b->reserved);
+        b->reserved = 0;
+        b->dropped = true;
+}
+
+/* Adds the answer (text taken) of a member to the batch's reply. */
+static void batch_append(Batch *b, json_t *id, char *text) {
+        _cleanup_(msb_error_clear) MsbError err = {};
+        /* The ',' that follows the member (the last one's becomes the ']');
+         * with the first, the '[' and the line's newline too. */
+        size_t extra = b->size == 0 ? 3 : 1, bytes, len;
+        int r;
+
+        if (b->dropped) {
+                free(text);
+                return;
+        }
+        r = answer_reserve(b->conn, id, extra, &text, &bytes, &err);
+        if (r >= 0 && batch_grow(b, bytes) < 0) {
+                connection_answer_release(b->conn, bytes);
+                free(text);
+                r = -ENOMEM;
+        }
+        if (r < 0) {
+                /* A batch is answered whole or not at all: its one error has a null id. */
+                batch_drop(b);
+                answer_fail(b->conn, NULL, r, &err);
+                return;
+        }
+        if (b->size == 0)
+                b->text[b->size++] = '[';
+        len = strlen(text);
+        memcpy(b->text + b->size, text, len);
+        b->size += len;
+        b->text[b->size++] = ',';
+        b->reserved += bytes;
+        free(text);
+}
+
+/* A member of the batch is done; after the last, its reply is sent. */
+static void batch_done(Batch *b) {
         if (--b->pending > 0)
                 return;
-        if (json_array_size(b->responses) > 0)
-                connection_send(b->conn, b->responses);
-        json_decref(b->responses);
+        if (b->size > 0) {
+                b->text[b->size - 1] = ']';
+                b->text[b->size] = '\0';
+                connection_send_reserved(b->conn, b->text, b->reserved);
+                b->text = NULL;
+        }
+        free(b->text);
         connection_call_end(b->conn);
         free(b);
 }
 
-/* Sends (or adds to the batch) a response; notifications get none. */
-static void deliver(Connection *conn, Batch *batch, json_t *response) {
+/* Sends the response (text taken; NULL when it could not be built) to the
+ * request id, or adds it to the batch. */
+static void deliver(Connection *conn, Batch *batch, json_t *id, char *text) {
         if (batch) {
-                batch_add(batch, response);
+                batch_append(batch, id, text);
+                batch_done(batch);
                 return;
         }
-        if (response) {
-                connection_send(conn, response);
-                json_decref(response);
-        }
+        answer_send(conn, id, text);
+}
+
+/* A notification, which gets no response, is done. */
+static void deliver_none(Batch *batch) {
+        if (batch)
+                batch_done(batch);
+}
+
+/* Answers a request outside any batch with the error. */
+static void deliver_error(Connection *conn, json_t *id, const MsbError *err) {
+        deliver(conn, NULL, id, rpc_error_response_text(id, err));
 }
 
 static void call_free(RpcCall *call) {
@@ -284,63 +433,58 @@ static void call_free(RpcCall *call) {
         json_decref(call->id);
         json_decref(call->params);
         json_decref(call->result);
-        free(call->raw_result);
+        free(call->result_text_owned);
         msb_error_clear(&call->err);
         connection_call_end(call->conn);
         free(call);
 }
 
 void rpc_call_set_raw_result(RpcCall *call, char *json_text) {
-        free(call->raw_result);
-        call->raw_result = json_text;
+        free(call->result_text_owned);
+        call->result_text = call->result_text_owned = json_text;
 }
 
-/* Sends a raw result as one line, splicing the text into the envelope. */
-static bool deliver_raw(RpcCall *call) {
-        _cleanup_free_ char *id = NULL;
-        char *line;
+void rpc_call_set_shared_result(RpcCall *call, const char *json_text) {
+        free(call->result_text_owned);
+        call->result_text_owned = NULL;
+        call->result_text = json_text;
+}
 
-        if (call->batch || !call->id || call->r < 0 || !call->raw_result)
-                return false;
-        id = json_dumps(call->id, JSON_COMPACT | JSON_ENCODE_ANY);
-        if (!id || asprintf(&line, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":%s}", id, call->raw_result) < 0)
-                return false;
-        connection_send_text(call->conn, line);
-        return true;
+const char *rpc_call_document_text(const RpcCall *call) {
+        return call->rpc->document_text;
+}
+
+/* The call's response as one JSON text, or NULL when it cannot be built. A
+ * result the handler gave as text is spliced into the envelope, never
+ * parsed back into a tree. */
+static char *call_response_text(RpcCall *call) {
+        _cleanup_free_ char *id = NULL;
+        json_auto_t *resp = NULL;
+        char *text;
+
+        if (call->r < 0)
+                return rpc_error_response_text(call->id, &call->err);
+        if (call->result_text) {
+                id = json_dumps(call->id, JSON_COMPACT | JSON_ENCODE_ANY);
+                if (!id || asprintf(&text, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":%s}", id, call->result_text) < 0)
+                        return NULL;
+                return text;
+        }
+        resp = json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", call->id, "result",
+                         call->result ? TAKE_PTR(call->result) : json_null());
+        return resp ? json_dumps(resp, JSON_COMPACT) : NULL;
 }
 
 static void call_finish(RpcCall *call) {
-        json_t *response = NULL;
-
-        if (call->raw_result) {
-                if (deliver_raw(call)) {
-                        call->rpc->in_flight--;
-                        call_free(call);
-                        return;
-                }
-                /* Inside a batch, the raw text joins the batch's array as a tree. */
-                if (call->r >= 0 && !call->result) {
-                        call->result = json_loads(call->raw_result, JSON_DECODE_ANY, NULL);
-                        if (!call->result) {
-                                call->r = -ENOMEM;
-                                msb_error_set(&call->err, -ENOMEM, PROTO_ERROR_INTERNAL_ERROR,
-                                              "cannot build the result");
-                        }
-                }
-        }
-
-        if (call->id) {
-                if (call->r < 0)
-                        response = rpc_error_response(call->id, &call->err);
-                else
-                        response = rpc_result_response(call->id, TAKE_PTR(call->result));
-        }
         if (call->r < 0 && call->err.kind == PROTO_ERROR_INTERNAL_ERROR)
                 log_error("%s failed: %s", call->entry->method->name, call->err.message);
         else if (call->r < 0)
                 log_debug("%s: %s", call->entry->method->name, call->err.message);
 
-        deliver(call->conn, call->batch, response);
+        if (call->id)
+                deliver(call->conn, call->batch, call->id, call_response_text(call));
+        else
+                deliver_none(call->batch);
         call->rpc->in_flight--;
         call_free(call);
 }
@@ -499,15 +643,32 @@ fail:
         /* A notification gets no reply, even for an error (JSON-RPC 2.0 section 4.1),
          * unless the request was too broken to tell. */
         if (!json_is_object(req) || !notification || err.kind == PROTO_ERROR_INVALID_REQUEST)
-                deliver(conn, batch, rpc_error_response(id, &err));
+                deliver(conn, batch, id, rpc_error_response_text(id, &err));
         else
-                deliver(conn, batch, NULL);
+                deliver_none(batch);
         msb_error_clear(&err);
 }
 
+/* A batch is refused whole, before any of its members runs, when it is
+ * empty or over the limit (JSON-RPC 2.0 section 6: one error, id null). */
+static int batch_check(json_t *msg, MsbError *err) {
+        size_t n = json_array_size(msg);
+
+        if (n == 0)
+                return msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_REQUEST, "an empty batch is not a request");
+        if (n > RPC_BATCH_MEMBERS_MAX)
+                return msb_error_limit(err, "batch_members", RPC_BATCH_MEMBERS_MAX,
+                                       "a batch of %zu requests is over the limit of %zu", n,
+                                       RPC_BATCH_MEMBERS_MAX);
+        return 0;
+}
+
 void rpc_handle_line(Rpc *rpc, Connection *conn, const char *line, size_t len) {
+        _cleanup_(msb_error_clear) MsbError err = {};
+        json_auto_t *msg = NULL;
         json_error_t jerr;
-        json_t *msg;
+        json_t *req;
+        Batch *b;
         size_t i;
 
         /* Blank lines (a trailing newline from a shell, say) carry no request. */
@@ -516,43 +677,32 @@ void rpc_handle_line(Rpc *rpc, Connection *conn, const char *line, size_t len) {
 
         msg = json_loadb(line, len, JSON_DECODE_ANY, &jerr);
         if (!msg) {
-                MsbError err = {};
                 msb_error_set(&err, -EBADMSG, PROTO_ERROR_PARSE_ERROR, "parse error: %s at byte %d", jerr.text,
                               jerr.position);
-                deliver(conn, NULL, rpc_error_response(NULL, &err));
-                msb_error_clear(&err);
+                deliver_error(conn, NULL, &err);
                 return;
         }
-
         if (!json_is_array(msg)) {
                 handle_request(rpc, conn, NULL, msg);
-                json_decref(msg);
                 return;
         }
-        if (json_array_size(msg) == 0) {
-                MsbError err = {};
-                msb_error_set(&err, -EINVAL, PROTO_ERROR_INVALID_REQUEST, "an empty batch is not a request");
-                deliver(conn, NULL, rpc_error_response(NULL, &err));
-                msb_error_clear(&err);
-                json_decref(msg);
+        if (batch_check(msg, &err) < 0) {
+                deliver_error(conn, NULL, &err);
                 return;
         }
 
-        Batch *b = calloc(1, sizeof(*b));
+        b = calloc(1, sizeof(*b));
         if (!b) {
-                json_decref(msg);
+                connection_abort(conn);
                 return;
         }
-        b->responses = json_array();
         b->conn = conn;
         connection_call_begin(conn);
         /* One extra count so the batch cannot complete while it is being dispatched. */
         b->pending = (unsigned) json_array_size(msg) + 1;
-        json_t *req;
         json_array_foreach(msg, i, req)
                 handle_request(rpc, conn, b, req);
-        batch_add(b, NULL);
-        json_decref(msg);
+        batch_done(b);
 }
 
 void rpc_shutdown(Rpc *rpc) {

@@ -42,6 +42,13 @@ typedef struct RpcMethod {
  * depth jansson's parser itself stops at. */
 #define RPC_JSON_DEPTH_MAX ((size_t) PROTO_LIMIT_JSON_NESTING_DEPTH)
 
+/* DESIGN "Limits": requests in one batch. A real client batches a handful
+ * of calls (the SDK and the CLI send none); a thousand is far past any of
+ * them, and bounds what one line can set running (a 16 MiB line holds some
+ * 300,000 tiny requests) and the members a batch's reply can have. A
+ * larger batch is refused whole with one limit-exceeded error, id null. */
+#define RPC_BATCH_MEMBERS_MAX ((size_t) PROTO_LIMIT_BATCH_MEMBERS)
+
 int rpc_new(uv_loop_t *loop, const RpcMethod *methods, size_t n_methods, void *userdata, Rpc **ret,
             MsbError *err);
 Rpc *rpc_free(Rpc *rpc);
@@ -59,6 +66,11 @@ unsigned rpc_in_flight(const Rpc *rpc);
  * the handler then returns 0 with *ret left NULL. For large answers where a
  * jansson tree would cost more than the work. */
 void rpc_call_set_raw_result(RpcCall *call, char *json_text);
+/* The same with text that outlives the call (borrowed): an answer every
+ * caller shares, built once. */
+void rpc_call_set_shared_result(RpcCall *call, const char *json_text);
+/* The OpenRPC document as compact JSON text, serialised once by rpc_new(). */
+const char *rpc_call_document_text(const RpcCall *call);
 
 void *rpc_call_userdata(const RpcCall *call);
 /* Completes a deferred call: result (stolen) or err. */
@@ -73,6 +85,8 @@ bool rpc_call_connected(const RpcCall *call);
 /* Builds a JSON-RPC error response object (exposed for the tests and the
  * server's limit errors). */
 json_t *rpc_error_response(json_t *id, const MsbError *err);
+/* The same as one line of JSON text, or NULL when out of memory. */
+char *rpc_error_response_text(json_t *id, const MsbError *err);
 
 /* Validates params against method `name`'s declared params (exposed for
  * unit tests). 0, or -EINVAL with err set to invalid-params naming the field. */

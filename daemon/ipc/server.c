@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <assert.h>
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -20,6 +21,8 @@ struct Server {
         Connection *connections;
         void (*idle_cb)(void *userdata);
         void *idle_userdata;
+        ServerLimits limits;
+        size_t answer_bytes; /* held by all open connections */
 };
 
 struct Connection {
@@ -31,6 +34,7 @@ struct Connection {
         bool close_after_write; /* hang up once queued responses are written */
         bool eof;               /* the client half-closed: finish its calls, then close */
         unsigned calls;         /* calls and batches of this connection in flight */
+        size_t answer_bytes;    /* reserved for its answers and not yet written */
         LineBuffer in;
         uint64_t number;
         Connection *prev, *next;
@@ -40,6 +44,7 @@ typedef struct WriteRequest {
         uv_write_t req;
         Connection *conn;
         char *data;
+        size_t reserved; /* answer bytes released once written */
 } WriteRequest;
 
 static uint64_t connection_counter;
@@ -50,6 +55,8 @@ Connection *connection_ref(Connection *c) {
 }
 
 static void connection_free(Connection *c) {
+        /* Every write is done and every batch ended: all answer bytes are back. */
+        assert(c->answer_bytes == 0);
         line_buffer_done(&c->in);
         free(c);
 }
@@ -101,6 +108,9 @@ static void connection_close(Connection *c) {
         if (c->next)
                 c->next->prev = c->prev;
         s->n_connections--;
+        /* What the connection still holds is freed as its writes are
+         * cancelled and its batches end; it no longer counts against others. */
+        s->answer_bytes -= c->answer_bytes;
         log_debug("connection %" PRIu64 " closed", c->number);
         uv_close((uv_handle_t *) &c->pipe, on_close);
         if (s->n_connections == 0 && s->idle_cb)
@@ -115,7 +125,8 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf);
 
 static void connection_update_reading(Connection *c) {
-        bool want = c->open && !c->close_after_write && !c->eof && uv_stream_get_write_queue_size((uv_stream_t *) &c->pipe) < SERVER_WRITE_QUEUE_HIGH_BYTES;
+        bool want = c->open && !c->close_after_write && !c->eof &&
+                    c->answer_bytes < c->server->limits.connection_answer_bytes / 2;
         if (want == c->reading)
                 return;
         if (want)
@@ -125,38 +136,70 @@ static void connection_update_reading(Connection *c) {
         c->reading = want;
 }
 
+int connection_answer_reserve(Connection *c, size_t bytes, MsbError *err) {
+        Server *s = c->server;
+
+        if (!c->open || c->close_after_write)
+                return -ENOTCONN;
+        if (c->answer_bytes + bytes > s->limits.connection_answer_bytes)
+                return msb_error_limit(err, "connection_pending_answer_bytes", s->limits.connection_answer_bytes,
+                                       "the answers waiting for this connection would exceed %zu bytes: read "
+                                       "them before asking for more",
+                                       s->limits.connection_answer_bytes);
+        if (s->answer_bytes + bytes > s->limits.answer_bytes)
+                return msb_error_limit(err, "pending_answer_bytes", s->limits.answer_bytes,
+                                       "the answers waiting for all connections would exceed %zu bytes",
+                                       s->limits.answer_bytes);
+        c->answer_bytes += bytes;
+        s->answer_bytes += bytes;
+        return 0;
+}
+
+void connection_answer_release(Connection *c, size_t bytes) {
+        assert(c->answer_bytes >= bytes);
+        c->answer_bytes -= bytes;
+        /* A closed connection's bytes left the server's count when it closed. */
+        if (c->open)
+                c->server->answer_bytes -= bytes;
+        connection_update_reading(c);
+}
+
 static void on_write(uv_write_t *req, int status) {
         WriteRequest *w = (WriteRequest *) req;
         Connection *c = w->conn;
 
         free(w->data);
+        connection_answer_release(c, w->reserved);
         free(w);
         if (c->open && (status < 0 || (c->close_after_write &&
                                        uv_stream_get_write_queue_size((uv_stream_t *) &c->pipe) == 0)))
                 connection_close(c);
-        else {
-                connection_update_reading(c);
+        else
                 connection_maybe_finish(c);
-        }
         connection_unref(c);
 }
 
-/* Queues one line (text is taken; its NUL becomes the '\n'). */
-static void connection_write_line(Connection *c, char *text) {
+/* Queues one line of reserved bytes (text is taken, and has room for a
+ * byte after its NUL: the NUL becomes the '\n'). */
+static void connection_write_line(Connection *c, char *text, size_t reserved) {
         size_t len = strlen(text);
         WriteRequest *w = calloc(1, sizeof(*w));
 
         if (!w) {
                 free(text);
+                connection_answer_release(c, reserved);
+                connection_close(c);
                 return;
         }
         text[len] = '\n';
         w->conn = connection_ref(c);
         w->data = text;
+        w->reserved = reserved;
         uv_buf_t b = uv_buf_init(text, (unsigned) len + 1);
         if (uv_write(&w->req, (uv_stream_t *) &c->pipe, &b, 1, on_write) < 0) {
                 free(w->data);
                 free(w);
+                connection_answer_release(c, reserved);
                 connection_unref(c);
                 connection_close(c);
                 return;
@@ -164,49 +207,80 @@ static void connection_write_line(Connection *c, char *text) {
         connection_update_reading(c);
 }
 
-void connection_send(Connection *c, json_t *msg) {
-        char *text;
-
-        if (!c->open)
-                return;
-        /* A response we cannot build would leave its caller waiting forever:
-         * hang up instead. */
-        text = json_dumps(msg, JSON_COMPACT);
-        if (!text) {
-                log_error("connection %" PRIu64 ": cannot serialise a response, closing", c->number);
-                connection_close(c);
-                return;
-        }
-        connection_send_text(c, text);
-}
-
-void connection_send_text(Connection *c, char *text) {
+/* Queues text as one line of reserved bytes, even after the last line. */
+static void connection_queue_line(Connection *c, char *text, size_t reserved) {
         size_t size = strlen(text);
         char *line;
 
-        if (!c->open) {
-                free(text);
-                return;
-        }
+        /* The newline's byte (a batch's text already has it: no copy then). */
         line = realloc(text, size + 2);
         if (!line) {
                 free(text);
+                connection_answer_release(c, reserved);
                 connection_close(c);
                 return;
         }
         line[size + 1] = '\0';
-        connection_write_line(c, line);
+        connection_write_line(c, line, reserved);
 }
 
+void connection_send_reserved(Connection *c, char *text, size_t reserved) {
+        if (!c->open || c->close_after_write) {
+                free(text);
+                connection_answer_release(c, reserved);
+                return;
+        }
+        connection_queue_line(c, text, reserved);
+}
+
+void connection_send_last(Connection *c, char *text) {
+        size_t bytes = strlen(text) + 1;
+
+        if (!c->open || c->close_after_write) {
+                free(text);
+                return;
+        }
+        /* One small line past the limits, then nothing more. */
+        c->answer_bytes += bytes;
+        c->server->answer_bytes += bytes;
+        c->close_after_write = true;
+        connection_queue_line(c, text, bytes);
+}
+
+void connection_abort(Connection *c) {
+        log_error("connection %" PRIu64 ": cannot build an answer, closing", c->number);
+        connection_close(c);
+}
+
+void connection_send(Connection *c, json_t *msg) {
+        char *text = json_dumps(msg, JSON_COMPACT);
+        size_t bytes;
+
+        if (!text) {
+                connection_abort(c);
+                return;
+        }
+        bytes = strlen(text) + 1;
+        if (connection_answer_reserve(c, bytes, NULL) < 0) {
+                log_debug("connection %" PRIu64 ": notification dropped: over the answer limits", c->number);
+                free(text);
+                return;
+        }
+        connection_send_reserved(c, text, bytes);
+}
+
+/* Sends the limit-exceeded error and closes once it is written. */
 static void send_limit_error(Connection *c, const char *limit, uint64_t max, const char *message) {
-        MsbError err = {};
-        msb_error_set(&err, -E2BIG, PROTO_ERROR_LIMIT_EXCEEDED, "%s", message);
-        msb_error_add_data(&err, "limit", json_string(limit));
-        msb_error_add_data(&err, "max", json_integer((json_int_t) max));
-        json_t *resp = rpc_error_response(NULL, &err);
-        connection_send(c, resp);
-        json_decref(resp);
-        msb_error_clear(&err);
+        _cleanup_(msb_error_clear) MsbError err = {};
+        char *text;
+
+        msb_error_limit(&err, limit, max, "%s", message);
+        text = rpc_error_response_text(NULL, &err);
+        if (!text) {
+                connection_abort(c);
+                return;
+        }
+        connection_send_last(c, text);
 }
 
 static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
@@ -235,7 +309,7 @@ static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
         r = line_buffer_append(&c->in, buf->base, (size_t) n);
         /* Hold a reference: a handler may close the connection. */
         connection_ref(c);
-        while (r >= 0 && c->open && (r = line_buffer_next(&c->in, &line, &len)) > 0)
+        while (r >= 0 && c->open && !c->close_after_write && (r = line_buffer_next(&c->in, &line, &len)) > 0)
                 rpc_handle_line(c->server->rpc, c, line, len);
         if (r == -EMSGSIZE && c->open) {
                 /* The rest of an over-long line cannot be framed: answer and hang up. */
@@ -243,8 +317,6 @@ static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
                             FRAMING_LINE_MAX_BYTES);
                 send_limit_error(c, "request_line_bytes", FRAMING_LINE_MAX_BYTES,
                                  "the request line is longer than the limit of 16 MiB");
-                c->close_after_write = true;
-                connection_update_reading(c);
         } else if (r == -ENOMEM)
                 connection_close(c);
         connection_unref(c);
@@ -303,7 +375,6 @@ static void on_connection(uv_stream_t *listener, int status) {
                 log_warning("connection %" PRIu64 ": refused: %u connections is the limit", c->number,
                             SERVER_CONNECTIONS_MAX);
                 send_limit_error(c, "connections", SERVER_CONNECTIONS_MAX, "too many connections to msb-imaged");
-                c->close_after_write = true;
                 return;
         }
         log_debug("connection %" PRIu64 " accepted", c->number);
@@ -373,6 +444,7 @@ int server_new(uv_loop_t *loop, Rpc *rpc, const char *path, int listen_fd, Serve
                 return -ENOMEM;
         s->loop = loop;
         s->rpc = rpc;
+        s->limits = server_limits_default();
         s->path = path ? strdup(path) : NULL;
         uv_pipe_init(loop, &s->listener, 0);
         s->listener.data = s;
@@ -443,6 +515,21 @@ Server *server_free(Server *s) {
 
 unsigned server_n_connections(const Server *s) {
         return s->n_connections;
+}
+
+ServerLimits server_limits_default(void) {
+        return (ServerLimits) {
+                .connection_answer_bytes = SERVER_CONNECTION_ANSWER_MAX_BYTES,
+                .answer_bytes = SERVER_ANSWER_MAX_BYTES,
+        };
+}
+
+void server_set_limits(Server *s, const ServerLimits *limits) {
+        s->limits = *limits;
+}
+
+size_t server_answer_bytes(const Server *s) {
+        return s->answer_bytes;
 }
 
 void server_set_idle_callback(Server *s, void (*cb)(void *userdata), void *userdata) {

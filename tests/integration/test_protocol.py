@@ -546,6 +546,137 @@ def test_nesting_limit_boundary(daemon, rpc):
     assert_still_serving(daemon, rpc)
 
 
+# What one line may cost ----------------------------------------------------
+
+# The daemon's peak resident memory after the abuse below. Before the batch
+# and answer limits, a batch of 20,000 rpc.discover calls took it to 3.3 GB
+# and one of 1,000 to 190 MiB; with them it peaks near 30 MiB, and near
+# 85 MiB (125 MiB under ASan) with a connection's 64 MiB of answers held.
+PEAK_RSS_BOUND_KIB = 160 * 1024
+
+
+@pytest.fixture
+def measured_daemon(daemon_factory):
+    """A daemon whose peak RSS is its own: ASan keeps freed memory in a
+    quarantine (256 MiB by default) to catch its use; a small one still
+    catches it without counting as the daemon's memory."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MSB_IMAGED_", "LISTEN_")) and k != "NOTIFY_SOCKET"}
+    asan = env.get("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:halt_on_error=1")
+    env["ASAN_OPTIONS"] = asan + ":quarantine_size_mb=16"
+    return daemon_factory("measured", env=env)
+
+
+def _proc_status_kib(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {key} in /proc/{pid}/status")
+
+
+def _assert_peak_rss_bounded(daemon):
+    peak = _proc_status_kib(daemon.pid, "VmHWM")
+    assert peak < PEAK_RSS_BOUND_KIB, f"the daemon peaked at {peak // 1024} MiB"
+
+
+def _discover_batch(n):
+    return json.dumps([{"jsonrpc": "2.0", "id": i, "method": "rpc.discover"} for i in range(n)],
+                      separators=(",", ":")).encode() + b"\n"
+
+
+def _assert_answered_promptly(daemon):
+    with daemon.client(timeout=10) as c:
+        t = time.monotonic()
+        assert c.call("system.info")["pid"] == daemon.pid
+        assert time.monotonic() - t < 2, "system.info waited behind another client's batch"
+
+
+def _check_discover_batch_reply(reply, n):
+    """A reply to n rpc.discover calls: each answered with the document or,
+    past the connection's answer limit, with limit-exceeded for its id."""
+    assert isinstance(reply, list) and len(reply) == n, str(reply)[:300]
+    assert sorted(r["id"] for r in reply) == list(range(n))
+    document = proto.document()
+    for r in reply:
+        if "error" in r:
+            data = assert_error_response(r, "limit-exceeded", r["id"])
+            assert data["limit"] == "connection_pending_answer_bytes", r
+            assert data["max"] == proto.limit("connection_pending_answer_bytes"), r
+        else:
+            assert r["result"] == document
+
+
+def test_batch_over_the_member_limit_is_one_error(measured_daemon):
+    limit = proto.limit("batch_members")
+    assert limit == 1000
+    rpc = measured_daemon.client(timeout=60)
+    # 20,000 calls in a 1.2 MB line, far within the line limit.
+    resp = raw_exchange(rpc, _discover_batch(20 * limit))
+    data = assert_error_response(resp, "limit-exceeded", None)
+    assert data["limit"] == "batch_members" and data["max"] == limit, resp
+    _assert_peak_rss_bounded(measured_daemon)
+    _assert_answered_promptly(measured_daemon)
+    assert rpc.call("image.list") == []
+
+
+def test_batch_of_the_most_discover_calls_is_bounded(measured_daemon):
+    n = proto.limit("batch_members")
+    rpc = measured_daemon.client(timeout=60)
+    rpc.send_raw(_discover_batch(n))
+    line = rpc.recv_line()
+    assert len(line) + 1 <= proto.limit("connection_pending_answer_bytes")
+    _check_discover_batch_reply(json.loads(line), n)
+    _assert_peak_rss_bounded(measured_daemon)
+    _assert_answered_promptly(measured_daemon)
+
+
+def _send_until_blocked(client, data, seconds):
+    """Writes as much of data as the daemon takes within seconds, without
+    ever waiting for it to read (it may pause reading us)."""
+    client.sock.setblocking(False)
+    sent, deadline = 0, time.monotonic() + seconds
+    try:
+        while sent < len(data) and time.monotonic() < deadline:
+            try:
+                sent += client.sock.send(data[sent:])
+            except BlockingIOError:
+                time.sleep(0.01)
+    finally:
+        client.sock.setblocking(True)
+    return sent
+
+
+def test_pipelined_discover_batches_are_bounded(measured_daemon):
+    # Eight batches of the most rpc.discover calls, written at once and not
+    # read for a while: 125 MB of answers asked for in 450 KB. The daemon
+    # holds at most the connection's answer limit for them: past it,
+    # members become limit-exceeded errors, or the connection gets one
+    # error line naming the limit and is closed (which, and after how many
+    # whole replies, depends on how the daemon's reads split the lines).
+    n, batch = proto.limit("batch_members"), _discover_batch(proto.limit("batch_members"))
+    hog = measured_daemon.client(timeout=60)
+    whole = _send_until_blocked(hog, batch * 8, 3) // len(batch)
+    assert whole > 0
+    time.sleep(1)
+    _assert_peak_rss_bounded(measured_daemon)
+    _assert_answered_promptly(measured_daemon)
+    try:
+        for _ in range(whole):
+            msg = hog.recv(timeout=20)
+            if isinstance(msg, dict):
+                data = assert_error_response(msg, "limit-exceeded", None)
+                assert data["limit"] == "connection_pending_answer_bytes", msg
+                assert hog.expect_eof(10)
+                break
+            _check_discover_batch_reply(msg, n)
+    except ConnectionClosed:
+        pass  # closed after the error line, with lines of ours still unread
+    finally:
+        hog.close()
+    _assert_peak_rss_bounded(measured_daemon)
+    assert_still_serving(measured_daemon, None)
+
 def test_client_that_does_not_read_blocks_nobody(daemon):
     # A client pipelines thousands of requests and never reads: the daemon
     # must keep serving others (bounded output buffering or backpressure,

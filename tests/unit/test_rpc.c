@@ -657,6 +657,37 @@ START_TEST(test_error_response_extra_data) {
 }
 END_TEST
 
+/* The limits of this layer are the document's (x-limits), and a limit error
+ * sent as text names the limit and its value, with the first error set
+ * winning as for any other. */
+START_TEST(test_limit_error_response_text) {
+        json_auto_t *doc = proto_document(), *resp = NULL;
+        json_t *limits = json_object_get(doc, "x-limits");
+        _cleanup_free_ char *text = NULL;
+        json_error_t jerr;
+        MsbError err = {};
+
+        ck_assert_int_eq(json_integer_value(json_object_get(limits, "batch_members")), RPC_BATCH_MEMBERS_MAX);
+        ck_assert_int_eq(msb_error_limit(&err, "batch_members", RPC_BATCH_MEMBERS_MAX, "a batch of %d", 1001), -E2BIG);
+        ck_assert_int_eq(msb_error_limit(&err, "other", 1, "later"), -E2BIG);
+        text = rpc_error_response_text(NULL, &err);
+        ck_assert_ptr_nonnull(text);
+        ck_assert_ptr_null(strchr(text, '\n'));
+        resp = json_loads(text, 0, &jerr);
+        ck_assert_msg(resp, "not JSON: %s", jerr.text);
+        expect_response_shape(resp, NULL);
+
+        json_t *error = json_object_get(resp, "error"), *data = json_object_get(error, "data");
+        ck_assert_int_eq(json_integer_value(json_object_get(error, "code")), 1007);
+        ck_assert_str_eq(json_string_value(json_object_get(error, "message")), "a batch of 1001");
+        ck_assert_str_eq(json_string_value(json_object_get(data, "name")), "limit-exceeded");
+        ck_assert_str_eq(json_string_value(json_object_get(data, "limit")), "batch_members");
+        ck_assert_int_eq(json_integer_value(json_object_get(data, "max")), 1000);
+        ck_assert_uint_eq(json_object_size(data), 3);
+        msb_error_clear(&err);
+}
+END_TEST
+
 static Suite *rpc_suite(void) {
         Suite *s = suite_create("rpc");
         TCase *tc = tcase_create("methods");
@@ -691,6 +722,7 @@ static Suite *rpc_suite(void) {
         tcase_add_test(tc, test_error_response_unset_is_internal);
         tcase_add_test(tc, test_error_response_invalid_params_data);
         tcase_add_test(tc, test_error_response_extra_data);
+        tcase_add_test(tc, test_limit_error_response_text);
         suite_add_tcase(s, tc);
         return s;
 }

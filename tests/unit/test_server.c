@@ -31,7 +31,11 @@
 
 /* ---- the method table ---- */
 
+/* Calls of system.info run so far (on the loop thread; read by the test's). */
+static unsigned system_info_calls;
+
 static int m_system_info(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+        __atomic_add_fetch(&system_info_calls, 1, __ATOMIC_SEQ_CST);
         *ret = json_pack("{s:i}", "pid", (int) getpid());
         return 0;
 }
@@ -185,7 +189,8 @@ static void *server_thread(void *userdata) {
         return NULL;
 }
 
-static void test_server_start(TestServer *ts) {
+/* Starts the server with the protocol's limits, or lower answer limits. */
+static void test_server_start_limits(TestServer *ts, const ServerLimits *limits) {
         MsbError err = {};
         int r;
 
@@ -200,6 +205,8 @@ static void test_server_start(TestServer *ts) {
         ck_assert_msg(r == 0, "rpc_new: %s", err.message);
         r = server_new(&ts->loop, ts->rpc, ts->socket, -1, &ts->server, &err);
         ck_assert_msg(r == 0, "server_new: %s", err.message);
+        if (limits)
+                server_set_limits(ts->server, limits);
         ck_assert_int_eq(uv_async_init(&ts->loop, &ts->stop, on_stop), 0);
         ts->stop.data = ts;
         ck_assert_int_eq(uv_async_init(&ts->loop, &ts->shutdown, on_shutdown), 0);
@@ -207,6 +214,10 @@ static void test_server_start(TestServer *ts) {
         pthread_mutex_init(&ts->lock, NULL);
         pthread_cond_init(&ts->cond, NULL);
         ck_assert_int_eq(pthread_create(&ts->thread, NULL, server_thread, ts), 0);
+}
+
+static void test_server_start(TestServer *ts) {
+        test_server_start_limits(ts, NULL);
 }
 
 static void test_server_stop(TestServer *ts) {
@@ -217,6 +228,7 @@ static void test_server_stop(TestServer *ts) {
         uv_walk(&ts->loop, close_walk_cb, NULL);
         uv_run(&ts->loop, UV_RUN_DEFAULT);
         ck_assert_int_eq(uv_loop_close(&ts->loop), 0);
+        ck_assert_uint_eq(server_answer_bytes(ts->server), 0);
         ts->rpc = rpc_free(ts->rpc);
         ts->server = server_free(ts->server);
         for (size_t i = 0; i < ts->n_methods; i++)
@@ -306,6 +318,27 @@ static json_int_t error_code(json_t *resp) {
 
 static const char *error_name(json_t *resp) {
         return json_string_value(json_object_get(json_object_get(json_object_get(resp, "error"), "data"), "name"));
+}
+
+/* Checks that resp is the limit-exceeded error naming limit and max. */
+static void expect_limit_error(json_t *resp, const char *limit, size_t max) {
+        json_t *data = json_object_get(json_object_get(resp, "error"), "data");
+
+        ck_assert_int_eq(error_code(resp), 1007);
+        ck_assert_str_eq(error_name(resp), "limit-exceeded");
+        ck_assert_str_eq(json_string_value(json_object_get(data, "limit")), limit);
+        ck_assert_int_eq(json_integer_value(json_object_get(data, "max")), (json_int_t) max);
+}
+
+/* Checks that the connection's last line is the limit-exceeded error, id
+ * null, naming limit and max, and that the server then hangs up. */
+static void expect_last_limit_error(Client *c, const char *limit, size_t max) {
+        json_auto_t *r = client_expect(c);
+
+        ck_assert(json_is_object(r));
+        ck_assert(json_is_null(json_object_get(r, "id")));
+        expect_limit_error(r, limit, max);
+        ck_assert(client_eof(c, READ_TIMEOUT_MS));
 }
 
 static json_int_t id_of(json_t *resp) {
@@ -575,14 +608,7 @@ START_TEST(test_line_limit) {
                 if (write_all(c.fd, big, n) < 0)
                         break;
         }
-        json_auto_t *r = client_expect(&c);
-        ck_assert_int_eq(error_code(r), 1007);
-        ck_assert_str_eq(error_name(r), "limit-exceeded");
-        json_t *data = json_object_get(json_object_get(r, "error"), "data");
-        ck_assert_str_eq(json_string_value(json_object_get(data, "limit")), "request_line_bytes");
-        ck_assert_int_eq(json_integer_value(json_object_get(data, "max")), (json_int_t) FRAMING_LINE_MAX_BYTES);
-        ck_assert(json_is_null(json_object_get(r, "id")));
-        ck_assert(client_eof(&c, READ_TIMEOUT_MS));
+        expect_last_limit_error(&c, "request_line_bytes", FRAMING_LINE_MAX_BYTES);
         client_close(&c);
 
         /* Other connections are unaffected. */
@@ -631,6 +657,207 @@ START_TEST(test_half_close) {
         json_auto_t *a = client_expect(&c), *b = client_expect(&c);
         ck_assert_int_eq(id_of(a) + id_of(b), 3);
         ck_assert(client_eof(&c, READ_TIMEOUT_MS));
+        client_close(&c);
+        test_server_stop(&ts);
+}
+END_TEST
+
+/* A batch line of n system.info requests, ids 0 to n - 1. */
+static char *system_info_batch(size_t n) {
+        char *text = NULL;
+        size_t size = 0;
+        FILE *f = open_memstream(&text, &size);
+
+        ck_assert_ptr_nonnull(f);
+        fputc('[', f);
+        for (size_t i = 0; i < n; i++)
+                fprintf(f, "%s{\"jsonrpc\":\"2.0\",\"id\":%zu,\"method\":\"system.info\"}", i ? "," : "", i);
+        fputs("]\n", f);
+        ck_assert_int_eq(fclose(f), 0);
+        return text;
+}
+
+/* An image.get request whose answer is about `bytes` long (it echoes the
+ * reference). */
+static char *image_get_line(int id, size_t bytes) {
+        _cleanup_free_ char *ref = malloc(bytes + 1);
+        char *line;
+
+        ck_assert_ptr_nonnull(ref);
+        memset(ref, 'r', bytes);
+        ref[bytes] = '\0';
+        ck_assert_int_ge(asprintf(&line, "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"image.get\",\"params\":"
+                                         "{\"reference\":\"%s\"}}",
+                                  id, ref),
+                         0);
+        return line;
+}
+
+/* A batch line of n image.get requests (ids 1 to n) with answers of about
+ * `bytes` each. */
+static char *image_get_batch(int n, size_t bytes) {
+        char *batch = NULL;
+
+        for (int i = 1; i <= n; i++) {
+                _cleanup_free_ char *get = image_get_line(i, bytes);
+                char *next;
+                ck_assert_int_ge(asprintf(&next, "%s%s%s%s", batch ?: "[", i > 1 ? "," : "", get, i == n ? "]\n" : ""),
+                                 0);
+                free(batch);
+                batch = next;
+        }
+        return batch;
+}
+
+START_TEST(test_batch_member_limit) {
+        TestServer ts;
+        _cleanup_client_ Client c = {};
+        _cleanup_free_ char *over = system_info_batch(RPC_BATCH_MEMBERS_MAX + 1);
+        _cleanup_free_ char *at = system_info_batch(RPC_BATCH_MEMBERS_MAX);
+
+        ck_assert_uint_eq(RPC_BATCH_MEMBERS_MAX, 1000);
+        test_server_start(&ts);
+        client_connect(&ts, &c);
+
+        /* One member too many: one error, id null, and no member runs. */
+        client_send(&c, over);
+        json_auto_t *refused = client_expect(&c);
+        ck_assert(json_is_object(refused));
+        ck_assert(json_is_null(json_object_get(refused, "id")));
+        expect_limit_error(refused, "batch_members", RPC_BATCH_MEMBERS_MAX);
+        ck_assert_uint_eq(__atomic_load_n(&system_info_calls, __ATOMIC_SEQ_CST), 0);
+
+        /* At the limit, every member runs and is answered, on the same connection. */
+        client_send(&c, at);
+        json_auto_t *all = client_expect(&c);
+        ck_assert(json_is_array(all));
+        ck_assert_uint_eq(json_array_size(all), RPC_BATCH_MEMBERS_MAX);
+        ck_assert_uint_eq(__atomic_load_n(&system_info_calls, __ATOMIC_SEQ_CST), RPC_BATCH_MEMBERS_MAX);
+        client_close(&c);
+        test_server_stop(&ts);
+}
+END_TEST
+
+/* With a 4 KiB answer limit per connection: an answer over it is replaced by
+ * an error for its id, and the connection goes on. */
+START_TEST(test_answer_limit_replaces_an_answer) {
+        const ServerLimits limits = { .connection_answer_bytes = 4 * KiB, .answer_bytes = 1 * MiB };
+        _cleanup_free_ char *big = image_get_line(1, 5000), *small = image_get_line(2, 100);
+        TestServer ts;
+        _cleanup_client_ Client c = {};
+
+        test_server_start_limits(&ts, &limits);
+        client_connect(&ts, &c);
+        client_send(&c, big);
+        client_send(&c, "\n");
+        json_auto_t *refused = client_expect(&c);
+        ck_assert_int_eq(id_of(refused), 1);
+        expect_limit_error(refused, "connection_pending_answer_bytes", 4 * KiB);
+
+        client_send(&c, small);
+        client_send(&c, "\n");
+        json_auto_t *ok = client_expect(&c);
+        ck_assert_int_eq(id_of(ok), 2);
+        ck_assert_uint_eq(json_string_length(json_object_get(json_object_get(ok, "result"), "reference")), 100);
+        client_close(&c);
+        test_server_stop(&ts);
+}
+END_TEST
+
+/* A batch's reply is counted as it grows: members past the limit are
+ * errors for their ids, and once not even an error fits, the batch gets
+ * one error line, id null, and the connection is closed. */
+START_TEST(test_answer_limit_in_a_batch) {
+        const ServerLimits limits = { .connection_answer_bytes = 4 * KiB, .answer_bytes = 1 * MiB };
+        TestServer ts;
+        _cleanup_client_ Client c = {};
+        _cleanup_free_ char *batch = NULL, *line = NULL;
+        size_t size = 0, i;
+        json_t *item;
+        bool seen_error = false;
+
+        test_server_start_limits(&ts, &limits);
+        client_connect(&ts, &c);
+        batch = image_get_batch(5, 1000);
+        client_send(&c, batch);
+        json_auto_t *r = client_expect(&c);
+        ck_assert(json_is_array(r));
+        ck_assert_uint_eq(json_array_size(r), 5);
+        line = json_dumps(r, JSON_COMPACT);
+        size = strlen(line);
+        ck_assert_uint_le(size + 1, 4 * KiB);
+        /* Inline calls complete in order: answers, then errors in their place. */
+        json_array_foreach(r, i, item) {
+                ck_assert_int_eq(id_of(item), (json_int_t) i + 1);
+                if (json_object_get(item, "error")) {
+                        expect_limit_error(item, "connection_pending_answer_bytes", 4 * KiB);
+                        seen_error = true;
+                } else
+                        ck_assert(!seen_error);
+        }
+        ck_assert(seen_error);
+        ck_assert(json_object_get(json_array_get(r, 0), "result"));
+
+        /* Forty members of 1000 bytes: not even their errors fit. */
+        free(batch);
+        batch = image_get_batch(40, 1000);
+        client_send(&c, batch);
+        expect_last_limit_error(&c, "connection_pending_answer_bytes", 4 * KiB);
+        client_close(&c);
+
+        /* Other connections are unaffected. */
+        client_connect(&ts, &c);
+        client_send(&c, REQ(3, "system.info", "{}") "\n");
+        json_auto_t *other = client_expect(&c);
+        ck_assert_int_eq(id_of(other), 3);
+        client_close(&c);
+        test_server_stop(&ts);
+}
+END_TEST
+
+/* A batch waiting for a slow member holds its finished members' bytes:
+ * they count against its connection's limit and against the limit of all
+ * connections together, until the reply is written. */
+START_TEST(test_answer_limit_held_by_a_batch) {
+        const ServerLimits limits = { .connection_answer_bytes = 4 * KiB, .answer_bytes = 6 * KiB };
+        _cleanup_free_ char *a = image_get_line(1, 1500), *b = image_get_line(2, 1500);
+        _cleanup_free_ char *single = image_get_line(4, 1500), *other_get = image_get_line(5, 3000);
+        _cleanup_free_ char *lines = NULL;
+        TestServer ts;
+        _cleanup_client_ Client c = {}, o = {};
+
+        test_server_start_limits(&ts, &limits);
+        client_connect(&ts, &c);
+        client_connect(&ts, &o);
+        /* One write, so the server reads both lines at once. */
+        ck_assert_int_ge(asprintf(&lines, "[%s,%s," REQ(3, "image.inspect", "{\"reference\":\"slow\"}") "]\n%s\n", a,
+                                  b, single),
+                         0);
+        client_send(&c, lines);
+        json_auto_t *refused = client_expect(&c);
+        ck_assert_int_eq(id_of(refused), 4);
+        expect_limit_error(refused, "connection_pending_answer_bytes", 4 * KiB);
+
+        /* The batch still holds some 3 KiB: 3 KiB more for another
+         * connection would cross the 6 KiB of all connections. */
+        client_send(&o, other_get);
+        client_send(&o, "\n");
+        json_auto_t *refused_other = client_expect(&o);
+        ck_assert_int_eq(id_of(refused_other), 5);
+        expect_limit_error(refused_other, "pending_answer_bytes", 6 * KiB);
+
+        /* Once the batch's reply is written and read, there is room again. */
+        json_auto_t *reply = client_expect(&c);
+        ck_assert(json_is_array(reply));
+        ck_assert_uint_eq(json_array_size(reply), 3);
+        for (size_t i = 0; i < 3; i++)
+                ck_assert(json_object_get(json_array_get(reply, i), "result"));
+        client_send(&o, other_get);
+        client_send(&o, "\n");
+        json_auto_t *ok = client_expect(&o);
+        ck_assert_int_eq(id_of(ok), 5);
+        ck_assert(json_object_get(ok, "result"));
+        client_close(&o);
         client_close(&c);
         test_server_stop(&ts);
 }
@@ -712,10 +939,7 @@ START_TEST(test_connection_limit) {
         /* One more: limit-exceeded naming the limit, then hung up. */
         client_connect(&ts, &extra);
         json_auto_t *refused = client_expect(&extra);
-        ck_assert_int_eq(error_code(refused), 1007);
-        json_t *data = json_object_get(json_object_get(refused, "error"), "data");
-        ck_assert_str_eq(json_string_value(json_object_get(data, "limit")), "connections");
-        ck_assert_int_eq(json_integer_value(json_object_get(data, "max")), SERVER_CONNECTIONS_MAX);
+        expect_limit_error(refused, "connections", SERVER_CONNECTIONS_MAX);
         ck_assert(client_eof(&extra, READ_TIMEOUT_MS));
         client_close(&extra);
 
@@ -788,6 +1012,10 @@ static Suite *server_suite(void) {
         tcase_add_test(tc, test_line_limit);
         tcase_add_test(tc, test_deep_nesting);
         tcase_add_test(tc, test_half_close);
+        tcase_add_test(tc, test_batch_member_limit);
+        tcase_add_test(tc, test_answer_limit_replaces_an_answer);
+        tcase_add_test(tc, test_answer_limit_in_a_batch);
+        tcase_add_test(tc, test_answer_limit_held_by_a_batch);
         tcase_add_test(tc, test_many_connections);
         tcase_add_test(tc, test_connection_limit);
         tcase_add_test(tc, test_shutting_down);
