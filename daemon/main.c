@@ -8,6 +8,7 @@
  */
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 
 #include "activation.h"
@@ -20,6 +21,13 @@
 /* Worker threads for blocking calls (loads, prunes, inspects). A handful of
  * slow loads must never take every thread from the quick calls. */
 #define DAEMON_WORKER_THREADS "16"
+/* File descriptors kept free of connections: the store's index (two
+ * connections of three files each, the lock), the listener and the loop's
+ * own, RPC_WORKER_SLOTS loads of a dozen each (source, blobs, temp files,
+ * pipes) and the pulls' sockets, pipes and temp files, with room to spare. */
+#define DAEMON_FD_RESERVE 256U
+/* Connections served however low the open-file limit is. */
+#define DAEMON_CONNECTIONS_MIN 16U
 /* How long a shutdown waits for work in flight before it abandons it. */
 #define DAEMON_SHUTDOWN_GRACE_MS 30000
 /* How often a shutdown looks whether the calls in flight have ended (ms). */
@@ -43,7 +51,9 @@ typedef struct MsbDaemon {
         StoreReader *reader;   /* the loop thread's read connection (this thread runs the loop) */
         json_t *config;
         char *socket_path;     /* the socket served, as system.info reports it */
-        Daemon ctx;            /* what the method handlers see; ctx.pull is owned here */
+        RpcLoopContext ctx;    /* what the loop's handlers see; ctx.pull is owned here */
+        RpcWorkerContext worker_ctx; /* what the workers' handlers see */
+        unsigned connections_max;    /* sized from RLIMIT_NOFILE at start */
         Rpc *rpc;
         Server *server;
         uv_signal_t signals[ELEMENTSOF(msb_daemon_signals)];
@@ -254,7 +264,7 @@ static int msb_daemon_start_modules(MsbDaemon *d, int listen_fd) {
                 log_error("cannot set up registry pulls: %s", strerror(-r));
                 return r;
         }
-        r = rpc_new(&d->loop, daemon_methods, daemon_n_methods, &d->ctx, &d->rpc, &err);
+        r = rpc_new(&d->loop, daemon_methods, daemon_n_methods, &d->ctx, &d->worker_ctx, &d->rpc, &err);
         if (r < 0) {
                 log_error("%s", err.message);
                 return r;
@@ -266,8 +276,39 @@ static int msb_daemon_start_modules(MsbDaemon *d, int listen_fd) {
                 fprintf(stderr, "msb-imaged: %s\n", err.message);
                 return r;
         }
+        ServerLimits limits = server_limits_default();
+        limits.connections = d->connections_max;
+        server_set_limits(d->server, &limits);
+        d->ctx.server = d->server;
         server_set_idle_callback(d->server, msb_daemon_on_server_idle, d);
         return 0;
+}
+
+/*
+ * Raises the soft limit on open files to the hard one (Debian's default soft
+ * limit of 1024 would let 1,010 idle clients starve the store of file
+ * descriptors), then serves as many connections as the limit leaves room for
+ * beside DAEMON_FD_RESERVE, at most the protocol's 1024: an accepted
+ * connection can always reach the store.
+ */
+static unsigned msb_daemon_size_connections(void) {
+        struct rlimit rl;
+        uint64_t room;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return SERVER_CONNECTIONS_MAX;
+        if (rl.rlim_cur < rl.rlim_max) {
+                struct rlimit raised = { .rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max };
+                if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+                        rl = raised;
+        }
+        room = rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t) rl.rlim_cur;
+        room = room > DAEMON_FD_RESERVE + DAEMON_CONNECTIONS_MIN ? room - DAEMON_FD_RESERVE : DAEMON_CONNECTIONS_MIN;
+        if (room < SERVER_CONNECTIONS_MAX)
+                log_warning("open files are limited to %" PRIu64 " (RLIMIT_NOFILE): serving at most %" PRIu64
+                            " connections instead of %u",
+                            (uint64_t) rl.rlim_cur, room, SERVER_CONNECTIONS_MAX);
+        return room < SERVER_CONNECTIONS_MAX ? (unsigned) room : SERVER_CONNECTIONS_MAX;
 }
 
 static int msb_daemon_start(MsbDaemon *d, const Options *o) {
@@ -284,6 +325,7 @@ static int msb_daemon_start(MsbDaemon *d, const Options *o) {
                 }
         }
         d->exit_idle_sec = o->exit_idle_sec;
+        d->connections_max = msb_daemon_size_connections();
 
         r = msb_daemon_open_store(d, o);
         if (r < 0)
@@ -295,15 +337,14 @@ static int msb_daemon_start(MsbDaemon *d, const Options *o) {
                 return r;
         }
         d->loop_open = true;
-        d->ctx = (Daemon) {
-                .loop = &d->loop,
-                .store = d->store,
+        d->ctx = (RpcLoopContext) {
                 .reader = d->reader,
-                .store_path = (char *) store_path(d->store),
+                .store_path = store_path(d->store),
                 .socket_path = d->socket_path,
                 .started_at_ms = now_ms(),
                 .started_monotonic_ms = now_monotonic_ms(),
         };
+        d->worker_ctx = (RpcWorkerContext) { .store = d->store };
 
         r = msb_daemon_start_modules(d, listen_fd);
         if (r < 0)

@@ -1,7 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #pragma once
 
-/* What the RPC handlers share: the loop, the store, and the daemon's facts. */
+/*
+ * What the RPC handlers get, by the thread they run on (ARCHITECTURE.md
+ * "Threads"): handlers on the loop get the loop's context, handlers on a
+ * worker the workers'. A worker handler has no way to the store's read
+ * connection or the pull manager, which only the loop may touch.
+ */
 
 #include <uv.h>
 
@@ -9,17 +14,23 @@
 #include "store.h"
 
 typedef struct PullManager PullManager;
+typedef struct Server Server;
 
-typedef struct Daemon {
-        uv_loop_t *loop;
-        Store *store;
-        StoreReader *reader; /* the loop thread's: only inline (RPC_INLINE) handlers use it */
+/* The loop thread's. */
+struct RpcLoopContext {
+        StoreReader *reader; /* the loop's read connection to the index */
         PullManager *pull;
-        char *store_path;
-        char *socket_path;
+        Server *server;      /* for system.info's connection counts; NULL until it exists */
+        const char *store_path;
+        const char *socket_path;
         int64_t started_at_ms;
         uint64_t started_monotonic_ms;
-} Daemon;
+};
+
+/* The worker threads'. Everything in it is safe to use from any thread. */
+struct RpcWorkerContext {
+        Store *store;
+};
 
 /* The method table: every method of proto/openrpc.json, with its handler. */
 extern const RpcMethod daemon_methods[];

@@ -1,10 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 
 /*
- * The RPC handlers: each checks what only it can (a reference's syntax, an
- * absolute path), calls one module, and returns the result object. Params
- * arrive already validated against proto/openrpc.json.
+ * The RPC handlers: each gets its params decoded by its field table (which
+ * rpc_new() checks against proto/openrpc.json), checks what only it can (a
+ * reference's syntax, an absolute path), calls one module, and returns the
+ * result. Loop handlers get the loop's context, worker handlers the
+ * workers' (daemon.h).
  */
+
+#include <stddef.h>
 
 #include "daemon.h"
 #include "load.h"
@@ -12,32 +16,25 @@
 #include "oci.h"
 #include "pull.h"
 #include "reference.h"
+#include "server.h"
 
-static Daemon *daemon_of(RpcCall *call) {
-        return rpc_call_userdata(call);
-}
+/* The values of the enums of proto/openrpc.json, in its order. */
+static const char *const pin_kind_names[] = { "sandbox", "snapshot", NULL };
+static const char *const pull_policy_names[] = { "if-missing", "always", "never", NULL };
 
-/* Parses params.reference (or another field) into a Reference; a reference
- * that does not parse is invalid params, never "not found". */
-static int param_reference(json_t *params, const char *field, Reference **ret, MsbError *err) {
-        const char *s = json_string_value(json_object_get(params, field));
-        const char *reason = NULL;
-        int r;
+typedef struct ReferenceParams {
+        const char *reference;
+} ReferenceParams;
 
-        r = reference_parse(s, ret, &reason);
-        if (r < 0) {
-                msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_REFERENCE, "invalid reference '%s': %s", s,
-                              reason ?: "it does not parse");
-                msb_error_add_data(err, "parameter", json_string(field));
-                return -EINVAL;
-        }
-        return 0;
-}
+static const RpcField reference_fields[] = {
+        { "reference", RPC_FIELD_STRING, offsetof(ReferenceParams, reference), true, NULL },
+        {}
+};
 
-/* Parses params.reference as what names a cached image: a reference, a
- * manifest digest or a unique prefix of its hex digits. */
-static int param_image_spec(json_t *params, ImageSpec **ret, MsbError *err) {
-        const char *s = json_string_value(json_object_get(params, "reference"));
+/* Parses what names a cached image: a reference, a manifest digest or a
+ * unique prefix of its hex digits. One that does not parse is invalid
+ * params, never "not found". */
+static int param_image_spec(const char *s, ImageSpec **ret, MsbError *err) {
         const char *reason = NULL;
         int r;
 
@@ -53,24 +50,46 @@ static int param_image_spec(json_t *params, ImageSpec **ret, MsbError *err) {
         return 0;
 }
 
-static int method_image_get(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
-        _cleanup_(image_spec_freep) ImageSpec *spec = NULL;
-        int r = param_image_spec(params, &spec, err);
-        if (r < 0)
+/* The same for a name only (a pull's, a load's tag). */
+static int param_reference(const char *s, const char *field, Reference **ret, MsbError *err) {
+        const char *reason = NULL;
+        int r;
+
+        r = reference_parse(s, ret, &reason);
+        if (r == -ENOMEM)
                 return r;
-        return store_reader_image_get(daemon_of(call)->reader, spec, ret, err);
+        if (r < 0) {
+                msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_REFERENCE, "invalid reference '%s': %s", s,
+                              reason ?: "it does not parse");
+                msb_error_add_data(err, "parameter", json_string(field));
+                return -EINVAL;
+        }
+        return 0;
 }
 
-static int method_image_list(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+/* ---- images ---- */
+
+static int method_image_get(RpcCall *call, RpcLoopContext *ctx, const void *params, json_t **ret, MsbError *err) {
+        const ReferenceParams *p = params;
+        _cleanup_(image_spec_freep) ImageSpec *spec = NULL;
+        int r = param_image_spec(p->reference, &spec, err);
+        if (r < 0)
+                return r;
+        return store_reader_image_get(ctx->reader, spec, ret, err);
+}
+
+static int method_image_list(RpcCall *call, RpcLoopContext *ctx, const void *params, json_t **ret, MsbError *err) {
         char *text = NULL;
-        int r = store_reader_image_list_text(daemon_of(call)->reader, &text, err);
+        int r = store_reader_image_list_text(ctx->reader, &text, err);
         if (r < 0)
                 return r;
         rpc_call_set_raw_result(call, text);
         return 0;
 }
 
-static int method_image_inspect(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+static int method_image_inspect(RpcCall *call, RpcWorkerContext *ctx, const void *params, json_t **ret,
+                                MsbError *err) {
+        const ReferenceParams *p = params;
         _cleanup_(image_spec_freep) ImageSpec *spec = NULL;
         _cleanup_(oci_config_freep) OciConfig *config = NULL;
         _cleanup_free_ char *path = NULL, *data = NULL;
@@ -78,16 +97,16 @@ static int method_image_inspect(RpcCall *call, json_t *params, json_t **ret, Msb
         size_t size;
         int r;
 
-        r = param_image_spec(params, &spec, err);
+        r = param_image_spec(p->reference, &spec, err);
         if (r < 0)
                 return r;
-        r = store_image_inspect(daemon_of(call)->store, spec, &detail, err);
+        r = store_image_inspect(ctx->store, spec, &detail, err);
         if (r < 0)
                 return r;
 
         /* The config blob was verified when it entered the store. */
         const char *digest = json_string_value(json_object_get(detail, "config_digest"));
-        path = store_blob_path(daemon_of(call)->store, digest);
+        path = store_blob_path(ctx->store, digest);
         json_t *config_detail = json_null();
         if (path && read_file_bounded(path, OCI_CONFIG_MAX_BYTES, &data, &size) >= 0 &&
             oci_config_parse(data, size, &config, NULL) >= 0)
@@ -98,21 +117,35 @@ static int method_image_inspect(RpcCall *call, json_t *params, json_t **ret, Msb
         return 0;
 }
 
-static int method_image_remove(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+typedef struct RemoveParams {
+        const char *reference;
+        bool force;
+} RemoveParams;
+
+static const RpcField remove_fields[] = {
+        { "reference", RPC_FIELD_STRING, offsetof(RemoveParams, reference), true, NULL },
+        { "force", RPC_FIELD_BOOL, offsetof(RemoveParams, force), false, NULL },
+        {}
+};
+
+static int method_image_remove(RpcCall *call, RpcWorkerContext *ctx, const void *params, json_t **ret,
+                               MsbError *err) {
+        const RemoveParams *p = params;
         _cleanup_(image_spec_freep) ImageSpec *spec = NULL;
-        int r = param_image_spec(params, &spec, err);
+        int r = param_image_spec(p->reference, &spec, err);
         if (r < 0)
                 return r;
-        r = store_image_remove(daemon_of(call)->store, spec, json_is_true(json_object_get(params, "force")), err);
+        r = store_image_remove(ctx->store, spec, p->force, err);
         if (r < 0)
                 return r;
-        log_info("removed %s", json_string_value(json_object_get(params, "reference")));
+        log_info("removed %s", p->reference);
         *ret = json_null();
         return 0;
 }
 
-static int method_image_prune(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
-        int r = store_image_prune(daemon_of(call)->store, ret, err);
+static int method_image_prune(RpcCall *call, RpcWorkerContext *ctx, const void *params, json_t **ret,
+                              MsbError *err) {
+        int r = store_image_prune(ctx->store, ret, err);
         if (r >= 0) {
                 _cleanup_free_ char *report = json_dumps(*ret, JSON_COMPACT);
                 log_info("pruned: %s", report ?: "");
@@ -120,93 +153,127 @@ static int method_image_prune(RpcCall *call, json_t *params, json_t **ret, MsbEr
         return r;
 }
 
-static int method_image_load(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
-        const char *path = json_string_value(json_object_get(params, "path"));
-        const char *tag = json_string_value(json_object_get(params, "tag"));
-        _cleanup_(reference_freep) Reference *tag_ref = NULL;
+typedef struct LoadParams {
+        const char *path;
+        const char *tag;
+} LoadParams;
+
+static const RpcField load_fields[] = {
+        { "path", RPC_FIELD_STRING, offsetof(LoadParams, path), true, NULL },
+        { "tag", RPC_FIELD_STRING, offsetof(LoadParams, tag), false, NULL },
+        {}
+};
+
+static int method_image_load(RpcCall *call, RpcWorkerContext *ctx, const void *params, json_t **ret,
+                             MsbError *err) {
+        const LoadParams *p = params;
+        _cleanup_(reference_freep) Reference *tag = NULL;
         int r;
 
-        if (path[0] != '/') {
+        if (p->path[0] != '/') {
                 msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_PARAMS,
                               "path must be absolute: the daemon does not share the caller's working directory");
                 msb_error_add_data(err, "parameter", json_string("path"));
                 return -EINVAL;
         }
-        if (tag) {
-                r = param_reference(params, "tag", &tag_ref, err);
+        if (p->tag) {
+                r = param_reference(p->tag, "tag", &tag, err);
                 if (r < 0)
                         return r;
         }
-        r = load_images(daemon_of(call)->store, path, tag_ref ? tag_ref->canonical : NULL, ret, err);
+        r = load_images(ctx->store, p->path, tag ? tag->canonical : NULL, ret, err);
         if (r >= 0)
-                log_info("loaded %zu image(s) from %s", json_array_size(*ret), path);
+                log_info("loaded %zu image(s) from %s", json_array_size(*ret), p->path);
         return r;
 }
 
-static int method_pin_add(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+/* ---- pins ---- */
+
+typedef struct PinParams {
+        int kind; /* index in pin_kind_names */
+        const char *name;
+        const char *reference;
+} PinParams;
+
+static const RpcField pin_add_fields[] = {
+        { "kind", RPC_FIELD_ENUM, offsetof(PinParams, kind), true, pin_kind_names },
+        { "name", RPC_FIELD_STRING, offsetof(PinParams, name), true, NULL },
+        { "reference", RPC_FIELD_STRING, offsetof(PinParams, reference), true, NULL },
+        {}
+};
+
+static const RpcField pin_remove_fields[] = {
+        { "kind", RPC_FIELD_ENUM, offsetof(PinParams, kind), true, pin_kind_names },
+        { "name", RPC_FIELD_STRING, offsetof(PinParams, name), true, NULL },
+        {}
+};
+
+static int method_pin_add(RpcCall *call, RpcWorkerContext *ctx, const void *params, json_t **ret, MsbError *err) {
+        const PinParams *p = params;
         _cleanup_(image_spec_freep) ImageSpec *spec = NULL;
-        int r = param_image_spec(params, &spec, err);
+        int r = param_image_spec(p->reference, &spec, err);
         if (r < 0)
                 return r;
-        return store_pin_add(daemon_of(call)->store, json_string_value(json_object_get(params, "kind")),
-                             json_string_value(json_object_get(params, "name")), spec, ret, err);
+        return store_pin_add(ctx->store, pin_kind_names[p->kind], p->name, spec, ret, err);
 }
 
-static int method_pin_remove(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
-        int r = store_pin_remove(daemon_of(call)->store, json_string_value(json_object_get(params, "kind")),
-                                 json_string_value(json_object_get(params, "name")), err);
+static int method_pin_remove(RpcCall *call, RpcWorkerContext *ctx, const void *params, json_t **ret,
+                             MsbError *err) {
+        const PinParams *p = params;
+        int r = store_pin_remove(ctx->store, pin_kind_names[p->kind], p->name, err);
         if (r < 0)
                 return r;
         *ret = json_null();
         return 0;
 }
 
-static int method_pin_list(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
-        return store_reader_pin_list(daemon_of(call)->reader, ret, err);
+static int method_pin_list(RpcCall *call, RpcLoopContext *ctx, const void *params, json_t **ret, MsbError *err) {
+        return store_reader_pin_list(ctx->reader, ret, err);
 }
 
-static int method_system_info(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
-        Daemon *d = daemon_of(call);
-        *ret = json_pack("{s:s, s:s, s:s?, s:i, s:I, s:I}", "version", MSB_VERSION, "store_path", d->store_path,
-                         "socket_path", d->socket_path, "pid", (int) getpid(), "uptime_ms",
-                         (json_int_t) (now_monotonic_ms() - d->started_monotonic_ms), "started_at",
-                         (json_int_t) d->started_at_ms);
+/* ---- system ---- */
+
+static int method_system_info(RpcCall *call, RpcLoopContext *ctx, const void *params, json_t **ret,
+                              MsbError *err) {
+        *ret = json_pack("{s:s, s:s, s:s?, s:i, s:I, s:I, s:I, s:I}", "version", MSB_VERSION, "store_path",
+                         ctx->store_path, "socket_path", ctx->socket_path, "pid", (int) getpid(), "uptime_ms",
+                         (json_int_t) (now_monotonic_ms() - ctx->started_monotonic_ms), "started_at",
+                         (json_int_t) ctx->started_at_ms, "connections",
+                         (json_int_t) (ctx->server ? server_n_connections(ctx->server) : 0), "connections_max",
+                         (json_int_t) (ctx->server ? server_connections_max(ctx->server) : 0));
         return *ret ? 0 : -ENOMEM;
 }
 
-static int method_system_df(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
-        return store_df(daemon_of(call)->store, ret, err);
+static int method_system_df(RpcCall *call, RpcWorkerContext *ctx, const void *params, json_t **ret,
+                            MsbError *err) {
+        return store_df(ctx->store, ret, err);
 }
 
-static int method_rpc_discover(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
-        /* The largest answer there is and the cheapest to ask for: every
-         * call shares the one text serialised at start, rather than a tree
-         * of its own. */
+static int method_rpc_discover(RpcCall *call, RpcLoopContext *ctx, const void *params, json_t **ret,
+                               MsbError *err) {
+        /* One text for every caller, serialised once: a batch of a thousand
+         * discovers costs a thousand references, not a thousand documents. */
         rpc_call_set_shared_result(call, rpc_call_document_text(call));
         return 0;
 }
 
-static int method_image_pull(RpcCall *call, json_t *params, json_t **ret, MsbError *err);
+/* ---- image.pull ---- */
 
-const RpcMethod daemon_methods[] = {
-        { "image.get", method_image_get, RPC_INLINE },
-        { "image.list", method_image_list, RPC_INLINE },
-        { "image.inspect", method_image_inspect, RPC_WORKER },
-        { "image.remove", method_image_remove, RPC_WORKER },
-        { "image.prune", method_image_prune, RPC_WORKER },
-        { "image.pull", method_image_pull, RPC_DEFERRED },
-        { "image.load", method_image_load, RPC_WORKER },
-        { "pin.add", method_pin_add, RPC_WORKER },
-        { "pin.remove", method_pin_remove, RPC_WORKER },
-        { "pin.list", method_pin_list, RPC_INLINE },
-        { "system.info", method_system_info, RPC_INLINE },
-        { "system.df", method_system_df, RPC_WORKER },
-        { "rpc.discover", method_rpc_discover, RPC_INLINE },
+typedef struct PullParams {
+        const char *reference;
+        int policy; /* index in pull_policy_names, -1 when absent */
+        const char *platform;
+} PullParams;
+
+static const RpcField pull_fields[] = {
+        { "reference", RPC_FIELD_STRING, offsetof(PullParams, reference), true, NULL },
+        { "policy", RPC_FIELD_ENUM, offsetof(PullParams, policy), false, pull_policy_names },
+        { "platform", RPC_FIELD_STRING, offsetof(PullParams, platform), false, NULL },
+        {}
 };
-const size_t daemon_n_methods = ELEMENTSOF(daemon_methods);
 
-/* image.pull: the pull module does the work on the loop and the work queue;
- * its progress goes to the caller as image.pull.progress notifications that
+/* The pull module does the work on the loop and the work queue; its
+ * progress goes to the caller as image.pull.progress notifications that
  * carry the request's id, and its end completes the call. */
 static void pull_progress(json_t *event, void *userdata) {
         RpcCall *call = userdata;
@@ -226,20 +293,55 @@ static void pull_done(int r, const MsbError *err, json_t *handle, void *userdata
         rpc_call_complete(call, r >= 0 ? json_incref(handle) : NULL, r < 0 ? err : NULL);
 }
 
-static int method_image_pull(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+static int method_image_pull(RpcCall *call, RpcLoopContext *ctx, const void *params, json_t **ret, MsbError *err) {
+        const PullParams *p = params;
         _cleanup_(reference_freep) Reference *ref = NULL;
         PullRequest *req;
         int r;
 
-        r = param_reference(params, "reference", &ref, err);
+        /* "sha256:..." reads as repository "sha256" to the grammar, but it is
+         * a digest, as every other method takes it: there is nothing to pull
+         * by a digest alone. */
+        if (startswith(p->reference, "sha256:")) {
+                msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_REFERENCE,
+                              "invalid reference '%s': a digest alone names no repository to pull from; write "
+                              "name@sha256:<hex>",
+                              p->reference);
+                msb_error_add_data(err, "parameter", json_string("reference"));
+                return -EINVAL;
+        }
+        r = param_reference(p->reference, "reference", &ref, err);
         if (r < 0)
                 return r;
-        r = pull_start(daemon_of(call)->pull, ref, json_string_value(json_object_get(params, "policy")),
-                       json_string_value(json_object_get(params, "platform")), pull_progress, pull_done, call, &req,
-                       err);
+        r = pull_start(ctx->pull, ref, p->policy >= 0 ? pull_policy_names[p->policy] : NULL, p->platform,
+                       pull_progress, pull_done, call, &req, err);
         if (r < 0)
                 return r;
         /* A caller that hangs up does not stop the pull: other callers may
          * wait for it, and the image still lands in the cache. */
         return RPC_PENDING;
 }
+
+#define LOOP(n, h, m, f, t) { .name = n, .mode = m, .on_loop = h, .fields = f, .params_size = sizeof(t) }
+#define WORKER(n, h, f, t) { .name = n, .mode = RPC_WORKER, .on_worker = h, .fields = f, .params_size = sizeof(t) }
+
+typedef struct NoParams {
+        char unused;
+} NoParams;
+
+const RpcMethod daemon_methods[] = {
+        LOOP("image.get", method_image_get, RPC_INLINE, reference_fields, ReferenceParams),
+        LOOP("image.list", method_image_list, RPC_INLINE, NULL, NoParams),
+        WORKER("image.inspect", method_image_inspect, reference_fields, ReferenceParams),
+        WORKER("image.remove", method_image_remove, remove_fields, RemoveParams),
+        WORKER("image.prune", method_image_prune, NULL, NoParams),
+        LOOP("image.pull", method_image_pull, RPC_DEFERRED, pull_fields, PullParams),
+        WORKER("image.load", method_image_load, load_fields, LoadParams),
+        WORKER("pin.add", method_pin_add, pin_add_fields, PinParams),
+        WORKER("pin.remove", method_pin_remove, pin_remove_fields, PinParams),
+        LOOP("pin.list", method_pin_list, RPC_INLINE, NULL, NoParams),
+        LOOP("system.info", method_system_info, RPC_INLINE, NULL, NoParams),
+        WORKER("system.df", method_system_df, NULL, NoParams),
+        LOOP("rpc.discover", method_rpc_discover, RPC_INLINE, NULL, NoParams),
+};
+const size_t daemon_n_methods = ELEMENTSOF(daemon_methods);

@@ -2,11 +2,18 @@
 #pragma once
 
 /*
- * JSON-RPC 2.0 over NDJSON: request validation, batches, notifications and
- * dispatch. The methods and the shape of their params come from the OpenRPC
- * document in proto/ (embedded at build time): params are validated against
- * it before a handler runs, and rpc_new() refuses a method table that does
- * not match it, name for name.
+ * JSON-RPC 2.0 over NDJSON: request validation, typed params, batches,
+ * notifications, dispatch and the fair scheduling of blocking calls
+ * (ARCHITECTURE.md "The path of a request").
+ *
+ * The interface is data: each method declares a table of its params
+ * (name, type, offset in its params struct, required), which rpc_new()
+ * checks against the OpenRPC document in proto/ both ways, so the table and
+ * the protocol cannot drift apart. A request's params are validated against
+ * the document and decoded into the method's struct before its handler runs.
+ *
+ * The transport is data too: rpc reaches a connection only through the
+ * RpcPeerOps its server gives it, and never includes the server.
  */
 
 #include <jansson.h>
@@ -16,48 +23,141 @@
 
 typedef struct Rpc Rpc;
 typedef struct RpcCall RpcCall;
-typedef struct Connection Connection;
+typedef struct RpcPeer RpcPeer;
+
+/* What the daemon gives its handlers, by thread: the loop's (the store's
+ * read connection, the pull manager, ...) only to the handlers that run on
+ * the loop, the workers' (the store) only to those that run on a worker.
+ * Defined by the daemon; opaque here. */
+typedef struct RpcLoopContext RpcLoopContext;
+typedef struct RpcWorkerContext RpcWorkerContext;
 
 typedef enum RpcMode {
         RPC_INLINE,   /* quick: runs on the loop thread */
-        RPC_WORKER,   /* blocking: runs in the uv work queue */
-        RPC_DEFERRED, /* event-driven: the handler returns RPC_PENDING and
-                       * completes the call later with rpc_call_complete() */
+        RPC_WORKER,   /* blocking: runs on a worker thread, scheduled fairly between connections */
+        RPC_DEFERRED, /* event-driven: starts on the loop, returns RPC_PENDING and completes
+                       * later with rpc_call_complete() */
 } RpcMode;
 
 /* A handler's return value when it will complete the call later. */
 #define RPC_PENDING 1
 
-/* 0 with *ret the result (stolen), or negative errno with err set (an unset
- * err becomes internal-error). */
-typedef int (*RpcHandler)(RpcCall *call, json_t *params, json_t **ret, MsbError *err);
+/* Handlers get their params decoded (const, borrowed for the call) and
+ * return 0 with *ret the result (stolen), or a negative errno with err set
+ * (an unset err becomes internal-error). */
+typedef int (*RpcLoopHandler)(RpcCall *call, RpcLoopContext *ctx, const void *params, json_t **ret, MsbError *err);
+typedef int (*RpcWorkerHandler)(RpcCall *call, RpcWorkerContext *ctx, const void *params, json_t **ret,
+                                MsbError *err);
+
+typedef enum RpcFieldType {
+        RPC_FIELD_STRING, /* const char *, NULL when absent */
+        RPC_FIELD_BOOL,   /* bool, false when absent */
+        RPC_FIELD_INT,    /* int64_t, RPC_FIELD_INT_ABSENT when absent */
+        RPC_FIELD_ENUM,   /* int: the index of the value in enum_names; -1 when absent */
+} RpcFieldType;
+
+#define RPC_FIELD_INT_ABSENT INT64_MIN
+
+/* One param of a method: how it is decoded into the method's params struct. */
+typedef struct RpcField {
+        const char *name;
+        RpcFieldType type;
+        size_t offset;
+        bool required;
+        const char *const *enum_names; /* RPC_FIELD_ENUM: the document's values, in its order, NULL-terminated */
+} RpcField;
 
 typedef struct RpcMethod {
         const char *name;
-        RpcHandler handler;
         RpcMode mode;
+        RpcLoopHandler on_loop;     /* RPC_INLINE, RPC_DEFERRED */
+        RpcWorkerHandler on_worker; /* RPC_WORKER */
+        const RpcField *fields;     /* terminated by an entry without name; NULL for none */
+        size_t params_size;         /* of the struct fields decode into */
 } RpcMethod;
 
 /* JSON nesting deeper than this is refused with a parse error; it is the
  * depth jansson's parser itself stops at. */
 #define RPC_JSON_DEPTH_MAX ((size_t) PROTO_LIMIT_JSON_NESTING_DEPTH)
 
-/* DESIGN "Limits": requests in one batch. A real client batches a handful
+/* README "Limits": requests in one batch. A real client batches a handful
  * of calls (the SDK and the CLI send none); a thousand is far past any of
  * them, and bounds what one line can set running (a 16 MiB line holds some
  * 300,000 tiny requests) and the members a batch's reply can have. A
  * larger batch is refused whole with one limit-exceeded error, id null. */
 #define RPC_BATCH_MEMBERS_MAX ((size_t) PROTO_LIMIT_BATCH_MEMBERS)
 
-int rpc_new(uv_loop_t *loop, const RpcMethod *methods, size_t n_methods, void *userdata, Rpc **ret,
-            MsbError *err);
+/*
+ * Fair scheduling of blocking calls (issue: one client's 300,000 queued
+ * prunes delayed another's system.df by 70 s). Each connection queues its
+ * worker calls; rpc keeps at most RPC_WORKER_SLOTS of them running on the
+ * thread pool, taken round-robin from the connections that have some
+ * waiting, at most RPC_PEER_RUNNING_MAX per connection. So another client's
+ * call waits for at most one call of each busy connection ahead of it in
+ * the round, never for a whole backlog. The pool's other threads are the
+ * pulls' conversions.
+ */
+#define RPC_WORKER_SLOTS 12U
+#define RPC_PEER_RUNNING_MAX 4U
+/* Calls of one connection in flight (queued, running or deferred) at which
+ * reading from it pauses until it drops below: a client that pipelines
+ * faster than it is served waits in the kernel's socket buffer, not in our
+ * memory. One line may go past it (a batch of up to 1,000). */
+#define RPC_PEER_CALLS_MAX 64U
+
+/*
+ * How rpc reaches a connection (sd-varlink keeps its interface as data the
+ * same way). The server embeds an RpcPeer in each connection and
+ * implements these on it.
+ */
+typedef struct RpcPeerOps {
+        /* Counts bytes more of answers held for the peer: 0; -E2BIG with err
+         * naming the limit they would cross (nothing counted); -ENOTCONN
+         * when the peer takes no more answers. */
+        int (*answer_reserve)(RpcPeer *p, size_t bytes, MsbError *err);
+        /* Gives back reserved bytes that will not be sent after all. */
+        void (*answer_release)(RpcPeer *p, size_t bytes);
+        /* Queues text (taken; one JSON text without its newline) as one
+         * line whose bytes, its newline included, were reserved. */
+        void (*send_reserved)(RpcPeer *p, char *text, size_t reserved);
+        /* Queues text (taken) past the limits as the last line, then hangs up. */
+        void (*send_last)(RpcPeer *p, char *text);
+        /* Hangs up at once: for an answer that could not be built. */
+        void (*abort)(RpcPeer *p);
+        /* A call (or batch) of the peer starts / ends: holds the peer alive. */
+        void (*hold)(RpcPeer *p);
+        void (*release)(RpcPeer *p);
+        bool (*is_open)(const RpcPeer *p);
+        /* Reading from the peer pauses (true) or may resume (false). */
+        void (*set_paused)(RpcPeer *p, bool paused);
+} RpcPeerOps;
+
+/* The part of a connection that rpc keeps. Loop thread only. */
+struct RpcPeer {
+        const RpcPeerOps *ops;
+        RpcCall *queue_head, *queue_tail; /* worker calls not started yet, oldest first */
+        unsigned n_queued;
+        unsigned n_running;               /* worker calls running */
+        unsigned n_calls;                 /* calls in flight: queued, running, deferred */
+        bool paused;
+        bool scheduled;                   /* in the round of peers with calls waiting */
+        RpcPeer *round_prev, *round_next;
+};
+
+void rpc_peer_init(RpcPeer *p, const RpcPeerOps *ops);
+/* The peer is gone: its calls not started yet are dropped unanswered. */
+void rpc_peer_closed(Rpc *rpc, RpcPeer *p);
+
+int rpc_new(uv_loop_t *loop, const RpcMethod *methods, size_t n_methods, RpcLoopContext *loop_ctx,
+            RpcWorkerContext *worker_ctx, Rpc **ret, MsbError *err);
 Rpc *rpc_free(Rpc *rpc);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Rpc *, rpc_free);
 
-/* Handles one received line of conn. */
-void rpc_handle_line(Rpc *rpc, Connection *conn, const char *line, size_t len);
+/* Handles one received line of the peer. */
+void rpc_handle_line(Rpc *rpc, RpcPeer *peer, const char *line, size_t len);
 
-/* From now on, new calls of methods that write are refused with shutting-down. */
+/* From now on, new calls of methods that are not inline are refused with
+ * shutting-down, and so are, at once, the worker calls still waiting. */
 void rpc_shutdown(Rpc *rpc);
 /* Calls started and not yet completed. */
 unsigned rpc_in_flight(const Rpc *rpc);
@@ -72,22 +172,23 @@ void rpc_call_set_shared_result(RpcCall *call, const char *json_text);
 /* The OpenRPC document as compact JSON text, serialised once by rpc_new(). */
 const char *rpc_call_document_text(const RpcCall *call);
 
-void *rpc_call_userdata(const RpcCall *call);
-/* Completes a deferred call: result (stolen) or err. */
+/* Completes a deferred call: result (stolen) or err. Loop thread. */
 void rpc_call_complete(RpcCall *call, json_t *result, const MsbError *err);
-/* Sends a notification to the caller's connection, if it is still open. */
+/* Sends a notification (params stolen) to the caller, within its answer
+ * limits. Loop thread. */
 void rpc_call_notify(RpcCall *call, const char *method, json_t *params);
 /* The request id as JSON (borrowed; NULL for a notification). */
 json_t *rpc_call_id(const RpcCall *call);
-/* True while the caller's connection is open. */
+/* True while the caller's connection is open. Loop thread. */
 bool rpc_call_connected(const RpcCall *call);
 
-/* Builds a JSON-RPC error response object (exposed for the tests and the
- * server's limit errors). */
+/* Builds a JSON-RPC error response object (exposed for the tests). */
 json_t *rpc_error_response(json_t *id, const MsbError *err);
 /* The same as one line of JSON text, or NULL when out of memory. */
 char *rpc_error_response_text(json_t *id, const MsbError *err);
 
-/* Validates params against method `name`'s declared params (exposed for
- * unit tests). 0, or -EINVAL with err set to invalid-params naming the field. */
-int rpc_validate_params(const Rpc *rpc, const char *name, json_t *params, MsbError *err);
+/* Validates params against method name's declared params and decodes them
+ * into *ret (a struct of the method's params_size, freed by the caller).
+ * 0, or -EINVAL with err set to invalid-params naming the field. Exposed for
+ * the tests and the fuzz target. */
+int rpc_decode_params(const Rpc *rpc, const char *name, json_t *params, void **ret, MsbError *err);

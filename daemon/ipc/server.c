@@ -11,6 +11,8 @@
 
 #define SERVER_READ_BUFFER_BYTES ((size_t) (256 * KiB))
 
+typedef struct Connection Connection;
+
 struct Server {
         uv_loop_t *loop;
         Rpc *rpc;
@@ -25,12 +27,16 @@ struct Server {
         size_t answer_bytes; /* held by all open connections */
 };
 
+/* A client's connection. What rpc keeps of it is the peer, which rpc reaches
+ * through server_peer_ops only. */
 struct Connection {
+        RpcPeer peer;
         uv_pipe_t pipe;
         Server *server;
         unsigned refs;
         bool open;
         bool reading;
+        bool paused;            /* rpc asked: as many calls in flight as a connection may have */
         bool close_after_write; /* hang up once queued responses are written */
         bool eof;               /* the client half-closed: finish its calls, then close */
         unsigned calls;         /* calls and batches of this connection in flight */
@@ -49,7 +55,11 @@ typedef struct WriteRequest {
 
 static uint64_t connection_counter;
 
-Connection *connection_ref(Connection *c) {
+static Connection *connection_of(RpcPeer *p) {
+        return (Connection *) ((char *) p - offsetof(Connection, peer));
+}
+
+static Connection *connection_ref(Connection *c) {
         c->refs++;
         return c;
 }
@@ -61,14 +71,14 @@ static void connection_free(Connection *c) {
         free(c);
 }
 
-void connection_unref(Connection *c) {
+static void connection_unref(Connection *c) {
         if (!c)
                 return;
         if (--c->refs == 0)
                 connection_free(c);
 }
 
-bool connection_is_open(const Connection *c) {
+static bool connection_is_open(const Connection *c) {
         return c->open;
 }
 
@@ -80,12 +90,12 @@ static void connection_maybe_finish(Connection *c) {
                 connection_close(c);
 }
 
-void connection_call_begin(Connection *c) {
+static void connection_call_begin(Connection *c) {
         connection_ref(c);
         c->calls++;
 }
 
-void connection_call_end(Connection *c) {
+static void connection_call_end(Connection *c) {
         c->calls--;
         connection_maybe_finish(c);
         connection_unref(c);
@@ -112,6 +122,7 @@ static void connection_close(Connection *c) {
          * cancelled and its batches end; it no longer counts against others. */
         s->answer_bytes -= c->answer_bytes;
         log_debug("connection %" PRIu64 " closed", c->number);
+        rpc_peer_closed(s->rpc, &c->peer);
         uv_close((uv_handle_t *) &c->pipe, on_close);
         if (s->n_connections == 0 && s->idle_cb)
                 s->idle_cb(s->idle_userdata);
@@ -125,7 +136,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf);
 
 static void connection_update_reading(Connection *c) {
-        bool want = c->open && !c->close_after_write && !c->eof &&
+        bool want = c->open && !c->close_after_write && !c->eof && !c->paused &&
                     c->answer_bytes < c->server->limits.connection_answer_bytes / 2;
         if (want == c->reading)
                 return;
@@ -136,7 +147,7 @@ static void connection_update_reading(Connection *c) {
         c->reading = want;
 }
 
-int connection_answer_reserve(Connection *c, size_t bytes, MsbError *err) {
+static int connection_answer_reserve(Connection *c, size_t bytes, MsbError *err) {
         Server *s = c->server;
 
         if (!c->open || c->close_after_write)
@@ -155,7 +166,7 @@ int connection_answer_reserve(Connection *c, size_t bytes, MsbError *err) {
         return 0;
 }
 
-void connection_answer_release(Connection *c, size_t bytes) {
+static void connection_answer_release(Connection *c, size_t bytes) {
         assert(c->answer_bytes >= bytes);
         c->answer_bytes -= bytes;
         /* A closed connection's bytes left the server's count when it closed. */
@@ -224,7 +235,7 @@ static void connection_queue_line(Connection *c, char *text, size_t reserved) {
         connection_write_line(c, line, reserved);
 }
 
-void connection_send_reserved(Connection *c, char *text, size_t reserved) {
+static void connection_send_reserved(Connection *c, char *text, size_t reserved) {
         if (!c->open || c->close_after_write) {
                 free(text);
                 connection_answer_release(c, reserved);
@@ -233,7 +244,7 @@ void connection_send_reserved(Connection *c, char *text, size_t reserved) {
         connection_queue_line(c, text, reserved);
 }
 
-void connection_send_last(Connection *c, char *text) {
+static void connection_send_last(Connection *c, char *text) {
         size_t bytes = strlen(text) + 1;
 
         if (!c->open || c->close_after_write) {
@@ -247,27 +258,63 @@ void connection_send_last(Connection *c, char *text) {
         connection_queue_line(c, text, bytes);
 }
 
-void connection_abort(Connection *c) {
+static void connection_abort(Connection *c) {
         log_error("connection %" PRIu64 ": cannot build an answer, closing", c->number);
         connection_close(c);
 }
 
-void connection_send(Connection *c, json_t *msg) {
-        char *text = json_dumps(msg, JSON_COMPACT);
-        size_t bytes;
+/* ---- the peer as rpc sees it ---- */
 
-        if (!text) {
-                connection_abort(c);
-                return;
-        }
-        bytes = strlen(text) + 1;
-        if (connection_answer_reserve(c, bytes, NULL) < 0) {
-                log_debug("connection %" PRIu64 ": notification dropped: over the answer limits", c->number);
-                free(text);
-                return;
-        }
-        connection_send_reserved(c, text, bytes);
+static int peer_answer_reserve(RpcPeer *p, size_t bytes, MsbError *err) {
+        return connection_answer_reserve(connection_of(p), bytes, err);
 }
+
+static void peer_answer_release(RpcPeer *p, size_t bytes) {
+        connection_answer_release(connection_of(p), bytes);
+}
+
+static void peer_send_reserved(RpcPeer *p, char *text, size_t reserved) {
+        connection_send_reserved(connection_of(p), text, reserved);
+}
+
+static void peer_send_last(RpcPeer *p, char *text) {
+        connection_send_last(connection_of(p), text);
+}
+
+static void peer_abort(RpcPeer *p) {
+        connection_abort(connection_of(p));
+}
+
+static void peer_hold(RpcPeer *p) {
+        connection_call_begin(connection_of(p));
+}
+
+static void peer_release(RpcPeer *p) {
+        connection_call_end(connection_of(p));
+}
+
+static bool peer_is_open(const RpcPeer *p) {
+        return connection_is_open(connection_of((RpcPeer *) p));
+}
+
+static void peer_set_paused(RpcPeer *p, bool paused) {
+        Connection *c = connection_of(p);
+
+        c->paused = paused;
+        connection_update_reading(c);
+}
+
+static const RpcPeerOps server_peer_ops = {
+        .answer_reserve = peer_answer_reserve,
+        .answer_release = peer_answer_release,
+        .send_reserved = peer_send_reserved,
+        .send_last = peer_send_last,
+        .abort = peer_abort,
+        .hold = peer_hold,
+        .release = peer_release,
+        .is_open = peer_is_open,
+        .set_paused = peer_set_paused,
+};
 
 /* Sends the limit-exceeded error and closes once it is written. */
 static void send_limit_error(Connection *c, const char *limit, uint64_t max, const char *message) {
@@ -292,7 +339,7 @@ static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
         if (n == UV_EOF) {
                 connection_ref(c);
                 if (line_buffer_take_rest(&c->in, &line, &len) > 0)
-                        rpc_handle_line(c->server->rpc, c, line, len);
+                        rpc_handle_line(c->server->rpc, &c->peer, line, len);
                 c->eof = true;
                 connection_unref(c);
                 connection_update_reading(c);
@@ -310,7 +357,7 @@ static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
         /* Hold a reference: a handler may close the connection. */
         connection_ref(c);
         while (r >= 0 && c->open && !c->close_after_write && (r = line_buffer_next(&c->in, &line, &len)) > 0)
-                rpc_handle_line(c->server->rpc, c, line, len);
+                rpc_handle_line(c->server->rpc, &c->peer, line, len);
         if (r == -EMSGSIZE && c->open) {
                 /* The rest of an over-long line cannot be framed: answer and hang up. */
                 log_warning("connection %" PRIu64 ": request line over %zu bytes, closing it", c->number,
@@ -349,6 +396,7 @@ static void on_connection(uv_stream_t *listener, int status) {
         c = calloc(1, sizeof(*c));
         if (!c)
                 return;
+        rpc_peer_init(&c->peer, &server_peer_ops);
         uv_pipe_init(s->loop, &c->pipe, 0);
         c->pipe.data = c;
         c->server = s;
@@ -371,10 +419,10 @@ static void on_connection(uv_stream_t *listener, int status) {
         s->connections = c;
         s->n_connections++;
 
-        if (s->n_connections > SERVER_CONNECTIONS_MAX) {
+        if (s->n_connections > s->limits.connections) {
                 log_warning("connection %" PRIu64 ": refused: %u connections is the limit", c->number,
-                            SERVER_CONNECTIONS_MAX);
-                send_limit_error(c, "connections", SERVER_CONNECTIONS_MAX, "too many connections to msb-imaged");
+                            s->limits.connections);
+                send_limit_error(c, "connections", s->limits.connections, "too many connections to msb-imaged");
                 return;
         }
         log_debug("connection %" PRIu64 " accepted", c->number);
@@ -389,6 +437,30 @@ static bool socket_is_live(const char *path) {
                 return false;
         snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
         return connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0;
+}
+
+/* The socket's directory: ours, not a symlink (one planted by another user
+ * would have us chmod whatever it points at), and made 0700 so that only
+ * our user may even reach the socket. */
+static int socket_secure_dir(const char *dir, MsbError *err) {
+        _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        struct stat st;
+
+        if (fd < 0) {
+                int r = negative_errno();
+                bool link = lstat(dir, &st) == 0 && S_ISLNK(st.st_mode);
+                return msb_error_set(err, r, PROTO_ERROR_INTERNAL_ERROR, "cannot use the socket directory %s: %s", dir,
+                                     link ? "it is a symlink" : strerror(-r));
+        }
+        if (fstat(fd, &st) < 0)
+                return msb_error_set(err, negative_errno(), PROTO_ERROR_INTERNAL_ERROR, "cannot stat %s", dir);
+        if (st.st_uid != geteuid())
+                return msb_error_set(err, -EPERM, PROTO_ERROR_INTERNAL_ERROR,
+                                     "the socket directory %s belongs to uid %u, not to this daemon's uid %u", dir,
+                                     (unsigned) st.st_uid, (unsigned) geteuid());
+        if ((st.st_mode & 07777) != SERVER_DIRECTORY_MODE && fchmod(fd, SERVER_DIRECTORY_MODE) < 0)
+                return msb_error_set(err, negative_errno(), PROTO_ERROR_INTERNAL_ERROR, "cannot chmod %s", dir);
+        return 0;
 }
 
 static int socket_prepare_path(const char *path, MsbError *err) {
@@ -408,14 +480,9 @@ static int socket_prepare_path(const char *path, MsbError *err) {
                 if (r < 0)
                         return msb_error_set(err, r, PROTO_ERROR_INTERNAL_ERROR, "cannot create %s: %s", dir,
                                              strerror(-r));
-                if (stat(dir, &st) < 0)
-                        return msb_error_set(err, negative_errno(), PROTO_ERROR_INTERNAL_ERROR, "cannot stat %s", dir);
-                if (st.st_uid != geteuid())
-                        return msb_error_set(err, -EPERM, PROTO_ERROR_INTERNAL_ERROR,
-                                             "the socket directory %s belongs to another user", dir);
-                /* Only our user may even reach the socket. */
-                if ((st.st_mode & 07777) != SERVER_DIRECTORY_MODE && chmod(dir, SERVER_DIRECTORY_MODE) < 0)
-                        return msb_error_set(err, negative_errno(), PROTO_ERROR_INTERNAL_ERROR, "cannot chmod %s", dir);
+                r = socket_secure_dir(dir, err);
+                if (r < 0)
+                        return r;
         }
 
         /* A socket left by a daemon that died is replaced; one that still
@@ -517,8 +584,13 @@ unsigned server_n_connections(const Server *s) {
         return s->n_connections;
 }
 
+unsigned server_connections_max(const Server *s) {
+        return s->limits.connections;
+}
+
 ServerLimits server_limits_default(void) {
         return (ServerLimits) {
+                .connections = SERVER_CONNECTIONS_MAX,
                 .connection_answer_bytes = SERVER_CONNECTION_ANSWER_MAX_BYTES,
                 .answer_bytes = SERVER_ANSWER_MAX_BYTES,
         };

@@ -1,14 +1,16 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 
 /*
- * Fuzz target for params validation (rpc_validate_params() in daemon/ipc/rpc.c)
+ * Fuzz target for params validation and decoding (rpc_decode_params() in
+ * daemon/ipc/rpc_params.c)
  * with the daemon's real method table. The first input byte picks a method
  * of proto/openrpc.json, the rest is JSON for its params. The verdict is
  * compared with a model written here from the OpenRPC document as JSON
  * Schema reads it (type, required, enum, minLength/maxLength in
  * characters, no other fields, by name only): both must agree, a refusal
  * must be invalid-params naming a field in data.parameter, and its error
- * response must have the protocol's shape.
+ * response must have the protocol's shape; an acceptance must decode every
+ * value sent, as the method's field table says, into the handler's struct.
  */
 
 #include "daemon.h"
@@ -32,7 +34,7 @@ static void fuzz_rpc_init(void) {
 
         if (fuzz_rpc)
                 return;
-        FUZZ_CHECK(rpc_new(NULL, daemon_methods, daemon_n_methods, NULL, &fuzz_rpc, NULL) == 0);
+        FUZZ_CHECK(rpc_new(NULL, daemon_methods, daemon_n_methods, NULL, NULL, &fuzz_rpc, NULL) == 0);
         doc = json_loadb(proto_openrpc_json, proto_openrpc_json_len, 0, NULL);
         FUZZ_CHECK(doc);
         fuzz_methods = json_incref(json_object_get(doc, "methods"));
@@ -118,7 +120,45 @@ static bool model_valid(json_t *method, json_t *params) {
         return true;
 }
 
+static const RpcMethod *table_method(const char *name) {
+        for (size_t k = 0; k < daemon_n_methods; k++)
+                if (streq(daemon_methods[k].name, name))
+                        return &daemon_methods[k];
+        return NULL;
+}
+
+/* What the handler reads is what was sent: each field of the method's
+ * table holds the value of its key, or the absent value. */
+static void check_decoded(const char *name, json_t *params, const uint8_t *decoded) {
+        const RpcMethod *m = table_method(name);
+
+        FUZZ_CHECK(m);
+        for (const RpcField *f = m->fields; f && f->name; f++) {
+                json_t *v = json_object_get(params, f->name);
+                const void *slot = decoded + f->offset;
+
+                switch (f->type) {
+                case RPC_FIELD_STRING:
+                        FUZZ_CHECK(v ? streq_ptr(*(const char *const *) slot, json_string_value(v))
+                                     : !*(const char *const *) slot);
+                        break;
+                case RPC_FIELD_BOOL:
+                        FUZZ_CHECK(*(const bool *) slot == json_is_true(v));
+                        break;
+                case RPC_FIELD_INT:
+                        FUZZ_CHECK(*(const int64_t *) slot == (v ? json_integer_value(v) : RPC_FIELD_INT_ABSENT));
+                        break;
+                case RPC_FIELD_ENUM: {
+                        int i = *(const int *) slot;
+                        FUZZ_CHECK(v ? i >= 0 && streq(f->enum_names[i], json_string_value(v)) : i == -1);
+                        break;
+                }
+                }
+        }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+        void *decoded = NULL;
         json_t *method, *params = NULL;
         const char *name;
         MsbError err = {};
@@ -140,10 +180,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
 
         valid = model_valid(method, params);
-        r = rpc_validate_params(fuzz_rpc, name, params, &err);
+        r = rpc_decode_params(fuzz_rpc, name, params, &decoded, &err);
         if (r == 0) {
                 FUZZ_CHECK(!err.set);
                 FUZZ_CHECK(valid);
+                check_decoded(name, params, decoded);
+                free(decoded);
         } else {
                 json_t *resp, *e, *field, *id;
 

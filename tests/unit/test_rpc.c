@@ -13,6 +13,7 @@
  */
 
 #include <check.h>
+#include <stddef.h>
 
 #include "daemon.h"
 #include "rpc.h"
@@ -39,7 +40,7 @@ static const char *method_name(json_t *m) {
 
 static void rpc_new_daemon(Rpc **ret) {
         MsbError err = {};
-        int r = rpc_new(NULL, daemon_methods, daemon_n_methods, NULL, ret, &err);
+        int r = rpc_new(NULL, daemon_methods, daemon_n_methods, NULL, NULL, ret, &err);
         ck_assert_msg(r == 0, "rpc_new(daemon_methods): %d %s", r, err.message);
         ck_assert(!err.set);
         msb_error_clear(&err);
@@ -109,6 +110,12 @@ static void expect_invalid_param(int r, MsbError *err, const char *field) {
         ck_assert_msg(strstr(err->message, field), "message '%s' does not name '%s'", err->message, field);
 }
 
+/* Validates and decodes, as a request's params are before its handler runs. */
+static int check_params(const Rpc *rpc, const char *method, json_t *params, MsbError *err) {
+        _cleanup_free_ void *decoded = NULL;
+        return rpc_decode_params(rpc, method, params, &decoded, err);
+}
+
 static int validate(Rpc *rpc, const char *method, const char *params_json, MsbError *err) {
         json_auto_t *params = NULL;
 
@@ -117,7 +124,8 @@ static int validate(Rpc *rpc, const char *method, const char *params_json, MsbEr
                 params = json_loads(params_json, JSON_DECODE_ANY, &jerr);
                 ck_assert_msg(params, "bad test JSON %s: %s", params_json, jerr.text);
         }
-        return rpc_validate_params(rpc, method, params, err);
+        _cleanup_free_ void *decoded = NULL;
+        return rpc_decode_params(rpc, method, params, &decoded, err);
 }
 
 /* ---- the method table and proto/ ---- */
@@ -138,7 +146,9 @@ START_TEST(test_daemon_methods_match_proto) {
                 for (size_t k = 0; k < daemon_n_methods; k++)
                         if (streq(daemon_methods[k].name, method_name(m))) {
                                 found++;
-                                ck_assert_ptr_nonnull(daemon_methods[k].handler);
+                                ck_assert_ptr_nonnull(daemon_methods[k].mode == RPC_WORKER
+                                                              ? (void *) daemon_methods[k].on_worker
+                                                              : (void *) daemon_methods[k].on_loop);
                         }
                 ck_assert_msg(found == 1, "proto/ method %s is implemented %u times", method_name(m), found);
         }
@@ -164,7 +174,7 @@ START_TEST(test_rpc_new_rejects_missing_method) {
                 for (size_t k = 0; k < daemon_n_methods; k++)
                         if (k != skip)
                                 table[n++] = daemon_methods[k];
-                ck_assert_int_eq(rpc_new(NULL, table, n, NULL, &rpc, &err), -EPROTO);
+                ck_assert_int_eq(rpc_new(NULL, table, n, NULL, NULL, &rpc, &err), -EPROTO);
                 ck_assert_ptr_null(rpc);
                 ck_assert(err.set);
                 ck_assert_int_eq(err.kind, PROTO_ERROR_INTERNAL_ERROR);
@@ -175,7 +185,7 @@ START_TEST(test_rpc_new_rejects_missing_method) {
 }
 END_TEST
 
-static int handler_unused(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+static int handler_unused(RpcCall *call, RpcLoopContext *ctx, const void *params, json_t **ret, MsbError *err) {
         ck_abort_msg("a handler ran in a validation test");
         return -EIO;
 }
@@ -187,17 +197,17 @@ START_TEST(test_rpc_new_rejects_extra_method) {
 
         ck_assert_ptr_nonnull(table);
         memcpy(table, daemon_methods, daemon_n_methods * sizeof(RpcMethod));
-        table[daemon_n_methods] = (RpcMethod) { "image.frobnicate", handler_unused, RPC_INLINE };
-        ck_assert_int_eq(rpc_new(NULL, table, daemon_n_methods + 1, NULL, &rpc, &err), -EPROTO);
+        table[daemon_n_methods] = (RpcMethod) { .name = "image.frobnicate", .mode = RPC_INLINE, .on_loop = handler_unused };
+        ck_assert_int_eq(rpc_new(NULL, table, daemon_n_methods + 1, NULL, NULL, &rpc, &err), -EPROTO);
         ck_assert_ptr_null(rpc);
         ck_assert_int_eq(err.kind, PROTO_ERROR_INTERNAL_ERROR);
         ck_assert_msg(strstr(err.message, "image.frobnicate"), "message '%s'", err.message);
         msb_error_clear(&err);
 
         /* The extra method first in the table makes no difference. */
-        table[0] = (RpcMethod) { "image.frobnicate", handler_unused, RPC_INLINE };
+        table[0] = (RpcMethod) { .name = "image.frobnicate", .mode = RPC_INLINE, .on_loop = handler_unused };
         memcpy(table + 1, daemon_methods, daemon_n_methods * sizeof(RpcMethod));
-        ck_assert_int_eq(rpc_new(NULL, table, daemon_n_methods + 1, NULL, &rpc, &err), -EPROTO);
+        ck_assert_int_eq(rpc_new(NULL, table, daemon_n_methods + 1, NULL, NULL, &rpc, &err), -EPROTO);
         ck_assert_ptr_null(rpc);
         ck_assert_msg(strstr(err.message, "image.frobnicate"), "message '%s'", err.message);
         msb_error_clear(&err);
@@ -214,10 +224,110 @@ START_TEST(test_rpc_new_rejects_duplicate_method) {
         ck_assert_ptr_nonnull(table);
         memcpy(table, daemon_methods, daemon_n_methods * sizeof(RpcMethod));
         table[daemon_n_methods] = daemon_methods[0];
-        ck_assert_int_lt(rpc_new(NULL, table, daemon_n_methods + 1, NULL, &rpc, &err), 0);
+        ck_assert_int_lt(rpc_new(NULL, table, daemon_n_methods + 1, NULL, NULL, &rpc, &err), 0);
         ck_assert_ptr_null(rpc);
         ck_assert(err.set);
         msb_error_clear(&err);
+}
+END_TEST
+
+/* The decoded params are what the handler reads: strings, booleans and
+ * enums by their index in the document's values. */
+START_TEST(test_params_decoded_by_the_field_tables) {
+        _cleanup_(rpc_freep) Rpc *rpc = NULL;
+        json_auto_t *pin = json_pack("{s:s, s:s, s:s}", "kind", "snapshot", "name", "s1", "reference", "alpine");
+        json_auto_t *rm = json_pack("{s:s, s:b}", "reference", "alpine", "force", 1);
+        json_auto_t *rm_default = json_pack("{s:s}", "reference", "alpine");
+        _cleanup_free_ void *p1 = NULL, *p2 = NULL, *p3 = NULL;
+        MsbError err = {};
+        struct {
+                int kind;
+                const char *name, *reference;
+        } *pinp;
+        struct {
+                const char *reference;
+                bool force;
+        } *rmp;
+
+        rpc_new_daemon(&rpc);
+        ck_assert_int_eq(rpc_decode_params(rpc, "pin.add", pin, &p1, &err), 0);
+        pinp = p1;
+        ck_assert_int_eq(pinp->kind, 1);
+        ck_assert_str_eq(pinp->name, "s1");
+        ck_assert_str_eq(pinp->reference, "alpine");
+        ck_assert_int_eq(rpc_decode_params(rpc, "image.remove", rm, &p2, &err), 0);
+        rmp = p2;
+        ck_assert(rmp->force);
+        ck_assert_int_eq(rpc_decode_params(rpc, "image.remove", rm_default, &p3, &err), 0);
+        rmp = p3;
+        ck_assert(!rmp->force);
+        ck_assert_str_eq(rmp->reference, "alpine");
+}
+END_TEST
+
+/* A field table that decodes a param otherwise than the document declares
+ * it (type, required, enum values, a param missing or extra) stops rpc_new. */
+static const char *const wrong_kinds[] = { "snapshot", "sandbox", NULL };
+static const char *const right_kinds[] = { "sandbox", "snapshot", NULL };
+typedef struct TestPin {
+        int kind;
+        const char *name;
+        const char *reference;
+        bool extra;
+} TestPin;
+
+START_TEST(test_rpc_new_rejects_field_table_drift) {
+        static const RpcField swapped_enum[] = {
+                { "kind", RPC_FIELD_ENUM, offsetof(TestPin, kind), true, wrong_kinds },
+                { "name", RPC_FIELD_STRING, offsetof(TestPin, name), true, NULL },
+                { "reference", RPC_FIELD_STRING, offsetof(TestPin, reference), true, NULL },
+                {}
+        };
+        static const RpcField wrong_type[] = {
+                { "kind", RPC_FIELD_STRING, offsetof(TestPin, kind), true, NULL },
+                { "name", RPC_FIELD_STRING, offsetof(TestPin, name), true, NULL },
+                { "reference", RPC_FIELD_STRING, offsetof(TestPin, reference), true, NULL },
+                {}
+        };
+        static const RpcField optional[] = {
+                { "kind", RPC_FIELD_ENUM, offsetof(TestPin, kind), true, right_kinds },
+                { "name", RPC_FIELD_STRING, offsetof(TestPin, name), false, NULL },
+                { "reference", RPC_FIELD_STRING, offsetof(TestPin, reference), true, NULL },
+                {}
+        };
+        static const RpcField missing[] = {
+                { "kind", RPC_FIELD_ENUM, offsetof(TestPin, kind), true, right_kinds },
+                { "name", RPC_FIELD_STRING, offsetof(TestPin, name), true, NULL },
+                {}
+        };
+        static const RpcField extra[] = {
+                { "kind", RPC_FIELD_ENUM, offsetof(TestPin, kind), true, right_kinds },
+                { "name", RPC_FIELD_STRING, offsetof(TestPin, name), true, NULL },
+                { "reference", RPC_FIELD_STRING, offsetof(TestPin, reference), true, NULL },
+                { "extra", RPC_FIELD_BOOL, offsetof(TestPin, extra), false, NULL },
+                {}
+        };
+        const RpcField *const tables[] = { swapped_enum, wrong_type, optional, missing, extra };
+        _cleanup_free_ RpcMethod *table = calloc(daemon_n_methods, sizeof(RpcMethod));
+        size_t pin_add = daemon_n_methods;
+
+        ck_assert_ptr_nonnull(table);
+        memcpy(table, daemon_methods, daemon_n_methods * sizeof(RpcMethod));
+        for (size_t k = 0; k < daemon_n_methods; k++)
+                if (streq(table[k].name, "pin.add"))
+                        pin_add = k;
+        ck_assert_uint_lt(pin_add, daemon_n_methods);
+        for (size_t t = 0; t < ELEMENTSOF(tables); t++) {
+                Rpc *rpc = NULL;
+                MsbError err = {};
+
+                table[pin_add].fields = tables[t];
+                table[pin_add].params_size = sizeof(TestPin);
+                ck_assert_int_eq(rpc_new(NULL, table, daemon_n_methods, NULL, NULL, &rpc, &err), -EPROTO);
+                ck_assert_ptr_null(rpc);
+                ck_assert_msg(strstr(err.message, "pin.add"), "table %zu: '%s'", t, err.message);
+                msb_error_clear(&err);
+        }
 }
 END_TEST
 
@@ -240,14 +350,14 @@ START_TEST(test_valid_params_every_method) {
                 MsbError err = {};
                 int r;
 
-                r = rpc_validate_params(rpc, method_name(m), required, &err);
+                r = check_params(rpc, method_name(m), required, &err);
                 ck_assert_msg(r == 0, "%s with its required params: %s", method_name(m), err.message);
-                r = rpc_validate_params(rpc, method_name(m), all, &err);
+                r = check_params(rpc, method_name(m), all, &err);
                 ck_assert_msg(r == 0, "%s with all params: %s", method_name(m), err.message);
                 ck_assert(!err.set);
 
                 /* Omitted params are an empty object: fine exactly when nothing is required. */
-                r = rpc_validate_params(rpc, method_name(m), NULL, &err);
+                r = check_params(rpc, method_name(m), NULL, &err);
                 if (json_object_size(required) == 0)
                         ck_assert_msg(r == 0, "%s without params: %s", method_name(m), err.message);
                 else
@@ -274,7 +384,7 @@ START_TEST(test_missing_required_param) {
                         if (!json_is_true(json_object_get(p, "required")))
                                 continue;
                         json_object_del(params, name);
-                        expect_invalid_param(rpc_validate_params(rpc, method_name(m), params, &err), &err, name);
+                        expect_invalid_param(check_params(rpc, method_name(m), params, &err), &err, name);
                         ck_assert(strstr(err.message, "missing"));
                         msb_error_clear(&err);
                         checked++;
@@ -300,12 +410,12 @@ START_TEST(test_wrong_type_param) {
                         MsbError err = {};
 
                         json_object_set_new(params, name, wrong_type_value(json_object_get(p, "schema")));
-                        expect_invalid_param(rpc_validate_params(rpc, method_name(m), params, &err), &err, name);
+                        expect_invalid_param(check_params(rpc, method_name(m), params, &err), &err, name);
                         msb_error_clear(&err);
 
                         /* null is a type of its own, not "absent", for an optional param too. */
                         json_object_set_new(params, name, json_null());
-                        expect_invalid_param(rpc_validate_params(rpc, method_name(m), params, &err), &err, name);
+                        expect_invalid_param(check_params(rpc, method_name(m), params, &err), &err, name);
                         msb_error_clear(&err);
                         checked++;
                 }
@@ -326,7 +436,7 @@ START_TEST(test_unknown_param) {
                 MsbError err = {};
 
                 json_object_set_new(params, "bogus_field", json_true());
-                expect_invalid_param(rpc_validate_params(rpc, method_name(m), params, &err), &err, "bogus_field");
+                expect_invalid_param(check_params(rpc, method_name(m), params, &err), &err, "bogus_field");
                 ck_assert(strstr(err.message, "unknown"));
                 msb_error_clear(&err);
         }
@@ -370,13 +480,13 @@ START_TEST(test_enum_params) {
                         enums++;
                         json_array_foreach(values, k, allowed) {
                                 json_object_set(params, name, allowed);
-                                ck_assert_msg(rpc_validate_params(rpc, method_name(m), params, &err) == 0,
+                                ck_assert_msg(check_params(rpc, method_name(m), params, &err) == 0,
                                               "%s %s=%s: %s", method_name(m), name, json_string_value(allowed),
                                               err.message);
                         }
 
                         json_object_set_new(params, name, json_string("not-one-of-them"));
-                        expect_invalid_param(rpc_validate_params(rpc, method_name(m), params, &err), &err, name);
+                        expect_invalid_param(check_params(rpc, method_name(m), params, &err), &err, name);
                         msb_error_clear(&err);
 
                         /* Matching is exact: no case folding. */
@@ -384,7 +494,7 @@ START_TEST(test_enum_params) {
                         snprintf(upper, sizeof(upper), "%s", json_string_value(json_array_get(values, 0)));
                         upper[0] = (char) (upper[0] - 'a' + 'A');
                         json_object_set_new(params, name, json_string(upper));
-                        expect_invalid_param(rpc_validate_params(rpc, method_name(m), params, &err), &err, name);
+                        expect_invalid_param(check_params(rpc, method_name(m), params, &err), &err, name);
                         msb_error_clear(&err);
                 }
         /* pin.add kind, image.pull policy. */
@@ -420,14 +530,14 @@ START_TEST(test_length_limits) {
 
         rpc_new_daemon(&rpc);
         /* proto/: pin.add name has minLength 1 and maxLength 255. */
-        expect_invalid_param(rpc_validate_params(rpc, "pin.add", params, &err), &err, "name");
+        expect_invalid_param(check_params(rpc, "pin.add", params, &err), &err, "name");
         msb_error_clear(&err);
         set_pin_name(params, 1, "n");
-        ck_assert_int_eq(rpc_validate_params(rpc, "pin.add", params, &err), 0);
+        ck_assert_int_eq(check_params(rpc, "pin.add", params, &err), 0);
         set_pin_name(params, 255, "n");
-        ck_assert_int_eq(rpc_validate_params(rpc, "pin.add", params, &err), 0);
+        ck_assert_int_eq(check_params(rpc, "pin.add", params, &err), 0);
         set_pin_name(params, 256, "n");
-        expect_invalid_param(rpc_validate_params(rpc, "pin.add", params, &err), &err, "name");
+        expect_invalid_param(check_params(rpc, "pin.add", params, &err), &err, "name");
         msb_error_clear(&err);
         ck_assert_int_eq(validate(rpc, "pin.remove", "{\"kind\":\"sandbox\",\"name\":\"\"}", &err), -EINVAL);
         msb_error_clear(&err);
@@ -445,10 +555,10 @@ START_TEST(test_length_counts_characters) {
          * 255 two-byte characters is within maxLength 255, one of 256 is not. */
         rpc_new_daemon(&rpc);
         set_pin_name(params, 255, "\xc3\xa9");
-        r = rpc_validate_params(rpc, "pin.add", params, &err);
+        r = check_params(rpc, "pin.add", params, &err);
         ck_assert_msg(r == 0, "255 characters (510 bytes) refused: %s", err.message);
         set_pin_name(params, 256, "\xc3\xa9");
-        expect_invalid_param(rpc_validate_params(rpc, "pin.add", params, &err), &err, "name");
+        expect_invalid_param(check_params(rpc, "pin.add", params, &err), &err, "name");
         msb_error_clear(&err);
 }
 END_TEST
@@ -698,6 +808,8 @@ static Suite *rpc_suite(void) {
         tcase_add_test(tc, test_rpc_new_rejects_extra_method);
         tcase_add_test(tc, test_rpc_new_rejects_duplicate_method);
         tcase_add_test(tc, test_rpc_free_null);
+        tcase_add_test(tc, test_params_decoded_by_the_field_tables);
+        tcase_add_test(tc, test_rpc_new_rejects_field_table_drift);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("params");

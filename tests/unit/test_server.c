@@ -33,33 +33,42 @@
 
 /* Calls of system.info run so far (on the loop thread; read by the test's). */
 static unsigned system_info_calls;
+/* The loop the server runs on, for the deferred method's timer. */
+static uv_loop_t *test_loop;
 
-static int m_system_info(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+/* The reference param, first in every params struct that has one. */
+typedef struct RefParams {
+        const char *reference;
+} RefParams;
+
+static int m_system_info(RpcCall *call, RpcLoopContext *ctx, const void *params, json_t **ret, MsbError *err) {
         __atomic_add_fetch(&system_info_calls, 1, __ATOMIC_SEQ_CST);
         *ret = json_pack("{s:i}", "pid", (int) getpid());
         return 0;
 }
 
-static int m_image_get(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
-        *ret = json_pack("{s:O}", "reference", json_object_get(params, "reference"));
+static int m_image_get(RpcCall *call, RpcLoopContext *ctx, const void *params, json_t **ret, MsbError *err) {
+        const RefParams *p = params;
+        *ret = json_pack("{s:s}", "reference", p->reference);
         return 0;
 }
 
-static int m_image_inspect(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+static int m_image_inspect(RpcCall *call, RpcWorkerContext *ctx, const void *params, json_t **ret, MsbError *err) {
+        const RefParams *p = params;
         /* Blocking work: runs on a worker thread. */
         usleep(SLOW_CALL_MS * 1000);
-        *ret = json_pack("{s:b, s:O}", "slow", 1, "reference", json_object_get(params, "reference"));
+        *ret = json_pack("{s:b, s:s}", "slow", 1, "reference", p->reference);
         return 0;
 }
 
-static int m_image_remove(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
-        msb_error_set(err, -ENOENT, PROTO_ERROR_IMAGE_NOT_FOUND, "no cached image %s",
-                      json_string_value(json_object_get(params, "reference")));
-        msb_error_add_data(err, "reference", json_incref(json_object_get(params, "reference")));
+static int m_image_remove(RpcCall *call, RpcWorkerContext *ctx, const void *params, json_t **ret, MsbError *err) {
+        const RefParams *p = params;
+        msb_error_set(err, -ENOENT, PROTO_ERROR_IMAGE_NOT_FOUND, "no cached image %s", p->reference);
+        msb_error_add_data(err, "reference", json_string(p->reference));
         return -ENOENT;
 }
 
-static int m_failing(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+static int m_failing(RpcCall *call, RpcWorkerContext *ctx, const void *params, json_t **ret, MsbError *err) {
         /* Fails without saying why: the client still gets an internal error. */
         return -EIO;
 }
@@ -85,8 +94,7 @@ static void deferred_fire(uv_timer_t *t) {
         uv_close((uv_handle_t *) &d->timer, deferred_close_cb);
 }
 
-static int m_image_pull(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
-        uv_loop_t *loop = rpc_call_userdata(call);
+static int m_image_pull(RpcCall *call, RpcLoopContext *ctx, const void *params, json_t **ret, MsbError *err) {
         Deferred *d = calloc(1, sizeof(*d));
 
         /* Event-driven: completes from a timer on the loop, as a pull does
@@ -95,43 +103,44 @@ static int m_image_pull(RpcCall *call, json_t *params, json_t **ret, MsbError *e
                 return -ENOMEM;
         d->call = call;
         d->timer.data = d;
-        uv_timer_init(loop, &d->timer);
+        uv_timer_init(test_loop, &d->timer);
         uv_timer_start(&d->timer, deferred_fire, 20, 0);
         return RPC_PENDING;
 }
 
-static int m_null(RpcCall *call, json_t *params, json_t **ret, MsbError *err) {
+static int m_null(RpcCall *call, RpcLoopContext *ctx, const void *params, json_t **ret, MsbError *err) {
         *ret = json_null();
         return 0;
 }
 
-/* Every method of proto/: the interesting ones above, the rest answer null. */
+/* Every method of proto/ with the daemon's param tables: the interesting
+ * ones above, the rest answer null on the loop. */
 static RpcMethod *test_methods(size_t *ret_n) {
-        json_t *doc = json_loadb(proto_openrpc_json, proto_openrpc_json_len, 0, NULL), *m;
-        json_t *methods = json_object_get(doc, "methods");
-        RpcMethod *table = calloc(json_array_size(methods), sizeof(RpcMethod));
-        size_t i;
+        RpcMethod *table = calloc(daemon_n_methods, sizeof(RpcMethod));
 
         ck_assert_ptr_nonnull(table);
-        json_array_foreach(methods, i, m) {
-                const char *name = strdup(json_string_value(json_object_get(m, "name")));
-                RpcMethod e = { name, m_null, RPC_INLINE };
+        for (size_t i = 0; i < daemon_n_methods; i++) {
+                RpcMethod e = daemon_methods[i];
+                const char *name = e.name;
+
+                e.mode = RPC_INLINE;
+                e.on_loop = m_null;
+                e.on_worker = NULL;
                 if (streq(name, "system.info"))
-                        e.handler = m_system_info;
+                        e.on_loop = m_system_info;
                 else if (streq(name, "image.get"))
-                        e.handler = m_image_get;
+                        e.on_loop = m_image_get;
                 else if (streq(name, "image.inspect"))
-                        e = (RpcMethod) { name, m_image_inspect, RPC_WORKER };
+                        e = (RpcMethod) { name, RPC_WORKER, NULL, m_image_inspect, e.fields, e.params_size };
                 else if (streq(name, "image.remove"))
-                        e = (RpcMethod) { name, m_image_remove, RPC_WORKER };
-                else if (streq(name, "image.pull"))
-                        e = (RpcMethod) { name, m_image_pull, RPC_DEFERRED };
+                        e = (RpcMethod) { name, RPC_WORKER, NULL, m_image_remove, e.fields, e.params_size };
                 else if (streq(name, "image.prune"))
-                        e.handler = m_failing;
+                        e = (RpcMethod) { name, RPC_WORKER, NULL, m_failing, e.fields, e.params_size };
+                else if (streq(name, "image.pull"))
+                        e = (RpcMethod) { name, RPC_DEFERRED, m_image_pull, NULL, e.fields, e.params_size };
                 table[i] = e;
         }
-        *ret_n = json_array_size(methods);
-        json_decref(doc);
+        *ret_n = daemon_n_methods;
         return table;
 }
 
@@ -200,8 +209,8 @@ static void test_server_start_limits(TestServer *ts, const ServerLimits *limits)
         snprintf(ts->socket, sizeof(ts->socket), "%s/run/imaged.sock", ts->dir);
         ck_assert_int_eq(uv_loop_init(&ts->loop), 0);
         ts->methods = test_methods(&ts->n_methods);
-        /* The handlers find the loop through the userdata. */
-        r = rpc_new(&ts->loop, ts->methods, ts->n_methods, &ts->loop, &ts->rpc, &err);
+        test_loop = &ts->loop;
+        r = rpc_new(&ts->loop, ts->methods, ts->n_methods, NULL, NULL, &ts->rpc, &err);
         ck_assert_msg(r == 0, "rpc_new: %s", err.message);
         r = server_new(&ts->loop, ts->rpc, ts->socket, -1, &ts->server, &err);
         ck_assert_msg(r == 0, "server_new: %s", err.message);
@@ -231,8 +240,6 @@ static void test_server_stop(TestServer *ts) {
         ck_assert_uint_eq(server_answer_bytes(ts->server), 0);
         ts->rpc = rpc_free(ts->rpc);
         ts->server = server_free(ts->server);
-        for (size_t i = 0; i < ts->n_methods; i++)
-                free((char *) ts->methods[i].name);
         free(ts->methods);
         pthread_mutex_destroy(&ts->lock);
         pthread_cond_destroy(&ts->cond);
@@ -741,7 +748,7 @@ END_TEST
 /* With a 4 KiB answer limit per connection: an answer over it is replaced by
  * an error for its id, and the connection goes on. */
 START_TEST(test_answer_limit_replaces_an_answer) {
-        const ServerLimits limits = { .connection_answer_bytes = 4 * KiB, .answer_bytes = 1 * MiB };
+        const ServerLimits limits = { .connections = SERVER_CONNECTIONS_MAX, .connection_answer_bytes = 4 * KiB, .answer_bytes = 1 * MiB };
         _cleanup_free_ char *big = image_get_line(1, 5000), *small = image_get_line(2, 100);
         TestServer ts;
         _cleanup_client_ Client c = {};
@@ -768,7 +775,7 @@ END_TEST
  * errors for their ids, and once not even an error fits, the batch gets
  * one error line, id null, and the connection is closed. */
 START_TEST(test_answer_limit_in_a_batch) {
-        const ServerLimits limits = { .connection_answer_bytes = 4 * KiB, .answer_bytes = 1 * MiB };
+        const ServerLimits limits = { .connections = SERVER_CONNECTIONS_MAX, .connection_answer_bytes = 4 * KiB, .answer_bytes = 1 * MiB };
         TestServer ts;
         _cleanup_client_ Client c = {};
         _cleanup_free_ char *batch = NULL, *line = NULL;
@@ -819,7 +826,7 @@ END_TEST
  * they count against its connection's limit and against the limit of all
  * connections together, until the reply is written. */
 START_TEST(test_answer_limit_held_by_a_batch) {
-        const ServerLimits limits = { .connection_answer_bytes = 4 * KiB, .answer_bytes = 6 * KiB };
+        const ServerLimits limits = { .connections = SERVER_CONNECTIONS_MAX, .connection_answer_bytes = 4 * KiB, .answer_bytes = 6 * KiB };
         _cleanup_free_ char *a = image_get_line(1, 1500), *b = image_get_line(2, 1500);
         _cleanup_free_ char *single = image_get_line(4, 1500), *other_get = image_get_line(5, 3000);
         _cleanup_free_ char *lines = NULL;
@@ -998,6 +1005,115 @@ START_TEST(test_shutting_down) {
 }
 END_TEST
 
+/* A batch of n slow worker calls, ids 1..n. */
+static char *slow_batch(int n) {
+        char *text = strdup("["), *t;
+
+        for (int i = 1; i <= n; i++) {
+                ck_assert_int_ge(asprintf(&t, "%s%s" REQ(%d, "image.inspect", "{\"reference\":\"slow\"}"), text,
+                                          i > 1 ? "," : "", i),
+                                 0);
+                free(text);
+                text = t;
+        }
+        ck_assert_int_ge(asprintf(&t, "%s]\n", text), 0);
+        free(text);
+        return t;
+}
+
+/* One connection's backlog of slow worker calls does not hold up another
+ * connection's worker call: each connection runs at most
+ * RPC_PEER_RUNNING_MAX at once, and the slots go round the connections. */
+START_TEST(test_worker_calls_are_fair) {
+        _cleanup_free_ char *backlog = slow_batch(3 * RPC_WORKER_SLOTS);
+        TestServer ts;
+        _cleanup_client_ Client busy = {}, other = {};
+        uint64_t start;
+
+        test_server_start(&ts);
+        client_connect(&ts, &busy);
+        client_connect(&ts, &other);
+        client_send(&busy, backlog);
+        usleep(100 * 1000);
+        start = now_monotonic_ms();
+        client_send(&other, REQ(7, "image.remove", "{\"reference\":\"x\"}") "\n");
+        json_auto_t *r = client_expect(&other);
+        ck_assert_int_eq(id_of(r), 7);
+        ck_assert_str_eq(error_name(r), "image-not-found");
+        /* Not behind the backlog (36 seconds of work at four at a time): no
+         * more than one slow call of the busy connection's. */
+        ck_assert_uint_lt(now_monotonic_ms() - start, SLOW_CALL_MS / 2);
+        client_close(&busy);
+        client_close(&other);
+        test_server_stop(&ts);
+}
+END_TEST
+
+/* At shutdown the worker calls that have not started are answered
+ * shutting-down at once; those running finish. */
+START_TEST(test_shutdown_refuses_waiting_calls) {
+        const int n = 2 * RPC_PEER_RUNNING_MAX;
+        _cleanup_free_ char *backlog = slow_batch(n);
+        TestServer ts;
+        _cleanup_client_ Client c = {};
+        unsigned done = 0, refused = 0;
+
+        test_server_start(&ts);
+        client_connect(&ts, &c);
+        client_send(&c, backlog);
+        usleep(100 * 1000);
+        test_server_shutdown(&ts);
+        json_auto_t *r = client_expect(&c);
+        ck_assert(json_is_array(r));
+        ck_assert_uint_eq(json_array_size(r), (size_t) n);
+        for (size_t i = 0; i < json_array_size(r); i++) {
+                json_t *m = json_array_get(r, i);
+                if (json_object_get(m, "result"))
+                        done++;
+                else {
+                        ck_assert_str_eq(error_name(m), "shutting-down");
+                        refused++;
+                }
+        }
+        ck_assert_uint_eq(done, RPC_PEER_RUNNING_MAX);
+        ck_assert_uint_eq(refused, (unsigned) n - RPC_PEER_RUNNING_MAX);
+        client_close(&c);
+        test_server_stop(&ts);
+}
+END_TEST
+
+/* A connection with RPC_PEER_CALLS_MAX calls in flight is not read from
+ * until some end: its later lines wait in the socket, not in our memory. */
+START_TEST(test_reading_pauses_at_the_calls_cap) {
+        TestServer ts;
+        _cleanup_client_ Client c = {};
+        _cleanup_free_ char *lines = strdup("");
+        uint64_t start;
+
+        test_server_start(&ts);
+        client_connect(&ts, &c);
+        /* Deferred calls stay in flight for a while (20 ms each). */
+        for (unsigned i = 1; i <= RPC_PEER_CALLS_MAX + 8; i++) {
+                char *t;
+                ck_assert_int_ge(asprintf(&t, "%s" REQ(%u, "image.pull", "{\"reference\":\"a\"}") "\n", lines, i), 0);
+                free(lines);
+                lines = t;
+        }
+        start = now_monotonic_ms();
+        client_send(&c, lines);
+        /* Every call is answered in the end, progress before each result. */
+        unsigned results = 0;
+        while (results < RPC_PEER_CALLS_MAX + 8) {
+                json_auto_t *m = client_expect(&c);
+                if (json_object_get(m, "result"))
+                        results++;
+        }
+        ck_assert_uint_lt(now_monotonic_ms() - start, 10000);
+        client_close(&c);
+        test_server_stop(&ts);
+}
+END_TEST
+
 static Suite *server_suite(void) {
         Suite *s = suite_create("server");
         TCase *tc = tcase_create("core");
@@ -1019,6 +1135,9 @@ static Suite *server_suite(void) {
         tcase_add_test(tc, test_many_connections);
         tcase_add_test(tc, test_connection_limit);
         tcase_add_test(tc, test_shutting_down);
+        tcase_add_test(tc, test_worker_calls_are_fair);
+        tcase_add_test(tc, test_shutdown_refuses_waiting_calls);
+        tcase_add_test(tc, test_reading_pauses_at_the_calls_cap);
         suite_add_tcase(s, tc);
         return s;
 }
@@ -1029,6 +1148,8 @@ int main(void) {
 
         /* As the daemon does: a client that hangs up is an EPIPE, not a signal. */
         signal(SIGPIPE, SIG_IGN);
+        /* As the daemon does: enough threads for every worker slot. */
+        setenv("UV_THREADPOOL_SIZE", "16", 0);
 
         srunner_set_fork_status(sr, CK_FORK);
         srunner_run_all(sr, CK_NORMAL);

@@ -107,6 +107,8 @@ class Daemon:
             if env is None or k not in env:
                 self.env.pop(k, None)
         self.proc: subprocess.Popen | None = None
+        # Run in the child before exec (e.g. to lower a resource limit).
+        self.preexec_fn = None
         # True once the current process was told to go (stop or kill9); an
         # exit without that is a crash and fails close().
         self._exit_expected = False
@@ -167,7 +169,7 @@ class Daemon:
             logf.write(f"===== start: {' '.join(self.argv())}\n".encode())
             logf.flush()
             self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                         env=self.env, cwd=self.workdir)
+                                         env=self.env, cwd=self.workdir, preexec_fn=self.preexec_fn)
         self.wait_ready(timeout)
         return self
 

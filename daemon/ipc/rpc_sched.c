@@ -1,0 +1,156 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "rpc_internal.h"
+
+/* Fair scheduling of worker calls between connections (rpc.h,
+ * RPC_WORKER_SLOTS): a queue per peer, a round of the peers that have calls
+ * waiting, and at most RPC_WORKER_SLOTS calls on the thread pool. */
+
+void rpc_peer_init(RpcPeer *p, const RpcPeerOps *ops) {
+        *p = (RpcPeer) { .ops = ops };
+}
+
+void rpc_peer_update_paused(RpcPeer *p) {
+        bool paused = p->n_calls >= RPC_PEER_CALLS_MAX;
+
+        if (paused == p->paused)
+                return;
+        p->paused = paused;
+        p->ops->set_paused(p, paused);
+}
+
+static void round_add(Rpc *rpc, RpcPeer *p) {
+        if (p->scheduled)
+                return;
+        p->scheduled = true;
+        rpc->n_round++;
+        if (!rpc->round) {
+                p->round_prev = p->round_next = p;
+                rpc->round = p;
+                return;
+        }
+        /* At the end of the round: the peer before the current first. */
+        p->round_next = rpc->round;
+        p->round_prev = rpc->round->round_prev;
+        p->round_prev->round_next = p;
+        rpc->round->round_prev = p;
+}
+
+static void round_remove(Rpc *rpc, RpcPeer *p) {
+        if (!p->scheduled)
+                return;
+        p->scheduled = false;
+        rpc->n_round--;
+        if (p->round_next == p)
+                rpc->round = NULL;
+        else {
+                p->round_prev->round_next = p->round_next;
+                p->round_next->round_prev = p->round_prev;
+                if (rpc->round == p)
+                        rpc->round = p->round_next;
+        }
+        p->round_prev = p->round_next = NULL;
+}
+
+static RpcCall *peer_pop(RpcPeer *p) {
+        RpcCall *call = p->queue_head;
+
+        p->queue_head = call->queue_next;
+        if (!p->queue_head)
+                p->queue_tail = NULL;
+        call->queue_next = NULL;
+        p->n_queued--;
+        return call;
+}
+
+static void work_cb(uv_work_t *w) {
+        rpc_call_run_worker(w->data);
+}
+
+static void after_work_cb(uv_work_t *w, int status) {
+        RpcCall *call = w->data;
+
+        if (status == UV_ECANCELED && call->r >= 0) {
+                call->r = -ECANCELED;
+                msb_error_set(&call->err, -ECANCELED, PROTO_ERROR_SHUTTING_DOWN, "the daemon is shutting down");
+        }
+        rpc_sched_done(call->rpc, call);
+}
+
+static void start_call(Rpc *rpc, RpcCall *call) {
+        int r;
+
+        rpc->running++;
+        call->peer->n_running++;
+        call->work.data = call;
+        r = uv_queue_work(rpc->loop, &call->work, work_cb, after_work_cb);
+        if (r < 0) {
+                call->r = -EIO;
+                msb_error_set(&call->err, -EIO, PROTO_ERROR_INTERNAL_ERROR, "cannot queue work: %s", uv_strerror(r));
+                rpc_sched_done(rpc, call);
+        }
+}
+
+/* Fills free slots from the round: one call of each peer in turn, skipping
+ * peers at their own cap, until the slots are full or nobody can run. */
+static void pump(Rpc *rpc) {
+        /* Peers passed over in a row because they run their most already. */
+        unsigned skipped = 0;
+
+        while (rpc->running < RPC_WORKER_SLOTS && rpc->round && skipped < rpc->n_round) {
+                RpcPeer *p = rpc->round;
+
+                rpc->round = p->round_next;
+                if (p->n_running >= RPC_PEER_RUNNING_MAX) {
+                        skipped++;
+                        continue;
+                }
+                skipped = 0;
+                RpcCall *call = peer_pop(p);
+                if (!p->queue_head)
+                        round_remove(rpc, p);
+                start_call(rpc, call);
+        }
+}
+
+void rpc_sched_enqueue(Rpc *rpc, RpcCall *call) {
+        RpcPeer *p = call->peer;
+
+        if (p->queue_tail)
+                p->queue_tail->queue_next = call;
+        else
+                p->queue_head = call;
+        p->queue_tail = call;
+        p->n_queued++;
+        round_add(rpc, p);
+        pump(rpc);
+}
+
+void rpc_sched_done(Rpc *rpc, RpcCall *call) {
+        rpc->running--;
+        call->peer->n_running--;
+        rpc_call_finish(call);
+        pump(rpc);
+}
+
+static void refuse(RpcCall *call) {
+        call->r = -ESHUTDOWN;
+        msb_error_set(&call->err, -ESHUTDOWN, PROTO_ERROR_SHUTTING_DOWN,
+                      "the daemon is shutting down: the call had not started");
+        rpc_call_finish(call);
+}
+
+void rpc_sched_refuse_waiting(Rpc *rpc) {
+        while (rpc->round) {
+                RpcPeer *p = rpc->round;
+                round_remove(rpc, p);
+                while (p->queue_head)
+                        refuse(peer_pop(p));
+        }
+}
+
+void rpc_peer_closed(Rpc *rpc, RpcPeer *p) {
+        /* Nobody is there to read their answers: they never start. */
+        round_remove(rpc, p);
+        while (p->queue_head)
+                refuse(peer_pop(p));
+}
