@@ -28,7 +28,8 @@ def destdir(tmp_path_factory):
 
 
 def find(dest: Path, name: str) -> Path:
-    hits = [p for p in dest.rglob(name) if p.is_file() or p.is_symlink()]
+    """The installed file whose path ends with name ("msb-image.1", "bin/msb-image")."""
+    hits = [p for p in dest.rglob(Path(name).name) if (p.is_file() or p.is_symlink()) and p.match(name)]
     assert hits, f"{name} not installed under {dest}"
     return hits[0]
 
@@ -84,15 +85,15 @@ def test_static_library_and_header_installed(destdir):
 
 
 def test_cli_installed(destdir):
-    cli = find(destdir, "msb-image")
+    cli = find(destdir, "bin/msb-image")
     r = subprocess.run([str(cli), "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("msb-image ")
 
 
 @pytest.mark.parametrize("page,section,words", [
-    ("msb-image", "1", ["ls", "images", "inspect", "rm", "prune", "pull", "load", "pin add", "pin rm", "pin ls",
-                        "df", "info", "--socket", "--version", "EXIT STATUS", "MSB_IMAGED_SOCKET",
-                        "systemctl"]),
+    ("msb-image", "1", ["ls", "images", "inspect", "exists", "rm", "prune", "pull", "load", "pin add", "pin rm",
+                        "pin ls", "df", "info", "--socket", "--version", "EXIT STATUS", "MSB_IMAGED_SOCKET",
+                        "systemctl", "--filter", "--no-trunc", "FORMAT TEMPLATES", "{{json .}}"]),
     ("msb-imaged", "8", ["--store", "--socket", "--config", "--log-level", "MSB_IMAGED_STORE", "LISTEN_FDS",
                          "SIGTERM", "msb-imaged.socket"]),
 ])
