@@ -60,9 +60,10 @@ async def main() -> None:
         print(e.socket_path)
     except MicrosandboxError as e:
         print(e)
-    handle: ImageHandle = await Image.get("alpine")
-    detail: ImageDetail = await handle.inspect()
-    print(detail.config.env if detail.config else None)
+    async with Client(socket="/run/imaged.sock") as client:
+        handle: ImageHandle = await client.images.get("alpine")
+        detail: ImageDetail = await handle.inspect()
+        print(detail.config.env if detail.config else None)
     kind: type[RpcError] = ERRORS_BY_NAME["image-in-use"]
     classes: list[type[MicrosandboxError]] = [{error_classes}]
     print(kind, classes)

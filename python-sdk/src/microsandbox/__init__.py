@@ -1,14 +1,18 @@
 """microsandbox: pure asyncio client of msb-imaged, the local OCI image cache.
 
-    from microsandbox import Image
+    from microsandbox import Client, Image
 
     images = await Image.list()
     for image in images:
         print(image.reference, image.layer_count)
+
+    # The same calls on a connection of its own, to a socket of your choice:
+    async with Client(socket="/path/to/imaged.sock") as client:
+        images = await client.images.list()
 """
 
 from ._client import MAX_RESPONSE_BYTES, aclose, default_socket_path
-from ._image import Image, PullOperation, PullPolicy
+from ._image import Client, Image, Images, PullOperation, PullPolicy
 from ._progress import (
     PullComplete,
     PullEvent,
@@ -72,6 +76,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Image",
+    "Client",
+    "Images",
     "ImageHandle",
     "ImageDetail",
     "ImageConfigDetail",
