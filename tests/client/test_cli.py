@@ -993,3 +993,42 @@ def test_pull_progress_bar_on_terminal(registry_pull):
     bars = re.findall(rf"{big}: \[([= >]{{30}})\] ", out)
     assert bars or f"{big}: downloaded" in out
     assert out.rstrip().endswith(f"Pulled {ref} ({img.manifest_digest})")
+
+
+# The README's first commands -------------------------------------------------------------
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_first_commands():
+    text = README.read_text()
+    section = text[text.index("## First commands"):text.index("## The protocol")]
+    block = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+    return [line for line in block.splitlines() if line.startswith("msb-image ")]
+
+
+def test_readme_first_commands_run(daemon, rpc, app, tmp_path):
+    """Each command of the README's "First commands", as written, against the
+    real daemon holding alpine:3.19; rm is refused while the pin holds it,
+    as its comment says."""
+    import shlex
+    rpc.call("image.load", {"path": str(app.layout.path), "tag": "alpine:3.19"})
+    app.layout.oci_archive(tmp_path / "app.tar")
+    lines = readme_first_commands()
+    assert [shlex.split(l)[1] for l in lines] == ["pull", "load", "ls", "ls", "inspect", "exists", "pin", "rm", "pin",
+                                                  "prune", "df"]
+    for line in lines:
+        for command in line.split(" || ")[:1]:
+            args = shlex.split(command, comments=True)[1:]
+            if args[0] == "prune":
+                rc, out = run_pty(*args, socket=sock(daemon), answer=b"y\n")
+                assert rc == 0 and "References removed:" in out, out
+                continue
+            r = run(*args, socket=sock(daemon), cwd=tmp_path)
+            expected = EXIT_FAILURE if args[0] == "rm" else EXIT_OK
+            assert r.returncode == expected, (line, r.stderr)
+            if args[0] == "rm":
+                assert "pinned by sandbox 'web'" in r.stderr
+            if args[:2] == ["ls", "--filter"]:
+                assert r.stdout.startswith("alpine:3.19 ")
