@@ -37,8 +37,9 @@ static int run(int argc, char *argv[], CliGlobals *globals) {
         if (optind < argc)
                 return cli_usage_error(&cli_command_info, "unexpected argument '%s'", argv[optind]);
 
-        if (cli_connect(globals, &client) < 0)
-                return CLI_EXIT_FAILURE;
+        r = cli_connect(globals, &client);
+        if (r != 0)
+                return r;
         r = msb_client_system_info(client, &info);
         if (r < 0)
                 return cli_report(client, r, "cannot get the daemon's info");

@@ -33,12 +33,14 @@ static int run(int argc, char *argv[], CliGlobals *globals) {
          * directory, so it gets an absolute one. */
         path = realpath(argv[optind], NULL);
         if (!path) {
-                fprintf(stderr, CLI_PROGRAM ": cannot load %s: %s\n", argv[optind], strerror(errno));
-                return CLI_EXIT_FAILURE;
+                r = errno;
+                fprintf(stderr, CLI_PROGRAM ": cannot load %s: %s\n", argv[optind], strerror(r));
+                return r == ENOENT ? CLI_EXIT_NOT_FOUND : CLI_EXIT_FAILURE;
         }
 
-        if (cli_connect(globals, &client) < 0)
-                return CLI_EXIT_FAILURE;
+        r = cli_connect(globals, &client);
+        if (r != 0)
+                return r;
         r = msb_client_image_load(client, path, tag, &list);
         if (r < 0)
                 return cli_report(client, r, "cannot load %s", argv[optind]);

@@ -8,8 +8,9 @@
 #include "cli.h"
 
 static const CliCommand *const commands[] = {
-        &cli_command_ls,   &cli_command_inspect, &cli_command_rm, &cli_command_prune, &cli_command_pull,
-        &cli_command_load, &cli_command_pin,     &cli_command_df, &cli_command_info,
+        &cli_command_ls,   &cli_command_inspect, &cli_command_exists, &cli_command_rm,
+        &cli_command_prune, &cli_command_pull,   &cli_command_load,   &cli_command_pin,
+        &cli_command_df,   &cli_command_info,
 };
 
 static void help(void) {
@@ -35,7 +36,8 @@ static void help(void) {
                "  --version      show the version\n"
                "\n"
                "Run '" CLI_PROGRAM " COMMAND --help' for the options of a command.\n"
-               "Exit status: 0 success, 1 the operation failed, 2 usage error.\n");
+               "Exit status: 0 success, 1 the daemon refused or another failure, 2 usage\n"
+               "error, 3 not found, 4 the daemon is unreachable (see msb-image(1)).\n");
 }
 
 static const CliCommand *command_find(const char *name) {

@@ -91,7 +91,7 @@ static int run(int argc, char *argv[], CliGlobals *globals) {
         _cleanup_(msb_client_freep) MsbClient *client = NULL;
         CliFormat format = CLI_FORMAT_TABLE;
         size_t v;
-        int c;
+        int c, r;
 
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
                 if (CLI_COMMON_OPTION(self, c, globals))
@@ -115,8 +115,9 @@ static int run(int argc, char *argv[], CliGlobals *globals) {
         if (v == 1 && format == CLI_FORMAT_JSON)
                 return cli_usage_error(self, "pin rm has no output to format");
 
-        if (cli_connect(globals, &client) < 0)
-                return CLI_EXIT_FAILURE;
+        r = cli_connect(globals, &client);
+        if (r != 0)
+                return r;
         switch (v) {
         case 0:
                 return pin_add(client, argv, format);

@@ -29,6 +29,30 @@ static bool confirm(void) {
                streq(answer, "Yes");
 }
 
+/*
+ * The report counts what went; the references are named by comparing the
+ * list before the prune with the list after it: what was there and is no
+ * longer. (A reference another client removes meanwhile is named too; one
+ * loaded meanwhile is not, since it was not there before.)
+ */
+static int print_removed(const MsbImageList *before, const MsbImageList *after) {
+        /* Sorted, so that a cache of thousands of pinned images is not
+         * compared pair by pair. */
+        _cleanup_free_ const char **kept = calloc(after->n_images ?: 1, sizeof(char *));
+
+        if (!kept)
+                return -ENOMEM;
+        for (size_t i = 0; i < after->n_images; i++)
+                kept[i] = after->images[i].reference;
+        qsort(kept, after->n_images, sizeof(char *), cli_compare_strings);
+        for (size_t i = 0; i < before->n_images; i++) {
+                const char *ref = before->images[i].reference;
+                if (!bsearch(&ref, kept, after->n_images, sizeof(char *), cli_compare_strings))
+                        printf("Removed %s\n", ref);
+        }
+        return 0;
+}
+
 static void print_report(const MsbPruneReport *p) {
         char size[CLI_SIZE_MAX];
 
@@ -38,7 +62,10 @@ static void print_report(const MsbPruneReport *p) {
         printf("%-20s %lld\n", "Fsmeta removed:", (long long) p->fsmeta_removed);
         printf("%-20s %lld\n", "VMDK removed:", (long long) p->vmdk_removed);
         cli_format_size(p->bytes_reclaimed, size, sizeof(size));
-        printf("%-20s %s\n", "Space reclaimed:", size);
+        if (p->bytes_reclaimed == MSB_NULL_INT || p->bytes_reclaimed < 1024)
+                printf("%-20s %s\n", "Space reclaimed:", size);
+        else
+                printf("%-20s %s (%lld bytes)\n", "Space reclaimed:", size, (long long) p->bytes_reclaimed);
 }
 
 static int run(int argc, char *argv[], CliGlobals *globals) {
@@ -51,6 +78,7 @@ static int run(int argc, char *argv[], CliGlobals *globals) {
         };
         _cleanup_(msb_client_freep) MsbClient *client = NULL;
         _cleanup_(msb_prune_report_freep) MsbPruneReport *report = NULL;
+        _cleanup_(msb_image_list_freep) MsbImageList *before = NULL, *after = NULL;
         CliFormat format = CLI_FORMAT_TABLE;
         bool yes = false;
         int c, r;
@@ -78,8 +106,13 @@ static int run(int argc, char *argv[], CliGlobals *globals) {
                 }
         }
 
-        if (cli_connect(globals, &client) < 0)
-                return CLI_EXIT_FAILURE;
+        r = cli_connect(globals, &client);
+        if (r != 0)
+                return r;
+        /* JSON is the daemon's report as it is; only the table names the
+         * references, so only it pays for the two lists. */
+        if (format == CLI_FORMAT_TABLE && (r = msb_client_image_list(client, &before)) < 0)
+                return cli_report(client, r, "cannot list the images before pruning");
         r = msb_client_image_prune(client, &report);
         if (r < 0)
                 return cli_report(client, r, "cannot prune");
@@ -87,8 +120,15 @@ static int run(int argc, char *argv[], CliGlobals *globals) {
                 r = cli_print_json(report->json);
                 if (r < 0)
                         return cli_report(client, r, "cannot print the report");
-        } else
-                print_report(report);
+                return CLI_EXIT_OK;
+        }
+        r = msb_client_image_list(client, &after);
+        if (r < 0)
+                return cli_report(client, r, "pruned, but cannot list the images left");
+        r = print_removed(before, after);
+        if (r < 0)
+                return cli_report(client, r, "cannot print the report");
+        print_report(report);
         return CLI_EXIT_OK;
 }
 
@@ -99,7 +139,8 @@ const CliCommand cli_command_prune = {
                  "\n"
                  "Remove every cached reference, manifest, layer, fsmeta and VMDK that no\n"
                  "sandbox or snapshot pins, and sweep leftovers. Asks first on a terminal;\n"
-                 "without a terminal it refuses unless -y is given.\n"
+                 "without a terminal it refuses unless -y is given. Prints the references\n"
+                 "removed, the counts of what went and the space reclaimed.\n"
                  "\n"
                  "Options:\n"
                  "  -y, --yes        do not ask\n"

@@ -261,8 +261,9 @@ static int run(int argc, char *argv[], CliGlobals *globals) {
                 return cli_usage_error(&cli_command_pull, "unknown policy '%s' (use if-missing, always or never)",
                                        opts.policy);
 
-        if (cli_connect(globals, &client) < 0)
-                return CLI_EXIT_FAILURE;
+        r = cli_connect(globals, &client);
+        if (r != 0)
+                return r;
         ctx.view.live = isatty(STDOUT_FILENO);
         struct winsize ws = {};
         if (ctx.view.live && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0) {

@@ -61,7 +61,7 @@ int cli_connect(const CliGlobals *globals, MsbClient **ret_client) {
                 path = NULL;
         if (!path) {
                 fputs(CLI_PROGRAM ": out of memory\n", stderr);
-                return -ENOMEM;
+                return CLI_EXIT_FAILURE;
         }
 
         r = msb_client_connect(path, ret_client);
@@ -72,7 +72,34 @@ int cli_connect(const CliGlobals *globals, MsbClient **ret_client) {
                 fputs("Is the daemon running? Start it with 'msb-imaged', or with\n"
                       "'systemctl --user start msb-imaged.socket' to have systemd start it on demand.\n",
                       stderr);
-        return r;
+        return r == -ENOMEM ? CLI_EXIT_FAILURE : CLI_EXIT_UNREACHABLE;
+}
+
+/* Errors the daemon names when the thing a command names does not exist:
+ * a cached image, a pin, an image in its registry, a file to load. */
+static const char *const not_found_names[] = {
+        "image-not-found",
+        "pin-not-found",
+        "remote-not-found",
+        "path-not-found",
+};
+
+int cli_exit_status(MsbClient *c, int r) {
+        const MsbClientError *e = msb_client_last_error(c);
+
+        if (r == -MSB_EREMOTE && e && e->name) {
+                for (size_t i = 0; i < ELEMENTSOF(not_found_names); i++)
+                        if (streq(e->name, not_found_names[i]))
+                                return CLI_EXIT_NOT_FOUND;
+                /* A daemon on its way out is as good as gone: try again once
+                 * it (or its successor) serves. */
+                if (streq(e->name, "shutting-down"))
+                        return CLI_EXIT_UNREACHABLE;
+                return CLI_EXIT_FAILURE;
+        }
+        if (r == -EPIPE || r == -ECONNRESET || r == -ENOTCONN)
+                return CLI_EXIT_UNREACHABLE;
+        return CLI_EXIT_FAILURE;
 }
 
 int cli_report(MsbClient *c, int r, const char *fmt, ...) {
@@ -91,23 +118,25 @@ int cli_report(MsbClient *c, int r, const char *fmt, ...) {
                 fputs(": msb-imaged sent an answer this client does not understand\n", stderr);
         else
                 fprintf(stderr, ": %s\n", strerror(-r));
-        return CLI_EXIT_FAILURE;
+        return cli_exit_status(c, r);
 }
 
 int cli_print_json(const char *json_text) {
-        json_t *j;
+        _cleanup_json_ json_t *j = NULL;
         json_error_t err;
-        char *out;
 
         j = json_loads(json_text, JSON_DECODE_ANY, &err);
         if (!j)
                 return -EINVAL;
-        out = json_dumps(j, JSON_INDENT(2) | JSON_ENCODE_ANY);
-        json_decref(j);
+        return cli_print_json_value(j);
+}
+
+int cli_print_json_value(json_t *j) {
+        _cleanup_free_ char *out = json_dumps(j, JSON_INDENT(2) | JSON_ENCODE_ANY);
+
         if (!out)
                 return -ENOMEM;
         puts(out);
-        free(out);
         return 0;
 }
 
@@ -134,6 +163,10 @@ void cli_format_size(int64_t bytes, char *buf, size_t size) {
                 snprintf(buf, size, "%.1f %s", v, units[u]);
         else
                 snprintf(buf, size, "%.0f %s", v, units[u]);
+}
+
+int cli_compare_strings(const void *a, const void *b) {
+        return strcmp(*(const char *const *) a, *(const char *const *) b);
 }
 
 int64_t cli_now_ms(void) {
@@ -181,6 +214,33 @@ void cli_format_time(int64_t ms, char *buf, size_t size) {
         t = (time_t) (ms / 1000);
         if (!gmtime_r(&t, &tm) || strftime(buf, size, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
                 snprintf(buf, size, "%lld", (long long) ms);
+}
+
+void cli_reference_parts(const char *reference, CliReferenceParts *ret) {
+        const char *at = strchr(reference, '@'), *end = at ?: reference + strlen(reference);
+        const char *slash = NULL, *colon;
+        CliReferenceParts parts = { .digest = at ? at + 1 : NULL };
+
+        for (const char *p = reference; p < end; p++)
+                if (*p == '/')
+                        slash = p;
+        /* A colon before the last slash belongs to the registry's port
+         * (localhost:5000/app), not to a tag. */
+        colon = memchr(slash ? slash : reference, ':', (size_t) (end - (slash ? slash : reference)));
+        parts.name_len = (size_t) ((colon ?: end) - reference);
+        if (colon) {
+                parts.tag = colon + 1;
+                parts.tag_len = (size_t) (end - colon - 1);
+        }
+        /* Docker's familiar form drops its default registry and, for
+         * official images (one path component), the library/ namespace. */
+        if (strncmp(reference, "docker.io/", 10) == 0 && parts.name_len > 10) {
+                parts.familiar = 10;
+                if (parts.name_len > 18 && strncmp(reference + 10, "library/", 8) == 0 &&
+                    !memchr(reference + 18, '/', parts.name_len - 18))
+                        parts.familiar = 18;
+        }
+        *ret = parts;
 }
 
 const char *cli_short_digest(const char *digest, char *buf, size_t size) {

@@ -29,6 +29,8 @@ def test_every_image_call_has_an_example() -> None:
         assert re.search(rf"Image\.{call}\(", text), call
     for method in ("image.remove(", "image.inspect("):
         assert method in text
+    for call in ("Client(socket=", "client.images.list(", "client.images.get("):
+        assert call in text, call
 
 
 def test_rootfs_source_example_runs() -> None:

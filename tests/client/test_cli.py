@@ -20,7 +20,10 @@ from clitool import CLI_TIMEOUT_S, cli_binary, human, run, run_pty, short
 from msbtest import RpcError
 from msbtest.imagekit import Config
 
-COMMANDS = ["ls", "images", "inspect", "rm", "prune", "pull", "load", "pin", "df", "info"]
+COMMANDS = ["ls", "images", "inspect", "exists", "rm", "prune", "pull", "load", "pin", "df", "info"]
+
+# The exit statuses of msb-image(1), EXIT STATUS.
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_EXISTS_ERROR = range(6)
 
 
 # Fixtures ------------------------------------------------------------------
@@ -126,6 +129,20 @@ def test_command_help(cmd):
     (["df", "x"], "unexpected argument"),
     (["info", "--format", "csv"], "unknown format"),
     (["--socket"], "requires an argument"),
+    (["exists"], "missing image reference"),
+    (["exists", "a", "b"], "unexpected argument 'b'"),
+    (["ls", "--filter", "label=x"], "unknown filter 'label' (use reference, before or since)"),
+    (["ls", "--filter", "reference"], "--filter needs KEY=VALUE, not 'reference'"),
+    (["ls", "-f", "since="], "--filter needs KEY=VALUE"),
+    (["ls", "--format", "{{.Nope}}"], "unknown field '.Nope' in --format (fields: .Reference .Repository"),
+    (["ls", "--format", "table {{.ID}}\\t{{.Config}}"], "unknown field '.Config'"),
+    (["ls", "--format", "{{range .}}{{.ID}}{{end}}"], "unsupported template action '{{range .}}'"),
+    (["ls", "--format", "{{ .ID "], "unterminated '{{' in --format"),
+    (["ls", "--format", "{{json}}"], "unsupported template action '{{json}}'"),
+    (["ls", "--format", "{{.ID | printf}}"], "unsupported template action"),
+    (["ls", "-q", "--format", "{{.ID}}"], "-q and --format TEMPLATE exclude each other"),
+    (["inspect", "--format", "{{.Config.Nope}}", "a"], "unknown field '.Config.Nope'"),
+    (["inspect", "--format", "{{.ID}}", "a"], "unknown field '.ID' in --format (fields: .Id "),
 ])
 def test_usage_errors_exit_2(args, message, tmp_path):
     # A socket that does not exist: usage errors are found before connecting.
@@ -140,11 +157,12 @@ def test_usage_errors_exit_2(args, message, tmp_path):
 
 
 @pytest.mark.parametrize("args", [["ls"], ["images"], ["inspect", "alpine"], ["rm", "alpine"], ["prune", "-y"],
-                                  ["pull", "alpine"], ["load", "/"], ["pin", "ls"], ["df"], ["info"]])
+                                  ["pull", "alpine"], ["load", "/"], ["pin", "ls"], ["df"], ["info"],
+                                  ["exists", "alpine"]])
 def test_daemon_absent(args, tmp_path):
     path = tmp_path / "nobody-home.sock"
     r = run(*args, socket=path)
-    assert r.returncode == 1
+    assert r.returncode == EXIT_UNREACHABLE
     assert r.stdout == ""
     assert r.stderr.startswith(f"msb-image: cannot connect to msb-imaged at {path}: No such file or directory\n")
     assert "'msb-imaged'" in r.stderr
@@ -156,7 +174,7 @@ def test_daemon_absent_default_socket(tmp_path):
     env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path))
     env.pop("MSB_IMAGED_SOCKET", None)
     r = run("ls", env=env)
-    assert r.returncode == 1
+    assert r.returncode == EXIT_UNREACHABLE
     assert f"at {tmp_path}/microsandbox/imaged.sock:" in r.stderr
     env.pop("XDG_RUNTIME_DIR")
     r = run("ls", env=env)
@@ -170,7 +188,7 @@ def test_stale_socket_refused(tmp_path):
     s.bind(str(path))
     s.close()  # bound, never listened: connect is refused
     r = run("info", socket=path)
-    assert r.returncode == 1
+    assert r.returncode == EXIT_UNREACHABLE
     assert "Connection refused" in r.stderr
     assert "systemctl --user start msb-imaged.socket" in r.stderr
 
@@ -200,7 +218,7 @@ def test_daemon_stops_between_commands(daemon, rpc):
     assert run("ls", socket=sock(daemon)).returncode == 0
     daemon.stop()
     r = run("ls", socket=sock(daemon))
-    assert r.returncode == 1
+    assert r.returncode == EXIT_UNREACHABLE
     assert "cannot connect to msb-imaged" in r.stderr
 
 
@@ -276,6 +294,182 @@ def test_ls_quiet(daemon, rpc, app, other):
     assert run("ls", "--quiet", socket=sock(daemon)).stdout == r.stdout
 
 
+@pytest.fixture
+def three(daemon, rpc, app, other):
+    """app, then other, then app again as alpine:9.9 (docker.io/library/),
+    each stored a little after the one before, so that created_at orders
+    them. Returns the handles, newest first, as the daemon lists them."""
+    for path, tag in ((app.layout.path, None), (other.layout.path, None), (app.layout.path, "alpine:9.9")):
+        params = {"path": str(path), **({"tag": tag} if tag else {})}
+        rpc.call("image.load", params)
+        time.sleep(0.02)
+    handles = rpc.call("image.list")
+    assert [h["reference"] for h in handles] == ["docker.io/library/alpine:9.9", "example.com/test/other:v2",
+                                                 "example.com/test/app:v1"]
+    assert handles[0]["created_at"] > handles[1]["created_at"] > handles[2]["created_at"]
+    return handles
+
+
+def refs(r):
+    assert r.returncode == 0, r.stderr
+    return r.stdout.splitlines()
+
+
+ALPINE, OTHER, APP = "docker.io/library/alpine:9.9", "example.com/test/other:v2", "example.com/test/app:v1"
+
+
+@pytest.mark.parametrize("filters,expected", [
+    # Docker's familiar form and the name without its tag match, as well as
+    # the canonical reference.
+    (["reference=alpine"], [ALPINE]),
+    (["reference=alpine:*"], [ALPINE]),
+    (["reference=alpine:9.?"], [ALPINE]),
+    (["reference=docker.io/library/alpine"], [ALPINE]),
+    (["reference=docker.io/library/alpine:9.9"], [ALPINE]),
+    (["reference=example.com/test/*"], [OTHER, APP]),
+    (["reference=*/*/app:v[0-9]"], [APP]),
+    # '*' does not cross '/'.
+    (["reference=example.com/*"], []),
+    (["reference=*app*"], []),
+    # A repeated reference= matches any of its patterns.
+    (["reference=example.com/test/app", "reference=alpine"], [ALPINE, APP]),
+    (["reference=nothing*"], []),
+])
+def test_ls_filter_reference(daemon, three, filters, expected):
+    args = [a for f in filters for a in ("--filter", f)]
+    assert refs(run("ls", "-q", *args, socket=sock(daemon))) == expected
+    table = run("ls", *args, socket=sock(daemon))
+    assert table.returncode == 0
+    if not expected:
+        assert table.stdout == "No images found.\n"
+    else:
+        assert [line.split()[0] for line in table.stdout.splitlines()[1:]] == expected
+
+
+@pytest.mark.parametrize("filters,expected", [
+    (["before=example.com/test/other:v2"], [APP]),
+    (["before=alpine:9.9"], [OTHER, APP]),
+    (["before=example.com/test/app:v1"], []),
+    (["since=example.com/test/app:v1"], [ALPINE, OTHER]),
+    (["since=docker.io/library/alpine:9.9"], []),
+    # Different keys must all match; each bound holds.
+    (["since=example.com/test/app:v1", "before=alpine:9.9"], [OTHER]),
+    (["before=alpine:9.9", "before=example.com/test/other:v2"], [APP]),
+    (["reference=example.com/test/*", "since=example.com/test/app:v1"], [OTHER]),
+    (["-f", "reference=alpine", "since=example.com/test/app:v1"], [ALPINE]),
+])
+def test_ls_filter_before_since(daemon, three, filters, expected):
+    args = []
+    for f in filters:
+        if f != "-f":
+            args += ["--filter", f]
+    assert refs(run("ls", "-q", *args, socket=sock(daemon))) == expected
+    # The JSON output is the daemon's handles of the same images.
+    r = run("ls", "--format", "json", *args, socket=sock(daemon))
+    assert json.loads(r.stdout) == [h for h in three if h["reference"] in expected]
+
+
+def test_ls_filter_unknown_reference(daemon, three):
+    r = run("ls", "--filter", "since=example.com/none:1", socket=sock(daemon))
+    assert r.returncode == EXIT_NOT_FOUND
+    assert r.stdout == ""
+    assert r.stderr.startswith("msb-image: cannot filter since=example.com/none:1: ")
+    r = run("ls", "--filter", "before=Bad::Ref", socket=sock(daemon))
+    assert r.returncode == EXIT_FAILURE
+    assert "invalid reference" in r.stderr
+
+
+def test_ls_no_trunc(daemon, rpc, three):
+    digests = [h["manifest_digest"] for h in three]
+    short_table = run("ls", socket=sock(daemon)).stdout.splitlines()[1:]
+    assert [line.split()[1] for line in short_table] == [short(d) for d in digests]
+    full = run("ls", "--no-trunc", socket=sock(daemon))
+    assert full.returncode == 0
+    lines = full.stdout.splitlines()
+    assert re.fullmatch(r"REFERENCE +DIGEST +SIZE +CREATED +LAST USED", lines[0])
+    assert [line.split()[1] for line in lines[1:]] == digests
+    # {{.ID}} truncates as the table does; {{.Digest}} is always whole.
+    assert refs(run("ls", "--format", "{{.ID}}", socket=sock(daemon))) == [short(d) for d in digests]
+    assert refs(run("ls", "--no-trunc", "--format", "{{.ID}}", socket=sock(daemon))) == digests
+    assert refs(run("ls", "--format", "{{.Digest}}", socket=sock(daemon))) == digests
+
+
+LS_FIELDS = ["Reference", "Repository", "Tag", "Digest", "ID", "Size", "SizeBytes", "CreatedAt", "CreatedSince",
+             "LastUsedAt", "LastUsedSince", "Architecture", "Os", "Layers"]
+
+
+def utc(ms):
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms // 1000))
+
+
+def test_ls_format_template(daemon, three):
+    template = "{{.Repository}}|{{ .Tag }}|{{.ID}}|{{.Size}}|{{.SizeBytes}}|{{.Layers}}|{{.Os}}/{{.Architecture}}"
+    lines = refs(run("ls", "--format", template, socket=sock(daemon)))
+    familiar = {ALPINE: ("alpine", "9.9"), OTHER: ("example.com/test/other", "v2"),
+                APP: ("example.com/test/app", "v1")}
+    assert lines == [f"{familiar[h['reference']][0]}|{familiar[h['reference']][1]}|{short(h['manifest_digest'])}|"
+                     f"{human(h['size_bytes'])}|{h['size_bytes']}|{h['layer_count']}|{h['os']}/{h['architecture']}"
+                     for h in three]
+    lines = refs(run("ls", "--format", "{{.Reference}} {{.CreatedAt}} {{.LastUsedAt}} {{.CreatedSince}}",
+                     socket=sock(daemon)))
+    for line, h in zip(lines, three):
+        assert line.startswith(f"{h['reference']} {utc(h['created_at'])} {utc(h['last_used_at'])} ")
+        assert re.fullmatch(r"just now|\d+ seconds? ago", line.split(" UTC ")[-1])
+    # \t and \n are a tab and a newline, as for docker.
+    r = run("ls", "--filter", "reference=alpine", "--format", "{{.Repository}}\\t{{.Tag}}\\n", socket=sock(daemon))
+    assert r.stdout == "alpine\t9.9\n\n"
+
+
+def test_ls_format_json_object(daemon, three):
+    """{{json .}} prints every field a template can name, one object a line;
+    --format json stays the daemon's list."""
+    objects = [json.loads(line) for line in refs(run("ls", "--format", "{{json .}}", socket=sock(daemon)))]
+    assert [list(o) for o in objects] == [LS_FIELDS] * 3
+    for o, h in zip(objects, three):
+        assert o["Reference"] == h["reference"]
+        assert o["Digest"] == h["manifest_digest"]
+        assert o["SizeBytes"] == h["size_bytes"]
+        # Each field is what {{.Field}} prints.
+        line = refs(run("ls", "--filter", f"reference={h['reference']}", "--format",
+                        "|".join("{{.%s}}" % f for f in LS_FIELDS), socket=sock(daemon)))
+        assert line == ["|".join(str(o[f]) for f in LS_FIELDS)]
+    assert json.loads(run("ls", "--format", "json", socket=sock(daemon)).stdout) == three
+
+
+def test_ls_format_table_template(daemon, three):
+    r = run("ls", "--format", "table {{.Repository}}\\t{{.Tag}}\\t{{.ID}}\\t{{.Size}}", socket=sock(daemon))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert re.fullmatch(r"REPOSITORY +TAG +IMAGE ID +SIZE", lines[0])
+    starts = [lines[0].index(h) for h in ("TAG", "IMAGE ID", "SIZE")]
+    assert [l[:starts[0]].rstrip() for l in lines[1:]] == ["alpine", "example.com/test/other", "example.com/test/app"]
+    assert [l[starts[0]:starts[1]].rstrip() for l in lines[1:]] == ["9.9", "v2", "v1"]
+    assert [l[starts[1]:starts[2]].rstrip() for l in lines[1:]] == [short(h["manifest_digest"]) for h in three]
+    assert [l[starts[2]:] for l in lines[1:]] == [human(h["size_bytes"]) for h in three]
+    # An empty cache prints the header alone.
+    r = run("ls", "--filter", "reference=none", "--format", "table {{.ID}}", socket=sock(daemon))
+    assert r.stdout == "IMAGE ID\n"
+
+
+# exists -------------------------------------------------------------------------
+
+
+def test_exists(daemon, rpc, three):
+    for spelling in ("alpine:9.9", "docker.io/library/alpine:9.9", "library/alpine:9.9",
+                     "example.com/test/app:v1"):
+        r = run("exists", spelling, socket=sock(daemon))
+        assert (r.returncode, r.stdout, r.stderr) == (EXIT_OK, "", ""), spelling
+    for absent in ("alpine", "alpine:9.8", "example.com/test/app:v2"):
+        r = run("exists", absent, socket=sock(daemon))
+        assert (r.returncode, r.stdout, r.stderr) == (EXIT_FAILURE, "", ""), absent
+    # An error is not "no": it is reported, with its own status.
+    r = run("exists", "Bad::Ref", socket=sock(daemon))
+    assert r.returncode == EXIT_EXISTS_ERROR
+    assert r.stderr.startswith("msb-image: cannot tell whether Bad::Ref is cached: invalid reference")
+    rpc.call("image.remove", {"reference": "alpine:9.9"})
+    assert run("exists", "alpine:9.9", socket=sock(daemon)).returncode == EXIT_FAILURE
+
+
 # inspect ------------------------------------------------------------------------
 
 
@@ -341,16 +535,63 @@ def test_inspect_any_spelling(daemon, rpc, app):
         assert json.loads(r.stdout)["handle"]["reference"] == "docker.io/library/alpine:9.9"
 
 
+INSPECT_FIELDS = ["Id", "Reference", "Repository", "Tag", "Digest", "Architecture", "Os", "Size", "CreatedAt",
+                  "LastUsedAt", "LayerCount", "Config", "Layers"]
+CONFIG_FIELDS = ["Digest", "Env", "Cmd", "Entrypoint", "WorkingDir", "User", "Labels", "StopSignal"]
+
+
+def test_inspect_format_template(daemon, rpc, loaded):
+    app = loaded
+    ref = "example.com/test/app:v1"
+    wire = rpc.call("image.inspect", {"reference": ref})
+
+    def fmt(template):
+        r = run("inspect", "--format", template, ref, socket=sock(daemon))
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    assert fmt("{{.Id}} {{.Digest}} {{.Size}} {{.LayerCount}}") == (
+        f"{app.manifest_digest} {app.manifest_digest} {app.size_bytes} {app.layer_count}\n")
+    assert fmt("{{.Repository}}:{{.Tag}} {{.Os}}/{{.Architecture}}") == (
+        f"example.com/test/app:v1 {app.os}/{app.architecture}\n")
+    assert fmt("{{.CreatedAt}}|{{.LastUsedAt}}") == (
+        f"{utc(wire['handle']['created_at'])}|{utc(wire['handle']['last_used_at'])}\n")
+    # Lists and maps print as Go prints them; json prints JSON.
+    assert fmt("{{.Config.Env}}") == "[A=1 PATH=/usr/bin:/bin]\n"
+    assert fmt("{{.Config.Labels}}") == "map[org.example.k:v two:2]\n"
+    assert fmt("{{json .Config.Env}}") == '["A=1","PATH=/usr/bin:/bin"]\n'
+    assert fmt("{{json .Config.Cmd}} {{.Config.WorkingDir}} {{.Config.User}} {{.Config.StopSignal}}") == (
+        '["sh","-c","echo hi"] /srv 1000:1000 SIGINT\n')
+    assert fmt("{{.Config.Digest}}") == f"{app.config_digest}\n"
+
+    whole = json.loads(fmt("{{json .}}"))
+    assert list(whole) == INSPECT_FIELDS
+    assert list(whole["Config"]) == CONFIG_FIELDS
+    config = wire["config"]
+    assert [whole["Config"][k] for k in CONFIG_FIELDS] == [config[k] for k in (
+        "digest", "env", "cmd", "entrypoint", "working_dir", "user", "labels", "stop_signal")]
+    assert whole["Layers"] == [{"Position": l["position"], "DiffID": l["diff_id"], "BlobDigest": l["blob_digest"],
+                                "MediaType": l["media_type"], "Size": l["compressed_size_bytes"],
+                                "ErofsSize": l["erofs_size_bytes"]} for l in wire["layers"]]
+    assert json.loads(fmt("{{json .Layers}}")) == whole["Layers"]
+    # table TEMPLATE: one row under its header.
+    out = fmt("table {{.Repository}}\\t{{.Tag}}\\t{{.LayerCount}}").splitlines()
+    assert out[0].split() == ["REPOSITORY", "TAG", "LAYER", "COUNT"] and out[1].split() == [
+        "example.com/test/app", "v1", str(app.layer_count)]
+    # --format json is still the daemon's ImageDetail.
+    assert json.loads(fmt("json")) == wire
+
+
 def test_inspect_errors(daemon, rpc):
     r = run("inspect", "example.com/none:1", socket=sock(daemon))
-    assert r.returncode == 1
+    assert r.returncode == EXIT_NOT_FOUND
     assert r.stdout == ""
     with pytest.raises(RpcError) as e:
         rpc.call("image.inspect", {"reference": "example.com/none:1"})
     assert r.stderr == f"msb-image: cannot inspect example.com/none:1: {e.value.message}\n"
 
     r = run("inspect", "Bad::Ref", socket=sock(daemon))
-    assert r.returncode == 1
+    assert r.returncode == EXIT_FAILURE
     assert r.stderr.startswith("msb-image: cannot inspect Bad::Ref: invalid reference")
 
 
@@ -368,7 +609,8 @@ def test_rm(daemon, rpc, app, other):
 
 def test_rm_reports_each_failure(daemon, rpc, loaded):
     r = run("rm", "example.com/none:1", "example.com/test/app:v1", "Bad::Ref", socket=sock(daemon))
-    assert r.returncode == 1
+    # Not found and another failure: the other one decides.
+    assert r.returncode == EXIT_FAILURE
     # The one that exists is removed despite the failures around it.
     assert r.stdout == "Removed example.com/test/app:v1\n"
     errs = r.stderr.splitlines()
@@ -378,14 +620,27 @@ def test_rm_reports_each_failure(daemon, rpc, loaded):
     assert rpc.call("image.list") == []
 
 
+def test_rm_not_found_exits_3(daemon, rpc, loaded):
+    r = run("rm", "example.com/none:1", "example.com/test/app:v1", "example.com/none:2", socket=sock(daemon))
+    assert r.returncode == EXIT_NOT_FOUND
+    assert r.stdout == "Removed example.com/test/app:v1\n"
+    assert len(r.stderr.splitlines()) == 2
+
+
 def test_rm_in_use_and_force(daemon, rpc, loaded):
     rpc.call("pin.add", {"kind": "sandbox", "name": "box", "reference": "example.com/test/app:v1"})
+    rpc.call("pin.add", {"kind": "snapshot", "name": "nightly 2", "reference": "example.com/test/app:v1"})
     r = run("rm", "example.com/test/app:v1", socket=sock(daemon))
-    assert r.returncode == 1
+    assert r.returncode == EXIT_FAILURE
     with pytest.raises(RpcError) as e:
         rpc.call("image.remove", {"reference": "example.com/test/app:v1"})
     assert e.value.name == "image-in-use"
-    assert r.stderr == f"msb-image: cannot remove example.com/test/app:v1: {e.value.message}\n"
+    # The pins are named from the error's data.holders, and -f is offered.
+    holders = ", ".join(f"{h['kind']} '{h['name']}'" for h in e.value.data["holders"])
+    assert holders == "sandbox 'box', snapshot 'nightly 2'"
+    assert r.stderr == (f"msb-image: cannot remove example.com/test/app:v1: pinned by {holders}; "
+                        "use 'msb-image rm -f example.com/test/app:v1' to remove the reference anyway "
+                        "(the pinned data stays until its pins are removed)\n")
     assert len(rpc.call("image.list")) == 1
 
     for flag in ("-f", "--force"):
@@ -423,6 +678,7 @@ def test_prune_yes_json(daemon, rpc, loaded):
     # Nothing left: zero counts, in the table form too.
     r = run("prune", "--yes", socket=sock(daemon))
     assert r.returncode == 0
+    assert r.stdout.startswith("References removed:")
     assert re.search(r"^References removed: +0$", r.stdout, re.M)
     assert re.search(r"^Layers removed: +0$", r.stdout, re.M)
 
@@ -431,10 +687,33 @@ def test_prune_yes_json(daemon, rpc, loaded):
 def test_prune_table(daemon, rpc, loaded, flags):
     r = run("prune", *flags, socket=sock(daemon))
     assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Removed example.com/test/app:v1\nReferences removed:")
     assert re.search(r"^References removed: +1$", r.stdout, re.M)
     assert re.search(r"^Manifests removed: +1$", r.stdout, re.M)
     assert re.search(rf"^Layers removed: +{loaded.layer_count}$", r.stdout, re.M)
-    assert re.search(r"^Space reclaimed: +\d+(\.\d)? (B|KiB|MiB)$", r.stdout, re.M)
+    m = re.search(r"^Space reclaimed: +(\d+(?:\.\d)? (?:B|KiB|MiB))(?: \((\d+) bytes\))?$", r.stdout, re.M)
+    assert m, r.stdout
+    if m.group(2):
+        assert human(int(m.group(2))) == m.group(1)
+
+
+def test_prune_names_what_it_removed(daemon, rpc, app, other):
+    """Three references, one of them pinned: the two others are named, in
+    the daemon's list order, and their count is the report's."""
+    for img in (app, other):
+        assert run("load", img.layout.path, socket=sock(daemon)).returncode == 0
+    rpc.call("image.load", {"path": str(app.layout.path), "tag": "example.com/test/app:alias"})
+    rpc.call("pin.add", {"kind": "sandbox", "name": "keep", "reference": "example.com/test/other:v2"})
+    before = [h["reference"] for h in rpc.call("image.list")]
+    r = run("prune", "-y", socket=sock(daemon))
+    assert r.returncode == 0, r.stderr
+    removed = re.findall(r"^Removed (\S+)$", r.stdout, re.M)
+    assert removed == [ref for ref in before if ref != "example.com/test/other:v2"]
+    assert len(removed) == 2
+    assert re.search(rf"^References removed: +{len(removed)}$", r.stdout, re.M)
+    assert [h["reference"] for h in rpc.call("image.list")] == ["example.com/test/other:v2"]
+    m = re.search(r"^Space reclaimed: +(.+) \((\d+) bytes\)$", r.stdout, re.M)
+    assert m and int(m.group(2)) > 0 and m.group(1) == human(int(m.group(2)))
 
 
 def test_prune_keeps_pinned(daemon, rpc, loaded):
@@ -496,17 +775,17 @@ def test_load_archives_and_tag(daemon, rpc, app, imagekit, tmp_path):
 
 def test_load_errors(daemon, rpc, tmp_path, app):
     r = run("load", tmp_path / "missing.tar", socket=sock(daemon))
-    assert r.returncode == 1
+    assert r.returncode == EXIT_NOT_FOUND
     assert r.stderr == f"msb-image: cannot load {tmp_path / 'missing.tar'}: No such file or directory\n"
 
     junk = tmp_path / "junk.tar"
     junk.write_bytes(b"this is not an archive" * 100)
     r = run("load", junk, socket=sock(daemon))
-    assert r.returncode == 1
+    assert r.returncode == EXIT_FAILURE
     assert r.stderr.startswith(f"msb-image: cannot load {junk}: ")
 
     r = run("load", "--tag", "Bad::Tag", app.layout.path, socket=sock(daemon))
-    assert r.returncode == 1
+    assert r.returncode == EXIT_FAILURE
     assert "invalid reference" in r.stderr
     assert rpc.call("image.list") == []
 
@@ -564,13 +843,13 @@ def test_pin_add_ls_rm(daemon, rpc, loaded):
 
 def test_pin_errors(daemon, rpc):
     r = run("pin", "rm", "sandbox", "ghost", socket=sock(daemon))
-    assert r.returncode == 1
+    assert r.returncode == EXIT_NOT_FOUND
     assert r.stderr.startswith("msb-image: cannot remove pin sandbox ghost: ")
     r = run("pin", "add", "sandbox", "x", "example.com/none:1", socket=sock(daemon))
-    assert r.returncode == 1
+    assert r.returncode == EXIT_NOT_FOUND
     assert r.stderr.startswith("msb-image: cannot pin example.com/none:1 as sandbox x: ")
     r = run("pin", "add", "sandbox", "n" * 256, "example.com/none:1", socket=sock(daemon))
-    assert r.returncode == 1
+    assert r.returncode == EXIT_FAILURE
     assert "invalid params" in r.stderr or "name" in r.stderr
 
 
@@ -635,16 +914,16 @@ def test_pull_cached(daemon, rpc, loaded):
 
 def test_pull_failures(daemon, rpc):
     r = run("pull", "--policy", "never", "example.com/none:1", socket=sock(daemon))
-    assert r.returncode == 1
+    assert r.returncode == EXIT_NOT_FOUND
     with pytest.raises(RpcError) as e:
         rpc.call("image.pull", {"reference": "example.com/none:1", "policy": "never"})
     assert r.stderr == f"msb-image: cannot pull example.com/none:1: {e.value.message}\n"
     # Nothing listens on port 1 of loopback.
     r = run("pull", "127.0.0.1:1/none/image:1", socket=sock(daemon))
-    assert r.returncode == 1
+    assert r.returncode == EXIT_FAILURE
     assert r.stderr.startswith("msb-image: cannot pull 127.0.0.1:1/none/image:1: ")
     r = run("pull", "Bad::Ref", socket=sock(daemon))
-    assert r.returncode == 1
+    assert r.returncode == EXIT_FAILURE
     assert "invalid reference" in r.stderr
 
 
@@ -714,3 +993,42 @@ def test_pull_progress_bar_on_terminal(registry_pull):
     bars = re.findall(rf"{big}: \[([= >]{{30}})\] ", out)
     assert bars or f"{big}: downloaded" in out
     assert out.rstrip().endswith(f"Pulled {ref} ({img.manifest_digest})")
+
+
+# The README's first commands -------------------------------------------------------------
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_first_commands():
+    text = README.read_text()
+    section = text[text.index("## First commands"):text.index("## The protocol")]
+    block = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+    return [line for line in block.splitlines() if line.startswith("msb-image ")]
+
+
+def test_readme_first_commands_run(daemon, rpc, app, tmp_path):
+    """Each command of the README's "First commands", as written, against the
+    real daemon holding alpine:3.19; rm is refused while the pin holds it,
+    as its comment says."""
+    import shlex
+    rpc.call("image.load", {"path": str(app.layout.path), "tag": "alpine:3.19"})
+    app.layout.oci_archive(tmp_path / "app.tar")
+    lines = readme_first_commands()
+    assert [shlex.split(l)[1] for l in lines] == ["pull", "load", "ls", "ls", "inspect", "exists", "pin", "rm", "pin",
+                                                  "prune", "df"]
+    for line in lines:
+        for command in line.split(" || ")[:1]:
+            args = shlex.split(command, comments=True)[1:]
+            if args[0] == "prune":
+                rc, out = run_pty(*args, socket=sock(daemon), answer=b"y\n")
+                assert rc == 0 and "References removed:" in out, out
+                continue
+            r = run(*args, socket=sock(daemon), cwd=tmp_path)
+            expected = EXIT_FAILURE if args[0] == "rm" else EXIT_OK
+            assert r.returncode == expected, (line, r.stderr)
+            if args[0] == "rm":
+                assert "pinned by sandbox 'web'" in r.stderr
+            if args[:2] == ["ls", "--filter"]:
+                assert r.stdout.startswith("alpine:3.19 ")

@@ -16,6 +16,7 @@ import pytest
 from msbtest import build_dir
 
 HEADER = Path(__file__).resolve().parents[2] / "client" / "include" / "msbimage.h"
+COMPLETION = Path(__file__).resolve().parents[2] / "client" / "completion" / "msb-image"
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,8 @@ def destdir(tmp_path_factory):
 
 
 def find(dest: Path, name: str) -> Path:
-    hits = [p for p in dest.rglob(name) if p.is_file() or p.is_symlink()]
+    """The installed file whose path ends with name ("msb-image.1", "bin/msb-image")."""
+    hits = [p for p in dest.rglob(Path(name).name) if (p.is_file() or p.is_symlink()) and p.match(name)]
     assert hits, f"{name} not installed under {dest}"
     return hits[0]
 
@@ -84,15 +86,27 @@ def test_static_library_and_header_installed(destdir):
 
 
 def test_cli_installed(destdir):
-    cli = find(destdir, "msb-image")
+    cli = find(destdir, "bin/msb-image")
     r = subprocess.run([str(cli), "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("msb-image ")
 
 
+def test_bash_completion_installed(destdir):
+    """Where bash-completion loads it on demand (its completionsdir under our
+    prefix, or datadir/bash-completion/completions without its pkg-config
+    file), named after the command, and the same script as in the tree."""
+    hits = [p for p in destdir.rglob("msb-image") if p.parent.name == "completions"]
+    assert len(hits) == 1, hits
+    assert hits[0].parent.parent.name == "bash-completion"
+    assert hits[0].parent.parent.parent.name == "share"
+    assert hits[0].read_text() == COMPLETION.read_text()
+
+
 @pytest.mark.parametrize("page,section,words", [
-    ("msb-image", "1", ["ls", "images", "inspect", "rm", "prune", "pull", "load", "pin add", "pin rm", "pin ls",
-                        "df", "info", "--socket", "--version", "EXIT STATUS", "MSB_IMAGED_SOCKET",
-                        "systemctl"]),
+    ("msb-image", "1", ["ls", "images", "inspect", "exists", "rm", "prune", "pull", "load", "pin add", "pin rm",
+                        "pin ls", "df", "info", "--socket", "--version", "EXIT STATUS", "MSB_IMAGED_SOCKET",
+                        "systemctl", "--filter", "--no-trunc", "FORMAT TEMPLATES", "{{json .}}",
+                        "bash-completion"]),
     ("msb-imaged", "8", ["--store", "--socket", "--config", "--log-level", "MSB_IMAGED_STORE", "LISTEN_FDS",
                          "SIGTERM", "msb-imaged.socket"]),
 ])

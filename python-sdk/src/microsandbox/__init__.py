@@ -1,14 +1,18 @@
 """microsandbox: pure asyncio client of msb-imaged, the local OCI image cache.
 
-    from microsandbox import Image
+    from microsandbox import Client, Image
 
     images = await Image.list()
     for image in images:
         print(image.reference, image.layer_count)
+
+    # The same calls on a connection of its own, to a socket of your choice:
+    async with Client(socket="/path/to/imaged.sock") as client:
+        images = await client.images.list()
 """
 
 from ._client import MAX_RESPONSE_BYTES, aclose, default_socket_path
-from ._image import Image, PullOperation, PullPolicy
+from ._image import Client, Image, Images, PullOperation, PullPolicy
 from ._progress import (
     PullComplete,
     PullEvent,
@@ -37,13 +41,43 @@ from ._types import (
     RootfsLayer,
     RootfsSource,
 )
-from .errors import *  # noqa: F401,F403
-from .errors import __all__ as _errors_all
+from .errors import (
+    ConnectionLostError,
+    DaemonNotRunningError,
+    MicrosandboxError,
+    PinHolder,
+    ProtocolError,
+    RpcError,
+    ParseError,
+    InvalidRequestError,
+    MethodNotFoundError,
+    InvalidParamsError,
+    InvalidReferenceError,
+    InternalError,
+    ImageNotFoundError,
+    ImageInUseError,
+    PinNotFoundError,
+    InvalidImageError,
+    DigestMismatchError,
+    LayerRejectedError,
+    LimitExceededError,
+    StoreError,
+    PlatformNotFoundError,
+    UnsupportedMediaTypeError,
+    PathNotFoundError,
+    UnauthorizedError,
+    RemoteNotFoundError,
+    NetworkError,
+    RegistryError,
+    ShuttingDownError,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Image",
+    "Client",
+    "Images",
     "ImageHandle",
     "ImageDetail",
     "ImageConfigDetail",
@@ -73,5 +107,32 @@ __all__ = [
     "default_socket_path",
     "aclose",
     "MAX_RESPONSE_BYTES",
-    *(name for name in _errors_all if not name.startswith("ERRORS_")),
+    "MicrosandboxError",
+    "DaemonNotRunningError",
+    "ConnectionLostError",
+    "ProtocolError",
+    "RpcError",
+    "PinHolder",
+    "ParseError",
+    "InvalidRequestError",
+    "MethodNotFoundError",
+    "InvalidParamsError",
+    "InvalidReferenceError",
+    "InternalError",
+    "ImageNotFoundError",
+    "ImageInUseError",
+    "PinNotFoundError",
+    "InvalidImageError",
+    "DigestMismatchError",
+    "LayerRejectedError",
+    "LimitExceededError",
+    "StoreError",
+    "PlatformNotFoundError",
+    "UnsupportedMediaTypeError",
+    "PathNotFoundError",
+    "UnauthorizedError",
+    "RemoteNotFoundError",
+    "NetworkError",
+    "RegistryError",
+    "ShuttingDownError",
 ]

@@ -255,10 +255,18 @@ class _WireError(Exception):
 
 
 class _Client:
-    """The connection of one event loop to one socket path, made on first use."""
+    """The connection of one event loop to one socket path, made on first use.
 
-    def __init__(self, path: str) -> None:
+    A shared one (the module-level calls') reopens after `aclose`. An owned
+    one (a `Client`'s) is bound to the event loop it first connects on and
+    refuses calls once closed: its owner said it is done.
+    """
+
+    def __init__(self, path: str, *, owned: bool = False) -> None:
         self.path = path
+        self._owned = owned
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: _Connection | None = None
         self._connecting: asyncio.Task[_Connection] | None = None
 
@@ -269,6 +277,14 @@ class _Client:
             self._conn = None
 
     async def _connection(self) -> _Connection:
+        if self._owned:
+            if self._closed:
+                raise RuntimeError("this microsandbox.Client is closed")
+            loop = asyncio.get_running_loop()
+            if self._loop is None:
+                self._loop = loop
+            elif self._loop is not loop:
+                raise RuntimeError("a microsandbox.Client is used on the event loop it was first used on only")
         conn = self._conn
         if conn is not None and not conn.closed:
             return conn
@@ -303,7 +319,12 @@ class _Client:
                     continue
                 raise ConnectionLostError(self.path, method, str(e), retried=method in IDEMPOTENT_METHODS) from None
 
+    async def connect(self) -> None:
+        """Opens the connection now rather than on the first call."""
+        await self._connection()
+
     async def aclose(self) -> None:
+        self._closed = self._owned
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.aclose()
@@ -312,9 +333,9 @@ class _Client:
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Client]] = weakref.WeakKeyDictionary()
 
 
-def _client() -> _Client:
+def _client(socket: str | None) -> _Client:
     loop = asyncio.get_running_loop()
-    path = default_socket_path()
+    path = socket if socket is not None else default_socket_path()
     per_loop = _clients.get(loop)
     if per_loop is None:
         per_loop = _clients[loop] = {}
@@ -324,14 +345,23 @@ def _client() -> _Client:
     return client
 
 
-async def call(method: str, params: dict[str, Any], *, subject: str | None = None, notify: Notify | None = None) -> Any:
-    """Sends one request on this loop's connection and returns its `result`.
+async def call(
+    method: str,
+    params: dict[str, Any],
+    *,
+    subject: str | None = None,
+    notify: Notify | None = None,
+    socket: str | None = None,
+) -> Any:
+    """Sends one request on this loop's connection to `socket` (by default
+    the daemon's default socket, looked up at each call) and returns its
+    `result`.
 
     Raises the RpcError subclass named by `error.data.name`, or
     DaemonNotRunningError, ConnectionLostError, ProtocolError. `subject` is
     the reference the call is about, for error messages.
     """
-    return await _client().call(method, params, subject=subject, notify=notify)
+    return await _client(socket).call(method, params, subject=subject, notify=notify)
 
 
 async def aclose() -> None:

@@ -24,7 +24,7 @@ from ._types import (
     _image_handle_from_wire,
 )
 
-__all__ = ["Image", "PullPolicy", "PullOperation"]
+__all__ = ["Image", "Images", "Client", "PullPolicy", "PullOperation"]
 
 PullPolicy = Literal["if-missing", "always", "never"]
 
@@ -40,19 +40,6 @@ def _check_str(name: str, value: Any) -> str:
 _T = TypeVar("_T")
 
 
-def _parse(method: str, parse: Callable[[Any], _T], result: Any) -> _T:
-    """Turns a result into typed values; a malformed one is the peer's fault."""
-    try:
-        return parse(result)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise ProtocolError(_client.default_socket_path(), f"malformed {method} result: {type(e).__name__}: {e}") from None
-
-
-def _handles(result: Any) -> list[ImageHandle]:
-    from_wire = _image_handle_from_wire
-    return [from_wire(item) for item in result]
-
-
 def _pull_params(reference: str, policy: str, platform: str | None) -> dict[str, Any]:
     _check_str("reference", reference)
     if policy not in _PULL_POLICIES:
@@ -63,12 +50,113 @@ def _pull_params(reference: str, policy: str, platform: str | None) -> dict[str,
     return params
 
 
+class Images:
+    """The image cache of one daemon: what `Image`'s static methods do, as
+    methods. `Client(...).images` is one on the client's own connection;
+    `Image.get(...)` and the others use the default one, on the default
+    socket (`$MSB_IMAGED_SOCKET`, ...) looked up at each call, and on a
+    connection shared by everything on the event loop.
+    """
+
+    def __init__(self, socket: str | None = None, connection: _client._Client | None = None) -> None:
+        self._socket = socket
+        self._connection = connection
+
+    async def _call(
+        self, method: str, params: dict[str, Any], *, subject: str | None = None, notify: _client.Notify | None = None
+    ) -> Any:
+        if self._connection is not None:
+            return await self._connection.call(method, params, subject=subject, notify=notify)
+        return await _client.call(method, params, subject=subject, notify=notify, socket=self._socket)
+
+    def _parse(self, method: str, parse: Callable[[Any], _T], result: Any) -> _T:
+        """Turns a result into typed values; a malformed one is the peer's fault."""
+        try:
+            return parse(result)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            path = self._socket or _client.default_socket_path()
+            raise ProtocolError(path, f"malformed {method} result: {type(e).__name__}: {e}") from None
+
+    def _handle(self, result: Any) -> ImageHandle:
+        return ImageHandle._from_wire(result, self._socket)
+
+    def _handles(self, result: Any) -> builtins.list[ImageHandle]:
+        from_wire, socket = _image_handle_from_wire, self._socket
+        return [from_wire(item, socket) for item in result]
+
+    async def get(self, reference: str) -> ImageHandle:
+        """See `Image.get`."""
+        result = await self._call("image.get", {"reference": _check_str("reference", reference)}, subject=reference)
+        return self._parse("image.get", self._handle, result)
+
+    async def list(self) -> builtins.list[ImageHandle]:
+        """See `Image.list`."""
+        result = await self._call("image.list", {})
+        return self._parse("image.list", self._handles, result)
+
+    async def inspect(self, reference: str) -> ImageDetail:
+        """See `Image.inspect`."""
+        params = {"reference": _check_str("reference", reference)}
+        result = await self._call("image.inspect", params, subject=reference)
+        return self._parse("image.inspect", lambda r: ImageDetail._from_wire(r, self._socket), result)
+
+    async def remove(self, reference: str, *, force: bool = False) -> None:
+        """See `Image.remove`."""
+        params = {"reference": _check_str("reference", reference), "force": bool(force)}
+        await self._call("image.remove", params, subject=reference)
+
+    async def prune(self) -> ImagePruneReport:
+        """See `Image.prune`."""
+        result = await self._call("image.prune", {})
+        return self._parse("image.prune", ImagePruneReport._from_wire, result)
+
+    async def pull(self, reference: str, *, policy: PullPolicy = "if-missing", platform: str | None = None) -> ImageHandle:
+        """See `Image.pull`."""
+        result = await self._call("image.pull", _pull_params(reference, policy, platform), subject=reference)
+        return self._parse("image.pull", self._handle, result)
+
+    def pull_with_progress(
+        self, reference: str, *, policy: PullPolicy = "if-missing", platform: str | None = None
+    ) -> PullOperation:
+        """See `Image.pull_with_progress`."""
+        return PullOperation(_pull_params(reference, policy, platform), self)
+
+    async def load(self, path: str | os.PathLike[str], *, tag: str | None = None) -> builtins.list[ImageHandle]:
+        """See `Image.load`."""
+        params: dict[str, Any] = {"path": os.path.abspath(os.fspath(path))}
+        if tag is not None:
+            params["tag"] = _check_str("tag", tag)
+        result = await self._call("image.load", params, subject=tag)
+        return self._parse("image.load", self._handles, result)
+
+    async def pin(self, kind: PinKind | str, name: str, reference: str) -> Rootfs:
+        """See `Image.pin`."""
+        params = {"kind": PinKind(kind).value, "name": _check_str("name", name), "reference": _check_str("reference", reference)}
+        result = await self._call("pin.add", params, subject=reference)
+        return self._parse("pin.add", Rootfs._from_wire, result)
+
+    async def unpin(self, kind: PinKind | str, name: str) -> None:
+        """See `Image.unpin`."""
+        await self._call("pin.remove", {"kind": PinKind(kind).value, "name": _check_str("name", name)})
+
+    async def pins(self) -> builtins.list[Pin]:
+        """See `Image.pins`."""
+        result = await self._call("pin.list", {})
+        return self._parse("pin.list", lambda items: [Pin._from_wire(item) for item in items], result)
+
+
+# What the static methods of Image call: the default socket, looked up at
+# each call, on the event loop's shared connection.
+_default = Images()
+
+
 class Image:
     """Namespace of the local OCI image cache operations and rootfs sources.
 
     Every coroutine talks to msb-imaged over its Unix socket
     (`$MSB_IMAGED_SOCKET` or the default path); calls made concurrently on one
-    event loop share a single connection.
+    event loop share a single connection. `Client` offers the same calls on
+    a connection of its own, to a socket of your choice.
     """
 
     def __init__(self) -> None:
@@ -79,20 +167,17 @@ class Image:
     @staticmethod
     async def get(reference: str) -> ImageHandle:
         """Fetch one cached image by reference; `ImageNotFoundError` when absent."""
-        result = await _client.call("image.get", {"reference": _check_str("reference", reference)}, subject=reference)
-        return _parse("image.get", ImageHandle._from_wire, result)
+        return await _default.get(reference)
 
     @staticmethod
-    async def list() -> list[ImageHandle]:
+    async def list() -> builtins.list[ImageHandle]:
         """Every cached image, newest first."""
-        result = await _client.call("image.list", {})
-        return _parse("image.list", _handles, result)
+        return await _default.list()
 
     @staticmethod
     async def inspect(reference: str) -> ImageDetail:
         """Handle metadata plus the parsed OCI config and the layers, bottom to top."""
-        result = await _client.call("image.inspect", {"reference": _check_str("reference", reference)}, subject=reference)
-        return _parse("image.inspect", ImageDetail._from_wire, result)
+        return await _default.inspect(reference)
 
     @staticmethod
     async def remove(reference: str, *, force: bool = False) -> None:
@@ -102,14 +187,12 @@ class Image:
         `ImageInUseError` and nothing changes. With `force` the reference goes
         and the pinned data stays until its pins are removed and a prune runs.
         """
-        params = {"reference": _check_str("reference", reference), "force": bool(force)}
-        await _client.call("image.remove", params, subject=reference)
+        await _default.remove(reference, force=force)
 
     @staticmethod
     async def prune() -> ImagePruneReport:
         """Remove everything no pin holds; report what was actually removed."""
-        result = await _client.call("image.prune", {})
-        return _parse("image.prune", ImagePruneReport._from_wire, result)
+        return await _default.prune()
 
     # -- beyond the page: pull, load, pins -----------------------------------
 
@@ -122,9 +205,7 @@ class Image:
         `platform` is "os/architecture[/variant]", by default linux and the
         host's architecture.
         """
-        params = _pull_params(reference, policy, platform)
-        result = await _client.call("image.pull", params, subject=reference)
-        return _parse("image.pull", ImageHandle._from_wire, result)
+        return await _default.pull(reference, policy=policy, platform=platform)
 
     @staticmethod
     def pull_with_progress(
@@ -137,38 +218,31 @@ class Image:
                     print(event)
                 handle = await pull.result()
         """
-        return PullOperation(_pull_params(reference, policy, platform))
+        return _default.pull_with_progress(reference, policy=policy, platform=platform)
 
     @staticmethod
     async def load(path: str | os.PathLike[str], *, tag: str | None = None) -> builtins.list[ImageHandle]:
         """Import the images of an OCI layout directory, OCI archive or
         docker-save archive. The daemon reads `path` itself, so it is made
         absolute here. `tag` names the image when the source names none."""
-        params: dict[str, Any] = {"path": os.path.abspath(os.fspath(path))}
-        if tag is not None:
-            params["tag"] = _check_str("tag", tag)
-        result = await _client.call("image.load", params, subject=tag)
-        return _parse("image.load", _handles, result)
+        return await _default.load(path, tag=tag)
 
     @staticmethod
     async def pin(kind: PinKind | str, name: str, reference: str) -> Rootfs:
         """Hold the image `reference` resolves to under `{kind, name}`
         (replacing an earlier pin of that name) and return what a sandbox
         needs to boot it."""
-        params = {"kind": PinKind(kind).value, "name": _check_str("name", name), "reference": _check_str("reference", reference)}
-        result = await _client.call("pin.add", params, subject=reference)
-        return _parse("pin.add", Rootfs._from_wire, result)
+        return await _default.pin(kind, name, reference)
 
     @staticmethod
     async def unpin(kind: PinKind | str, name: str) -> None:
         """Remove the pin `{kind, name}`; `PinNotFoundError` when there is none."""
-        await _client.call("pin.remove", {"kind": PinKind(kind).value, "name": _check_str("name", name)})
+        await _default.unpin(kind, name)
 
     @staticmethod
     async def pins() -> builtins.list[Pin]:
         """Every pin, oldest first."""
-        result = await _client.call("pin.list", {})
-        return _parse("pin.list", lambda items: [Pin._from_wire(item) for item in items], result)
+        return await _default.pins()
 
     # -- rootfs sources --------------------------------------------------------
 
@@ -189,6 +263,47 @@ class Image:
         if fstype is not None:
             _check_str("fstype", fstype)
         return DiskRootfs(os.path.abspath(os.fspath(path)), fstype)
+
+
+class Client:
+    """A connection of its own to one daemon, with the calls of `Image` as
+    `client.images.get(...)`, `client.images.list()`, ...::
+
+        async with Client(socket="/run/user/1000/microsandbox/imaged.sock") as client:
+            image = await client.images.get("alpine")
+            await image.remove()        # asks the same daemon
+
+    `socket` defaults to the default socket, looked up once, here. Entering
+    the block connects (raising `DaemonNotRunningError` at once when nothing
+    listens); leaving it closes the connection, after which the client
+    refuses calls. Without `async with`, the first call connects and
+    `aclose()` closes. Calls made concurrently share the connection; a
+    client serves the event loop it was first used on.
+    """
+
+    def __init__(self, socket: str | os.PathLike[str] | None = None) -> None:
+        self.socket_path: str = os.fspath(socket) if socket is not None else _client.default_socket_path()
+        self._connection = _client._Client(self.socket_path, owned=True)
+        self.images = Images(self.socket_path, self._connection)
+
+    async def __aenter__(self) -> Client:
+        await self._connection.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Closes the connection; later calls raise RuntimeError."""
+        await self._connection.aclose()
+
+    def __repr__(self) -> str:
+        return f"Client(socket={self.socket_path!r})"
 
 
 class _ProgressIterator:
@@ -222,8 +337,9 @@ class PullOperation:
     (the daemon finishes the pull on its own).
     """
 
-    def __init__(self, params: dict[str, Any]) -> None:
+    def __init__(self, params: dict[str, Any], images: Images) -> None:
         self._params = params
+        self._images = images
         self._queue: asyncio.Queue[PullEvent | None] | None = None
         self._task: asyncio.Task[Any] | None = None
         self._progress: _ProgressIterator | None = None
@@ -241,7 +357,7 @@ class PullOperation:
         self._queue = queue
         self._progress = _ProgressIterator(queue)
         self._task = asyncio.get_running_loop().create_task(
-            _client.call("image.pull", self._params, subject=self._params["reference"], notify=self._notify)
+            self._images._call("image.pull", self._params, subject=self._params["reference"], notify=self._notify)
         )
         self._task.add_done_callback(lambda _task: queue.put_nowait(None))
         return self
@@ -259,7 +375,7 @@ class PullOperation:
             raise RuntimeError("use `async with Image.pull_with_progress(...)` first")
         self._retrieved = True
         result = await asyncio.shield(self._task)
-        return _parse("image.pull", ImageHandle._from_wire, result)
+        return self._images._parse("image.pull", self._images._handle, result)
 
     async def __aexit__(
         self,

@@ -10,7 +10,7 @@ malformed one (the transport turns those into ProtocolError).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Union
 
 __all__ = [
@@ -50,22 +50,26 @@ class ImageHandle:
     size_bytes: int | None
     created_at: float | None
     last_used_at: float | None
+    # The socket of the daemon this handle came from (a Client's), so that
+    # remove() and inspect() ask the same daemon; None: the default socket.
+    # Not part of the value: equal handles from two clients compare equal.
+    _socket: str | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def _from_wire(cls, obj: dict[str, Any]) -> ImageHandle:
-        return _image_handle_from_wire(obj)
+    def _from_wire(cls, obj: dict[str, Any], socket: str | None = None) -> ImageHandle:
+        return _image_handle_from_wire(obj, socket)
 
     async def remove(self, force: bool = False) -> None:
         """Delete this image reference (see `Image.remove`)."""
-        from ._image import Image
+        from ._image import Images
 
-        await Image.remove(self.reference, force=force)
+        await Images(self._socket).remove(self.reference, force=force)
 
     async def inspect(self) -> ImageDetail:
         """Fetch the full detail of this image (see `Image.inspect`)."""
-        from ._image import Image
+        from ._image import Images
 
-        return await Image.inspect(self.reference)
+        return await Images(self._socket).inspect(self.reference)
 
 
 class _ImageHandleSlots:
@@ -82,7 +86,7 @@ class _ImageHandleSlots:
     __slots__ = ImageHandle.__slots__  # type: ignore[attr-defined]
 
 
-def _image_handle_fast(obj: dict[str, Any]) -> ImageHandle:
+def _image_handle_fast(obj: dict[str, Any], socket: str | None = None) -> ImageHandle:
     handle: Any = _ImageHandleSlots.__new__(_ImageHandleSlots)
     handle.reference = obj["reference"]
     handle.manifest_digest = obj["manifest_digest"]
@@ -94,11 +98,12 @@ def _image_handle_fast(obj: dict[str, Any]) -> ImageHandle:
     handle.created_at = None if created_at is None else float(created_at)
     last_used_at = obj["last_used_at"]
     handle.last_used_at = None if last_used_at is None else float(last_used_at)
+    handle._socket = socket
     handle.__class__ = ImageHandle
     return handle  # type: ignore[no-any-return]
 
 
-def _image_handle_plain(obj: dict[str, Any]) -> ImageHandle:
+def _image_handle_plain(obj: dict[str, Any], socket: str | None = None) -> ImageHandle:
     created_at = obj["created_at"]
     last_used_at = obj["last_used_at"]
     return ImageHandle(
@@ -110,16 +115,17 @@ def _image_handle_plain(obj: dict[str, Any]) -> ImageHandle:
         obj["size_bytes"],
         None if created_at is None else float(created_at),
         None if last_used_at is None else float(last_used_at),
+        socket,
     )
 
 
-def _pick_image_handle_builder() -> Callable[[dict[str, Any]], ImageHandle]:
+def _pick_image_handle_builder() -> Callable[[dict[str, Any], str | None], ImageHandle]:
     # Another interpreter (or a later dataclasses) may lay ImageHandle out
     # differently; then the plain constructor it is.
     probe: dict[str, Any] = {name: None for name in ImageHandle.__slots__}  # type: ignore[attr-defined]
     probe["layer_count"] = 0
     try:
-        if _image_handle_fast(probe) == _image_handle_plain(probe):
+        if _image_handle_fast(probe, None) == _image_handle_plain(probe, None):
             return _image_handle_fast
     except TypeError:
         pass
@@ -191,10 +197,10 @@ class ImageDetail:
     layers: list[ImageLayerDetail]
 
     @classmethod
-    def _from_wire(cls, obj: dict[str, Any]) -> ImageDetail:
+    def _from_wire(cls, obj: dict[str, Any], socket: str | None = None) -> ImageDetail:
         config = obj["config"]
         return cls(
-            handle=ImageHandle._from_wire(obj["handle"]),
+            handle=ImageHandle._from_wire(obj["handle"], socket),
             config=None if config is None else ImageConfigDetail._from_wire(config),
             layers=[ImageLayerDetail._from_wire(layer) for layer in obj["layers"]],
         )
