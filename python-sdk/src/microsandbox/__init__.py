@@ -70,6 +70,7 @@ from .errors import (
     NetworkError,
     RegistryError,
     ShuttingDownError,
+    AmbiguousReferenceError,
 )
 
 __version__ = "0.1.0"
@@ -135,4 +136,5 @@ __all__ = [
     "NetworkError",
     "RegistryError",
     "ShuttingDownError",
+    "AmbiguousReferenceError",
 ]

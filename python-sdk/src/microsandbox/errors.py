@@ -32,6 +32,7 @@ from ._errors import (
     NetworkError,
     RegistryError,
     ShuttingDownError,
+    AmbiguousReferenceError,
 )
 from ._exceptions import (
     ConnectionLostError,
@@ -73,4 +74,5 @@ __all__ = [
     "NetworkError",
     "RegistryError",
     "ShuttingDownError",
+    "AmbiguousReferenceError",
 ]
