@@ -257,6 +257,25 @@ static int method_rpc_discover(RpcCall *call, RpcLoopContext *ctx, const void *p
         return 0;
 }
 
+typedef struct CancelParams {
+        json_t *id;
+} CancelParams;
+
+static const RpcField cancel_fields[] = {
+        { "id", RPC_FIELD_JSON, offsetof(CancelParams, id), true, NULL },
+        {}
+};
+
+static int method_rpc_cancel(RpcCall *call, RpcLoopContext *ctx, const void *params, json_t **ret, MsbError *err) {
+        const CancelParams *p = params;
+
+        /* An id of no call in flight (answered already, say) is no error:
+         * cancelling races the answer by nature. */
+        (void) rpc_peer_cancel(rpc_call_peer(call), p->id);
+        *ret = json_null();
+        return 0;
+}
+
 /* ---- image.pull ---- */
 
 typedef struct PullParams {
@@ -343,5 +362,6 @@ const RpcMethod daemon_methods[] = {
         LOOP("system.info", method_system_info, RPC_INLINE, NULL, NoParams),
         WORKER("system.df", method_system_df, NULL, NoParams),
         LOOP("rpc.discover", method_rpc_discover, RPC_INLINE, NULL, NoParams),
+        LOOP("rpc.cancel", method_rpc_cancel, RPC_INLINE, cancel_fields, CancelParams),
 };
 const size_t daemon_n_methods = ELEMENTSOF(daemon_methods);

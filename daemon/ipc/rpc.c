@@ -73,7 +73,68 @@ const char *rpc_call_document_text(const RpcCall *call) {
         return call->rpc->document_text;
 }
 
+static void deferred_unlink(RpcCall *call) {
+        RpcPeer *peer = call->peer;
+
+        if (!call->pending)
+                return;
+        call->pending = false;
+        if (call->deferred_prev)
+                call->deferred_prev->deferred_next = call->deferred_next;
+        else
+                peer->deferred = call->deferred_next;
+        if (call->deferred_next)
+                call->deferred_next->deferred_prev = call->deferred_prev;
+        call->deferred_prev = call->deferred_next = NULL;
+}
+
+static void deferred_link(RpcCall *call) {
+        RpcPeer *peer = call->peer;
+
+        call->pending = true;
+        call->deferred_next = peer->deferred;
+        if (peer->deferred)
+                peer->deferred->deferred_prev = call;
+        peer->deferred = call;
+}
+
+void rpc_call_on_cancel(RpcCall *call, void (*fn)(void *userdata), void *userdata) {
+        call->on_cancel = fn;
+        call->on_cancel_userdata = userdata;
+}
+
+RpcPeer *rpc_call_peer(RpcCall *call) {
+        return call->peer;
+}
+
+/* The caller gave up on a deferred call: its handler is told once. */
+static void call_cancel(RpcCall *call) {
+        if (!call->pending || call->cancelled)
+                return;
+        call->cancelled = true;
+        if (call->on_cancel)
+                call->on_cancel(call->on_cancel_userdata);
+}
+
+int rpc_peer_cancel(RpcPeer *peer, json_t *id) {
+        for (RpcCall *c = peer->deferred; c; c = c->deferred_next)
+                if (c->id && json_equal(c->id, id)) {
+                        call_cancel(c);
+                        return 0;
+                }
+        return -ENOENT;
+}
+
+void rpc_peer_cancel_all(RpcPeer *peer) {
+        /* A handler may complete its call (and so unlink it) from on_cancel. */
+        for (RpcCall *c = peer->deferred, *next; c; c = next) {
+                next = c->deferred_next;
+                call_cancel(c);
+        }
+}
+
 void rpc_call_finish(RpcCall *call) {
+        deferred_unlink(call);
         if (call->r < 0 && call->err.kind == PROTO_ERROR_INTERNAL_ERROR)
                 log_error("%s failed: %s", call->entry->method->name, call->err.message);
         else if (call->r < 0)
@@ -204,6 +265,8 @@ static void call_dispatch(Rpc *rpc, RpcCall *call) {
                 call_run_loop(call);
                 if (call->r != RPC_PENDING)
                         rpc_call_finish(call);
+                else
+                        deferred_link(call);
                 break;
         case RPC_WORKER:
                 rpc_sched_enqueue(rpc, call);

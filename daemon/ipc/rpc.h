@@ -54,6 +54,7 @@ typedef enum RpcFieldType {
         RPC_FIELD_BOOL,   /* bool, false when absent */
         RPC_FIELD_INT,    /* int64_t, RPC_FIELD_INT_ABSENT when absent */
         RPC_FIELD_ENUM,   /* int: the index of the value in enum_names; -1 when absent */
+        RPC_FIELD_JSON,   /* json_t * (borrowed), NULL when absent: a schema without a type */
 } RpcFieldType;
 
 #define RPC_FIELD_INT_ABSENT INT64_MIN
@@ -132,9 +133,20 @@ typedef struct RpcPeerOps {
         void (*set_paused)(RpcPeer *p, bool paused);
 } RpcPeerOps;
 
+/* Someone to tell when a peer goes (an events subscription, say): embed it,
+ * register it with rpc_peer_watch(); it is called once, on the loop, when
+ * the peer closes, and is unregistered by then. */
+typedef struct RpcPeerWatch RpcPeerWatch;
+struct RpcPeerWatch {
+        void (*closed)(RpcPeerWatch *w);
+        RpcPeerWatch *next;
+};
+
 /* The part of a connection that rpc keeps. Loop thread only. */
 struct RpcPeer {
         const RpcPeerOps *ops;
+        RpcCall *deferred;                /* deferred calls in flight, for rpc.cancel and hang-ups */
+        RpcPeerWatch *watches;
         RpcCall *queue_head, *queue_tail; /* worker calls not started yet, oldest first */
         unsigned n_queued;
         unsigned n_running;               /* worker calls running */
@@ -145,8 +157,15 @@ struct RpcPeer {
 };
 
 void rpc_peer_init(RpcPeer *p, const RpcPeerOps *ops);
-/* The peer is gone: its calls not started yet are dropped unanswered. */
+/* The peer is gone: its calls not started yet are dropped unanswered, its
+ * deferred calls are told they were cancelled, its watches are called. */
 void rpc_peer_closed(Rpc *rpc, RpcPeer *p);
+void rpc_peer_watch(RpcPeer *p, RpcPeerWatch *w);
+void rpc_peer_unwatch(RpcPeer *p, RpcPeerWatch *w);
+/* Sends a notification (params stolen) to the peer outside any call:
+ * 0; -E2BIG when it would cross the peer's answer limits (it is dropped:
+ * the caller counts what it lost); -ENOTCONN; -ENOMEM. Loop thread. */
+int rpc_peer_notify(RpcPeer *p, const char *method, json_t *params);
 
 int rpc_new(uv_loop_t *loop, const RpcMethod *methods, size_t n_methods, RpcLoopContext *loop_ctx,
             RpcWorkerContext *worker_ctx, Rpc **ret, MsbError *err);
@@ -174,6 +193,16 @@ const char *rpc_call_document_text(const RpcCall *call);
 
 /* Completes a deferred call: result (stolen) or err. Loop thread. */
 void rpc_call_complete(RpcCall *call, json_t *result, const MsbError *err);
+/* What a deferred call's handler does when its caller gives up on it, by
+ * rpc.cancel or by hanging up: fn(userdata) runs once, on the loop, and the
+ * handler must then complete the call (any answer; nobody may read it). A
+ * call completed before that never sees it. */
+void rpc_call_on_cancel(RpcCall *call, void (*fn)(void *userdata), void *userdata);
+/* The connection a loop handler's call came on (for subscriptions). */
+RpcPeer *rpc_call_peer(RpcCall *call);
+/* rpc.cancel: the peer gives up on its deferred call with that id. 0, or
+ * -ENOENT when it has none in flight. */
+int rpc_peer_cancel(RpcPeer *peer, json_t *id);
 /* Sends a notification (params stolen) to the caller, within its answer
  * limits. Loop thread. */
 void rpc_call_notify(RpcCall *call, const char *method, json_t *params);

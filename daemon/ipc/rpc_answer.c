@@ -88,24 +88,30 @@ static void answer_send(RpcPeer *peer, json_t *id, char *text) {
                 peer->ops->send_reserved(peer, text, bytes);
 }
 
-void rpc_call_notify(RpcCall *call, const char *method, json_t *params) {
+int rpc_peer_notify(RpcPeer *peer, const char *method, json_t *params) {
         json_auto_t *msg = json_pack("{s:s, s:s, s:o}", "jsonrpc", "2.0", "method", method, "params", params);
-        RpcPeer *peer = call->peer;
         char *text;
         size_t bytes;
+        int r;
 
         if (!msg)
-                return;
+                return -ENOMEM;
         text = json_dumps(msg, JSON_COMPACT);
         if (!text)
-                return;
+                return -ENOMEM;
         bytes = strlen(text) + 1;
         /* A notification past the answer limits is dropped, never queued. */
-        if (peer->ops->answer_reserve(peer, bytes, NULL) < 0) {
+        r = peer->ops->answer_reserve(peer, bytes, NULL);
+        if (r < 0) {
                 free(text);
-                return;
+                return r;
         }
         peer->ops->send_reserved(peer, text, bytes);
+        return 0;
+}
+
+void rpc_call_notify(RpcCall *call, const char *method, json_t *params) {
+        (void) rpc_peer_notify(call->peer, method, params);
 }
 
 /* Makes room in the batch's text for `bytes` more, and for the NUL and the

@@ -65,6 +65,13 @@ struct RpcCall {
         int r;
         uv_work_t work;
         RpcCall *queue_next; /* in its peer's queue while waiting for a worker */
+        /* Deferred calls: in the peer's list while pending, and what to do
+         * when the caller gives up. */
+        RpcCall *deferred_prev, *deferred_next;
+        bool pending;
+        bool cancelled;
+        void (*on_cancel)(void *userdata);
+        void *on_cancel_userdata;
 };
 
 /* rpc_params.c */
@@ -89,6 +96,9 @@ char *rpc_call_response_text(RpcCall *call);
 /* Answers and frees a call that ended (loop thread). */
 void rpc_call_finish(RpcCall *call);
 void rpc_call_run_worker(RpcCall *call);
+
+/* Cancels every deferred call of the peer (it hung up). */
+void rpc_peer_cancel_all(RpcPeer *peer);
 
 /* rpc_sched.c */
 /* Queues a worker call on its peer and starts what the slots allow. */

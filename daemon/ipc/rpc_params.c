@@ -33,6 +33,8 @@ static const char *field_schema_type(RpcFieldType t) {
                 return "boolean";
         case RPC_FIELD_INT:
                 return "integer";
+        case RPC_FIELD_JSON:
+                return NULL;
         }
         return NULL;
 }
@@ -267,6 +269,9 @@ static void decode_field(const RpcField *f, json_t *v, uint8_t *out) {
                 break;
         case RPC_FIELD_INT:
                 *(int64_t *) slot = v ? (int64_t) json_integer_value(v) : RPC_FIELD_INT_ABSENT;
+                break;
+        case RPC_FIELD_JSON:
+                *(json_t **) slot = v;
                 break;
         case RPC_FIELD_ENUM:
                 *(int *) slot = -1;

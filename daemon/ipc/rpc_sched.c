@@ -153,4 +153,25 @@ void rpc_peer_closed(Rpc *rpc, RpcPeer *p) {
         round_remove(rpc, p);
         while (p->queue_head)
                 refuse(peer_pop(p));
+        rpc_peer_cancel_all(p);
+        while (p->watches) {
+                RpcPeerWatch *w = p->watches;
+                p->watches = w->next;
+                w->next = NULL;
+                w->closed(w);
+        }
+}
+
+void rpc_peer_watch(RpcPeer *p, RpcPeerWatch *w) {
+        w->next = p->watches;
+        p->watches = w;
+}
+
+void rpc_peer_unwatch(RpcPeer *p, RpcPeerWatch *w) {
+        for (RpcPeerWatch **q = &p->watches; *q; q = &(*q)->next)
+                if (*q == w) {
+                        *q = w->next;
+                        w->next = NULL;
+                        return;
+                }
 }

@@ -148,6 +148,9 @@ static void check_decoded(const char *name, json_t *params, const uint8_t *decod
                 case RPC_FIELD_INT:
                         FUZZ_CHECK(*(const int64_t *) slot == (v ? json_integer_value(v) : RPC_FIELD_INT_ABSENT));
                         break;
+                case RPC_FIELD_JSON:
+                        FUZZ_CHECK(*(json_t *const *) slot == v);
+                        break;
                 case RPC_FIELD_ENUM: {
                         int i = *(const int *) slot;
                         FUZZ_CHECK(v ? i >= 0 && streq(f->enum_names[i], json_string_value(v)) : i == -1);

@@ -54,7 +54,9 @@ static json_t *valid_value(json_t *schema) {
 
         if (json_is_array(enum_values))
                 return json_incref(json_array_get(enum_values, 0));
-        ck_assert_ptr_nonnull(type);
+        /* A schema without a type (rpc.cancel's id) takes any value. */
+        if (!type)
+                return json_integer(1);
         if (streq(type, "string")) {
                 size_t n = json_is_integer(minl) && json_integer_value(minl) > 1 ? (size_t) json_integer_value(minl) : 1;
                 char *s = malloc(n + 1);
@@ -409,6 +411,9 @@ START_TEST(test_wrong_type_param) {
                         json_auto_t *params = params_for(m, true);
                         MsbError err = {};
 
+                        /* A param of any type has no wrong one. */
+                        if (!json_object_get(json_object_get(p, "schema"), "type"))
+                                continue;
                         json_object_set_new(params, name, wrong_type_value(json_object_get(p, "schema")));
                         expect_invalid_param(check_params(rpc, method_name(m), params, &err), &err, name);
                         msb_error_clear(&err);
