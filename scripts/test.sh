@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of msb-imaged: the check unit tests and the pytest suites
-# (integration, SDK, CLI, EROFS, pull, systemd) against a -Werror build, then
-# the unit tests and the integration suite again under ASan/UBSan, and the
-# unit tests and the concurrency and pull suites under ThreadSanitizer.
+# (integration, SDK, CLI, EROFS, pull, systemd, VM boot) against a -Werror
+# build, then the unit tests and the integration suite again under
+# ASan/UBSan, and the unit tests and the concurrency and pull suites under
+# ThreadSanitizer.
 #
 #   scripts/test.sh            everything
 #   SKIP_SANITIZERS=1 scripts/test.sh   only the plain build
@@ -58,7 +59,9 @@ run_suite() { # builddir, label, pytest paths...
 
 pytest_paths=()
 # tests/client runs through meson test (its "cli" test), in both builds.
-for d in tests/integration python-sdk/tests tests/erofs tests/pull tests/systemd; do
+# tests/vm (a VM boots the VMDK) runs in the plain build only: the
+# sanitizers would check nothing there that the other suites do not.
+for d in tests/integration python-sdk/tests tests/erofs tests/pull tests/systemd tests/vm; do
   compgen -G "$d/test_*.py" >/dev/null && pytest_paths+=("$d")
 done
 
