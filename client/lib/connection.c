@@ -2,7 +2,7 @@
 
 /*
  * The connection: socket discovery, connect, and one blocking JSON-RPC call
- * at a time over NDJSON framing (DESIGN "Protocol": each request and each
+ * at a time over NDJSON framing (README "The protocol": each request and each
  * response is one JSON text terminated by '\n').
  */
 
@@ -23,8 +23,8 @@ int msb_socket_path_default(char **ret_path) {
         const char *env;
         char *p;
 
-        /* The same order as the daemon (DESIGN "Daemon command line and
-         * defaults"), so both agree without configuration. */
+        /* The same order as the daemon (README "Running the daemon": the
+         * defaults), so both agree without configuration. */
         env = getenv("MSB_IMAGED_SOCKET");
         if (env && env[0])
                 p = strdup(env);

@@ -3,7 +3,7 @@
 
 /*
  * What the daemon calls to turn layers into a bootable root filesystem
- * (DESIGN.md "Layers, fsmeta, VMDK"): one EROFS image per layer, one merged
+ * (the top README, "The store"; daemon/erofs/README.md): one EROFS image per layer, one merged
  * metadata-only fsmeta image per manifest, and a VMDK descriptor that
  * concatenates them. All three are blocking, use no globals and may run on
  * worker threads concurrently.

@@ -13,7 +13,7 @@
 #include "digest.h"
 #include "error.h"
 
-/* A manifest or index document larger than this is refused (DESIGN "Limits"). */
+/* A manifest or index document larger than this is refused (README "The protocol", limits). */
 #define OCI_MANIFEST_MAX_BYTES ((size_t) PROTO_LIMIT_MANIFEST_BYTES)
 /* A config blob larger than this is refused; configs carry history and env,
  * never data, so the manifest limit is generous for them as well. */

@@ -11,7 +11,7 @@
 #include "util.h"
 #include "proto-gen.h"
 
-/* DESIGN "Limits": a request line may be at most 16 MiB, newline excluded. */
+/* README "The protocol", limits: a request line may be at most 16 MiB, newline excluded. */
 #define FRAMING_LINE_MAX_BYTES ((size_t) PROTO_LIMIT_REQUEST_LINE_BYTES)
 
 typedef struct LineBuffer {

@@ -115,7 +115,7 @@ def test_every_seed_call_and_property(sdk_daemon: Any, imagekit: Any) -> None:
         ]
         assert got_layers == truth.expected_layers()
         for layer in detail.layers:
-            # EROFS images are whole 4 KiB blocks (DESIGN.md, Layers).
+            # EROFS images are whole 4 KiB blocks (README, "The store").
             assert type(layer.erofs_size_bytes) is int and layer.erofs_size_bytes > 0
             assert layer.erofs_size_bytes % 4096 == 0
 

@@ -52,7 +52,7 @@ def test_one_class_per_error_name_with_its_code() -> None:
 
 
 def test_seed_error_names_are_fixed() -> None:
-    # DESIGN.md fixes these two; the rest is proto's to choose.
+    # The README fixes these two; the rest is proto's to choose.
     assert microsandbox.ImageNotFoundError.code == 1001
     assert microsandbox.ImageNotFoundError.error_name == "image-not-found"
     assert microsandbox.ImageInUseError.code == 1002

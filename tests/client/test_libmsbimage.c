@@ -423,7 +423,7 @@ START_TEST(test_image_inspect) {
                 ck_assert_int_eq(d->layers[i].compressed_size_bytes,
                                  json_integer_value(json_object_get(l, "compressed_size_bytes")));
                 ck_assert_int_eq(d->layers[i].position, (int64_t) i);
-                /* An EROFS image is whole 4 KiB blocks (DESIGN "Layers"). */
+                /* An EROFS image is whole 4 KiB blocks (README "The store"). */
                 ck_assert_int_gt(d->layers[i].erofs_size_bytes, 0);
                 ck_assert_int_eq(d->layers[i].erofs_size_bytes % 4096, 0);
         }

@@ -107,7 +107,7 @@ END_TEST
 START_TEST(test_limits_are_the_protocol_limits) {
         ErofsLayerLimits l = erofs_layer_limits_default();
 
-        /* The values the issue and DESIGN.md fix, through the constants
+        /* The values the README and proto/openrpc.json fix, through the constants
          * generated from proto/openrpc.json. */
         ck_assert_uint_eq(l.entries, PROTO_LIMIT_LAYER_ENTRIES);
         ck_assert_uint_eq(l.entries, 1000000);

@@ -483,7 +483,7 @@ def test_lookups_do_not_touch_last_used(rpc, alpine):
 
 
 def test_remove_other_reference_of_a_pinned_manifest(rpc, imagekit):
-    # Pins hold manifests (DESIGN.md, Semantics): any reference to a pinned
+    # Pins hold manifests (README, "The protocol"): any reference to a pinned
     # manifest is in use.
     img = imagekit.image("example.com/pm/one:1", [{"x": b"x"}])
     load(rpc, img, tag="example.com/pm/two:1")
@@ -546,7 +546,7 @@ def test_concurrent_loads_of_the_same_image(daemon, imagekit):
 @pytest.mark.parametrize("policy", ["never", "if-missing"])
 def test_pull_cache_hit_needs_no_registry_and_touches_last_used(rpc, alpine, policy):
     # example.com is not reachable from the tests (no network): a cache hit
-    # must be served from the store.  DESIGN.md: last_used_at is the last
+    # must be served from the store.  The README: last_used_at is the last
     # pull, cache hits too.
     h0 = rpc.call("image.get", {"reference": "alpine"})
     time.sleep(0.02)

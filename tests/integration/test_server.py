@@ -275,7 +275,7 @@ except OSError as e:
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another uid")
 def test_other_uid_is_refused_by_peer_credentials(daemon):
     # Open the modes up so that only SO_PEERCRED stands between another uid
-    # and the daemon (DESIGN.md, Security).
+    # and the daemon (README, "The store").
     for d in (daemon.workdir.parent, daemon.workdir):
         os.chmod(d, 0o711)  # mkdtemp made them 0700
     os.chmod(daemon.socket_path.parent, 0o777)

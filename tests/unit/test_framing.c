@@ -284,7 +284,7 @@ START_TEST(test_real_limit) {
         char *line = NULL;
         size_t len = 0;
 
-        /* DESIGN "Limits": 16 MiB, newline excluded. */
+        /* README "The protocol", limits: 16 MiB, newline excluded. */
         ck_assert_uint_eq(FRAMING_LINE_MAX_BYTES, 16 * MiB);
 
         chunk = malloc(chunk_size);

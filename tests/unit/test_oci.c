@@ -289,7 +289,7 @@ START_TEST(test_manifest_layer_limit) {
         _cleanup_(oci_manifest_freep) OciManifest *m = NULL;
         MsbError err = {};
 
-        /* DESIGN "Limits": 256 layers per image. */
+        /* README "The protocol", limits: 256 layers per image. */
         ck_assert_uint_eq(OCI_LAYERS_MAX, 256);
         ck_assert_int_eq(parse_manifest_json(oci_manifest(OCI_LAYERS_MAX), &m, &err), 0);
         ck_assert_uint_eq(m->n_layers, OCI_LAYERS_MAX);
@@ -310,7 +310,7 @@ START_TEST(test_manifest_size_limit) {
         MsbError err = {};
         size_t n;
 
-        /* DESIGN "Limits": a manifest is at most 4 MiB; whitespace counts.
+        /* README "The protocol", limits: a manifest is at most 4 MiB; whitespace counts.
          * What reaches the client is the error kind and its data. */
         ck_assert_uint_eq(OCI_MANIFEST_MAX_BYTES, 4 * MiB);
         json_auto_t *small = oci_manifest(2);

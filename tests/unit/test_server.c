@@ -364,7 +364,7 @@ START_TEST(test_request_response) {
         struct stat st;
 
         test_server_start(&ts);
-        /* DESIGN "Security": the socket is 0600 in a 0700 directory. */
+        /* README "The store" (security): the socket is 0600 in a 0700 directory. */
         ck_assert_int_eq(stat(ts.socket, &st), 0);
         ck_assert(S_ISSOCK(st.st_mode));
         ck_assert_int_eq(st.st_mode & 0777, 0600);
@@ -932,7 +932,7 @@ START_TEST(test_connection_limit) {
                               (uintmax_t) rl.rlim_cur);
         }
 
-        /* DESIGN "Limits": 1024 connections in all. */
+        /* README "The protocol", limits: 1024 connections in all. */
         ck_assert_uint_eq(SERVER_CONNECTIONS_MAX, 1024);
         ck_assert_ptr_nonnull(clients);
         test_server_start(&ts);

@@ -1,6 +1,6 @@
 """JSON-RPC 2.0 transport to msb-imaged over its Unix socket.
 
-Framing (DESIGN.md, Protocol): each request and each response is one JSON
+Framing (README, "The protocol"): each request and each response is one JSON
 text followed by a newline. The daemon may answer requests of one connection
 out of order, so calls are pipelined on a single connection per event loop
 and socket path, and answers are matched to waiting futures by `id`.
@@ -53,7 +53,7 @@ Notify = Callable[[dict[str, Any]], None]
 def default_socket_path() -> str:
     """The daemon's socket: `$MSB_IMAGED_SOCKET`, else
     `$XDG_RUNTIME_DIR/microsandbox/imaged.sock`, else
-    `/tmp/microsandbox-$UID/imaged.sock` (DESIGN.md, defaults)."""
+    `/tmp/microsandbox-$UID/imaged.sock` (README, "Running the daemon")."""
     path = os.environ.get("MSB_IMAGED_SOCKET")
     if path:
         return path

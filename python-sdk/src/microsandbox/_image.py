@@ -347,7 +347,7 @@ class PullOperation:
 
     def _notify(self, params: dict[str, Any]) -> None:
         assert self._queue is not None
-        # Unbounded on purpose: events are never dropped (DESIGN.md, Protocol).
+        # Unbounded on purpose: events are never dropped (README, "The protocol").
         self._queue.put_nowait(pull_event_from_wire(params))
 
     async def __aenter__(self) -> PullOperation:

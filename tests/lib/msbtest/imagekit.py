@@ -286,7 +286,7 @@ class Image:
 
     @property
     def size_bytes(self) -> int:
-        """Sum of the compressed layer sizes (DESIGN.md)."""
+        """Sum of the compressed layer sizes (README, "The protocol")."""
         return sum(l.size for l in self.layers)
 
     @property

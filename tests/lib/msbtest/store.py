@@ -103,7 +103,7 @@ def consistency_problems(store, rpc=None) -> list[str]:
                 if not _expected_path(store, "layers", layer["diff_id"]).exists():
                     problems.append(f"{h['reference']}: layer file for {layer['diff_id']} missing")
             # Once the daemon builds per-manifest outputs at all, every
-            # manifest has them (DESIGN.md: fsmeta and VMDK per manifest).
+            # manifest has them (README "The store": fsmeta and VMDK per manifest).
             if md and (files["fsmeta"] or files["vmdk"]):
                 for kind in ("fsmeta", "vmdk"):
                     if not _expected_path(store, kind, md).exists():
