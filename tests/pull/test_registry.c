@@ -328,7 +328,7 @@ START_TEST(test_token_from_docker_config) {
 
         harness_init(&h, NULL);
         setenv("DOCKER_CONFIG", dir, 1);
-        ck_assert_int_eq(registry_config_load_docker_auths(h.config, NULL), 0);
+        ck_assert_int_eq(registry_config_load_docker(h.config, NULL), 0);
         ck_assert_str_eq(registry_config_find(h.config, env("MSB_TEST_TOKEN"))->username, env("MSB_TEST_USER"));
         fetch_manifest(&h, env("MSB_TEST_TOKEN"), env("MSB_TEST_TAG"), NULL, &a);
         ck_assert_msg(a.r == 0, "%s", a.err.message);
@@ -709,7 +709,7 @@ START_TEST(test_docker_auths) {
         fclose(f);
 
         ck_assert_int_eq(registry_config_new(j, &c, NULL), 0);
-        ck_assert_int_eq(registry_config_load_docker_auths(c, path), 0);
+        ck_assert_int_eq(registry_config_load_docker(c, path), 0);
         unlink(path);
         ck_assert_str_eq(registry_config_find(c, "docker.io")->username, "user");
         ck_assert_str_eq(registry_config_find(c, "docker.io")->password, "pass");
@@ -719,7 +719,7 @@ START_TEST(test_docker_auths) {
         ck_assert_ptr_null(registry_config_find(c, "junk.io"));
         /* The daemon's own config wins. */
         ck_assert_str_eq(registry_config_find(c, "mine.io")->username, "own");
-        ck_assert_int_eq(registry_config_load_docker_auths(c, "/nonexistent/config.json"), 0);
+        ck_assert_int_eq(registry_config_load_docker(c, "/nonexistent/config.json"), 0);
 }
 END_TEST
 
