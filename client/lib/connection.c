@@ -247,6 +247,8 @@ static int read_line(MsbClient *c, uint64_t deadline_ms, int cancel_fd, char **r
                 }
 
                 int r = wait_fd(c->fd, POLLIN, cancel_fd, deadline_ms);
+                if (r == -ECANCELED)
+                        c->cancelled = true;
                 if (r < 0)
                         return r;
                 ssize_t n = recv(c->fd, c->buf + c->buf_size, c->buf_allocated - c->buf_size, MSG_DONTWAIT);
@@ -370,8 +372,9 @@ static int call_exchange(MsbClient *c, uint64_t id, const char *text, size_t len
         r = send_all(c, text, len, deadline);
         if (r < 0)
                 return r;
+        c->cancelled = false;
         r = call_read_answer(c, id, deadline, c->cancel_fd, notify, userdata, ret_result);
-        if (r == -ECANCELED)
+        if (c->cancelled)
                 return call_cancel(c, id);
         return r;
 }
@@ -409,11 +412,12 @@ int client_call(MsbClient *c, const char *method, json_t *params, ClientNotifyFn
 
         r = call_exchange(c, id, text, len + 1, notify, userdata, &result);
         if (r < 0) {
-                /* Only a JSON-RPC error, or a cancelled call whose answer
-                 * came, leaves the stream in step; after anything else an
-                 * answer may still be on its way, so the connection cannot
-                 * be reused. */
-                if (r != -MSB_EREMOTE && r != -ECANCELED)
+                /* Only a JSON-RPC error, or a call cancelled through the
+                 * cancel fd (whose answer call_cancel() waited for, or it
+                 * closed the connection), leaves the stream in step; after
+                 * anything else an answer may still be on its way, so the
+                 * connection cannot be reused. */
+                if (r != -MSB_EREMOTE && !(r == -ECANCELED && c->cancelled))
                         client_close(c);
                 return r;
         }
