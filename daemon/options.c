@@ -220,7 +220,7 @@ static int key_changes(const char *key, const json_t *was, const json_t *now, ch
 
         if (was && now && json_equal((json_t *) was, (json_t *) now))
                 return 0;
-        if (streq(key, "registries") && json_is_object(was) && json_is_object(now)) {
+        if (streq(key, "registries") && (!was || json_is_object(was)) && (!now || json_is_object(now))) {
                 r = registries_changes(was, now, &hosts);
                 return r < 0 ? r : changes_add(s, "; ", "registries: %s", hosts ?: "changed");
         }

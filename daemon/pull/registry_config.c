@@ -109,6 +109,14 @@ static int strdup_field(const json_t *o, const char *key, char **ret) {
         return *ret ? 0 : -ENOMEM;
 }
 
+/* True when the authority of a URL (or a bare host) holds "user@". */
+static bool url_has_userinfo(const char *s) {
+        const char *sep = strstr(s, "://"), *authority = sep ? sep + 3 : s;
+        size_t n = strcspn(authority, "/?#");
+
+        return memchr(authority, '@', n) != NULL;
+}
+
 /* A mirror is "scheme://host[:port]" or a bare "host[:port]", which means
  * https except on loopback. */
 static char *mirror_url_normalize(const char *s) {
@@ -163,6 +171,12 @@ static int host_config_parse(const char *key, const json_t *o, RegistryHostConfi
         json_array_foreach(v, i, m) {
                 if (!json_is_string(m))
                         return config_error(err, field, "\"mirrors\" must hold strings");
+                /* A URL is printed in errors and logs; credentials belong in
+                 * the mirror's own entry, where nothing prints them. */
+                if (url_has_userinfo(json_string_value(m)))
+                        return config_error(err, field,
+                                            "a mirror URL may not hold credentials (user:password@): give them in "
+                                            "the mirror's own entry under \"registries\"");
                 h->mirrors[h->n_mirrors] = mirror_url_normalize(json_string_value(m));
                 if (!h->mirrors[h->n_mirrors])
                         return config_error(err, field, "a mirror URL is empty");
