@@ -47,47 +47,39 @@ typedef struct Peer {
         pid_t pid;
 } Peer;
 
-static int read_request(int fd, const char *method, json_int_t id) {
+/* Reads one line of the client and parses it (NULL: not JSON, or EOF). */
+static json_t *read_message(int fd) {
         char buf[4096];
         size_t n = 0;
-        json_t *req;
-        int ok;
 
         while (n < sizeof(buf) - 1) {
                 ssize_t k = read(fd, buf + n, 1);
                 if (k <= 0)
-                        return -1;
+                        return NULL;
                 if (buf[n++] == '\n')
                         break;
         }
         buf[n] = '\0';
-        req = json_loads(buf, 0, NULL);
-        ok = req && strcmp(json_string_value(json_object_get(req, "jsonrpc")) ?: "", "2.0") == 0 &&
-             json_integer_value(json_object_get(req, "id")) == id &&
-             strcmp(json_string_value(json_object_get(req, "method")) ?: "", method) == 0;
+        return json_loads(buf, 0, NULL);
+}
+
+static int read_request(int fd, const char *method, json_int_t id) {
+        json_t *req = read_message(fd);
+        int ok = req && strcmp(json_string_value(json_object_get(req, "jsonrpc")) ?: "", "2.0") == 0 &&
+                 json_integer_value(json_object_get(req, "id")) == id &&
+                 strcmp(json_string_value(json_object_get(req, "method")) ?: "", method) == 0;
+
         json_decref(req);
         return ok ? 0 : -1;
 }
 
 /* Reads one line: an rpc.cancel notification for request id. */
 static int read_cancel(int fd, json_int_t id) {
-        char buf[4096];
-        size_t n = 0;
-        json_t *req;
-        int ok;
+        json_t *req = read_message(fd);
+        int ok = req && !json_object_get(req, "id") &&
+                 strcmp(json_string_value(json_object_get(req, "method")) ?: "", "rpc.cancel") == 0 &&
+                 json_integer_value(json_object_get(json_object_get(req, "params"), "id")) == id;
 
-        while (n < sizeof(buf) - 1) {
-                ssize_t k = read(fd, buf + n, 1);
-                if (k <= 0)
-                        return -1;
-                if (buf[n++] == '\n')
-                        break;
-        }
-        buf[n] = '\0';
-        req = json_loads(buf, 0, NULL);
-        ok = req && !json_object_get(req, "id") &&
-             strcmp(json_string_value(json_object_get(req, "method")) ?: "", "rpc.cancel") == 0 &&
-             json_integer_value(json_object_get(json_object_get(req, "params"), "id")) == id;
         json_decref(req);
         return ok ? 0 : -1;
 }

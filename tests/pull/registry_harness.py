@@ -33,7 +33,10 @@ import uuid
 from pathlib import Path
 
 __all__ = ["free_port", "Registry", "TokenServer", "FaultServer", "push", "make_tls", "htpasswd_file",
-           "raw_manifest"]
+           "raw_manifest", "TEST_USER", "TEST_PASSWORD"]
+
+# The credentials of the test registries that want some.
+TEST_USER, TEST_PASSWORD = "puller", "Pw-for-tests-91"
 
 
 def free_port() -> int:

@@ -11,28 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from registry_harness import FaultServer, Registry, TokenServer, free_port, push
+from registry_harness import TEST_PASSWORD, TEST_USER, FaultServer, free_port
 
-USER, PASSWORD = "puller", "Pw-for-config-tests-73"
+USER, PASSWORD = TEST_USER, TEST_PASSWORD
 PULL_TIMEOUT = 120
 # daemon/pull/credential_helper.h
 HELPER_TIMEOUT_S = 10
 HELPER_OUTPUT_MAX_BYTES = 64 * 1024
-
-
-@pytest.fixture(scope="module")
-def token_registry(tmp_path_factory, published):
-    """A registry whose token server wants USER/PASSWORD, with test/small:v1."""
-    work = tmp_path_factory.mktemp("token")
-    token = TokenServer(work / "ts", users={USER: PASSWORD}).start()
-    reg = Registry(work / "reg", token=token).start()
-    try:
-        img = published.images["test/small:v1"]
-        push(img.layout.path, "small:v1", f"{reg.host}/test/small:v1", creds=f"{USER}:{PASSWORD}")
-        yield reg, token
-    finally:
-        reg.stop()
-        token.stop()
 
 
 def pull(rpc, reference, **params):

@@ -609,6 +609,8 @@ START_TEST(test_config_schema) {
                 "{\"registries\": {\"r.io\": {\"mirrors\": \"m.io\"}}}",
                 "{\"registries\": {\"r.io\": {\"mirrors\": [1]}}}",
                 "{\"registries\": {\"r.io\": {\"mirrors\": [\"\"]}}}",
+                "{\"registries\": {\"r.io\": {\"mirrors\": [\"https://u:p@m.io\"]}}}",
+                "{\"registries\": {\"r.io\": {\"mirrors\": [\"u@m.io:5000\"]}}}",
                 "{\"max_concurrent_downloads\": 0}",
                 "{\"max_concurrent_downloads\": 65}",
                 "{\"max_concurrent_downloads_per_pull\": \"3\"}",
@@ -693,26 +695,33 @@ START_TEST(test_config_mirror_limit) {
 }
 END_TEST
 
-START_TEST(test_docker_auths) {
-        _cleanup_(registry_config_freep) RegistryConfig *c = NULL;
+/* A config whose daemon part gives mine.io credentials of its own, with
+ * the Docker config docker_json added. */
+static RegistryConfig *config_with_docker(const char *docker_json) {
         json_auto_t *j = json_loads("{\"registries\": {\"mine.io\": {\"username\": \"own\", \"password\": \"pw\"}}}", 0, NULL);
         char path[] = "/tmp/msb-docker-config-XXXXXX";
         int fd = mkstemp(path);
+        RegistryConfig *c = NULL;
         FILE *f;
 
         ck_assert_int_ge(fd, 0);
         f = fdopen(fd, "w");
-        /* "dXNlcjpwYXNz" = user:pass, "dTpwOnc=" = u:p:w (colon in the
-         * password), "bm9jb2xvbg==" has no colon: ignored. */
-        fputs("{\"auths\": {\"https://index.docker.io/v1/\": {\"auth\": \"dXNlcjpwYXNz\"}, "
-              "\"ghcr.io\": {\"auth\": \"dTpwOnc=\"}, \"bad.io\": {\"auth\": \"bm9jb2xvbg==\"}, "
-              "\"mine.io\": {\"auth\": \"dXNlcjpwYXNz\"}, \"junk.io\": {\"auth\": \"!!!!\"}}}",
-              f);
+        fputs(docker_json, f);
         fclose(f);
-
         ck_assert_int_eq(registry_config_new(j, &c, NULL), 0);
         ck_assert_int_eq(registry_config_load_docker(c, path), 0);
         unlink(path);
+        return c;
+}
+
+START_TEST(test_docker_auths) {
+        /* "dXNlcjpwYXNz" = user:pass, "dTpwOnc=" = u:p:w (colon in the
+         * password), "bm9jb2xvbg==" has no colon: ignored. */
+        _cleanup_(registry_config_freep) RegistryConfig *c = config_with_docker(
+                "{\"auths\": {\"https://index.docker.io/v1/\": {\"auth\": \"dXNlcjpwYXNz\"}, "
+                "\"ghcr.io\": {\"auth\": \"dTpwOnc=\"}, \"bad.io\": {\"auth\": \"bm9jb2xvbg==\"}, "
+                "\"mine.io\": {\"auth\": \"dXNlcjpwYXNz\"}, \"junk.io\": {\"auth\": \"!!!!\"}}}");
+
         ck_assert_str_eq(registry_config_find(c, "docker.io")->username, "user");
         ck_assert_str_eq(registry_config_find(c, "docker.io")->password, "pass");
         ck_assert_str_eq(registry_config_find(c, "ghcr.io")->username, "u");
@@ -812,24 +821,12 @@ START_TEST(test_url_for_log) {
 END_TEST
 
 START_TEST(test_docker_helpers) {
-        _cleanup_(registry_config_freep) RegistryConfig *c = NULL;
-        json_auto_t *j = json_loads("{\"registries\": {\"mine.io\": {\"username\": \"own\", \"password\": \"pw\"}}}", 0, NULL);
-        char path[] = "/tmp/msb-docker-config-XXXXXX";
-        int fd = mkstemp(path);
-        FILE *f;
-
-        ck_assert_int_ge(fd, 0);
-        f = fdopen(fd, "w");
         /* "dXNlcjpwYXNz" = user:pass. */
-        fputs("{\"credsStore\": \"desktop\", \"credHelpers\": {\"ghcr.io\": \"gh\", \"evil.io\": \"../../bin/sh\", "
-              "\"mine.io\": \"gh\", \"https://index.docker.io/v1/\": \"hub\"}, "
-              "\"auths\": {\"https://index.docker.io/v1/\": {\"auth\": \"dXNlcjpwYXNz\"}}}",
-              f);
-        fclose(f);
+        _cleanup_(registry_config_freep) RegistryConfig *c = config_with_docker(
+                "{\"credsStore\": \"desktop\", \"credHelpers\": {\"ghcr.io\": \"gh\", \"evil.io\": \"../../bin/sh\", "
+                "\"mine.io\": \"gh\", \"https://index.docker.io/v1/\": \"hub\"}, "
+                "\"auths\": {\"https://index.docker.io/v1/\": {\"auth\": \"dXNlcjpwYXNz\"}}}");
 
-        ck_assert_int_eq(registry_config_new(j, &c, NULL), 0);
-        ck_assert_int_eq(registry_config_load_docker(c, path), 0);
-        unlink(path);
         ck_assert_str_eq(registry_config_helper(c, "ghcr.io"), "gh");
         ck_assert_str_eq(registry_config_helper(c, "docker.io"), "hub");
         ck_assert_str_eq(registry_config_helper(c, "other.io"), "desktop");
