@@ -41,7 +41,8 @@ static const int msb_daemon_signals[] = { SIGTERM, SIGINT, SIGHUP };
 /*
  * The daemon: its loop and everything on it. Each module closes the libuv
  * handles it owns: the server its listener and connections, the pull
- * manager its curl glue and pipes, and this object its signals and timers.
+ * manager its curl glue, pipes and helper processes, and this object its
+ * signals and timers.
  * So the loop closes at exit without anybody closing handles blindly.
  */
 typedef struct MsbDaemon {
