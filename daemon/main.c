@@ -41,15 +41,17 @@ static const int msb_daemon_signals[] = { SIGTERM, SIGINT, SIGHUP };
 /*
  * The daemon: its loop and everything on it. Each module closes the libuv
  * handles it owns: the server its listener and connections, the pull
- * manager its curl glue and pipes, and this object its signals and timers.
+ * manager its curl glue, pipes and helper processes, and this object its
+ * signals and timers.
  * So the loop closes at exit without anybody closing handles blindly.
  */
 typedef struct MsbDaemon {
         uv_loop_t loop;
         bool loop_open;
+        const Options *options; /* main's: the configuration file to read again at SIGHUP */
         Store *store;
         StoreReader *reader;   /* the loop thread's read connection (this thread runs the loop) */
-        json_t *config;
+        json_t *config;        /* the configuration in force */
         char *socket_path;     /* the socket served, as system.info reports it */
         RpcLoopContext ctx;    /* what the loop's handlers see; ctx.pull is owned here */
         RpcWorkerContext worker_ctx; /* what the workers' handlers see */
@@ -94,17 +96,44 @@ static void msb_daemon_begin_shutdown(MsbDaemon *d, const char *why) {
         uv_timer_start(&d->shutdown_timer, msb_daemon_shutdown_check, 0, DAEMON_SHUTDOWN_POLL_MS);
 }
 
+/*
+ * SIGHUP: the configuration file is read again. The registries (and the
+ * Docker config's credentials) apply to every request sent from now on,
+ * transfers in flight go on; the rest of the file (a "store" section, say)
+ * is kept for the modules that read it. A file that cannot be read or does
+ * not check keeps the configuration in force, and the log says why.
+ */
+static void msb_daemon_reload(MsbDaemon *d) {
+        _cleanup_(msb_error_clear) MsbError err = {};
+        _cleanup_(json_decrefp) json_t *config = NULL;
+        _cleanup_free_ char *changes = NULL;
+        int r;
+
+        if (d->shutting_down) {
+                log_notice("SIGHUP: shutting down; the configuration is not read again");
+                return;
+        }
+        r = options_load_config(d->options, &config, &err);
+        if (r >= 0)
+                r = pull_manager_reconfigure(d->ctx.pull, config, &err);
+        if (r < 0) {
+                log_warning("SIGHUP: keeping the configuration in force: %s", err.set ? err.message : strerror(-r));
+                return;
+        }
+        if (options_config_changes(d->config, config, &changes) < 0)
+                changes = strdup("(out of memory while comparing)");
+        log_notice("SIGHUP: read the configuration %s again: %s", d->options->config ?: "(none)",
+                   changes ?: "nothing changed");
+        json_decref(d->config);
+        d->config = TAKE_PTR(config);
+}
+
 static void msb_daemon_on_signal(uv_signal_t *h, int signum) {
         MsbDaemon *d = h->data;
 
-        /* The configuration is read once at start: the pull manager has no
-         * way to take a new one while pulls use the old one. SIGHUP must
-         * still not end the daemon, as its default action would. */
-        if (signum == SIGHUP) {
-                log_notice("SIGHUP: reloading the configuration is not supported yet; restart msb-imaged to apply a "
-                           "changed configuration");
-                return;
-        }
+        /* SIGHUP must never end the daemon, as its default action would. */
+        if (signum == SIGHUP)
+                return msb_daemon_reload(d);
         msb_daemon_begin_shutdown(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
@@ -225,9 +254,11 @@ static int msb_daemon_open_store(MsbDaemon *d, const Options *o) {
         int r;
 
         /* A configuration that names a field wrongly is refused before the store is touched. */
-        r = options_load_config(o, &d->config);
-        if (r < 0)
+        r = options_load_config(o, &d->config, &err);
+        if (r < 0) {
+                log_error("%s", err.message);
                 return r;
+        }
         r = pull_config_check(d->config, &err);
         if (r < 0) {
                 log_error("%s", err.message);
@@ -324,6 +355,7 @@ static int msb_daemon_start(MsbDaemon *d, const Options *o) {
                         return -ENOMEM;
                 }
         }
+        d->options = o;
         d->exit_idle_sec = o->exit_idle_sec;
         d->connections_max = msb_daemon_size_connections();
 

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <getopt.h>
+#include <stdarg.h>
 
 #include "options.h"
 
@@ -135,31 +136,117 @@ int options_parse(int argc, char **argv, Options *o) {
 }
 
 /* The configuration: absent is fine unless named explicitly; broken never is. */
-int options_load_config(const Options *o, json_t **ret) {
+int options_load_config(const Options *o, json_t **ret, MsbError *err) {
         _cleanup_free_ char *data = NULL;
         json_error_t jerr;
+        json_t *config;
         size_t size;
         int r;
 
         if (!o->config) {
                 *ret = json_object();
-                return 0;
+                return *ret ? 0 : -ENOMEM;
         }
         r = read_file_bounded(o->config, OPTIONS_CONFIG_MAX_BYTES, &data, &size);
         if (r == -ENOENT && !o->config_explicit) {
                 *ret = json_object();
+                return *ret ? 0 : -ENOMEM;
+        }
+        if (r == -EFBIG)
+                return msb_error_set(err, r, PROTO_ERROR_INVALID_PARAMS,
+                                     "cannot read the configuration %s: it is larger than %zu bytes", o->config,
+                                     OPTIONS_CONFIG_MAX_BYTES);
+        if (r < 0)
+                return msb_error_set(err, r, PROTO_ERROR_INVALID_PARAMS, "cannot read the configuration %s: %s",
+                                     o->config, strerror(-r));
+        config = json_loadb(data, size, JSON_REJECT_DUPLICATES, &jerr);
+        if (!json_is_object(config)) {
+                json_decref(config);
+                return msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_PARAMS,
+                                     "%s:%d:%d: the configuration is not a JSON object: %s", o->config, jerr.line,
+                                     jerr.column, config ? "it is another JSON value" : jerr.text);
+        }
+        *ret = config;
+        return 0;
+}
+
+/* Appends sep (unless *s is empty) and a formatted piece to *s. */
+static int changes_add(char **s, const char *sep, const char *fmt, ...) _printf_(3, 4);
+static int changes_add(char **s, const char *sep, const char *fmt, ...) {
+        _cleanup_free_ char *piece = NULL;
+        char *joined;
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(&piece, fmt, ap);
+        va_end(ap);
+        if (r < 0)
+                return -ENOMEM;
+        if (asprintf(&joined, "%s%s%s", *s ?: "", *s ? sep : "", piece) < 0)
+                return -ENOMEM;
+        free(*s);
+        *s = joined;
+        return 0;
+}
+
+/* The hosts of "registries" added, removed or changed, by name. */
+static int registries_changes(const json_t *old, const json_t *new, char **ret) {
+        _cleanup_free_ char *list = NULL;
+        const char *host;
+        json_t *v;
+        int r = 0;
+
+        json_object_foreach((json_t *) new, host, v) {
+                const json_t *was = json_object_get(old, host);
+
+                if (!was)
+                        r = changes_add(&list, ", ", "%s added", host);
+                else if (!json_equal((json_t *) was, v))
+                        r = changes_add(&list, ", ", "%s changed", host);
+                if (r < 0)
+                        return r;
+        }
+        json_object_foreach((json_t *) old, host, v)
+                if (!json_object_get(new, host) && (r = changes_add(&list, ", ", "%s removed", host)) < 0)
+                        return r;
+        *ret = TAKE_PTR(list);
+        return 0;
+}
+
+static int key_changes(const char *key, const json_t *was, const json_t *now, char **s) {
+        _cleanup_free_ char *hosts = NULL;
+        int r;
+
+        if (was && now && json_equal((json_t *) was, (json_t *) now))
                 return 0;
+        if (streq(key, "registries") && (!was || json_is_object(was)) && (!now || json_is_object(now))) {
+                r = registries_changes(was, now, &hosts);
+                return r < 0 ? r : changes_add(s, "; ", "registries: %s", hosts ?: "changed");
         }
-        if (r < 0) {
-                log_error("cannot read the configuration %s: %s", o->config, strerror(-r));
-                return r;
+        if (json_is_integer(was) && json_is_integer(now))
+                return changes_add(s, "; ", "%s: %" JSON_INTEGER_FORMAT " -> %" JSON_INTEGER_FORMAT, key,
+                                   json_integer_value(was), json_integer_value(now));
+        return changes_add(s, "; ", "%s: %s", key, !was ? "added" : !now ? "removed" : "changed");
+}
+
+int options_config_changes(const json_t *old, const json_t *new, char **ret) {
+        _cleanup_free_ char *s = NULL;
+        const char *key;
+        json_t *v;
+        int r;
+
+        json_object_foreach((json_t *) new, key, v) {
+                r = key_changes(key, json_object_get(old, key), v, &s);
+                if (r < 0)
+                        return r;
         }
-        *ret = json_loadb(data, size, JSON_REJECT_DUPLICATES, &jerr);
-        if (!json_is_object(*ret)) {
-                log_error("%s:%d:%d: the configuration is not a JSON object: %s", o->config, jerr.line, jerr.column,
-                          jerr.text);
-                json_decref(*ret);
-                return -EINVAL;
-        }
+        json_object_foreach((json_t *) old, key, v)
+                if (!json_object_get(new, key)) {
+                        r = key_changes(key, v, NULL, &s);
+                        if (r < 0)
+                                return r;
+                }
+        *ret = TAKE_PTR(s);
         return 0;
 }

@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 
+#include "error.h"
 #include "log.h"
 
 /* The configuration file is read whole; a larger one is refused (bytes). */
@@ -31,6 +32,13 @@ int options_parse(int argc, char **argv, Options *ret);
 void options_done(Options *o);
 
 /* The configuration object: an empty one when the default file is absent;
- * -errno (logged) when a named file is absent, unreadable, larger than
- * OPTIONS_CONFIG_MAX_BYTES or not a JSON object. */
-int options_load_config(const Options *o, json_t **ret);
+ * -errno with err saying why (naming the file) when a named file is absent,
+ * or a file is unreadable, larger than OPTIONS_CONFIG_MAX_BYTES or not a
+ * JSON object. Read at start, and again at SIGHUP. */
+int options_load_config(const Options *o, json_t **ret, MsbError *err);
+
+/* What differs between two configurations, for the log: "registries:
+ * ghcr.io added, 127.0.0.1:5000 changed; max_concurrent_downloads: 6 -> 2;
+ * store: changed". Names and numbers only: a registry's entry may hold a
+ * password, so what changed in it is never said. *ret NULL: nothing. */
+int options_config_changes(const json_t *old, const json_t *new, char **ret);

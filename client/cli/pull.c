@@ -3,9 +3,12 @@
 /*
  * msb-image pull: fetch an image through the daemon, showing its progress
  * (image.pull.progress, PullProgress in proto/openrpc.json): a live bar per
- * layer on a terminal, one plain line per step otherwise.
+ * layer on a terminal, one plain line per step otherwise. Ctrl-C cancels
+ * the pull in the daemon (rpc.cancel) before the program ends by it.
  */
 
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/ioctl.h>
 
 #include "cli.h"
@@ -226,6 +229,49 @@ static int on_progress(const MsbPullProgress *p, void *userdata) {
         return 0;
 }
 
+/* SIGINT writes here (the self-pipe trick: a signal handler may only do
+ * async-signal-safe things); the library watches the read end while the
+ * pull runs, and cancels it. */
+static int cancel_pipe[2] = { -1, -1 };
+
+static void on_sigint(int sig) {
+        int saved = errno;
+        char c = 1;
+
+        if (write(cancel_pipe[1], &c, 1) < 0) {
+                /* The pipe already holds a byte: the pull is being cancelled. */
+        }
+        errno = saved;
+}
+
+/* Ctrl-C from now on cancels the pull instead of killing us mid-call. */
+static int cancel_on_sigint(MsbClient *client) {
+        struct sigaction sa = { .sa_handler = on_sigint };
+
+        if (pipe2(cancel_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+                return -errno;
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(SIGINT, &sa, NULL) < 0)
+                return -errno;
+        msb_client_set_cancel_fd(client, cancel_pipe[0]);
+        return 0;
+}
+
+/* The pull is cancelled in the daemon: end as Ctrl-C ends a program, so
+ * that a shell or a script sees the interrupt (not an exit status). */
+_Noreturn static void die_by_sigint(const PullView *v) {
+        struct sigaction sa = { .sa_handler = SIG_DFL };
+
+        if (v->live && v->drawn > 0)
+                putchar('\n');
+        fflush(stdout);
+        fputs(CLI_PROGRAM ": pull cancelled\n", stderr);
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL);
+        raise(SIGINT);
+        _exit(128 + SIGINT);
+}
+
 static int run(int argc, char *argv[], CliGlobals *globals) {
         static const struct option options[] = {
                 CLI_COMMON_OPTIONS,
@@ -271,7 +317,12 @@ static int run(int argc, char *argv[], CliGlobals *globals) {
                 ctx.view.columns = ws.ws_col;
         }
         ctx.view.reference = argv[optind];
+        r = cancel_on_sigint(client);
+        if (r < 0)
+                return cli_report(client, r, "cannot handle Ctrl-C");
         r = msb_client_image_pull(client, argv[optind], &opts, quiet ? NULL : on_progress, &ctx, &image);
+        if (r == -ECANCELED)
+                die_by_sigint(&ctx.view);
         free(ctx.view.layers);
         if (r < 0)
                 return cli_report(client, r, "cannot pull %s", argv[optind]);

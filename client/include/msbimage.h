@@ -118,6 +118,23 @@ MSB_PUBLIC const char *msb_client_socket_path(const MsbClient *c);
  */
 MSB_PUBLIC void msb_client_set_timeout(MsbClient *c, uint64_t timeout_ms);
 
+/* How long a cancelled call waits for the daemon's answer to it after
+ * sending rpc.cancel, in milliseconds. The daemon answers at once; when the
+ * answer is later than this the connection is closed instead. */
+#define MSB_CLIENT_CANCEL_WAIT_MS 3000
+
+/*
+ * Lets a call in progress be cancelled from elsewhere: while a call waits
+ * for its answer it also watches fd (borrowed; -1, the default, is none).
+ * Once fd is readable, the library sends rpc.cancel for the call, waits up
+ * to MSB_CLIENT_CANCEL_WAIT_MS for the call's answer (the connection stays
+ * usable when it comes) and returns -ECANCELED. The daemon then stops a
+ * pull that no other client waits for. The library never reads fd: a
+ * SIGINT handler that writes a byte to a pipe whose read end is fd cancels
+ * (the pipe stays readable, so drain it before the next call).
+ */
+MSB_PUBLIC void msb_client_set_cancel_fd(MsbClient *c, int fd);
+
 /* False once a transport failure closed the connection. */
 MSB_PUBLIC bool msb_client_is_connected(const MsbClient *c);
 
@@ -273,8 +290,8 @@ typedef struct MsbPullProgress {
 /*
  * Called for each progress notification of the pull. Returning a negative
  * errno abandons the pull: the call returns that value and the connection
- * is closed (the daemon then stops sending; whether it finishes the pull is
- * its business).
+ * is closed, which the daemon takes as a cancellation (the pull stops
+ * unless another client waits for it).
  */
 typedef int (*MsbPullProgressFn)(const MsbPullProgress *progress, void *userdata);
 

@@ -26,6 +26,8 @@ struct MsbClient {
         char *socket_path;
         uint64_t next_id;      /* ids of our requests: 1, 2, ... */
         uint64_t timeout_ms;   /* 0: none */
+        int cancel_fd;         /* readable: cancel the call in progress; -1: none */
+        bool cancelled;        /* the call in progress saw cancel_fd readable */
         char *buf;             /* bytes received, not yet consumed */
         size_t buf_start;      /* offset of the first unconsumed byte */
         size_t buf_size;       /* bytes held, consumed ones included */

@@ -6,6 +6,7 @@
  * response is one JSON text terminated by '\n').
  */
 
+#include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdio.h>
@@ -102,6 +103,7 @@ int msb_client_connect(const char *socket_path, MsbClient **ret_client) {
                 return -ENOMEM;
         }
         c->fd = fd;
+        c->cancel_fd = -1;
         c->socket_path = TAKE_PTR(path);
         c->next_id = 1;
         *ret_client = c;
@@ -127,6 +129,11 @@ void msb_client_set_timeout(MsbClient *c, uint64_t timeout_ms) {
                 c->timeout_ms = timeout_ms;
 }
 
+void msb_client_set_cancel_fd(MsbClient *c, int fd) {
+        if (c)
+                c->cancel_fd = fd < 0 ? -1 : fd;
+}
+
 bool msb_client_is_connected(const MsbClient *c) {
         return c && c->fd >= 0;
 }
@@ -141,10 +148,14 @@ static uint64_t monotonic_ms(void) {
         return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
 }
 
-/* Waits until fd is ready for events or the deadline (0: none) passes. */
-static int wait_fd(int fd, short events, uint64_t deadline_ms) {
+/* Waits until fd is ready for events or the deadline (0: none) passes;
+ * -ECANCELED as soon as cancel_fd (-1: none) is readable. */
+static int wait_fd(int fd, short events, int cancel_fd, uint64_t deadline_ms) {
         for (;;) {
-                struct pollfd p = { .fd = fd, .events = events };
+                struct pollfd p[2] = {
+                        { .fd = fd, .events = events },
+                        { .fd = cancel_fd, .events = POLLIN },
+                };
                 int timeout = -1;
 
                 if (deadline_ms > 0) {
@@ -153,12 +164,14 @@ static int wait_fd(int fd, short events, uint64_t deadline_ms) {
                                 return -ETIMEDOUT;
                         timeout = deadline_ms - now > INT_MAX ? INT_MAX : (int) (deadline_ms - now);
                 }
-                int n = poll(&p, 1, timeout);
+                int n = poll(p, cancel_fd >= 0 ? 2 : 1, timeout);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
                         return -errno;
                 }
+                if (cancel_fd >= 0 && p[1].revents != 0)
+                        return -ECANCELED;
                 if (n > 0)
                         return 0;
         }
@@ -166,7 +179,7 @@ static int wait_fd(int fd, short events, uint64_t deadline_ms) {
 
 static int send_all(MsbClient *c, const char *data, size_t len, uint64_t deadline_ms) {
         while (len > 0) {
-                int r = wait_fd(c->fd, POLLOUT, deadline_ms);
+                int r = wait_fd(c->fd, POLLOUT, -1, deadline_ms);
                 if (r < 0)
                         return r;
                 /* MSG_NOSIGNAL: a library must not kill its caller with
@@ -186,9 +199,10 @@ static int send_all(MsbClient *c, const char *data, size_t len, uint64_t deadlin
 /*
  * Reads the next line into *ret_line (NUL-terminated in place of '\n',
  * valid until the next read). -ECONNRESET when the daemon closes the
- * connection, -EMSGSIZE past MSB_CLIENT_RESPONSE_MAX_BYTES.
+ * connection, -EMSGSIZE past MSB_CLIENT_RESPONSE_MAX_BYTES, -ECANCELED
+ * when cancel_fd (-1: none) became readable first.
  */
-static int read_line(MsbClient *c, uint64_t deadline_ms, char **ret_line, size_t *ret_len) {
+static int read_line(MsbClient *c, uint64_t deadline_ms, int cancel_fd, char **ret_line, size_t *ret_len) {
         size_t scanned;
 
         /* The previous line has been used by now; drop a large buffer that
@@ -232,7 +246,9 @@ static int read_line(MsbClient *c, uint64_t deadline_ms, char **ret_line, size_t
                         c->buf_allocated = n;
                 }
 
-                int r = wait_fd(c->fd, POLLIN, deadline_ms);
+                int r = wait_fd(c->fd, POLLIN, cancel_fd, deadline_ms);
+                if (r == -ECANCELED)
+                        c->cancelled = true;
                 if (r < 0)
                         return r;
                 ssize_t n = recv(c->fd, c->buf + c->buf_size, c->buf_allocated - c->buf_size, MSG_DONTWAIT);
@@ -289,22 +305,18 @@ static int handle_response(MsbClient *c, json_t *msg, json_t **ret_result) {
         return 0;
 }
 
-static int call_exchange(MsbClient *c, uint64_t id, const char *text, size_t len, ClientNotifyFn notify,
-                         void *userdata, json_t **ret_result) {
-        uint64_t deadline = c->timeout_ms > 0 ? monotonic_ms() + c->timeout_ms : 0;
-        int r;
-
-        r = send_all(c, text, len, deadline);
-        if (r < 0)
-                return r;
-
+/* Reads messages until the answer to request id: 0 with *ret_result, or
+ * the call's error. Notifications go to notify. */
+static int call_read_answer(MsbClient *c, uint64_t id, uint64_t deadline, int cancel_fd, ClientNotifyFn notify,
+                            void *userdata, json_t **ret_result) {
         for (;;) {
                 _cleanup_json_ json_t *msg = NULL;
                 json_error_t jerr;
                 char *line = NULL;
                 size_t line_len = 0;
+                int r;
 
-                r = read_line(c, deadline, &line, &line_len);
+                r = read_line(c, deadline, cancel_fd, &line, &line_len);
                 if (r < 0)
                         return r;
                 msg = json_loadb(line, line_len, 0, &jerr);
@@ -330,6 +342,41 @@ static int call_exchange(MsbClient *c, uint64_t id, const char *text, size_t len
                         return handle_response(c, msg, ret_result);
                 return -EPROTO;
         }
+}
+
+/* The caller gave up on request id: rpc.cancel (a notification), then the
+ * daemon's answer to the call, which keeps the stream in step; whatever it
+ * says, the call was cancelled. */
+static int call_cancel(MsbClient *c, uint64_t id) {
+        _cleanup_json_ json_t *result = NULL;
+        uint64_t deadline = monotonic_ms() + MSB_CLIENT_CANCEL_WAIT_MS;
+        char text[96];
+        int n, r;
+
+        n = snprintf(text, sizeof(text), "{\"jsonrpc\":\"2.0\",\"method\":\"rpc.cancel\",\"params\":{\"id\":%" PRIu64 "}}\n",
+                     id);
+        r = send_all(c, text, (size_t) n, deadline);
+        if (r >= 0)
+                r = call_read_answer(c, id, deadline, -1, NULL, NULL, &result);
+        client_reset_error(c);
+        if (r < 0 && r != -MSB_EREMOTE)
+                client_close(c);
+        return -ECANCELED;
+}
+
+static int call_exchange(MsbClient *c, uint64_t id, const char *text, size_t len, ClientNotifyFn notify,
+                         void *userdata, json_t **ret_result) {
+        uint64_t deadline = c->timeout_ms > 0 ? monotonic_ms() + c->timeout_ms : 0;
+        int r;
+
+        r = send_all(c, text, len, deadline);
+        if (r < 0)
+                return r;
+        c->cancelled = false;
+        r = call_read_answer(c, id, deadline, c->cancel_fd, notify, userdata, ret_result);
+        if (c->cancelled)
+                return call_cancel(c, id);
+        return r;
 }
 
 int client_call(MsbClient *c, const char *method, json_t *params, ClientNotifyFn notify, void *userdata,
@@ -365,10 +412,12 @@ int client_call(MsbClient *c, const char *method, json_t *params, ClientNotifyFn
 
         r = call_exchange(c, id, text, len + 1, notify, userdata, &result);
         if (r < 0) {
-                /* Only a JSON-RPC error leaves the stream in step; after
+                /* Only a JSON-RPC error, or a call cancelled through the
+                 * cancel fd (whose answer call_cancel() waited for, or it
+                 * closed the connection), leaves the stream in step; after
                  * anything else an answer may still be on its way, so the
                  * connection cannot be reused. */
-                if (r != -MSB_EREMOTE)
+                if (r != -MSB_EREMOTE && !(r == -ECANCELED && c->cancelled))
                         client_close(c);
                 return r;
         }

@@ -304,12 +304,18 @@ static void pull_progress(json_t *event, void *userdata) {
         rpc_call_notify(call, "image.pull.progress", params);
 }
 
+/* The pull module logs the pull's end, under its tag. */
 static void pull_done(int r, const MsbError *err, json_t *handle, void *userdata) {
         RpcCall *call = userdata;
 
-        if (r >= 0)
-                log_info("pulled %s", json_string_value(json_object_get(handle, "reference")) ?: "an image");
         rpc_call_complete(call, r >= 0 ? json_incref(handle) : NULL, r < 0 ? err : NULL);
+}
+
+/* The caller sent rpc.cancel for the call, or hung up: the pull module
+ * answers it at once (through pull_done) and stops the pull when nobody
+ * else waits for it. */
+static void pull_cancelled(void *userdata) {
+        pull_request_cancel(userdata);
 }
 
 static int method_image_pull(RpcCall *call, RpcLoopContext *ctx, const void *params, json_t **ret, MsbError *err) {
@@ -336,8 +342,14 @@ static int method_image_pull(RpcCall *call, RpcLoopContext *ctx, const void *par
                        pull_progress, pull_done, call, &req, err);
         if (r < 0)
                 return r;
-        /* A caller that hangs up does not stop the pull: other callers may
-         * wait for it, and the image still lands in the cache. */
+        /* The request lives until its done callback has run, and the call
+         * until it is completed: whichever comes first, cancellation or the
+         * end, the other never follows. */
+        rpc_call_on_cancel(call, pull_cancelled, req);
+        if (log_get_max_level() >= LOG_LEVEL_DEBUG) {
+                _cleanup_free_ char *id = json_dumps(rpc_call_id(call) ?: json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
+                log_debug("%s: image.pull %s for call id %s", pull_request_tag(req), p->reference, id ?: "?");
+        }
         return RPC_PENDING;
 }
 

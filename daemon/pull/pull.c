@@ -6,6 +6,58 @@
  */
 #include "pull_internal.h"
 
+/* How the Docker config file looks now. */
+static PullDockerStamp docker_stamp(const char *path) {
+        struct stat st;
+
+        if (!path || stat(path, &st) < 0)
+                return (PullDockerStamp) {};
+        return (PullDockerStamp) {
+                .exists = true,
+                .dev = st.st_dev,
+                .ino = st.st_ino,
+                .size = st.st_size,
+                .mtime = st.st_mtim,
+        };
+}
+
+static bool docker_stamp_equal(const PullDockerStamp *a, const PullDockerStamp *b) {
+        return a->exists == b->exists && a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+               a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec;
+}
+
+/* The registries of the daemon config plus what the Docker config says
+ * about credentials; *ret_stamp is how the Docker config looked when read
+ * (taken first: a change while we read is seen by the next look). */
+static int manager_build_config(PullManager *m, const json_t *config, RegistryConfig **ret,
+                                PullDockerStamp *ret_stamp, MsbError *err) {
+        _cleanup_(registry_config_freep) RegistryConfig *c = NULL;
+        PullDockerStamp stamp = docker_stamp(m->docker_path);
+        int r;
+
+        r = registry_config_new(config, &c, err);
+        if (r < 0)
+                return r;
+        r = m->docker_path ? registry_config_load_docker(c, m->docker_path) : 0;
+        if (r == -ENOMEM)
+                return r;
+        /* A broken Docker config only costs its credentials. */
+        if (r < 0)
+                log_warning("cannot use the Docker config %s: %s; pulls go without its credentials", m->docker_path,
+                            r == -EINVAL ? "it is not a JSON object with \"auths\" an object" : strerror(-r));
+        *ret = TAKE_PTR(c);
+        *ret_stamp = stamp;
+        return 0;
+}
+
+/* Makes c the config of every request from now on. */
+static void manager_swap_config(PullManager *m, RegistryConfig *c, const PullDockerStamp *stamp) {
+        registry_set_config(m->registry, c);
+        registry_config_free(m->config);
+        m->config = c;
+        m->docker_stamp = *stamp;
+}
+
 int pull_manager_new(uv_loop_t *loop, Store *store, const json_t *config, PullManager **ret) {
         PullManager *m;
         int r;
@@ -15,28 +67,46 @@ int pull_manager_new(uv_loop_t *loop, Store *store, const json_t *config, PullMa
                 return -ENOMEM;
         m->loop = loop;
         m->store = store;
+        m->config_json = config ? json_deep_copy(config) : json_object();
+        r = m->config_json ? registry_docker_config_path(&m->docker_path) : -ENOMEM;
         /* Created here, on the loop thread, which is the only one to use it. */
-        r = store_reader_new(store, &m->reader);
-        if (r < 0) {
-                free(m);
-                return r;
-        }
-        r = registry_config_new(config, &m->config, NULL);
-        if (r < 0) {
-                store_reader_free(m->reader);
-                free(m);
-                return r;
-        }
-        /* A broken Docker config only costs its credentials. */
-        (void) registry_config_load_docker_auths(m->config, NULL);
-        r = registry_new(loop, m->config, &m->registry);
+        if (r >= 0)
+                r = store_reader_new(store, &m->reader);
+        if (r >= 0)
+                r = manager_build_config(m, config, &m->config, &m->docker_stamp, NULL);
+        if (r >= 0)
+                r = registry_new(loop, m->config, &m->registry);
         if (r < 0) {
                 registry_config_free(m->config);
                 store_reader_free(m->reader);
+                json_decref(m->config_json);
+                free(m->docker_path);
                 free(m);
                 return r;
         }
         *ret = m;
+        return 0;
+}
+
+int pull_manager_reconfigure(PullManager *m, const json_t *config, MsbError *err) {
+        RegistryConfig *c = NULL;
+        PullDockerStamp stamp;
+        json_t *copy;
+        int r;
+
+        if (!m || !config)
+                return -EINVAL;
+        copy = json_deep_copy(config);
+        if (!copy)
+                return -ENOMEM;
+        r = manager_build_config(m, config, &c, &stamp, err);
+        if (r < 0) {
+                json_decref(copy);
+                return r;
+        }
+        manager_swap_config(m, c, &stamp);
+        json_decref(m->config_json);
+        m->config_json = copy;
         return 0;
 }
 
@@ -46,12 +116,32 @@ int pull_config_check(const json_t *config, MsbError *err) {
         return registry_config_new(config, &c, err);
 }
 
+void pull_manager_refresh_docker_config(PullManager *m, const char *tag) {
+        PullDockerStamp now = docker_stamp(m->docker_path), stamp;
+        RegistryConfig *c = NULL;
+
+        if (docker_stamp_equal(&now, &m->docker_stamp))
+                return;
+        /* The daemon config was valid when it was taken: only memory can
+         * fail here, and then the old credentials stay. */
+        if (manager_build_config(m, m->config_json, &c, &stamp, NULL) < 0)
+                return;
+        manager_swap_config(m, c, &stamp);
+        log_notice("%s %s changed: its registry credentials were read again", tag, m->docker_path);
+}
+
+void pull_manager_new_tag(PullManager *m, char tag[static PULL_TAG_MAX]) {
+        snprintf(tag, PULL_TAG_MAX, "pull#%u", ++m->next_tag);
+}
+
 void pull_manager_maybe_release(PullManager *m) {
         if (!m->freeing || m->busy > 0 || m->ops || m->works_in_flight > 0)
                 return;
         for (size_t i = 0; i < PULL_CONVERTED_MEMORY; i++)
                 free(m->converted[i]);
         registry_config_free(m->config);
+        json_decref(m->config_json);
+        free(m->docker_path);
         store_reader_free(m->reader);
         free(m->stream_buf);
         free(m);
@@ -144,6 +234,10 @@ void pull_manager_forget_converted(PullManager *m, const char *diff_id) {
 
 /* Starting a pull. */
 
+const char *pull_request_tag(const PullRequest *q) {
+        return q && q->tag[0] ? q->tag : "pull";
+}
+
 static bool platform_matches(const json_t *handle, const OciPlatform *want) {
         return streq_ptr(json_string_value(json_object_get(handle, "os")), want->os) &&
                streq_ptr(json_string_value(json_object_get(handle, "architecture")), want->architecture);
@@ -198,6 +292,8 @@ static int pull_try_cache(PullManager *m, const Reference *ref, const OciPlatfor
         if (r < 0 || (!any_platform && !platform_matches(cached, want)))
                 return 0;
         const char *reference = json_string_value(json_object_get(cached, "reference"));
+        pull_manager_new_tag(m, q->tag);
+        log_info("%s %s: answered from the cache", q->tag, ref->canonical);
         r = pull_work_queue(m, NULL, WORK_TOUCH, 0, reference, q, TAKE_PTR(cached));
         return r < 0 ? r : 1;
 }
@@ -258,7 +354,8 @@ int pull_start(PullManager *m, const Reference *ref, const char *policy, const c
                 r = pull_op_new(m, ref, &key, &want, &op, err);
                 if (r < 0)
                         return r;
-        }
+        } else
+                log_info("%s %s: one more caller waits for it", op->tag, op->ref->canonical);
         pull_request_join(op, q);
         *ret = TAKE_PTR(q);
         return 0;

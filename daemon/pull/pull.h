@@ -15,8 +15,24 @@
  * Sharing: two pulls of the same reference and platform are one pull with
  * two callers; two pulls whose images share a blob download it once; a layer
  * converted by one pull is reused by the next. A caller that goes away
- * (pull_request_detach) does not disturb the others; a pull that has no
- * caller left is abandoned.
+ * (pull_request_detach, pull_request_cancel) does not disturb the others; a
+ * pull that has no caller left stops: its transfers are removed, the
+ * downloads no other pull shares are dropped with their temporary files,
+ * and a conversion reading one of them ends at once (the file is cut to
+ * nothing before it goes, so the converter reads its end).
+ *
+ * Credentials: a registry's come from the daemon config, else from the
+ * Docker credential helper ~/.docker/config.json names for it (run at the
+ * start of each pull that goes to the network), else from its "auths".
+ * The Docker config is read again when it changed since it was last read
+ * (looked at when a pull starts); pull_manager_reconfigure() takes a new
+ * daemon config (SIGHUP) without disturbing the transfers in flight.
+ *
+ * The log: each pull is "pull#N" in every line about it (its start, the
+ * callers that join or cancel it, each HTTP exchange at debug level, its
+ * retries, its end); a failure is a warning that names the reference, the
+ * registry and the failed exchange (URL without secrets, HTTP status or
+ * curl error, retries).
  *
  * Policies: "if-missing" answers from the cache without network when the
  * reference is there; "always" re-resolves (and still reuses every layer
@@ -73,6 +89,11 @@ typedef void (*PullDoneFn)(int r, const MsbError *err, json_t *handle, void *use
  * invalid config is -EINVAL (registry_config_new() says which field). */
 int pull_manager_new(uv_loop_t *loop, Store *store, const json_t *config, PullManager **ret);
 
+/* A new daemon config (SIGHUP): new requests use its registries, with the
+ * Docker config read again; transfers in flight go on. -EINVAL with err
+ * (as pull_config_check) keeps the current one. */
+int pull_manager_reconfigure(PullManager *m, const json_t *config, MsbError *err);
+
 /* Checks the pull-related parts of a daemon config: 0, or -EINVAL with err
  * (invalid-params, data.parameter naming the field) saying what is wrong,
  * for main to print before it starts. */
@@ -103,3 +124,14 @@ int pull_start(PullManager *m, const Reference *ref, const char *policy, const c
 
 /* The caller went away: no more callbacks; frees the request. */
 void pull_request_detach(PullRequest *r);
+
+/* The caller gave up (rpc.cancel, or it hung up): its done callback runs at
+ * once, from inside this call, with -ECANCELED and a shutting-down error
+ * (the pull was abandoned for it and took no effect for it: the same promise
+ * as a call refused at shutdown), then the request is detached and freed.
+ * The pull goes on for its other callers; without any, it stops (see
+ * above). A pull already committing still lands in the store. */
+void pull_request_cancel(PullRequest *r);
+
+/* The tag of the request's pull in the log ("pull#12"). */
+const char *pull_request_tag(const PullRequest *r);

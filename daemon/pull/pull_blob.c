@@ -15,6 +15,13 @@ void pull_blob_free(PullBlob *j) {
                         break;
                 }
         registry_fetch_free(j->fetch);
+        /* A conversion may still read this file, from a pull that stopped
+         * (cancelled, failed, shutting down): cut it to nothing, and the
+         * converter reads its end at once instead of converting a layer
+         * nobody wants. No layer waits for the blob any more, so nothing
+         * else reads it. */
+        if (j->fd >= 0 && ftruncate(j->fd, 0) < 0)
+                log_debug("cannot cut the download of %s short: %s", j->digest, strerror(errno));
         safe_close(j->fd);
         if (j->tmp_path) {
                 store_tmpfile_discard(m->store, j->tmp_path);
@@ -78,16 +85,19 @@ static void blob_done(RegistryFetch *f, int r, const MsbError *err, void *userda
         PullBlob *j = userdata;
         PullManager *m = j->manager;
         _cleanup_free_ PullBlobWaiter *w = NULL;
+        _cleanup_free_ char *context = NULL;
         MsbError copy = {};
         size_t n;
 
-        /* err lives in f: copy it before letting f go. */
+        /* err lives in f: copy it (and what the log says of its last
+         * exchange) before letting f go. */
         if (r >= 0) {
                 j->complete = true;
                 j->downloaded = j->size;
         } else {
                 copy = *err;
                 copy.data = json_incref(err->data);
+                context = registry_fetch_describe(f);
         }
         j->fetch = registry_fetch_free(f);
 
@@ -104,7 +114,7 @@ static void blob_done(RegistryFetch *f, int r, const MsbError *err, void *userda
                 if (r >= 0)
                         pull_layer_downloaded(w[k].op, w[k].layer);
                 else
-                        pull_op_fail(w[k].op, r, &copy);
+                        pull_op_fail_fetch(w[k].op, context, r, &copy);
                 /* The last waiter may have released and freed the job. */
                 if (!blob_is_live(m, j))
                         break;
@@ -156,6 +166,7 @@ int pull_blob_new(PullManager *m, PullOp *op, const IngestLayer *il, PullBlob **
                 .digest = il->blob_digest,
                 .size = il->size,
                 .fd = j->fd,
+                .log_tag = op->tag,
         };
         r = registry_fetch_start(m->registry, &p, blob_progress, blob_done, j, &j->fetch);
         if (r < 0) {

@@ -8,7 +8,8 @@
  *                   the cache, joining a pull in flight
  *   pull_op.c       the state machine of one pull (PullOp): its steps,
  *                   layers, failure and the end that answers every caller
- *   pull_resolve.c  its first steps: manifest or index, then the config
+ *   pull_resolve.c  its first steps: credentials from a Docker credential
+ *                   helper, the manifest or index, then the config
  *   pull_blob.c     a blob download shared by every layer (of any pull)
  *                   with that digest
  *   pull_stream.c   a layer converted while it downloads, through a pipe
@@ -20,7 +21,11 @@
  * callback, which touches only the store and the op's Ingest.
  */
 
+#include <sys/stat.h>
+
+#include "credential_helper.h"
 #include "ingest.h"
+#include "log.h"
 #include "oci.h"
 #include "pull.h"
 #include "registry.h"
@@ -68,7 +73,11 @@ typedef struct PullLayer {
         uint64_t download_started_ms;
 } PullLayer;
 
+/* The tag of a pull in log lines ("pull#12"), bytes with the NUL. */
+#define PULL_TAG_MAX REGISTRY_LOG_TAG_MAX
+
 typedef enum OpStep {
+        OP_CREDENTIALS, /* a Docker credential helper runs */
         OP_RESOLVING, /* manifest or index fetches */
         OP_CONFIG,    /* config fetch */
         OP_PREPARING, /* ingest_new and the cache lookups, on a worker */
@@ -84,16 +93,20 @@ struct PullRequest {
         PullDoneFn done;
         void *userdata;
         bool detached;
+        char tag[PULL_TAG_MAX];     /* its pull's, or its own for an answer from the cache */
         PullRequest *next;          /* in op->requests */
 };
 
 struct PullOp {
         PullManager *manager;
+        char tag[PULL_TAG_MAX];  /* "pull#12": every log line about this pull carries it */
+        uint64_t started_ms;
         char *key;
         Reference *ref;
         OciPlatform want;
         PullRequest *requests;
         OpStep step;
+        CredentialHelperRun *helper;
         RegistryFetch *fetch;
         unsigned index_depth;
         uint64_t expected_size; /* of the document being fetched, when a descriptor gave it */
@@ -115,8 +128,10 @@ struct PullOp {
         bool repump;
 
         bool failed;
+        bool cancelled;       /* every caller gave up on it */
         int error;
         MsbError err;
+        char *fail_context;   /* the failed fetch's last exchange, for the log */
         json_t *handle;
         PullOp *next;
 };
@@ -142,11 +157,25 @@ struct PullBlob {
         PullBlob *next;
 };
 
+/* What the Docker config file looked like when it was read: a pull looks
+ * again before it goes to the network, and reads it again if it changed. */
+typedef struct PullDockerStamp {
+        bool exists;
+        dev_t dev;
+        ino_t ino;
+        off_t size;
+        struct timespec mtime;
+} PullDockerStamp;
+
 struct PullManager {
         uv_loop_t *loop;
         Store *store;
         StoreReader *reader; /* the loop thread's read connection, for cache hits */
         RegistryConfig *config;
+        json_t *config_json;    /* the daemon config it came from (our copy) */
+        char *docker_path;      /* of the Docker config, NULL when there is none */
+        PullDockerStamp docker_stamp;
+        unsigned next_tag;      /* the number of the next pull#N */
         Registry *registry;
         PullOp *ops;
         PullBlob *blobs;
@@ -188,6 +217,10 @@ typedef struct PullWork {
 /* Frees the manager once pull_manager_free() was called and nothing uses
  * it any more (no op, no worker job, no frame on the stack). */
 void pull_manager_maybe_release(PullManager *m);
+/* Reads the Docker config again when it changed since it was read. */
+void pull_manager_refresh_docker_config(PullManager *m, const char *tag);
+/* A new "pull#N" tag. */
+void pull_manager_new_tag(PullManager *m, char tag[static PULL_TAG_MAX]);
 /* True while op is one of the manager's pulls (not yet finished). */
 bool pull_manager_has_op(const PullManager *m, const PullOp *op);
 /* The memory of layers converted by earlier pulls, by diff_id. */
@@ -208,6 +241,10 @@ void pull_op_finish(PullOp *op);
 /* Fails the pull (err NULL: a generic message); a no-op once it failed. */
 void pull_op_fail(PullOp *op, int r, const MsbError *err);
 void pull_op_fail_errno(PullOp *op, int r, const char *what);
+/* The same for a failed fetch: the log line names its last exchange,
+ * context (registry_fetch_describe(), may be NULL), or that of f. */
+void pull_op_fail_fetch(PullOp *op, const char *context, int r, const MsbError *err);
+void pull_op_fail_fetch_of(PullOp *op, const RegistryFetch *f, int r, const MsbError *err);
 /* Moves layers on: downloads, conversions, the commit. */
 void pull_op_pump(PullOp *op);
 /* Stops what the op has on the network: its fetch, its layers' feeds and
@@ -225,9 +262,11 @@ void pull_op_committed(PullOp *op, PullWork *w);
 
 /* pull_resolve.c */
 
-/* Fetches the manifest or index the op's reference names, and on from
- * there to the config and the worker that prepares the ingest. */
-int pull_op_resolve(PullOp *op);
+/* The first step of a new pull: the credentials of a Docker credential
+ * helper when one is configured for the registry, then the manifest or
+ * index the op's reference names, and on from there to the config and the
+ * worker that prepares the ingest. */
+int pull_op_start(PullOp *op);
 
 /* pull_blob.c */
 

@@ -27,6 +27,8 @@ int pull_op_new(PullManager *m, const Reference *ref, char **key, OciPlatform *w
         if (!op)
                 return -ENOMEM;
         op->manager = m;
+        pull_manager_new_tag(m, op->tag);
+        op->started_ms = now_monotonic_ms();
         op->key = TAKE_PTR(*key);
         op->want = *want;
         *want = (OciPlatform) {};
@@ -39,7 +41,9 @@ int pull_op_new(PullManager *m, const Reference *ref, char **key, OciPlatform *w
                 pull_op_free(op);
                 return msb_error_set(err, r, PROTO_ERROR_INVALID_REFERENCE, "invalid reference %s", ref->canonical);
         }
-        r = pull_op_resolve(op);
+        log_info("%s %s: pulling for %s/%s%s%s", op->tag, op->ref->canonical, op->want.os, op->want.architecture,
+                 op->want.variant ? "/" : "", op->want.variant ?: "");
+        r = pull_op_start(op);
         if (r < 0) {
                 pull_op_free(op);
                 return msb_error_set(err, r, r == -EINVAL ? PROTO_ERROR_INVALID_REFERENCE : PROTO_ERROR_INTERNAL_ERROR,
@@ -60,6 +64,7 @@ void pull_layer_drop(PullOp *op, size_t i) {
 }
 
 void pull_op_drop_transfers(PullOp *op) {
+        op->helper = credential_helper_cancel(op->helper);
         op->fetch = registry_fetch_free(op->fetch);
         for (size_t i = 0; i < op->n_layers; i++)
                 pull_layer_drop(op, i);
@@ -78,6 +83,7 @@ void pull_op_free(PullOp *op) {
         oci_platform_done(&op->want);
         reference_free(op->ref);
         msb_error_clear(&op->err);
+        free(op->fail_context);
         json_decref(op->handle);
         free(op->layers);
         free(op->manifest);
@@ -114,6 +120,27 @@ void pull_op_finish(PullOp *op) {
         pull_manager_maybe_release(m);
 }
 
+/* One line a user can debug with: what was pulled, from where, and what
+ * went wrong; a pull stopped by its callers or by the shutdown is no
+ * failure of the registry's or ours. */
+static void op_log_failure(const PullOp *op) {
+        uint64_t ms = now_monotonic_ms() - op->started_ms;
+
+        if (op->cancelled) {
+                log_info("%s %s: cancelled after %" PRIu64 " ms: nobody waits for it any more; its transfers stop "
+                         "and its temporary files go",
+                         op->tag, op->ref->canonical, ms);
+                return;
+        }
+        if (op->err.kind == PROTO_ERROR_SHUTTING_DOWN) {
+                log_info("%s %s: abandoned: %s", op->tag, op->ref->canonical, op->err.message);
+                return;
+        }
+        log_warning("%s %s: failed after %" PRIu64 " ms, registry %s: %s%s%s%s", op->tag, op->ref->canonical, ms,
+                    op->ref->domain, op->err.message, op->fail_context ? " (last exchange: " : "",
+                    op->fail_context ?: "", op->fail_context ? ")" : "");
+}
+
 void pull_op_fail(PullOp *op, int r, const MsbError *err) {
         if (op->failed || op->step == OP_FINISHED)
                 return;
@@ -126,10 +153,27 @@ void pull_op_fail(PullOp *op, int r, const MsbError *err) {
                 msb_error_set(&op->err, op->error, PROTO_ERROR_INTERNAL_ERROR, "pull of %s failed: %s",
                               op->ref->canonical, strerror(-op->error));
 
+        op_log_failure(op);
+
         /* Stop everything that is on the network; workers finish on their
-         * own (a streaming converter sees EOF). */
+         * own (a streaming converter sees EOF, one reading a dropped
+         * download's file its end). */
         pull_op_drop_transfers(op);
         pull_op_finish(op);
+}
+
+void pull_op_fail_fetch(PullOp *op, const char *context, int r, const MsbError *err) {
+        if (op->failed || op->step == OP_FINISHED)
+                return;
+        free(op->fail_context);
+        op->fail_context = context ? strdup(context) : NULL;
+        pull_op_fail(op, r, err);
+}
+
+void pull_op_fail_fetch_of(PullOp *op, const RegistryFetch *f, int r, const MsbError *err) {
+        _cleanup_free_ char *context = registry_fetch_describe(f);
+
+        pull_op_fail_fetch(op, context, r, err);
 }
 
 void pull_op_fail_errno(PullOp *op, int r, const char *what) {
@@ -391,6 +435,8 @@ void pull_op_committed(PullOp *op, PullWork *w) {
         if (w->r < 0)
                 return pull_op_fail(op, w->r, &w->err);
         op->handle = TAKE_PTR(w->result);
+        log_info("%s %s: pulled %s in %" PRIu64 " ms", op->tag, op->ref->canonical, op->manifest_digest,
+                 now_monotonic_ms() - op->started_ms);
         pull_op_emit(op, json_pack("{s:s, s:I}", "event", "fsmeta", "size_bytes", (json_int_t) w->size));
         pull_op_emit(op, json_pack("{s:s}", "event", "vmdk"));
         pull_op_emit(op, json_pack("{s:s, s:s}", "event", "complete", "manifest_digest", op->manifest_digest));

@@ -141,6 +141,7 @@ PullRequest *pull_request_free(PullRequest *q) {
 
 void pull_request_join(PullOp *op, PullRequest *q) {
         q->op = op;
+        snprintf(q->tag, sizeof(q->tag), "%s", op->tag);
         q->next = op->requests;
         op->requests = q;
         /* For a pull that has just started, that is "resolving" alone. */
@@ -181,12 +182,36 @@ void pull_request_detach(PullRequest *q) {
                 }
         pull_request_free(q);
 
-        /* Nobody waits any more: abandon the pull. */
+        /* Nobody waits any more: stop the pull. */
         if (!op->requests && !op->failed) {
                 MsbError err = {};
 
-                msb_error_set(&err, -ECANCELED, PROTO_ERROR_INTERNAL_ERROR, "every caller went away");
+                op->cancelled = true;
+                msb_error_set(&err, -ECANCELED, PROTO_ERROR_SHUTTING_DOWN,
+                              "the pull of %s was cancelled: every caller gave up on it", op->ref->canonical);
                 pull_op_fail(op, -ECANCELED, &err);
                 msb_error_clear(&err);
         }
+}
+
+void pull_request_cancel(PullRequest *q) {
+        PullDoneFn done;
+        void *userdata;
+        MsbError err = {};
+        bool others;
+
+        if (!q || q->detached)
+                return;
+        done = q->done;
+        userdata = q->userdata;
+        others = q->op && (q->op->requests != q || q->next);
+        log_info("%s: a caller cancelled%s", q->tag,
+                 !q->op ? " (its answer from the cache is dropped)"
+                 : others ? "; the pull goes on for its other callers" : "");
+        /* Detached first: the pull may stop in there, and must not answer
+         * this caller a second time. */
+        pull_request_detach(q);
+        msb_error_set(&err, -ECANCELED, PROTO_ERROR_SHUTTING_DOWN, "the pull was cancelled by its caller");
+        done(-ECANCELED, &err, NULL, userdata);
+        msb_error_clear(&err);
 }

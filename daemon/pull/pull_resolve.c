@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The first steps of a pull: the manifest the reference names (through
- * nested indexes narrowed to one platform), then its config; then the
- * worker that prepares the ingest (OCI distribution-spec "Pulling
+ * The first steps of a pull: credentials from the Docker credential helper
+ * configured for the registry, if any; the manifest the reference names
+ * (through nested indexes narrowed to one platform), then its config; then
+ * the worker that prepares the ingest (OCI distribution-spec "Pulling
  * manifests", image-spec image-index.md and manifest.md).
  */
 #include "pull_internal.h"
@@ -19,13 +20,62 @@ static int op_fetch_manifest(PullOp *op, const char *reference, const char *expe
                 .reference = reference,
                 .digest = expected_digest,
                 .max_size = OCI_MANIFEST_MAX_BYTES,
+                .log_tag = op->tag,
         };
 
         return registry_fetch_start(op->manager->registry, &p, NULL, op_document_done, op, &op->fetch);
 }
 
-int pull_op_resolve(PullOp *op) {
+static int op_resolve(PullOp *op) {
+        op->step = OP_RESOLVING;
         return op_fetch_manifest(op, op->ref->digest ?: op->ref->tag, op->ref->digest);
+}
+
+/* The address a helper knows a registry by: Docker Hub's is the URL the
+ * Docker client has always stored it under, any other is its host[:port]. */
+static const char *helper_server(const char *domain) {
+        return streq(domain, "docker.io") ? "https://index.docker.io/v1/" : domain;
+}
+
+/* The helper answered: its credentials are the registry's from now on (in
+ * the config of the moment), and the pull goes on with or without them. */
+static void op_helper_done(int r, const char *username, const char *secret, const char *why, void *userdata) {
+        PullOp *op = userdata;
+        PullManager *m = op->manager;
+        const char *helper = registry_config_helper(m->config, op->ref->domain);
+
+        op->helper = NULL;
+        if (r >= 0)
+                r = registry_config_set_helper_credentials(m->config, op->ref->domain, username, secret);
+        if (r >= 0)
+                log_debug("%s %s: credentials from docker-credential-%s", op->tag, op->ref->domain, helper ?: "?");
+        else if (r == -ENOENT)
+                log_info("%s %s: docker-credential-%s has no credentials for it; pulling without", op->tag,
+                         op->ref->domain, helper ?: "?");
+        else
+                log_warning("%s %s: %s; pulling without its credentials", op->tag, op->ref->domain,
+                            r == -ENOMEM ? "out of memory" : why);
+        r = op_resolve(op);
+        if (r < 0)
+                pull_op_fail_errno(op, r, "manifest");
+}
+
+int pull_op_start(PullOp *op) {
+        PullManager *m = op->manager;
+        const char *helper;
+        int r;
+
+        pull_manager_refresh_docker_config(m, op->tag);
+        helper = registry_config_helper(m->config, op->ref->domain);
+        if (!helper)
+                return op_resolve(op);
+        op->step = OP_CREDENTIALS;
+        r = credential_helper_run(m->loop, helper, helper_server(op->ref->domain), op_helper_done, op, &op->helper);
+        if (r >= 0)
+                return 0;
+        log_warning("%s %s: cannot run docker-credential-%s: %s; pulling without its credentials", op->tag,
+                    op->ref->domain, helper, r == -ENOENT ? "it is not on PATH" : strerror(-r));
+        return op_resolve(op);
 }
 
 /* The manifest an index entry names: its descriptor gives the digest and
@@ -62,7 +112,7 @@ static void op_config_done(RegistryFetch *f, int r, const MsbError *err, void *u
         size_t n;
 
         if (r < 0) {
-                pull_op_fail(op, r, err);
+                pull_op_fail_fetch_of(op, f, r, err);
                 return;
         }
         body = registry_fetch_body(f, &n);
@@ -110,6 +160,7 @@ static void op_got_manifest(PullOp *op, const char *body, size_t n, const char *
                 .digest = op->parsed->config.digest,
                 .size = op->parsed->config.size,
                 .fd = -1,
+                .log_tag = op->tag,
         };
         r = registry_fetch_start(op->manager->registry, &p, NULL, op_config_done, op, &op->fetch);
         if (r < 0)
@@ -179,7 +230,7 @@ static void op_document_done(RegistryFetch *f, int r, const MsbError *err, void 
         MsbError e = {};
 
         if (r < 0) {
-                pull_op_fail(op, r, err);
+                pull_op_fail_fetch_of(op, f, r, err);
                 return;
         }
         body = registry_fetch_body(f, &n);

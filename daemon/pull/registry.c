@@ -100,6 +100,20 @@ int registry_new(uv_loop_t *loop, const RegistryConfig *config, Registry **ret) 
         return 0;
 }
 
+void registry_set_config(Registry *r, const RegistryConfig *config) {
+        if (!r || !config)
+                return;
+        r->config = config;
+        /* A token was granted for the old credentials, and a ping chose a
+         * scheme under the old "insecure": both are asked again. Fetches in
+         * flight hold endpoints, so these are kept, only marked. */
+        registry_tokens_free(r);
+        for (RegistryEndpoint *e = r->endpoints; e; e = e->next)
+                e->pinged = false;
+        /* max_concurrent_downloads may have grown. */
+        registry_kick(r);
+}
+
 static void registry_timer_close_cb(uv_handle_t *h) {
         free(h->data);
 }
@@ -199,6 +213,7 @@ int registry_fetch_start(Registry *r, const RegistryFetchParams *p, RegistryFetc
         f->done = done;
         f->userdata = userdata;
         f->step = STEP_QUEUED;
+        snprintf(f->log_tag, sizeof(f->log_tag), "%s", p->log_tag ?: "registry");
         f->domain = strdup(p->domain);
         f->repository = strdup(p->repository);
         f->reference = p->reference ? strdup(p->reference) : NULL;
@@ -245,6 +260,7 @@ RegistryFetch *registry_fetch_free(RegistryFetch *f) {
         free(f->repository);
         free(f->reference);
         free(f->expected_digest);
+        free(f->last_url);
         free(f->buf);
         free(f);
         return NULL;
@@ -266,4 +282,17 @@ const char *registry_fetch_body(const RegistryFetch *f, size_t *ret_size) {
 
 const char *registry_fetch_media_type(const RegistryFetch *f) {
         return f->media_type;
+}
+
+char *registry_fetch_describe(const RegistryFetch *f) {
+        char status[32], *s = NULL;
+
+        if (!f || !f->last_url)
+                return NULL;
+        snprintf(status, sizeof(status), "HTTP %ld", f->last_status);
+        if (asprintf(&s, "GET %s: %s, %u retr%s", f->last_url,
+                     f->last_result != CURLE_OK ? curl_easy_strerror(f->last_result) : status, f->endpoint_retries,
+                     f->endpoint_retries == 1 ? "y" : "ies") < 0)
+                return NULL;
+        return s;
 }

@@ -23,6 +23,12 @@
  * remote-not-found, digest-mismatch, limit-exceeded, network-error,
  * registry-error). Messages name the registry and the object, never a
  * credential or a token.
+ *
+ * The log: every HTTP exchange at debug level (method, URL, status or curl
+ * error, bytes, milliseconds), each retry and each fallback to the next
+ * endpoint at info level, all prefixed with the fetch's log tag (the pull
+ * it serves, "pull#12"). URLs are logged without userinfo, query or
+ * fragment: a redirect to blob storage carries its signature in the query.
  */
 
 #include <uv.h>
@@ -43,6 +49,8 @@
 /* A transfer slower than 1 byte/s for this long is a network failure. */
 #define REGISTRY_STALL_TIMEOUT_S 30L
 #define REGISTRY_MAX_REDIRECTS 5L
+/* The longest log tag of a fetch ("pull#12"), bytes with the NUL. */
+#define REGISTRY_LOG_TAG_MAX 32U
 /* A token server response larger than this is garbage, bytes. */
 #define REGISTRY_TOKEN_RESPONSE_MAX_BYTES (256 * KiB)
 /* Lifetime of a token whose response gives none (distribution-spec token
@@ -79,6 +87,7 @@ typedef struct RegistryFetchParams {
         uint64_t max_size;           /* manifests: largest accepted body */
         int fd;                      /* blobs: an empty file to write to (not owned), or
                                       * -1 to collect a small blob (a config) in memory */
+        const char *log_tag;         /* prefix of the fetch's log lines ("pull#12"), or NULL */
 } RegistryFetchParams;
 
 /* Bytes of the blob written so far (after a restart, it can go down). */
@@ -112,8 +121,18 @@ typedef enum RegistryChallengeScheme {
 int registry_challenge_parse(const char *s, RegistryChallengeScheme *ret_scheme, char **ret_realm,
                              char **ret_service);
 
-/* config is borrowed and must outlive the registry. */
+/* config is borrowed: it must outlive the registry, or be replaced first
+ * with registry_set_config(). */
 int registry_new(uv_loop_t *loop, const RegistryConfig *config, Registry **ret);
+/*
+ * Replaces the config (borrowed as in registry_new()); the old one may be
+ * freed as soon as this returns. Fetches in flight go on: nothing of a
+ * config is kept across loop callbacks (curl copies the strings it is
+ * given), so each request reads the config that is current when it is
+ * sent. Tokens and what the pings learnt are forgotten: credentials, CAs
+ * or "insecure" may have changed.
+ */
+void registry_set_config(Registry *r, const RegistryConfig *config);
 /* Every fetch must have been freed. The memory goes in a close callback:
  * run the loop once more. Returns NULL. */
 Registry *registry_free(Registry *r);
@@ -137,3 +156,9 @@ uint64_t registry_fetch_size(const RegistryFetch *f);
  * Content-Type without parameters ("" when absent). */
 const char *registry_fetch_body(const RegistryFetch *f, size_t *ret_size);
 const char *registry_fetch_media_type(const RegistryFetch *f);
+
+/* For the log line of a failed fetch: its last exchange and the retries on
+ * its last endpoint, as "GET URL: HTTP 502, 3 retries" or "GET URL:
+ * Couldn't connect to server, 0 retries" (the URL without userinfo or
+ * query). NULL when it made none, or out of memory. Caller frees. */
+char *registry_fetch_describe(const RegistryFetch *f);

@@ -130,12 +130,31 @@ void registry_fetch_token(RegistryFetch *f) {
         f->registry->stats.tokens++;
 }
 
+/* Where the credentials sent came from, for an error that must help the
+ * user find which ones are wrong (never the credentials themselves). */
+static const char *credentials_origin(const Registry *r, const RegistryHostConfig *hc, char *buf, size_t size) {
+        switch (hc && hc->username ? hc->source : REGISTRY_CREDENTIALS_NONE) {
+        case REGISTRY_CREDENTIALS_DAEMON:
+                return " with the credentials of the daemon's configuration";
+        case REGISTRY_CREDENTIALS_DOCKER_AUTHS:
+                return " with the credentials of the Docker config's \"auths\"";
+        case REGISTRY_CREDENTIALS_HELPER:
+                snprintf(buf, size, " with the credentials of docker-credential-%s",
+                         hc->cred_helper ?: r->config->creds_store ?: "?");
+                return buf;
+        case REGISTRY_CREDENTIALS_NONE:
+        default:
+                return " (no credentials)";
+        }
+}
+
 void registry_fetch_unauthorized(RegistryFetch *f) {
         RegistryEndpoint *e = f->endpoints[f->endpoint_idx];
         const RegistryHostConfig *hc = registry_endpoint_config(f->registry, e);
+        char origin[128];
 
         msb_error_set(&f->err, -EACCES, PROTO_ERROR_UNAUTHORIZED, "registry %s refused access to %s%s", e->key,
-                      f->repository, hc && hc->username ? " with the configured credentials" : " (no credentials)");
+                      f->repository, credentials_origin(f->registry, hc, origin, sizeof(origin)));
         msb_error_add_data(&f->err, "registry", json_string(f->domain));
         registry_fetch_endpoint_failed(f, -EACCES);
 }

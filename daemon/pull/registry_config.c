@@ -2,16 +2,24 @@
 #include <arpa/inet.h>
 #include <openssl/evp.h>
 
+#include "credential_helper.h"
 #include "registry_config.h"
 
-static void host_config_done(RegistryHostConfig *h) {
-        free(h->host);
-        free(h->ca_file);
+static void host_credentials_clear(RegistryHostConfig *h) {
         free(h->username);
         if (h->password) {
                 explicit_bzero(h->password, strlen(h->password));
                 free(h->password);
         }
+        h->username = h->password = NULL;
+        h->source = REGISTRY_CREDENTIALS_NONE;
+}
+
+static void host_config_done(RegistryHostConfig *h) {
+        free(h->host);
+        free(h->ca_file);
+        free(h->cred_helper);
+        host_credentials_clear(h);
         for (size_t i = 0; i < h->n_mirrors; i++)
                 free(h->mirrors[i]);
         free(h->mirrors);
@@ -24,6 +32,7 @@ RegistryConfig *registry_config_free(RegistryConfig *c) {
         for (size_t i = 0; i < c->n_hosts; i++)
                 host_config_done(&c->hosts[i]);
         free(c->hosts);
+        free(c->creds_store);
         free(c);
         return NULL;
 }
@@ -100,6 +109,14 @@ static int strdup_field(const json_t *o, const char *key, char **ret) {
         return *ret ? 0 : -ENOMEM;
 }
 
+/* True when the authority of a URL (or a bare host) holds "user@". */
+static bool url_has_userinfo(const char *s) {
+        const char *sep = strstr(s, "://"), *authority = sep ? sep + 3 : s;
+        size_t n = strcspn(authority, "/?#");
+
+        return memchr(authority, '@', n) != NULL;
+}
+
 /* A mirror is "scheme://host[:port]" or a bare "host[:port]", which means
  * https except on loopback. */
 static char *mirror_url_normalize(const char *s) {
@@ -140,6 +157,8 @@ static int host_config_parse(const char *key, const json_t *o, RegistryHostConfi
                 return config_error(err, field, "\"ca_file\", \"username\" and \"password\" must be strings");
         if (!h->username != !h->password)
                 return config_error(err, field, "\"username\" and \"password\" go together");
+        if (h->username)
+                h->source = REGISTRY_CREDENTIALS_DAEMON;
 
         v = json_object_get(o, "mirrors");
         if (!v)
@@ -152,6 +171,12 @@ static int host_config_parse(const char *key, const json_t *o, RegistryHostConfi
         json_array_foreach(v, i, m) {
                 if (!json_is_string(m))
                         return config_error(err, field, "\"mirrors\" must hold strings");
+                /* A URL is printed in errors and logs; credentials belong in
+                 * the mirror's own entry, where nothing prints them. */
+                if (url_has_userinfo(json_string_value(m)))
+                        return config_error(err, field,
+                                            "a mirror URL may not hold credentials (user:password@): give them in "
+                                            "the mirror's own entry under \"registries\"");
                 h->mirrors[h->n_mirrors] = mirror_url_normalize(json_string_value(m));
                 if (!h->mirrors[h->n_mirrors])
                         return config_error(err, field, "a mirror URL is empty");
@@ -285,9 +310,7 @@ static RegistryHostConfig *config_get_or_add(RegistryConfig *c, const char *host
         return &hosts[c->n_hosts++];
 }
 
-/* Where the Docker client keeps its config: $DOCKER_CONFIG/config.json,
- * else ~/.docker/config.json. *ret NULL: neither is set. */
-static int docker_config_path(char **ret) {
+int registry_docker_config_path(char **ret) {
         const char *dir = getenv("DOCKER_CONFIG"), *home = getenv("HOME");
         int r;
 
@@ -333,11 +356,44 @@ static int docker_auths_add(RegistryConfig *c, const json_t *auths) {
                         continue;
                 h->username = TAKE_PTR(user);
                 h->password = TAKE_PTR(password);
+                h->source = REGISTRY_CREDENTIALS_DOCKER_AUTHS;
         }
         return 0;
 }
 
-int registry_config_load_docker_auths(RegistryConfig *c, const char *path) {
+/* "credsStore": NAME and "credHelpers": {host: NAME}. A name that is not a
+ * plain word (a path, say) is ignored: it becomes part of a program name. */
+static int docker_helpers_add(RegistryConfig *c, const json_t *root) {
+        const char *store = json_string_value(json_object_get(root, "credsStore"));
+        const json_t *helpers = json_object_get(root, "credHelpers");
+        const char *key;
+        json_t *v;
+
+        if (store && credential_helper_name_is_valid(store) && !(c->creds_store = strdup(store)))
+                return -ENOMEM;
+        if (!json_is_object(helpers))
+                return 0;
+        json_object_foreach((json_t *) helpers, key, v) {
+                _cleanup_free_ char *host = NULL;
+                RegistryHostConfig *h;
+
+                if (!credential_helper_name_is_valid(json_string_value(v)))
+                        continue;
+                host = registry_config_normalize_host(key);
+                if (!host)
+                        return -ENOMEM;
+                h = config_get_or_add(c, host);
+                if (!h)
+                        return -ENOMEM;
+                free(h->cred_helper);
+                h->cred_helper = strdup(json_string_value(v));
+                if (!h->cred_helper)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
+int registry_config_load_docker(RegistryConfig *c, const char *path) {
         _cleanup_free_ char *default_path = NULL, *data = NULL;
         _cleanup_(json_decrefp) json_t *root = NULL;
         const json_t *auths;
@@ -345,7 +401,7 @@ int registry_config_load_docker_auths(RegistryConfig *c, const char *path) {
         int r;
 
         if (!path) {
-                r = docker_config_path(&default_path);
+                r = registry_docker_config_path(&default_path);
                 if (r < 0 || !default_path)
                         return r;
                 path = default_path;
@@ -361,10 +417,48 @@ int registry_config_load_docker_auths(RegistryConfig *c, const char *path) {
         explicit_bzero(data, size);
         if (!root || !json_is_object(root))
                 return -EINVAL;
+        r = docker_helpers_add(c, root);
+        if (r < 0)
+                return r;
         auths = json_object_get(root, "auths");
         if (!auths)
                 return 0;
         if (!json_is_object(auths))
                 return -EINVAL;
         return docker_auths_add(c, auths);
+}
+
+const char *registry_config_helper(const RegistryConfig *c, const char *host) {
+        const RegistryHostConfig *h = registry_config_find(c, host);
+
+        if (h && h->source == REGISTRY_CREDENTIALS_DAEMON)
+                return NULL;
+        if (h && h->cred_helper)
+                return h->cred_helper;
+        return c ? c->creds_store : NULL;
+}
+
+int registry_config_set_helper_credentials(RegistryConfig *c, const char *host, const char *username,
+                                           const char *password) {
+        RegistryHostConfig *h = config_get_or_add(c, host);
+        char *u, *p;
+
+        if (!h)
+                return -ENOMEM;
+        if (h->source == REGISTRY_CREDENTIALS_DAEMON)
+                return 0;
+        u = strdup(username);
+        p = strdup(password);
+        if (!u || !p) {
+                free(u);
+                if (p)
+                        explicit_bzero(p, strlen(p));
+                free(p);
+                return -ENOMEM;
+        }
+        host_credentials_clear(h);
+        h->username = u;
+        h->password = p;
+        h->source = REGISTRY_CREDENTIALS_HELPER;
+        return 0;
 }

@@ -22,6 +22,12 @@
  * Hosts are keyed by the registry domain of a reference ("docker.io",
  * "ghcr.io", "127.0.0.1:5000"). Secrets are kept here only; nothing that
  * formats an error or a log line reads them.
+ *
+ * Credentials of a host come, first found first: from the daemon config;
+ * from the Docker credential helper the Docker config names for the host
+ * ("credHelpers", else "credsStore"), run at pull time by the pull module
+ * (credential_helper.h), which then records them here; from the Docker
+ * config's "auths".
  */
 
 #include <jansson.h>
@@ -38,12 +44,22 @@
 /* Size of ~/.docker/config.json we are willing to read, bytes. */
 #define REGISTRY_DOCKER_CONFIG_MAX_BYTES (1 * MiB)
 
+/* Where a host's username and password come from, weakest first. */
+typedef enum RegistryCredentialSource {
+        REGISTRY_CREDENTIALS_NONE,
+        REGISTRY_CREDENTIALS_DOCKER_AUTHS, /* ~/.docker/config.json "auths" */
+        REGISTRY_CREDENTIALS_HELPER,       /* a docker-credential-* helper */
+        REGISTRY_CREDENTIALS_DAEMON,       /* the daemon config's "registries" */
+} RegistryCredentialSource;
+
 typedef struct RegistryHostConfig {
         char *host;
         bool insecure;
         char *ca_file;
         char *username;
         char *password;
+        RegistryCredentialSource source;
+        char *cred_helper; /* the Docker config's credHelpers entry for the host */
         char **mirrors; /* base URLs, "scheme://host[:port]", no trailing slash */
         size_t n_mirrors;
 } RegistryHostConfig;
@@ -53,6 +69,7 @@ typedef struct RegistryConfig {
         size_t n_hosts;
         unsigned max_downloads;
         unsigned max_downloads_per_pull;
+        char *creds_store; /* the Docker config's credsStore: the helper of every other host */
 } RegistryConfig;
 
 /* Parses the daemon config object (NULL: all defaults). -EINVAL with a
@@ -62,12 +79,27 @@ RegistryConfig *registry_config_free(RegistryConfig *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(RegistryConfig *, registry_config_free);
 
 /*
- * Adds credentials from a Docker client config file ("auths": {host:
- * {"auth": base64("user:password")}}) for hosts the daemon config gives none.
- * path NULL: $DOCKER_CONFIG/config.json, else ~/.docker/config.json. A
- * missing file is not an error (0).
+ * Adds what a Docker client config file says about credentials: "auths"
+ * ({host: {"auth": base64("user:password")}}) for hosts the daemon config
+ * gives none, and the credential helpers ("credsStore", "credHelpers":
+ * {host: NAME}; a name that is not a plain word is ignored). path NULL:
+ * registry_docker_config_path(). A missing file is not an error (0).
  */
-int registry_config_load_docker_auths(RegistryConfig *c, const char *path);
+int registry_config_load_docker(RegistryConfig *c, const char *path);
+
+/* Where the Docker client keeps its config: $DOCKER_CONFIG/config.json,
+ * else ~/.docker/config.json. *ret NULL: neither variable is set. */
+int registry_docker_config_path(char **ret);
+
+/* The credential helper to ask for host's credentials (its credHelpers
+ * entry, else credsStore), or NULL: none, or the daemon config gives the
+ * host credentials of its own, which win. */
+const char *registry_config_helper(const RegistryConfig *c, const char *host);
+
+/* Records what host's credential helper answered (copied), replacing
+ * credentials from "auths" or an earlier answer, never the daemon config's. */
+int registry_config_set_helper_credentials(RegistryConfig *c, const char *host, const char *username,
+                                           const char *password);
 
 /* The entry of host, or NULL. */
 const RegistryHostConfig *registry_config_find(const RegistryConfig *c, const char *host);

@@ -8,6 +8,7 @@
  */
 #include <assert.h>
 
+#include "log.h"
 #include "registry_internal.h"
 
 void registry_fetch_finish(RegistryFetch *f, int r) {
@@ -27,7 +28,12 @@ static const char *fetch_kind_name(const RegistryFetch *f) {
 
 void registry_fetch_endpoint_failed(RegistryFetch *f, int r) {
         if (f->endpoint_idx + 1 < f->n_endpoints) {
+                /* A mirror that fails is worth a line: the pull goes on,
+                 * slower, and the mirror may need fixing. */
+                log_info("%s %s: %s; trying %s next", f->log_tag, f->endpoints[f->endpoint_idx]->key,
+                         f->err.message, f->endpoints[f->endpoint_idx + 1]->key);
                 msb_error_clear(&f->err);
+                f->endpoint_retries = 0;
                 f->endpoint_idx++;
                 f->scheme_idx = 0;
                 f->attempts = 0;
@@ -140,6 +146,10 @@ static void fetch_retry(RegistryFetch *f, const char *why) {
         delay = (uint64_t) REGISTRY_BACKOFF_BASE_MS << (f->attempts - 1);
         if (f->retry_after_ms > delay)
                 delay = f->retry_after_ms;
+        f->endpoint_retries++;
+        log_info("%s GET %s: %s; retrying in %" PRIu64 " ms (attempt %u of %u)", f->log_tag,
+                 f->last_url ?: f->endpoints[f->endpoint_idx]->key, why, delay, f->attempts + 1,
+                 REGISTRY_ATTEMPTS_MAX);
         registry_fetch_stop_transfer(f);
         f->step = STEP_BACKOFF;
         f->due_ms = now_monotonic_ms() + delay;
@@ -295,6 +305,7 @@ void registry_fetch_transfer_done(CurlGlue *g, CURL *easy, CURLcode result, void
         assert(f->easy == easy);
         if (f->status == 0 || !f->body_seen)
                 curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &f->status);
+        registry_fetch_transfer_log(f, result);
 
         switch (f->step) {
         case STEP_PING:

@@ -89,6 +89,7 @@ struct RegistryFetch {
         RegistryFetchProgressFn progress;
         RegistryFetchDoneFn done;
         void *userdata;
+        char log_tag[REGISTRY_LOG_TAG_MAX];
 
         FetchStep step;
         bool holds_slot;
@@ -112,6 +113,14 @@ struct RegistryFetch {
         uint64_t retry_after_ms;
         uint64_t range_start;
         bool made_progress;
+        uint64_t transfer_started_ms;
+
+        /* The last exchange, for the log: its URL (without secrets), what
+         * came back, and the retries on the current endpoint. */
+        char *last_url;
+        long last_status;
+        CURLcode last_result;
+        unsigned endpoint_retries;
 
         /* The content. */
         Sha256 *hash;
@@ -152,6 +161,13 @@ void registry_fetch_fail_internal(RegistryFetch *f, int r, const char *what);
 void registry_fetch_transfer_done(CurlGlue *g, CURL *easy, CURLcode result, void *userdata);
 
 /* registry_transfer.c */
+
+/* url without userinfo, query or fragment, for the log (NULL: out of memory
+ * or not a URL). */
+char *registry_url_for_log(const char *url);
+/* Logs the exchange that just ended (debug) and keeps it for
+ * registry_fetch_describe(). */
+void registry_fetch_transfer_log(RegistryFetch *f, CURLcode result);
 
 /* Sets up a transfer of url for step (not started yet: the caller may add
  * options and headers first). */

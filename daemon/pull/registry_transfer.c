@@ -5,6 +5,7 @@
  * (or kept in memory) and hashed as they arrive, with the size promised by
  * the descriptor enforced byte by byte.
  */
+#include "log.h"
 #include "registry_internal.h"
 
 static void response_forget_headers(RegistryFetch *f) {
@@ -304,5 +305,49 @@ int registry_fetch_transfer_start(RegistryFetch *f, const char *url, FetchStep s
 int registry_fetch_transfer_go(RegistryFetch *f) {
         if (f->headers)
                 curl_easy_setopt(f->easy, CURLOPT_HTTPHEADER, f->headers);
+        f->transfer_started_ms = now_monotonic_ms();
         return curl_glue_add(f->registry->glue, f->easy, registry_fetch_transfer_done, f);
+}
+
+char *registry_url_for_log(const char *url) {
+        CURLU *u = curl_url();
+        char *clean = NULL, *copy = NULL;
+
+        if (!u)
+                return NULL;
+        /* Credentials in the URL (a mirror written user:password@host) and
+         * the query (a token request's, a presigned redirect's signature)
+         * never reach the log. */
+        if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+            curl_url_set(u, CURLUPART_USER, NULL, 0) == CURLUE_OK &&
+            curl_url_set(u, CURLUPART_PASSWORD, NULL, 0) == CURLUE_OK &&
+            curl_url_set(u, CURLUPART_OPTIONS, NULL, 0) == CURLUE_OK &&
+            curl_url_set(u, CURLUPART_QUERY, NULL, 0) == CURLUE_OK &&
+            curl_url_set(u, CURLUPART_FRAGMENT, NULL, 0) == CURLUE_OK &&
+            curl_url_get(u, CURLUPART_URL, &clean, 0) == CURLUE_OK)
+                copy = strdup(clean);
+        curl_free(clean);
+        curl_url_cleanup(u);
+        return copy;
+}
+
+void registry_fetch_transfer_log(RegistryFetch *f, CURLcode result) {
+        const char *url = NULL;
+        curl_off_t bytes = 0;
+        uint64_t ms = now_monotonic_ms() - f->transfer_started_ms;
+
+        /* The URL the transfer ended at: after a redirect, the storage's. */
+        curl_easy_getinfo(f->easy, CURLINFO_EFFECTIVE_URL, &url);
+        curl_easy_getinfo(f->easy, CURLINFO_SIZE_DOWNLOAD_T, &bytes);
+        free(f->last_url);
+        f->last_url = registry_url_for_log(url ?: "");
+        f->last_status = f->status;
+        f->last_result = result;
+
+        if (result != CURLE_OK)
+                log_debug("%s GET %s -> %s (curl error %d), %" PRId64 " bytes, %" PRIu64 " ms", f->log_tag,
+                          f->last_url ?: "(no URL)", curl_easy_strerror(result), (int) result, (int64_t) bytes, ms);
+        else
+                log_debug("%s GET %s -> HTTP %ld, %" PRId64 " bytes, %" PRIu64 " ms", f->log_tag,
+                          f->last_url ?: "(no URL)", f->status, (int64_t) bytes, ms);
 }

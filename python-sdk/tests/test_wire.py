@@ -625,6 +625,8 @@ def test_cancelled_call_does_not_disturb_the_next(socket_path: str) -> None:
         gate = release()
 
         async def handler(daemon: FakeDaemon, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+            if "id" not in request:
+                return None  # rpc.cancel: a notification
             if request["params"].get("reference") == "slow":
                 await gate.wait()
             return ok(request, handle_json(request["params"].get("reference", "")))
@@ -638,6 +640,44 @@ def test_cancelled_call_does_not_disturb_the_next(socket_path: str) -> None:
             gate.set()
             assert (await Image.get("fast")).reference == "fast"
             assert daemon.connections == 1
+            # The daemon heard that the caller gave up, before the next call.
+            slow_id = daemon.requests[0]["id"]
+            assert sent(daemon)[1] == ("rpc.cancel", {"id": slow_id})
+            assert "id" not in daemon.requests[1]
+
+    run(main())
+
+
+def test_cancelled_pull_sends_rpc_cancel(socket_path: str) -> None:
+    async def main() -> None:
+        cancelled = asyncio.Event()
+
+        async def handler(daemon: FakeDaemon, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+            if request["method"] == "rpc.cancel":
+                cancelled.set()
+                return None
+            await asyncio.sleep(3600)  # a pull that never ends by itself
+
+        async with FakeDaemon(socket_path, handler) as daemon:
+            task = asyncio.ensure_future(Image.pull("alpine"))
+            while not daemon.requests:
+                await asyncio.sleep(0.001)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.wait_for(cancelled.wait(), 5)
+            assert sent(daemon) == [("image.pull", {"reference": "alpine", "policy": "if-missing"}),
+                                    ("rpc.cancel", {"id": daemon.requests[0]["id"]})]
+
+            # Leaving pull_with_progress by an exception cancels the same way.
+            cancelled.clear()
+            with pytest.raises(LookupError):
+                async with Image.pull_with_progress("busybox"):
+                    while len(daemon.requests) < 3:
+                        await asyncio.sleep(0.001)
+                    raise LookupError("the caller's own failure")
+            await asyncio.wait_for(cancelled.wait(), 5)
+            assert sent(daemon)[3] == ("rpc.cancel", {"id": daemon.requests[2]["id"]})
 
     run(main())
 

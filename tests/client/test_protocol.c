@@ -34,6 +34,8 @@ typedef enum PeerMode {
         PEER_SILENT,         /* read the request, answer nothing */
         PEER_WRITE_CLOSE,    /* write the script, then hang up at once */
         PEER_BIG_TWICE,      /* answer two requests, each with a 2 MiB string */
+        PEER_CANCEL,         /* expect rpc.cancel for request 1, then write the script */
+        PEER_CANCEL_SILENT,  /* expect rpc.cancel for request 1, answer nothing */
 } PeerMode;
 
 /* Larger than the buffer a client keeps between calls (1 MiB). */
@@ -45,24 +47,39 @@ typedef struct Peer {
         pid_t pid;
 } Peer;
 
-static int read_request(int fd, const char *method, json_int_t id) {
+/* Reads one line of the client and parses it (NULL: not JSON, or EOF). */
+static json_t *read_message(int fd) {
         char buf[4096];
         size_t n = 0;
-        json_t *req;
-        int ok;
 
         while (n < sizeof(buf) - 1) {
                 ssize_t k = read(fd, buf + n, 1);
                 if (k <= 0)
-                        return -1;
+                        return NULL;
                 if (buf[n++] == '\n')
                         break;
         }
         buf[n] = '\0';
-        req = json_loads(buf, 0, NULL);
-        ok = req && strcmp(json_string_value(json_object_get(req, "jsonrpc")) ?: "", "2.0") == 0 &&
-             json_integer_value(json_object_get(req, "id")) == id &&
-             strcmp(json_string_value(json_object_get(req, "method")) ?: "", method) == 0;
+        return json_loads(buf, 0, NULL);
+}
+
+static int read_request(int fd, const char *method, json_int_t id) {
+        json_t *req = read_message(fd);
+        int ok = req && strcmp(json_string_value(json_object_get(req, "jsonrpc")) ?: "", "2.0") == 0 &&
+                 json_integer_value(json_object_get(req, "id")) == id &&
+                 strcmp(json_string_value(json_object_get(req, "method")) ?: "", method) == 0;
+
+        json_decref(req);
+        return ok ? 0 : -1;
+}
+
+/* Reads one line: an rpc.cancel notification for request id. */
+static int read_cancel(int fd, json_int_t id) {
+        json_t *req = read_message(fd);
+        int ok = req && !json_object_get(req, "id") &&
+                 strcmp(json_string_value(json_object_get(req, "method")) ?: "", "rpc.cancel") == 0 &&
+                 json_integer_value(json_object_get(json_object_get(req, "params"), "id")) == id;
+
         json_decref(req);
         return ok ? 0 : -1;
 }
@@ -113,6 +130,13 @@ static void peer_serve(int listen_fd, const char *method, PeerMode mode, const c
                 break;
         }
         case PEER_SILENT:
+                break;
+        case PEER_CANCEL:
+        case PEER_CANCEL_SILENT:
+                if (read_cancel(fd, 1) < 0)
+                        _exit(4);
+                if (mode == PEER_CANCEL)
+                        write_all(fd, script, strlen(script));
                 break;
         case PEER_WRITE_CLOSE:
                 write_all(fd, script, strlen(script));
@@ -437,6 +461,44 @@ START_TEST(test_pull_progress_abort) {
 }
 END_TEST
 
+static const char cancel_script[] =
+        "{\"jsonrpc\":\"2.0\",\"method\":\"image.pull.progress\",\"params\":{\"id\":1,\"event\":\"resolving\"}}\n"
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"error\":{\"code\":1016,\"message\":\"the pull was cancelled by its "
+        "caller\",\"data\":{\"name\":\"shutting-down\"}}}\n";
+
+START_TEST(test_cancel_fd) {
+        MsbImage *im = NULL;
+        int pipe_fds[2];
+        Peer p;
+
+        /* Readable from the start: the request goes, then rpc.cancel for it;
+         * the answer keeps the connection in step. */
+        ck_assert_int_eq(pipe(pipe_fds), 0);
+        ck_assert_int_eq(write(pipe_fds[1], "x", 1), 1);
+        peer_start(&p, "image.pull", PEER_CANCEL, cancel_script);
+        MsbClient *c = connect_peer(&p);
+        msb_client_set_cancel_fd(c, pipe_fds[0]);
+        ck_assert_int_eq(msb_client_image_pull(c, "example.com/a:1", NULL, NULL, NULL, &im), -ECANCELED);
+        ck_assert_ptr_null(im);
+        ck_assert(msb_client_is_connected(c));
+        ck_assert_ptr_null(msb_client_last_error(c));
+        msb_client_free(c);
+        peer_finish(&p);
+
+        /* No answer to the cancelled call within MSB_CLIENT_CANCEL_WAIT_MS:
+         * the connection is closed. */
+        peer_start(&p, "image.pull", PEER_CANCEL_SILENT, NULL);
+        c = connect_peer(&p);
+        msb_client_set_cancel_fd(c, pipe_fds[0]);
+        ck_assert_int_eq(msb_client_image_pull(c, "example.com/a:1", NULL, NULL, NULL, &im), -ECANCELED);
+        ck_assert(!msb_client_is_connected(c));
+        msb_client_free(c);
+        peer_finish(&p);
+        close(pipe_fds[0]);
+        close(pipe_fds[1]);
+}
+END_TEST
+
 static Suite *suite(void) {
         Suite *s = suite_create("libmsbimage-protocol");
         TCase *tc = tcase_create("peer");
@@ -456,6 +518,7 @@ static Suite *suite(void) {
         tcase_add_test(tc, test_big_answers_in_a_row);
         tcase_add_test(tc, test_pull_progress_interleaved);
         tcase_add_test(tc, test_pull_progress_abort);
+        tcase_add_test(tc, test_cancel_fd);
         suite_add_tcase(s, tc);
         return s;
 }

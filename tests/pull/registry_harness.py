@@ -33,7 +33,10 @@ import uuid
 from pathlib import Path
 
 __all__ = ["free_port", "Registry", "TokenServer", "FaultServer", "push", "make_tls", "htpasswd_file",
-           "raw_manifest"]
+           "raw_manifest", "TEST_USER", "TEST_PASSWORD"]
+
+# The credentials of the test registries that want some.
+TEST_USER, TEST_PASSWORD = "puller", "Pw-for-tests-91"
 
 
 def free_port() -> int:
@@ -222,6 +225,7 @@ class TokenServer:
                              check=True).stdout
         self.x5c = base64.b64encode(der).decode()
         self.issued = 0
+        self.tokens: list[str] = []
         self.refused = 0
         self.lock = threading.Lock()
         self.port = free_port()
@@ -269,10 +273,11 @@ class TokenServer:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                body = json.dumps({"token": outer._token(user or "", q.get("scope", [])),
-                                   "expires_in": outer.expires_in}).encode()
+                token = outer._token(user or "", q.get("scope", []))
+                body = json.dumps({"token": token, "expires_in": outer.expires_in}).encode()
                 with outer.lock:
                     outer.issued += 1
+                    outer.tokens.append(token)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -308,7 +313,9 @@ class FaultServer:
     ``fail`` maps a path suffix (a tag or a digest) to ``(status, times)``:
     the first ``times`` requests get that status (-1 times: always), with
     ``Retry-After: 1`` on 429.  ``throttle`` maps blob digests to a rate in
-    bytes per second.
+    bytes per second.  For throttled blobs it keeps ``sent`` (bytes written
+    per digest, all responses together) and ``streaming`` (responses still
+    being written); ``wait_quiet(timeout)`` waits until none is.
     """
 
     def __init__(self, repos: dict[str, Path], corrupt=(), cut: dict[str, int] | None = None,
@@ -320,6 +327,8 @@ class FaultServer:
         self.manifest_override = dict(manifest_override or {})
         self.fail = {k: list(v) for k, v in (fail or {}).items()}
         self.throttle = dict(throttle or {})
+        self.sent: dict[str, int] = {}
+        self.streaming = 0
         self.log: list[tuple[str, str, str]] = []  # (method, path, range)
         self.lock = threading.Lock()
         self.port = free_port()
@@ -329,6 +338,22 @@ class FaultServer:
     def count(self, path_contains: str) -> int:
         with self.lock:
             return sum(1 for _, p, _ in self.log if path_contains in p)
+
+    def wait_quiet(self, timeout: float) -> float:
+        """Seconds until no throttled blob is being written any more (the
+        client went away, or it is all sent); raises TimeoutError."""
+        t0 = time.monotonic()
+        while True:
+            with self.lock:
+                if self.streaming == 0:
+                    return time.monotonic() - t0
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(f"a throttled blob is still being sent after {timeout}s")
+            time.sleep(0.02)
+
+    def sent_bytes(self, digest: str) -> int:
+        with self.lock:
+            return self.sent.get(digest, 0)
 
     def _tags(self, layout: Path, repo: str) -> dict[str, dict]:
         """Tags of the layout's ref names; where several names share a tag
@@ -421,13 +446,20 @@ class FaultServer:
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     step = max(1, rate // 20)
+                    with outer.lock:
+                        outer.streaming += 1
                     try:
                         for off in range(0, len(data), step):
                             self.wfile.write(data[off:off + step])
                             self.wfile.flush()
+                            with outer.lock:
+                                outer.sent[digest] = outer.sent.get(digest, 0) + len(data[off:off + step])
                             time.sleep(0.05)
                     except OSError:
                         pass
+                    finally:
+                        with outer.lock:
+                            outer.streaming -= 1
                     return
                 rng = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
                 if rng and int(rng.group(1)) < len(data):

@@ -9,7 +9,8 @@ import pytest
 
 from msbtest.imagekit import host_platform, sparse_tar, write_sparse_files
 from msbtest.rpc import RpcError
-from registry_harness import FaultServer, Registry, TokenServer, free_port, htpasswd_file, make_tls, push
+from registry_harness import (TEST_PASSWORD, TEST_USER, FaultServer, Registry, TokenServer, free_port,
+                              htpasswd_file, make_tls, push)
 
 PULL_TIMEOUT = 120
 
@@ -311,21 +312,7 @@ def test_manifest_garbage(published, pull_daemon):
         assert e.name == "registry-error" and e.code == 1015
 
 
-USER, PASSWORD = "puller", "Pw-for-tests-91"
-
-
-@pytest.fixture(scope="module")
-def token_registry(tmp_path_factory, published):
-    work = tmp_path_factory.mktemp("token")
-    token = TokenServer(work / "ts", users={USER: PASSWORD}).start()
-    reg = Registry(work / "reg", token=token).start()
-    try:
-        img = published.images["test/small:v1"]
-        push(img.layout.path, "small:v1", f"{reg.host}/test/small:v1", creds=f"{USER}:{PASSWORD}")
-        yield reg, token
-    finally:
-        reg.stop()
-        token.stop()
+USER, PASSWORD = TEST_USER, TEST_PASSWORD
 
 
 def test_bearer_token_flow(token_registry, published, pull_daemon):

@@ -9,6 +9,7 @@
  */
 
 #include <check.h>
+#include <dirent.h>
 
 #include "digest.h"
 #include "pull.h"
@@ -238,6 +239,96 @@ START_TEST(test_free_while_layers_move) {
 }
 END_TEST
 
+static bool dir_is_empty(const char *path) {
+        DIR *d = opendir(path);
+        struct dirent *e;
+        bool empty = true;
+
+        if (!d)
+                return true;
+        while ((e = readdir(d)))
+                if (!streq(e->d_name, ".") && !streq(e->d_name, ".."))
+                        empty = false;
+        closedir(d);
+        return empty;
+}
+
+START_TEST(test_cancel_one_of_two) {
+        Fixture f = {};
+        Caller a = {}, b = {};
+        PullRequest *qa, *qb;
+        MsbError err = {};
+
+        fixture_init(&f);
+        ck_assert_int_eq(pull_start(f.m, f.ref, "always", NULL, on_progress, on_done, &a, &qa, &err), 0);
+        ck_assert_int_eq(pull_start(f.m, f.ref, "always", NULL, on_progress, on_done, &b, &qb, &err), 0);
+        ck_assert_str_eq(pull_request_tag(qa), "pull#1");
+        ck_assert_str_eq(pull_request_tag(qb), "pull#1");
+        /* Answered at once, from inside the call; the other caller's pull
+         * goes on. */
+        pull_request_cancel(qa);
+        ck_assert(a.done);
+        ck_assert_int_eq(a.r, -ECANCELED);
+        ck_assert_int_eq(a.kind, PROTO_ERROR_SHUTTING_DOWN);
+        ck_assert_uint_eq(pull_manager_n_pulls(f.m), 1);
+        run_until(&f, caller_done, &b);
+        ck_assert_msg(b.r == 0, "pull failed: %d", b.r);
+        ck_assert_str_eq(b.manifest_digest, env("MSB_TEST_MANIFEST_DIGEST"));
+        fixture_done(&f);
+}
+END_TEST
+
+START_TEST(test_cancel_stops_the_pull) {
+        Fixture f = {};
+        Caller a = {}, c = {};
+        PullRequest *q;
+        MsbError err = {};
+        _cleanup_free_ char *tmp = NULL;
+
+        /* Cancelled once its layers are on their way: no pull is left, its
+         * temporary files go, nothing is committed. */
+        fixture_init(&f);
+        ck_assert_int_ge(asprintf(&tmp, "%s/tmp", f.store_dir), 0);
+        ck_assert_int_eq(pull_start(f.m, f.ref, "always", NULL, on_progress, on_done, &a, &q, &err), 0);
+        run_until(&f, caller_resolved, &a);
+        ck_assert(!a.done);
+        pull_request_cancel(q);
+        ck_assert(a.done);
+        ck_assert_int_eq(a.kind, PROTO_ERROR_SHUTTING_DOWN);
+        /* The pull ends once its worker jobs are back: by then every
+         * temporary file is gone. */
+        run_until(&f, manager_idle, f.m);
+        ck_assert(dir_is_empty(tmp));
+        ck_assert_int_eq(pull_start(f.m, f.ref, "never", NULL, on_progress, on_done, &c, &q, &err), -ENOENT);
+        msb_error_clear(&err);
+        fixture_done(&f);
+}
+END_TEST
+
+START_TEST(test_reconfigure) {
+        Fixture f = {};
+        Caller a = {};
+        PullRequest *q;
+        MsbError err = {};
+        json_auto_t *bad = json_loads("{\"max_concurrent_downloads\": 0}", 0, NULL);
+        json_auto_t *good = json_loads("{\"max_concurrent_downloads\": 1, \"max_concurrent_downloads_per_pull\": 1, "
+                                       "\"store\": {\"max_bytes\": 1}}", 0, NULL);
+
+        fixture_init(&f);
+        ck_assert_int_eq(pull_manager_reconfigure(f.m, bad, &err), -EINVAL);
+        ck_assert_int_eq(err.kind, PROTO_ERROR_INVALID_PARAMS);
+        msb_error_clear(&err);
+        ck_assert_int_eq(pull_start(f.m, f.ref, "always", NULL, on_progress, on_done, &a, &q, &err), 0);
+        /* A new config while the pull runs: it ends well. */
+        ck_assert_int_eq(pull_manager_reconfigure(f.m, good, &err), 0);
+        run_until(&f, caller_resolved, &a);
+        ck_assert_int_eq(pull_manager_reconfigure(f.m, good, &err), 0);
+        run_until(&f, caller_done, &a);
+        ck_assert_msg(a.r == 0, "pull failed: %d", a.r);
+        fixture_done(&f);
+}
+END_TEST
+
 static Suite *pull_manager_suite(void) {
         Suite *s = suite_create("pull_manager");
         TCase *tc = tcase_create("core");
@@ -249,6 +340,9 @@ static Suite *pull_manager_suite(void) {
         tcase_add_test(tc, test_shutdown_fails_pulls);
         tcase_add_test(tc, test_free_with_pull_in_flight);
         tcase_add_test(tc, test_free_while_layers_move);
+        tcase_add_test(tc, test_cancel_one_of_two);
+        tcase_add_test(tc, test_cancel_stops_the_pull);
+        tcase_add_test(tc, test_reconfigure);
         suite_add_tcase(s, tc);
         return s;
 }

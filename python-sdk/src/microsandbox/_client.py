@@ -135,12 +135,28 @@ class _Connection:
             self._writer.write(line.encode() + b"\n")
             await self._writer.drain()
             return await future
+        except asyncio.CancelledError:
+            self._cancel(request_id)
+            raise
         except (ConnectionError, OSError) as e:
             self._shutdown(_Broken(str(e) or type(e).__name__))
             raise _Broken(str(e) or type(e).__name__) from None
         finally:
             self._pending.pop(request_id, None)
             self._listeners.pop(request_id, None)
+
+    def _cancel(self, request_id: int) -> None:
+        """The caller gave up on a request still in flight: tell the daemon
+        (rpc.cancel, a notification), which then stops a pull nobody else
+        waits for. Its answer, when it comes, has nobody to go to."""
+        if self.closed or request_id not in self._pending:
+            return
+        line = _encode_json({"jsonrpc": "2.0", "method": "rpc.cancel", "params": {"id": request_id}})
+        try:
+            # Buffered at once; the connection sends it with what follows.
+            self._writer.write(line.encode() + b"\n")
+        except (ConnectionError, OSError, RuntimeError):
+            pass
 
     async def _read_loop(self) -> None:
         failure: BaseException

@@ -203,7 +203,9 @@ class Image:
         `policy`: "if-missing" (default) uses the cached image when there is
         one, "always" asks the registry, "never" only looks in the cache.
         `platform` is "os/architecture[/variant]", by default linux and the
-        host's architecture.
+        host's architecture. Cancelling the task that awaits this cancels the
+        pull in the daemon (rpc.cancel): it stops, dropping its downloads,
+        unless another caller waits for the same pull.
         """
         return await _default.pull(reference, policy=policy, platform=platform)
 
@@ -333,8 +335,8 @@ class PullOperation:
     until the pull ends, however it ends; `await result()` then returns the
     ImageHandle or raises the pull's error. Leaving the `async with` block
     normally waits for the pull and raises its error if it failed and
-    `result()` was not awaited; leaving it by an exception stops waiting
-    (the daemon finishes the pull on its own).
+    `result()` was not awaited; leaving it by an exception cancels the pull
+    (rpc.cancel): the daemon stops it unless another caller waits for it.
     """
 
     def __init__(self, params: dict[str, Any], images: Images) -> None:
