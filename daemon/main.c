@@ -113,9 +113,12 @@ static void msb_daemon_reload(MsbDaemon *d) {
                 log_notice("SIGHUP: shutting down; the configuration is not read again");
                 return;
         }
+        /* The service manager's reload (ExecReload= sends SIGHUP) waits for READY=1. */
+        (void) sd_notify(0, "RELOADING=1");
         r = options_load_config(d->options, &config, &err);
         if (r >= 0)
                 r = pull_manager_reconfigure(d->ctx.pull, config, &err);
+        (void) sd_notify(0, "READY=1");
         if (r < 0) {
                 log_warning("SIGHUP: keeping the configuration in force: %s", err.set ? err.message : strerror(-r));
                 return;
