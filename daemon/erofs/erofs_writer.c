@@ -134,25 +134,6 @@ ErofsTree *erofs_writer_tree(ErofsWriter *w) {
         return w->tree;
 }
 
-static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off) {
-        const uint8_t *p = buf;
-
-        while (len > 0) {
-                ssize_t n = pwrite(fd, p, len, (off_t) off);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return negative_errno();
-                }
-                if (n == 0)
-                        return -EIO;
-                p += n;
-                len -= (size_t) n;
-                off += (uint64_t) n;
-        }
-        return 0;
-}
-
 static int writer_flush(ErofsWriter *w) {
         int r;
 

@@ -161,23 +161,6 @@ static bool fetch_body_begin(RegistryFetch *f) {
         return true;
 }
 
-static int pwrite_all(int fd, const void *p, size_t n, uint64_t offset) {
-        const char *c = p;
-
-        while (n > 0) {
-                ssize_t k = pwrite(fd, c, n, (off_t) offset);
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return negative_errno();
-                }
-                c += k;
-                n -= (size_t) k;
-                offset += (uint64_t) k;
-        }
-        return 0;
-}
-
 /* The body of a token answer or a manifest, kept in memory up to a bound. */
 static size_t fetch_write_document(RegistryFetch *f, const char *p, size_t n) {
         if (f->step == STEP_TOKEN && f->buf_size + n > REGISTRY_TOKEN_RESPONSE_MAX_BYTES) {

@@ -3,7 +3,8 @@
 /*
  * Unit tests of the file helpers in daemon/util.c that image.load relies on
  * to read a source safely: open_beneath() (openat2 RESOLVE_BENEATH), its
- * fallback open_beneath_nofollow(), and read_file_bounded() on a FIFO.
+ * fallback open_beneath_nofollow(), and read_file_bounded() on a FIFO; also
+ * pwrite_all().
  *
  * The tree under test, beneath root/:
  *   a/file            a regular file
@@ -181,6 +182,24 @@ START_TEST(test_fifo_never_blocks) {
 }
 END_TEST
 
+/* pwrite_all() writes at its offset, past the end too, and says why it
+ * cannot write. */
+START_TEST(test_pwrite_all) {
+        char path[] = "/tmp/msb-test-pwrite-XXXXXX", buf[16] = {};
+        _cleanup_close_ int fd = mkstemp(path);
+        _cleanup_close_ int ro = -EBADF;
+
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(pwrite_all(fd, "world", 5, 6), 0);
+        ck_assert_int_eq(pwrite_all(fd, "hello ", 6, 0), 0);
+        ck_assert_int_eq(pread(fd, buf, sizeof(buf), 0), 11);
+        ck_assert_str_eq(buf, "hello world");
+        ro = open(path, O_RDONLY | O_CLOEXEC);
+        ck_assert_int_eq(pwrite_all(ro, "x", 1, 0), -EBADF);
+        unlink(path);
+}
+END_TEST
+
 static Suite *util_suite(void) {
         Suite *s = suite_create("util");
         TCase *tc = tcase_create("core");
@@ -189,6 +208,7 @@ static Suite *util_suite(void) {
         tcase_add_test(tc, test_open_beneath_follows_links_inside_only);
         tcase_add_test(tc, test_nofollow_fallback_refuses_every_link);
         tcase_add_test(tc, test_fifo_never_blocks);
+        tcase_add_test(tc, test_pwrite_all);
         suite_add_tcase(s, tc);
         return s;
 }
