@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-#include <sys/random.h>
 #include <sys/stat.h>
 
 #include "erofs_fs.h"
 #include "erofs_tree.h"
+#include "hashtab.h"
 
 /* Names and symlink targets are carved out of chunks of this size. */
 #define ARENA_CHUNK_BYTES (64 * 1024)
@@ -22,11 +22,9 @@ struct ErofsTree {
         size_t n_inodes;
         size_t inodes_alloc;
 
-        /* Open addressing; a slot holds an entry forever once used. */
-        ErofsDentry **slots;
-        size_t n_slots;
-        size_t n_used;
-
+        /* Every entry ever linked (ErofsDentry *), by directory and name;
+         * an entry stays once made, a removal only clears its inode. */
+        HashTab entries;
         ArenaChunk *arena;
 
         /* A random key for the entry hash, so that names chosen to collide
@@ -100,12 +98,8 @@ int erofs_tree_new(ErofsTree **ret) {
 
         if (!t)
                 return -ENOMEM;
-        if (getrandom(&t->hash_key, sizeof(t->hash_key), GRND_NONBLOCK) != sizeof(t->hash_key))
-                t->hash_key = (uint64_t) (uintptr_t) t ^ 0x9E3779B97F4A7C15ULL;
-        t->n_slots = 1024;
-        t->slots = calloc(t->n_slots, sizeof(*t->slots));
-        if (!t->slots)
-                return -ENOMEM;
+        t->hash_key = hashtab_random_key();
+        t->entries = HASHTAB_INIT(ErofsDentry *);
         r = erofs_tree_inode_new(t, S_IFDIR | 0755, &t->root);
         if (r < 0)
                 return r;
@@ -123,7 +117,7 @@ ErofsTree *erofs_tree_free(ErofsTree *t) {
                 free(t->inodes[i]->chunks);
         }
         free(t->inodes);
-        free(t->slots);
+        hashtab_done(&t->entries);
         while (t->arena) {
                 ArenaChunk *n = t->arena->next;
                 free(t->arena);
@@ -141,77 +135,47 @@ size_t erofs_tree_inode_count(ErofsTree *t) {
         return t->n_inodes;
 }
 
-/* FNV-1a from a random basis over the directory id and the name, with a
- * final mix so the table's low bits depend on every byte. */
-static uint64_t dentry_hash(uint64_t key, uint64_t dir_id, const char *name, size_t len) {
-        uint64_t h = 0xcbf29ce484222325ULL ^ key;
+typedef struct DentryKey {
+        uint64_t dir_id;
+        const char *name;
+        size_t len;
+} DentryKey;
 
-        for (unsigned i = 0; i < 8; i++) {
-                h ^= (dir_id >> (8 * i)) & 0xff;
-                h *= 0x100000001b3ULL;
-        }
-        for (size_t i = 0; i < len; i++) {
-                h ^= (uint8_t) name[i];
-                h *= 0x100000001b3ULL;
-        }
-        h ^= h >> 29;
-        h *= 0xbf58476d1ce4e5b9ULL;
-        return h ^ (h >> 32);
+static bool dentry_equal(const void *elem, const void *key) {
+        const ErofsDentry *d = *(ErofsDentry *const *) elem;
+        const DentryKey *k = key;
+
+        return d->dir_id == k->dir_id && d->name_len == k->len && memcmp(d->name, k->name, k->len) == 0;
 }
 
-static ErofsDentry **slot_find(ErofsTree *t, uint64_t dir_id, const char *name, size_t len) {
-        size_t mask = t->n_slots - 1;
-        size_t i = dentry_hash(t->hash_key, dir_id, name, len) & mask;
-
-        for (;; i = (i + 1) & mask) {
-                ErofsDentry *d = t->slots[i];
-                if (!d)
-                        return &t->slots[i];
-                if (d->dir_id == dir_id && d->name_len == len && memcmp(d->name, name, len) == 0)
-                        return &t->slots[i];
-        }
+static uint64_t dentry_hash(const ErofsTree *t, const DentryKey *k) {
+        return hashtab_hash_bytes(hashtab_hash_u64(t->hash_key, k->dir_id), k->name, k->len);
 }
 
-static int slots_grow(ErofsTree *t) {
-        size_t n = t->n_slots * 2;
-        ErofsDentry **old = t->slots;
-        size_t old_n = t->n_slots;
+static ErofsDentry *dentry_find(ErofsTree *t, uint64_t dir_id, const char *name, size_t len) {
+        DentryKey k = { dir_id, name, len };
+        ErofsDentry **d = hashtab_get(&t->entries, dentry_hash(t, &k), dentry_equal, &k);
 
-        t->slots = calloc(n, sizeof(*t->slots));
-        if (!t->slots) {
-                t->slots = old;
-                return -ENOMEM;
-        }
-        t->n_slots = n;
-        for (size_t i = 0; i < old_n; i++)
-                if (old[i])
-                        *slot_find(t, old[i]->dir_id, old[i]->name, old[i]->name_len) = old[i];
-        free(old);
-        return 0;
+        return d ? *d : NULL;
 }
 
 ErofsDentry *erofs_tree_lookup(ErofsTree *t, const ErofsInode *dir, const char *name, size_t len) {
-        ErofsDentry *d = *slot_find(t, dir->id, name, len);
+        ErofsDentry *d = dentry_find(t, dir->id, name, len);
         return d && d->inode ? d : NULL;
 }
 
 int erofs_tree_link(ErofsTree *t, ErofsInode *dir, const char *name, size_t len, ErofsInode *inode) {
-        ErofsDentry **slot;
+        DentryKey k = { dir->id, name, len };
+        ErofsDentry **slot, *d;
         int r;
 
         if (len == 0 || len > EROFS_NAME_LEN)
                 return -ENAMETOOLONG;
 
-        slot = slot_find(t, dir->id, name, len);
-        if (*slot) {
-                (*slot)->inode = inode;
+        d = dentry_find(t, dir->id, name, len);
+        if (d) {
+                d->inode = inode;
                 return 0;
-        }
-        if ((t->n_used + 1) * 2 > t->n_slots) {
-                r = slots_grow(t);
-                if (r < 0)
-                        return r;
-                slot = slot_find(t, dir->id, name, len);
         }
         if (dir->n_children == dir->children_alloc) {
                 size_t n = dir->children_alloc ? dir->children_alloc * 2 : 8;
@@ -222,7 +186,7 @@ int erofs_tree_link(ErofsTree *t, ErofsInode *dir, const char *name, size_t len,
                 dir->children_alloc = n;
         }
 
-        ErofsDentry *d = arena_alloc(t, sizeof(*d));
+        d = arena_alloc(t, sizeof(*d));
         if (!d)
                 return -ENOMEM;
         char *copy;
@@ -233,14 +197,16 @@ int erofs_tree_link(ErofsTree *t, ErofsInode *dir, const char *name, size_t len,
         d->name_len = (uint16_t) len;
         d->inode = inode;
         d->dir_id = dir->id;
+        r = hashtab_put(&t->entries, dentry_hash(t, &k), dentry_equal, &k, (void **) &slot);
+        if (r < 0)
+                return r;
         *slot = d;
-        t->n_used++;
         dir->children[dir->n_children++] = d;
         return 0;
 }
 
 void erofs_tree_unlink(ErofsTree *t, ErofsInode *dir, const char *name, size_t len) {
-        ErofsDentry *d = *slot_find(t, dir->id, name, len);
+        ErofsDentry *d = dentry_find(t, dir->id, name, len);
         if (d)
                 d->inode = NULL;
 }

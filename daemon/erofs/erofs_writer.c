@@ -5,6 +5,7 @@
 
 #include "erofs_fs.h"
 #include "erofs_writer.h"
+#include "hashtab.h"
 
 /* File data is gathered into writes of this size. */
 #define WRITER_BUFFER_BYTES (1024 * 1024)
@@ -46,9 +47,10 @@ struct ErofsWriter {
 
         bool has_chunked;        /* a chunk-based inode exists (layout) */
 
-        /* Shared xattrs: entries by content, open addressing. */
-        struct SharedXattr *xt;
-        size_t xt_slots;
+        /* Shared xattrs: every distinct entry (SharedXattr) by content,
+         * hashed with a random key since xattrs come from the layer. */
+        HashTab xattrs;
+        uint64_t xattr_key;
         uint8_t *xattr_area;
         uint64_t xattr_area_len;
         uint32_t xattr_blkaddr;
@@ -99,6 +101,8 @@ int erofs_writer_new(int fd, size_t n_devices, ErofsWriter **ret) {
                 return -ENOMEM;
         w->fd = fd;
         w->n_devices = n_devices;
+        w->xattrs = HASHTAB_INIT(SharedXattr);
+        w->xattr_key = hashtab_random_key();
         w->head_blocks = head_blocks_for(n_devices);
         w->pos = w->buf_off = (uint64_t) w->head_blocks * EROFS_BLKSZ;
         w->buf = malloc(WRITER_BUFFER_BYTES);
@@ -119,7 +123,7 @@ ErofsWriter *erofs_writer_free(ErofsWriter *w) {
         free(w->buf);
         free(w->chunk_map);
         free(w->order);
-        free(w->xt);
+        hashtab_done(&w->xattrs);
         free(w->xattr_area);
         free(w);
         /* A layer's tree is many small allocations on a worker thread's
@@ -554,24 +558,28 @@ static bool inode_needs_extended(const ErofsWriter *w, const ErofsInode *i) {
                i->mtime != w->build_time || i->mtime_nsec != w->build_time_nsec;
 }
 
-static uint64_t xattr_hash(const uint8_t *e, uint32_t size) {
-        uint64_t h = 0xcbf29ce484222325ULL;
-
-        for (uint32_t k = 0; k < size; k++) {
-                h ^= e[k];
-                h *= 0x100000001b3ULL;
-        }
-        return h;
+static bool xattr_equal(const void *elem, const void *key) {
+        const SharedXattr *x = elem, *k = key;
+        return x->size == k->size && memcmp(x->entry, k->entry, k->size) == 0;
 }
 
-static SharedXattr *xattr_slot(ErofsWriter *w, const uint8_t *e, uint32_t size) {
-        size_t mask = w->xt_slots - 1, i = xattr_hash(e, size) & mask;
+/* The record of an entry's content, made on first sight. */
+static int xattr_record(ErofsWriter *w, const uint8_t *e, uint32_t size, SharedXattr **ret) {
+        SharedXattr key = { .entry = e, .size = size }, *x;
+        int r;
 
-        for (;; i = (i + 1) & mask) {
-                SharedXattr *x = &w->xt[i];
-                if (!x->entry || (x->size == size && memcmp(x->entry, e, size) == 0))
-                        return x;
-        }
+        r = hashtab_put(&w->xattrs, hashtab_hash_bytes(w->xattr_key, e, size), xattr_equal, &key, (void **) &x);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                *x = key;
+        *ret = x;
+        return 0;
+}
+
+static SharedXattr *xattr_find(const ErofsWriter *w, const uint8_t *e, uint32_t size) {
+        SharedXattr key = { .entry = e, .size = size };
+        return hashtab_get(&w->xattrs, hashtab_hash_bytes(w->xattr_key, e, size), xattr_equal, &key);
 }
 
 /* Calls fn for each xattr entry of an inode. */
@@ -584,31 +592,24 @@ static SharedXattr *xattr_slot(ErofsWriter *w, const uint8_t *e, uint32_t size) 
 /* Finds the entries that several inodes carry and gives each an id in the
  * shared area, in the order of first use, so the area is deterministic. */
 static int layout_xattrs(ErofsWriter *w) {
-        size_t n = 0;
         const uint8_t *e;
+        SharedXattr *x;
+        int r;
 
         for (size_t k = 0; k < w->n_order; k++)
-                FOREACH_XATTR(w->order[k], e, size)
-                        n++;
-        if (n == 0)
-                return 0;
-        for (w->xt_slots = 16; w->xt_slots < 2 * n; w->xt_slots *= 2)
-                ;
-        w->xt = calloc(w->xt_slots, sizeof(*w->xt));
-        if (!w->xt)
-                return -ENOMEM;
-        for (size_t k = 0; k < w->n_order; k++)
                 FOREACH_XATTR(w->order[k], e, size) {
-                        SharedXattr *x = xattr_slot(w, e, size);
-                        x->entry = e;
-                        x->size = size;
+                        r = xattr_record(w, e, size, &x);
+                        if (r < 0)
+                                return r;
                         x->users++;
                 }
+        if (hashtab_size(&w->xattrs) == 0)
+                return 0;
 
         /* Ids in order of first use; an entry never straddles a block. */
         for (size_t k = 0; k < w->n_order; k++)
                 FOREACH_XATTR(w->order[k], e, size) {
-                        SharedXattr *x = xattr_slot(w, e, size);
+                        x = xattr_find(w, e, size);
                         if (x->shared || x->users < SHARED_XATTR_MIN_USERS || size > SHARED_XATTR_MAX_BYTES)
                                 continue;
                         if (w->xattr_area_len % EROFS_BLKSZ + size > EROFS_BLKSZ)
@@ -622,9 +623,9 @@ static int layout_xattrs(ErofsWriter *w) {
                 w->xattr_area = calloc(1, (size_t) bytes);
                 if (!w->xattr_area)
                         return -ENOMEM;
-                for (size_t s = 0; s < w->xt_slots; s++)
-                        if (w->xt[s].shared)
-                                memcpy(w->xattr_area + 4ULL * w->xt[s].id, w->xt[s].entry, w->xt[s].size);
+                for (size_t it = 0; (x = hashtab_next(&w->xattrs, &it));)
+                        if (x->shared)
+                                memcpy(w->xattr_area + 4ULL * x->id, x->entry, x->size);
         }
 
         /* Each inode: ids of its shared entries, the rest stays inline. */
@@ -635,7 +636,7 @@ static int layout_xattrs(ErofsWriter *w) {
 
                 i->layout_xattr_inline = 0;
                 FOREACH_XATTR(i, e, size) {
-                        SharedXattr *x = xattr_slot(w, e, size);
+                        x = xattr_find(w, e, size);
                         if (x->shared && n_ids < SHARED_XATTR_MAX_PER_INODE)
                                 ids[n_ids++] = x->id;
                         else
@@ -656,10 +657,8 @@ static int layout_xattrs(ErofsWriter *w) {
 
 /* Whether an inode's entry went to the shared area (and is listed by id). */
 static bool xattr_is_shared(ErofsWriter *w, const ErofsInode *i, const uint8_t *e, uint32_t size) {
-        if (!w->xt)
-                return false;
-        SharedXattr *x = xattr_slot(w, e, size);
-        if (!x->shared)
+        SharedXattr *x = xattr_find(w, e, size);
+        if (!x || !x->shared)
                 return false;
         for (unsigned k = 0; k < i->layout_n_shared; k++)
                 if (i->layout_shared[k] == x->id)
