@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include "ingest.h"
+#include "layer_reader.h"
 #include "load.h"
 #include "oci.h"
 #include "reference.h"
@@ -401,7 +402,8 @@ static int docker_layer_cmp(const void *a, const void *b) {
 static int scan_docker_layer(LoadSource *src, const char *rel, json_t *layer_descs, MsbError *err) {
         _cleanup_close_ int fd = -EBADF;
         char digest[DIGEST_STRING_MAX];
-        uint8_t magic[4] = {};
+        uint8_t magic[LAYER_MAGIC_BYTES];
+        ssize_t n_magic;
         uint64_t size;
         int r;
 
@@ -411,11 +413,8 @@ static int scan_docker_layer(LoadSource *src, const char *rel, json_t *layer_des
         r = digest_fd(fd, digest, &size);
         if (r < 0)
                 return msb_error_from_errno(err, r, "cannot read a layer");
-        (void) pread(fd, magic, sizeof(magic), 0);
-        const char *mt = magic[0] == 0x1f && magic[1] == 0x8b ? OCI_MEDIA_TYPE_LAYER_GZIP
-                         : magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd
-                                 ? OCI_MEDIA_TYPE_LAYER_ZSTD
-                                 : OCI_MEDIA_TYPE_LAYER_TAR;
+        n_magic = pread(fd, magic, sizeof(magic), 0);
+        const char *mt = layer_compression_media_type(layer_compression_sniff(magic, n_magic > 0 ? (size_t) n_magic : 0));
 
         DockerLayer *n = realloc(src->docker_layers, (src->n_docker_layers + 1) * sizeof(DockerLayer));
         if (!n)

@@ -1,22 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <sys/utsname.h>
 
+#include "layer_reader.h"
 #include "oci.h"
 
 static const char *const index_types[] = { OCI_MEDIA_TYPE_INDEX, DOCKER_MEDIA_TYPE_MANIFEST_LIST };
 static const char *const manifest_types[] = { OCI_MEDIA_TYPE_MANIFEST, DOCKER_MEDIA_TYPE_MANIFEST };
-static const char *const layer_types[] = {
-        OCI_MEDIA_TYPE_LAYER_TAR,
-        OCI_MEDIA_TYPE_LAYER_GZIP,
-        OCI_MEDIA_TYPE_LAYER_ZSTD,
-        DOCKER_MEDIA_TYPE_LAYER_GZIP,
-        DOCKER_MEDIA_TYPE_LAYER_TAR,
-        /* Non-distributable layers (deprecated in image-spec 1.1) are still layers. */
-        "application/vnd.oci.image.layer.nondistributable.v1.tar",
-        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
-        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-};
 
 static bool in_list(const char *s, const char *const *list, size_t n) {
         if (!s)
@@ -36,7 +25,11 @@ bool oci_media_type_is_manifest(const char *media_type) {
 }
 
 bool oci_media_type_is_layer(const char *media_type) {
-        return in_list(media_type, layer_types, ELEMENTSOF(layer_types));
+        LayerCompression c;
+        bool any;
+
+        /* The converter owns the list of layer media types: a layer is what it can read. */
+        return media_type && layer_media_type_compression(media_type, &c, &any) >= 0;
 }
 
 static json_t *parse_document(const void *data, size_t size, size_t max, const char *what, MsbError *err) {

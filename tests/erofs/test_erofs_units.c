@@ -101,6 +101,17 @@ START_TEST(test_media_types) {
         ck_assert(any);
         ck_assert_int_eq(layer_media_type_compression("application/vnd.oci.image.layer.v1.tar+bzip2", &c, &any),
                          -EOPNOTSUPP);
+
+        /* The magic, and the OCI type a blob with it is described by. */
+        static const uint8_t gz[] = { 0x1f, 0x8b, 0x08 }, zst[] = { 0x28, 0xb5, 0x2f, 0xfd }, tar[] = "etc/";
+        ck_assert(layer_compression_sniff(gz, sizeof(gz)) == LAYER_COMPRESSION_GZIP);
+        ck_assert(layer_compression_sniff(zst, sizeof(zst)) == LAYER_COMPRESSION_ZSTD);
+        ck_assert(layer_compression_sniff(zst, 3) == LAYER_COMPRESSION_NONE);
+        ck_assert(layer_compression_sniff(tar, sizeof(tar)) == LAYER_COMPRESSION_NONE);
+        ck_assert(layer_compression_sniff(gz, 0) == LAYER_COMPRESSION_NONE);
+        ck_assert_str_eq(layer_compression_media_type(LAYER_COMPRESSION_GZIP), "application/vnd.oci.image.layer.v1.tar+gzip");
+        ck_assert_str_eq(layer_compression_media_type(LAYER_COMPRESSION_ZSTD), "application/vnd.oci.image.layer.v1.tar+zstd");
+        ck_assert_str_eq(layer_compression_media_type(LAYER_COMPRESSION_NONE), "application/vnd.oci.image.layer.v1.tar");
 }
 END_TEST
 

@@ -649,6 +649,9 @@ START_TEST(test_document_media_type) {
         ck_assert(!oci_media_type_is_manifest(OCI_MEDIA_TYPE_CONFIG));
         ck_assert(oci_media_type_is_layer(OCI_MEDIA_TYPE_LAYER_TAR));
         ck_assert(oci_media_type_is_layer(DOCKER_MEDIA_TYPE_LAYER_GZIP));
+        /* A layer is what the converter reads: its list is the one list. */
+        ck_assert(oci_media_type_is_layer("application/vnd.docker.image.rootfs.diff.tar.zstd"));
+        ck_assert(!oci_media_type_is_layer(NULL));
         ck_assert(!oci_media_type_is_layer(OCI_MEDIA_TYPE_CONFIG));
         ck_assert(!oci_media_type_is_layer("application/vnd.oci.image.layer.v1.tar+gzip "));
 }
