@@ -43,10 +43,7 @@ static void converter_done(Converter *c) {
 
 static int limit_exceeded(MsbError *err, const char *limit, uint64_t max, const char *raw) {
         if (err && !err->set) {
-                msb_error_set(err, -E2BIG, PROTO_ERROR_LIMIT_EXCEEDED, "tar entry \"%.300s\" exceeds the %s limit of %" PRIu64,
-                              raw, limit, max);
-                msb_error_add_data(err, "limit", json_string(limit));
-                msb_error_add_data(err, "max", json_integer((json_int_t) max));
+                msb_error_limit(err, limit, max, "tar entry \"%.300s\" exceeds the %s limit of %" PRIu64, raw, limit, max);
                 msb_error_add_data(err, "entry", json_string(raw));
         }
         return -E2BIG;

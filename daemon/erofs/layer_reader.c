@@ -483,7 +483,6 @@ static int reader_error(LayerReader *r) {
 /* Consumer side: the next piece of the uncompressed tar stream, hashed and
  * counted. The piece stays valid until the next call. */
 static ssize_t read_tar(LayerReader *r, const void **ret_buf) {
-        char msg[512];
         size_t len;
 
         pthread_mutex_lock(&r->lock);
@@ -516,13 +515,10 @@ static ssize_t read_tar(LayerReader *r, const void **ret_buf) {
                 return consumer_fail(r, -EIO, PROTO_ERROR_INTERNAL_ERROR, "sha256 failed");
         r->tar_bytes += len;
         if (r->tar_bytes > r->limits.uncompressed_bytes) {
-                snprintf(msg, sizeof(msg), "the layer's tar stream exceeds %" PRIu64 " bytes",
-                         r->limits.uncompressed_bytes);
                 if (r->cons_error == 0) {
-                        consumer_fail(r, -EFBIG, PROTO_ERROR_LIMIT_EXCEEDED, msg);
-                        msb_error_add_data(&r->cons_err, "limit", json_string("layer_uncompressed_bytes"));
-                        msb_error_add_data(&r->cons_err, "max",
-                                           json_integer((json_int_t) r->limits.uncompressed_bytes));
+                        r->cons_error = -EFBIG;
+                        msb_error_limit(&r->cons_err, "layer_uncompressed_bytes", r->limits.uncompressed_bytes,
+                                        "the layer's tar stream exceeds %" PRIu64 " bytes", r->limits.uncompressed_bytes);
                 }
                 return -EFBIG;
         }

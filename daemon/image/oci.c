@@ -37,10 +37,8 @@ static json_t *parse_document(const void *data, size_t size, size_t max, const c
         json_t *root;
 
         if (size > max) {
-                msb_error_set(err, -EFBIG, PROTO_ERROR_LIMIT_EXCEEDED, "the %s is %zu bytes, more than the limit of %zu",
-                              what, size, max);
-                msb_error_add_data(err, "limit", json_string("manifest_bytes"));
-                msb_error_add_data(err, "max", json_integer((json_int_t) max));
+                msb_error_limit(err, "manifest_bytes", max, "the %s is %zu bytes, more than the limit of %zu", what, size,
+                                max);
                 return NULL;
         }
         root = json_loadb(data, size, JSON_REJECT_DUPLICATES, &jerr);
@@ -215,10 +213,8 @@ int oci_manifest_parse(const void *data, size_t size, OciManifest **ret, MsbErro
                 return -EMEDIUMTYPE;
         }
         if (m->config.size > OCI_CONFIG_MAX_BYTES) {
-                msb_error_set(err, -EFBIG, PROTO_ERROR_LIMIT_EXCEEDED, "the config is %" PRIu64 " bytes, more than %zu",
-                              m->config.size, OCI_CONFIG_MAX_BYTES);
-                msb_error_add_data(err, "limit", json_string("manifest_bytes"));
-                msb_error_add_data(err, "max", json_integer((json_int_t) OCI_CONFIG_MAX_BYTES));
+                msb_error_limit(err, "manifest_bytes", OCI_CONFIG_MAX_BYTES, "the config is %" PRIu64 " bytes, more than %zu",
+                                m->config.size, OCI_CONFIG_MAX_BYTES);
                 return -EFBIG;
         }
 
@@ -226,11 +222,9 @@ int oci_manifest_parse(const void *data, size_t size, OciManifest **ret, MsbErro
         if (!json_is_array(layers))
                 return msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE, "the manifest has no layers array");
         if (json_array_size(layers) > OCI_LAYERS_MAX) {
-                msb_error_set(err, -E2BIG, PROTO_ERROR_LIMIT_EXCEEDED, "the image has %zu layers, more than the limit of %zu",
-                              json_array_size(layers), OCI_LAYERS_MAX);
-                msb_error_add_data(err, "limit", json_string("layers_per_image"));
-                msb_error_add_data(err, "max", json_integer((json_int_t) OCI_LAYERS_MAX));
-                return -E2BIG;
+                return msb_error_limit(err, "layers_per_image", OCI_LAYERS_MAX,
+                                       "the image has %zu layers, more than the limit of %zu", json_array_size(layers),
+                                       OCI_LAYERS_MAX);
         }
         m->layers = calloc(json_array_size(layers) + 1, sizeof(OciDescriptor));
         if (!m->layers)
@@ -289,8 +283,8 @@ int oci_config_parse(const void *data, size_t size, OciConfig **ret, MsbError *e
                 return msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE,
                                      "the config has no rootfs of type \"layers\" with diff_ids");
         if (json_array_size(diff_ids) > OCI_LAYERS_MAX)
-                return msb_error_set(err, -E2BIG, PROTO_ERROR_LIMIT_EXCEEDED, "the config lists %zu diff_ids, more than %zu",
-                                     json_array_size(diff_ids), OCI_LAYERS_MAX);
+                return msb_error_limit(err, "layers_per_image", OCI_LAYERS_MAX, "the config lists %zu diff_ids, more than %zu",
+                                       json_array_size(diff_ids), OCI_LAYERS_MAX);
         c->diff_ids = calloc(json_array_size(diff_ids) + 1, sizeof(char *));
         if (!c->diff_ids)
                 return -ENOMEM;

@@ -170,11 +170,8 @@ static size_t fetch_write_document(RegistryFetch *f, const char *p, size_t n) {
                 return 0;
         }
         if (f->step != STEP_TOKEN && f->buf_size + n > f->max_size) {
-                msb_error_set(&f->abort_err, -EFBIG, PROTO_ERROR_LIMIT_EXCEEDED,
-                              "manifest %s of %s/%s is larger than %llu bytes", f->reference, f->domain,
-                              f->repository, (unsigned long long) f->max_size);
-                msb_error_add_data(&f->abort_err, "limit", json_string("manifest_bytes"));
-                msb_error_add_data(&f->abort_err, "max", json_integer((json_int_t) f->max_size));
+                msb_error_limit(&f->abort_err, "manifest_bytes", f->max_size, "manifest %s of %s/%s is larger than %llu bytes",
+                                f->reference, f->domain, f->repository, (unsigned long long) f->max_size);
                 return 0;
         }
         return registry_fetch_buf_append(f, p, n) < 0 ? 0 : n;

@@ -15,7 +15,7 @@ from msbtest import proto
 from msbtest.checks import assert_detail, assert_handle, now_ms
 from msbtest.imagekit import (MT_DOCKER_CONFIG, MT_DOCKER_LAYER, MT_DOCKER_MANIFEST, MT_LAYER_GZIP, CharDev,
                               Config, Dir, File, Hardlink, Symlink, host_platform, make_tar,
-                              sha256_digest)
+                              sha256_digest, write_fast_tar)
 from msbtest.rpc import RpcError
 from msbtest.store import consistency_problems, content_files
 
@@ -415,8 +415,31 @@ def test_manifest_over_the_limit(rpc, imagekit):
     img.layout.replace_manifest(REF, m)
     with pytest.raises(RpcError) as e:
         load(rpc, img.layout.path)
-    proto.check_error(e.value, "limit-exceeded")
+    data = proto.check_error(e.value, "limit-exceeded")
+    assert data == {"name": "limit-exceeded", "limit": "manifest_bytes", "max": limit}, data
     assert rpc.call("image.list") == []
+
+
+def test_archive_members_limit(rpc, imagekit, tmp_path):
+    """An archive of archive_members members loads; one more member is
+    refused by name, before anything is unpacked. The padding members are
+    directories, which count but are never unpacked."""
+    limit = proto.limit("archive_members")
+    img = imagekit.image(REF, LAYERS[:1])
+    files = [(str(p.relative_to(img.layout.path)), p.read_bytes())
+             for p in sorted(img.layout.path.rglob("*")) if p.is_file()]
+
+    def archive(n_members):
+        pad = ((f"pad/{i}", None) for i in range(n_members - len(files)))
+        return write_fast_tar(tmp_path / f"{n_members}.tar", [*files, *pad])
+
+    with pytest.raises(RpcError) as e:
+        load(rpc, archive(limit + 1))
+    data = proto.check_error(e.value, "limit-exceeded")
+    assert data == {"name": "limit-exceeded", "limit": "archive_members", "max": limit}, data
+    assert rpc.call("image.list") == []
+    out = load(rpc, archive(limit), tag=REF)
+    assert out[0]["manifest_digest"] == img.manifest_digest
 
 
 def test_manifest_just_under_the_limit(rpc, imagekit):
