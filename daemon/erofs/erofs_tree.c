@@ -5,8 +5,10 @@
 #include "erofs_tree.h"
 #include "hashtab.h"
 
-/* Names and symlink targets are carved out of chunks of this size. */
+/* Entries and symlink targets are carved out of chunks of this size. */
 #define ARENA_CHUNK_BYTES (64 * 1024)
+/* Inodes are allocated this many at a time (256 KiB). */
+#define INODES_PER_SLAB 4096
 
 typedef struct ArenaChunk {
         struct ArenaChunk *next;
@@ -18,13 +20,15 @@ typedef struct ArenaChunk {
 struct ErofsTree {
         ErofsInode *root;
 
-        ErofsInode **inodes;
+        /* Inodes in slabs: no allocator header each, no pointer array, and
+         * the whole tree goes back in a few large frees. */
+        ErofsInode **slabs;
         size_t n_inodes;
-        size_t inodes_alloc;
 
         /* Every entry ever linked (ErofsDentry *), by directory and name;
          * an entry stays once made, a removal only clears its inode. */
         HashTab entries;
+        bool frozen;
         ArenaChunk *arena;
 
         /* A random key for the entry hash, so that names chosen to collide
@@ -59,6 +63,15 @@ static void *arena_alloc(ErofsTree *t, size_t size) {
         return p;
 }
 
+/* Gives back the arena's last allocation, of size bytes. */
+static void arena_unalloc(ErofsTree *t, void *p, size_t size) {
+        ArenaChunk *c = t->arena;
+
+        size = (size + 7) & ~(size_t) 7;
+        if (c && c->used >= size && (char *) p == c->data + c->used - size)
+                c->used -= size;
+}
+
 int erofs_tree_strdup(ErofsTree *t, const char *s, size_t len, char **ret) {
         char *p = arena_alloc(t, len + 1);
         if (!p)
@@ -70,24 +83,24 @@ int erofs_tree_strdup(ErofsTree *t, const char *s, size_t len, char **ret) {
 }
 
 int erofs_tree_inode_new(ErofsTree *t, uint32_t mode, ErofsInode **ret) {
-        if (t->n_inodes == t->inodes_alloc) {
-                size_t n = t->inodes_alloc ? t->inodes_alloc * 2 : 1024;
-                ErofsInode **a = realloc(t->inodes, n * sizeof(*a));
-                if (!a)
+        size_t slab = t->n_inodes / INODES_PER_SLAB, k = t->n_inodes % INODES_PER_SLAB;
+
+        if (t->n_inodes >= UINT32_MAX - 1)
+                return -E2BIG;
+        if (k == 0) {
+                ErofsInode **s = realloc(t->slabs, (slab + 1) * sizeof(*s));
+                if (!s)
                         return -ENOMEM;
-                t->inodes = a;
-                t->inodes_alloc = n;
+                t->slabs = s;
+                t->slabs[slab] = malloc(INODES_PER_SLAB * sizeof(ErofsInode));
+                if (!t->slabs[slab])
+                        return -ENOMEM;
         }
-        /* Inodes and entries live in the arena: no allocator header each,
-         * and the whole tree goes back in a few large frees. */
-        ErofsInode *i = arena_alloc(t, sizeof(*i));
-        if (!i)
-                return -ENOMEM;
-        memset(i, 0, sizeof(*i));
-        i->id = t->n_inodes + 1;
-        i->mode = mode;
-        i->blkaddr = 0;
-        t->inodes[t->n_inodes++] = i;
+        ErofsInode *i = &t->slabs[slab][k];
+        *i = (ErofsInode) {
+                .id = (uint32_t) ++t->n_inodes,
+                .mode = mode,
+        };
         *ret = i;
         return 0;
 }
@@ -110,13 +123,16 @@ int erofs_tree_new(ErofsTree **ret) {
 ErofsTree *erofs_tree_free(ErofsTree *t) {
         if (!t)
                 return NULL;
-        for (size_t i = 0; i < t->n_inodes; i++) {
-                free(t->inodes[i]->xattrs);
-                free(t->inodes[i]->children);
-                free(t->inodes[i]->layout_shared);
-                free(t->inodes[i]->chunks);
+        for (size_t n = 0; n < t->n_inodes; n++) {
+                ErofsInode *i = &t->slabs[n / INODES_PER_SLAB][n % INODES_PER_SLAB];
+
+                free(i->xattrs);
+                if (S_ISREG(i->mode))
+                        free(i->chunks);
         }
-        free(t->inodes);
+        for (size_t s = 0; s * INODES_PER_SLAB < t->n_inodes; s++)
+                free(t->slabs[s]);
+        free(t->slabs);
         hashtab_done(&t->entries);
         while (t->arena) {
                 ArenaChunk *n = t->arena->next;
@@ -135,8 +151,13 @@ size_t erofs_tree_inode_count(ErofsTree *t) {
         return t->n_inodes;
 }
 
+void erofs_tree_freeze(ErofsTree *t) {
+        hashtab_done(&t->entries);
+        t->frozen = true;
+}
+
 typedef struct DentryKey {
-        uint64_t dir_id;
+        uint32_t dir_id;
         const char *name;
         size_t len;
 } DentryKey;
@@ -152,16 +173,11 @@ static uint64_t dentry_hash(const ErofsTree *t, const DentryKey *k) {
         return hashtab_hash_bytes(hashtab_hash_u64(t->hash_key, k->dir_id), k->name, k->len);
 }
 
-static ErofsDentry *dentry_find(ErofsTree *t, uint64_t dir_id, const char *name, size_t len) {
-        DentryKey k = { dir_id, name, len };
+ErofsDentry *erofs_tree_lookup(ErofsTree *t, const ErofsInode *dir, const char *name, size_t len) {
+        DentryKey k = { dir->id, name, len };
         ErofsDentry **d = hashtab_get(&t->entries, dentry_hash(t, &k), dentry_equal, &k);
 
-        return d ? *d : NULL;
-}
-
-ErofsDentry *erofs_tree_lookup(ErofsTree *t, const ErofsInode *dir, const char *name, size_t len) {
-        ErofsDentry *d = dentry_find(t, dir->id, name, len);
-        return d && d->inode ? d : NULL;
+        return d && (*d)->inode ? *d : NULL;
 }
 
 int erofs_tree_link(ErofsTree *t, ErofsInode *dir, const char *name, size_t len, ErofsInode *inode) {
@@ -171,42 +187,36 @@ int erofs_tree_link(ErofsTree *t, ErofsInode *dir, const char *name, size_t len,
 
         if (len == 0 || len > EROFS_NAME_LEN)
                 return -ENAMETOOLONG;
-
-        d = dentry_find(t, dir->id, name, len);
-        if (d) {
-                d->inode = inode;
-                return 0;
-        }
-        if (dir->n_children == dir->children_alloc) {
-                size_t n = dir->children_alloc ? dir->children_alloc * 2 : 8;
-                ErofsDentry **c = realloc(dir->children, n * sizeof(*c));
-                if (!c)
-                        return -ENOMEM;
-                dir->children = c;
-                dir->children_alloc = n;
-        }
-
-        d = arena_alloc(t, sizeof(*d));
+        if (t->frozen)
+                return -EBUSY;
+        /* The entry is made before its slot, so that no slot ever holds
+         * anything but a complete entry; the name was there already, it
+         * goes back to the arena. */
+        d = arena_alloc(t, offsetof(ErofsDentry, name) + len + 1);
         if (!d)
                 return -ENOMEM;
-        char *copy;
-        r = erofs_tree_strdup(t, name, len, &copy);
+        r = hashtab_put(&t->entries, dentry_hash(t, &k), dentry_equal, &k, (void **) &slot);
+        if (r <= 0)
+                arena_unalloc(t, d, offsetof(ErofsDentry, name) + len + 1);
         if (r < 0)
                 return r;
-        d->name = copy;
-        d->name_len = (uint16_t) len;
+        if (r == 0) {
+                (*slot)->inode = inode;
+                return 0;
+        }
+        d->next = dir->children;
         d->inode = inode;
         d->dir_id = dir->id;
-        r = hashtab_put(&t->entries, dentry_hash(t, &k), dentry_equal, &k, (void **) &slot);
-        if (r < 0)
-                return r;
+        d->name_len = (uint16_t) len;
+        memcpy(d->name, name, len);
+        d->name[len] = 0;
         *slot = d;
-        dir->children[dir->n_children++] = d;
+        dir->children = d;
         return 0;
 }
 
 void erofs_tree_unlink(ErofsTree *t, ErofsInode *dir, const char *name, size_t len) {
-        ErofsDentry *d = dentry_find(t, dir->id, name, len);
+        ErofsDentry *d = erofs_tree_lookup(t, dir, name, len);
         if (d)
                 d->inode = NULL;
 }

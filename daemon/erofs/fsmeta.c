@@ -297,8 +297,8 @@ static int merge_dir(Merge *m, ErofsInode *dir, const ErofsInodeView *v, bool fr
                         return r;
         }
         if (markers.opaque)
-                for (size_t k = 0; k < dir->n_children; k++)
-                        dir->children[k]->inode = NULL;
+                for (ErofsDentry *d = dir->children; d; d = d->next)
+                        d->inode = NULL;
         m->depth++;
         r = erofs_image_readdir(m->img, v, merge_entry_cb, &w);
         m->depth--;
