@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <inttypes.h>
 #include <sys/stat.h>
 
 #include "erofs_fs.h"
@@ -74,6 +75,9 @@ typedef struct Merge {
         NidMap links;
         NidMap dirs;             /* directories merged from this layer, to refuse cycles */
         size_t depth;
+        uint64_t *entries;       /* names read from all the layers so far */
+        uint64_t max_entries;
+        MsbError *err;
 } Merge;
 
 static void merge_done(Merge *m) {
@@ -230,6 +234,12 @@ static int merge_entry_cb(const char *name, size_t len, uint64_t nid, uint8_t ty
         ErofsInode *i;
         int r;
 
+        /* Every name of every layer counts, whatever it does to the tree:
+         * the tree keeps what each made, so this bounds its memory. */
+        if (++*m->entries > m->max_entries)
+                return msb_error_limit(m->err, "image_entries", m->max_entries,
+                                       "the image's layers hold more than %" PRIu64 " entries", m->max_entries);
+
         r = erofs_image_inode(m->img, nid, &cv);
         if (r < 0)
                 return r;
@@ -322,10 +332,17 @@ static void device_tag(const char *path, char tag[64]) {
 int erofs_fsmeta_build(const char *const *layer_paths, size_t n_layers,
                        const char *manifest_digest, int out_fd,
                        uint64_t *ret_size, MsbError *err) {
+        return erofs_fsmeta_build_with_limits(layer_paths, n_layers, manifest_digest, PROTO_LIMIT_IMAGE_ENTRIES, out_fd,
+                                              ret_size, err);
+}
+
+int erofs_fsmeta_build_with_limits(const char *const *layer_paths, size_t n_layers,
+                                   const char *manifest_digest, uint64_t max_entries, int out_fd,
+                                   uint64_t *ret_size, MsbError *err) {
         _cleanup_(erofs_writer_freep) ErofsWriter *writer = NULL;
         _cleanup_free_ ErofsWriterDevice *devices = NULL;
         ErofsWriterOptions opts = {};
-        uint64_t size;
+        uint64_t size, entries = 0;
         int r;
 
         if (n_layers == 0 || n_layers > PROTO_LIMIT_LAYERS_PER_IMAGE)
@@ -344,6 +361,9 @@ int erofs_fsmeta_build(const char *const *layer_paths, size_t n_layers,
                 _cleanup_(merge_done) Merge m = {
                         .tree = erofs_writer_tree(writer),
                         .device_id = (uint16_t) (l + 1),
+                        .entries = &entries,
+                        .max_entries = max_entries,
+                        .err = err,
                 };
                 ErofsInodeView root;
 
@@ -356,6 +376,8 @@ int erofs_fsmeta_build(const char *const *layer_paths, size_t n_layers,
                 }
                 if (r >= 0)
                         r = S_ISDIR(root.mode) ? merge_dir(&m, erofs_tree_root(m.tree), &root, l == 0) : -EUCLEAN;
+                if (r == -E2BIG && err && err->set)
+                        return r;
                 if (r == -EUCLEAN)
                         return msb_error_set(err, r, PROTO_ERROR_STORE_ERROR, "layer image %s is damaged",
                                              layer_paths[l]);

@@ -601,6 +601,93 @@ START_TEST(test_convert_limits) {
 }
 END_TEST
 
+/* The directories a path implies count as entries, and the layers of one
+ * image share one count: past it a conversion fails naming image_entries,
+ * and takes back what it had added, so a failed layer costs the image
+ * nothing. */
+START_TEST(test_convert_image_entries) {
+        static const char *const deep[] = { "a/b/c/f=1", NULL }, *const flat[] = { "x=1", "y=2", "z=3", NULL };
+        ErofsLayerLimits limits = erofs_layer_limits_default();
+        ErofsLayerInfo info = {};
+        MsbError err = {};
+        uint64_t used = 0;
+        int in = tar_memfd(deep), in2 = tar_memfd(flat), out = memfd();
+
+        limits.entries = 3;
+        ck_assert_int_eq(erofs_layer_convert_with_limits(in, "application/vnd.oci.image.layer.v1.tar", NULL, UINT64_MAX,
+                                                         NULL, &limits, out, &info, &err), -E2BIG);
+        ck_assert_str_eq(json_string_value(json_object_get(err.data, "limit")), "layer_entries");
+        ck_assert_str_eq(json_string_value(json_object_get(err.data, "entry")), "a/b/c/f");
+        msb_error_clear(&err);
+
+        limits = erofs_layer_limits_default();
+        limits.image_entries = 6;
+        limits.image_entries_used = &used;
+        ck_assert_int_eq(lseek(in, 0, SEEK_SET), 0);
+        ck_assert_int_eq(erofs_layer_convert_with_limits(in, "application/vnd.oci.image.layer.v1.tar", NULL, UINT64_MAX,
+                                                         NULL, &limits, out, &info, &err), 0);
+        ck_assert_uint_eq(info.entries, 4);
+        ck_assert_uint_eq(used, 4);
+        /* 4 + 3 > 6: the third entry of the second layer is one too many. */
+        ck_assert_int_eq(ftruncate(out, 0), 0);
+        ck_assert_int_eq(erofs_layer_convert_with_limits(in2, "application/vnd.oci.image.layer.v1.tar", NULL, UINT64_MAX,
+                                                         NULL, &limits, out, &info, &err), -E2BIG);
+        ck_assert_int_eq(err.kind, PROTO_ERROR_LIMIT_EXCEEDED);
+        ck_assert_str_eq(json_string_value(json_object_get(err.data, "limit")), "image_entries");
+        ck_assert_int_eq(json_integer_value(json_object_get(err.data, "max")), 6);
+        ck_assert_str_eq(json_string_value(json_object_get(err.data, "entry")), "z");
+        ck_assert_uint_eq(used, 4);
+        msb_error_clear(&err);
+
+        /* Alone, a layer is held to the image limit too. */
+        limits.image_entries_used = NULL;
+        limits.image_entries = 2;
+        ck_assert_int_eq(lseek(in2, 0, SEEK_SET), 0);
+        ck_assert_int_eq(ftruncate(out, 0), 0);
+        ck_assert_int_eq(erofs_layer_convert_with_limits(in2, "application/vnd.oci.image.layer.v1.tar", NULL, UINT64_MAX,
+                                                         NULL, &limits, out, &info, &err), -E2BIG);
+        ck_assert_str_eq(json_string_value(json_object_get(err.data, "limit")), "image_entries");
+        msb_error_clear(&err);
+        close(in);
+        close(in2);
+        close(out);
+}
+END_TEST
+
+/* The merge counts every name of every layer, whatever it does to the
+ * tree (a replaced or whited-out name counts as much), against the image's
+ * limit: at it the image builds, one past it is refused by name. */
+START_TEST(test_fsmeta_image_entries) {
+        static const char *const deep[] = { "a/b/c/f=1", NULL }, *const upper[] = { "a/b/c/f=2", ".wh.x=", NULL };
+        const char *paths[2];
+        ErofsLayerInfo info = {};
+        MsbError err = {};
+        uint64_t size;
+        int in1 = tar_memfd(deep), in2 = tar_memfd(upper), l1 = memfd(), l2 = memfd(), out = memfd();
+        _cleanup_free_ char *p1 = fd_path(l1), *p2 = fd_path(l2);
+
+        ck_assert_int_eq(erofs_layer_convert(in1, "application/vnd.oci.image.layer.v1.tar", NULL, UINT64_MAX, NULL, l1,
+                                             &info, &err), 0);
+        ck_assert_int_eq(erofs_layer_convert(in2, "application/vnd.oci.image.layer.v1.tar", NULL, UINT64_MAX, NULL, l2,
+                                             &info, &err), 0);
+        paths[0] = p1;
+        paths[1] = p2;
+        /* 4 names below, 5 above (a, a/b, a/b/c, a/b/c/f and the whiteout x). */
+        ck_assert_int_eq(erofs_fsmeta_build_with_limits(paths, 2, "sha256:x", 9, out, &size, &err), 0);
+        ck_assert_int_eq(ftruncate(out, 0), 0);
+        ck_assert_int_eq(erofs_fsmeta_build_with_limits(paths, 2, "sha256:x", 8, out, &size, &err), -E2BIG);
+        ck_assert(err.set && err.kind == PROTO_ERROR_LIMIT_EXCEEDED);
+        ck_assert_str_eq(json_string_value(json_object_get(err.data, "limit")), "image_entries");
+        ck_assert_int_eq(json_integer_value(json_object_get(err.data, "max")), 8);
+        msb_error_clear(&err);
+        close(in1);
+        close(in2);
+        close(l1);
+        close(l2);
+        close(out);
+}
+END_TEST
+
 /* A PAX tar (GNU sparse 1.0 members, as libarchive writes them) holding
  * one regular file of `size` bytes whose data is only in the given extents
  * (offset, length pairs, ending with a zero length), each filled with a
@@ -917,6 +1004,8 @@ static Suite *erofs_suite(void) {
         tcase_add_test(tc, test_convert_deterministic);
         tcase_add_test(tc, test_convert_rejects_dotdot);
         tcase_add_test(tc, test_convert_limits);
+        tcase_add_test(tc, test_convert_image_entries);
+        tcase_add_test(tc, test_fsmeta_image_entries);
         tcase_add_test(tc, test_convert_counts_apparent_sizes);
         tcase_add_test(tc, test_fsmeta_keeps_holes);
         tcase_add_test(tc, test_reader_checks_chunk_maps);

@@ -431,7 +431,9 @@ def test_archive_members_limit(rpc, imagekit, tmp_path):
 
     def archive(n_members):
         pad = ((f"pad/{i}", None) for i in range(n_members - len(files)))
-        return write_fast_tar(tmp_path / f"{n_members}.tar", [*files, *pad])
+        path = tmp_path / f"{n_members}.tar"
+        write_fast_tar(path, [*files, *pad])
+        return path
 
     with pytest.raises(RpcError) as e:
         load(rpc, archive(limit + 1))
@@ -927,3 +929,71 @@ def test_absolute_symlink_is_refused_even_inside(rpc, imagekit):
     assert data.get("path") == "blobs/sha256/" + img.manifest_digest.split(":")[1], data
     assert "absolute" in e.value.message, e.value
     assert rpc.call("image.list") == []
+
+
+# What the daemon may hold at its peak while it refuses (or builds) an image
+# at the image_entries limit: it peaks near 165 MiB (250 MiB under ASan),
+# one merged tree of the limit's entries and what it holds anyway. Before
+# the limit, loading one 500,000-entry layer 8 times took it to 748 MiB,
+# and 256 layers of a million entries each would take tens of GB.
+IMAGE_ENTRIES_PEAK_RSS_BOUND_KIB = 320 * 1024
+
+
+def _entries_layer(path, prefix, n):
+    """A gzip layer of exactly n entries, none implied: a directory, then
+    999 empty files in it, and again. Returns (blob path, diff_id)."""
+    entries = ((f"{prefix}{i // 1000:04d}", None) if i % 1000 == 0 else (f"{prefix}{i // 1000:04d}/{i:07d}", b"")
+               for i in range(n))
+    return path, write_fast_tar(path, entries, compresslevel=1)
+
+
+def _image_of_layers(imagekit, ref, layers):
+    """An image whose layers are the given (gzip blob, diff_id) pairs, in order."""
+    img = imagekit.image(ref, [])
+    manifest, config = json.loads(json.dumps(img.manifest)), json.loads(json.dumps(img.config))
+    manifest["layers"] = []
+    for blob, _ in layers:
+        digest, size = img.layout.put_blob(blob.read_bytes())
+        manifest["layers"].append({"mediaType": MT_LAYER_GZIP, "digest": digest, "size": size})
+    config["rootfs"] = {"type": "layers", "diff_ids": [diff_id for _, diff_id in layers]}
+    return img.layout.replace_manifest(ref, manifest, config=config)
+
+
+@pytest.mark.erofs
+def test_image_entries_limit(imagekit, measured_daemon, tmp_path):
+    """The layers of one image hold at most image_entries entries together,
+    counted while the layers convert and again while fsmeta merges them
+    (layers already in the store are counted there only); the daemon's peak
+    stays bounded whatever the layers hold."""
+    rpc = measured_daemon.client(timeout=120)
+    limit = proto.limit("image_entries")
+    half = limit // 2
+    a = _entries_layer(tmp_path / "a.tgz", "a", half)
+    b = _entries_layer(tmp_path / "b.tgz", "b", half + 1)
+    c = _entries_layer(tmp_path / "c.tgz", "c", half)
+
+    # Converting: b counts half + 1, so c's last entry is one too many.
+    z = _image_of_layers(imagekit, "example.com/entries/z:1", [b, c])
+    with pytest.raises(RpcError) as e:
+        load(rpc, z.layout.path, timeout=120)
+    data = proto.check_error(e.value, "limit-exceeded")
+    last = half - 1
+    assert (data["limit"], data["max"], data["entry"]) == ("image_entries", limit, f"c{last // 1000:04d}/{last:07d}")
+
+    # Merging: b converted above and is in the store, so only a converts
+    # here; the merge counts both and refuses.
+    y = _image_of_layers(imagekit, "example.com/entries/y:1", [a, b])
+    with pytest.raises(RpcError) as e:
+        load(rpc, y.layout.path, timeout=120)
+    data = proto.check_error(e.value, "limit-exceeded")
+    assert data == {"name": "limit-exceeded", "limit": "image_entries", "max": limit}, data
+    assert rpc.call("image.list") == []
+
+    # At the limit: a twice is exactly image_entries entries, and loads.
+    x = _image_of_layers(imagekit, "example.com/entries/x:1", [a, a])
+    out = load(rpc, x.layout.path, timeout=120)
+    assert [h["manifest_digest"] for h in out] == [x.manifest_digest]
+    assert [h["reference"] for h in rpc.call("image.list")] == ["example.com/entries/x:1"]
+
+    peak = measured_daemon.status_kib("VmHWM")
+    assert peak < IMAGE_ENTRIES_PEAK_RSS_BOUND_KIB, f"the daemon peaked at {peak // 1024} MiB"

@@ -216,16 +216,25 @@ def _ustar_template(typeflag: bytes, mode: int) -> tuple[bytes, bytes, int]:
     return mid, tail, sum(mid) + sum(tail)
 
 
-def write_fast_tar(dest: Path, entries, compresslevel: int | None = None) -> Path:
+def write_fast_tar(dest: Path, entries, compresslevel: int | None = None) -> str:
     """Writes a ustar archive of ``entries`` ([(name, bytes | None)]: a regular
     file with that content, or a directory for None) to dest, gzip-compressed
-    at ``compresslevel`` when given. Header by header with no tarfile
-    objects, so that archives of a million members (tests at the entry
-    limits) take seconds; names are at most 100 bytes, owner 0:0, mtime
-    DEFAULT_MTIME. libarchive and tarfile read them as any ustar archive."""
+    at ``compresslevel`` when given, and returns the sha256 digest of the
+    uncompressed archive (a layer's diff_id). Header by header with no
+    tarfile objects, so that archives of a million members (tests at the
+    entry limits) take seconds; names are at most 100 bytes, owner 0:0,
+    mtime DEFAULT_MTIME. libarchive and tarfile read them as any ustar
+    archive."""
     kinds = {True: _ustar_template(b"5", 0o755), False: _ustar_template(b"0", 0o644)}
     raw = open(dest, "wb")
     out = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=compresslevel, mtime=0) if compresslevel else raw
+    digest = hashlib.sha256()
+
+    def emit(pieces):
+        data = b"".join(pieces)
+        digest.update(data)
+        out.write(data)
+
     try:
         chunk = []
         for name, data in entries:
@@ -240,15 +249,15 @@ def write_fast_tar(dest: Path, entries, compresslevel: int | None = None) -> Pat
             if data:
                 chunk.append(data + b"\0" * (-len(data) % 512))
             if len(chunk) >= 4096:
-                out.write(b"".join(chunk))
+                emit(chunk)
                 chunk = []
         chunk.append(b"\0" * 1024)
-        out.write(b"".join(chunk))
+        emit(chunk)
     finally:
         if out is not raw:
             out.close()
         raw.close()
-    return dest
+    return "sha256:" + digest.hexdigest()
 
 
 def write_sparse_files(root: Path, files: dict) -> Path:
