@@ -212,6 +212,25 @@ static int add_hardlink(Converter *c, ErofsInode *dir, const char *name, size_t 
         return erofs_tree_link(c->tree, dir, name, name_len, d->inode);
 }
 
+/* A whiteout of `name` in dir: a 0/0 character device in its place. */
+static int add_whiteout(Converter *c, ErofsInode *dir, const char *name, size_t name_len, const LayerEntry *e,
+                        MsbError *err) {
+        ErofsInode *i;
+        int r;
+
+        if (name_len == 0)
+                return reject(err, -EBADMSG, e->raw_path, "is a whiteout of nothing");
+        r = erofs_tree_inode_new(c->tree, S_IFCHR, &i);
+        if (r < 0)
+                return r;
+        i->uid = e->uid;
+        i->gid = e->gid;
+        i->mtime = e->mtime;
+        i->mtime_nsec = e->mtime_nsec;
+        i->rdev = erofs_encode_dev(0, 0);
+        return erofs_tree_link(c->tree, dir, name, name_len, i);
+}
+
 static int add_entry(Converter *c, const LayerEntry *e, MsbError *err) {
         uint32_t type = e->mode & S_IFMT;
         ErofsInode *dir, *i;
@@ -247,20 +266,9 @@ static int add_entry(Converter *c, const LayerEntry *e, MsbError *err) {
         if (name_len >= strlen(WHITEOUT_META_PREFIX) &&
             memcmp(name, WHITEOUT_META_PREFIX, strlen(WHITEOUT_META_PREFIX)) == 0)
                 return 0;
-        if (name_len >= strlen(WHITEOUT_PREFIX) && memcmp(name, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX)) == 0) {
-                if (name_len == strlen(WHITEOUT_PREFIX))
-                        return reject(err, -EBADMSG, e->raw_path, "is a whiteout of nothing");
-                r = erofs_tree_inode_new(c->tree, S_IFCHR, &i);
-                if (r < 0)
-                        return r;
-                i->uid = e->uid;
-                i->gid = e->gid;
-                i->mtime = e->mtime;
-                i->mtime_nsec = e->mtime_nsec;
-                i->rdev = erofs_encode_dev(0, 0);
-                return erofs_tree_link(c->tree, dir, name + strlen(WHITEOUT_PREFIX),
-                                       name_len - strlen(WHITEOUT_PREFIX), i);
-        }
+        if (name_len >= strlen(WHITEOUT_PREFIX) && memcmp(name, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX)) == 0)
+                return add_whiteout(c, dir, name + strlen(WHITEOUT_PREFIX), name_len - strlen(WHITEOUT_PREFIX), e,
+                                    err);
 
         if (e->hardlink)
                 return add_hardlink(c, dir, name, name_len, e, err);
