@@ -57,34 +57,51 @@ static void utf8_sanitize(char *s) {
         }
 }
 
+/* Sets an error of kind from a format and its arguments; false when err
+ * was NULL or already set, so that the caller adds no data to it. */
+static bool error_setv(MsbError *err, ProtoError kind, const char *fmt, va_list ap) {
+        if (!err || err->set)
+                return false;
+        err->kind = kind;
+        err->set = true;
+        vsnprintf(err->message, sizeof(err->message), fmt, ap);
+        utf8_sanitize(err->message);
+        return true;
+}
+
 int msb_error_set(MsbError *err, int r, ProtoError kind, const char *fmt, ...) {
         va_list ap;
 
-        if (!err || err->set)
-                return r;
-
-        err->kind = kind;
-        err->set = true;
         va_start(ap, fmt);
-        vsnprintf(err->message, sizeof(err->message), fmt, ap);
+        error_setv(err, kind, fmt, ap);
         va_end(ap);
-        utf8_sanitize(err->message);
         return r;
 }
 
 int msb_error_limit(MsbError *err, const char *limit, uint64_t max, const char *fmt, ...) {
-        char message[MSB_ERROR_MESSAGE_MAX];
         va_list ap;
+        bool set;
 
-        if (!err || err->set)
-                return -E2BIG;
         va_start(ap, fmt);
-        vsnprintf(message, sizeof(message), fmt, ap);
+        set = error_setv(err, PROTO_ERROR_LIMIT_EXCEEDED, fmt, ap);
         va_end(ap);
-        msb_error_set(err, -E2BIG, PROTO_ERROR_LIMIT_EXCEEDED, "%s", message);
-        msb_error_add_data(err, "limit", json_string(limit));
-        msb_error_add_data(err, "max", json_integer((json_int_t) max));
+        if (set) {
+                msb_error_add_data(err, "limit", json_string(limit));
+                msb_error_add_data(err, "max", json_integer((json_int_t) max));
+        }
         return -E2BIG;
+}
+
+int msb_error_invalid_param(MsbError *err, const char *parameter, const char *fmt, ...) {
+        va_list ap;
+        bool set;
+
+        va_start(ap, fmt);
+        set = error_setv(err, PROTO_ERROR_INVALID_PARAMS, fmt, ap);
+        va_end(ap);
+        if (set)
+                msb_error_add_data(err, "parameter", json_string(parameter));
+        return -EINVAL;
 }
 
 void msb_error_add_data(MsbError *err, const char *key, json_t *value) {

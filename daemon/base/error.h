@@ -41,6 +41,10 @@ void msb_error_add_data(MsbError *err, const char *key, json_t *value);
  * -E2BIG. */
 int msb_error_limit(MsbError *err, const char *limit, uint64_t max, const char *fmt, ...) _printf_(4, 5);
 
+/* Records an invalid-params error (as msb_error_set) naming the offending
+ * parameter, or field of a configuration, in data.parameter; returns -EINVAL. */
+int msb_error_invalid_param(MsbError *err, const char *parameter, const char *fmt, ...) _printf_(3, 4);
+
 /* Releases data and resets err to unset. */
 void msb_error_clear(MsbError *err);
 

@@ -35,6 +35,25 @@ int write_all(int fd, const void *buf, size_t len) {
         return 0;
 }
 
+int pwrite_all(int fd, const void *buf, size_t len, uint64_t offset) {
+        const uint8_t *p = buf;
+
+        while (len > 0) {
+                ssize_t n = pwrite(fd, p, len, (off_t) offset);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return negative_errno();
+                }
+                if (n == 0)
+                        return -EIO;
+                p += n;
+                len -= (size_t) n;
+                offset += (uint64_t) n;
+        }
+        return 0;
+}
+
 ssize_t read_full(int fd, void *buf, size_t len) {
         uint8_t *p = buf;
         size_t done = 0;

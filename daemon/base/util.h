@@ -115,6 +115,9 @@ uint64_t now_monotonic_ms(void);
 
 /* write(2) until all is written or an error; 0 or -errno. */
 int write_all(int fd, const void *buf, size_t len);
+/* pwrite(2) at offset until all is written or an error; 0 or -errno (-EIO
+ * for a write that makes no progress). */
+int pwrite_all(int fd, const void *buf, size_t len, uint64_t offset);
 /* read(2) until len bytes or EOF; returns bytes read (short only at EOF) or -errno. */
 ssize_t read_full(int fd, void *buf, size_t len);
 /* fsync a directory by path; 0 or -errno. */

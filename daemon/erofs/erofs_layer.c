@@ -20,6 +20,7 @@
 ErofsLayerLimits erofs_layer_limits_default(void) {
         return (ErofsLayerLimits) {
                 .entries = PROTO_LIMIT_LAYER_ENTRIES,
+                .image_entries = PROTO_LIMIT_IMAGE_ENTRIES,
                 .path_bytes = PROTO_LIMIT_PATH_BYTES,
                 .path_depth = PROTO_LIMIT_PATH_DEPTH,
                 .uncompressed_bytes = PROTO_LIMIT_LAYER_UNCOMPRESSED_BYTES,
@@ -32,6 +33,8 @@ typedef struct Converter {
         LayerReader *reader;
         const ErofsLayerLimits *limits;
         uint64_t entries;
+        uint64_t image_added;     /* entries added to limits->image_entries_used */
+        bool kept;                /* the conversion succeeded: its entries stay counted */
         uint64_t file_bytes;      /* apparent sizes of the regular files so far */
         char *scratch;            /* a normalised hard link target */
         size_t scratch_alloc;
@@ -39,17 +42,36 @@ typedef struct Converter {
 
 static void converter_done(Converter *c) {
         free(c->scratch);
+        /* A conversion that failed leaves nothing in the image, nor in its count. */
+        if (!c->kept && c->image_added > 0)
+                __atomic_sub_fetch(c->limits->image_entries_used, c->image_added, __ATOMIC_RELAXED);
 }
 
 static int limit_exceeded(MsbError *err, const char *limit, uint64_t max, const char *raw) {
         if (err && !err->set) {
-                msb_error_set(err, -E2BIG, PROTO_ERROR_LIMIT_EXCEEDED, "tar entry \"%.300s\" exceeds the %s limit of %" PRIu64,
-                              raw, limit, max);
-                msb_error_add_data(err, "limit", json_string(limit));
-                msb_error_add_data(err, "max", json_integer((json_int_t) max));
+                msb_error_limit(err, limit, max, "tar entry \"%.300s\" exceeds the %s limit of %" PRIu64, raw, limit, max);
                 msb_error_add_data(err, "entry", json_string(raw));
         }
         return -E2BIG;
+}
+
+/* Counts one entry of the tree, a tar entry or a directory made for one
+ * (raw names it), against the layer's limit and the image's. Each costs
+ * the tree an inode and a name, so these bound a conversion's memory, and
+ * with the merge's count (fsmeta.c) an image's. */
+static int count_entry(Converter *c, const char *raw, MsbError *err) {
+        uint64_t image;
+
+        if (++c->entries > c->limits->entries)
+                return limit_exceeded(err, "layer_entries", c->limits->entries, raw);
+        image = c->entries;
+        if (c->limits->image_entries_used) {
+                image = __atomic_add_fetch(c->limits->image_entries_used, 1, __ATOMIC_RELAXED);
+                c->image_added++;
+        }
+        if (image > c->limits->image_entries)
+                return limit_exceeded(err, "image_entries", c->limits->image_entries, raw);
+        return 0;
 }
 
 static int reject(MsbError *err, int e, const char *raw, const char *why) {
@@ -62,9 +84,10 @@ static int reject(MsbError *err, int e, const char *raw, const char *why) {
 
 /* Finds (or, with create, makes) the directory holding the last component
  * of path; missing parents become 0755 root-owned directories, as tar
- * extraction makes them. */
-static int resolve_parent(Converter *c, const char *path, size_t len, bool create,
-                          ErofsInode **ret_dir, const char **ret_name, size_t *ret_name_len) {
+ * extraction makes them, each counted as an entry of the tar entry raw: a
+ * deep path must not make a hundred inodes for the price of one entry. */
+static int resolve_parent(Converter *c, const char *path, size_t len, bool create, const char *raw,
+                          ErofsInode **ret_dir, const char **ret_name, size_t *ret_name_len, MsbError *err) {
         ErofsInode *dir = erofs_tree_root(c->tree);
         const char *p = path, *end = path + len;
         int r;
@@ -82,6 +105,9 @@ static int resolve_parent(Converter *c, const char *path, size_t len, bool creat
                         return -ENOENT;
                 else {
                         ErofsInode *nd;
+                        r = count_entry(c, raw, err);
+                        if (r < 0)
+                                return r;
                         r = erofs_tree_inode_new(c->tree, S_IFDIR | 0755, &nd);
                         if (r < 0)
                                 return r;
@@ -177,13 +203,32 @@ static int add_hardlink(Converter *c, ErofsInode *dir, const char *name, size_t 
                 return reject(err, -EBADMSG, e->raw_path, "is a hard link to an invalid path");
         if (r < 0)
                 return r;
-        r = resolve_parent(c, c->scratch, len, false, &tdir, &tname, &tname_len);
+        r = resolve_parent(c, c->scratch, len, false, e->raw_path, &tdir, &tname, &tname_len, err);
         d = r == 0 ? erofs_tree_lookup(c->tree, tdir, tname, tname_len) : NULL;
         if (!d)
                 return reject(err, -ENOENT, e->raw_path, "is a hard link to an entry not in the layer before it");
         if (S_ISDIR(d->inode->mode))
                 return reject(err, -EPERM, e->raw_path, "is a hard link to a directory");
         return erofs_tree_link(c->tree, dir, name, name_len, d->inode);
+}
+
+/* A whiteout of `name` in dir: a 0/0 character device in its place. */
+static int add_whiteout(Converter *c, ErofsInode *dir, const char *name, size_t name_len, const LayerEntry *e,
+                        MsbError *err) {
+        ErofsInode *i;
+        int r;
+
+        if (name_len == 0)
+                return reject(err, -EBADMSG, e->raw_path, "is a whiteout of nothing");
+        r = erofs_tree_inode_new(c->tree, S_IFCHR, &i);
+        if (r < 0)
+                return r;
+        i->uid = e->uid;
+        i->gid = e->gid;
+        i->mtime = e->mtime;
+        i->mtime_nsec = e->mtime_nsec;
+        i->rdev = erofs_encode_dev(0, 0);
+        return erofs_tree_link(c->tree, dir, name, name_len, i);
 }
 
 static int add_entry(Converter *c, const LayerEntry *e, MsbError *err) {
@@ -194,8 +239,9 @@ static int add_entry(Converter *c, const LayerEntry *e, MsbError *err) {
         ErofsDentry *d;
         int r;
 
-        if (++c->entries > c->limits->entries)
-                return limit_exceeded(err, "layer_entries", c->limits->entries, e->raw_path);
+        r = count_entry(c, e->raw_path, err);
+        if (r < 0)
+                return r;
         if (e->path_len > c->limits->path_bytes)
                 return limit_exceeded(err, "path_bytes", c->limits->path_bytes, e->raw_path);
         if (e->depth > c->limits->path_depth)
@@ -211,7 +257,7 @@ static int add_entry(Converter *c, const LayerEntry *e, MsbError *err) {
                 return apply_xattrs(c, i, e, err);
         }
 
-        r = resolve_parent(c, e->path, e->path_len, true, &dir, &name, &name_len);
+        r = resolve_parent(c, e->path, e->path_len, true, e->raw_path, &dir, &name, &name_len, err);
         if (r < 0)
                 return r;
 
@@ -220,20 +266,9 @@ static int add_entry(Converter *c, const LayerEntry *e, MsbError *err) {
         if (name_len >= strlen(WHITEOUT_META_PREFIX) &&
             memcmp(name, WHITEOUT_META_PREFIX, strlen(WHITEOUT_META_PREFIX)) == 0)
                 return 0;
-        if (name_len >= strlen(WHITEOUT_PREFIX) && memcmp(name, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX)) == 0) {
-                if (name_len == strlen(WHITEOUT_PREFIX))
-                        return reject(err, -EBADMSG, e->raw_path, "is a whiteout of nothing");
-                r = erofs_tree_inode_new(c->tree, S_IFCHR, &i);
-                if (r < 0)
-                        return r;
-                i->uid = e->uid;
-                i->gid = e->gid;
-                i->mtime = e->mtime;
-                i->mtime_nsec = e->mtime_nsec;
-                i->rdev = erofs_encode_dev(0, 0);
-                return erofs_tree_link(c->tree, dir, name + strlen(WHITEOUT_PREFIX),
-                                       name_len - strlen(WHITEOUT_PREFIX), i);
-        }
+        if (name_len >= strlen(WHITEOUT_PREFIX) && memcmp(name, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX)) == 0)
+                return add_whiteout(c, dir, name + strlen(WHITEOUT_PREFIX), name_len - strlen(WHITEOUT_PREFIX), e,
+                                    err);
 
         if (e->hardlink)
                 return add_hardlink(c, dir, name, name_len, e, err);
@@ -398,6 +433,7 @@ int erofs_layer_convert_with_limits(int blob_fd, const char *media_type,
         if (r < 0)
                 return msb_error_from_errno(err, r, "writing the layer image");
 
+        c.kept = true;
         memcpy(ret->diff_id, diff_id, sizeof(ret->diff_id));
         ret->uncompressed_bytes = tar_bytes;
         ret->erofs_bytes = size;

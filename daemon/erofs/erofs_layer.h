@@ -15,13 +15,17 @@ typedef struct ErofsLayerInfo {
         char diff_id[7 + 64 + 1];     /* "sha256:<hex>" of the uncompressed tar */
         uint64_t uncompressed_bytes;
         uint64_t erofs_bytes;          /* size of the written EROFS file */
-        uint64_t entries;
+        uint64_t entries;              /* as the layer_entries limit counts them */
 } ErofsLayerInfo;
 
 /* The limits a layer is held to; erofs_layer_limits_default() gives the
  * protocol's (proto/openrpc.json "x-limits"). */
 typedef struct ErofsLayerLimits {
-        uint64_t entries;             /* tar entries per layer */
+        uint64_t entries;             /* entries per layer: tar entries and the directories
+                                         they imply without naming them */
+        uint64_t image_entries;       /* the same for all the layers of one image together */
+        uint64_t *image_entries_used; /* the count of the image's conversions so far, shared
+                                         (atomically) by all of them; NULL: this layer alone */
         uint64_t path_bytes;          /* bytes of a normalised path, and of a symlink target */
         uint64_t path_depth;          /* components of a path */
         uint64_t uncompressed_bytes;  /* bytes of the tar stream; also the sum of the regular
@@ -58,14 +62,22 @@ int erofs_layer_convert(int blob_fd, const char *media_type,
                         const char *expected_diff_id,
                         int out_fd, ErofsLayerInfo *ret, MsbError *err);
 
-/* The same with explicit limits (tests use small ones). */
+/* The same with explicit limits: tests use small ones, and an ingest
+ * shares one image_entries_used among its image's layers. */
 int erofs_layer_convert_with_limits(int blob_fd, const char *media_type,
                                     const char *expected_blob_digest, uint64_t expected_blob_size,
                                     const char *expected_diff_id, const ErofsLayerLimits *limits,
                                     int out_fd, ErofsLayerInfo *ret, MsbError *err);
 
 /* Builds the fsmeta image for a manifest from its layer images (bottom to
- * top), writing to out_fd; UUID derived from manifest_digest. */
+ * top), writing to out_fd; UUID derived from manifest_digest. The names the
+ * layers hold together may not pass the image_entries limit
+ * (PROTO_ERROR_LIMIT_EXCEEDED), which bounds the merged tree's memory. */
 int erofs_fsmeta_build(const char *const *layer_paths, size_t n_layers,
                        const char *manifest_digest, int out_fd,
                        uint64_t *ret_size, MsbError *err);
+
+/* The same with an explicit bound on the names merged (tests use small ones). */
+int erofs_fsmeta_build_with_limits(const char *const *layer_paths, size_t n_layers,
+                                   const char *manifest_digest, uint64_t max_entries, int out_fd,
+                                   uint64_t *ret_size, MsbError *err);

@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-#include <sys/random.h>
 #include <sys/stat.h>
 
 #include "erofs_fs.h"
 #include "erofs_tree.h"
+#include "hashtab.h"
 
-/* Names and symlink targets are carved out of chunks of this size. */
+/* Entries and symlink targets are carved out of chunks of this size. */
 #define ARENA_CHUNK_BYTES (64 * 1024)
+/* Inodes are allocated this many at a time (256 KiB). */
+#define INODES_PER_SLAB 4096
 
 typedef struct ArenaChunk {
         struct ArenaChunk *next;
@@ -18,15 +20,15 @@ typedef struct ArenaChunk {
 struct ErofsTree {
         ErofsInode *root;
 
-        ErofsInode **inodes;
+        /* Inodes in slabs: no allocator header each, no pointer array, and
+         * the whole tree goes back in a few large frees. */
+        ErofsInode **slabs;
         size_t n_inodes;
-        size_t inodes_alloc;
 
-        /* Open addressing; a slot holds an entry forever once used. */
-        ErofsDentry **slots;
-        size_t n_slots;
-        size_t n_used;
-
+        /* Every entry ever linked (ErofsDentry *), by directory and name;
+         * an entry stays once made, a removal only clears its inode. */
+        HashTab entries;
+        bool frozen;
         ArenaChunk *arena;
 
         /* A random key for the entry hash, so that names chosen to collide
@@ -61,6 +63,15 @@ static void *arena_alloc(ErofsTree *t, size_t size) {
         return p;
 }
 
+/* Gives back the arena's last allocation, of size bytes. */
+static void arena_unalloc(ErofsTree *t, void *p, size_t size) {
+        ArenaChunk *c = t->arena;
+
+        size = (size + 7) & ~(size_t) 7;
+        if (c && c->used >= size && (char *) p == c->data + c->used - size)
+                c->used -= size;
+}
+
 int erofs_tree_strdup(ErofsTree *t, const char *s, size_t len, char **ret) {
         char *p = arena_alloc(t, len + 1);
         if (!p)
@@ -72,24 +83,24 @@ int erofs_tree_strdup(ErofsTree *t, const char *s, size_t len, char **ret) {
 }
 
 int erofs_tree_inode_new(ErofsTree *t, uint32_t mode, ErofsInode **ret) {
-        if (t->n_inodes == t->inodes_alloc) {
-                size_t n = t->inodes_alloc ? t->inodes_alloc * 2 : 1024;
-                ErofsInode **a = realloc(t->inodes, n * sizeof(*a));
-                if (!a)
+        size_t slab = t->n_inodes / INODES_PER_SLAB, k = t->n_inodes % INODES_PER_SLAB;
+
+        if (t->n_inodes >= UINT32_MAX - 1)
+                return -E2BIG;
+        if (k == 0) {
+                ErofsInode **s = realloc(t->slabs, (slab + 1) * sizeof(*s));
+                if (!s)
                         return -ENOMEM;
-                t->inodes = a;
-                t->inodes_alloc = n;
+                t->slabs = s;
+                t->slabs[slab] = malloc(INODES_PER_SLAB * sizeof(ErofsInode));
+                if (!t->slabs[slab])
+                        return -ENOMEM;
         }
-        /* Inodes and entries live in the arena: no allocator header each,
-         * and the whole tree goes back in a few large frees. */
-        ErofsInode *i = arena_alloc(t, sizeof(*i));
-        if (!i)
-                return -ENOMEM;
-        memset(i, 0, sizeof(*i));
-        i->id = t->n_inodes + 1;
-        i->mode = mode;
-        i->blkaddr = 0;
-        t->inodes[t->n_inodes++] = i;
+        ErofsInode *i = &t->slabs[slab][k];
+        *i = (ErofsInode) {
+                .id = (uint32_t) ++t->n_inodes,
+                .mode = mode,
+        };
         *ret = i;
         return 0;
 }
@@ -100,12 +111,8 @@ int erofs_tree_new(ErofsTree **ret) {
 
         if (!t)
                 return -ENOMEM;
-        if (getrandom(&t->hash_key, sizeof(t->hash_key), GRND_NONBLOCK) != sizeof(t->hash_key))
-                t->hash_key = (uint64_t) (uintptr_t) t ^ 0x9E3779B97F4A7C15ULL;
-        t->n_slots = 1024;
-        t->slots = calloc(t->n_slots, sizeof(*t->slots));
-        if (!t->slots)
-                return -ENOMEM;
+        t->hash_key = hashtab_random_key();
+        t->entries = HASHTAB_INIT(ErofsDentry *);
         r = erofs_tree_inode_new(t, S_IFDIR | 0755, &t->root);
         if (r < 0)
                 return r;
@@ -116,14 +123,17 @@ int erofs_tree_new(ErofsTree **ret) {
 ErofsTree *erofs_tree_free(ErofsTree *t) {
         if (!t)
                 return NULL;
-        for (size_t i = 0; i < t->n_inodes; i++) {
-                free(t->inodes[i]->xattrs);
-                free(t->inodes[i]->children);
-                free(t->inodes[i]->layout_shared);
-                free(t->inodes[i]->chunks);
+        for (size_t n = 0; n < t->n_inodes; n++) {
+                ErofsInode *i = &t->slabs[n / INODES_PER_SLAB][n % INODES_PER_SLAB];
+
+                free(i->xattrs);
+                if (S_ISREG(i->mode))
+                        free(i->chunks);
         }
-        free(t->inodes);
-        free(t->slots);
+        for (size_t s = 0; s * INODES_PER_SLAB < t->n_inodes; s++)
+                free(t->slabs[s]);
+        free(t->slabs);
+        hashtab_done(&t->entries);
         while (t->arena) {
                 ArenaChunk *n = t->arena->next;
                 free(t->arena);
@@ -141,106 +151,72 @@ size_t erofs_tree_inode_count(ErofsTree *t) {
         return t->n_inodes;
 }
 
-/* FNV-1a from a random basis over the directory id and the name, with a
- * final mix so the table's low bits depend on every byte. */
-static uint64_t dentry_hash(uint64_t key, uint64_t dir_id, const char *name, size_t len) {
-        uint64_t h = 0xcbf29ce484222325ULL ^ key;
-
-        for (unsigned i = 0; i < 8; i++) {
-                h ^= (dir_id >> (8 * i)) & 0xff;
-                h *= 0x100000001b3ULL;
-        }
-        for (size_t i = 0; i < len; i++) {
-                h ^= (uint8_t) name[i];
-                h *= 0x100000001b3ULL;
-        }
-        h ^= h >> 29;
-        h *= 0xbf58476d1ce4e5b9ULL;
-        return h ^ (h >> 32);
+void erofs_tree_freeze(ErofsTree *t) {
+        hashtab_done(&t->entries);
+        t->frozen = true;
 }
 
-static ErofsDentry **slot_find(ErofsTree *t, uint64_t dir_id, const char *name, size_t len) {
-        size_t mask = t->n_slots - 1;
-        size_t i = dentry_hash(t->hash_key, dir_id, name, len) & mask;
+typedef struct DentryKey {
+        uint32_t dir_id;
+        const char *name;
+        size_t len;
+} DentryKey;
 
-        for (;; i = (i + 1) & mask) {
-                ErofsDentry *d = t->slots[i];
-                if (!d)
-                        return &t->slots[i];
-                if (d->dir_id == dir_id && d->name_len == len && memcmp(d->name, name, len) == 0)
-                        return &t->slots[i];
-        }
+static bool dentry_equal(const void *elem, const void *key) {
+        const ErofsDentry *d = *(ErofsDentry *const *) elem;
+        const DentryKey *k = key;
+
+        return d->dir_id == k->dir_id && d->name_len == k->len && memcmp(d->name, k->name, k->len) == 0;
 }
 
-static int slots_grow(ErofsTree *t) {
-        size_t n = t->n_slots * 2;
-        ErofsDentry **old = t->slots;
-        size_t old_n = t->n_slots;
-
-        t->slots = calloc(n, sizeof(*t->slots));
-        if (!t->slots) {
-                t->slots = old;
-                return -ENOMEM;
-        }
-        t->n_slots = n;
-        for (size_t i = 0; i < old_n; i++)
-                if (old[i])
-                        *slot_find(t, old[i]->dir_id, old[i]->name, old[i]->name_len) = old[i];
-        free(old);
-        return 0;
+static uint64_t dentry_hash(const ErofsTree *t, const DentryKey *k) {
+        return hashtab_hash_bytes(hashtab_hash_u64(t->hash_key, k->dir_id), k->name, k->len);
 }
 
 ErofsDentry *erofs_tree_lookup(ErofsTree *t, const ErofsInode *dir, const char *name, size_t len) {
-        ErofsDentry *d = *slot_find(t, dir->id, name, len);
-        return d && d->inode ? d : NULL;
+        DentryKey k = { dir->id, name, len };
+        ErofsDentry **d = hashtab_get(&t->entries, dentry_hash(t, &k), dentry_equal, &k);
+
+        return d && (*d)->inode ? *d : NULL;
 }
 
 int erofs_tree_link(ErofsTree *t, ErofsInode *dir, const char *name, size_t len, ErofsInode *inode) {
-        ErofsDentry **slot;
+        DentryKey k = { dir->id, name, len };
+        ErofsDentry **slot, *d;
         int r;
 
         if (len == 0 || len > EROFS_NAME_LEN)
                 return -ENAMETOOLONG;
-
-        slot = slot_find(t, dir->id, name, len);
-        if (*slot) {
+        if (t->frozen)
+                return -EBUSY;
+        /* The entry is made before its slot, so that no slot ever holds
+         * anything but a complete entry; the name was there already, it
+         * goes back to the arena. */
+        d = arena_alloc(t, offsetof(ErofsDentry, name) + len + 1);
+        if (!d)
+                return -ENOMEM;
+        r = hashtab_put(&t->entries, dentry_hash(t, &k), dentry_equal, &k, (void **) &slot);
+        if (r <= 0)
+                arena_unalloc(t, d, offsetof(ErofsDentry, name) + len + 1);
+        if (r < 0)
+                return r;
+        if (r == 0) {
                 (*slot)->inode = inode;
                 return 0;
         }
-        if ((t->n_used + 1) * 2 > t->n_slots) {
-                r = slots_grow(t);
-                if (r < 0)
-                        return r;
-                slot = slot_find(t, dir->id, name, len);
-        }
-        if (dir->n_children == dir->children_alloc) {
-                size_t n = dir->children_alloc ? dir->children_alloc * 2 : 8;
-                ErofsDentry **c = realloc(dir->children, n * sizeof(*c));
-                if (!c)
-                        return -ENOMEM;
-                dir->children = c;
-                dir->children_alloc = n;
-        }
-
-        ErofsDentry *d = arena_alloc(t, sizeof(*d));
-        if (!d)
-                return -ENOMEM;
-        char *copy;
-        r = erofs_tree_strdup(t, name, len, &copy);
-        if (r < 0)
-                return r;
-        d->name = copy;
-        d->name_len = (uint16_t) len;
+        d->next = dir->children;
         d->inode = inode;
         d->dir_id = dir->id;
+        d->name_len = (uint16_t) len;
+        memcpy(d->name, name, len);
+        d->name[len] = 0;
         *slot = d;
-        t->n_used++;
-        dir->children[dir->n_children++] = d;
+        dir->children = d;
         return 0;
 }
 
 void erofs_tree_unlink(ErofsTree *t, ErofsInode *dir, const char *name, size_t len) {
-        ErofsDentry *d = *slot_find(t, dir->id, name, len);
+        ErofsDentry *d = erofs_tree_lookup(t, dir, name, len);
         if (d)
                 d->inode = NULL;
 }

@@ -10,6 +10,13 @@
  * block address, so memory is bounded by the number of entries, never by
  * file sizes.
  *
+ * What an entry costs is what bounds a load's memory (a layer may hold
+ * 1,000,000 entries, an image as many), so both records are kept small: an
+ * inode is 64 bytes, allocated in slabs; an entry is its name with two
+ * pointers, carved from an arena; a directory's entries are a list threaded
+ * through them. What only the writer's layout needs (nids, link counts,
+ * placement) lives in a side array the writer allocates when it finishes.
+ *
  * Entries are found by a hash of (directory inode id, name), so that a
  * directory of 100,000 files costs no more per insert than one of ten.
  * Replacing or removing an entry never frees memory: the tree owns every
@@ -17,67 +24,59 @@
  * total still bounded by the entries read.
  */
 
+#include <assert.h>
 #include <sys/types.h>
 
 #include "util.h"
 
 typedef struct ErofsInode ErofsInode;
 
-typedef struct ErofsDentry {
-        const char *name;        /* owned by the tree's arena, NUL-terminated */
-        uint16_t name_len;
+typedef struct ErofsDentry ErofsDentry;
+struct ErofsDentry {
+        ErofsDentry *next;       /* the next entry of the same directory */
         ErofsInode *inode;       /* NULL once removed (a whiteout applied in a merge) */
-        uint64_t dir_id;         /* id of the directory inode this entry belongs to */
-} ErofsDentry;
+        uint32_t dir_id;         /* id of the directory inode this entry belongs to */
+        uint16_t name_len;
+        char name[];             /* name_len bytes and a NUL */
+};
 
 struct ErofsInode {
-        /* Ordered by field size so that a tree of a million entries wastes
-         * no padding. */
-        uint64_t id;             /* unique within the tree; keys the entry hash */
         int64_t mtime;
-        uint64_t size;           /* regular file size, symlink target length */
-        char *symlink;           /* symlink target (arena), size bytes */
-
+        uint64_t size;           /* regular file size, symlink target length; a directory's
+                                    is computed by the writer's layout */
+        /* By type, which never changes once the inode is made. */
+        union {
+                /* Regular files with holes: the chunk map, one block address
+                 * per chunk of EROFS_BLKSZ << chunk_bits bytes,
+                 * EROFS_NULL_ADDR for a chunk that is all hole
+                 * (erofs_chunk_count() entries); malloc'ed. NULL for a file
+                 * stored flat. */
+                uint32_t *chunks;
+                char *symlink;           /* symlinks: the target (arena), size bytes */
+                /* Directories: their entries, newest first until the
+                 * writer's layout sorts them by name (and drops those
+                 * removed); for (d = dir->children; d; d = d->next). */
+                ErofsDentry *children;
+        };
         /* xattrs in on-disk entry form (struct erofs_xattr_entry + name + value,
          * each padded to 4 bytes), sorted by (index, name); malloc'ed. */
         uint8_t *xattrs;
 
-        /* Regular files with holes: the chunk map, one block address per
-         * chunk of EROFS_BLKSZ << chunk_bits bytes, EROFS_NULL_ADDR for a
-         * chunk that is all hole (erofs_chunk_count() entries); malloc'ed.
-         * NULL for a file stored flat. */
-        uint32_t *chunks;
-
-        /* Directories: their entries, in insertion order (sorted at layout). */
-        ErofsDentry **children;
-        size_t n_children;
-        size_t children_alloc;
-
+        uint32_t id;             /* 1, 2, ... in creation order; keys the entry hash and
+                                    the writer's side array */
         uint32_t mode;           /* S_IF* type and permission bits */
         uint32_t uid;
         uint32_t gid;
         uint32_t mtime_nsec;
-        uint32_t rdev;           /* EROFS-encoded device number (erofs_encode_dev) */
-        uint32_t blkaddr;        /* regular files: first data block */
+        union {
+                uint32_t rdev;           /* devices: EROFS-encoded number (erofs_encode_dev) */
+                uint32_t blkaddr;        /* regular files stored flat: first data block */
+        };
         uint32_t xattrs_len;
         uint16_t device_id;      /* 0 = the image itself; fsmeta: 1 + layer index */
         uint8_t chunk_bits;      /* with chunks: log2 of the chunk size in blocks */
-
-        /* Filled by the writer's layout pass. */
-        uint8_t layout_flags;
-        uint8_t layout_n_shared;
-        uint64_t nid;
-        ErofsInode *layout_parent;
-        uint32_t *layout_shared;  /* shared xattr ids */
-        uint32_t nlink;
-        uint32_t layout_meta_size;
-        uint32_t layout_tail;
-        uint32_t layout_full_blocks;
-        uint32_t layout_data_blkaddr;
-        uint32_t layout_ino;
-        uint32_t layout_xattr_inline; /* bytes of xattr entries kept inline */
-        bool visited;
 };
+static_assert(sizeof(ErofsInode) == 64, "an inode is one cache line: a million of them are 64 MB");
 
 typedef struct ErofsTree ErofsTree;
 
@@ -88,10 +87,16 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(ErofsTree *, erofs_tree_free);
 /* The root directory; it always exists (mode 0755, root-owned, mtime 0 until set). */
 ErofsInode *erofs_tree_root(ErofsTree *t);
 
-/* Number of inodes ever created (live or replaced). */
+/* Number of inodes ever created (live or replaced); ids run from 1 to it. */
 size_t erofs_tree_inode_count(ErofsTree *t);
 
-/* A new inode owned by the tree with the given mode and everything else zero. */
+/* Drops the index of names once the tree is complete (the writer's layout
+ * walks directories, never looks a name up), freeing its memory before the
+ * layout needs its own. Lookups and links are refused after it. */
+void erofs_tree_freeze(ErofsTree *t);
+
+/* A new inode owned by the tree with the given mode and everything else
+ * zero; -E2BIG once ids would pass 32 bits. */
 int erofs_tree_inode_new(ErofsTree *t, uint32_t mode, ErofsInode **ret);
 
 /* Copies a string into the tree's arena (NUL-terminated). */
@@ -100,7 +105,8 @@ int erofs_tree_strdup(ErofsTree *t, const char *s, size_t len, char **ret);
 /* The live entry `name` of directory `dir`, or NULL. */
 ErofsDentry *erofs_tree_lookup(ErofsTree *t, const ErofsInode *dir, const char *name, size_t len);
 
-/* Points entry `name` of `dir` at `inode`, creating or replacing it. */
+/* Points entry `name` of `dir` at `inode`, creating or replacing it; -EBUSY
+ * once frozen. */
 int erofs_tree_link(ErofsTree *t, ErofsInode *dir, const char *name, size_t len, ErofsInode *inode);
 
 /* Removes entry `name` of `dir` if present. */

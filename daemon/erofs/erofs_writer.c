@@ -5,6 +5,7 @@
 
 #include "erofs_fs.h"
 #include "erofs_writer.h"
+#include "hashtab.h"
 
 /* File data is gathered into writes of this size. */
 #define WRITER_BUFFER_BYTES (1024 * 1024)
@@ -18,10 +19,35 @@
 /* h_shared_count is 8 bits. */
 #define SHARED_XATTR_MAX_PER_INODE 255
 
-/* layout_flags bits. */
+/* Metadata is written through a window of this size, block by block as
+ * the layout places inodes in order, never held whole: at a million inodes
+ * it would be tens of MB. One inode with its xattrs and chunk map is far
+ * smaller (at most about 300 KiB). */
+#define META_WINDOW_BYTES (1024 * 1024)
+
+/* InodeLayout.flags bits. */
 #define LAYOUT_EXTENDED 0x01
 #define LAYOUT_INLINE 0x02
 #define LAYOUT_CHUNKED 0x04
+#define LAYOUT_VISITED 0x08
+
+/*
+ * What the layout decides for one inode. The tree's inodes carry only what
+ * an image says; this side array, indexed by inode id, exists from
+ * erofs_writer_finish() on, so that the tree's cost while it is filled is
+ * not raised by fields only the layout uses.
+ */
+typedef struct InodeLayout {
+        uint32_t nid;            /* place in the metadata area, in EROFS_ISLOTSIZE units */
+        uint32_t parent;         /* directories: id of the directory holding it, for ".." */
+        uint32_t nlink;
+        uint32_t data_blkaddr;   /* directories, symlinks: first block of content outside the inode */
+        uint32_t xattr_inline;   /* bytes of xattr entries kept inline */
+        uint32_t shared_at;      /* its shared xattr ids: shared_ids[shared_at], n_shared of them */
+        uint8_t flags;           /* LAYOUT_* */
+        uint8_t n_shared;
+} InodeLayout;
+static_assert(sizeof(InodeLayout) == 28, "the layout of an inode is 28 bytes");
 
 struct ErofsWriter {
         int fd;
@@ -46,16 +72,21 @@ struct ErofsWriter {
 
         bool has_chunked;        /* a chunk-based inode exists (layout) */
 
-        /* Shared xattrs: entries by content, open addressing. */
-        struct SharedXattr *xt;
-        size_t xt_slots;
+        /* Shared xattrs: every distinct entry (SharedXattr) by content,
+         * hashed with a random key since xattrs come from the layer. */
+        HashTab xattrs;
+        uint64_t xattr_key;
         uint8_t *xattr_area;
         uint64_t xattr_area_len;
         uint32_t xattr_blkaddr;
 
         /* Layout results. */
-        ErofsInode **order;
+        InodeLayout *layout;     /* by inode id, erofs_tree_inode_count() + 1 entries */
+        uint32_t *shared_ids;    /* the InodeLayout.shared_at slices */
+        ErofsInode **order;      /* live inodes in nid order */
         size_t n_order;
+        uint8_t *meta;           /* META_WINDOW_BYTES of the metadata area ... */
+        uint64_t meta_base;      /* ... from this offset in it */
         int64_t build_time;
         uint32_t build_time_nsec;
         uint32_t meta_blkaddr;
@@ -99,6 +130,8 @@ int erofs_writer_new(int fd, size_t n_devices, ErofsWriter **ret) {
                 return -ENOMEM;
         w->fd = fd;
         w->n_devices = n_devices;
+        w->xattrs = HASHTAB_INIT(SharedXattr);
+        w->xattr_key = hashtab_random_key();
         w->head_blocks = head_blocks_for(n_devices);
         w->pos = w->buf_off = (uint64_t) w->head_blocks * EROFS_BLKSZ;
         w->buf = malloc(WRITER_BUFFER_BYTES);
@@ -119,7 +152,10 @@ ErofsWriter *erofs_writer_free(ErofsWriter *w) {
         free(w->buf);
         free(w->chunk_map);
         free(w->order);
-        free(w->xt);
+        free(w->layout);
+        free(w->shared_ids);
+        free(w->meta);
+        hashtab_done(&w->xattrs);
         free(w->xattr_area);
         free(w);
         /* A layer's tree is many small allocations on a worker thread's
@@ -132,25 +168,6 @@ ErofsWriter *erofs_writer_free(ErofsWriter *w) {
 
 ErofsTree *erofs_writer_tree(ErofsWriter *w) {
         return w->tree;
-}
-
-static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off) {
-        const uint8_t *p = buf;
-
-        while (len > 0) {
-                ssize_t n = pwrite(fd, p, len, (off_t) off);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return negative_errno();
-                }
-                if (n == 0)
-                        return -EIO;
-                p += n;
-                len -= (size_t) n;
-                off += (uint64_t) n;
-        }
-        return 0;
 }
 
 static int writer_flush(ErofsWriter *w) {
@@ -351,7 +368,15 @@ int erofs_writer_file_end(ErofsWriter *w, ErofsInode *inode) {
         return 0;
 }
 
-/* Directory entries in EROFS order: bytewise, a shorter name before its extensions. */
+static InodeLayout *layout_of(const ErofsWriter *w, const ErofsInode *i) {
+        return &w->layout[i->id];
+}
+
+uint64_t erofs_writer_nid(const ErofsWriter *w, const ErofsInode *inode) {
+        return w->layout ? layout_of(w, inode)->nid : 0;
+}
+
+/* A directory item in EROFS order: bytewise, a shorter name before its extensions. */
 typedef struct DirItem {
         const char *name;
         uint16_t len;
@@ -369,11 +394,6 @@ static int name_cmp(const char *a, size_t la, const char *b, size_t lb) {
 static int dentry_ptr_cmp(const void *a, const void *b) {
         const ErofsDentry *x = *(ErofsDentry *const *) a, *y = *(ErofsDentry *const *) b;
         return name_cmp(x->name, x->name_len, y->name, y->name_len);
-}
-
-static int dir_item_cmp(const void *a, const void *b) {
-        const DirItem *x = a, *y = b;
-        return name_cmp(x->name, x->len, y->name, y->len);
 }
 
 static uint8_t file_type_of(uint32_t mode) {
@@ -397,17 +417,75 @@ static uint8_t file_type_of(uint32_t mode) {
         }
 }
 
-/* Drops removed entries and sorts the rest, so every later pass sees the
- * final, ordered directory. */
-static void dir_compact_sort(ErofsInode *dir) {
-        size_t n = 0;
+/* Drops removed entries and sorts the rest by name, relinking the list, so
+ * every later pass sees the final, ordered directory. *ret gets them as an
+ * array (the caller frees it), *ret_n their count. */
+static int dir_compact_sort(ErofsInode *dir, ErofsDentry ***ret, size_t *ret_n) {
+        _cleanup_free_ ErofsDentry **a = NULL;
+        size_t n = 0, alloc = 0;
 
-        for (size_t i = 0; i < dir->n_children; i++)
-                if (dir->children[i]->inode)
-                        dir->children[n++] = dir->children[i];
-        dir->n_children = n;
+        for (ErofsDentry *d = dir->children; d; d = d->next) {
+                if (!d->inode)
+                        continue;
+                if (n == alloc) {
+                        alloc = alloc ? alloc * 2 : 16;
+                        ErofsDentry **g = realloc(a, alloc * sizeof(*a));
+                        if (!g)
+                                return -ENOMEM;
+                        a = g;
+                }
+                a[n++] = d;
+        }
+        /* The list is newest first: sort what came in insertion order. */
+        for (size_t k = 0; k < n / 2; k++) {
+                ErofsDentry *x = a[k];
+                a[k] = a[n - 1 - k];
+                a[n - 1 - k] = x;
+        }
         if (n > 0)
-                qsort(dir->children, n, sizeof(*dir->children), dentry_ptr_cmp);
+                qsort(a, n, sizeof(*a), dentry_ptr_cmp);
+        dir->children = NULL;
+        for (size_t k = n; k > 0; k--) {
+                a[k - 1]->next = dir->children;
+                dir->children = a[k - 1];
+        }
+        *ret = TAKE_PTR(a);
+        *ret_n = n;
+        return 0;
+}
+
+/* Sorts a directory and pushes its children not seen yet, counting links.
+ * Pushed in reverse so that the first name is visited first. */
+static int layout_push_children(ErofsWriter *w, ErofsInode *i, ErofsInode **stack, size_t *depth, size_t max) {
+        _cleanup_free_ ErofsDentry **children = NULL;
+        size_t n;
+        int r;
+
+        r = dir_compact_sort(i, &children, &n);
+        if (r < 0)
+                return r;
+        for (size_t k = n; k > 0; k--) {
+                ErofsInode *c = children[k - 1]->inode;
+                InodeLayout *cl = layout_of(w, c);
+
+                if (S_ISDIR(c->mode)) {
+                        /* A directory has one name; a second is a cycle. */
+                        if (cl->flags & LAYOUT_VISITED)
+                                return -ELOOP;
+                        layout_of(w, i)->nlink++;
+                        cl->nlink = 2;
+                } else {
+                        cl->nlink++;
+                        if (cl->flags & LAYOUT_VISITED)
+                                continue;
+                }
+                cl->flags |= LAYOUT_VISITED;
+                cl->parent = i->id;
+                if (*depth >= max)
+                        return -EFAULT;
+                stack[(*depth)++] = c;
+        }
+        return 0;
 }
 
 /* Visits every live inode once, depth first in name order, so the layout is
@@ -417,15 +495,15 @@ static int layout_collect(ErofsWriter *w) {
         size_t n_all = erofs_tree_inode_count(w->tree);
         _cleanup_free_ ErofsInode **stack = NULL;
         size_t depth = 0;
+        int r;
 
+        w->layout = calloc(n_all + 1, sizeof(*w->layout));
         w->order = calloc(n_all, sizeof(*w->order));
         stack = calloc(n_all, sizeof(*stack));
-        if (!w->order || !stack)
+        if (!w->layout || !w->order || !stack)
                 return -ENOMEM;
 
-        root->layout_parent = root;
-        root->visited = true;
-        root->nlink = 2;
+        *layout_of(w, root) = (InodeLayout) { .parent = root->id, .nlink = 2, .flags = LAYOUT_VISITED };
         stack[depth++] = root;
         while (depth > 0) {
                 ErofsInode *i = stack[--depth];
@@ -433,28 +511,9 @@ static int layout_collect(ErofsWriter *w) {
                 w->order[w->n_order++] = i;
                 if (!S_ISDIR(i->mode))
                         continue;
-                dir_compact_sort(i);
-                /* Push in reverse so the first name is visited first. */
-                for (size_t k = i->n_children; k > 0; k--) {
-                        ErofsInode *c = i->children[k - 1]->inode;
-
-                        if (S_ISDIR(c->mode)) {
-                                /* A directory has one name; a second is a cycle. */
-                                if (c->visited)
-                                        return -ELOOP;
-                                i->nlink++;
-                                c->nlink = 2;
-                        } else {
-                                c->nlink++;
-                                if (c->visited)
-                                        continue;
-                        }
-                        c->visited = true;
-                        c->layout_parent = i;
-                        if (depth >= n_all)
-                                return -EFAULT;
-                        stack[depth++] = c;
-                }
+                r = layout_push_children(w, i, stack, &depth, n_all);
+                if (r < 0)
+                        return r;
         }
         return 0;
 }
@@ -482,57 +541,89 @@ static void layout_build_time(ErofsWriter *w) {
         w->build_time_nsec = cand_ns;
 }
 
-/* Walks a directory's items packed into blocks: each block holds dirents
- * then names, and an entry never straddles blocks (erofs.rst, directories).
- * With out == NULL only the size is computed. */
-static uint64_t dir_pack(const DirItem *items, size_t n, uint8_t *out) {
-        uint64_t size = 0;
-        size_t k = 0;
+/*
+ * A directory's items in EROFS order, "." and ".." merged into its sorted
+ * entries as they fall, without an array: a directory of a million names
+ * costs no more to write than one of ten. Copy the struct to look ahead.
+ */
+typedef struct DirIter {
+        const ErofsWriter *w;
+        const ErofsDentry *next;  /* the next entry */
+        uint8_t dots;             /* how many of ".", ".." have come */
+        uint64_t self_nid;
+        uint64_t parent_nid;
+} DirIter;
 
-        while (k < n) {
-                size_t used = 0, first = k, end = k;
-
-                while (end < n && used + sizeof(struct erofs_dirent) + items[end].len <= EROFS_BLKSZ) {
-                        used += sizeof(struct erofs_dirent) + items[end].len;
-                        end++;
-                }
-                if (out) {
-                        uint8_t *b = out + size;
-                        size_t nameoff = (end - first) * sizeof(struct erofs_dirent);
-
-                        for (size_t j = first; j < end; j++) {
-                                uint8_t *d = b + (j - first) * sizeof(struct erofs_dirent);
-                                erofs_put_le64(d + EROFS_OFF(struct erofs_dirent, nid), items[j].nid);
-                                erofs_put_le16(d + EROFS_OFF(struct erofs_dirent, nameoff), (uint16_t) nameoff);
-                                d[EROFS_OFF(struct erofs_dirent, file_type)] = items[j].type;
-                                d[EROFS_OFF(struct erofs_dirent, reserved)] = 0;
-                                memcpy(b + nameoff, items[j].name, items[j].len);
-                                nameoff += items[j].len;
-                        }
-                }
-                k = end;
-                size += end < n ? EROFS_BLKSZ : used;
-        }
-        return size;
+static DirIter dir_iter(const ErofsWriter *w, const ErofsInode *dir) {
+        return (DirIter) {
+                .w = w,
+                .next = dir->children,
+                .self_nid = layout_of(w, dir)->nid,
+                .parent_nid = w->layout[layout_of(w, dir)->parent].nid,
+        };
 }
 
-/* The directory's items including "." and "..", sorted. */
-static int dir_items(const ErofsInode *dir, DirItem **ret, size_t *ret_n) {
-        size_t n = dir->n_children + 2;
-        DirItem *items = calloc(n, sizeof(*items));
+static bool dir_iter_next(DirIter *it, DirItem *ret) {
+        if (it->dots < 2) {
+                const char *dot = it->dots == 0 ? "." : "..";
+                size_t len = it->dots + 1u;
 
-        if (!items)
-                return -ENOMEM;
-        items[0] = (DirItem) { ".", 1, EROFS_FT_DIR, dir->nid };
-        items[1] = (DirItem) { "..", 2, EROFS_FT_DIR, dir->layout_parent->nid };
-        for (size_t k = 0; k < dir->n_children; k++) {
-                const ErofsDentry *d = dir->children[k];
-                items[k + 2] = (DirItem) { d->name, d->name_len, file_type_of(d->inode->mode), d->inode->nid };
+                if (!it->next || name_cmp(dot, len, it->next->name, it->next->name_len) < 0) {
+                        *ret = (DirItem) { dot, (uint16_t) len, EROFS_FT_DIR, it->dots == 0 ? it->self_nid : it->parent_nid };
+                        it->dots++;
+                        return true;
+                }
         }
-        qsort(items, n, sizeof(*items), dir_item_cmp);
-        *ret = items;
-        *ret_n = n;
-        return 0;
+        if (!it->next)
+                return false;
+        *ret = (DirItem) { it->next->name, it->next->name_len, file_type_of(it->next->inode->mode),
+                           layout_of(it->w, it->next->inode)->nid };
+        it->next = it->next->next;
+        return true;
+}
+
+/* Packs the next block of a directory: dirents, then names, an entry never
+ * straddling blocks (erofs.rst, directories). With out == NULL only sizes
+ * it. Returns the bytes used; *ret_more tells whether items remain. */
+static size_t dir_block(DirIter *it, uint8_t *out, bool *ret_more) {
+        DirIter start = *it, peek = *it;
+        size_t used = 0, count = 0, nameoff;
+        DirItem item;
+
+        while (dir_iter_next(&peek, &item) && used + sizeof(struct erofs_dirent) + item.len <= EROFS_BLKSZ) {
+                used += sizeof(struct erofs_dirent) + item.len;
+                count++;
+                *it = peek;
+        }
+        peek = *it;
+        *ret_more = dir_iter_next(&peek, &item);
+        if (!out)
+                return used;
+
+        nameoff = count * sizeof(struct erofs_dirent);
+        for (size_t j = 0; j < count && dir_iter_next(&start, &item); j++) {
+                uint8_t *d = out + j * sizeof(struct erofs_dirent);
+                erofs_put_le64(d + EROFS_OFF(struct erofs_dirent, nid), item.nid);
+                erofs_put_le16(d + EROFS_OFF(struct erofs_dirent, nameoff), (uint16_t) nameoff);
+                d[EROFS_OFF(struct erofs_dirent, file_type)] = item.type;
+                d[EROFS_OFF(struct erofs_dirent, reserved)] = 0;
+                memcpy(out + nameoff, item.name, item.len);
+                nameoff += item.len;
+        }
+        return used;
+}
+
+/* A directory's size: whole blocks, then what the last one uses. */
+static uint64_t dir_size(const ErofsWriter *w, const ErofsInode *dir) {
+        DirIter it = dir_iter(w, dir);
+        uint64_t size = 0;
+        bool more = true;
+
+        while (more) {
+                size_t used = dir_block(&it, NULL, &more);
+                size += more ? EROFS_BLKSZ : used;
+        }
+        return size;
 }
 
 static uint32_t chunk_bits_for(uint64_t size) {
@@ -569,28 +660,67 @@ static uint32_t chunk_format(const ErofsInode *i) {
 }
 
 static bool inode_needs_extended(const ErofsWriter *w, const ErofsInode *i) {
-        return i->uid > UINT16_MAX || i->gid > UINT16_MAX || i->size > UINT32_MAX || i->nlink > UINT16_MAX ||
-               i->mtime != w->build_time || i->mtime_nsec != w->build_time_nsec;
+        return i->uid > UINT16_MAX || i->gid > UINT16_MAX || i->size > UINT32_MAX ||
+               layout_of(w, i)->nlink > UINT16_MAX || i->mtime != w->build_time ||
+               i->mtime_nsec != w->build_time_nsec;
 }
 
-static uint64_t xattr_hash(const uint8_t *e, uint32_t size) {
-        uint64_t h = 0xcbf29ce484222325ULL;
+/* The inode record with its xattrs, up to where an inline tail or a chunk
+ * map starts (which, for a map, is aligned to its entry size: erofs.rst
+ * "Chunk-based files"; nids are 32-byte aligned, so aligning within the
+ * inode is the same). */
+static uint32_t inode_meta_size(const ErofsInode *i, const InodeLayout *l) {
+        uint32_t meta = (l->flags & LAYOUT_EXTENDED) ? sizeof(struct erofs_inode_extended)
+                                                     : sizeof(struct erofs_inode_compact);
 
-        for (uint32_t k = 0; k < size; k++) {
-                h ^= e[k];
-                h *= 0x100000001b3ULL;
-        }
-        return h;
+        if (i->xattrs_len > 0)
+                meta += sizeof(struct erofs_xattr_ibody_header) + 4U * l->n_shared + l->xattr_inline;
+        if (l->flags & LAYOUT_CHUNKED)
+                meta = (meta + chunk_unit(i) - 1) & ~(chunk_unit(i) - 1);
+        return meta;
 }
 
-static SharedXattr *xattr_slot(ErofsWriter *w, const uint8_t *e, uint32_t size) {
-        size_t mask = w->xt_slots - 1, i = xattr_hash(e, size) & mask;
+/* What follows the record in the metadata area: the inline tail of a
+ * directory or symlink, or a chunk map. */
+static uint64_t inode_tail_size(const ErofsInode *i, const InodeLayout *l) {
+        if (l->flags & LAYOUT_INLINE)
+                return i->size % EROFS_BLKSZ;
+        if (l->flags & LAYOUT_CHUNKED)
+                return chunk_map_count(i) * chunk_unit(i);
+        return 0;
+}
 
-        for (;; i = (i + 1) & mask) {
-                SharedXattr *x = &w->xt[i];
-                if (!x->entry || (x->size == size && memcmp(x->entry, e, size) == 0))
-                        return x;
-        }
+/* Blocks of a directory's or symlink's content outside the metadata area. */
+static uint64_t inode_full_blocks(const ErofsInode *i, const InodeLayout *l) {
+        if (!S_ISDIR(i->mode) && !S_ISLNK(i->mode))
+                return 0;
+        if (l->flags & LAYOUT_INLINE)
+                return i->size / EROFS_BLKSZ;
+        return (i->size + EROFS_BLKSZ - 1) / EROFS_BLKSZ;
+}
+
+static bool xattr_equal(const void *elem, const void *key) {
+        const SharedXattr *x = elem, *k = key;
+        return x->size == k->size && memcmp(x->entry, k->entry, k->size) == 0;
+}
+
+/* The record of an entry's content, made on first sight. */
+static int xattr_record(ErofsWriter *w, const uint8_t *e, uint32_t size, SharedXattr **ret) {
+        SharedXattr key = { .entry = e, .size = size }, *x;
+        int r;
+
+        r = hashtab_put(&w->xattrs, hashtab_hash_bytes(w->xattr_key, e, size), xattr_equal, &key, (void **) &x);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                *x = key;
+        *ret = x;
+        return 0;
+}
+
+static SharedXattr *xattr_find(const ErofsWriter *w, const uint8_t *e, uint32_t size) {
+        SharedXattr key = { .entry = e, .size = size };
+        return hashtab_get(&w->xattrs, hashtab_hash_bytes(w->xattr_key, e, size), xattr_equal, &key);
 }
 
 /* Calls fn for each xattr entry of an inode. */
@@ -600,34 +730,57 @@ static SharedXattr *xattr_slot(ErofsWriter *w, const uint8_t *e, uint32_t size) 
               size = erofs_xattr_entry_size((e)[0], erofs_get_le16((e) + 2)), true);                \
              _off += size)
 
+/* Gives each inode the ids of its shared entries (into w->shared_ids) and
+ * the bytes of those that stay inline. */
+static int layout_xattr_ids(ErofsWriter *w, size_t n_entries) {
+        const uint8_t *e;
+        size_t used = 0;
+
+        if (w->xattr_area_len > 0) {
+                w->shared_ids = malloc(n_entries * sizeof(*w->shared_ids));
+                if (!w->shared_ids)
+                        return -ENOMEM;
+        }
+        for (size_t k = 0; k < w->n_order; k++) {
+                ErofsInode *i = w->order[k];
+                InodeLayout *l = layout_of(w, i);
+
+                l->shared_at = (uint32_t) used;
+                FOREACH_XATTR(i, e, size) {
+                        SharedXattr *x = xattr_find(w, e, size);
+                        if (x->shared && l->n_shared < SHARED_XATTR_MAX_PER_INODE) {
+                                w->shared_ids[used++] = x->id;
+                                l->n_shared++;
+                        } else
+                                l->xattr_inline += size;
+                }
+        }
+        return 0;
+}
+
 /* Finds the entries that several inodes carry and gives each an id in the
  * shared area, in the order of first use, so the area is deterministic. */
 static int layout_xattrs(ErofsWriter *w) {
-        size_t n = 0;
         const uint8_t *e;
+        SharedXattr *x;
+        size_t n_entries = 0;
+        int r;
 
         for (size_t k = 0; k < w->n_order; k++)
-                FOREACH_XATTR(w->order[k], e, size)
-                        n++;
-        if (n == 0)
-                return 0;
-        for (w->xt_slots = 16; w->xt_slots < 2 * n; w->xt_slots *= 2)
-                ;
-        w->xt = calloc(w->xt_slots, sizeof(*w->xt));
-        if (!w->xt)
-                return -ENOMEM;
-        for (size_t k = 0; k < w->n_order; k++)
                 FOREACH_XATTR(w->order[k], e, size) {
-                        SharedXattr *x = xattr_slot(w, e, size);
-                        x->entry = e;
-                        x->size = size;
+                        r = xattr_record(w, e, size, &x);
+                        if (r < 0)
+                                return r;
                         x->users++;
+                        n_entries++;
                 }
+        if (n_entries == 0)
+                return 0;
 
         /* Ids in order of first use; an entry never straddles a block. */
         for (size_t k = 0; k < w->n_order; k++)
                 FOREACH_XATTR(w->order[k], e, size) {
-                        SharedXattr *x = xattr_slot(w, e, size);
+                        x = xattr_find(w, e, size);
                         if (x->shared || x->users < SHARED_XATTR_MIN_USERS || size > SHARED_XATTR_MAX_BYTES)
                                 continue;
                         if (w->xattr_area_len % EROFS_BLKSZ + size > EROFS_BLKSZ)
@@ -641,49 +794,41 @@ static int layout_xattrs(ErofsWriter *w) {
                 w->xattr_area = calloc(1, (size_t) bytes);
                 if (!w->xattr_area)
                         return -ENOMEM;
-                for (size_t s = 0; s < w->xt_slots; s++)
-                        if (w->xt[s].shared)
-                                memcpy(w->xattr_area + 4ULL * w->xt[s].id, w->xt[s].entry, w->xt[s].size);
+                for (size_t it = 0; (x = hashtab_next(&w->xattrs, &it));)
+                        if (x->shared)
+                                memcpy(w->xattr_area + 4ULL * x->id, x->entry, x->size);
         }
-
-        /* Each inode: ids of its shared entries, the rest stays inline. */
-        for (size_t k = 0; k < w->n_order; k++) {
-                ErofsInode *i = w->order[k];
-                uint32_t ids[SHARED_XATTR_MAX_PER_INODE];
-                uint8_t n_ids = 0;
-
-                i->layout_xattr_inline = 0;
-                FOREACH_XATTR(i, e, size) {
-                        SharedXattr *x = xattr_slot(w, e, size);
-                        if (x->shared && n_ids < SHARED_XATTR_MAX_PER_INODE)
-                                ids[n_ids++] = x->id;
-                        else
-                                i->layout_xattr_inline += size;
-                }
-                free(i->layout_shared);
-                i->layout_shared = NULL;
-                i->layout_n_shared = n_ids;
-                if (n_ids > 0) {
-                        i->layout_shared = malloc(n_ids * sizeof(uint32_t));
-                        if (!i->layout_shared)
-                                return -ENOMEM;
-                        memcpy(i->layout_shared, ids, n_ids * sizeof(uint32_t));
-                }
-        }
-        return 0;
+        return layout_xattr_ids(w, n_entries);
 }
 
 /* Whether an inode's entry went to the shared area (and is listed by id). */
-static bool xattr_is_shared(ErofsWriter *w, const ErofsInode *i, const uint8_t *e, uint32_t size) {
-        if (!w->xt)
+static bool xattr_is_shared(const ErofsWriter *w, const InodeLayout *l, const uint8_t *e, uint32_t size) {
+        SharedXattr *x = xattr_find(w, e, size);
+        if (!x || !x->shared)
                 return false;
-        SharedXattr *x = xattr_slot(w, e, size);
-        if (!x->shared)
-                return false;
-        for (unsigned k = 0; k < i->layout_n_shared; k++)
-                if (i->layout_shared[k] == x->id)
+        for (unsigned k = 0; k < l->n_shared; k++)
+                if (w->shared_ids[l->shared_at + k] == x->id)
                         return true;
         return false;
+}
+
+/* Chooses an inode's form (compact or extended, inline tail or chunk map)
+ * and, for a directory, computes its size. */
+static void layout_shape(ErofsWriter *w, ErofsInode *i) {
+        InodeLayout *l = layout_of(w, i);
+
+        l->flags = (l->flags & LAYOUT_VISITED) | (inode_needs_extended(w, i) ? LAYOUT_EXTENDED : 0);
+        if (S_ISDIR(i->mode))
+                /* Sizes only: nids are not known yet and do not matter here. */
+                i->size = dir_size(w, i);
+        if (S_ISDIR(i->mode) || S_ISLNK(i->mode)) {
+                uint64_t tail = i->size % EROFS_BLKSZ;
+                if (tail > 0 && inode_meta_size(i, l) + tail <= EROFS_BLKSZ)
+                        l->flags |= LAYOUT_INLINE;
+        } else if (inode_is_chunked(i)) {
+                l->flags |= LAYOUT_CHUNKED;
+                w->has_chunked = true;
+        }
 }
 
 /* Sizes each inode and gives it a nid. An inode, its xattrs and its inline
@@ -691,77 +836,36 @@ static bool xattr_is_shared(ErofsWriter *w, const ErofsInode *i, const uint8_t *
  * crosses a block boundary (fs/erofs/data.c, erofs_map_blocks). */
 static int layout_place(ErofsWriter *w) {
         uint64_t pos = 0;
-        int r;
 
         for (size_t k = 0; k < w->n_order; k++) {
                 ErofsInode *i = w->order[k];
-                uint64_t tail = 0, total;
-                uint32_t meta;
+                InodeLayout *l = layout_of(w, i);
 
-                i->layout_flags = inode_needs_extended(w, i) ? LAYOUT_EXTENDED : 0;
-                meta = (i->layout_flags & LAYOUT_EXTENDED) ? sizeof(struct erofs_inode_extended)
-                                                           : sizeof(struct erofs_inode_compact);
-                if (i->xattrs_len > 0)
-                        meta += sizeof(struct erofs_xattr_ibody_header) + 4U * i->layout_n_shared +
-                                i->layout_xattr_inline;
+                layout_shape(w, i);
+                uint32_t meta = inode_meta_size(i, l);
+                uint64_t total = meta + inode_tail_size(i, l);
 
-                if (S_ISDIR(i->mode)) {
-                        _cleanup_free_ DirItem *items = NULL;
-                        size_t n;
-
-                        /* Sizes only: nids are not known yet and do not matter here. */
-                        r = dir_items(i, &items, &n);
-                        if (r < 0)
-                                return r;
-                        i->size = dir_pack(items, n, NULL);
-                }
-
-                i->layout_full_blocks = 0;
-                i->layout_tail = 0;
-                if (S_ISDIR(i->mode) || S_ISLNK(i->mode)) {
-                        i->layout_full_blocks = (uint32_t) (i->size / EROFS_BLKSZ);
-                        tail = i->size % EROFS_BLKSZ;
-                        if (tail > 0 && meta + tail <= EROFS_BLKSZ) {
-                                i->layout_flags |= LAYOUT_INLINE;
-                                i->layout_tail = (uint32_t) tail;
-                        } else {
-                                if (tail > 0)
-                                        i->layout_full_blocks++;
-                                tail = 0;
-                        }
-                } else if (inode_is_chunked(i)) {
-                        uint32_t unit = chunk_unit(i);
-
-                        i->layout_flags |= LAYOUT_CHUNKED;
-                        w->has_chunked = true;
-                        /* The map starts at the next multiple of its entry
-                         * size (erofs.rst "Chunk-based files"); nids are
-                         * 32-byte aligned, so aligning within the inode is
-                         * the same. */
-                        meta = (meta + unit - 1) & ~(unit - 1);
-                        tail = chunk_map_count(i) * unit;
-                }
-                i->layout_meta_size = meta;
-
-                total = meta + tail;
                 if (pos % EROFS_BLKSZ + total > EROFS_BLKSZ && total <= EROFS_BLKSZ)
                         pos = (pos + EROFS_BLKSZ - 1) & ~(uint64_t) (EROFS_BLKSZ - 1);
                 /* A chunk map longer than a block may cross blocks (each
                  * entry is read on its own and never straddles one), but
                  * the inode and its xattrs stay in one block. */
-                else if ((i->layout_flags & LAYOUT_CHUNKED) && pos % EROFS_BLKSZ + meta > EROFS_BLKSZ)
+                else if ((l->flags & LAYOUT_CHUNKED) && pos % EROFS_BLKSZ + meta > EROFS_BLKSZ)
                         pos = (pos + EROFS_BLKSZ - 1) & ~(uint64_t) (EROFS_BLKSZ - 1);
-                i->nid = pos / EROFS_ISLOTSIZE;
-                i->layout_ino = (uint32_t) (k + 1);
+                if (pos / EROFS_ISLOTSIZE > UINT32_MAX || total > META_WINDOW_BYTES - EROFS_BLKSZ)
+                        return -EFBIG;
+                l->nid = (uint32_t) (pos / EROFS_ISLOTSIZE);
                 pos = (pos + total + EROFS_ISLOTSIZE - 1) & ~(uint64_t) (EROFS_ISLOTSIZE - 1);
         }
         /* The root's nid is a 16-bit field of the superblock. */
-        if (w->order[0]->nid > UINT16_MAX)
+        if (layout_of(w, w->order[0])->nid > UINT16_MAX)
                 return -EFBIG;
         w->meta_bytes = pos;
         return 0;
 }
 
+/* The xattr area, then the metadata, then the directory and symlink blocks
+ * that do not fit inline, in inode order, after the file data. */
 static int layout_blocks(ErofsWriter *w) {
         uint64_t meta_blocks = (w->meta_bytes + EROFS_BLKSZ - 1) / EROFS_BLKSZ;
         uint64_t next;
@@ -771,10 +875,14 @@ static int layout_blocks(ErofsWriter *w) {
         next = (uint64_t) w->meta_blkaddr + meta_blocks;
         for (size_t k = 0; k < w->n_order; k++) {
                 ErofsInode *i = w->order[k];
-                if (i->layout_full_blocks == 0)
+                uint64_t blocks = inode_full_blocks(i, layout_of(w, i));
+
+                if (blocks == 0)
                         continue;
-                i->layout_data_blkaddr = (uint32_t) next;
-                next += i->layout_full_blocks;
+                if (next > UINT32_MAX)
+                        return -EFBIG;
+                layout_of(w, i)->data_blkaddr = (uint32_t) next;
+                next += blocks;
         }
         if (next > UINT32_MAX)
                 return -EFBIG;
@@ -782,27 +890,28 @@ static int layout_blocks(ErofsWriter *w) {
         return 0;
 }
 
-static void put_inode(ErofsWriter *w, const ErofsInode *i, uint8_t *p) {
+static void put_inode(ErofsWriter *w, const ErofsInode *i, uint32_t ino, uint8_t *p) {
+        const InodeLayout *l = layout_of(w, i);
         uint16_t icount = 0;
         uint32_t datalayout, iu = 0;
 
-        if (i->layout_flags & LAYOUT_CHUNKED)
+        if (l->flags & LAYOUT_CHUNKED)
                 datalayout = EROFS_INODE_CHUNK_BASED;
-        else if (i->layout_flags & LAYOUT_INLINE)
+        else if (l->flags & LAYOUT_INLINE)
                 datalayout = EROFS_INODE_FLAT_INLINE;
         else
                 datalayout = EROFS_INODE_FLAT_PLAIN;
 
         switch (i->mode & S_IFMT) {
         case S_IFREG:
-                if (i->layout_flags & LAYOUT_CHUNKED)
+                if (l->flags & LAYOUT_CHUNKED)
                         iu = chunk_format(i);
                 else
                         iu = i->size > 0 ? i->blkaddr : 0;
                 break;
         case S_IFDIR:
         case S_IFLNK:
-                iu = i->layout_full_blocks > 0 ? i->layout_data_blkaddr : 0;
+                iu = inode_full_blocks(i, l) > 0 ? l->data_blkaddr : 0;
                 break;
         case S_IFCHR:
         case S_IFBLK:
@@ -812,31 +921,31 @@ static void put_inode(ErofsWriter *w, const ErofsInode *i, uint8_t *p) {
                 break;
         }
         if (i->xattrs_len > 0)
-                icount = (uint16_t) (i->layout_n_shared + i->layout_xattr_inline / 4 + 1);
+                icount = (uint16_t) (l->n_shared + l->xattr_inline / 4 + 1);
 
-        if (i->layout_flags & LAYOUT_EXTENDED) {
+        if (l->flags & LAYOUT_EXTENDED) {
                 erofs_put_le16(p + EROFS_OFF(struct erofs_inode_extended, i_format),
                                (uint16_t) (EROFS_INODE_LAYOUT_EXTENDED | (datalayout << EROFS_I_DATALAYOUT_BIT)));
                 erofs_put_le16(p + EROFS_OFF(struct erofs_inode_extended, i_xattr_icount), icount);
                 erofs_put_le16(p + EROFS_OFF(struct erofs_inode_extended, i_mode), (uint16_t) i->mode);
                 erofs_put_le64(p + EROFS_OFF(struct erofs_inode_extended, i_size), i->size);
                 erofs_put_le32(p + EROFS_OFF(struct erofs_inode_extended, i_u), iu);
-                erofs_put_le32(p + EROFS_OFF(struct erofs_inode_extended, i_ino), i->layout_ino);
+                erofs_put_le32(p + EROFS_OFF(struct erofs_inode_extended, i_ino), ino);
                 erofs_put_le32(p + EROFS_OFF(struct erofs_inode_extended, i_uid), i->uid);
                 erofs_put_le32(p + EROFS_OFF(struct erofs_inode_extended, i_gid), i->gid);
                 erofs_put_le64(p + EROFS_OFF(struct erofs_inode_extended, i_mtime), (uint64_t) i->mtime);
                 erofs_put_le32(p + EROFS_OFF(struct erofs_inode_extended, i_mtime_nsec), i->mtime_nsec);
-                erofs_put_le32(p + EROFS_OFF(struct erofs_inode_extended, i_nlink), i->nlink);
+                erofs_put_le32(p + EROFS_OFF(struct erofs_inode_extended, i_nlink), l->nlink);
                 p += sizeof(struct erofs_inode_extended);
         } else {
                 erofs_put_le16(p + EROFS_OFF(struct erofs_inode_compact, i_format),
                                (uint16_t) (EROFS_INODE_LAYOUT_COMPACT | (datalayout << EROFS_I_DATALAYOUT_BIT)));
                 erofs_put_le16(p + EROFS_OFF(struct erofs_inode_compact, i_xattr_icount), icount);
                 erofs_put_le16(p + EROFS_OFF(struct erofs_inode_compact, i_mode), (uint16_t) i->mode);
-                erofs_put_le16(p + EROFS_OFF(struct erofs_inode_compact, i_nlink), (uint16_t) i->nlink);
+                erofs_put_le16(p + EROFS_OFF(struct erofs_inode_compact, i_nlink), (uint16_t) l->nlink);
                 erofs_put_le32(p + EROFS_OFF(struct erofs_inode_compact, i_size), (uint32_t) i->size);
                 erofs_put_le32(p + EROFS_OFF(struct erofs_inode_compact, i_u), iu);
-                erofs_put_le32(p + EROFS_OFF(struct erofs_inode_compact, i_ino), i->layout_ino);
+                erofs_put_le32(p + EROFS_OFF(struct erofs_inode_compact, i_ino), ino);
                 erofs_put_le16(p + EROFS_OFF(struct erofs_inode_compact, i_uid), (uint16_t) i->uid);
                 erofs_put_le16(p + EROFS_OFF(struct erofs_inode_compact, i_gid), (uint16_t) i->gid);
                 p += sizeof(struct erofs_inode_compact);
@@ -847,12 +956,12 @@ static void put_inode(ErofsWriter *w, const ErofsInode *i, uint8_t *p) {
 
                 /* Header (no name filter), the shared ids, the inline entries. */
                 memset(p, 0, sizeof(struct erofs_xattr_ibody_header));
-                p[EROFS_OFF(struct erofs_xattr_ibody_header, h_shared_count)] = i->layout_n_shared;
+                p[EROFS_OFF(struct erofs_xattr_ibody_header, h_shared_count)] = l->n_shared;
                 p += sizeof(struct erofs_xattr_ibody_header);
-                for (unsigned k = 0; k < i->layout_n_shared; k++, p += 4)
-                        erofs_put_le32(p, i->layout_shared[k]);
+                for (unsigned k = 0; k < l->n_shared; k++, p += 4)
+                        erofs_put_le32(p, w->shared_ids[l->shared_at + k]);
                 FOREACH_XATTR(i, e, size) {
-                        if (xattr_is_shared(w, i, e, size))
+                        if (xattr_is_shared(w, l, e, size))
                                 continue;
                         memcpy(p, e, size);
                         p += size;
@@ -881,49 +990,106 @@ static void put_chunk_map(const ErofsInode *i, uint8_t *c) {
         }
 }
 
-/* Writes one inode's data that is not file data: directory blocks and
- * symlink targets, the full blocks to their area, the tail inline. */
-static int write_inode_content(ErofsWriter *w, const ErofsInode *i, uint8_t *meta, uint64_t ipos) {
-        _cleanup_free_ uint8_t *content = NULL;
-        uint64_t full;
+/* Makes bytes [pos, pos + len) of the metadata area writable in the
+ * window: positions only grow, so the blocks before pos's are complete and
+ * go to the file. */
+static int meta_window(ErofsWriter *w, uint64_t pos, uint64_t len, uint8_t **ret) {
         int r;
 
-        if (S_ISDIR(i->mode)) {
-                _cleanup_free_ DirItem *items = NULL;
-                size_t n;
+        if (pos < w->meta_base)
+                return -EFAULT;
+        if (pos + len > w->meta_base + META_WINDOW_BYTES) {
+                uint64_t keep = pos & ~(uint64_t) (EROFS_BLKSZ - 1), done = keep - w->meta_base;
 
-                r = dir_items(i, &items, &n);
+                r = pwrite_all(w->fd, w->meta, (size_t) done, (uint64_t) w->meta_blkaddr * EROFS_BLKSZ + w->meta_base);
                 if (r < 0)
                         return r;
-                /* Whole blocks: the gap after the last name of a block must be
-                 * zeros, which calloc gives. */
-                content = calloc(1, (size_t) ((i->size + EROFS_BLKSZ - 1) / EROFS_BLKSZ * EROFS_BLKSZ));
-                if (!content)
-                        return -ENOMEM;
-                if (dir_pack(items, n, content) != i->size)
-                        return -EFAULT;
-        } else if (S_ISLNK(i->mode)) {
-                content = calloc(1, (size_t) ((i->size + EROFS_BLKSZ - 1) / EROFS_BLKSZ * EROFS_BLKSZ));
-                if (!content)
-                        return -ENOMEM;
-                memcpy(content, i->symlink, i->size);
-        } else if (i->layout_flags & LAYOUT_CHUNKED) {
-                put_chunk_map(i, meta + ipos + i->layout_meta_size);
-                return 0;
-        } else
-                return 0;
-
-        full = (uint64_t) i->layout_full_blocks * EROFS_BLKSZ;
-        if (i->layout_flags & LAYOUT_INLINE) {
-                full = (uint64_t) (i->size / EROFS_BLKSZ) * EROFS_BLKSZ;
-                memcpy(meta + ipos + i->layout_meta_size, content + full, i->layout_tail);
+                memmove(w->meta, w->meta + done, META_WINDOW_BYTES - done);
+                memset(w->meta + META_WINDOW_BYTES - done, 0, done);
+                w->meta_base = keep;
+                if (pos + len > w->meta_base + META_WINDOW_BYTES)
+                        return -EFBIG;
         }
-        if (i->layout_full_blocks > 0) {
-                r = pwrite_all(w->fd, content, (size_t) full, (uint64_t) i->layout_data_blkaddr * EROFS_BLKSZ);
+        *ret = w->meta + (pos - w->meta_base);
+        return 0;
+}
+
+/* A directory's blocks: whole ones to its blocks after the metadata (they
+ * come in inode order, as layout_blocks() placed them, so they stream
+ * through the data buffer), the last one inline when it fits there. */
+static int write_dir(ErofsWriter *w, const ErofsInode *dir, uint8_t *tail) {
+        const InodeLayout *l = layout_of(w, dir);
+        DirIter it = dir_iter(w, dir);
+        uint8_t block[EROFS_BLKSZ];
+        bool more = true;
+        int r;
+
+        while (more) {
+                memset(block, 0, sizeof(block));
+                size_t used = dir_block(&it, block, &more);
+                if (!more && (l->flags & LAYOUT_INLINE)) {
+                        memcpy(tail, block, used);
+                        break;
+                }
+                r = data_append(w, block, sizeof(block));
                 if (r < 0)
                         return r;
         }
         return 0;
+}
+
+/* A symlink's target: inline when it fits, else one block of its own. */
+static int write_symlink(ErofsWriter *w, const ErofsInode *i, uint8_t *tail) {
+        uint8_t block[EROFS_BLKSZ] = {};
+
+        if (layout_of(w, i)->flags & LAYOUT_INLINE) {
+                memcpy(tail, i->symlink, i->size);
+                return 0;
+        }
+        memcpy(block, i->symlink, i->size);
+        return data_append(w, block, sizeof(block));
+}
+
+/* Writes every inode into the metadata window, with its inline tail or
+ * chunk map, and its directory or symlink blocks. */
+static int write_inodes(ErofsWriter *w) {
+        uint64_t meta_end = (w->meta_bytes + EROFS_BLKSZ - 1) & ~(uint64_t) (EROFS_BLKSZ - 1);
+        int r;
+
+        w->meta = calloc(1, META_WINDOW_BYTES);
+        if (!w->meta)
+                return -ENOMEM;
+        w->meta_base = 0;
+        /* Directory and symlink blocks follow the metadata. */
+        w->pos = w->buf_off = (uint64_t) w->meta_blkaddr * EROFS_BLKSZ + meta_end;
+        w->buf_len = 0;
+
+        for (size_t k = 0; k < w->n_order; k++) {
+                const ErofsInode *i = w->order[k];
+                const InodeLayout *l = layout_of(w, i);
+                uint32_t meta = inode_meta_size(i, l);
+                uint8_t *p;
+
+                r = meta_window(w, (uint64_t) l->nid * EROFS_ISLOTSIZE, meta + inode_tail_size(i, l), &p);
+                if (r < 0)
+                        return r;
+                put_inode(w, i, (uint32_t) (k + 1), p);
+                if (S_ISDIR(i->mode))
+                        r = write_dir(w, i, p + meta);
+                else if (S_ISLNK(i->mode))
+                        r = write_symlink(w, i, p + meta);
+                else if (l->flags & LAYOUT_CHUNKED)
+                        put_chunk_map(i, p + meta);
+                if (r < 0)
+                        return r;
+        }
+        r = writer_flush(w);
+        if (r < 0)
+                return r;
+        if (w->pos != (uint64_t) w->total_blocks * EROFS_BLKSZ)
+                return -EFAULT;
+        return pwrite_all(w->fd, w->meta, (size_t) (meta_end - w->meta_base),
+                          (uint64_t) w->meta_blkaddr * EROFS_BLKSZ + w->meta_base);
 }
 
 static int write_head(ErofsWriter *w, const ErofsWriterOptions *opts) {
@@ -940,7 +1106,7 @@ static int write_head(ErofsWriter *w, const ErofsWriterOptions *opts) {
         erofs_put_le32(SB(magic), EROFS_SUPER_MAGIC);
         erofs_put_le32(SB(feature_compat), EROFS_FEATURE_COMPAT_SB_CHKSUM);
         *SB(blkszbits) = EROFS_BLKSZBITS;
-        erofs_put_le16(SB(root_nid), (uint16_t) w->order[0]->nid);
+        erofs_put_le16(SB(root_nid), (uint16_t) layout_of(w, w->order[0])->nid);
         erofs_put_le64(SB(inos), w->n_order);
         erofs_put_le64(SB(build_time), (uint64_t) w->build_time);
         erofs_put_le32(SB(build_time_nsec), w->build_time_nsec);
@@ -981,7 +1147,6 @@ static int write_head(ErofsWriter *w, const ErofsWriterOptions *opts) {
 }
 
 int erofs_writer_finish(ErofsWriter *w, const ErofsWriterOptions *opts, uint64_t *ret_size) {
-        _cleanup_free_ uint8_t *meta = NULL;
         int r;
 
         if (w->in_file)
@@ -989,6 +1154,9 @@ int erofs_writer_finish(ErofsWriter *w, const ErofsWriterOptions *opts, uint64_t
         r = writer_flush(w);
         if (r < 0)
                 return r;
+        /* No name is looked up from here on: the index goes before the
+         * layout's side array comes. */
+        erofs_tree_freeze(w->tree);
 
         r = layout_collect(w);
         if (r < 0)
@@ -1004,20 +1172,7 @@ int erofs_writer_finish(ErofsWriter *w, const ErofsWriterOptions *opts, uint64_t
         if (r < 0)
                 return r;
 
-        meta = calloc(1, (size_t) ((w->meta_bytes + EROFS_BLKSZ - 1) / EROFS_BLKSZ * EROFS_BLKSZ));
-        if (!meta)
-                return -ENOMEM;
-        for (size_t k = 0; k < w->n_order; k++) {
-                const ErofsInode *i = w->order[k];
-                uint64_t ipos = i->nid * EROFS_ISLOTSIZE;
-
-                put_inode(w, i, meta + ipos);
-                r = write_inode_content(w, i, meta, ipos);
-                if (r < 0)
-                        return r;
-        }
-        r = pwrite_all(w->fd, meta, (size_t) ((w->meta_bytes + EROFS_BLKSZ - 1) / EROFS_BLKSZ * EROFS_BLKSZ),
-                       (uint64_t) w->meta_blkaddr * EROFS_BLKSZ);
+        r = write_inodes(w);
         if (r < 0)
                 return r;
         if (w->xattr_area_len > 0) {

@@ -72,8 +72,14 @@ typedef struct ErofsWriterOptions {
         const ErofsWriterDevice *devices; /* n_devices given to erofs_writer_new() */
 } ErofsWriterOptions;
 
-/* Lays out and writes all metadata and the superblock; *ret_size is the image size in bytes. */
+/* Lays out and writes all metadata and the superblock; *ret_size is the
+ * image size in bytes. The tree is frozen (erofs_tree_freeze()) from here
+ * on. */
 int erofs_writer_finish(ErofsWriter *w, const ErofsWriterOptions *opts, uint64_t *ret_size);
+
+/* The nid an inode got, once erofs_writer_finish() has laid it out (for
+ * tests that read the image back). */
+uint64_t erofs_writer_nid(const ErofsWriter *w, const ErofsInode *inode);
 
 /* CRC32C as EROFS uses it: seed ~0, no final inversion (erofs.rst, superblock checksum). */
 uint32_t erofs_crc32c(uint32_t crc, const void *buf, size_t len);

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <inttypes.h>
 #include <sys/stat.h>
 
 #include "erofs_fs.h"
 #include "erofs_layer.h"
 #include "erofs_reader.h"
 #include "erofs_writer.h"
+#include "hashtab.h"
 
 /*
  * fsmeta: the merged tree of an image as one metadata-only EROFS image.
@@ -24,57 +26,46 @@
 #define OVERLAY_OPAQUE_SUFFIX "overlay.opaque"
 #define IMPLICIT_DIR_SUFFIX (EROFS_IMPLICIT_DIR_XATTR + strlen("trusted."))
 
-/* Maps a layer inode (by nid) to the merged inode made for it, for hard links. */
+/* Maps a layer inode (by nid) to the merged inode made for it, for hard
+ * links, and records the directories merged, to refuse cycles. */
 typedef struct NidMap {
-        uint64_t *nids;
-        ErofsInode **inodes;
-        size_t n_slots;
-        size_t n_used;
+        HashTab nids;            /* NidEntry */
+        uint64_t key;
 } NidMap;
 
-static void nid_map_done(NidMap *m) {
-        free(m->nids);
-        free(m->inodes);
-        *m = (NidMap) {};
+typedef struct NidEntry {
+        uint64_t nid;
+        ErofsInode *inode;
+} NidEntry;
+
+static void nid_map_init(NidMap *m) {
+        m->nids = HASHTAB_INIT(NidEntry);
+        /* Nids follow from what the layer's tar held. */
+        m->key = hashtab_random_key();
 }
 
-static size_t nid_slot(const NidMap *m, uint64_t nid) {
-        size_t mask = m->n_slots - 1, i = (size_t) ((nid * 0x9E3779B97F4A7C15ULL) >> 20) & mask;
+static void nid_map_done(NidMap *m) {
+        hashtab_done(&m->nids);
+}
 
-        while (m->inodes[i] && m->nids[i] != nid)
-                i = (i + 1) & mask;
-        return i;
+static bool nid_equal(const void *elem, const void *key) {
+        return ((const NidEntry *) elem)->nid == *(const uint64_t *) key;
 }
 
 static int nid_map_put(NidMap *m, uint64_t nid, ErofsInode *inode) {
-        if ((m->n_used + 1) * 2 > m->n_slots) {
-                NidMap n = { .n_slots = m->n_slots ? m->n_slots * 2 : 256 };
-                n.nids = calloc(n.n_slots, sizeof(*n.nids));
-                n.inodes = calloc(n.n_slots, sizeof(*n.inodes));
-                if (!n.nids || !n.inodes) {
-                        nid_map_done(&n);
-                        return -ENOMEM;
-                }
-                for (size_t k = 0; k < m->n_slots; k++)
-                        if (m->inodes[k]) {
-                                size_t s = nid_slot(&n, m->nids[k]);
-                                n.nids[s] = m->nids[k];
-                                n.inodes[s] = m->inodes[k];
-                                n.n_used++;
-                        }
-                nid_map_done(m);
-                *m = n;
-        }
-        size_t s = nid_slot(m, nid);
-        if (!m->inodes[s])
-                m->n_used++;
-        m->nids[s] = nid;
-        m->inodes[s] = inode;
+        NidEntry *e;
+        int r;
+
+        r = hashtab_put(&m->nids, hashtab_hash_u64(m->key, nid), nid_equal, &nid, (void **) &e);
+        if (r < 0)
+                return r;
+        *e = (NidEntry) { nid, inode };
         return 0;
 }
 
 static ErofsInode *nid_map_get(const NidMap *m, uint64_t nid) {
-        return m->n_slots ? m->inodes[nid_slot(m, nid)] : NULL;
+        NidEntry *e = hashtab_get(&m->nids, hashtab_hash_u64(m->key, nid), nid_equal, &nid);
+        return e ? e->inode : NULL;
 }
 
 typedef struct Merge {
@@ -84,6 +75,9 @@ typedef struct Merge {
         NidMap links;
         NidMap dirs;             /* directories merged from this layer, to refuse cycles */
         size_t depth;
+        uint64_t *entries;       /* names read from all the layers so far */
+        uint64_t max_entries;
+        MsbError *err;
 } Merge;
 
 static void merge_done(Merge *m) {
@@ -240,6 +234,12 @@ static int merge_entry_cb(const char *name, size_t len, uint64_t nid, uint8_t ty
         ErofsInode *i;
         int r;
 
+        /* Every name of every layer counts, whatever it does to the tree:
+         * the tree keeps what each made, so this bounds its memory. */
+        if (++*m->entries > m->max_entries)
+                return msb_error_limit(m->err, "image_entries", m->max_entries,
+                                       "the image's layers hold more than %" PRIu64 " entries", m->max_entries);
+
         r = erofs_image_inode(m->img, nid, &cv);
         if (r < 0)
                 return r;
@@ -307,8 +307,8 @@ static int merge_dir(Merge *m, ErofsInode *dir, const ErofsInodeView *v, bool fr
                         return r;
         }
         if (markers.opaque)
-                for (size_t k = 0; k < dir->n_children; k++)
-                        dir->children[k]->inode = NULL;
+                for (ErofsDentry *d = dir->children; d; d = d->next)
+                        d->inode = NULL;
         m->depth++;
         r = erofs_image_readdir(m->img, v, merge_entry_cb, &w);
         m->depth--;
@@ -332,21 +332,23 @@ static void device_tag(const char *path, char tag[64]) {
 int erofs_fsmeta_build(const char *const *layer_paths, size_t n_layers,
                        const char *manifest_digest, int out_fd,
                        uint64_t *ret_size, MsbError *err) {
+        return erofs_fsmeta_build_with_limits(layer_paths, n_layers, manifest_digest, PROTO_LIMIT_IMAGE_ENTRIES, out_fd,
+                                              ret_size, err);
+}
+
+int erofs_fsmeta_build_with_limits(const char *const *layer_paths, size_t n_layers,
+                                   const char *manifest_digest, uint64_t max_entries, int out_fd,
+                                   uint64_t *ret_size, MsbError *err) {
         _cleanup_(erofs_writer_freep) ErofsWriter *writer = NULL;
         _cleanup_free_ ErofsWriterDevice *devices = NULL;
         ErofsWriterOptions opts = {};
-        uint64_t size;
+        uint64_t size, entries = 0;
         int r;
 
-        if (n_layers == 0 || n_layers > PROTO_LIMIT_LAYERS_PER_IMAGE) {
-                if (err && !err->set) {
-                        msb_error_set(err, -E2BIG, PROTO_ERROR_LIMIT_EXCEEDED, "an image must have 1 to %llu layers, not %zu",
-                                      PROTO_LIMIT_LAYERS_PER_IMAGE, n_layers);
-                        msb_error_add_data(err, "limit", json_string("layers_per_image"));
-                        msb_error_add_data(err, "max", json_integer((json_int_t) PROTO_LIMIT_LAYERS_PER_IMAGE));
-                }
-                return -E2BIG;
-        }
+        if (n_layers == 0 || n_layers > PROTO_LIMIT_LAYERS_PER_IMAGE)
+                return msb_error_limit(err, "layers_per_image", PROTO_LIMIT_LAYERS_PER_IMAGE,
+                                       "an image must have 1 to %llu layers, not %zu", PROTO_LIMIT_LAYERS_PER_IMAGE,
+                                       n_layers);
         devices = calloc(n_layers, sizeof(*devices));
         if (!devices)
                 return -ENOMEM;
@@ -359,9 +361,14 @@ int erofs_fsmeta_build(const char *const *layer_paths, size_t n_layers,
                 _cleanup_(merge_done) Merge m = {
                         .tree = erofs_writer_tree(writer),
                         .device_id = (uint16_t) (l + 1),
+                        .entries = &entries,
+                        .max_entries = max_entries,
+                        .err = err,
                 };
                 ErofsInodeView root;
 
+                nid_map_init(&m.links);
+                nid_map_init(&m.dirs);
                 r = erofs_image_open(layer_paths[l], &img);
                 if (r >= 0) {
                         m.img = img;
@@ -369,6 +376,8 @@ int erofs_fsmeta_build(const char *const *layer_paths, size_t n_layers,
                 }
                 if (r >= 0)
                         r = S_ISDIR(root.mode) ? merge_dir(&m, erofs_tree_root(m.tree), &root, l == 0) : -EUCLEAN;
+                if (r == -E2BIG && err && err->set)
+                        return r;
                 if (r == -EUCLEAN)
                         return msb_error_set(err, r, PROTO_ERROR_STORE_ERROR, "layer image %s is damaged",
                                              layer_paths[l]);

@@ -132,6 +132,24 @@ int layer_media_type_compression(const char *media_type, LayerCompression *ret, 
         return -EOPNOTSUPP;
 }
 
+LayerCompression layer_compression_sniff(const void *buf, size_t n) {
+        const uint8_t *b = buf;
+
+        if (n >= 2 && b[0] == 0x1f && b[1] == 0x8b)
+                return LAYER_COMPRESSION_GZIP;
+        if (n >= 4 && b[0] == 0x28 && b[1] == 0xb5 && b[2] == 0x2f && b[3] == 0xfd)
+                return LAYER_COMPRESSION_ZSTD;
+        return LAYER_COMPRESSION_NONE;
+}
+
+const char *layer_compression_media_type(LayerCompression c) {
+        /* The table lists the OCI type of each compression first. */
+        for (size_t i = 0; i < ELEMENTSOF(media_types); i++)
+                if (media_types[i].compression == c)
+                        return media_types[i].media_type;
+        return NULL;
+}
+
 int layer_path_normalize(const char *in, char *out, size_t out_size, size_t *ret_len, size_t *ret_depth) {
         size_t len = 0, depth = 0;
         const char *p = in;
@@ -465,7 +483,6 @@ static int reader_error(LayerReader *r) {
 /* Consumer side: the next piece of the uncompressed tar stream, hashed and
  * counted. The piece stays valid until the next call. */
 static ssize_t read_tar(LayerReader *r, const void **ret_buf) {
-        char msg[512];
         size_t len;
 
         pthread_mutex_lock(&r->lock);
@@ -498,13 +515,10 @@ static ssize_t read_tar(LayerReader *r, const void **ret_buf) {
                 return consumer_fail(r, -EIO, PROTO_ERROR_INTERNAL_ERROR, "sha256 failed");
         r->tar_bytes += len;
         if (r->tar_bytes > r->limits.uncompressed_bytes) {
-                snprintf(msg, sizeof(msg), "the layer's tar stream exceeds %" PRIu64 " bytes",
-                         r->limits.uncompressed_bytes);
                 if (r->cons_error == 0) {
-                        consumer_fail(r, -EFBIG, PROTO_ERROR_LIMIT_EXCEEDED, msg);
-                        msb_error_add_data(&r->cons_err, "limit", json_string("layer_uncompressed_bytes"));
-                        msb_error_add_data(&r->cons_err, "max",
-                                           json_integer((json_int_t) r->limits.uncompressed_bytes));
+                        r->cons_error = -EFBIG;
+                        msb_error_limit(&r->cons_err, "layer_uncompressed_bytes", r->limits.uncompressed_bytes,
+                                        "the layer's tar stream exceeds %" PRIu64 " bytes", r->limits.uncompressed_bytes);
                 }
                 return -EFBIG;
         }
@@ -540,14 +554,6 @@ static int take_cb_error(LayerReader *r, MsbError *err) {
                 *from = (MsbError) {};
         }
         return e;
-}
-
-static LayerCompression sniff(const uint8_t *b, size_t n) {
-        if (n >= 2 && b[0] == 0x1f && b[1] == 0x8b)
-                return LAYER_COMPRESSION_GZIP;
-        if (n >= 4 && b[0] == 0x28 && b[1] == 0xb5 && b[2] == 0x2f && b[3] == 0xfd)
-                return LAYER_COMPRESSION_ZSTD;
-        return LAYER_COMPRESSION_NONE;
 }
 
 static int open_outer(LayerReader *r, MsbError *err) {
@@ -619,7 +625,7 @@ int layer_reader_new(int blob_fd, const char *media_type, uint64_t expected_blob
                 return take_cb_error(r, err);
         r->pending = true;
         r->pending_len = (size_t) n;
-        actual = sniff(first, (size_t) n);
+        actual = layer_compression_sniff(first, (size_t) n);
         if (!any && declared != LAYER_COMPRESSION_NONE && declared != actual)
                 return msb_error_set(err, -EBADMSG, PROTO_ERROR_LAYER_REJECTED,
                                      "media type %s declares %s, but the blob is %s", media_type,

@@ -23,6 +23,17 @@ typedef enum LayerCompression {
  * with *ret_any = true. */
 int layer_media_type_compression(const char *media_type, LayerCompression *ret, bool *ret_any);
 
+/* The most leading bytes of a blob that layer_compression_sniff() reads. */
+#define LAYER_MAGIC_BYTES 4
+
+/* The compression a blob's first bytes show: the gzip member header
+ * (RFC 1952 "ID1 ID2"), the zstd frame magic (RFC 8878), else none. */
+LayerCompression layer_compression_sniff(const void *buf, size_t len);
+
+/* The OCI layer media type of a tar with that compression (OCI image-spec
+ * layer.md), for a blob whose descriptor the daemon writes itself. */
+const char *layer_compression_media_type(LayerCompression c);
+
 /* Normalises a tar path: drops leading "/" and "./", empty and "." components
  * and a trailing "/". Writes the result (without a leading or trailing slash,
  * "" for the root) to out and its component count to *ret_depth.

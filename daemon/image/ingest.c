@@ -20,6 +20,11 @@ struct Ingest {
         IngestLayer *layers;
         uint64_t *erofs_sizes;
         bool *layer_ready;
+        /* Entries of the layers this ingest converted, against the
+         * image_entries limit; the layers convert on several workers at
+         * once, each adding atomically (erofs_layer.h). Layers already in
+         * the store are counted by the fsmeta merge, which counts all. */
+        uint64_t entries;
 
         /* Layers of one image may convert in parallel on several workers. */
         pthread_mutex_t lease_lock;
@@ -224,9 +229,11 @@ static int convert_into_store(Ingest *in, size_t i, int blob_fd, MsbError *err) 
         const IngestLayer *l = &in->layers[i];
         _cleanup_free_ char *tmp = NULL, *final = NULL;
         _cleanup_close_ int fd = -EBADF;
+        ErofsLayerLimits limits = erofs_layer_limits_default();
         ErofsLayerInfo info = {};
         int r;
 
+        limits.image_entries_used = &in->entries;
         final = store_layer_path(in->store, l->diff_id);
         if (!final)
                 return -ENOMEM;
@@ -239,7 +246,8 @@ static int convert_into_store(Ingest *in, size_t i, int blob_fd, MsbError *err) 
                 r = msb_error_from_errno(err, negative_errno(), "cannot read the layer blob");
                 goto fail;
         }
-        r = erofs_layer_convert(blob_fd, l->media_type, l->blob_digest, l->size, l->diff_id, fd, &info, err);
+        r = erofs_layer_convert_with_limits(blob_fd, l->media_type, l->blob_digest, l->size, l->diff_id, &limits, fd,
+                                            &info, err);
         if (r < 0) {
                 char what[64];
                 snprintf(what, sizeof(what), "layer %zu (%s)", i, l->blob_digest);

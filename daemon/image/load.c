@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include "ingest.h"
+#include "layer_reader.h"
 #include "load.h"
 #include "oci.h"
 #include "reference.h"
@@ -124,8 +125,12 @@ static int source_read(int dir_fd, const char *rel, size_t max, char **ret, size
         if (r < 0)
                 return r;
         r = read_fd_bounded(fd, max, ret, ret_size);
-        if (r == -EFBIG)
-                return msb_error_set(err, r, PROTO_ERROR_LIMIT_EXCEEDED, "%s is larger than %zu bytes", rel, max);
+        if (r == -EFBIG) {
+                /* Everything read this way (index, manifests, configs,
+                 * manifest.json) is held to the manifest limit. */
+                msb_error_limit(err, "manifest_bytes", max, "%s is larger than %zu bytes", rel, max);
+                return r;
+        }
         if (r < 0)
                 return msb_error_set(err, r, PROTO_ERROR_INVALID_IMAGE, "cannot read %s: %s", rel, strerror(-r));
         return 0;
@@ -223,8 +228,8 @@ static int unpack_archive(LoadSource *src, int fd, const char *path, MsbError *e
                         goto out;
                 }
                 if (++members > LOAD_ARCHIVE_MEMBERS_MAX) {
-                        r = msb_error_set(err, -E2BIG, PROTO_ERROR_LIMIT_EXCEEDED,
-                                          "%s has more than %d members", path, LOAD_ARCHIVE_MEMBERS_MAX);
+                        r = msb_error_limit(err, "archive_members", LOAD_ARCHIVE_MEMBERS_MAX, "%s has more than %llu members",
+                                            path, LOAD_ARCHIVE_MEMBERS_MAX);
                         goto out;
                 }
                 const char *name = archive_entry_pathname(e);
@@ -235,7 +240,9 @@ static int unpack_archive(LoadSource *src, int fd, const char *path, MsbError *e
                 if (!member_path_is_safe(name))
                         continue;
                 if (archive_entry_size_is_set(e) && (uint64_t) archive_entry_size(e) > LOAD_ARCHIVE_MEMBER_MAX_BYTES) {
-                        r = msb_error_set(err, -EFBIG, PROTO_ERROR_LIMIT_EXCEEDED, "%s: member %s is too large", path, name);
+                        msb_error_limit(err, "layer_uncompressed_bytes", LOAD_ARCHIVE_MEMBER_MAX_BYTES,
+                                        "%s: member %s is too large", path, name);
+                        r = -EFBIG;
                         goto out;
                 }
 
@@ -401,7 +408,8 @@ static int docker_layer_cmp(const void *a, const void *b) {
 static int scan_docker_layer(LoadSource *src, const char *rel, json_t *layer_descs, MsbError *err) {
         _cleanup_close_ int fd = -EBADF;
         char digest[DIGEST_STRING_MAX];
-        uint8_t magic[4] = {};
+        uint8_t magic[LAYER_MAGIC_BYTES];
+        ssize_t n_magic;
         uint64_t size;
         int r;
 
@@ -411,11 +419,8 @@ static int scan_docker_layer(LoadSource *src, const char *rel, json_t *layer_des
         r = digest_fd(fd, digest, &size);
         if (r < 0)
                 return msb_error_from_errno(err, r, "cannot read a layer");
-        (void) pread(fd, magic, sizeof(magic), 0);
-        const char *mt = magic[0] == 0x1f && magic[1] == 0x8b ? OCI_MEDIA_TYPE_LAYER_GZIP
-                         : magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd
-                                 ? OCI_MEDIA_TYPE_LAYER_ZSTD
-                                 : OCI_MEDIA_TYPE_LAYER_TAR;
+        n_magic = pread(fd, magic, sizeof(magic), 0);
+        const char *mt = layer_compression_media_type(layer_compression_sniff(magic, n_magic > 0 ? (size_t) n_magic : 0));
 
         DockerLayer *n = realloc(src->docker_layers, (src->n_docker_layers + 1) * sizeof(DockerLayer));
         if (!n)
@@ -460,8 +465,8 @@ static int scan_docker_entry(LoadSource *src, size_t i, json_t *item, MsbError *
                 return msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE,
                                      "entry %zu of manifest.json has no Config or Layers", i);
         if (json_array_size(layers) > OCI_LAYERS_MAX)
-                return msb_error_set(err, -E2BIG, PROTO_ERROR_LIMIT_EXCEEDED, "entry %zu has more than %zu layers", i,
-                                     OCI_LAYERS_MAX);
+                return msb_error_limit(err, "layers_per_image", OCI_LAYERS_MAX, "entry %zu has more than %zu layers", i,
+                                       OCI_LAYERS_MAX);
         r = source_read(src->root_fd, config, OCI_CONFIG_MAX_BYTES, &cfg, &cfg_size, err);
         if (r < 0)
                 return r;
@@ -761,10 +766,7 @@ int load_images(Store *store, const char *path, const char *tag, json_t **ret, M
         if (r < 0)
                 return r;
         if (tag && distinct > 1) {
-                msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_PARAMS,
-                              "the source holds %zu images; tag names only one", distinct);
-                msb_error_add_data(err, "parameter", json_string("tag"));
-                return -EINVAL;
+                return msb_error_invalid_param(err, "tag", "the source holds %zu images; tag names only one", distinct);
         }
 
         for (size_t i = 0; i < src.n_candidates; i++) {
@@ -774,11 +776,8 @@ int load_images(Store *store, const char *path, const char *tag, json_t **ret, M
                 /* A digest reference names one manifest: never record it for another. */
                 const char *at = tag ? strchr(tag, '@') : NULL;
                 if (at && !streq(at + 1, src.candidates[i].digest)) {
-                        msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_PARAMS,
-                                      "tag %s names manifest %s, but the source holds %s", tag, at + 1,
-                                      src.candidates[i].digest);
-                        msb_error_add_data(err, "parameter", json_string("tag"));
-                        return -EINVAL;
+                        return msb_error_invalid_param(err, "tag", "tag %s names manifest %s, but the source holds %s", tag,
+                                                       at + 1, src.candidates[i].digest);
                 }
 
                 _cleanup_free_ char **refs = calloc(src.n_candidates + 2, sizeof(char *));
@@ -801,10 +800,8 @@ int load_images(Store *store, const char *path, const char *tag, json_t **ret, M
                 if (r >= 0)
                         n_refs = unique_strings(refs, n_refs);
                 if (r >= 0 && n_refs == 0) {
-                        msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_PARAMS,
-                                      "the image %s names no reference; pass tag", src.candidates[i].digest);
-                        msb_error_add_data(err, "parameter", json_string("tag"));
-                        r = -EINVAL;
+                        r = msb_error_invalid_param(err, "tag", "the image %s names no reference; pass tag",
+                                                    src.candidates[i].digest);
                 }
                 /* One handle per reference recorded, in the order the source names them. */
                 if (r >= 0)

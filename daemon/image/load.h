@@ -16,7 +16,7 @@
 /* An archive member larger than this is refused before it is unpacked. */
 #define LOAD_ARCHIVE_MEMBER_MAX_BYTES ((uint64_t) PROTO_LIMIT_LAYER_UNCOMPRESSED_BYTES)
 /* Members of an archive; layouts hold a few blobs per image. */
-#define LOAD_ARCHIVE_MEMBERS_MAX 100000
+#define LOAD_ARCHIVE_MEMBERS_MAX PROTO_LIMIT_ARCHIVE_MEMBERS
 
 /* Loads path (absolute). tag, when non-NULL, is a canonical reference that
  * names the (single) image. *ret gets the array of ImageHandles. */

@@ -1,22 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <sys/utsname.h>
 
+#include "layer_reader.h"
 #include "oci.h"
 
 static const char *const index_types[] = { OCI_MEDIA_TYPE_INDEX, DOCKER_MEDIA_TYPE_MANIFEST_LIST };
 static const char *const manifest_types[] = { OCI_MEDIA_TYPE_MANIFEST, DOCKER_MEDIA_TYPE_MANIFEST };
-static const char *const layer_types[] = {
-        OCI_MEDIA_TYPE_LAYER_TAR,
-        OCI_MEDIA_TYPE_LAYER_GZIP,
-        OCI_MEDIA_TYPE_LAYER_ZSTD,
-        DOCKER_MEDIA_TYPE_LAYER_GZIP,
-        DOCKER_MEDIA_TYPE_LAYER_TAR,
-        /* Non-distributable layers (deprecated in image-spec 1.1) are still layers. */
-        "application/vnd.oci.image.layer.nondistributable.v1.tar",
-        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
-        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-};
 
 static bool in_list(const char *s, const char *const *list, size_t n) {
         if (!s)
@@ -36,7 +25,11 @@ bool oci_media_type_is_manifest(const char *media_type) {
 }
 
 bool oci_media_type_is_layer(const char *media_type) {
-        return in_list(media_type, layer_types, ELEMENTSOF(layer_types));
+        LayerCompression c;
+        bool any;
+
+        /* The converter owns the list of layer media types: a layer is what it can read. */
+        return media_type && layer_media_type_compression(media_type, &c, &any) >= 0;
 }
 
 static json_t *parse_document(const void *data, size_t size, size_t max, const char *what, MsbError *err) {
@@ -44,10 +37,8 @@ static json_t *parse_document(const void *data, size_t size, size_t max, const c
         json_t *root;
 
         if (size > max) {
-                msb_error_set(err, -EFBIG, PROTO_ERROR_LIMIT_EXCEEDED, "the %s is %zu bytes, more than the limit of %zu",
-                              what, size, max);
-                msb_error_add_data(err, "limit", json_string("manifest_bytes"));
-                msb_error_add_data(err, "max", json_integer((json_int_t) max));
+                msb_error_limit(err, "manifest_bytes", max, "the %s is %zu bytes, more than the limit of %zu", what, size,
+                                max);
                 return NULL;
         }
         root = json_loadb(data, size, JSON_REJECT_DUPLICATES, &jerr);
@@ -222,10 +213,8 @@ int oci_manifest_parse(const void *data, size_t size, OciManifest **ret, MsbErro
                 return -EMEDIUMTYPE;
         }
         if (m->config.size > OCI_CONFIG_MAX_BYTES) {
-                msb_error_set(err, -EFBIG, PROTO_ERROR_LIMIT_EXCEEDED, "the config is %" PRIu64 " bytes, more than %zu",
-                              m->config.size, OCI_CONFIG_MAX_BYTES);
-                msb_error_add_data(err, "limit", json_string("manifest_bytes"));
-                msb_error_add_data(err, "max", json_integer((json_int_t) OCI_CONFIG_MAX_BYTES));
+                msb_error_limit(err, "manifest_bytes", OCI_CONFIG_MAX_BYTES, "the config is %" PRIu64 " bytes, more than %zu",
+                                m->config.size, OCI_CONFIG_MAX_BYTES);
                 return -EFBIG;
         }
 
@@ -233,11 +222,9 @@ int oci_manifest_parse(const void *data, size_t size, OciManifest **ret, MsbErro
         if (!json_is_array(layers))
                 return msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE, "the manifest has no layers array");
         if (json_array_size(layers) > OCI_LAYERS_MAX) {
-                msb_error_set(err, -E2BIG, PROTO_ERROR_LIMIT_EXCEEDED, "the image has %zu layers, more than the limit of %zu",
-                              json_array_size(layers), OCI_LAYERS_MAX);
-                msb_error_add_data(err, "limit", json_string("layers_per_image"));
-                msb_error_add_data(err, "max", json_integer((json_int_t) OCI_LAYERS_MAX));
-                return -E2BIG;
+                return msb_error_limit(err, "layers_per_image", OCI_LAYERS_MAX,
+                                       "the image has %zu layers, more than the limit of %zu", json_array_size(layers),
+                                       OCI_LAYERS_MAX);
         }
         m->layers = calloc(json_array_size(layers) + 1, sizeof(OciDescriptor));
         if (!m->layers)
@@ -296,8 +283,8 @@ int oci_config_parse(const void *data, size_t size, OciConfig **ret, MsbError *e
                 return msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE,
                                      "the config has no rootfs of type \"layers\" with diff_ids");
         if (json_array_size(diff_ids) > OCI_LAYERS_MAX)
-                return msb_error_set(err, -E2BIG, PROTO_ERROR_LIMIT_EXCEEDED, "the config lists %zu diff_ids, more than %zu",
-                                     json_array_size(diff_ids), OCI_LAYERS_MAX);
+                return msb_error_limit(err, "layers_per_image", OCI_LAYERS_MAX, "the config lists %zu diff_ids, more than %zu",
+                                       json_array_size(diff_ids), OCI_LAYERS_MAX);
         c->diff_ids = calloc(json_array_size(diff_ids) + 1, sizeof(char *));
         if (!c->diff_ids)
                 return -ENOMEM;

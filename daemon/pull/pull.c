@@ -246,9 +246,7 @@ static bool platform_matches(const json_t *handle, const OciPlatform *want) {
 static int pull_check_policy(const char *policy, MsbError *err) {
         if (streq(policy, "if-missing") || streq(policy, "always") || streq(policy, "never"))
                 return 0;
-        msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_PARAMS, "unknown pull policy \"%s\"", policy);
-        msb_error_add_data(err, "parameter", json_string("policy"));
-        return -EINVAL;
+        return msb_error_invalid_param(err, "policy", "unknown pull policy \"%s\"", policy);
 }
 
 /* The platform a pull wants: the caller's, or linux and the host's
@@ -259,10 +257,8 @@ static int pull_want_platform(const char *platform, OciPlatform *ret, MsbError *
         if (platform) {
                 if (oci_platform_parse(platform, ret) >= 0)
                         return 0;
-                msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_PARAMS,
-                              "platform \"%s\" is not os/architecture[/variant]", platform);
-                msb_error_add_data(err, "parameter", json_string("platform"));
-                return -EINVAL;
+                return msb_error_invalid_param(err, "platform", "platform \"%s\" is not os/architecture[/variant]",
+                                               platform);
         }
         oci_host_platform(&host);
         ret->os = strdup(host.os);

@@ -217,10 +217,9 @@ static int layer_start_download(PullOp *op, size_t i) {
         int r;
 
         if (il->size > PULL_LAYER_MAX_BYTES) {
-                msb_error_set(&err, -EFBIG, PROTO_ERROR_LIMIT_EXCEEDED, "layer %zu (%s) is larger than %" PRIu64 " bytes",
-                              i, il->blob_digest, PULL_LAYER_MAX_BYTES);
-                msb_error_add_data(&err, "limit", json_string("layer_uncompressed_bytes"));
-                msb_error_add_data(&err, "max", json_integer((json_int_t) PULL_LAYER_MAX_BYTES));
+                msb_error_limit(&err, "layer_uncompressed_bytes", PULL_LAYER_MAX_BYTES,
+                                "layer %zu (%s) is larger than %" PRIu64 " bytes", i, il->blob_digest,
+                                PULL_LAYER_MAX_BYTES);
                 pull_op_fail(op, -EFBIG, &err);
                 msb_error_clear(&err);
                 return -EFBIG;

@@ -143,10 +143,8 @@ static void op_got_manifest(PullOp *op, const char *body, size_t n, const char *
                 return pull_op_fail_errno(op, -ENOMEM, "manifest");
 
         if (op->parsed->config.size > OCI_CONFIG_MAX_BYTES) {
-                msb_error_set(&err, -EFBIG, PROTO_ERROR_LIMIT_EXCEEDED, "the config of %s is larger than %zu bytes",
-                              op->ref->canonical, OCI_CONFIG_MAX_BYTES);
-                msb_error_add_data(&err, "limit", json_string("manifest_bytes"));
-                msb_error_add_data(&err, "max", json_integer((json_int_t) OCI_CONFIG_MAX_BYTES));
+                msb_error_limit(&err, "manifest_bytes", OCI_CONFIG_MAX_BYTES, "the config of %s is larger than %zu bytes",
+                                op->ref->canonical, OCI_CONFIG_MAX_BYTES);
                 pull_op_fail(op, -EFBIG, &err);
                 msb_error_clear(&err);
                 return;

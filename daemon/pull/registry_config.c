@@ -93,9 +93,7 @@ bool registry_host_is_loopback(const char *host) {
 }
 
 static int config_error(MsbError *err, const char *field, const char *why) {
-        msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_PARAMS, "config: %s: %s", field, why);
-        msb_error_add_data(err, "parameter", json_string(field));
-        return -EINVAL;
+        return msb_error_invalid_param(err, field, "config: %s: %s", field, why);
 }
 
 static int strdup_field(const json_t *o, const char *key, char **ret) {

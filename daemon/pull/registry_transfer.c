@@ -162,23 +162,6 @@ static bool fetch_body_begin(RegistryFetch *f) {
         return true;
 }
 
-static int pwrite_all(int fd, const void *p, size_t n, uint64_t offset) {
-        const char *c = p;
-
-        while (n > 0) {
-                ssize_t k = pwrite(fd, c, n, (off_t) offset);
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return negative_errno();
-                }
-                c += k;
-                n -= (size_t) k;
-                offset += (uint64_t) k;
-        }
-        return 0;
-}
-
 /* The body of a token answer or a manifest, kept in memory up to a bound. */
 static size_t fetch_write_document(RegistryFetch *f, const char *p, size_t n) {
         if (f->step == STEP_TOKEN && f->buf_size + n > REGISTRY_TOKEN_RESPONSE_MAX_BYTES) {
@@ -188,11 +171,8 @@ static size_t fetch_write_document(RegistryFetch *f, const char *p, size_t n) {
                 return 0;
         }
         if (f->step != STEP_TOKEN && f->buf_size + n > f->max_size) {
-                msb_error_set(&f->abort_err, -EFBIG, PROTO_ERROR_LIMIT_EXCEEDED,
-                              "manifest %s of %s/%s is larger than %llu bytes", f->reference, f->domain,
-                              f->repository, (unsigned long long) f->max_size);
-                msb_error_add_data(&f->abort_err, "limit", json_string("manifest_bytes"));
-                msb_error_add_data(&f->abort_err, "max", json_integer((json_int_t) f->max_size));
+                msb_error_limit(&f->abort_err, "manifest_bytes", f->max_size, "manifest %s of %s/%s is larger than %llu bytes",
+                                f->reference, f->domain, f->repository, (unsigned long long) f->max_size);
                 return 0;
         }
         return registry_fetch_buf_append(f, p, n) < 0 ? 0 : n;

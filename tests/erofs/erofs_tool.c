@@ -4,7 +4,8 @@
  * benchmark, so they can drive exactly the code the daemon runs:
  *
  *   erofs-tool convert BLOB MEDIATYPE OUT [--diff-id D] [--blob-digest D] [--blob-size N]
- *   erofs-tool fsmeta OUT MANIFEST_DIGEST LAYER...
+ *                      [--max-entries N] [--max-image-entries N] [--max-uncompressed N]
+ *   erofs-tool fsmeta [--max-entries N] OUT MANIFEST_DIGEST LAYER...
  *   erofs-tool vmdk OUT FSMETA LAYER...
  *   erofs-tool file IMAGE PATH [LAYER...]
  *
@@ -66,6 +67,8 @@ static int cmd_convert(int argc, char **argv) {
                         blob_size = strtoull(argv[k + 1], NULL, 10);
                 else if (streq(argv[k], "--max-entries"))
                         limits.entries = strtoull(argv[k + 1], NULL, 10);
+                else if (streq(argv[k], "--max-image-entries"))
+                        limits.image_entries = strtoull(argv[k + 1], NULL, 10);
                 else if (streq(argv[k], "--max-uncompressed"))
                         limits.uncompressed_bytes = strtoull(argv[k + 1], NULL, 10);
                 else
@@ -94,10 +97,15 @@ static int cmd_convert(int argc, char **argv) {
 }
 
 static int cmd_fsmeta(int argc, char **argv) {
+        uint64_t size, max_entries = PROTO_LIMIT_IMAGE_ENTRIES;
         MsbError err = {};
-        uint64_t size;
         int out, r;
 
+        if (argc >= 4 && streq(argv[2], "--max-entries")) {
+                max_entries = strtoull(argv[3], NULL, 10);
+                argv += 2;
+                argc -= 2;
+        }
         if (argc < 5)
                 return 2;
         out = open(argv[2], O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -105,7 +113,8 @@ static int cmd_fsmeta(int argc, char **argv) {
                 perror(argv[2]);
                 return 1;
         }
-        r = erofs_fsmeta_build((const char *const *) argv + 4, (size_t) (argc - 4), argv[3], out, &size, &err);
+        r = erofs_fsmeta_build_with_limits((const char *const *) argv + 4, (size_t) (argc - 4), argv[3], max_entries, out,
+                                           &size, &err);
         close(out);
         if (r < 0)
                 return fail(&err, r);

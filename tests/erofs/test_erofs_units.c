@@ -101,6 +101,17 @@ START_TEST(test_media_types) {
         ck_assert(any);
         ck_assert_int_eq(layer_media_type_compression("application/vnd.oci.image.layer.v1.tar+bzip2", &c, &any),
                          -EOPNOTSUPP);
+
+        /* The magic, and the OCI type a blob with it is described by. */
+        static const uint8_t gz[] = { 0x1f, 0x8b, 0x08 }, zst[] = { 0x28, 0xb5, 0x2f, 0xfd }, tar[] = "etc/";
+        ck_assert(layer_compression_sniff(gz, sizeof(gz)) == LAYER_COMPRESSION_GZIP);
+        ck_assert(layer_compression_sniff(zst, sizeof(zst)) == LAYER_COMPRESSION_ZSTD);
+        ck_assert(layer_compression_sniff(zst, 3) == LAYER_COMPRESSION_NONE);
+        ck_assert(layer_compression_sniff(tar, sizeof(tar)) == LAYER_COMPRESSION_NONE);
+        ck_assert(layer_compression_sniff(gz, 0) == LAYER_COMPRESSION_NONE);
+        ck_assert_str_eq(layer_compression_media_type(LAYER_COMPRESSION_GZIP), "application/vnd.oci.image.layer.v1.tar+gzip");
+        ck_assert_str_eq(layer_compression_media_type(LAYER_COMPRESSION_ZSTD), "application/vnd.oci.image.layer.v1.tar+zstd");
+        ck_assert_str_eq(layer_compression_media_type(LAYER_COMPRESSION_NONE), "application/vnd.oci.image.layer.v1.tar");
 }
 END_TEST
 
@@ -146,7 +157,9 @@ START_TEST(test_tree_links_and_xattrs) {
         ck_assert_ptr_eq(erofs_tree_lookup(t, root, "x", 1)->inode, a);
         ck_assert_int_eq(erofs_tree_link(t, root, "x", 1, b), 0);
         ck_assert_ptr_eq(erofs_tree_lookup(t, root, "x", 1)->inode, b);
-        ck_assert_uint_eq(root->n_children, 1);
+        /* One name, replaced: one entry in the directory's list. */
+        ck_assert_ptr_nonnull(root->children);
+        ck_assert_ptr_null(root->children->next);
         erofs_tree_unlink(t, root, "x", 1);
         ck_assert_ptr_null(erofs_tree_lookup(t, root, "x", 1));
         ck_assert_int_eq(erofs_tree_link(t, root, "", 0, a), -ENAMETOOLONG);
@@ -198,7 +211,6 @@ START_TEST(test_writer_reader_round_trip) {
         ErofsWriterOptions opts = {};
         ErofsInode *dir, *f, *l;
         ErofsInodeView v, fv;
-        ErofsDentry *d;
         uint64_t size;
         char target[4096], buf[4096];
         int fd = memfd();
@@ -246,9 +258,11 @@ START_TEST(test_writer_reader_round_trip) {
         ck_assert_str_eq(names->names[0], "dir");
         ck_assert_str_eq(names->names[1], "link");
 
-        /* Find dir's nid through the tree the writer laid out. */
-        d = erofs_tree_lookup(t, erofs_tree_root(t), "dir", 3);
-        ck_assert_int_eq(erofs_image_inode(img, d->inode->nid, &v), 0);
+        /* Find dir's nid through the layout the writer made; its tree
+         * looks no name up once finished. */
+        ck_assert_ptr_null(erofs_tree_lookup(t, erofs_tree_root(t), "dir", 3));
+        ck_assert_int_eq(erofs_tree_link(t, erofs_tree_root(t), "late", 4, dir), -EBUSY);
+        ck_assert_int_eq(erofs_image_inode(img, erofs_writer_nid(w, dir), &v), 0);
         ck_assert_uint_eq(v.mode, S_IFDIR | 0750);
         ck_assert_uint_gt(v.size, EROFS_BLKSZ);
         names->n = 0;
@@ -257,7 +271,7 @@ START_TEST(test_writer_reader_round_trip) {
         for (size_t i = 1; i < names->n; i++)
                 ck_assert_int_lt(strcmp(names->names[i - 1], names->names[i]), 0);
 
-        ck_assert_int_eq(erofs_image_inode(img, f->nid, &fv), 0);
+        ck_assert_int_eq(erofs_image_inode(img, erofs_writer_nid(w, f), &fv), 0);
         ck_assert_uint_eq(fv.uid, 70000);
         ck_assert_uint_eq(fv.nlink, 500);
         ck_assert_uint_eq(fv.size, 10);
@@ -265,7 +279,7 @@ START_TEST(test_writer_reader_round_trip) {
         ck_assert_int_eq(erofs_image_read(img, &fv, 0, buf, 10), 0);
         ck_assert(memcmp(buf, "0123456789", 10) == 0);
 
-        ck_assert_int_eq(erofs_image_inode(img, l->nid, &v), 0);
+        ck_assert_int_eq(erofs_image_inode(img, erofs_writer_nid(w, l), &v), 0);
         ck_assert_uint_eq(v.size, 4095);
         ck_assert_int_eq(erofs_image_read(img, &v, 0, buf, 4095), 0);
         ck_assert(memcmp(buf, target, 4095) == 0);
@@ -405,18 +419,18 @@ START_TEST(test_writer_sparse_round_trip) {
 
         path = fd_path(fd);
         ck_assert_int_eq(erofs_image_open(path, &img), 0);
-        ck_assert_int_eq(erofs_image_inode(img, a->nid, &v), 0);
+        ck_assert_int_eq(erofs_image_inode(img, erofs_writer_nid(w, a), &v), 0);
         ck_assert_uint_eq(v.datalayout, EROFS_INODE_CHUNK_BASED);
         ck_assert_uint_eq(v.chunk_format, 1);  /* a block map, 8 KiB chunks */
         ck_assert_uint_eq(v.chunk_count, 20 * MiB / 8192);
         ck_assert_uint_eq(count_holes(img, &v), v.chunk_count - 3);
-        assert_reads_back(img, a->nid, expect_a, 20 * MiB);
-        ck_assert_int_eq(erofs_image_inode(img, c->nid, &v), 0);
+        assert_reads_back(img, erofs_writer_nid(w, a), expect_a, 20 * MiB);
+        ck_assert_int_eq(erofs_image_inode(img, erofs_writer_nid(w, c), &v), 0);
         ck_assert_uint_eq(count_holes(img, &v), v.chunk_count);
-        assert_reads_back(img, c->nid, expect_c, MiB);
-        ck_assert_int_eq(erofs_image_inode(img, b->nid, &v), 0);
+        assert_reads_back(img, erofs_writer_nid(w, c), expect_c, MiB);
+        ck_assert_int_eq(erofs_image_inode(img, erofs_writer_nid(w, b), &v), 0);
         ck_assert_uint_eq(v.datalayout, EROFS_INODE_FLAT_PLAIN);
-        assert_reads_back(img, b->nid, expect_b, 10000);
+        assert_reads_back(img, erofs_writer_nid(w, b), expect_b, 10000);
         close(fd);
 }
 END_TEST
@@ -583,6 +597,93 @@ START_TEST(test_convert_limits) {
         ck_assert_str_eq(json_string_value(json_object_get(err.data, "limit")), "layer_uncompressed_bytes");
         msb_error_clear(&err);
         close(in);
+        close(out);
+}
+END_TEST
+
+/* The directories a path implies count as entries, and the layers of one
+ * image share one count: past it a conversion fails naming image_entries,
+ * and takes back what it had added, so a failed layer costs the image
+ * nothing. */
+START_TEST(test_convert_image_entries) {
+        static const char *const deep[] = { "a/b/c/f=1", NULL }, *const flat[] = { "x=1", "y=2", "z=3", NULL };
+        ErofsLayerLimits limits = erofs_layer_limits_default();
+        ErofsLayerInfo info = {};
+        MsbError err = {};
+        uint64_t used = 0;
+        int in = tar_memfd(deep), in2 = tar_memfd(flat), out = memfd();
+
+        limits.entries = 3;
+        ck_assert_int_eq(erofs_layer_convert_with_limits(in, "application/vnd.oci.image.layer.v1.tar", NULL, UINT64_MAX,
+                                                         NULL, &limits, out, &info, &err), -E2BIG);
+        ck_assert_str_eq(json_string_value(json_object_get(err.data, "limit")), "layer_entries");
+        ck_assert_str_eq(json_string_value(json_object_get(err.data, "entry")), "a/b/c/f");
+        msb_error_clear(&err);
+
+        limits = erofs_layer_limits_default();
+        limits.image_entries = 6;
+        limits.image_entries_used = &used;
+        ck_assert_int_eq(lseek(in, 0, SEEK_SET), 0);
+        ck_assert_int_eq(erofs_layer_convert_with_limits(in, "application/vnd.oci.image.layer.v1.tar", NULL, UINT64_MAX,
+                                                         NULL, &limits, out, &info, &err), 0);
+        ck_assert_uint_eq(info.entries, 4);
+        ck_assert_uint_eq(used, 4);
+        /* 4 + 3 > 6: the third entry of the second layer is one too many. */
+        ck_assert_int_eq(ftruncate(out, 0), 0);
+        ck_assert_int_eq(erofs_layer_convert_with_limits(in2, "application/vnd.oci.image.layer.v1.tar", NULL, UINT64_MAX,
+                                                         NULL, &limits, out, &info, &err), -E2BIG);
+        ck_assert_int_eq(err.kind, PROTO_ERROR_LIMIT_EXCEEDED);
+        ck_assert_str_eq(json_string_value(json_object_get(err.data, "limit")), "image_entries");
+        ck_assert_int_eq(json_integer_value(json_object_get(err.data, "max")), 6);
+        ck_assert_str_eq(json_string_value(json_object_get(err.data, "entry")), "z");
+        ck_assert_uint_eq(used, 4);
+        msb_error_clear(&err);
+
+        /* Alone, a layer is held to the image limit too. */
+        limits.image_entries_used = NULL;
+        limits.image_entries = 2;
+        ck_assert_int_eq(lseek(in2, 0, SEEK_SET), 0);
+        ck_assert_int_eq(ftruncate(out, 0), 0);
+        ck_assert_int_eq(erofs_layer_convert_with_limits(in2, "application/vnd.oci.image.layer.v1.tar", NULL, UINT64_MAX,
+                                                         NULL, &limits, out, &info, &err), -E2BIG);
+        ck_assert_str_eq(json_string_value(json_object_get(err.data, "limit")), "image_entries");
+        msb_error_clear(&err);
+        close(in);
+        close(in2);
+        close(out);
+}
+END_TEST
+
+/* The merge counts every name of every layer, whatever it does to the
+ * tree (a replaced or whited-out name counts as much), against the image's
+ * limit: at it the image builds, one past it is refused by name. */
+START_TEST(test_fsmeta_image_entries) {
+        static const char *const deep[] = { "a/b/c/f=1", NULL }, *const upper[] = { "a/b/c/f=2", ".wh.x=", NULL };
+        const char *paths[2];
+        ErofsLayerInfo info = {};
+        MsbError err = {};
+        uint64_t size;
+        int in1 = tar_memfd(deep), in2 = tar_memfd(upper), l1 = memfd(), l2 = memfd(), out = memfd();
+        _cleanup_free_ char *p1 = fd_path(l1), *p2 = fd_path(l2);
+
+        ck_assert_int_eq(erofs_layer_convert(in1, "application/vnd.oci.image.layer.v1.tar", NULL, UINT64_MAX, NULL, l1,
+                                             &info, &err), 0);
+        ck_assert_int_eq(erofs_layer_convert(in2, "application/vnd.oci.image.layer.v1.tar", NULL, UINT64_MAX, NULL, l2,
+                                             &info, &err), 0);
+        paths[0] = p1;
+        paths[1] = p2;
+        /* 4 names below, 5 above (a, a/b, a/b/c, a/b/c/f and the whiteout x). */
+        ck_assert_int_eq(erofs_fsmeta_build_with_limits(paths, 2, "sha256:x", 9, out, &size, &err), 0);
+        ck_assert_int_eq(ftruncate(out, 0), 0);
+        ck_assert_int_eq(erofs_fsmeta_build_with_limits(paths, 2, "sha256:x", 8, out, &size, &err), -E2BIG);
+        ck_assert(err.set && err.kind == PROTO_ERROR_LIMIT_EXCEEDED);
+        ck_assert_str_eq(json_string_value(json_object_get(err.data, "limit")), "image_entries");
+        ck_assert_int_eq(json_integer_value(json_object_get(err.data, "max")), 8);
+        msb_error_clear(&err);
+        close(in1);
+        close(in2);
+        close(l1);
+        close(l2);
         close(out);
 }
 END_TEST
@@ -903,6 +1004,8 @@ static Suite *erofs_suite(void) {
         tcase_add_test(tc, test_convert_deterministic);
         tcase_add_test(tc, test_convert_rejects_dotdot);
         tcase_add_test(tc, test_convert_limits);
+        tcase_add_test(tc, test_convert_image_entries);
+        tcase_add_test(tc, test_fsmeta_image_entries);
         tcase_add_test(tc, test_convert_counts_apparent_sizes);
         tcase_add_test(tc, test_fsmeta_keeps_holes);
         tcase_add_test(tc, test_reader_checks_chunk_maps);

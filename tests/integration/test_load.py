@@ -15,7 +15,7 @@ from msbtest import proto
 from msbtest.checks import assert_detail, assert_handle, now_ms
 from msbtest.imagekit import (MT_DOCKER_CONFIG, MT_DOCKER_LAYER, MT_DOCKER_MANIFEST, MT_LAYER_GZIP, CharDev,
                               Config, Dir, File, Hardlink, Symlink, host_platform, make_tar,
-                              sha256_digest)
+                              sha256_digest, write_fast_tar)
 from msbtest.rpc import RpcError
 from msbtest.store import consistency_problems, content_files
 
@@ -415,8 +415,33 @@ def test_manifest_over_the_limit(rpc, imagekit):
     img.layout.replace_manifest(REF, m)
     with pytest.raises(RpcError) as e:
         load(rpc, img.layout.path)
-    proto.check_error(e.value, "limit-exceeded")
+    data = proto.check_error(e.value, "limit-exceeded")
+    assert data == {"name": "limit-exceeded", "limit": "manifest_bytes", "max": limit}, data
     assert rpc.call("image.list") == []
+
+
+def test_archive_members_limit(rpc, imagekit, tmp_path):
+    """An archive of archive_members members loads; one more member is
+    refused by name, before anything is unpacked. The padding members are
+    directories, which count but are never unpacked."""
+    limit = proto.limit("archive_members")
+    img = imagekit.image(REF, LAYERS[:1])
+    files = [(str(p.relative_to(img.layout.path)), p.read_bytes())
+             for p in sorted(img.layout.path.rglob("*")) if p.is_file()]
+
+    def archive(n_members):
+        pad = ((f"pad/{i}", None) for i in range(n_members - len(files)))
+        path = tmp_path / f"{n_members}.tar"
+        write_fast_tar(path, [*files, *pad])
+        return path
+
+    with pytest.raises(RpcError) as e:
+        load(rpc, archive(limit + 1))
+    data = proto.check_error(e.value, "limit-exceeded")
+    assert data == {"name": "limit-exceeded", "limit": "archive_members", "max": limit}, data
+    assert rpc.call("image.list") == []
+    out = load(rpc, archive(limit), tag=REF)
+    assert out[0]["manifest_digest"] == img.manifest_digest
 
 
 def test_manifest_just_under_the_limit(rpc, imagekit):
@@ -904,3 +929,71 @@ def test_absolute_symlink_is_refused_even_inside(rpc, imagekit):
     assert data.get("path") == "blobs/sha256/" + img.manifest_digest.split(":")[1], data
     assert "absolute" in e.value.message, e.value
     assert rpc.call("image.list") == []
+
+
+# What the daemon may hold at its peak while it refuses (or builds) an image
+# at the image_entries limit: it peaks near 165 MiB (250 MiB under ASan),
+# one merged tree of the limit's entries and what it holds anyway. Before
+# the limit, loading one 500,000-entry layer 8 times took it to 748 MiB,
+# and 256 layers of a million entries each would take tens of GB.
+IMAGE_ENTRIES_PEAK_RSS_BOUND_KIB = 320 * 1024
+
+
+def _entries_layer(path, prefix, n):
+    """A gzip layer of exactly n entries, none implied: a directory, then
+    999 empty files in it, and again. Returns (blob path, diff_id)."""
+    entries = ((f"{prefix}{i // 1000:04d}", None) if i % 1000 == 0 else (f"{prefix}{i // 1000:04d}/{i:07d}", b"")
+               for i in range(n))
+    return path, write_fast_tar(path, entries, compresslevel=1)
+
+
+def _image_of_layers(imagekit, ref, layers):
+    """An image whose layers are the given (gzip blob, diff_id) pairs, in order."""
+    img = imagekit.image(ref, [])
+    manifest, config = json.loads(json.dumps(img.manifest)), json.loads(json.dumps(img.config))
+    manifest["layers"] = []
+    for blob, _ in layers:
+        digest, size = img.layout.put_blob(blob.read_bytes())
+        manifest["layers"].append({"mediaType": MT_LAYER_GZIP, "digest": digest, "size": size})
+    config["rootfs"] = {"type": "layers", "diff_ids": [diff_id for _, diff_id in layers]}
+    return img.layout.replace_manifest(ref, manifest, config=config)
+
+
+@pytest.mark.erofs
+def test_image_entries_limit(imagekit, measured_daemon, tmp_path):
+    """The layers of one image hold at most image_entries entries together,
+    counted while the layers convert and again while fsmeta merges them
+    (layers already in the store are counted there only); the daemon's peak
+    stays bounded whatever the layers hold."""
+    rpc = measured_daemon.client(timeout=120)
+    limit = proto.limit("image_entries")
+    half = limit // 2
+    a = _entries_layer(tmp_path / "a.tgz", "a", half)
+    b = _entries_layer(tmp_path / "b.tgz", "b", half + 1)
+    c = _entries_layer(tmp_path / "c.tgz", "c", half)
+
+    # Converting: b counts half + 1, so c's last entry is one too many.
+    z = _image_of_layers(imagekit, "example.com/entries/z:1", [b, c])
+    with pytest.raises(RpcError) as e:
+        load(rpc, z.layout.path, timeout=120)
+    data = proto.check_error(e.value, "limit-exceeded")
+    last = half - 1
+    assert (data["limit"], data["max"], data["entry"]) == ("image_entries", limit, f"c{last // 1000:04d}/{last:07d}")
+
+    # Merging: b converted above and is in the store, so only a converts
+    # here; the merge counts both and refuses.
+    y = _image_of_layers(imagekit, "example.com/entries/y:1", [a, b])
+    with pytest.raises(RpcError) as e:
+        load(rpc, y.layout.path, timeout=120)
+    data = proto.check_error(e.value, "limit-exceeded")
+    assert data == {"name": "limit-exceeded", "limit": "image_entries", "max": limit}, data
+    assert rpc.call("image.list") == []
+
+    # At the limit: a twice is exactly image_entries entries, and loads.
+    x = _image_of_layers(imagekit, "example.com/entries/x:1", [a, a])
+    out = load(rpc, x.layout.path, timeout=120)
+    assert [h["manifest_digest"] for h in out] == [x.manifest_digest]
+    assert [h["reference"] for h in rpc.call("image.list")] == ["example.com/entries/x:1"]
+
+    peak = measured_daemon.status_kib("VmHWM")
+    assert peak < IMAGE_ENTRIES_PEAK_RSS_BOUND_KIB, f"the daemon peaked at {peak // 1024} MiB"

@@ -565,28 +565,8 @@ def test_nesting_limit_boundary(daemon, rpc):
 PEAK_RSS_BOUND_KIB = 160 * 1024
 
 
-@pytest.fixture
-def measured_daemon(daemon_factory):
-    """A daemon whose peak RSS is its own: ASan keeps freed memory in a
-    quarantine (256 MiB by default) to catch its use; a small one still
-    catches it without counting as the daemon's memory."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MSB_IMAGED_", "LISTEN_")) and k != "NOTIFY_SOCKET"}
-    asan = env.get("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:halt_on_error=1")
-    env["ASAN_OPTIONS"] = asan + ":quarantine_size_mb=16"
-    return daemon_factory("measured", env=env)
-
-
-def _proc_status_kib(pid, key):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise AssertionError(f"no {key} in /proc/{pid}/status")
-
-
 def _assert_peak_rss_bounded(daemon):
-    peak = _proc_status_kib(daemon.pid, "VmHWM")
+    peak = daemon.status_kib("VmHWM")
     assert peak < PEAK_RSS_BOUND_KIB, f"the daemon peaked at {peak // 1024} MiB"
 
 

@@ -3,7 +3,8 @@
 /*
  * Unit tests of the file helpers in daemon/util.c that image.load relies on
  * to read a source safely: open_beneath() (openat2 RESOLVE_BENEATH), its
- * fallback open_beneath_nofollow(), and read_file_bounded() on a FIFO.
+ * fallback open_beneath_nofollow(), and read_file_bounded() on a FIFO; also
+ * pwrite_all() and the error helpers every layer builds its errors with.
  *
  * The tree under test, beneath root/:
  *   a/file            a regular file
@@ -22,6 +23,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "error.h"
 #include "util.h"
 
 typedef struct Tree {
@@ -181,6 +183,49 @@ START_TEST(test_fifo_never_blocks) {
 }
 END_TEST
 
+/* pwrite_all() writes at its offset, past the end too, and says why it
+ * cannot write. */
+START_TEST(test_pwrite_all) {
+        char path[] = "/tmp/msb-test-pwrite-XXXXXX", buf[16] = {};
+        _cleanup_close_ int fd = mkstemp(path);
+        _cleanup_close_ int ro = -EBADF;
+
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(pwrite_all(fd, "world", 5, 6), 0);
+        ck_assert_int_eq(pwrite_all(fd, "hello ", 6, 0), 0);
+        ck_assert_int_eq(pread(fd, buf, sizeof(buf), 0), 11);
+        ck_assert_str_eq(buf, "hello world");
+        ro = open(path, O_RDONLY | O_CLOEXEC);
+        ck_assert_int_eq(pwrite_all(ro, "x", 1, 0), -EBADF);
+        unlink(path);
+}
+END_TEST
+
+/* The error helpers: the data each names, and the first error winning. */
+START_TEST(test_error_helpers) {
+        MsbError err = {};
+
+        ck_assert_int_eq(msb_error_invalid_param(&err, "tag", "tag %s is bad", "x"), -EINVAL);
+        ck_assert_int_eq(err.kind, PROTO_ERROR_INVALID_PARAMS);
+        ck_assert_str_eq(err.message, "tag x is bad");
+        ck_assert_str_eq(json_string_value(json_object_get(err.data, "parameter")), "tag");
+        /* Set already: neither the message nor the data changes. */
+        ck_assert_int_eq(msb_error_limit(&err, "layer_entries", 10, "later"), -E2BIG);
+        ck_assert_int_eq(msb_error_invalid_param(&err, "path", "later"), -EINVAL);
+        ck_assert_str_eq(err.message, "tag x is bad");
+        ck_assert_uint_eq(json_object_size(err.data), 1);
+        msb_error_clear(&err);
+
+        ck_assert_int_eq(msb_error_limit(&err, "image_entries", 7, "%d entries", 8), -E2BIG);
+        ck_assert_int_eq(err.kind, PROTO_ERROR_LIMIT_EXCEEDED);
+        ck_assert_str_eq(json_string_value(json_object_get(err.data, "limit")), "image_entries");
+        ck_assert_int_eq(json_integer_value(json_object_get(err.data, "max")), 7);
+        msb_error_clear(&err);
+
+        ck_assert_int_eq(msb_error_invalid_param(NULL, "tag", "nothing"), -EINVAL);
+}
+END_TEST
+
 static Suite *util_suite(void) {
         Suite *s = suite_create("util");
         TCase *tc = tcase_create("core");
@@ -189,6 +234,8 @@ static Suite *util_suite(void) {
         tcase_add_test(tc, test_open_beneath_follows_links_inside_only);
         tcase_add_test(tc, test_nofollow_fallback_refuses_every_link);
         tcase_add_test(tc, test_fifo_never_blocks);
+        tcase_add_test(tc, test_pwrite_all);
+        tcase_add_test(tc, test_error_helpers);
         suite_add_tcase(s, tc);
         return s;
 }

@@ -125,6 +125,14 @@ class Daemon:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
+    def status_kib(self, key: str) -> int:
+        """A size from the daemon's /proc status, in KiB (``VmHWM``: its peak RSS)."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+        raise AssertionError(f"no {key} in /proc/{self.pid}/status")
+
     def argv(self, *, store=None, socket_path=None, log_level=None, extra_args=None) -> list[str]:
         return [
             str(self.binary),

@@ -21,6 +21,9 @@ Fixtures (all function-scoped, so every test gets a fresh store):
 ``daemon_factory``
     ``daemon_factory(name="d2", start=True, **kw) -> Daemon`` for tests that
     need more daemons or an unstarted one; all are closed at teardown.
+``measured_daemon``
+    a started daemon whose peak RSS (``status_kib("VmHWM")``) is its own,
+    also under ASan.
 
 The daemon binary is ``$MSB_BUILD_DIR/daemon/msb-imaged`` (default
 ``<repo>/build``); a missing binary fails the test with that path.
@@ -39,7 +42,7 @@ from .daemon import Daemon
 from .imagekit import ImageKit
 from .rpc import RpcClient
 
-__all__ = ["daemon", "rpc", "imagekit", "daemon_factory", "short_tmp"]
+__all__ = ["daemon", "rpc", "imagekit", "daemon_factory", "short_tmp", "measured_daemon"]
 
 
 @pytest.fixture
@@ -79,6 +82,18 @@ def daemon_factory(short_tmp):
 @pytest.fixture
 def daemon(daemon_factory) -> Daemon:
     return daemon_factory("daemon")
+
+
+@pytest.fixture
+def measured_daemon(daemon_factory) -> Daemon:
+    """A daemon whose peak RSS is its own: ASan keeps freed memory in a
+    quarantine (256 MiB by default) to catch its use; a small one still
+    catches it without counting as the daemon's memory."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MSB_IMAGED_", "LISTEN_")) and k != "NOTIFY_SOCKET"}
+    asan = env.get("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:halt_on_error=1")
+    env["ASAN_OPTIONS"] = asan + ":quarantine_size_mb=16"
+    return daemon_factory("measured", env=env)
 
 
 @pytest.fixture
