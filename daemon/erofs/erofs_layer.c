@@ -231,6 +231,62 @@ static int add_whiteout(Converter *c, ErofsInode *dir, const char *name, size_t 
         return erofs_tree_link(c->tree, dir, name, name_len, i);
 }
 
+/* A new inode of one of the types a layer holds, with its content: a
+ * regular file's data, a symlink's target, a device's number. */
+static int add_node(Converter *c, ErofsInode *dir, const char *name, size_t name_len, uint32_t type,
+                    const LayerEntry *e, MsbError *err) {
+        ErofsInode *i;
+        int r;
+
+        /* What a layer costs is what it means, not what its tar costs: a
+         * sparse member of a few bytes can stand for terabytes. The
+         * apparent sizes count against the same limit as the tar stream,
+         * before a byte of the file is written. */
+        if (type == S_IFREG) {
+                if (e->size > c->limits->uncompressed_bytes - c->file_bytes)
+                        return limit_exceeded(err, "layer_uncompressed_bytes", c->limits->uncompressed_bytes,
+                                              e->raw_path);
+                c->file_bytes += e->size;
+        }
+
+        r = erofs_tree_inode_new(c->tree, type, &i);
+        if (r < 0)
+                return r;
+        apply_metadata(i, e);
+        r = apply_xattrs(c, i, e, err);
+        if (r < 0)
+                return r;
+
+        switch (type) {
+        case S_IFREG:
+                r = copy_data(c, i, e, err);
+                break;
+        case S_IFLNK: {
+                size_t n = e->symlink ? strlen(e->symlink) : 0;
+                if (n == 0)
+                        return reject(err, -EBADMSG, e->raw_path, "is a symlink without a target");
+                if (n > c->limits->path_bytes)
+                        return limit_exceeded(err, "path_bytes", c->limits->path_bytes, e->raw_path);
+                /* Linux reads at most PATH_MAX - 1 bytes of a link target. */
+                if (n >= EROFS_BLKSZ)
+                        return reject(err, -ENAMETOOLONG, e->raw_path, "is a symlink whose target is longer than 4095 bytes");
+                r = erofs_tree_strdup(c->tree, e->symlink, n, &i->symlink);
+                i->size = n;
+                break;
+        }
+        case S_IFCHR:
+        case S_IFBLK:
+                i->rdev = erofs_encode_dev(e->rdev_major, e->rdev_minor);
+                r = 0;
+                break;
+        default:
+                r = 0;
+        }
+        if (r < 0)
+                return r;
+        return erofs_tree_link(c->tree, dir, name, name_len, i);
+}
+
 static int add_entry(Converter *c, const LayerEntry *e, MsbError *err) {
         uint32_t type = e->mode & S_IFMT;
         ErofsInode *dir, *i;
@@ -285,53 +341,7 @@ static int add_entry(Converter *c, const LayerEntry *e, MsbError *err) {
         } else if (type != S_IFREG && type != S_IFLNK && type != S_IFCHR && type != S_IFBLK && type != S_IFIFO)
                 return reject(err, -EBADMSG, e->raw_path, "has a type that a layer cannot hold");
 
-        /* What a layer costs is what it means, not what its tar costs: a
-         * sparse member of a few bytes can stand for terabytes. The
-         * apparent sizes count against the same limit as the tar stream,
-         * before a byte of the file is written. */
-        if (type == S_IFREG) {
-                if (e->size > c->limits->uncompressed_bytes - c->file_bytes)
-                        return limit_exceeded(err, "layer_uncompressed_bytes", c->limits->uncompressed_bytes,
-                                              e->raw_path);
-                c->file_bytes += e->size;
-        }
-
-        r = erofs_tree_inode_new(c->tree, type, &i);
-        if (r < 0)
-                return r;
-        apply_metadata(i, e);
-        r = apply_xattrs(c, i, e, err);
-        if (r < 0)
-                return r;
-
-        switch (type) {
-        case S_IFREG:
-                r = copy_data(c, i, e, err);
-                break;
-        case S_IFLNK: {
-                size_t n = e->symlink ? strlen(e->symlink) : 0;
-                if (n == 0)
-                        return reject(err, -EBADMSG, e->raw_path, "is a symlink without a target");
-                if (n > c->limits->path_bytes)
-                        return limit_exceeded(err, "path_bytes", c->limits->path_bytes, e->raw_path);
-                /* Linux reads at most PATH_MAX - 1 bytes of a link target. */
-                if (n >= EROFS_BLKSZ)
-                        return reject(err, -ENAMETOOLONG, e->raw_path, "is a symlink whose target is longer than 4095 bytes");
-                r = erofs_tree_strdup(c->tree, e->symlink, n, &i->symlink);
-                i->size = n;
-                break;
-        }
-        case S_IFCHR:
-        case S_IFBLK:
-                i->rdev = erofs_encode_dev(e->rdev_major, e->rdev_minor);
-                r = 0;
-                break;
-        default:
-                r = 0;
-        }
-        if (r < 0)
-                return r;
-        return erofs_tree_link(c->tree, dir, name, name_len, i);
+        return add_node(c, dir, name, name_len, type, e, err);
 }
 
 static int digest_mismatch(MsbError *err, const char *what, const char *expected, const char *actual) {
