@@ -68,6 +68,7 @@ enum {
         CLI_OPT_POLICY,
         CLI_OPT_PLATFORM,
         CLI_OPT_TAG,
+        CLI_OPT_IMAGE,
 };
 
 #define CLI_COMMON_OPTIONS                                              \

@@ -44,8 +44,12 @@ def test_exported_symbols_are_the_api(destdir):
     # Every function the header declares, and nothing else but the version node.
     declared = set(re.findall(r"MSB_PUBLIC [^;]*?\b(msb_[a-z_]+)\(", HEADER.read_text()))
     assert declared, "no MSB_PUBLIC declarations found in the header"
-    assert names - {"MSBIMAGE_0.1"} == declared
-    assert all(s.endswith("@@MSBIMAGE_0.1") for s in syms if s != "MSBIMAGE_0.1")
+    nodes = {n for n in names if n.startswith("MSBIMAGE_")}
+    assert names - nodes == declared
+    # New symbols go into a new version node, never into an old one.
+    assert nodes == {"MSBIMAGE_0.1", "MSBIMAGE_0.2"}
+    assert {s for s in syms if s.endswith("@@MSBIMAGE_0.2")} == {"msb_client_image_load_with@@MSBIMAGE_0.2"}
+    assert all(s.endswith(("@@MSBIMAGE_0.1", "@@MSBIMAGE_0.2")) for s in syms if s not in nodes)
 
 
 def test_pkg_config_builds_a_program(destdir, tmp_path):
