@@ -160,6 +160,11 @@ int cli_print_json_value(json_t *j);
 void cli_format_size(int64_t bytes, char *buf, size_t size);
 #define CLI_SIZE_MAX 32
 
+/* A progress bar of CLI_BAR_WIDTH characters ("=====>    ") for done of
+ * total bytes; empty while total is not positive. */
+#define CLI_BAR_WIDTH 30
+void cli_format_bar(int64_t done, int64_t total, char bar[static CLI_BAR_WIDTH + 1]);
+
 /* A time in ms since the epoch relative to now: "5 minutes ago"; "-" for
  * MSB_NULL_INT. */
 void cli_format_ago(int64_t ms, int64_t now_ms, char *buf, size_t size);

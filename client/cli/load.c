@@ -16,9 +16,6 @@
 
 #include "cli.h"
 
-/* The bar's width in characters, between its brackets. */
-#define LOAD_BAR_WIDTH 30
-
 typedef struct LoadView {
         bool live;         /* a terminal: the reading line is redrawn in place */
         bool reading_open; /* the reading line was drawn and not ended yet */
@@ -27,19 +24,14 @@ typedef struct LoadView {
 } LoadView;
 
 static void view_draw_reading(LoadView *v) {
-        char done[CLI_SIZE_MAX], total[CLI_SIZE_MAX], bar[LOAD_BAR_WIDTH + 1];
+        char done[CLI_SIZE_MAX], total[CLI_SIZE_MAX], bar[CLI_BAR_WIDTH + 1];
 
         cli_format_size(v->read_bytes, done, sizeof(done));
         if (v->total_bytes <= 0) {
                 printf("\r\033[2KReading archive: %s\r", done);
                 return;
         }
-        size_t filled = (size_t) ((double) LOAD_BAR_WIDTH * (double) v->read_bytes / (double) v->total_bytes);
-        if (filled > LOAD_BAR_WIDTH)
-                filled = LOAD_BAR_WIDTH;
-        for (size_t i = 0; i < LOAD_BAR_WIDTH; i++)
-                bar[i] = i < filled ? '=' : (i == filled ? '>' : ' ');
-        bar[LOAD_BAR_WIDTH] = '\0';
+        cli_format_bar(v->read_bytes, v->total_bytes, bar);
         cli_format_size(v->total_bytes, total, sizeof(total));
         printf("\r\033[2KReading archive: [%s] %s / %s\r", bar, done, total);
 }

@@ -18,7 +18,6 @@ import pytest
 
 from clitool import CLI_TIMEOUT_S, cli_binary, human, run, run_pty, short
 from msbtest import RpcError
-from msbtest.daemon import NamespaceDaemon, namespaces_available
 from msbtest.imagekit import Config
 
 COMMANDS = ["ls", "images", "inspect", "exists", "rm", "prune", "pull", "load", "pin", "df", "info"]
@@ -840,20 +839,13 @@ def test_load_progress_on_a_terminal(daemon, rpc, app, tmp_path):
     assert out.rstrip().endswith(f"Loaded example.com/test/app:v1 ({app.manifest_digest})")
 
 
-def test_load_an_archive_the_daemon_cannot_see(short_tmp, app):
+def test_load_an_archive_the_daemon_cannot_see(hidden_dir_daemon, app):
     # The daemon runs where a tmpfs hides the archive's directory (as a
     # service with PrivateTmp does): msb-image passes the file open.
-    if not namespaces_available():
-        pytest.skip("no mount namespace here (unprivileged user namespaces disabled)")
-    hidden = short_tmp / "private"
-    d = NamespaceDaemon(short_tmp / "ns", tmpfs={hidden: "1m"})
-    d.start()
-    try:
-        archive = app.layout.oci_archive(hidden / "app.tar")
-        r = run("load", "-q", archive, socket=d.socket_path)
-        assert (r.returncode, r.stdout) == (0, "example.com/test/app:v1\n"), r.stderr
-    finally:
-        d.close()
+    d, hidden = hidden_dir_daemon
+    archive = app.layout.oci_archive(hidden / "app.tar")
+    r = run("load", "-q", archive, socket=d.socket_path)
+    assert (r.returncode, r.stdout) == (0, "example.com/test/app:v1\n"), r.stderr
 
 
 def test_load_without_archive_on_a_terminal_is_a_usage_error(tmp_path):

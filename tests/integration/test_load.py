@@ -13,7 +13,6 @@ import pytest
 
 from msbtest import proto
 from msbtest.checks import assert_detail, assert_handle, now_ms
-from msbtest.daemon import NamespaceDaemon, namespaces_available
 from msbtest.imagekit import (MT_DOCKER_CONFIG, MT_DOCKER_LAYER, MT_DOCKER_MANIFEST, MT_LAYER_GZIP,
                               REF_NAME_ANNOTATION, CharDev, Config, Dir, File, Hardlink, Symlink, host_platform,
                               make_tar, sha256_digest)
@@ -1327,25 +1326,18 @@ def test_writer_gone_mid_archive_is_invalid_image(rpc, imagekit, daemon):
     assert list((daemon.store / "tmp").iterdir()) == []
 
 
-def test_an_archive_the_daemon_cannot_see_loads_when_passed(short_tmp, imagekit):
+def test_an_archive_the_daemon_cannot_see_loads_when_passed(hidden_dir_daemon, imagekit):
     # The daemon runs where a tmpfs hides the archive's directory (as
     # systemd's PrivateTmp hides the caller's /tmp): by path it finds
     # nothing, passed as a descriptor it loads.
-    if not namespaces_available():
-        pytest.skip("no mount namespace here (unprivileged user namespaces disabled)")
-    hidden = short_tmp / "private"
-    d = NamespaceDaemon(short_tmp / "ns", tmpfs={hidden: "1m"})
-    d.start()
-    try:
-        img = imagekit.image(REF, LAYERS[:2])
-        archive = img.layout.oci_archive(hidden / "app.tar")
-        rpc = d.client()
-        with pytest.raises(RpcError) as e:
-            load(rpc, archive)
-        proto.check_error(e.value, "path-not-found")
-        with open(archive, "rb") as f:
-            out, _ = _load_fd(rpc, f.fileno())
-        assert [h["reference"] for h in out] == [REF]
-        assert_everywhere(rpc, img, REF)
-    finally:
-        d.close()
+    d, hidden = hidden_dir_daemon
+    img = imagekit.image(REF, LAYERS[:2])
+    archive = img.layout.oci_archive(hidden / "app.tar")
+    rpc = d.client()
+    with pytest.raises(RpcError) as e:
+        load(rpc, archive)
+    proto.check_error(e.value, "path-not-found")
+    with open(archive, "rb") as f:
+        out, _ = _load_fd(rpc, f.fileno())
+    assert [h["reference"] for h in out] == [REF]
+    assert_everywhere(rpc, img, REF)

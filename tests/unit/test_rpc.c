@@ -286,6 +286,12 @@ START_TEST(test_params_decoded_by_the_field_tables) {
 }
 END_TEST
 
+/* The first fields of image.load's params struct, as its handler reads them. */
+typedef struct LoadParamsView {
+        const char *path;
+        int fd;
+} LoadParamsView;
+
 static bool fd_is_open(int fd) {
         return fcntl(fd, F_GETFD) >= 0;
 }
@@ -297,10 +303,7 @@ START_TEST(test_fd_params_take_the_lines_descriptors) {
         _cleanup_(rpc_freep) Rpc *rpc = NULL;
         json_auto_t *second = json_pack("{s:i}", "fd", 1), *past = json_pack("{s:i}", "fd", 2);
         json_auto_t *negative = json_pack("{s:i}", "fd", -1);
-        struct {
-                const char *path;
-                int fd;
-        } *load;
+        const LoadParamsView *load;
         void *decoded = NULL;
         MsbError err = {};
         RpcFds fds;
@@ -339,10 +342,7 @@ END_TEST
 START_TEST(test_absent_fd_param_is_none) {
         _cleanup_(rpc_freep) Rpc *rpc = NULL;
         json_auto_t *by_path = json_pack("{s:s}", "path", "/x");
-        struct {
-                const char *path;
-                int fd;
-        } *load;
+        const LoadParamsView *load;
         void *decoded = NULL;
         MsbError err = {};
 

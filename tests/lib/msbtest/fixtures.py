@@ -21,6 +21,11 @@ Fixtures (all function-scoped, so every test gets a fresh store):
 ``daemon_factory``
     ``daemon_factory(name="d2", start=True, **kw) -> Daemon`` for tests that
     need more daemons or an unstarted one; all are closed at teardown.
+``hidden_dir_daemon``
+    ``(daemon, hidden)``: a started :class:`msbtest.daemon.NamespaceDaemon`
+    that sees the directory ``hidden`` as an empty tmpfs, as a service with
+    systemd's PrivateTmp sees the caller's /tmp; files put there are the
+    caller's alone. Skips where user namespaces are not allowed.
 
 The daemon binary is ``$MSB_BUILD_DIR/daemon/msb-imaged`` (default
 ``<repo>/build``); a missing binary fails the test with that path.
@@ -35,11 +40,11 @@ from pathlib import Path
 
 import pytest
 
-from .daemon import Daemon
+from .daemon import Daemon, NamespaceDaemon, namespaces_available
 from .imagekit import ImageKit
 from .rpc import RpcClient
 
-__all__ = ["daemon", "rpc", "imagekit", "daemon_factory", "short_tmp"]
+__all__ = ["daemon", "rpc", "imagekit", "daemon_factory", "short_tmp", "hidden_dir_daemon"]
 
 
 @pytest.fixture
@@ -89,3 +94,14 @@ def rpc(daemon) -> RpcClient:
 @pytest.fixture
 def imagekit(tmp_path) -> ImageKit:
     return ImageKit(tmp_path / "images")
+
+
+@pytest.fixture
+def hidden_dir_daemon(short_tmp):
+    if not namespaces_available():
+        pytest.skip("no mount namespace here (unprivileged user namespaces disabled)")
+    hidden = short_tmp / "private"
+    d = NamespaceDaemon(short_tmp / "ns", tmpfs={hidden: "1m"})
+    d.start()
+    yield d, hidden
+    d.close()
