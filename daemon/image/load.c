@@ -286,6 +286,16 @@ static la_ssize_t archive_input_read(struct archive *a, void *userdata, const vo
         }
 }
 
+/* A read libarchive gave up on: the daemon shutting down (as
+ * archive_input_read() said), else what the archive broke with. */
+static int archive_read_failed(struct archive *a, const char *path, const char *what, MsbError *err) {
+        if (archive_errno(a) == ECANCELED)
+                return msb_error_set(err, -ECANCELED, PROTO_ERROR_SHUTTING_DOWN,
+                                     "the daemon is shutting down; the load was abandoned");
+        return msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE, "%s: %s: %s", path, what,
+                             archive_error_string(a) ?: "broken data");
+}
+
 /* Counts bytes more to stage for this load; limit-exceeded past
  * LOAD_STAGED_MAX_BYTES (nothing counted then). */
 static int load_stage_bytes(LoadSource *src, uint64_t bytes, const char *path, MsbError *err) {
@@ -328,11 +338,11 @@ static int unpack_member_data(struct archive *a, int fd, uint64_t declared, cons
                 int ar = archive_read_data_block(a, &block, &size, &offset);
                 if (ar == ARCHIVE_EOF)
                         break;
-                if (ar < ARCHIVE_WARN || offset < 0 || (uint64_t) offset + size > declared)
-                        return msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE, "%s: cannot read member %s: %s",
-                                             path, name,
-                                             ar < ARCHIVE_WARN ? archive_error_string(a) ?: "broken data"
-                                                               : "its data runs past its declared size");
+                if (ar < ARCHIVE_WARN)
+                        return archive_read_failed(a, path, "cannot read a member", err);
+                if (offset < 0 || (uint64_t) offset + size > declared)
+                        return msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE,
+                                             "%s: member %s: its data runs past its declared size", path, name);
                 r = pwrite_all(fd, block, size, (uint64_t) offset);
                 if (r < 0)
                         return msb_error_from_errno(err, r, "cannot unpack the archive");
@@ -401,8 +411,7 @@ static int unpack_archive(LoadSource *src, int fd, bool pipe, const char *path, 
                 goto out;
 
         if (archive_read_open(a, in, NULL, archive_input_read, NULL) != ARCHIVE_OK) {
-                r = msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE, "%s is not a readable archive: %s", path,
-                                  archive_error_string(a) ?: "unknown format");
+                r = archive_read_failed(a, path, "not a readable archive", err);
                 goto out;
         }
         for (;;) {
@@ -410,8 +419,7 @@ static int unpack_archive(LoadSource *src, int fd, bool pipe, const char *path, 
                 if (ar == ARCHIVE_EOF)
                         break;
                 if (ar < ARCHIVE_WARN) {
-                        r = msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE, "%s: broken archive: %s", path,
-                                          archive_error_string(a));
+                        r = archive_read_failed(a, path, "broken archive", err);
                         goto out;
                 }
                 if (++members > LOAD_ARCHIVE_MEMBERS_MAX) {

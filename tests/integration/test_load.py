@@ -4,6 +4,7 @@ platform indexes built in the test, every field checked against the image."""
 import io
 import json
 import os
+import signal
 import subprocess
 import tarfile
 import time
@@ -16,7 +17,7 @@ from msbtest.checks import assert_detail, assert_handle, now_ms
 from msbtest.imagekit import (MT_DOCKER_CONFIG, MT_DOCKER_LAYER, MT_DOCKER_MANIFEST, MT_LAYER_GZIP,
                               REF_NAME_ANNOTATION, CharDev, Config, Dir, File, Hardlink, Symlink, host_platform,
                               make_tar, sha256_digest)
-from msbtest.rpc import RpcError
+from msbtest.rpc import RpcClient, RpcError
 from msbtest.store import consistency_problems, content_files
 
 REF = "example.com/test/app:v1"
@@ -1289,11 +1290,12 @@ def test_more_descriptors_pending_than_a_connection_may_hold(daemon, rpc):
 
 def test_a_silent_pipe_does_not_hold_up_shutdown(daemon, imagekit):
     # A client passes a pipe and never writes it: the load waits, the
-    # daemon still serves, and SIGTERM ends the wait promptly.
+    # daemon still serves, and SIGTERM ends the wait promptly, answering
+    # the load shutting-down.
     r, w = os.pipe()
-    c = daemon.client(timeout=10)
+    c = RpcClient(daemon.socket_path, timeout=10)
     try:
-        c.send_request_fds("image.load", {"fd": 0}, [r])
+        rid = c.send_request_fds("image.load", {"fd": 0}, [r])
         # The load waits for bytes that never come...
         with pytest.raises(TimeoutError):
             c.recv(timeout=0.5)
@@ -1303,9 +1305,12 @@ def test_a_silent_pipe_does_not_hold_up_shutdown(daemon, imagekit):
             assert probe.call("system.df")["image_refs"] == 0
             assert time.monotonic() - t < FIFO_ANSWER_S
         t = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        proto.check_error(c.wait(rid), "shutting-down")
         daemon.stop(timeout=10)
         assert time.monotonic() - t < 5, time.monotonic() - t
     finally:
+        c.close()
         os.close(r)
         os.close(w)
 
