@@ -211,6 +211,7 @@ static void msb_daemon_done(MsbDaemon *d) {
                         server_close_connections(d->server);
                 }
                 d->ctx.pull = pull_manager_free(d->ctx.pull);
+                rpc_close(d->rpc);
                 msb_daemon_close_handles(d);
                 /* Runs the close callbacks, and the worker jobs of abandoned
                  * calls to their end. */

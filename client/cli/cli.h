@@ -68,6 +68,7 @@ enum {
         CLI_OPT_POLICY,
         CLI_OPT_PLATFORM,
         CLI_OPT_TAG,
+        CLI_OPT_IMAGE,
 };
 
 #define CLI_COMMON_OPTIONS                                              \
@@ -158,6 +159,11 @@ int cli_print_json_value(json_t *j);
 /* Sizes, 1024-based: "512 B", "1.5 KiB", "3.2 MiB". */
 void cli_format_size(int64_t bytes, char *buf, size_t size);
 #define CLI_SIZE_MAX 32
+
+/* A progress bar of CLI_BAR_WIDTH characters ("=====>    ") for done of
+ * total bytes; empty while total is not positive. */
+#define CLI_BAR_WIDTH 30
+void cli_format_bar(int64_t done, int64_t total, char bar[static CLI_BAR_WIDTH + 1]);
 
 /* A time in ms since the epoch relative to now: "5 minutes ago"; "-" for
  * MSB_NULL_INT. */

@@ -13,9 +13,6 @@
 
 #include "cli.h"
 
-/* The bar's width in characters, between its brackets. */
-#define PULL_BAR_WIDTH 30
-
 /* Layers the live display tracks; the daemon refuses images with more
  * (x-limits.layers_per_image), so a larger count is not believed. */
 #define PULL_LAYERS_MAX 256
@@ -47,7 +44,7 @@ typedef struct PullView {
 } PullView;
 
 static void layer_line(const PullLayer *l, char *buf, size_t size) {
-        char done[CLI_SIZE_MAX], total[CLI_SIZE_MAX], bar[PULL_BAR_WIDTH + 1];
+        char done[CLI_SIZE_MAX], total[CLI_SIZE_MAX], bar[CLI_BAR_WIDTH + 1];
 
         switch (l->state) {
         case LAYER_WAITING:
@@ -66,14 +63,7 @@ static void layer_line(const PullLayer *l, char *buf, size_t size) {
         case LAYER_DOWNLOADING:
                 break;
         }
-        size_t filled = 0;
-        if (l->total > 0 && l->downloaded > 0)
-                filled = (size_t) ((double) PULL_BAR_WIDTH * (double) l->downloaded / (double) l->total);
-        if (filled > PULL_BAR_WIDTH)
-                filled = PULL_BAR_WIDTH;
-        for (size_t i = 0; i < PULL_BAR_WIDTH; i++)
-                bar[i] = i < filled ? '=' : (i == filled ? '>' : ' ');
-        bar[PULL_BAR_WIDTH] = '\0';
+        cli_format_bar(l->downloaded, l->total, bar);
         cli_format_size(l->downloaded, done, sizeof(done));
         cli_format_size(l->total, total, sizeof(total));
         snprintf(buf, size, "%s: [%s] %s / %s", l->digest, bar, done, total);

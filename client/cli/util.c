@@ -140,6 +140,18 @@ int cli_print_json_value(json_t *j) {
         return 0;
 }
 
+void cli_format_bar(int64_t done, int64_t total, char bar[static CLI_BAR_WIDTH + 1]) {
+        size_t filled = 0;
+
+        if (total > 0 && done > 0)
+                filled = (size_t) ((double) CLI_BAR_WIDTH * (double) done / (double) total);
+        if (filled > CLI_BAR_WIDTH)
+                filled = CLI_BAR_WIDTH;
+        for (size_t i = 0; i < CLI_BAR_WIDTH; i++)
+                bar[i] = i < filled ? '=' : (i == filled ? '>' : ' ');
+        bar[CLI_BAR_WIDTH] = '\0';
+}
+
 void cli_format_size(int64_t bytes, char *buf, size_t size) {
         static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
         double v = (double) bytes;

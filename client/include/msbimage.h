@@ -66,6 +66,9 @@ extern "C" {
  * bound. */
 #define MSB_CLIENT_RESPONSE_MAX_BYTES ((size_t) 64 * 1024 * 1024)
 
+/* File descriptors one request may send with it (x-limits request_fds). */
+#define MSB_CLIENT_REQUEST_FDS_MAX 4
+
 /* The longest socket path a Unix socket address holds, NUL excluded. */
 #define MSB_CLIENT_SOCKET_PATH_MAX 107
 
@@ -250,6 +253,58 @@ MSB_PUBLIC int msb_client_image_prune(MsbClient *c, MsbPruneReport **ret_report)
 /* image.load: images from an OCI layout, OCI archive or docker-save archive.
  * path must be absolute (the daemon reads it); tag may be NULL. */
 MSB_PUBLIC int msb_client_image_load(MsbClient *c, const char *path, const char *tag, MsbImageList **ret_list);
+
+typedef enum MsbLoadEvent {
+        MSB_LOAD_READING,
+        MSB_LOAD_RESOLVED,
+        MSB_LOAD_LAYER_CACHED,
+        MSB_LOAD_LAYER_CONVERTED,
+        MSB_LOAD_COMPLETE,
+        MSB_LOAD_UNKNOWN, /* an event this library does not know; see json */
+} MsbLoadEvent;
+
+/*
+ * One image.load.progress notification (LoadProgress). Fields an event does
+ * not carry are NULL or MSB_NULL_INT (total_bytes of a pipe, whose size is
+ * not known). Owned by the library, valid only during the callback.
+ */
+typedef struct MsbLoadProgress {
+        MsbLoadEvent event;
+        const char *event_name;
+        int64_t read_bytes;
+        int64_t total_bytes;
+        const char *manifest_digest;
+        int64_t layer_count;
+        int64_t position;
+        const char *digest;
+        const char *diff_id;
+        int64_t erofs_size_bytes;
+        int64_t images;
+        const char *json; /* the params object */
+} MsbLoadProgress;
+
+/* Called for each progress notification of the load; a negative errno
+ * abandons the call, as for a pull. */
+typedef int (*MsbLoadProgressFn)(const MsbLoadProgress *progress, void *userdata);
+
+/*
+ * What to load: path (absolute, read by the daemon), or when path is NULL
+ * the archive behind fd, a regular file or a pipe read from where it
+ * stands, which is sent to the daemon with the request (so the daemon
+ * needs no access to it; fd stays the caller's). image picks one image of
+ * a source of several (a name or manifest digest), tag names it; both may
+ * be NULL.
+ */
+typedef struct MsbLoadOptions {
+        const char *path;
+        int fd;
+        const char *image;
+        const char *tag;
+} MsbLoadOptions;
+
+/* image.load with options; progress may be NULL. */
+MSB_PUBLIC int msb_client_image_load_with(MsbClient *c, const MsbLoadOptions *options, MsbLoadProgressFn progress,
+                                          void *userdata, MsbImageList **ret_list);
 
 /* ---- Pull -------------------------------------------------------------- */
 

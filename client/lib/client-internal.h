@@ -55,10 +55,27 @@ typedef int (*ClientNotifyFn)(MsbClient *c, uint64_t request_id, json_t *notific
  */
 int client_call(MsbClient *c, const char *method, json_t *params, ClientNotifyFn notify, void *userdata,
                 json_t **ret_result);
+/* The same, sending fds (at most MSB_CLIENT_REQUEST_FDS_MAX) with the
+ * request line's first bytes, where the daemon looks for them (x-limits
+ * request_fds). They stay the caller's. */
+int client_call_fds(MsbClient *c, const char *method, json_t *params, const int *fds, size_t n_fds,
+                    ClientNotifyFn notify, void *userdata, json_t **ret_result);
 
 /* JSON helpers shared by the method files. A helper fails with -EPROTO
  * when the daemon's answer does not have the type the protocol promises. */
 
+/* A member's string, or NULL (borrowed): for notifications, whose fields
+ * depend on their event. */
+const char *json_member_string(json_t *o, const char *key);
+/* A member's integer, or MSB_NULL_INT. */
+int64_t json_member_int(json_t *o, const char *key);
+/* A progress notification (msg) of method about request request_id: 1 with
+ * its params and event name (borrowed from msg); 0 when msg is another
+ * method's or another request's; -EPROTO when it names no event. */
+int client_progress_params(json_t *msg, const char *method, uint64_t request_id, json_t **ret_params,
+                           const char **ret_event);
+/* The index of s in names (n entries, some NULL), or unknown. */
+int client_event_from_string(const char *const *names, size_t n, const char *s, int unknown);
 /* A required string member, duplicated. */
 int json_get_string(json_t *o, const char *key, char **ret);
 /* A string-or-null member, duplicated or NULL. */

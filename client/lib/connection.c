@@ -196,6 +196,42 @@ static int send_all(MsbClient *c, const char *data, size_t len, uint64_t deadlin
         return 0;
 }
 
+/* Sends data whose first bytes carry fds (SCM_RIGHTS): the daemon hands
+ * them to the request line those bytes begin. Then the rest as usual. */
+static int send_with_fds(MsbClient *c, const char *data, size_t len, const int *fds, size_t n_fds,
+                         uint64_t deadline_ms) {
+        union {
+                char buf[CMSG_SPACE(sizeof(int) * MSB_CLIENT_REQUEST_FDS_MAX)];
+                struct cmsghdr align;
+        } control = {};
+        struct iovec iov = { .iov_base = (void *) data, .iov_len = len };
+        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+        ssize_t n;
+
+        if (n_fds == 0)
+                return send_all(c, data, len, deadline_ms);
+        if (n_fds > MSB_CLIENT_REQUEST_FDS_MAX || len == 0)
+                return -EINVAL;
+        msg.msg_control = control.buf;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
+        memcpy(CMSG_DATA(cm), fds, sizeof(int) * n_fds);
+        for (;;) {
+                int r = wait_fd(c->fd, POLLOUT, -1, deadline_ms);
+                if (r < 0)
+                        return r;
+                n = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (n >= 0)
+                        break;
+                if (errno != EINTR && errno != EAGAIN)
+                        return -errno;
+        }
+        return send_all(c, data + n, len - (size_t) n, deadline_ms);
+}
+
 /*
  * Reads the next line into *ret_line (NUL-terminated in place of '\n',
  * valid until the next read). -ECONNRESET when the daemon closes the
@@ -326,7 +362,7 @@ static int call_read_answer(MsbClient *c, uint64_t id, uint64_t deadline, int ca
                 json_t *jid = json_object_get(msg, "id");
                 if (!jid) {
                         /* A notification; the daemon only sends them about a
-                         * request of ours, and only pull asks to hear them. */
+                         * request of ours, and only pull and load ask to hear them. */
                         if (notify) {
                                 r = notify(c, id, msg, userdata);
                                 if (r < 0)
@@ -364,12 +400,12 @@ static int call_cancel(MsbClient *c, uint64_t id) {
         return -ECANCELED;
 }
 
-static int call_exchange(MsbClient *c, uint64_t id, const char *text, size_t len, ClientNotifyFn notify,
-                         void *userdata, json_t **ret_result) {
+static int call_exchange(MsbClient *c, uint64_t id, const char *text, size_t len, const int *fds, size_t n_fds,
+                         ClientNotifyFn notify, void *userdata, json_t **ret_result) {
         uint64_t deadline = c->timeout_ms > 0 ? monotonic_ms() + c->timeout_ms : 0;
         int r;
 
-        r = send_all(c, text, len, deadline);
+        r = send_with_fds(c, text, len, fds, n_fds, deadline);
         if (r < 0)
                 return r;
         c->cancelled = false;
@@ -381,6 +417,11 @@ static int call_exchange(MsbClient *c, uint64_t id, const char *text, size_t len
 
 int client_call(MsbClient *c, const char *method, json_t *params, ClientNotifyFn notify, void *userdata,
                 json_t **ret_result) {
+        return client_call_fds(c, method, params, NULL, 0, notify, userdata, ret_result);
+}
+
+int client_call_fds(MsbClient *c, const char *method, json_t *params, const int *fds, size_t n_fds,
+                    ClientNotifyFn notify, void *userdata, json_t **ret_result) {
         _cleanup_json_ json_t *req = NULL, *result = NULL;
         _cleanup_free_ char *text = NULL;
         uint64_t id;
@@ -410,7 +451,7 @@ int client_call(MsbClient *c, const char *method, json_t *params, ClientNotifyFn
         text = framed;
         memcpy(text + len, "\n", 2);
 
-        r = call_exchange(c, id, text, len + 1, notify, userdata, &result);
+        r = call_exchange(c, id, text, len + 1, fds, n_fds, notify, userdata, &result);
         if (r < 0) {
                 /* Only a JSON-RPC error, or a call cancelled through the
                  * cancel fd (whose answer call_cancel() waited for, or it

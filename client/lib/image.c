@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 
 /*
- * image.get, image.list, image.inspect, image.remove, image.prune and
- * image.load, and the result structs of proto/openrpc.json
+ * image.get, image.list, image.inspect, image.remove and image.prune,
+ * and the result structs of proto/openrpc.json
  * (components/schemas ImageHandle, ImageDetail, ImagePruneReport).
  */
 
@@ -365,25 +365,4 @@ int msb_client_image_prune(MsbClient *c, MsbPruneReport **ret_report) {
         if (r < 0)
                 return r;
         return prune_report_from_json(result, ret_report);
-}
-
-int msb_client_image_load(MsbClient *c, const char *path, const char *tag, MsbImageList **ret_list) {
-        _cleanup_json_ json_t *params = NULL, *result = NULL;
-        int r;
-
-        client_reset_error(c);
-        if (!path || !ret_list)
-                return -EINVAL;
-        params = json_pack("{s:s}", "path", path);
-        if (!params)
-                return -EINVAL;
-        if (tag) {
-                json_t *t = json_string(tag);
-                if (!t || json_object_set_new(params, "tag", t) < 0)
-                        return -EINVAL;
-        }
-        r = client_call(c, "image.load", params, NULL, NULL, &result);
-        if (r < 0)
-                return r;
-        return image_list_from_json(result, ret_list);
 }

@@ -10,6 +10,42 @@
 
 #include "client-internal.h"
 
+const char *json_member_string(json_t *o, const char *key) {
+        return json_string_value(json_object_get(o, key));
+}
+
+int64_t json_member_int(json_t *o, const char *key) {
+        json_t *v = json_object_get(o, key);
+        return json_is_integer(v) ? (int64_t) json_integer_value(v) : MSB_NULL_INT;
+}
+
+int client_progress_params(json_t *msg, const char *method, uint64_t request_id, json_t **ret_params,
+                           const char **ret_event) {
+        json_t *params = json_object_get(msg, "params");
+        json_t *id = json_object_get(params, "id");
+        const char *event;
+
+        if (!streq(json_member_string(msg, "method") ?: "", method))
+                return 0;
+        /* One request at a time, so progress for another id cannot be ours;
+         * skip it rather than misreport. */
+        if (!json_is_integer(id) || (uint64_t) json_integer_value(id) != request_id)
+                return 0;
+        event = json_member_string(params, "event");
+        if (!event)
+                return -EPROTO;
+        *ret_params = params;
+        *ret_event = event;
+        return 1;
+}
+
+int client_event_from_string(const char *const *names, size_t n, const char *s, int unknown) {
+        for (size_t i = 0; i < n; i++)
+                if (names[i] && streq(names[i], s))
+                        return (int) i;
+        return unknown;
+}
+
 int json_get_string(json_t *o, const char *key, char **ret) {
         json_t *v = json_object_get(o, key);
         char *s;

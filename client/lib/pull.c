@@ -20,65 +20,42 @@ static const char *const pull_event_names[] = {
         [MSB_PULL_COMPLETE] = "complete",
 };
 
-static MsbPullEvent pull_event_from_string(const char *s) {
-        for (size_t i = 0; i < ELEMENTSOF(pull_event_names); i++)
-                if (pull_event_names[i] && streq(pull_event_names[i], s))
-                        return (MsbPullEvent) i;
-        return MSB_PULL_UNKNOWN;
-}
-
 typedef struct PullState {
         MsbPullProgressFn progress;
         void *userdata;
 } PullState;
 
-static const char *member_string(json_t *o, const char *key) {
-        return json_string_value(json_object_get(o, key));
-}
-
-static int64_t member_int(json_t *o, const char *key) {
-        json_t *v = json_object_get(o, key);
-        return json_is_integer(v) ? (int64_t) json_integer_value(v) : MSB_NULL_INT;
-}
-
 static int pull_notify(MsbClient *c, uint64_t request_id, json_t *msg, void *userdata) {
         PullState *state = userdata;
-        json_t *params = json_object_get(msg, "params");
-        json_t *id = json_object_get(params, "id");
         _cleanup_free_ char *text = NULL;
         const char *event;
+        json_t *params;
+        int r;
 
-        if (!streq(member_string(msg, "method") ?: "", "image.pull.progress"))
-                return 0;
-        /* One request at a time, so progress for another id cannot be ours;
-         * skip it rather than misreport. */
-        if (!json_is_integer(id) || (uint64_t) json_integer_value(id) != request_id)
-                return 0;
-        event = member_string(params, "event");
-        if (!event)
-                return -EPROTO;
-        if (!state->progress)
-                return 0;
+        r = client_progress_params(msg, "image.pull.progress", request_id, &params, &event);
+        if (r <= 0 || !state->progress)
+                return r;
         text = json_dumps(params, JSON_COMPACT);
         if (!text)
                 return -ENOMEM;
 
         MsbPullProgress p = {
-                .event = pull_event_from_string(event),
+                .event = (MsbPullEvent) client_event_from_string(pull_event_names, ELEMENTSOF(pull_event_names),
+                                                                  event, MSB_PULL_UNKNOWN),
                 .event_name = event,
-                .reference = member_string(params, "reference"),
-                .manifest_digest = member_string(params, "manifest_digest"),
-                .digest = member_string(params, "digest"),
-                .diff_id = member_string(params, "diff_id"),
-                .layer_count = member_int(params, "layer_count"),
-                .position = member_int(params, "position"),
-                .total_bytes = member_int(params, "total_bytes"),
-                .downloaded_bytes = member_int(params, "downloaded_bytes"),
-                .erofs_size_bytes = member_int(params, "erofs_size_bytes"),
-                .size_bytes = member_int(params, "size_bytes"),
+                .reference = json_member_string(params, "reference"),
+                .manifest_digest = json_member_string(params, "manifest_digest"),
+                .digest = json_member_string(params, "digest"),
+                .diff_id = json_member_string(params, "diff_id"),
+                .layer_count = json_member_int(params, "layer_count"),
+                .position = json_member_int(params, "position"),
+                .total_bytes = json_member_int(params, "total_bytes"),
+                .downloaded_bytes = json_member_int(params, "downloaded_bytes"),
+                .erofs_size_bytes = json_member_int(params, "erofs_size_bytes"),
+                .size_bytes = json_member_int(params, "size_bytes"),
                 .json = text,
         };
-        int r = state->progress(&p, state->userdata);
+        r = state->progress(&p, state->userdata);
         return r < 0 ? r : 0;
 }
 

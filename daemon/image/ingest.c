@@ -26,6 +26,14 @@ struct Ingest {
          * the store are counted by the fsmeta merge, which counts all. */
         uint64_t entries;
 
+        /* What this ingest published, for ingest_abort() to take back. */
+        bool *layer_published;
+        const char *blob_written[2]; /* the manifest and config digests, once written here */
+        bool rootfs_written;
+        bool committed;
+        StoreManifest row; /* what ingest_prepare() made ready for the index */
+        StoreLayer *row_layers;
+
         /* Layers of one image may convert in parallel on several workers. */
         pthread_mutex_t lease_lock;
         char **leases;
@@ -82,10 +90,15 @@ static void converting_release(const char *diff_id) {
         pthread_mutex_unlock(&converting_lock);
 }
 
+/* Leases key for this ingest, once: ingest_abort() relies on holding no
+ * more than one lease of its own on anything (store_discard()). */
 static int ingest_lease(Ingest *in, const char *key) {
         int r = 0;
 
         pthread_mutex_lock(&in->lease_lock);
+        for (size_t i = 0; i < in->n_leases; i++)
+                if (streq(in->leases[i], key))
+                        goto out;
         char **n = realloc(in->leases, (in->n_leases + 1) * sizeof(char *));
         if (!n) {
                 r = -ENOMEM;
@@ -162,7 +175,8 @@ int ingest_new(Store *store, const char *manifest_digest, const void *manifest, 
         in->layers = calloc(n + 1, sizeof(IngestLayer));
         in->erofs_sizes = calloc(n + 1, sizeof(uint64_t));
         in->layer_ready = calloc(n + 1, sizeof(bool));
-        if (!in->layers || !in->erofs_sizes || !in->layer_ready)
+        in->layer_published = calloc(n + 1, sizeof(bool));
+        if (!in->layers || !in->erofs_sizes || !in->layer_ready || !in->layer_published)
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++)
                 in->layers[i] = (IngestLayer) {
@@ -196,6 +210,8 @@ Ingest *ingest_free(Ingest *in) {
         free(in->layers);
         free(in->erofs_sizes);
         free(in->layer_ready);
+        free(in->layer_published);
+        free(in->row_layers);
         free(in->manifest_digest);
         free(in->manifest);
         free(in->config);
@@ -260,6 +276,8 @@ static int convert_into_store(Ingest *in, size_t i, int blob_fd, MsbError *err) 
                 msb_error_from_errno(err, r, "cannot publish the layer image");
                 goto fail;
         }
+        /* Published: from here on an abort takes it back out, row or not. */
+        in->layer_published[i] = true;
         r = store_layer_add(in->store, l->diff_id, info.erofs_bytes);
         if (r < 0)
                 return msb_error_from_errno(err, r, "cannot index the layer");
@@ -298,11 +316,20 @@ int ingest_convert_layer(Ingest *in, size_t i, int blob_fd, MsbError *err) {
         return r;
 }
 
-static int write_blob(Store *s, const char *digest, const void *data, size_t size) {
-        _cleanup_free_ char *path = store_blob_path(s, digest);
+/* Writes a manifest or config blob (slot 0 or 1) unless the store has it,
+ * and remembers when this ingest was the one that wrote it. */
+static int write_blob(Ingest *in, size_t slot, const char *digest, const void *data, size_t size) {
+        _cleanup_free_ char *path = store_blob_path(in->store, digest);
+        int r;
+
         if (!path)
                 return -ENOMEM;
-        return store_write_file(s, path, data, size);
+        if (access(path, F_OK) == 0)
+                return 0;
+        r = store_write_file(in->store, path, data, size);
+        if (r >= 0)
+                in->blob_written[slot] = digest;
+        return r;
 }
 
 /* Builds the fsmeta image and the VMDK descriptor of the manifest. */
@@ -355,6 +382,7 @@ static int build_rootfs(Ingest *in, uint64_t *ret_fsmeta, uint64_t *ret_vmdk, Ms
         r = store_tmpfile_publish(in->store, fd, tmp, fsmeta);
         if (r < 0)
                 goto out_discard;
+        in->rootfs_written = true;
 
         r = store_tmpfile(in->store, "vmdk", &vfd, &tmp_vmdk);
         if (r < 0)
@@ -383,6 +411,53 @@ out:
         return r;
 }
 
+/* Everything but the index transaction: the layers are all converted, the
+ * manifest and config blobs are written, fsmeta and the VMDK built, and
+ * in->row describes the manifest for the index. */
+static int ingest_prepare(Ingest *in, MsbError *err) {
+        size_t n = in->parsed->n_layers;
+        int r;
+
+        if (store_cancelled(in->store))
+                return msb_error_set(err, -ECANCELED, PROTO_ERROR_SHUTTING_DOWN,
+                                     "the daemon is shutting down; the import was abandoned");
+        for (size_t i = 0; i < n; i++)
+                if (!in->layer_ready[i])
+                        return msb_error_set(err, -EINVAL, PROTO_ERROR_INTERNAL_ERROR,
+                                             "layer %zu was not converted before the commit", i);
+
+        r = write_blob(in, 0, in->manifest_digest, in->manifest, in->manifest_size);
+        if (r >= 0)
+                r = write_blob(in, 1, in->parsed->config.digest, in->config, in->config_size);
+        if (r < 0)
+                return msb_error_from_errno(err, r, "cannot write the manifest and config");
+
+        in->row = (StoreManifest) {
+                .digest = in->manifest_digest,
+                .media_type = in->parsed->media_type,
+                .size = in->manifest_size,
+                .config_digest = in->parsed->config.digest,
+                .config_size = in->config_size,
+                .architecture = in->parsed_config->platform.architecture,
+                .os = in->parsed_config->platform.os,
+                .variant = in->parsed_config->platform.variant,
+                .n_layers = n,
+        };
+        free(in->row_layers);
+        in->row_layers = calloc(n + 1, sizeof(StoreLayer));
+        if (!in->row_layers)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                in->row_layers[i] = (StoreLayer) {
+                        .blob_digest = (char *) in->layers[i].blob_digest,
+                        .diff_id = (char *) in->layers[i].diff_id,
+                        .media_type = (char *) in->layers[i].media_type,
+                        .compressed_size = in->layers[i].size,
+                };
+        in->row.layers = in->row_layers;
+        return build_rootfs(in, &in->row.fsmeta_size, &in->row.vmdk_size, err);
+}
+
 int ingest_commit(Ingest *in, char *const *references, size_t n_references, json_t **ret_handle, MsbError *err) {
         json_auto_t *handles = json_array();
         int r;
@@ -399,50 +474,57 @@ int ingest_commit(Ingest *in, char *const *references, size_t n_references, json
 
 int ingest_commit_handles(Ingest *in, char *const *references, size_t n_references, json_t *handles,
                           MsbError *err) {
-        _cleanup_free_ StoreLayer *layers = NULL;
-        StoreManifest m;
+        IngestCommit one = { .ingest = in, .references = references, .n_references = n_references };
+        return ingest_commit_many(&one, 1, handles, err);
+}
+
+int ingest_commit_many(const IngestCommit *images, size_t n_images, json_t *handles, MsbError *err) {
+        _cleanup_free_ StoreImageCommit *rows = calloc(n_images + 1, sizeof(StoreImageCommit));
         int r;
 
-        if (store_cancelled(in->store))
-                return msb_error_set(err, -ECANCELED, PROTO_ERROR_SHUTTING_DOWN,
-                                     "the daemon is shutting down; the import was abandoned");
-        for (size_t i = 0; i < in->parsed->n_layers; i++)
-                if (!in->layer_ready[i])
-                        return msb_error_set(err, -EINVAL, PROTO_ERROR_INTERNAL_ERROR,
-                                             "layer %zu was not converted before the commit", i);
-
-        r = write_blob(in->store, in->manifest_digest, in->manifest, in->manifest_size);
-        if (r >= 0)
-                r = write_blob(in->store, in->parsed->config.digest, in->config, in->config_size);
-        if (r < 0)
-                return msb_error_from_errno(err, r, "cannot write the manifest and config");
-
-        m = (StoreManifest) {
-                .digest = in->manifest_digest,
-                .media_type = in->parsed->media_type,
-                .size = in->manifest_size,
-                .config_digest = in->parsed->config.digest,
-                .config_size = in->config_size,
-                .architecture = in->parsed_config->platform.architecture,
-                .os = in->parsed_config->platform.os,
-                .variant = in->parsed_config->platform.variant,
-                .n_layers = in->parsed->n_layers,
-        };
-        layers = calloc(m.n_layers + 1, sizeof(StoreLayer));
-        if (!layers)
+        if (!rows)
                 return -ENOMEM;
-        for (size_t i = 0; i < m.n_layers; i++)
-                layers[i] = (StoreLayer) {
-                        .blob_digest = (char *) in->layers[i].blob_digest,
-                        .diff_id = (char *) in->layers[i].diff_id,
-                        .media_type = (char *) in->layers[i].media_type,
-                        .compressed_size = in->layers[i].size,
+        for (size_t i = 0; i < n_images; i++) {
+                Ingest *in = images[i].ingest;
+                r = ingest_prepare(in, err);
+                if (r < 0)
+                        return r;
+                rows[i] = (StoreImageCommit) {
+                        .manifest = &in->row,
+                        .references = images[i].references,
+                        .n_references = images[i].n_references,
                 };
-        m.layers = layers;
+        }
+        if (n_images > 0) {
+                Store *store = images[0].ingest->store;
+                r = store_images_commit(store, rows, n_images, handles, err);
+                if (r < 0)
+                        return r;
+        }
+        for (size_t i = 0; i < n_images; i++)
+                images[i].ingest->committed = true;
+        return 0;
+}
 
-        r = build_rootfs(in, &m.fsmeta_size, &m.vmdk_size, err);
-        if (r < 0)
-                return r;
+void ingest_abort(Ingest *in) {
+        _cleanup_free_ const char **layers = NULL;
+        StoreDiscard d = {};
 
-        return store_image_commit_with_handles(in->store, &m, references, n_references, handles, err);
+        if (!in || in->committed)
+                return;
+        layers = calloc(in->parsed->n_layers + 1, sizeof(char *));
+        if (!layers)
+                return;
+        for (size_t i = 0; i < in->parsed->n_layers; i++)
+                if (in->layer_published[i])
+                        layers[d.n_layers++] = in->layers[i].diff_id;
+        d.layers = layers;
+        d.blobs[0] = in->blob_written[0];
+        d.blobs[1] = in->blob_written[1];
+        d.rootfs = in->rootfs_written ? in->manifest_digest : NULL;
+        store_discard(in->store, &d);
+        /* Nothing of it is ours any more: a second abort has nothing to do. */
+        memset(in->layer_published, 0, in->parsed->n_layers * sizeof(bool));
+        in->blob_written[0] = in->blob_written[1] = NULL;
+        in->rootfs_written = false;
 }

@@ -54,10 +54,31 @@ bool ingest_layer_cached(Ingest *in, size_t i);
 int ingest_convert_layer(Ingest *in, size_t i, int blob_fd, MsbError *err);
 
 /* Writes the manifest and config blobs, fsmeta and the VMDK, and commits
- * the image under the canonical references. *ret_handle (may be NULL) gets
+ * the image under the canonical references. On failure what it published
+ * stays until ingest_abort(). *ret_handle (may be NULL) gets
  * the ImageHandle of the first reference. */
 int ingest_commit(Ingest *in, char *const *references, size_t n_references, json_t **ret_handle, MsbError *err);
 /* The same, appending to handles the ImageHandle of every reference, as
  * committed. */
 int ingest_commit_handles(Ingest *in, char *const *references, size_t n_references, json_t *handles,
                           MsbError *err);
+
+/* One image of ingest_commit_many(). */
+typedef struct IngestCommit {
+        Ingest *ingest;
+        char *const *references;
+        size_t n_references;
+} IngestCommit;
+
+/* Commits several images in one index transaction, all or none, appending
+ * the ImageHandle of every reference, in order, to handles. */
+int ingest_commit_many(const IngestCommit *images, size_t n_images, json_t *handles, MsbError *err);
+
+/*
+ * Takes back what the ingest published and did not commit: the layers it
+ * converted (rows and files), the blobs, fsmeta and VMDK it wrote, each
+ * unless a committed image or another import in flight uses it. So a load
+ * or pull that fails leaves the store as it found it. Blocking (the
+ * store): a worker thread, before ingest_free(). A no-op after a commit.
+ */
+void ingest_abort(Ingest *in);

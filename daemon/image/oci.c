@@ -403,12 +403,16 @@ void oci_platform_done(OciPlatform *p) {
         *p = (OciPlatform) {};
 }
 
+bool oci_descriptor_is_attestation(const OciDescriptor *d) {
+        return d->attestation || (streq_ptr(d->platform.os, "unknown") && streq_ptr(d->platform.architecture, "unknown"));
+}
+
 int oci_index_select(const OciIndex *idx, const OciPlatform *want, size_t *ret) {
         ssize_t best = -1;
 
         for (size_t i = 0; i < idx->n_manifests; i++) {
                 const OciDescriptor *d = &idx->manifests[i];
-                if (d->attestation || !streq_ptr(d->platform.os, want->os) ||
+                if (oci_descriptor_is_attestation(d) || !streq_ptr(d->platform.os, want->os) ||
                     !streq_ptr(d->platform.architecture, want->architecture))
                         continue;
                 if (want->variant) {

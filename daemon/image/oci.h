@@ -101,6 +101,11 @@ void oci_host_platform(OciPlatform *ret);
 int oci_platform_parse(const char *s, OciPlatform *ret);
 void oci_platform_done(OciPlatform *p);
 
+/* True for an attestation manifest beside the images of an index: marked
+ * so by buildkit (vnd.docker.reference.type), or of platform unknown/unknown
+ * as buildkit gives them. Never an image to run. */
+bool oci_descriptor_is_attestation(const OciDescriptor *d);
+
 /* The index entry that best matches want: os and architecture equal, variant
  * equal when want names one (else the entry without variant or the first).
  * Attestation manifests are never chosen. -ENOENT when none matches. */

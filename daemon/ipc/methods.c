@@ -155,14 +155,51 @@ static int method_image_prune(RpcCall *call, RpcWorkerContext *ctx, const void *
 
 typedef struct LoadParams {
         const char *path;
+        int fd; /* received with the request line; closed by rpc when the call ends */
+        const char *image;
         const char *tag;
 } LoadParams;
 
 static const RpcField load_fields[] = {
-        { "path", RPC_FIELD_STRING, offsetof(LoadParams, path), true, NULL },
+        { "path", RPC_FIELD_STRING, offsetof(LoadParams, path), false, NULL },
+        { "fd", RPC_FIELD_FD, offsetof(LoadParams, fd), false, NULL },
+        { "image", RPC_FIELD_STRING, offsetof(LoadParams, image), false, NULL },
         { "tag", RPC_FIELD_STRING, offsetof(LoadParams, tag), false, NULL },
         {}
 };
+
+/* A load's progress goes to its caller as image.load.progress
+ * notifications carrying the request's id, through the loop. Runs on the
+ * load's worker thread. */
+static void load_progress(json_t *event, void *userdata) {
+        RpcCall *call = userdata;
+        json_t *id = rpc_call_id(call);
+
+        /* A copy: the id's reference count belongs to the loop. */
+        json_object_set_new(event, "id", id ? json_deep_copy(id) : json_null());
+        rpc_call_notify_from_worker(call, "image.load.progress", event);
+}
+
+static int load_params_check(const LoadParams *p, MsbError *err) {
+        const char *bad = NULL, *why = NULL;
+
+        if (!p->path == (p->fd < 0)) {
+                bad = "path";
+                why = "give either path (on the daemon's filesystem) or fd (an archive passed with the request), "
+                      "one of them";
+        } else if (p->path && p->path[0] != '/') {
+                bad = "path";
+                why = "path must be absolute: the daemon does not share the caller's working directory";
+        } else if (p->image && !p->image[0]) {
+                bad = "image";
+                why = "image must name an image of the source";
+        }
+        if (!bad)
+                return 0;
+        msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_PARAMS, "%s", why);
+        msb_error_add_data(err, "parameter", json_string(bad));
+        return -EINVAL;
+}
 
 static int method_image_load(RpcCall *call, RpcWorkerContext *ctx, const void *params, json_t **ret,
                              MsbError *err) {
@@ -170,20 +207,25 @@ static int method_image_load(RpcCall *call, RpcWorkerContext *ctx, const void *p
         _cleanup_(reference_freep) Reference *tag = NULL;
         int r;
 
-        if (p->path[0] != '/') {
-                msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_PARAMS,
-                              "path must be absolute: the daemon does not share the caller's working directory");
-                msb_error_add_data(err, "parameter", json_string("path"));
-                return -EINVAL;
-        }
+        r = load_params_check(p, err);
+        if (r < 0)
+                return r;
         if (p->tag) {
                 r = param_reference(p->tag, "tag", &tag, err);
                 if (r < 0)
                         return r;
         }
-        r = load_images(ctx->store, p->path, tag ? tag->canonical : NULL, ret, err);
+        LoadRequest req = {
+                .path = p->path,
+                .fd = p->fd,
+                .image = p->image,
+                .tag = tag ? tag->canonical : NULL,
+                .progress = rpc_call_id(call) ? load_progress : NULL,
+                .userdata = call,
+        };
+        r = load_images(ctx->store, &req, ret, err);
         if (r >= 0)
-                log_info("loaded %zu image(s) from %s", json_array_size(*ret), p->path);
+                log_info("loaded %zu image(s) from %s", json_array_size(*ret), p->path ?: "an archive passed by fd");
         return r;
 }
 

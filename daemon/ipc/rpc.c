@@ -15,6 +15,7 @@ int rpc_new(uv_loop_t *loop, const RpcMethod *methods, size_t n_methods, RpcLoop
         if (!rpc)
                 return -ENOMEM;
         rpc->loop = loop;
+        pthread_mutex_init(&rpc->notes_lock, NULL);
         rpc->loop_ctx = loop_ctx;
         rpc->worker_ctx = worker_ctx;
         rpc->document = json_loadb(proto_openrpc_json, proto_openrpc_json_len, 0, &jerr);
@@ -27,13 +28,25 @@ int rpc_new(uv_loop_t *loop, const RpcMethod *methods, size_t n_methods, RpcLoop
         r = rpc_params_load(rpc, methods, n_methods, err);
         if (r < 0)
                 return r;
+        r = rpc_notes_open(rpc);
+        if (r < 0)
+                return msb_error_from_errno(err, r, "cannot set up notifications from workers");
         *ret = TAKE_PTR(rpc);
         return 0;
+}
+
+void rpc_close(Rpc *rpc) {
+        if (rpc)
+                rpc_notes_close(rpc);
 }
 
 Rpc *rpc_free(Rpc *rpc) {
         if (!rpc)
                 return NULL;
+        /* rpc_close() closed the handle and the loop has run since; notes
+         * of workers abandoned at shutdown are dropped. */
+        rpc_notes_flush(rpc);
+        pthread_mutex_destroy(&rpc->notes_lock);
         rpc_params_free(rpc);
         json_decref(rpc->document);
         free(rpc->document_text);
@@ -49,7 +62,7 @@ static void call_free(RpcCall *call) {
         json_decref(call->id);
         json_decref(call->params);
         json_decref(call->result);
-        free(call->decoded);
+        rpc_params_done(call->entry, call->decoded);
         free(call->result_text_owned);
         msb_error_clear(&call->err);
         free(call);
@@ -227,17 +240,19 @@ static int request_check(Rpc *rpc, json_t *req, json_t **ret_id, const MethodEnt
 }
 
 static int call_new(Rpc *rpc, RpcPeer *peer, Batch *batch, const MethodEntry *e, json_t *id, json_t *params,
-                    RpcCall **ret, MsbError *err) {
-        _cleanup_free_ void *decoded = NULL;
+                    RpcFds *fds, RpcCall **ret, MsbError *err) {
+        void *decoded = NULL;
         RpcCall *call;
         int r;
 
-        r = rpc_params_decode(e, params, &decoded, err);
+        r = rpc_params_decode(e, params, fds, &decoded, err);
         if (r < 0)
                 return r;
         call = calloc(1, sizeof(*call));
-        if (!call)
+        if (!call) {
+                rpc_params_done(e, decoded);
                 return msb_error_set(err, -ENOMEM, PROTO_ERROR_INTERNAL_ERROR, "out of memory");
+        }
         *call = (RpcCall) {
                 .rpc = rpc,
                 .peer = peer,
@@ -245,7 +260,7 @@ static int call_new(Rpc *rpc, RpcPeer *peer, Batch *batch, const MethodEntry *e,
                 .entry = e,
                 .id = json_incref(id),
                 .params = params ? json_incref(params) : json_object(),
-                .decoded = TAKE_PTR(decoded),
+                .decoded = decoded,
         };
         peer->ops->hold(peer);
         peer->n_calls++;
@@ -275,7 +290,7 @@ static void call_dispatch(Rpc *rpc, RpcCall *call) {
 }
 
 /* Handles one request object; its response goes to the batch or the connection. */
-static void handle_request(Rpc *rpc, RpcPeer *peer, Batch *batch, json_t *req) {
+static void handle_request(Rpc *rpc, RpcPeer *peer, Batch *batch, json_t *req, RpcFds *fds) {
         _cleanup_(msb_error_clear) MsbError err = {};
         const MethodEntry *e = NULL;
         json_t *id = NULL;
@@ -284,7 +299,7 @@ static void handle_request(Rpc *rpc, RpcPeer *peer, Batch *batch, json_t *req) {
 
         r = request_check(rpc, req, &id, &e, &err);
         if (r >= 0)
-                r = call_new(rpc, peer, batch, e, id, json_object_get(req, "params"), &call, &err);
+                r = call_new(rpc, peer, batch, e, id, json_object_get(req, "params"), fds, &call, &err);
         if (r >= 0) {
                 call_dispatch(rpc, call);
                 return;
@@ -311,7 +326,7 @@ static int batch_check(json_t *msg, MsbError *err) {
         return 0;
 }
 
-void rpc_handle_line(Rpc *rpc, RpcPeer *peer, const char *line, size_t len) {
+void rpc_handle_line(Rpc *rpc, RpcPeer *peer, const char *line, size_t len, RpcFds *fds) {
         _cleanup_(msb_error_clear) MsbError err = {};
         json_auto_t *msg = NULL;
         json_error_t jerr;
@@ -331,7 +346,7 @@ void rpc_handle_line(Rpc *rpc, RpcPeer *peer, const char *line, size_t len) {
                 return;
         }
         if (!json_is_array(msg)) {
-                handle_request(rpc, peer, NULL, msg);
+                handle_request(rpc, peer, NULL, msg, fds);
                 return;
         }
         if (batch_check(msg, &err) < 0) {
@@ -343,7 +358,7 @@ void rpc_handle_line(Rpc *rpc, RpcPeer *peer, const char *line, size_t len) {
                 return;
         }
         json_array_foreach(msg, i, req)
-                handle_request(rpc, peer, b, req);
+                handle_request(rpc, peer, b, req, fds);
         rpc_batch_done(b);
 }
 

@@ -55,9 +55,27 @@ typedef enum RpcFieldType {
         RPC_FIELD_INT,    /* int64_t, RPC_FIELD_INT_ABSENT when absent */
         RPC_FIELD_ENUM,   /* int: the index of the value in enum_names; -1 when absent */
         RPC_FIELD_JSON,   /* json_t * (borrowed), NULL when absent: a schema without a type */
+        RPC_FIELD_FD,     /* int: a file descriptor received with the request line, named by its
+                           * index among them (an "integer" in proto/); -EBADF when absent. The
+                           * call owns it and rpc closes it when the call ends. */
 } RpcFieldType;
 
 #define RPC_FIELD_INT_ABSENT INT64_MIN
+
+/* README "Limits": file descriptors (SCM_RIGHTS) one request line may bring.
+ * A load takes one; a few leave room for a batch of loads. */
+#define RPC_REQUEST_FDS_MAX ((unsigned) PROTO_LIMIT_REQUEST_FDS)
+
+/* The file descriptors that came with one request line, in the order
+ * received. A request's RPC_FIELD_FD param takes one (its slot becomes
+ * -EBADF); whoever handed the line to rpc closes what is left. */
+typedef struct RpcFds {
+        int fds[RPC_REQUEST_FDS_MAX];
+        unsigned n;
+} RpcFds;
+
+/* Closes every descriptor still in fds. */
+void rpc_fds_close(RpcFds *fds);
 
 /* One param of a method: how it is decoded into the method's params struct. */
 typedef struct RpcField {
@@ -169,11 +187,15 @@ int rpc_peer_notify(RpcPeer *p, const char *method, json_t *params);
 
 int rpc_new(uv_loop_t *loop, const RpcMethod *methods, size_t n_methods, RpcLoopContext *loop_ctx,
             RpcWorkerContext *worker_ctx, Rpc **ret, MsbError *err);
+/* Closes the loop handle rpc keeps (for notifications from workers); the
+ * loop then runs its close callback. Before rpc_free(), at shutdown. */
+void rpc_close(Rpc *rpc);
 Rpc *rpc_free(Rpc *rpc);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Rpc *, rpc_free);
 
-/* Handles one received line of the peer. */
-void rpc_handle_line(Rpc *rpc, RpcPeer *peer, const char *line, size_t len);
+/* Handles one received line of the peer, with the descriptors that came
+ * with it (NULL for none); the requests take those they name. */
+void rpc_handle_line(Rpc *rpc, RpcPeer *peer, const char *line, size_t len, RpcFds *fds);
 
 /* From now on, new calls of methods that are not inline are refused with
  * shutting-down, and so are, at once, the worker calls still waiting. */
@@ -206,6 +228,10 @@ int rpc_peer_cancel(RpcPeer *peer, json_t *id);
 /* Sends a notification (params stolen) to the caller, within its answer
  * limits. Loop thread. */
 void rpc_call_notify(RpcCall *call, const char *method, json_t *params);
+/* The same from the worker thread that runs the call (a RPC_WORKER
+ * handler): the notification goes to the loop, which sends it in order and
+ * before the call's answer. Thread-safe. */
+void rpc_call_notify_from_worker(RpcCall *call, const char *method, json_t *params);
 /* The request id as JSON (borrowed; NULL for a notification). */
 json_t *rpc_call_id(const RpcCall *call);
 /* True while the caller's connection is open. Loop thread. */
@@ -217,7 +243,10 @@ json_t *rpc_error_response(json_t *id, const MsbError *err);
 char *rpc_error_response_text(json_t *id, const MsbError *err);
 
 /* Validates params against method name's declared params and decodes them
- * into *ret (a struct of the method's params_size, freed by the caller).
- * 0, or -EINVAL with err set to invalid-params naming the field. Exposed for
- * the tests and the fuzz target. */
-int rpc_decode_params(const Rpc *rpc, const char *name, json_t *params, void **ret, MsbError *err);
+ * into *ret (a struct of the method's params_size, freed with
+ * rpc_decoded_free()), taking the descriptors its fd params name out of fds
+ * (NULL: none came). 0, or -EINVAL with err set to invalid-params naming
+ * the field. Exposed for the tests and the fuzz target. */
+int rpc_decode_params(const Rpc *rpc, const char *name, json_t *params, RpcFds *fds, void **ret, MsbError *err);
+/* Frees what rpc_decode_params() decoded, closing the descriptors it took. */
+void rpc_decoded_free(const Rpc *rpc, const char *name, void *decoded);

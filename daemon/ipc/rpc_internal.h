@@ -3,7 +3,17 @@
 
 /* What the rpc files share: the method entries, calls, batches. */
 
+#include <pthread.h>
+
 #include "rpc.h"
+
+/* A notification a worker handler sent, on its way to the loop. */
+typedef struct RpcWorkerNote {
+        RpcCall *call;
+        const char *method; /* static */
+        json_t *params;
+        struct RpcWorkerNote *next;
+} RpcWorkerNote;
 
 /* One declared param of a method, from the OpenRPC document. */
 typedef struct ParamSpec {
@@ -34,6 +44,13 @@ struct Rpc {
         RpcPeer *round;      /* peers with worker calls waiting, next to serve first */
         unsigned n_round;
         bool shutting_down;
+
+        /* Notifications of worker handlers, oldest first, for the loop to
+         * send (rpc_call_notify_from_worker()); notes_async wakes it. */
+        uv_async_t notes_async;
+        bool notes_open;
+        pthread_mutex_t notes_lock;
+        RpcWorkerNote *notes_head, *notes_tail;
 };
 
 /* The responses of a batch are sent together, as one array, once all of its
@@ -78,7 +95,11 @@ struct RpcCall {
 int rpc_params_load(Rpc *rpc, const RpcMethod *methods, size_t n_methods, MsbError *err);
 void rpc_params_free(Rpc *rpc);
 const MethodEntry *rpc_find(const Rpc *rpc, const char *name);
-int rpc_params_decode(const MethodEntry *e, json_t *params, void **ret, MsbError *err);
+/* Validates and decodes params; RPC_FIELD_FD params take their descriptor
+ * out of fds (may be NULL: there are none). */
+int rpc_params_decode(const MethodEntry *e, json_t *params, RpcFds *fds, void **ret, MsbError *err);
+/* Frees a decoded params struct, closing the descriptors it holds. */
+void rpc_params_done(const MethodEntry *e, void *decoded);
 
 /* rpc_answer.c */
 /* Sends the response (text taken; NULL when it could not be built) to the
@@ -107,5 +128,10 @@ void rpc_sched_enqueue(Rpc *rpc, RpcCall *call);
 void rpc_sched_done(Rpc *rpc, RpcCall *call);
 /* Answers every waiting call shutting-down. */
 void rpc_sched_refuse_waiting(Rpc *rpc);
+/* The notes of worker handlers: set up with the loop, sent by the loop
+ * (also right before a worker call's answer), closed at shutdown. */
+int rpc_notes_open(Rpc *rpc);
+void rpc_notes_flush(Rpc *rpc);
+void rpc_notes_close(Rpc *rpc);
 /* The peer's calls in flight changed: pause or resume its reading. */
 void rpc_peer_update_paused(RpcPeer *p);

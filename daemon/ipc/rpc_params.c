@@ -32,6 +32,7 @@ static const char *field_schema_type(RpcFieldType t) {
         case RPC_FIELD_BOOL:
                 return "boolean";
         case RPC_FIELD_INT:
+        case RPC_FIELD_FD:
                 return "integer";
         case RPC_FIELD_JSON:
                 return NULL;
@@ -257,7 +258,39 @@ static int validate_params(const MethodEntry *e, json_t *params, MsbError *err) 
 
 /* ---- decoding by the field tables ---- */
 
-static void decode_field(const RpcField *f, json_t *v, uint8_t *out) {
+void rpc_fds_close(RpcFds *fds) {
+        if (!fds)
+                return;
+        for (unsigned i = 0; i < fds->n; i++)
+                fds->fds[i] = safe_close(fds->fds[i]);
+}
+
+/* Takes the descriptor that param (an index among the line's) names out
+ * of fds. */
+static int take_fd(const char *param, json_t *v, RpcFds *fds, int *ret, MsbError *err) {
+        json_int_t i = json_integer_value(v);
+        unsigned n = fds ? fds->n : 0;
+
+        if (i < 0 || (uint64_t) i >= n) {
+                msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_PARAMS,
+                              "parameter '%s' names file descriptor %lld, but %u came with the request line (send "
+                              "them with SCM_RIGHTS together with the line's first bytes)",
+                              param, (long long) i, n);
+                msb_error_add_data(err, "parameter", json_string(param));
+                return -EINVAL;
+        }
+        if (fds->fds[i] < 0) {
+                msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_PARAMS,
+                              "parameter '%s': file descriptor %lld of the line was taken by another request",
+                              param, (long long) i);
+                msb_error_add_data(err, "parameter", json_string(param));
+                return -EINVAL;
+        }
+        *ret = TAKE_FD(fds->fds[i]);
+        return 0;
+}
+
+static int decode_field(const RpcField *f, json_t *v, RpcFds *fds, uint8_t *out, MsbError *err) {
         void *slot = out + f->offset;
 
         switch (f->type) {
@@ -279,11 +312,26 @@ static void decode_field(const RpcField *f, json_t *v, uint8_t *out) {
                         if (streq(f->enum_names[i], json_string_value(v)))
                                 *(int *) slot = i;
                 break;
+        case RPC_FIELD_FD:
+                *(int *) slot = -EBADF;
+                if (v)
+                        return take_fd(f->name, v, fds, (int *) slot, err);
+                break;
         }
+        return 0;
 }
 
-int rpc_params_decode(const MethodEntry *e, json_t *params, void **ret, MsbError *err) {
-        _cleanup_free_ uint8_t *out = NULL;
+void rpc_params_done(const MethodEntry *e, void *decoded) {
+        if (!decoded)
+                return;
+        for (size_t i = 0; i < e->n_params; i++)
+                if (e->params[i].field->type == RPC_FIELD_FD)
+                        safe_close(*(int *) ((uint8_t *) decoded + e->params[i].field->offset));
+        free(decoded);
+}
+
+int rpc_params_decode(const MethodEntry *e, json_t *params, RpcFds *fds, void **ret, MsbError *err) {
+        uint8_t *out;
         int r;
 
         r = validate_params(e, params, err);
@@ -292,15 +340,33 @@ int rpc_params_decode(const MethodEntry *e, json_t *params, void **ret, MsbError
         out = calloc(1, e->method->params_size ?: 1);
         if (!out)
                 return -ENOMEM;
+        /* Descriptors first, all set, so that a failure part way closes
+         * exactly those taken. */
         for (size_t i = 0; i < e->n_params; i++)
-                decode_field(e->params[i].field, json_object_get(params, e->params[i].name), out);
-        *ret = TAKE_PTR(out);
+                if (e->params[i].field->type == RPC_FIELD_FD)
+                        *(int *) (out + e->params[i].field->offset) = -EBADF;
+        for (size_t i = 0; i < e->n_params; i++) {
+                r = decode_field(e->params[i].field, json_object_get(params, e->params[i].name), fds, out, err);
+                if (r < 0) {
+                        rpc_params_done(e, out);
+                        return r;
+                }
+        }
+        *ret = out;
         return 0;
 }
 
-int rpc_decode_params(const Rpc *rpc, const char *name, json_t *params, void **ret, MsbError *err) {
+int rpc_decode_params(const Rpc *rpc, const char *name, json_t *params, RpcFds *fds, void **ret, MsbError *err) {
         const MethodEntry *e = rpc_find(rpc, name);
         if (!e)
                 return msb_error_set(err, -ENOENT, PROTO_ERROR_METHOD_NOT_FOUND, "no method %s", name);
-        return rpc_params_decode(e, params, ret, err);
+        return rpc_params_decode(e, params, fds, ret, err);
+}
+
+void rpc_decoded_free(const Rpc *rpc, const char *name, void *decoded) {
+        const MethodEntry *e = rpc_find(rpc, name);
+        if (e)
+                rpc_params_done(e, decoded);
+        else
+                free(decoded);
 }

@@ -69,6 +69,8 @@ static void work_cb(uv_work_t *w) {
 static void after_work_cb(uv_work_t *w, int status) {
         RpcCall *call = w->data;
 
+        /* What the handler sent while it ran goes before its answer. */
+        rpc_notes_flush(call->rpc);
         if (status == UV_ECANCELED && call->r >= 0) {
                 call->r = -ECANCELED;
                 msb_error_set(&call->err, -ECANCELED, PROTO_ERROR_SHUTTING_DOWN, "the daemon is shutting down");
@@ -174,4 +176,85 @@ void rpc_peer_unwatch(RpcPeer *p, RpcPeerWatch *w) {
                         w->next = NULL;
                         return;
                 }
+}
+
+/* ---- notifications from worker handlers ---- */
+
+void rpc_call_notify_from_worker(RpcCall *call, const char *method, json_t *params) {
+        Rpc *rpc = call->rpc;
+        RpcWorkerNote *n = calloc(1, sizeof(*n));
+
+        if (!n) {
+                json_decref(params);
+                return;
+        }
+        *n = (RpcWorkerNote) { .call = call, .method = method, .params = params };
+        pthread_mutex_lock(&rpc->notes_lock);
+        /* After rpc_close() the handle is gone: nobody would send it. */
+        if (!rpc->notes_open) {
+                pthread_mutex_unlock(&rpc->notes_lock);
+                json_decref(params);
+                free(n);
+                return;
+        }
+        if (rpc->notes_tail)
+                rpc->notes_tail->next = n;
+        else
+                rpc->notes_head = n;
+        rpc->notes_tail = n;
+        (void) uv_async_send(&rpc->notes_async);
+        pthread_mutex_unlock(&rpc->notes_lock);
+}
+
+/* On the loop: every call a note names is still running (its answer waits
+ * for this flush), so sending to it is safe. */
+void rpc_notes_flush(Rpc *rpc) {
+        RpcWorkerNote *n;
+        bool open;
+
+        pthread_mutex_lock(&rpc->notes_lock);
+        n = rpc->notes_head;
+        rpc->notes_head = rpc->notes_tail = NULL;
+        open = rpc->notes_open;
+        pthread_mutex_unlock(&rpc->notes_lock);
+        while (n) {
+                RpcWorkerNote *next = n->next;
+                if (open)
+                        rpc_call_notify(n->call, n->method, n->params);
+                else
+                        json_decref(n->params);
+                free(n);
+                n = next;
+        }
+}
+
+static void notes_async_cb(uv_async_t *a) {
+        rpc_notes_flush(a->data);
+}
+
+int rpc_notes_open(Rpc *rpc) {
+        int r;
+
+        if (!rpc->loop)
+                return 0;
+        r = uv_async_init(rpc->loop, &rpc->notes_async, notes_async_cb);
+        if (r < 0)
+                return r;
+        rpc->notes_async.data = rpc;
+        /* Waiting for notes never keeps the loop running. */
+        uv_unref((uv_handle_t *) &rpc->notes_async);
+        rpc->notes_open = true;
+        return 0;
+}
+
+void rpc_notes_close(Rpc *rpc) {
+        bool open;
+
+        rpc_notes_flush(rpc);
+        pthread_mutex_lock(&rpc->notes_lock);
+        open = rpc->notes_open;
+        rpc->notes_open = false;
+        pthread_mutex_unlock(&rpc->notes_lock);
+        if (open)
+                uv_close((uv_handle_t *) &rpc->notes_async, NULL);
 }

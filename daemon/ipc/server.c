@@ -13,6 +13,14 @@
 
 typedef struct Connection Connection;
 
+/* A descriptor received on a connection and not yet handed to a line: pos
+ * is the stream offset of the last byte of the read it came with, which
+ * lies in the line it belongs to (see connection_take_fds()). */
+typedef struct PendingFd {
+        int fd;
+        uint64_t pos;
+} PendingFd;
+
 struct Server {
         uv_loop_t *loop;
         Rpc *rpc;
@@ -42,6 +50,10 @@ struct Connection {
         unsigned calls;         /* calls and batches of this connection in flight */
         size_t answer_bytes;    /* reserved for its answers and not yet written */
         LineBuffer in;
+        uint64_t received;      /* bytes read from the client */
+        uint64_t line_start;    /* stream offset of the next line's first byte */
+        PendingFd fds[SERVER_CONNECTION_FDS_MAX];
+        unsigned n_fds;
         uint64_t number;
         Connection *prev, *next;
 };
@@ -67,6 +79,8 @@ static Connection *connection_ref(Connection *c) {
 static void connection_free(Connection *c) {
         /* Every write is done and every batch ended: all answer bytes are back. */
         assert(c->answer_bytes == 0);
+        for (unsigned i = 0; i < c->n_fds; i++)
+                safe_close(c->fds[i].fd);
         line_buffer_done(&c->in);
         free(c);
 }
@@ -330,6 +344,102 @@ static void send_limit_error(Connection *c, const char *limit, uint64_t max, con
         connection_send_last(c, text);
 }
 
+static void on_accepted_fd_closed(uv_handle_t *h) {
+        free(h);
+}
+
+/* Takes one descriptor libuv received on the connection: accepted into a
+ * handle of our own (libuv 1.44 hands out SCM_RIGHTS descriptors only
+ * through uv_accept(), and only into a stream handle; it opens a pipe
+ * handle on any descriptor without touching its flags, which the client's
+ * file description shares), duplicated, and the handle closed. */
+static int connection_accept_fd(Connection *c, int *ret) {
+        uv_pipe_t *h = malloc(sizeof(*h));
+        uv_os_fd_t fd = -1;
+        int r;
+
+        if (!h)
+                return -ENOMEM;
+        uv_pipe_init(c->server->loop, h, 0);
+        r = uv_accept((uv_stream_t *) &c->pipe, (uv_stream_t *) h);
+        if (r >= 0)
+                r = uv_fileno((uv_handle_t *) h, &fd);
+        if (r >= 0 && (*ret = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0)
+                r = negative_errno();
+        uv_close((uv_handle_t *) h, on_accepted_fd_closed);
+        return r < 0 ? r : 0;
+}
+
+/*
+ * Takes the descriptors that came with the read just done. The kernel
+ * hands descriptors out with the first bytes of the write that carried
+ * them and ends a read there (a read never joins bytes sent after them),
+ * so they belong to the line that holds the read's last byte: a client
+ * sends them with the first bytes of the request line that names them.
+ * -EMFILE past SERVER_CONNECTION_FDS_MAX: the extra ones are closed.
+ */
+static int connection_take_fds(Connection *c) {
+        int r = 0;
+
+        while (uv_pipe_pending_count(&c->pipe) > 0) {
+                int fd = -EBADF;
+                int k = connection_accept_fd(c, &fd);
+                if (k < 0) {
+                        r = r ?: k;
+                        continue;
+                }
+                if (c->n_fds >= SERVER_CONNECTION_FDS_MAX) {
+                        safe_close(fd);
+                        r = -EMFILE;
+                        continue;
+                }
+                c->fds[c->n_fds++] = (PendingFd) { .fd = fd, .pos = c->received - 1 };
+        }
+        return r;
+}
+
+/* Moves the pending descriptors that belong to a line ending at stream
+ * offset end into fds, in the order received. -E2BIG when the line brought
+ * more than a line may (they are closed). */
+static int connection_line_fds(Connection *c, uint64_t end, RpcFds *fds) {
+        unsigned taken = 0;
+        int r = 0;
+
+        *fds = (RpcFds) {};
+        while (taken < c->n_fds && c->fds[taken].pos <= end) {
+                int fd = c->fds[taken++].fd;
+                if (fds->n < RPC_REQUEST_FDS_MAX)
+                        fds->fds[fds->n++] = fd;
+                else {
+                        safe_close(fd);
+                        r = -E2BIG;
+                }
+        }
+        memmove(c->fds, c->fds + taken, (c->n_fds - taken) * sizeof(PendingFd));
+        c->n_fds -= taken;
+        if (r < 0)
+                rpc_fds_close(fds);
+        return r;
+}
+
+/* Hands a complete line of len bytes to rpc with its descriptors; closes
+ * those no request took. */
+static void connection_handle_line(Connection *c, char *line, size_t len) {
+        uint64_t end = c->line_start + len; /* its newline (or last byte, at EOF) */
+        RpcFds fds;
+
+        c->line_start = end + 1;
+        if (connection_line_fds(c, end, &fds) < 0) {
+                log_warning("connection %" PRIu64 ": more than %u file descriptors with one line, closing it",
+                            c->number, RPC_REQUEST_FDS_MAX);
+                send_limit_error(c, "request_fds", RPC_REQUEST_FDS_MAX,
+                                 "a request line brought more file descriptors than the limit");
+                return;
+        }
+        rpc_handle_line(c->server->rpc, &c->peer, line, len, &fds);
+        rpc_fds_close(&fds);
+}
+
 static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
         Connection *c = stream->data;
         char *line;
@@ -339,7 +449,7 @@ static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
         if (n == UV_EOF) {
                 connection_ref(c);
                 if (line_buffer_take_rest(&c->in, &line, &len) > 0)
-                        rpc_handle_line(c->server->rpc, &c->peer, line, len);
+                        connection_handle_line(c, line, len);
                 c->eof = true;
                 connection_unref(c);
                 connection_update_reading(c);
@@ -353,11 +463,19 @@ static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
         if (n == 0)
                 return;
 
+        c->received += (uint64_t) n;
+        if (connection_take_fds(c) == -EMFILE && c->open && !c->close_after_write) {
+                log_warning("connection %" PRIu64 ": more than %u file descriptors pending, closing it", c->number,
+                            SERVER_CONNECTION_FDS_MAX);
+                send_limit_error(c, "connection_pending_fds", SERVER_CONNECTION_FDS_MAX,
+                                 "the connection sent more file descriptors than its requests have taken");
+                return;
+        }
         r = line_buffer_append(&c->in, buf->base, (size_t) n);
         /* Hold a reference: a handler may close the connection. */
         connection_ref(c);
         while (r >= 0 && c->open && !c->close_after_write && (r = line_buffer_next(&c->in, &line, &len)) > 0)
-                rpc_handle_line(c->server->rpc, &c->peer, line, len);
+                connection_handle_line(c, line, len);
         if (r == -EMSGSIZE && c->open) {
                 /* The rest of an over-long line cannot be framed: answer and hang up. */
                 log_warning("connection %" PRIu64 ": request line over %zu bytes, closing it", c->number,
@@ -397,7 +515,8 @@ static void on_connection(uv_stream_t *listener, int status) {
         if (!c)
                 return;
         rpc_peer_init(&c->peer, &server_peer_ops);
-        uv_pipe_init(s->loop, &c->pipe, 0);
+        /* An IPC pipe: its reads take the descriptors a client sends. */
+        uv_pipe_init(s->loop, &c->pipe, 1);
         c->pipe.data = c;
         c->server = s;
         c->refs = 1;

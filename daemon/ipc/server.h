@@ -37,6 +37,16 @@
 /* Connections the kernel queues before we accept them: a burst of as many
  * clients as we serve at once must not see EAGAIN on connect(). */
 #define SERVER_LISTEN_BACKLOG ((int) SERVER_CONNECTIONS_MAX)
+/*
+ * README "Limits": file descriptors a connection may have received
+ * (SCM_RIGHTS) and not yet handed to a request line, which happens once
+ * the line is complete. A client sends one per image.load with the line
+ * that names it (RPC_REQUEST_FDS_MAX at most per line); this leaves room
+ * for a few such lines pipelined. One more is a limit-exceeded error and
+ * the connection is closed: descriptors are the daemon's scarcest
+ * resource (ARCHITECTURE.md "Fairness").
+ */
+#define SERVER_CONNECTION_FDS_MAX ((unsigned) PROTO_LIMIT_CONNECTION_PENDING_FDS)
 #define SERVER_SOCKET_MODE 0600
 #define SERVER_DIRECTORY_MODE 0700
 

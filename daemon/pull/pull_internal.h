@@ -119,6 +119,7 @@ struct PullOp {
         size_t config_size;
 
         Ingest *ingest;
+        bool ingest_aborted; /* WORK_ABORT ran (or was queued) for a failed pull */
         PullLayer *layers;
         size_t n_layers;
         unsigned n_downloading;
@@ -194,6 +195,7 @@ typedef enum PullWorkKind {
         WORK_CHECK,   /* is a layer converted by an earlier pull still there? */
         WORK_CONVERT,
         WORK_COMMIT,
+        WORK_ABORT,   /* a failed pull takes back what its ingest published */
 } PullWorkKind;
 
 typedef struct PullWork {

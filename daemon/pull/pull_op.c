@@ -100,6 +100,15 @@ void pull_op_finish(PullOp *op) {
          * up the stack and reads it after this returns: they finish it. */
         if (op->works_in_flight > 0 || op->pumping)
                 return;
+        /* A failed pull first takes back, on a worker, the layers and files
+         * its ingest published, so that its callers hear of the failure
+         * with the store as it was. Not at shutdown: the sweep at the next
+         * start and prune see to what stays then. */
+        if (op->failed && op->ingest && !op->ingest_aborted && !m->freeing) {
+                op->ingest_aborted = true;
+                if (pull_work_queue(m, op, WORK_ABORT, 0, NULL, NULL, NULL) >= 0)
+                        return;
+        }
         op->step = OP_FINISHED;
         /* Unlink first so a caller's callback cannot reach this op. */
         op_unlink(op);

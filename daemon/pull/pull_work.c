@@ -101,6 +101,8 @@ static void work_cb(uv_work_t *req) {
                 return work_convert(w);
         case WORK_COMMIT:
                 return work_commit(w);
+        case WORK_ABORT:
+                return ingest_abort(w->op->ingest);
         }
 }
 

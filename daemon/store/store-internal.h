@@ -74,6 +74,10 @@ bool store_content_file_exists(const Store *s, ContentKind kind, const char *dig
  * never writes. */
 bool store_content_name_to_digest(ContentKind kind, const char *name, char ret[DIGEST_STRING_MAX]);
 bool store_lease_held(Store *s, const char *key);
+/* True when at most one lease (the caller's own) protects key. The caller
+ * holds s->lease_lock, so that nobody takes a lease between this check and
+ * what it decides. */
+bool store_lease_only_caller_locked(Store *s, const char *key);
 
 /* ---- statements ---- */
 
@@ -174,6 +178,9 @@ typedef struct Reclaim {
 uint64_t store_stat_allocated(const struct stat *st);
 /* Unlinks a content file, counting it and its blocks in rc (may be NULL). */
 void store_reclaim_unlink(Reclaim *rc, ContentKind kind, const char *path);
+/* The query that tells whether the index names a content file of a kind;
+ * ?1 is its digest. */
+const char *store_content_indexed_sql(ContentKind kind);
 /* Removes files the index does not name and no lease protects, and every
  * unleased temp file. The caller holds tx. */
 int store_sweep_files(Store *s, StoreTx *tx, Reclaim *rc);

@@ -111,6 +111,13 @@ bool store_lease_held(Store *s, const char *key) {
         return held;
 }
 
+bool store_lease_only_caller_locked(Store *s, const char *key) {
+        for (Lease *l = s->leases; l; l = l->next)
+                if (streq(l->key, key))
+                        return l->count <= 1;
+        return true;
+}
+
 int store_lease_acquire(Store *s, const char *key) {
         int r = 0;
 

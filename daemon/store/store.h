@@ -106,6 +106,37 @@ int store_write_file(Store *s, const char *final_path, const void *data, size_t 
 int store_layer_lookup(Store *s, const char *diff_id, uint64_t *ret_erofs_size);
 int store_layer_add(Store *s, const char *diff_id, uint64_t erofs_size);
 
+/* One image of a commit: a manifest whose files are all published, and the
+ * canonical references to point at it. */
+typedef struct StoreImageCommit {
+        const StoreManifest *manifest;
+        char *const *references;
+        size_t n_references;
+} StoreImageCommit;
+
+/* Commits every image, in one transaction: all of them or none (a load of
+ * a multi-image source fails whole). Appends to handles (when non-NULL) the
+ * ImageHandle of each reference, in order. Worker thread. */
+int store_images_commit(Store *s, const StoreImageCommit *images, size_t n_images, json_t *handles,
+                        MsbError *err);
+
+/*
+ * What an import published and did not commit: for store_discard(), which
+ * takes it back out so that a failed load or pull leaves the store as it
+ * found it.
+ */
+typedef struct StoreDiscard {
+        const char *blobs[2];      /* manifest and config blobs it wrote; NULL when not */
+        const char *rootfs;        /* the manifest whose fsmeta and VMDK it wrote, or NULL */
+        const char *const *layers; /* diff_ids of the layers it converted and indexed */
+        size_t n_layers;
+} StoreDiscard;
+
+/* Removes each item of d (row and file) that no committed row uses and no
+ * lease but the caller's own protects: another import in flight that
+ * found it keeps it. Best effort: what stays is swept later. Worker thread. */
+void store_discard(Store *s, const StoreDiscard *d);
+
 /* Commits a manifest (whose files are all published) and points each
  * canonical reference at it, in one transaction. Worker thread. */
 int store_image_commit(Store *s, const StoreManifest *m, char *const *references, size_t n_references,

@@ -178,6 +178,12 @@ int store_image_commit(Store *s, const StoreManifest *m, char *const *references
 
 int store_image_commit_with_handles(Store *s, const StoreManifest *m, char *const *references,
                                     size_t n_references, json_t *handles, MsbError *err) {
+        StoreImageCommit one = { .manifest = m, .references = references, .n_references = n_references };
+        return store_images_commit(s, &one, 1, handles, err);
+}
+
+int store_images_commit(Store *s, const StoreImageCommit *images, size_t n_images, json_t *handles,
+                        MsbError *err) {
         _cleanup_tx_ StoreTx tx = {};
         int64_t now = now_ms();
         int r;
@@ -185,18 +191,87 @@ int store_image_commit_with_handles(Store *s, const StoreManifest *m, char *cons
         r = store_tx_begin(s, STORE_TX_WRITE, &tx, err);
         if (r < 0)
                 return r;
-        r = commit_manifest_row(&tx, m, now, err);
-        if (r < 0)
-                return r;
-        r = commit_references(&tx, m->digest, references, n_references, now, err);
-        if (r < 0)
-                return r;
-        if (handles) {
-                r = committed_handles(&tx, references, n_references, handles, err);
+        for (size_t i = 0; i < n_images; i++) {
+                const StoreImageCommit *c = &images[i];
+                r = commit_manifest_row(&tx, c->manifest, now, err);
                 if (r < 0)
                         return r;
+                r = commit_references(&tx, c->manifest->digest, c->references, c->n_references, now, err);
+                if (r < 0)
+                        return r;
+                if (handles) {
+                        r = committed_handles(&tx, c->references, c->n_references, handles, err);
+                        if (r < 0)
+                                return r;
+                }
         }
         return store_tx_commit(&tx, err);
+}
+
+/* ---- taking back what a failed import published (worker threads) ---- */
+
+/* Unlinks the content file of kind for digest when no committed row names
+ * it and no lease but the caller's protects it. The lease table stays
+ * locked from the check to the unlink, so an import that leases it at that
+ * moment either stops us or finds it gone and writes it again. */
+static void discard_file(Store *s, StoreTx *tx, ContentKind kind, const char *digest) {
+        _cleanup_free_ char *path = store_content_path(s, kind, digest);
+
+        if (!path || store_query_step_digest(&tx->q, store_content_indexed_sql(kind), digest) != 0)
+                return;
+        pthread_mutex_lock(&s->lease_lock);
+        if (store_lease_only_caller_locked(s, digest))
+                (void) unlink(path);
+        pthread_mutex_unlock(&s->lease_lock);
+}
+
+/* Removes the layers that no manifest uses and only the caller leases: the
+ * file first, then its row. The space the file frees is what the index may
+ * need to delete the row when the store is full; should that still fail,
+ * the row names a missing file, which store_layer_lookup() treats as
+ * absent and the sweep at start drops. Nobody looks a layer up between the
+ * two: the caller holds the writer lock. */
+static int discard_layers(Store *s, StoreTx *tx, const StoreDiscard *d) {
+        int r;
+
+        for (size_t i = 0; i < d->n_layers; i++) {
+                _cleanup_free_ char *path = store_layer_path(s, d->layers[i]);
+                bool ours;
+
+                r = store_query_step_digest(&tx->q, "SELECT 1 FROM manifest_layers WHERE diff_id = ?1 LIMIT 1",
+                                            d->layers[i]);
+                if (r < 0)
+                        return r;
+                if (r > 0 || !path)
+                        continue;
+                pthread_mutex_lock(&s->lease_lock);
+                ours = store_lease_only_caller_locked(s, d->layers[i]);
+                if (ours)
+                        (void) unlink(path);
+                pthread_mutex_unlock(&s->lease_lock);
+                if (ours && (r = store_query_step_digest(&tx->q, "DELETE FROM layers WHERE diff_id = ?1",
+                                                         d->layers[i])) < 0)
+                        return r;
+        }
+        return 0;
+}
+
+void store_discard(Store *s, const StoreDiscard *d) {
+        _cleanup_tx_ StoreTx tx = {};
+
+        if (store_tx_begin(s, STORE_TX_WRITE, &tx, NULL) < 0)
+                return;
+        /* Holding the writer lock, no commit can start using a file between
+         * its check and its unlink. */
+        if (d->rootfs) {
+                discard_file(s, &tx, CONTENT_FSMETA, d->rootfs);
+                discard_file(s, &tx, CONTENT_VMDK, d->rootfs);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(d->blobs); i++)
+                if (d->blobs[i])
+                        discard_file(s, &tx, CONTENT_BLOB, d->blobs[i]);
+        if (discard_layers(s, &tx, d) >= 0)
+                (void) store_tx_commit(&tx, NULL);
 }
 
 int store_image_touch(Store *s, const char *canonical_reference) {

@@ -93,9 +93,7 @@ int store_migrate(Store *s, MsbError *err) {
         return 0;
 }
 
-/* The query that tells whether the index names a content file of a kind;
- * ?1 is its digest. */
-static const char *content_indexed_sql(ContentKind kind) {
+const char *store_content_indexed_sql(ContentKind kind) {
         static const char *const sql[_CONTENT_KIND_MAX] = {
                 [CONTENT_BLOB] = "SELECT 1 FROM manifests WHERE digest = ?1 OR config_digest = ?1 LIMIT 1",
                 [CONTENT_LAYER] = "SELECT 1 FROM layers WHERE diff_id = ?1",
@@ -138,7 +136,7 @@ static int sweep_content_dir(Store *s, StoreTx *tx, ContentKind k, Reclaim *rc) 
                 if (store_content_name_to_digest(k, de->d_name, digest)) {
                         if (store_lease_held(s, digest))
                                 continue;
-                        r = store_query_step_digest(&tx->q, content_indexed_sql(k), digest);
+                        r = store_query_step_digest(&tx->q, store_content_indexed_sql(k), digest);
                         if (r < 0) {
                                 closedir(d);
                                 return r;

@@ -8,9 +8,11 @@ image's own bytes, never with constants.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -424,5 +426,82 @@ def test_wire_format_is_what_the_daemon_accepts(sdk_daemon: Any) -> None:
     async def main() -> None:
         document = await _client.call("rpc.discover", {})
         assert document == json.loads(PROTO_PATH.read_text())
+
+    run(main())
+
+
+# Archives passed to the daemon open ----------------------------------------------
+
+
+def test_load_archive_from_a_path_a_file_object_and_a_pipe(sdk_daemon: Any, imagekit: Any) -> None:
+    truth = build_app(imagekit)
+    archive = truth.layout.oci_archive(imagekit.path("app", ".tar"))
+
+    async def main() -> None:
+        loaded = await Image.load(archive)
+        assert [h.reference for h in loaded] == [APP]
+        assert_handle_matches(loaded[0], truth, APP)
+        with open(archive, "rb") as f:
+            loaded = await Image.load(f, tag="example.com/from/file:1")
+        assert sorted(h.reference for h in loaded) == sorted([APP, "example.com/from/file:1"])
+        # A pipe a compressor writes, read as it comes.
+        r, w = os.pipe()
+        proc = subprocess.Popen(["gzip", "-c", str(archive)], stdout=w)
+        os.close(w)
+        with os.fdopen(r, "rb") as pipe:
+            loaded = await Image.load(pipe, image=APP, tag="example.com/from/pipe:1")
+        assert proc.wait(10) == 0
+        assert sorted(h.reference for h in loaded) == sorted([APP, "example.com/from/pipe:1"])
+        assert all(h.manifest_digest == truth.manifest_digest for h in loaded)
+        # Calls on the same connection go on as before.
+        assert len(await Image.list()) == 3
+
+    run(main())
+
+
+def test_load_picks_one_image_and_reports_what_is_wrong(sdk_daemon: Any, imagekit: Any) -> None:
+    app = build_app(imagekit)
+    other = imagekit.image(OTHER, layers=[{"etc/other": b"other\n"}])
+    layout = imagekit.layout("both")
+    layout.copy_blobs_from(app)
+    layout.copy_blobs_from(other)
+    index = layout.index()
+    index["manifests"] = [
+        {"mediaType": i.manifest_media_type, "digest": i.manifest_digest, "size": i.manifest_size,
+         "annotations": {REF_NAME_ANNOTATION: i.ref_name}}
+        for i in (app, other)
+    ]
+    layout.write_index(index)
+    archive = layout.oci_archive(imagekit.path("both", ".tar"))
+
+    async def main() -> None:
+        with pytest.raises(microsandbox.InvalidParamsError) as info:
+            await Image.load(archive, tag="example.com/x:1")
+        assert info.value.data["parameter"] == "tag"
+        with pytest.raises(microsandbox.InvalidParamsError) as info:
+            await Image.load(archive, image="example.com/none:1")
+        assert info.value.data["parameter"] == "image"
+        assert sorted(info.value.data["candidates"]) == sorted([APP, OTHER])
+        loaded = await Image.load(archive, image=other.manifest_digest)
+        assert [h.reference for h in loaded] == [OTHER]
+        with pytest.raises(TypeError):
+            await Image.load(io.BytesIO(b"not a file"))  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            await Image.load(archive, image=1)  # type: ignore[arg-type]
+
+    run(main())
+
+
+def test_load_an_archive_the_daemon_cannot_see(hidden_dir_daemon: Any, imagekit: Any, monkeypatch: Any) -> None:
+    # The daemon sees the archive's directory as an empty tmpfs (as under
+    # PrivateTmp): Image.load passes the file open.
+    daemon, hidden = hidden_dir_daemon
+    monkeypatch.setenv("MSB_IMAGED_SOCKET", str(daemon.socket_path))
+    truth = build_app(imagekit)
+    archive = truth.layout.oci_archive(hidden / "app.tar")
+
+    async def main() -> None:
+        loaded = await Image.load(archive)
+        assert [h.reference for h in loaded] == [APP]
 
     run(main())

@@ -113,8 +113,8 @@ def test_command_help(cmd):
     (["prune", "now"], "unexpected argument"),
     (["pull"], "missing image reference"),
     (["pull", "--policy", "sometimes", "alpine"], "unknown policy 'sometimes'"),
-    (["load"], "missing path"),
     (["load", "a", "b"], "unexpected argument"),
+    (["load", "-i", "a", "b"], "as PATH or with -i, not both"),
     (["pin"], "missing subcommand"),
     (["pin", "frob"], "unknown subcommand 'frob'"),
     (["pin", "add", "sandbox", "x"], "pin add KIND NAME REFERENCE"),
@@ -754,8 +754,104 @@ def test_load_layout_relative_path(daemon, rpc, app):
     layout = Path(app.layout.path)
     r = run("load", layout.name, socket=sock(daemon), cwd=layout.parent)
     assert r.returncode == 0, r.stderr
-    assert r.stdout == f"Loaded example.com/test/app:v1 ({app.manifest_digest})\n"
+    # A directory is read by the daemon: no archive bytes to report.
+    assert r.stdout.splitlines() == [
+        f"Resolved {app.manifest_digest}: 2 layers, {human(app.size_bytes)}",
+        *[f"Layer {i + 1}/2 {short(l.blob_digest)}: converted (EROFS {human(e)})"
+          for i, (l, e) in enumerate(zip(app.layers, _erofs_sizes(daemon, app)))],
+        f"Loaded example.com/test/app:v1 ({app.manifest_digest})",
+    ]
     assert rpc.call("image.get", {"reference": "example.com/test/app:v1"})["manifest_digest"] == app.manifest_digest
+    r = run("load", "-q", layout, socket=sock(daemon))
+    assert (r.returncode, r.stdout) == (0, "example.com/test/app:v1\n")
+
+
+def _erofs_sizes(daemon, img):
+    return [(daemon.store / "layers" / "sha256" / (l.diff_id.split(":")[1] + ".erofs")).stat().st_size
+            for l in img.layers]
+
+
+def _load_lines(app, archive_bytes, daemon, cached=False):
+    """The plain progress and result lines of loading app from an archive."""
+    layers = [f"Layer {i + 1}/{app.layer_count} {short(l.blob_digest)}: already cached" if cached else
+              f"Layer {i + 1}/{app.layer_count} {short(l.blob_digest)}: converted (EROFS {human(e)})"
+              for i, (l, e) in enumerate(zip(app.layers, _erofs_sizes(daemon, app)))]
+    return [f"Read {human(archive_bytes)} of archive",
+            f"Resolved {app.manifest_digest}: {app.layer_count} layers, {human(app.size_bytes)}",
+            *layers, f"Loaded example.com/test/app:v1 ({app.manifest_digest})"]
+
+
+@pytest.mark.parametrize("how", ["stdin", "pipe", "-i", "--input", "path"])
+def test_load_archive_passed_to_the_daemon(daemon, rpc, app, tmp_path, how):
+    archive = app.layout.oci_archive(tmp_path / "app.tar")
+    size = archive.stat().st_size
+    if how == "stdin":
+        with open(archive, "rb") as f:
+            r = run("load", socket=sock(daemon), stdin=f)
+    elif how == "pipe":
+        r = subprocess.run(["sh", "-c", f'cat "{archive}" | "{cli_binary()}" --socket "{sock(daemon)}" load'],
+                           capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+    elif how == "path":
+        r = run("load", archive, socket=sock(daemon))
+    else:
+        r = run("load", how, archive, socket=sock(daemon))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == _load_lines(app, size, daemon), r.stdout
+    assert "\x1b" not in r.stdout
+    assert rpc.call("image.get", {"reference": "example.com/test/app:v1"})["manifest_digest"] == app.manifest_digest
+    # Again, from stdin: the layers are cached now.
+    with open(archive, "rb") as f:
+        r = run("load", socket=sock(daemon), stdin=f)
+    assert r.stdout.splitlines() == _load_lines(app, size, daemon, cached=True), r.stdout
+
+
+def test_load_image_picks_one_of_an_archive(daemon, rpc, app, other, imagekit, tmp_path):
+    lay = imagekit.layout("both")
+    lay.copy_blobs_from(app)
+    lay.copy_blobs_from(other)
+    idx = lay.index()
+    idx["manifests"] = [{"mediaType": i.manifest_media_type, "digest": i.manifest_digest, "size": i.manifest_size,
+                         "annotations": {"org.opencontainers.image.ref.name": i.ref_name}} for i in (app, other)]
+    lay.write_index(idx)
+    archive = lay.oci_archive(tmp_path / "both.tar")
+    r = run("load", "-q", "--tag", "example.com/picked:1", archive, socket=sock(daemon))
+    assert r.returncode == EXIT_FAILURE
+    assert "tag names only one" in r.stderr and "image" in r.stderr
+    r = run("load", "-q", "--image", "example.com/test/other:v2", "--tag", "example.com/picked:1", "-i", archive,
+            socket=sock(daemon))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["example.com/picked:1", "example.com/test/other:v2"]
+    assert sorted(h["reference"] for h in rpc.call("image.list")) == ["example.com/picked:1",
+                                                                       "example.com/test/other:v2"]
+    r = run("load", "--image", "example.com/test/none:1", archive, socket=sock(daemon))
+    assert r.returncode == EXIT_FAILURE
+    assert "names none of the source's images" in r.stderr
+
+
+def test_load_progress_on_a_terminal(daemon, rpc, app, tmp_path):
+    archive = app.layout.oci_archive(tmp_path / "app.tar")
+    rc, out = run_pty("load", "-i", archive, socket=sock(daemon))
+    assert rc == 0, out
+    # The reading line is drawn in place (a bar: the file's size is known),
+    # then ends as one line.
+    assert re.search(r"\r\x1b\[2KReading archive: \[[= >]{30}\] ", out), out
+    assert f"Read {human(archive.stat().st_size)} of archive" in out
+    assert out.rstrip().endswith(f"Loaded example.com/test/app:v1 ({app.manifest_digest})")
+
+
+def test_load_an_archive_the_daemon_cannot_see(hidden_dir_daemon, app):
+    # The daemon runs where a tmpfs hides the archive's directory (as a
+    # service with PrivateTmp does): msb-image passes the file open.
+    d, hidden = hidden_dir_daemon
+    archive = app.layout.oci_archive(hidden / "app.tar")
+    r = run("load", "-q", archive, socket=d.socket_path)
+    assert (r.returncode, r.stdout) == (0, "example.com/test/app:v1\n"), r.stderr
+
+
+def test_load_without_archive_on_a_terminal_is_a_usage_error(tmp_path):
+    rc, out = run_pty("load", env=dict(os.environ, MSB_IMAGED_SOCKET=str(tmp_path / "none.sock")))
+    assert rc == EXIT_USAGE, out
+    assert "missing path: give PATH or -i FILE, or pipe an archive to stdin" in out
 
 
 def test_load_archives_and_tag(daemon, rpc, app, imagekit, tmp_path):
@@ -766,9 +862,8 @@ def test_load_archives_and_tag(daemon, rpc, app, imagekit, tmp_path):
         assert f"Loaded example.com/tagged/{flag.strip('-')}:1 ({app.manifest_digest})\n" in r.stdout
     docker = app.layout.docker_archive("example.com/test/app:v1", tmp_path / "docker.tar",
                                        ["example.com/docker/app:1"])
-    r = run("load", docker.path, socket=sock(daemon))
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("Loaded example.com/docker/app:1 (sha256:")
+    r = run("load", "-q", docker.path, socket=sock(daemon))
+    assert (r.returncode, r.stdout) == (0, "example.com/docker/app:1\n"), r.stderr
     refs = {h["reference"] for h in rpc.call("image.list")}
     assert {"example.com/tagged/tag:1", "example.com/tagged/t:1", "example.com/docker/app:1"} <= refs
 

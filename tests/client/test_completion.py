@@ -92,6 +92,10 @@ def test_load_completes_files(tmp_path):
     (tmp_path / "layout").mkdir()
     assert sorted(complete(f"msb-image load {tmp_path}/")) == [f"{tmp_path}/app.tar", f"{tmp_path}/layout"]
     assert complete(f"msb-image load -t x {tmp_path}/a") == [f"{tmp_path}/app.tar"]
+    # -i and --input take a file; --image a name, which is not a file.
+    assert complete(f"msb-image load -i {tmp_path}/a") == [f"{tmp_path}/app.tar"]
+    assert complete(f"msb-image load --input {tmp_path}/a") == [f"{tmp_path}/app.tar"]
+    assert complete(f"msb-image load --image x {tmp_path}/a") == [f"{tmp_path}/app.tar"]
 
 
 @pytest.fixture

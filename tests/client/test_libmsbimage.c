@@ -8,6 +8,7 @@
  */
 
 #include <check.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -314,6 +315,101 @@ START_TEST(test_image_load_archive_with_tag) {
         ck_assert_int_eq(msb_client_image_get(client, "alpine:3.99", &im), 0);
         ck_assert_str_eq(im->manifest_digest, truth_str("manifest_digest"));
         msb_image_free(im);
+}
+END_TEST
+
+typedef struct LoadSeen {
+        unsigned reading, resolved, converted, cached, complete;
+        int64_t last_read, total;
+} LoadSeen;
+
+static int count_load_progress(const MsbLoadProgress *p, void *userdata) {
+        LoadSeen *seen = userdata;
+
+        ck_assert_ptr_nonnull(p->json);
+        switch (p->event) {
+        case MSB_LOAD_READING:
+                seen->reading++;
+                seen->last_read = p->read_bytes;
+                seen->total = p->total_bytes;
+                break;
+        case MSB_LOAD_RESOLVED:
+                seen->resolved++;
+                ck_assert_str_eq(p->manifest_digest, truth_str("manifest_digest"));
+                ck_assert_int_eq(p->layer_count, truth_int("layer_count"));
+                break;
+        case MSB_LOAD_LAYER_CONVERTED:
+                seen->converted++;
+                ck_assert_int_gt(p->erofs_size_bytes, 0);
+                break;
+        case MSB_LOAD_LAYER_CACHED:
+                seen->cached++;
+                break;
+        case MSB_LOAD_COMPLETE:
+                seen->complete++;
+                ck_assert_int_eq(p->images, 1);
+                break;
+        default:
+                ck_abort_msg("unexpected load event %s", p->event_name);
+        }
+        return 0;
+}
+
+/* The archive goes to the daemon as a descriptor with the request, once
+ * as a file and once through a pipe; progress reports its bytes. */
+START_TEST(test_image_load_by_descriptor_with_progress) {
+        MsbImageList *list = NULL;
+        LoadSeen seen = {};
+        struct stat st;
+        int fd = open(truth_str("archive"), O_RDONLY | O_CLOEXEC);
+
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(fstat(fd, &st), 0);
+        MsbLoadOptions o = { .fd = fd, .tag = "example.com/by/fd:1" };
+        ck_assert_int_eq(msb_client_image_load_with(client, &o, count_load_progress, &seen, &list), 0);
+        close(fd);
+        ck_assert_uint_eq(list->n_images, 2);
+        list = msb_image_list_free(list);
+        ck_assert_uint_ge(seen.reading, 1);
+        ck_assert_int_eq(seen.last_read, st.st_size);
+        ck_assert_int_eq(seen.total, st.st_size);
+        ck_assert_uint_eq(seen.resolved, 1);
+        ck_assert_uint_eq(seen.converted, (unsigned) truth_int("layer_count"));
+        ck_assert_uint_eq(seen.complete, 1);
+
+        /* A pipe: its size is not known; the layers are cached now. */
+        int p[2];
+        ck_assert_int_eq(pipe(p), 0);
+        pid_t child = fork();
+        if (child == 0) {
+                close(p[0]);
+                int in = open(truth_str("archive"), O_RDONLY);
+                char buf[4096];
+                ssize_t n;
+                while (in >= 0 && (n = read(in, buf, sizeof(buf))) > 0)
+                        if (write(p[1], buf, (size_t) n) != n)
+                                _exit(1);
+                _exit(0);
+        }
+        close(p[1]);
+        seen = (LoadSeen) {};
+        o = (MsbLoadOptions) { .fd = p[0], .image = truth_str("reference") };
+        ck_assert_int_eq(msb_client_image_load_with(client, &o, count_load_progress, &seen, &list), 0);
+        close(p[0]);
+        int status;
+        ck_assert_int_eq(waitpid(child, &status, 0), child);
+        ck_assert_int_eq(WEXITSTATUS(status), 0);
+        ck_assert_uint_eq(list->n_images, 1);
+        ck_assert_str_eq(list->images[0].reference, truth_str("reference"));
+        msb_image_list_free(list);
+        ck_assert_int_eq(seen.total, MSB_NULL_INT);
+        ck_assert_int_eq(seen.last_read, st.st_size);
+        ck_assert_uint_eq(seen.cached, (unsigned) truth_int("layer_count"));
+        ck_assert_uint_eq(seen.converted, 0);
+
+        /* Neither a path nor a descriptor. */
+        o = (MsbLoadOptions) { .fd = -1 };
+        ck_assert_int_eq(msb_client_image_load_with(client, &o, NULL, NULL, &list), -EINVAL);
 }
 END_TEST
 
@@ -812,6 +908,7 @@ static Suite *suite(void) {
         tcase_add_test(tc, test_image_load_layout_and_list);
         tcase_add_test(tc, test_image_load_archive_with_tag);
         tcase_add_test(tc, test_image_load_errors);
+        tcase_add_test(tc, test_image_load_by_descriptor_with_progress);
         tcase_add_test(tc, test_image_get);
         tcase_add_test(tc, test_image_get_errors);
         tcase_add_test(tc, test_image_inspect);

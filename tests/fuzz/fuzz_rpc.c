@@ -79,7 +79,26 @@ static json_t *model_param(json_t *method, const char *name) {
         return NULL;
 }
 
-/* Whether params are valid for method by the document alone. */
+static const RpcMethod *table_method(const char *name) {
+        for (size_t k = 0; k < daemon_n_methods; k++)
+                if (streq(daemon_methods[k].name, name))
+                        return &daemon_methods[k];
+        return NULL;
+}
+
+/* Whether a param of the method takes a file descriptor that came with the
+ * request line: rpc_decode_params() passes none, so any value is refused. */
+static bool model_takes_fd(json_t *method, const char *key) {
+        const RpcMethod *m = table_method(json_string_value(json_object_get(method, "name")));
+
+        for (const RpcField *f = m ? m->fields : NULL; f && f->name; f++)
+                if (streq(f->name, key))
+                        return f->type == RPC_FIELD_FD;
+        return false;
+}
+
+/* Whether params are valid for method by the document alone (and the
+ * descriptors, of which there are none). */
 static bool model_valid(json_t *method, json_t *params) {
         const char *key;
         json_t *v, *p;
@@ -89,7 +108,7 @@ static bool model_valid(json_t *method, json_t *params) {
                 return false;
         json_object_foreach(params, key, v) {
                 json_t *spec = model_param(method, key), *schema, *values, *minl, *maxl;
-                if (!spec)
+                if (!spec || model_takes_fd(method, key))
                         return false;
                 schema = json_object_get(spec, "schema");
                 if (!model_type(json_string_value(json_object_get(schema, "type")), v))
@@ -120,13 +139,6 @@ static bool model_valid(json_t *method, json_t *params) {
         return true;
 }
 
-static const RpcMethod *table_method(const char *name) {
-        for (size_t k = 0; k < daemon_n_methods; k++)
-                if (streq(daemon_methods[k].name, name))
-                        return &daemon_methods[k];
-        return NULL;
-}
-
 /* What the handler reads is what was sent: each field of the method's
  * table holds the value of its key, or the absent value. */
 static void check_decoded(const char *name, json_t *params, const uint8_t *decoded) {
@@ -150,6 +162,9 @@ static void check_decoded(const char *name, json_t *params, const uint8_t *decod
                         break;
                 case RPC_FIELD_JSON:
                         FUZZ_CHECK(*(json_t *const *) slot == v);
+                        break;
+                case RPC_FIELD_FD:
+                        FUZZ_CHECK(!v && *(const int *) slot == -EBADF);
                         break;
                 case RPC_FIELD_ENUM: {
                         int i = *(const int *) slot;
@@ -183,12 +198,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
 
         valid = model_valid(method, params);
-        r = rpc_decode_params(fuzz_rpc, name, params, &decoded, &err);
+        r = rpc_decode_params(fuzz_rpc, name, params, NULL, &decoded, &err);
         if (r == 0) {
                 FUZZ_CHECK(!err.set);
                 FUZZ_CHECK(valid);
                 check_decoded(name, params, decoded);
-                free(decoded);
+                rpc_decoded_free(fuzz_rpc, name, decoded);
         } else {
                 json_t *resp, *e, *field, *id;
 

@@ -4,6 +4,7 @@ platform indexes built in the test, every field checked against the image."""
 import io
 import json
 import os
+import signal
 import subprocess
 import tarfile
 import time
@@ -13,10 +14,10 @@ import pytest
 
 from msbtest import proto
 from msbtest.checks import assert_detail, assert_handle, now_ms
-from msbtest.imagekit import (MT_DOCKER_CONFIG, MT_DOCKER_LAYER, MT_DOCKER_MANIFEST, MT_LAYER_GZIP, CharDev,
-                              Config, Dir, File, Hardlink, Symlink, host_platform, make_tar,
-                              sha256_digest, write_fast_tar)
-from msbtest.rpc import RpcError
+from msbtest.imagekit import (MT_DOCKER_CONFIG, MT_DOCKER_LAYER, MT_DOCKER_MANIFEST, MT_LAYER_GZIP,
+                              REF_NAME_ANNOTATION, CharDev, Config, Dir, File, Hardlink, Symlink, host_platform,
+                              make_tar, sha256_digest, write_fast_tar)
+from msbtest.rpc import RpcClient, RpcError
 from msbtest.store import consistency_problems, content_files
 
 REF = "example.com/test/app:v1"
@@ -997,3 +998,444 @@ def test_image_entries_limit(imagekit, measured_daemon, tmp_path):
 
     peak = measured_daemon.status_kib("VmHWM")
     assert peak < IMAGE_ENTRIES_PEAK_RSS_BOUND_KIB, f"the daemon peaked at {peak // 1024} MiB"
+
+
+# Picking one image; names; attestations (issue 11) ----------------------------
+
+
+def _layout_of_three(imagekit):
+    """One layout, three images: named fully, by a bare ref.name, and by name:tag."""
+    lay = imagekit.layout("three")
+    full = lay.add_image("example.com/three/full:1", [{"full": b"full"}], Config(cmd=["full"]))
+    bare = lay.add_image("v1", [{"bare": b"bare"}], Config(cmd=["bare"]))
+    tagged = lay.add_image("app:2.0", [{"tagged": b"tagged"}], Config(cmd=["tagged"]))
+    return lay, full, bare, tagged
+
+
+@pytest.mark.parametrize("pick,which,recorded", [
+    ("example.com/three/full:1", "full", "example.com/three/full:1"),
+    ("v1", "bare", "localhost/v1:latest"),
+    ("localhost/v1", "bare", "localhost/v1:latest"),
+    ("app:2.0", "tagged", "localhost/app:2.0"),
+    ("digest", "tagged", "localhost/app:2.0"),
+])
+def test_image_picks_one_image_of_several(rpc, imagekit, daemon, pick, which, recorded):
+    lay, full, bare, tagged = _layout_of_three(imagekit)
+    img = {"full": full, "bare": bare, "tagged": tagged}[which]
+    if pick == "digest":
+        pick = img.manifest_digest
+    out = rpc.call("image.load", {"path": str(lay.path), "image": pick})
+    assert [h["reference"] for h in out] == [recorded]
+    assert_handle(out[0], img, recorded)
+    assert [h["reference"] for h in rpc.call("image.list")] == [recorded]
+    assert rpc.call("system.df")["layers"]["count"] == 1
+    assert consistency_problems(daemon.store, rpc) == []
+
+
+def test_image_and_tag_name_the_picked_image(rpc, imagekit):
+    lay, full, bare, tagged = _layout_of_three(imagekit)
+    out = rpc.call("image.load", {"path": str(lay.path), "image": "v1", "tag": "example.com/picked/x:9"})
+    # A bare ref.name adds nothing to a tag given (as without image).
+    assert [h["reference"] for h in out] == ["example.com/picked/x:9"]
+    assert_everywhere(rpc, bare, "example.com/picked/x:9")
+    out = rpc.call("image.load", {"path": str(lay.path), "image": full.manifest_digest, "tag": "example.com/y:1"})
+    assert sorted(h["reference"] for h in out) == ["example.com/three/full:1", "example.com/y:1"]
+
+
+def test_tag_with_several_images_still_needs_image(rpc, imagekit):
+    lay, *_ = _layout_of_three(imagekit)
+    with pytest.raises(RpcError) as e:
+        rpc.call("image.load", {"path": str(lay.path), "tag": "example.com/y:1"})
+    proto.check_error(e.value, "invalid-params", "tag")
+    assert "image" in e.value.message
+    assert rpc.call("image.list") == []
+
+
+def test_image_that_names_none_lists_what_the_source_holds(rpc, imagekit):
+    lay, full, bare, tagged = _layout_of_three(imagekit)
+    for pick in ("example.com/three/other:1", "v2", "sha256:" + "0" * 64, "docker.io/library/v1:latest"):
+        with pytest.raises(RpcError) as e:
+            rpc.call("image.load", {"path": str(lay.path), "image": pick})
+        data = proto.check_error(e.value, "invalid-params", "image")
+        assert sorted(data["candidates"]) == sorted(["example.com/three/full:1", "v1", "app:2.0"]), data
+        assert pick in e.value.message
+    assert rpc.call("image.list") == []
+    with pytest.raises(RpcError) as e:
+        rpc.call("image.load", {"path": str(lay.path), "image": ""})
+    proto.check_error(e.value, "invalid-params", "image")
+
+
+def test_image_naming_two_images_is_invalid(rpc, imagekit):
+    # Both images are recorded as localhost/v1:latest: one's ref.name is
+    # "v1", the other's the name in full.
+    lay = imagekit.layout("clash")
+    lay.add_image("v1", [{"a": b"a"}])
+    lay.add_image("localhost/v1:latest", [{"b": b"b"}])
+    with pytest.raises(RpcError) as e:
+        rpc.call("image.load", {"path": str(lay.path), "image": "localhost/v1"})
+    proto.check_error(e.value, "invalid-params", "image")
+    assert "several" in e.value.message
+    assert rpc.call("image.list") == []
+
+
+@pytest.mark.parametrize("name,recorded", [("v1", "localhost/v1:latest"), ("app:1.0", "localhost/app:1.0"),
+                                           ("latest", "localhost/latest:latest")])
+def test_bare_ref_name_is_recorded_under_localhost(rpc, imagekit, name, recorded):
+    img = imagekit.image(name, LAYERS[:1])
+    archive = img.layout.oci_archive(imagekit.path("bare", ".tar"))
+    out = load(rpc, archive)
+    assert [h["reference"] for h in out] == [recorded]
+    assert_everywhere(rpc, img, recorded)
+    assert not any(h["reference"].startswith("docker.io/") for h in rpc.call("image.list"))
+    with pytest.raises(RpcError) as e:
+        rpc.call("image.get", {"reference": "docker.io/library/" + name})
+    proto.check_error(e.value, "image-not-found")
+
+
+def test_docker_save_repo_tags_stay_docker_names(rpc, imagekit):
+    # RepoTags are Docker's own spelling: "alpine:3" is Docker Hub's alpine.
+    img = imagekit.image("example.com/d/saved:1", LAYERS[:1])
+    arch = img.layout.docker_archive("example.com/d/saved:1", imagekit.path("dk", ".tar"), ["alpine:3"])
+    out = load(rpc, arch.path)
+    assert [h["reference"] for h in out] == ["docker.io/library/alpine:3"]
+
+
+def _with_top_level_attestation(imagekit, marked):
+    """A layout whose index.json lists an image and, beside it, an
+    attestation manifest (platform unknown/unknown; marked as buildkit does,
+    or by its platform alone)."""
+    lay = imagekit.layout("attested")
+    img = lay.add_image("example.com/att/app:1", LAYERS[:2], Config(cmd=["app"]))
+    lay.add_image("attestation", [{"sbom.spdx.json": b"{}"}], Config(architecture="unknown", os="unknown"))
+    idx = lay.index()
+    for m in idx["manifests"]:
+        if m["annotations"][REF_NAME_ANNOTATION] == "attestation":
+            m["platform"] = {"os": "unknown", "architecture": "unknown"}
+            m["annotations"] = ({"vnd.docker.reference.type": "attestation-manifest",
+                                 "vnd.docker.reference.digest": img.manifest_digest} if marked else {})
+    lay.write_index(idx)
+    return lay, img
+
+
+@pytest.mark.parametrize("marked", [True, False], ids=["annotated", "platform-only"])
+def test_top_level_attestation_is_skipped(rpc, imagekit, daemon, marked):
+    lay, img = _with_top_level_attestation(imagekit, marked)
+    out = load(rpc, lay.path)
+    assert [h["reference"] for h in out] == ["example.com/att/app:1"]
+    assert_everywhere(rpc, img, "example.com/att/app:1")
+    # As an archive, with tag: one image, so tag applies.
+    archive = lay.oci_archive(imagekit.path("att", ".tar"))
+    out = load(rpc, archive, tag="example.com/att/other:2")
+    assert sorted(h["reference"] for h in out) == ["example.com/att/app:1", "example.com/att/other:2"]
+    assert len({h["manifest_digest"] for h in rpc.call("image.list")}) == 1
+    assert consistency_problems(daemon.store, rpc) == []
+
+
+def test_attestations_only_is_invalid_image(rpc, imagekit):
+    lay, img = _with_top_level_attestation(imagekit, True)
+    idx = lay.index()
+    idx["manifests"] = [m for m in idx["manifests"] if m.get("platform")]
+    lay.write_index(idx)
+    with pytest.raises(RpcError) as e:
+        load(rpc, lay.path)
+    proto.check_error(e.value, "invalid-image")
+    assert "attestation" in e.value.message
+    assert rpc.call("image.list") == []
+
+
+# Archives passed as file descriptors (issue 11) --------------------------------
+
+
+def _progress(rpc, request_id):
+    return [n["params"] for n in rpc.notifications
+            if n["method"] == "image.load.progress" and n["params"]["id"] == request_id]
+
+
+def _load_fd(rpc, fd, **params):
+    """image.load of the archive behind fd, passed with the request line;
+    returns (result, the progress events of this request)."""
+    rid = rpc.send_request_fds("image.load", {"fd": 0, **params}, [fd])
+    resp = rpc.wait(rid)
+    if "error" in resp:
+        raise RpcError(resp)
+    return resp["result"], _progress(rpc, rid)
+
+
+def _cat_pipe(path, gzip_it=False):
+    """A pipe another process writes the file into, as a shell pipeline does;
+    returns (read end, process)."""
+    r, w = os.pipe()
+    argv = ["gzip", "-c", str(path)] if gzip_it else ["cat", str(path)]
+    proc = subprocess.Popen(argv, stdout=w)
+    os.close(w)
+    return r, proc
+
+
+def _daemon_fds(daemon):
+    return sorted(os.listdir(f"/proc/{daemon.pid}/fd"), key=int)
+
+
+def test_load_from_a_passed_regular_file(rpc, imagekit, daemon):
+    img = imagekit.image(REF, LAYERS)
+    archive = img.layout.oci_archive(imagekit.path("passed", ".tar"))
+    with open(archive, "rb") as f:
+        out, events = _load_fd(rpc, f.fileno())
+    assert [h["reference"] for h in out] == [REF]
+    assert_everywhere(rpc, img, REF)
+    reading = [e for e in events if e["event"] == "reading"]
+    assert reading and reading[-1]["read_bytes"] == archive.stat().st_size
+    assert all(e["total_bytes"] == archive.stat().st_size for e in reading)
+    assert consistency_problems(daemon.store, rpc) == []
+    assert list((daemon.store / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["oci", "oci-gzip", "docker"])
+def test_load_from_a_pipe(rpc, imagekit, daemon, kind):
+    img = imagekit.image(REF, LAYERS)
+    if kind == "docker":
+        archive = img.layout.docker_archive(REF, imagekit.path("dpipe", ".tar"), [REF]).path
+    else:
+        archive = img.layout.oci_archive(imagekit.path("pipe", ".tar"))
+    r, proc = _cat_pipe(archive, gzip_it=kind == "oci-gzip")
+    try:
+        out, events = _load_fd(rpc, r)
+    finally:
+        os.close(r)
+        assert proc.wait(10) == 0
+    assert [h["reference"] for h in out] == [REF]
+    h = rpc.call("image.get", {"reference": REF})
+    assert h["layer_count"] == 3 and h["manifest_digest"] == out[0]["manifest_digest"]
+    reading = [e for e in events if e["event"] == "reading"]
+    # A pipe's size is not known ahead: bytes read only.
+    assert reading and all("total_bytes" not in e for e in reading)
+    if kind != "oci-gzip":
+        assert reading[-1]["read_bytes"] == archive.stat().st_size
+    assert consistency_problems(daemon.store, rpc) == []
+    assert list((daemon.store / "tmp").iterdir()) == []
+
+
+def test_load_from_a_passed_fifo_picks_one_image(rpc, imagekit, short_tmp):
+    lay, full, bare, tagged = _layout_of_three(imagekit)
+    archive = lay.oci_archive(imagekit.path("three", ".tar"))
+    fifo = short_tmp / "load.fifo"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(["sh", "-c", f'cat "{archive}" > "{fifo}"'])
+    fd = os.open(fifo, os.O_RDONLY)
+    try:
+        out, _ = _load_fd(rpc, fd, image="app:2.0", tag="example.com/fifo/app:2")
+    finally:
+        os.close(fd)
+        assert writer.wait(10) == 0
+    # The tag, and the image's own name (a name:tag ref.name, unlike a bare tag, is one).
+    assert sorted(h["reference"] for h in out) == ["example.com/fifo/app:2", "localhost/app:2.0"]
+    assert_everywhere(rpc, tagged, "example.com/fifo/app:2")
+    assert len(rpc.call("image.list")) == 2
+
+
+def test_progress_of_a_load(rpc, imagekit):
+    img = imagekit.image(REF, LAYERS)
+    archive = img.layout.oci_archive(imagekit.path("prog", ".tar"))
+    rid = rpc.send_request("image.load", {"path": str(archive)})
+    out = rpc.wait(rid)["result"]
+    events = _progress(rpc, rid)
+    names = [e["event"] for e in events]
+    assert names[0] == "reading" and names[-1] == "complete", names
+    first = names.index("resolved")
+    assert set(names[:first]) == {"reading"}
+    resolved = events[first]
+    assert resolved["manifest_digest"] == img.manifest_digest
+    assert resolved["layer_count"] == 3 and resolved["total_bytes"] == img.size_bytes
+    layers = events[first + 1:-1]
+    assert [e["event"] for e in layers] == ["layer-converted"] * 3
+    assert [e["position"] for e in layers] == [0, 1, 2]
+    assert [e["digest"] for e in layers] == [l.blob_digest for l in img.layers]
+    assert [e["diff_id"] for e in layers] == img.diff_ids
+    assert all(e["erofs_size_bytes"] > 0 and e["erofs_size_bytes"] % 4096 == 0 for e in layers)
+    assert events[-1]["images"] == 1
+    # The answer comes after every event.
+    assert out[0]["manifest_digest"] == img.manifest_digest
+
+    rid = rpc.send_request("image.load", {"path": str(img.layout.path)})
+    rpc.wait(rid)
+    again = [e["event"] for e in _progress(rpc, rid)]
+    assert again == ["resolved", "layer-cached", "layer-cached", "layer-cached", "complete"], again
+    # A notification, which no one waits on, hears nothing.
+    rpc.notify("image.load", {"path": str(img.layout.path)})
+    assert rpc.call("system.info")["pid"] > 0
+    assert len(_progress(rpc, None)) == 0
+
+
+@pytest.mark.parametrize("what", ["directory", "socket", "char-device", "write-only"])
+def test_passed_fd_that_is_no_archive_is_refused(rpc, imagekit, short_tmp, what):
+    import socket as socketlib
+    closers = []
+    if what == "directory":
+        fd = os.open(short_tmp, os.O_RDONLY | os.O_DIRECTORY)
+    elif what == "socket":
+        a, b = socketlib.socketpair()
+        closers += [a.close, b.close]
+        fd = a.fileno()
+    elif what == "char-device":
+        fd = os.open("/dev/null", os.O_RDONLY)
+    else:
+        img = imagekit.image(REF, LAYERS[:1])
+        fd = os.open(img.layout.oci_archive(imagekit.path("wo", ".tar")), os.O_WRONLY)
+    try:
+        with pytest.raises(RpcError) as e:
+            _load_fd(rpc, fd)
+    finally:
+        if not closers:
+            os.close(fd)
+        for c in closers:
+            c()
+    proto.check_error(e.value, "invalid-params", "fd")
+    word = {"directory": "directory", "socket": "socket", "char-device": "character device",
+            "write-only": "writing"}[what]
+    assert word in e.value.message, e.value
+    assert rpc.call("image.list") == []
+
+
+def test_fd_and_path_rules(rpc, imagekit, short_tmp):
+    img = imagekit.image(REF, LAYERS[:1])
+    archive = img.layout.oci_archive(imagekit.path("both", ".tar"))
+    with open(archive, "rb") as f:
+        with pytest.raises(RpcError) as e:
+            rpc.call_fds("image.load", {"fd": 0, "path": str(archive)}, [f.fileno()])
+        proto.check_error(e.value, "invalid-params", "path")
+        # An index past the descriptors that came with the line.
+        with pytest.raises(RpcError) as e:
+            rpc.call_fds("image.load", {"fd": 1}, [f.fileno()])
+        proto.check_error(e.value, "invalid-params", "fd")
+    with pytest.raises(RpcError) as e:
+        rpc.call("image.load", {"fd": 0})
+    proto.check_error(e.value, "invalid-params", "fd")
+    with pytest.raises(RpcError) as e:
+        rpc.call("image.load", {})
+    proto.check_error(e.value, "invalid-params", "path")
+    assert rpc.call("image.list") == []
+
+
+def test_descriptors_no_request_takes_are_closed(rpc, daemon, imagekit, short_tmp):
+    img = imagekit.image(REF, LAYERS[:1])
+    archive = img.layout.oci_archive(imagekit.path("unclaimed", ".tar"))
+    rpc.call("system.info")
+    base = _daemon_fds(daemon)
+    with open(archive, "rb") as f:
+        for _ in range(20):
+            # Brought by requests that take none, or fewer than came.
+            rpc.call_fds("system.info", {}, [f.fileno()])
+            rpc.call_fds("image.load", {"fd": 1}, [f.fileno(), f.fileno(), f.fileno()])
+            with pytest.raises(RpcError):
+                rpc.call_fds("image.load", {"fd": 0, "tag": "::bad"}, [f.fileno()])
+            f.seek(0)
+            # A batch: the second load's index was taken by the first.
+            rid = rpc.next_id()
+            line = json.dumps([rpc.make_request("image.load", {"fd": 0, "tag": REF}, rid),
+                               rpc.make_request("image.load", {"fd": 0}, rid + 1)]).encode() + b"\n"
+            rpc.send_fds(line, [f.fileno()])
+            replies = {r["id"]: r for r in rpc.recv_batch()}
+            assert "result" in replies[rid], replies
+            proto.check_error(replies[rid + 1], "invalid-params", "fd")
+            rpc.next_id()
+            f.seek(0)
+    assert _daemon_fds(daemon) == base
+    assert [h["reference"] for h in rpc.call("image.list")] == [REF]
+
+
+def test_more_descriptors_than_a_line_may_bring(daemon, rpc):
+    c = daemon.client(timeout=10)
+    fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(proto.limit("request_fds") + 1)]
+    try:
+        c.send_fds(b'{"jsonrpc":"2.0","id":1,"method":"system.info"}\n', fds)
+        data = proto.check_error(c.recv(), "limit-exceeded")
+        assert data["limit"] == "request_fds" and data["max"] == proto.limit("request_fds")
+        assert c.expect_eof()
+        # Exactly at the limit is fine.
+        ok = daemon.client(timeout=10)
+        ok.send_fds(b'{"jsonrpc":"2.0","id":1,"method":"system.info"}\n', fds[:proto.limit("request_fds")])
+        assert ok.recv()["result"]["pid"] == daemon.pid
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert rpc.call("system.info")["pid"] == daemon.pid
+
+
+def test_more_descriptors_pending_than_a_connection_may_hold(daemon, rpc):
+    base = None
+    rpc.call("system.info")
+    base = _daemon_fds(daemon)
+    c = daemon.client(timeout=10)
+    fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(proto.limit("connection_pending_fds") + 1)]
+    try:
+        # The start of a line that never ends, with more descriptors than
+        # may wait for it.
+        c.send_fds(b'{"jsonrpc":"2.0",', fds)
+        data = proto.check_error(c.recv(), "limit-exceeded")
+        assert data["limit"] == "connection_pending_fds"
+        assert data["max"] == proto.limit("connection_pending_fds")
+        assert c.expect_eof()
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert rpc.call("system.info")["pid"] == daemon.pid
+    assert _daemon_fds(daemon) == base
+
+
+def test_a_silent_pipe_does_not_hold_up_shutdown(daemon, imagekit):
+    # A client passes a pipe and never writes it: the load waits, the
+    # daemon still serves, and SIGTERM ends the wait promptly, answering
+    # the load shutting-down.
+    r, w = os.pipe()
+    c = RpcClient(daemon.socket_path, timeout=10)
+    try:
+        rid = c.send_request_fds("image.load", {"fd": 0}, [r])
+        # The load waits for bytes that never come...
+        with pytest.raises(TimeoutError):
+            c.recv(timeout=0.5)
+        # ...while the daemon serves others.
+        with daemon.client(timeout=10) as probe:
+            t = time.monotonic()
+            assert probe.call("system.df")["image_refs"] == 0
+            assert time.monotonic() - t < FIFO_ANSWER_S
+        t = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        proto.check_error(c.wait(rid), "shutting-down")
+        daemon.stop(timeout=10)
+        assert time.monotonic() - t < 5, time.monotonic() - t
+    finally:
+        c.close()
+        os.close(r)
+        os.close(w)
+
+
+def test_writer_gone_mid_archive_is_invalid_image(rpc, imagekit, daemon):
+    img = imagekit.image(REF, LAYERS)
+    data = img.layout.oci_archive(imagekit.path("cut", ".tar")).read_bytes()
+    r, w = os.pipe()
+    os.write(w, data[: len(data) // 2])
+    os.close(w)
+    try:
+        with pytest.raises(RpcError) as e:
+            _load_fd(rpc, r)
+    finally:
+        os.close(r)
+    proto.check_error(e.value, "invalid-image")
+    assert rpc.call("image.list") == []
+    assert list((daemon.store / "tmp").iterdir()) == []
+
+
+def test_an_archive_the_daemon_cannot_see_loads_when_passed(hidden_dir_daemon, imagekit):
+    # The daemon runs where a tmpfs hides the archive's directory (as
+    # systemd's PrivateTmp hides the caller's /tmp): by path it finds
+    # nothing, passed as a descriptor it loads.
+    d, hidden = hidden_dir_daemon
+    img = imagekit.image(REF, LAYERS[:2])
+    archive = img.layout.oci_archive(hidden / "app.tar")
+    rpc = d.client()
+    with pytest.raises(RpcError) as e:
+        load(rpc, archive)
+    proto.check_error(e.value, "path-not-found")
+    with open(archive, "rb") as f:
+        out, _ = _load_fd(rpc, f.fileno())
+    assert [h["reference"] for h in out] == [REF]
+    assert_everywhere(rpc, img, REF)

@@ -281,8 +281,9 @@ static char *tree_listing(const char *dir) {
 }
 
 static int load(Store *s, const char *path, const char *tag, json_t **ret, MsbError *err) {
+        LoadRequest req = { .path = path, .fd = -EBADF, .tag = tag };
         *ret = NULL;
-        return load_images(s, path, tag, ret, err);
+        return load_images(s, &req, ret, err);
 }
 
 /* ---- tests ---- */

@@ -13,6 +13,7 @@
  */
 
 #include <check.h>
+#include <fcntl.h>
 #include <stddef.h>
 
 #include "daemon.h"
@@ -112,10 +113,28 @@ static void expect_invalid_param(int r, MsbError *err, const char *field) {
         ck_assert_msg(strstr(err->message, field), "message '%s' does not name '%s'", err->message, field);
 }
 
-/* Validates and decodes, as a request's params are before its handler runs. */
+/* Descriptors as a request line may bring them: copies of /dev/null. */
+static void fds_init(RpcFds *fds, unsigned n) {
+        *fds = (RpcFds) { .n = n };
+        for (unsigned i = 0; i < n; i++) {
+                fds->fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                ck_assert_int_ge(fds->fds[i], 0);
+        }
+}
+
+/* Validates and decodes, as a request's params are before its handler
+ * runs; the line brought descriptors enough for any fd param (whose valid
+ * value, 1, is an index among them). */
 static int check_params(const Rpc *rpc, const char *method, json_t *params, MsbError *err) {
-        _cleanup_free_ void *decoded = NULL;
-        return rpc_decode_params(rpc, method, params, &decoded, err);
+        void *decoded = NULL;
+        RpcFds fds;
+        int r;
+
+        fds_init(&fds, 2);
+        r = rpc_decode_params(rpc, method, params, &fds, &decoded, err);
+        rpc_decoded_free(rpc, method, decoded);
+        rpc_fds_close(&fds);
+        return r;
 }
 
 static int validate(Rpc *rpc, const char *method, const char *params_json, MsbError *err) {
@@ -127,7 +146,7 @@ static int validate(Rpc *rpc, const char *method, const char *params_json, MsbEr
                 ck_assert_msg(params, "bad test JSON %s: %s", params_json, jerr.text);
         }
         _cleanup_free_ void *decoded = NULL;
-        return rpc_decode_params(rpc, method, params, &decoded, err);
+        return rpc_decode_params(rpc, method, params, NULL, &decoded, err);
 }
 
 /* ---- the method table and proto/ ---- */
@@ -252,18 +271,86 @@ START_TEST(test_params_decoded_by_the_field_tables) {
         } *rmp;
 
         rpc_new_daemon(&rpc);
-        ck_assert_int_eq(rpc_decode_params(rpc, "pin.add", pin, &p1, &err), 0);
+        ck_assert_int_eq(rpc_decode_params(rpc, "pin.add", pin, NULL, &p1, &err), 0);
         pinp = p1;
         ck_assert_int_eq(pinp->kind, 1);
         ck_assert_str_eq(pinp->name, "s1");
         ck_assert_str_eq(pinp->reference, "alpine");
-        ck_assert_int_eq(rpc_decode_params(rpc, "image.remove", rm, &p2, &err), 0);
+        ck_assert_int_eq(rpc_decode_params(rpc, "image.remove", rm, NULL, &p2, &err), 0);
         rmp = p2;
         ck_assert(rmp->force);
-        ck_assert_int_eq(rpc_decode_params(rpc, "image.remove", rm_default, &p3, &err), 0);
+        ck_assert_int_eq(rpc_decode_params(rpc, "image.remove", rm_default, NULL, &p3, &err), 0);
         rmp = p3;
         ck_assert(!rmp->force);
         ck_assert_str_eq(rmp->reference, "alpine");
+}
+END_TEST
+
+/* The first fields of image.load's params struct, as its handler reads them. */
+typedef struct LoadParamsView {
+        const char *path;
+        int fd;
+} LoadParamsView;
+
+static bool fd_is_open(int fd) {
+        return fcntl(fd, F_GETFD) >= 0;
+}
+
+/* An fd param takes the descriptor its index names out of those of the
+ * line: the call owns it (rpc_decoded_free() closes it), the line keeps the
+ * others; an index past them, or one taken already, is invalid params. */
+START_TEST(test_fd_params_take_the_lines_descriptors) {
+        _cleanup_(rpc_freep) Rpc *rpc = NULL;
+        json_auto_t *second = json_pack("{s:i}", "fd", 1), *past = json_pack("{s:i}", "fd", 2);
+        json_auto_t *negative = json_pack("{s:i}", "fd", -1);
+        const LoadParamsView *load;
+        void *decoded = NULL;
+        MsbError err = {};
+        RpcFds fds;
+        int taken;
+
+        rpc_new_daemon(&rpc);
+        fds_init(&fds, 2);
+        ck_assert_int_eq(rpc_decode_params(rpc, "image.load", second, &fds, &decoded, &err), 0);
+        load = decoded;
+        taken = load->fd;
+        ck_assert(fd_is_open(taken));
+        ck_assert_int_lt(fds.fds[1], 0);
+        ck_assert_int_ge(fds.fds[0], 0);
+
+        /* Taken once only: a second request of the same line gets none. */
+        void *again = NULL;
+        expect_invalid_param(rpc_decode_params(rpc, "image.load", second, &fds, &again, &err), &err, "fd");
+        ck_assert_ptr_null(again);
+        msb_error_clear(&err);
+        expect_invalid_param(rpc_decode_params(rpc, "image.load", past, &fds, &again, &err), &err, "fd");
+        msb_error_clear(&err);
+        expect_invalid_param(rpc_decode_params(rpc, "image.load", negative, &fds, &again, &err), &err, "fd");
+        msb_error_clear(&err);
+        expect_invalid_param(rpc_decode_params(rpc, "image.load", second, NULL, &again, &err), &err, "fd");
+        msb_error_clear(&err);
+
+        rpc_decoded_free(rpc, "image.load", decoded);
+        ck_assert(!fd_is_open(taken));
+        ck_assert(fd_is_open(fds.fds[0]));
+        rpc_fds_close(&fds);
+        ck_assert_int_lt(fds.fds[0], 0);
+}
+END_TEST
+
+/* An absent fd param decodes as no descriptor, never as descriptor 0. */
+START_TEST(test_absent_fd_param_is_none) {
+        _cleanup_(rpc_freep) Rpc *rpc = NULL;
+        json_auto_t *by_path = json_pack("{s:s}", "path", "/x");
+        const LoadParamsView *load;
+        void *decoded = NULL;
+        MsbError err = {};
+
+        rpc_new_daemon(&rpc);
+        ck_assert_int_eq(rpc_decode_params(rpc, "image.load", by_path, NULL, &decoded, &err), 0);
+        load = decoded;
+        ck_assert_int_eq(load->fd, -EBADF);
+        rpc_decoded_free(rpc, "image.load", decoded);
 }
 END_TEST
 
@@ -814,6 +901,8 @@ static Suite *rpc_suite(void) {
         tcase_add_test(tc, test_rpc_new_rejects_duplicate_method);
         tcase_add_test(tc, test_rpc_free_null);
         tcase_add_test(tc, test_params_decoded_by_the_field_tables);
+        tcase_add_test(tc, test_fd_params_take_the_lines_descriptors);
+        tcase_add_test(tc, test_absent_fd_param_is_none);
         tcase_add_test(tc, test_rpc_new_rejects_field_table_drift);
         suite_add_tcase(s, tc);
 

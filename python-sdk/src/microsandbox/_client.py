@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket as socketlib
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ._errors import ERRORS_BY_CODE, ERRORS_BY_NAME
 from ._exceptions import ConnectionLostError, DaemonNotRunningError, ProtocolError, RpcError
@@ -44,6 +45,10 @@ IDEMPOTENT_METHODS = frozenset(
         "rpc.discover",
     }
 )
+
+# How long a request line with descriptors waits before trying again when
+# the socket's buffer is full.
+_FDS_RETRY_S = 0.005
 
 _encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -121,7 +126,7 @@ class _Connection:
             raise DaemonNotRunningError(path, e.strerror or str(e)) from None
         return cls(path, reader, writer, on_close)
 
-    async def call(self, method: str, params: dict[str, Any], notify: Notify | None) -> Any:
+    async def call(self, method: str, params: dict[str, Any], notify: Notify | None, fds: Sequence[int] = ()) -> Any:
         if self.closed:
             raise _Broken("connection closed")
         request_id = self._next_id
@@ -132,7 +137,10 @@ class _Connection:
             self._listeners[request_id] = notify
         try:
             line = _encode_json({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
-            self._writer.write(line.encode() + b"\n")
+            if fds:
+                await self._write_with_fds(line.encode() + b"\n", fds)
+            else:
+                self._writer.write(line.encode() + b"\n")
             await self._writer.drain()
             return await future
         except asyncio.CancelledError:
@@ -157,6 +165,38 @@ class _Connection:
             self._writer.write(line.encode() + b"\n")
         except (ConnectionError, OSError, RuntimeError):
             pass
+
+    async def _write_with_fds(self, data: bytes, fds: Sequence[int]) -> None:
+        """Writes a request line with file descriptors (SCM_RIGHTS) on its
+        first bytes, which the daemon hands to the line those bytes begin.
+
+        An asyncio stream cannot send descriptors, so the first bytes go
+        through the socket itself, once the transport has sent all it
+        holds (a write buffer limit of 0 makes drain() wait for that); the
+        rest follows through the transport, in order. Nothing else writes
+        between the two: no await separates them.
+        """
+        transport = self._writer.transport
+        low, high = transport.get_write_buffer_limits()
+        transport.set_write_buffer_limits(high=0, low=0)
+        sock = socketlib.socket(fileno=self._writer.get_extra_info("socket").fileno())
+        try:
+            while True:
+                await self._writer.drain()
+                if transport.get_write_buffer_size() > 0:
+                    continue
+                try:
+                    sent = socketlib.send_fds(sock, [data], list(fds))
+                    break
+                except BlockingIOError:
+                    # The kernel's buffer is full: the transport owns the
+                    # descriptor's writability, so try again shortly.
+                    await asyncio.sleep(_FDS_RETRY_S)
+        finally:
+            sock.detach()
+            transport.set_write_buffer_limits(high=high, low=low)
+        if sent < len(data):
+            self._writer.write(data[sent:])
 
     async def _read_loop(self) -> None:
         failure: BaseException
@@ -321,12 +361,20 @@ class _Client:
         finally:
             self._connecting = None
 
-    async def call(self, method: str, params: dict[str, Any], *, subject: str | None, notify: Notify | None) -> Any:
+    async def call(
+        self,
+        method: str,
+        params: dict[str, Any],
+        *,
+        subject: str | None,
+        notify: Notify | None,
+        fds: Sequence[int] = (),
+    ) -> Any:
         retry = method in IDEMPOTENT_METHODS
         while True:
             conn = await self._connection()
             try:
-                return await conn.call(method, params, notify)
+                return await conn.call(method, params, notify, fds)
             except _WireError as e:
                 raise rpc_error_from_wire(e.error, method, subject, self.path) from None
             except _Broken as e:
@@ -368,16 +416,18 @@ async def call(
     subject: str | None = None,
     notify: Notify | None = None,
     socket: str | None = None,
+    fds: Sequence[int] = (),
 ) -> Any:
     """Sends one request on this loop's connection to `socket` (by default
     the daemon's default socket, looked up at each call) and returns its
-    `result`.
+    `result`. `fds` go with the request line (its `fd` params name them by
+    index); they stay the caller's.
 
     Raises the RpcError subclass named by `error.data.name`, or
     DaemonNotRunningError, ConnectionLostError, ProtocolError. `subject` is
     the reference the call is about, for error messages.
     """
-    return await _client(socket).call(method, params, subject=subject, notify=notify)
+    return await _client(socket).call(method, params, subject=subject, notify=notify, fds=fds)
 
 
 async def aclose() -> None:

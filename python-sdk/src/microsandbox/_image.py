@@ -6,7 +6,7 @@ import asyncio
 import builtins
 import os
 from types import TracebackType
-from typing import Any, Callable, Literal, TypeVar
+from typing import Any, Callable, Literal, Protocol, Sequence, TypeVar
 
 from . import _client
 from ._exceptions import ProtocolError
@@ -27,6 +27,13 @@ from ._types import (
 __all__ = ["Image", "Images", "Client", "PullPolicy", "PullOperation"]
 
 PullPolicy = Literal["if-missing", "always", "never"]
+
+
+class LoadableFile(Protocol):
+    """What `Image.load` reads an archive from: anything with a file
+    descriptor, such as an open file or a pipe."""
+
+    def fileno(self) -> int: ...
 
 _PULL_POLICIES = ("if-missing", "always", "never")
 
@@ -63,11 +70,17 @@ class Images:
         self._connection = connection
 
     async def _call(
-        self, method: str, params: dict[str, Any], *, subject: str | None = None, notify: _client.Notify | None = None
+        self,
+        method: str,
+        params: dict[str, Any],
+        *,
+        subject: str | None = None,
+        notify: _client.Notify | None = None,
+        fds: Sequence[int] = (),
     ) -> Any:
         if self._connection is not None:
-            return await self._connection.call(method, params, subject=subject, notify=notify)
-        return await _client.call(method, params, subject=subject, notify=notify, socket=self._socket)
+            return await self._connection.call(method, params, subject=subject, notify=notify, fds=fds)
+        return await _client.call(method, params, subject=subject, notify=notify, socket=self._socket, fds=fds)
 
     def _parse(self, method: str, parse: Callable[[Any], _T], result: Any) -> _T:
         """Turns a result into typed values; a malformed one is the peer's fault."""
@@ -121,12 +134,36 @@ class Images:
         """See `Image.pull_with_progress`."""
         return PullOperation(_pull_params(reference, policy, platform), self)
 
-    async def load(self, path: str | os.PathLike[str], *, tag: str | None = None) -> builtins.list[ImageHandle]:
+    async def load(
+        self, source: str | os.PathLike[str] | LoadableFile, *, image: str | None = None, tag: str | None = None
+    ) -> builtins.list[ImageHandle]:
         """See `Image.load`."""
-        params: dict[str, Any] = {"path": os.path.abspath(os.fspath(path))}
+        params: dict[str, Any] = {}
+        if image is not None:
+            params["image"] = _check_str("image", image)
         if tag is not None:
             params["tag"] = _check_str("tag", tag)
-        result = await self._call("image.load", params, subject=tag)
+        if isinstance(source, (str, os.PathLike)):
+            path = os.path.abspath(os.fspath(source))
+            if os.path.isfile(path):
+                # An archive goes to the daemon open: it need not see the file.
+                with open(path, "rb") as f:
+                    return await self._load_fd(f.fileno(), params, tag)
+            # A layout directory is read by the daemon (so is a path that is
+            # not there: the daemon says so, as path-not-found).
+            result = await self._call("image.load", {**params, "path": path}, subject=tag)
+            return self._parse("image.load", self._handles, result)
+        try:
+            fd = source.fileno()
+        except (AttributeError, OSError, ValueError) as e:
+            raise TypeError(
+                "source must be a path or a file object with a descriptor (a file or a pipe), "
+                f"not {type(source).__name__}"
+            ) from e
+        return await self._load_fd(fd, params, tag)
+
+    async def _load_fd(self, fd: int, params: dict[str, Any], tag: str | None) -> builtins.list[ImageHandle]:
+        result = await self._call("image.load", {**params, "fd": 0}, subject=tag, fds=[fd])
         return self._parse("image.load", self._handles, result)
 
     async def pin(self, kind: PinKind | str, name: str, reference: str) -> Rootfs:
@@ -223,11 +260,21 @@ class Image:
         return _default.pull_with_progress(reference, policy=policy, platform=platform)
 
     @staticmethod
-    async def load(path: str | os.PathLike[str], *, tag: str | None = None) -> builtins.list[ImageHandle]:
-        """Import the images of an OCI layout directory, OCI archive or
-        docker-save archive. The daemon reads `path` itself, so it is made
-        absolute here. `tag` names the image when the source names none."""
-        return await _default.load(path, tag=tag)
+    async def load(
+        source: str | os.PathLike[str] | LoadableFile, *, image: str | None = None, tag: str | None = None
+    ) -> builtins.list[ImageHandle]:
+        """Import the images of an OCI archive or docker-save archive (tar,
+        maybe gzip or zstd compressed), or of an OCI layout directory.
+
+        `source` is a path or a file object with a descriptor (an open
+        file, a pipe's read end, `sys.stdin.buffer`). An archive is passed
+        to the daemon open, with the request, so the daemon needs no access
+        to it; a file object is read from where it stands. A directory is
+        read by the daemon, by its absolute path. `image` loads one image of
+        a source holding several (a name the source gives it, or its
+        manifest digest); `tag` names it, and is needed when the source
+        names none. A failed load leaves the cache as it was."""
+        return await _default.load(source, image=image, tag=tag)
 
     @staticmethod
     async def pin(kind: PinKind | str, name: str, reference: str) -> Rootfs:

@@ -29,6 +29,14 @@ LISTEN_* and NOTIFY_SOCKET), ``store`` and ``socket_path`` (other paths).
     the captured output (all runs / the current run).
 ``argv(**overrides)``
     the command line, e.g. for a second daemon on the same store.
+
+``NamespaceDaemon(workdir, tmpfs={path: size})`` runs the daemon in a user
+and mount namespace of its own (``unshare -rm``; no privilege needed where
+unprivileged user namespaces are allowed; ``namespaces_available()`` says)
+with an empty tmpfs of that size mounted at each path: a small store that
+runs full, or a directory the daemon must not see (as systemd's
+PrivateTmp hides /tmp). ``inside(path)`` reaches a path as the daemon sees
+it, through /proc/PID/root.
 ``close()``
     stop if still running (asserting a clean exit) and close clients.
 
@@ -39,15 +47,18 @@ The daemon is never left running: fixtures call ``close()``.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 from .rpc import RpcClient
 
-__all__ = ["Daemon", "DaemonError", "build_dir", "daemon_binary", "SANITIZER_MARKERS"]
+__all__ = ["Daemon", "DaemonError", "NamespaceDaemon", "build_dir", "daemon_binary", "namespaces_available",
+           "SANITIZER_MARKERS"]
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -270,3 +281,34 @@ class Daemon:
 
     def __exit__(self, exc_type, *rest) -> None:
         self.close(check=exc_type is None)
+
+
+def namespaces_available() -> bool:
+    """Whether this user may mount a tmpfs in a user and mount namespace."""
+    if not shutil.which("unshare"):
+        return False
+    with tempfile.TemporaryDirectory(prefix="msb-ns-") as where:
+        probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                                f'mount -t tmpfs -o size=1m tmpfs "{where}"'], capture_output=True)
+    return probe.returncode == 0
+
+
+class NamespaceDaemon(Daemon):
+    """A daemon in namespaces of its own, with tmpfs mounts only it sees."""
+
+    def __init__(self, workdir, *, tmpfs: dict, **kw):
+        super().__init__(workdir, **kw)
+        self.tmpfs = {Path(p): str(size) for p, size in tmpfs.items()}
+        for p in self.tmpfs:
+            p.mkdir(parents=True, exist_ok=True)
+
+    def argv(self, **kw) -> list[str]:
+        # sh mounts each tmpfs ("size" "path" pairs), then becomes the daemon.
+        script = ('while [ "$1" != -- ]; do mount -t tmpfs -o "size=$1,mode=0700" tmpfs "$2" || exit 1; '
+                  'shift 2; done; shift; exec "$@"')
+        pairs = [x for p, size in self.tmpfs.items() for x in (size, str(p))]
+        return ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", *pairs, "--",
+                *super().argv(**kw)]
+
+    def inside(self, path) -> Path:
+        return Path(f"/proc/{self.pid}/root") / Path(path).relative_to("/")

@@ -24,6 +24,11 @@ Fixtures (all function-scoped, so every test gets a fresh store):
 ``measured_daemon``
     a started daemon whose peak RSS (``status_kib("VmHWM")``) is its own,
     also under ASan.
+``hidden_dir_daemon``
+    ``(daemon, hidden)``: a started :class:`msbtest.daemon.NamespaceDaemon`
+    that sees the directory ``hidden`` as an empty tmpfs, as a service with
+    systemd's PrivateTmp sees the caller's /tmp; files put there are the
+    caller's alone. Skips where user namespaces are not allowed.
 
 The daemon binary is ``$MSB_BUILD_DIR/daemon/msb-imaged`` (default
 ``<repo>/build``); a missing binary fails the test with that path.
@@ -38,11 +43,11 @@ from pathlib import Path
 
 import pytest
 
-from .daemon import Daemon
+from .daemon import Daemon, NamespaceDaemon, namespaces_available
 from .imagekit import ImageKit
 from .rpc import RpcClient
 
-__all__ = ["daemon", "rpc", "imagekit", "daemon_factory", "short_tmp", "measured_daemon"]
+__all__ = ["daemon", "rpc", "imagekit", "daemon_factory", "short_tmp", "measured_daemon", "hidden_dir_daemon"]
 
 
 @pytest.fixture
@@ -104,3 +109,14 @@ def rpc(daemon) -> RpcClient:
 @pytest.fixture
 def imagekit(tmp_path) -> ImageKit:
     return ImageKit(tmp_path / "images")
+
+
+@pytest.fixture
+def hidden_dir_daemon(short_tmp):
+    if not namespaces_available():
+        pytest.skip("no mount namespace here (unprivileged user namespaces disabled)")
+    hidden = short_tmp / "private"
+    d = NamespaceDaemon(short_tmp / "ns", tmpfs={hidden: "1m"})
+    d.start()
+    yield d, hidden
+    d.close()

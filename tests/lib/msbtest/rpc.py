@@ -18,6 +18,8 @@ tests can also speak *wrong* protocol to the daemon:
 ``batch([(method, params, id_or_None), ...]) -> list | None``
     one batch text; returns the response array (``None`` when every entry
     was a notification and so nothing must come back).
+``send_fds(bytes, fds)``, ``send_request_fds(method, params, fds)``, ``call_fds(...)``
+    a request line with file descriptors (SCM_RIGHTS) on its first bytes.
 ``send_raw(bytes)``, ``recv_line() -> bytes``, ``recv() -> object``
     the bytes on the wire, for malformed-input tests.
 ``expect_eof(timeout)``
@@ -126,6 +128,28 @@ class RpcClient:
     def send(self, obj: Any) -> None:
         """Write one JSON text followed by a newline."""
         self.send_raw(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+
+    def send_fds(self, data: bytes, fds) -> None:
+        """Write bytes with file descriptors (SCM_RIGHTS) riding on the first
+        of them, as a request line that names them must be sent."""
+        assert self.sock is not None, "client is closed"
+        sent = socket.send_fds(self.sock, [data], list(fds))
+        if sent < len(data):
+            self.sock.sendall(data[sent:])
+
+    def send_request_fds(self, method: str, params: Any, fds, id: Any = None) -> Any:
+        """Send a request with descriptors; returns its id."""
+        if id is None:
+            id = self.next_id()
+        self.send_fds(json.dumps(self.make_request(method, params, id), separators=(",", ":")).encode() + b"\n", fds)
+        return id
+
+    def call_fds(self, method: str, params: Any, fds, timeout: float | None = None) -> Any:
+        """Send a request with descriptors and return its result; raises RpcError."""
+        resp = self.wait(self.send_request_fds(method, params, fds), timeout)
+        if "error" in resp:
+            raise RpcError(resp)
+        return resp["result"]
 
     def recv_line(self, timeout: float | None = None) -> bytes:
         """Read one line (without its newline); raises ConnectionClosed on EOF."""

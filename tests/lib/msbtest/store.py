@@ -10,6 +10,10 @@ text value that looks like a sha256 digest counts as "named by a row".
     the files under blobs/, layers/, fsmeta/, vmdk/ (and tmp/).
 ``index_digests(store) -> set[str]``
     every 64-hex digest named anywhere in index.db.
+``store_state(store) -> dict``
+    what a failed load or pull must leave as it found it: every file under
+    the content directories and tmp/ (path, size) and every row of every
+    table of index.db.  Compare two with ``==``.
 ``consistency_problems(store, rpc=None) -> list[str]``
     files without a row; and, with an :class:`RpcClient`, every listed
     image's manifest, config and layer files (and fsmeta/VMDK once the store
@@ -19,11 +23,14 @@ text value that looks like a sha256 digest counts as "named by a row".
 
 from __future__ import annotations
 
+import contextlib
 import re
+import shutil
 import sqlite3
+import tempfile
 from pathlib import Path
 
-__all__ = ["CONTENT_KINDS", "content_files", "index_digests", "consistency_problems", "hex_of"]
+__all__ = ["CONTENT_KINDS", "content_files", "index_digests", "consistency_problems", "hex_of", "store_state"]
 
 CONTENT_KINDS = {
     "blobs": ("blobs/sha256", ""),
@@ -51,11 +58,26 @@ def content_files(store) -> dict[str, list[Path]]:
     return out
 
 
+@contextlib.contextmanager
+def _index(store):
+    """A connection to a copy of the store's index (with its WAL): SQLite
+    resolves symbolic links in a path, so it cannot open a store reached
+    through another mount namespace's /proc/PID/root; and a copy never
+    takes a lock the daemon would wait on."""
+    with tempfile.TemporaryDirectory(prefix="msb-index-") as copy:
+        for name in ("index.db", "index.db-wal"):
+            if (Path(store) / name).exists():
+                shutil.copyfile(Path(store) / name, Path(copy) / name)
+        con = sqlite3.connect(Path(copy) / "index.db", timeout=10)
+        try:
+            yield con
+        finally:
+            con.close()
+
+
 def index_digests(store) -> set[str]:
     """Every sha256 hex named by any text column of any table of index.db."""
-    db = Path(store) / "index.db"
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
+    with _index(store) as con:
         found: set[str] = set()
         tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         for t in tables:
@@ -64,8 +86,17 @@ def index_digests(store) -> set[str]:
                     if isinstance(v, str):
                         found.update(_HEX_RE.findall(v))
         return found
-    finally:
-        con.close()
+
+
+def store_state(store) -> dict:
+    """Files (relative path and size) and index rows, table by table."""
+    store = Path(store)
+    files = sorted((str(p.relative_to(store)), p.stat().st_size)
+                   for ps in content_files(store).values() for p in ps)
+    with _index(store) as con:
+        tables = sorted(r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
+        rows = {t: sorted(map(repr, con.execute(f'SELECT * FROM "{t}"'))) for t in tables}
+    return {"files": files, "rows": rows}
 
 
 def _expected_path(store: Path, kind: str, digest: str) -> Path:
