@@ -20,6 +20,8 @@ struct Ingest {
         IngestLayer *layers;
         uint64_t *erofs_sizes;
         bool *layer_ready;
+        StoreEventType event;  /* what the commit announces */
+        int64_t started_at_ms; /* images used since are spared by the eviction after the commit */
 
         /* Layers of one image may convert in parallel on several workers. */
         pthread_mutex_t lease_lock;
@@ -120,6 +122,7 @@ int ingest_new(Store *store, const char *manifest_digest, const void *manifest, 
         if (!in)
                 return -ENOMEM;
         in->store = store;
+        in->started_at_ms = now_ms();
         pthread_mutex_init(&in->lease_lock, NULL);
         in->manifest_digest = strdup(manifest_digest);
         in->manifest = memdup(manifest, manifest_size);
@@ -196,6 +199,10 @@ Ingest *ingest_free(Ingest *in) {
         free(in->config);
         free(in);
         return NULL;
+}
+
+void ingest_set_event(Ingest *in, StoreEventType event) {
+        in->event = event;
 }
 
 size_t ingest_n_layers(const Ingest *in) {
@@ -419,6 +426,7 @@ int ingest_commit_handles(Ingest *in, char *const *references, size_t n_referenc
                 .os = in->parsed_config->platform.os,
                 .variant = in->parsed_config->platform.variant,
                 .n_layers = in->parsed->n_layers,
+                .event = in->event,
         };
         layers = calloc(m.n_layers + 1, sizeof(StoreLayer));
         if (!layers)
@@ -436,5 +444,13 @@ int ingest_commit_handles(Ingest *in, char *const *references, size_t n_referenc
         if (r < 0)
                 return r;
 
-        return store_image_commit_with_handles(in->store, &m, references, n_references, handles, err);
+        r = store_image_commit_with_handles(in->store, &m, references, n_references, handles, err);
+        if (r < 0)
+                return r;
+        /* The image is stored; a budget that cannot be met is the log's
+         * business, not a failure of this commit. The leases this ingest
+         * still holds keep its own image, and the protection time those of
+         * the commits that ran beside it, from the round. */
+        (void) store_budget_enforce(in->store, in->started_at_ms);
+        return 0;
 }

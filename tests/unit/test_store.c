@@ -268,7 +268,7 @@ static int remove_image(Store *s, const char *reference, bool force, MsbError *e
 static json_t *prune(Store *s) {
         MsbError err = {};
         json_t *report = NULL;
-        int r = store_image_prune(s, &report, &err);
+        int r = store_image_prune(s, STORE_PRUNE_ALL, &report, &err);
 
         ck_assert_msg(r == 0, "prune: %d %s", r, err.message);
         ck_assert_ptr_nonnull(report);
@@ -1417,7 +1417,7 @@ static void *race_prune(void *userdata) {
         while (!__atomic_load_n(&race->done, __ATOMIC_ACQUIRE)) {
                 json_t *report = NULL;
                 MsbError err = {};
-                if (store_image_prune(race->store, &report, &err) < 0)
+                if (store_image_prune(race->store, STORE_PRUNE_ALL, &report, &err) < 0)
                         race->prune_failures++;
                 else
                         race->prunes++;
