@@ -861,7 +861,7 @@ def test_df(daemon, rpc, loaded):
     assert r.returncode == 0, r.stderr
     df = json.loads(r.stdout)
     assert set(df) == {"image_refs", "manifests", "configs", "layers", "fsmeta", "vmdk", "index_bytes",
-                       "total_bytes", "reclaimable_bytes"}
+                       "total_bytes", "reclaimable_bytes", "budget"}
     assert df["image_refs"] == 1
     assert df["manifests"]["count"] == 1
     assert df["configs"]["count"] == 1
