@@ -20,7 +20,7 @@ from clitool import CLI_TIMEOUT_S, cli_binary, human, run, run_pty, short
 from msbtest import RpcError
 from msbtest.imagekit import Config
 
-COMMANDS = ["ls", "images", "inspect", "exists", "rm", "prune", "pull", "load", "pin", "df", "info"]
+COMMANDS = ["ls", "images", "inspect", "exists", "rm", "prune", "pull", "load", "pin", "df", "info", "events"]
 
 # The exit statuses of msb-image(1), EXIT STATUS.
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_EXISTS_ERROR = range(6)
