@@ -88,7 +88,7 @@ typedef struct StoreBudget {
 typedef struct StoreBudgetReport {
         StoreBudget budget;
         uint64_t bytes_before;  /* allocated when the round started */
-        uint64_t bytes_after;   /* what was left: bytes_before less what was freed */
+        uint64_t bytes_after;   /* allocated when it ended */
         unsigned images_evicted; /* references */
         unsigned manifests_evicted;
         bool met;               /* bytes_after <= max_bytes */

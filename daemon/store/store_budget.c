@@ -7,6 +7,11 @@
  * (store_gc.c), so a crash in the middle leaves what the sweep at the next
  * start repairs. */
 
+/* Passes of one round at most: each is one transaction, and a pass frees
+ * at least what it aimed at but for the index's growth, so a second is
+ * rare and a third rarer still. */
+#define STORE_BUDGET_PASSES_MAX 8U
+
 static int budget_error(MsbError *err, const char *field, const char *why) {
         msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_PARAMS, "config: %s: %s", field, why);
         msb_error_add_data(err, "parameter", json_string(field));
@@ -151,31 +156,19 @@ static int evict_until(Store *s, StoreTx *tx, Gc *gc, uint64_t need, int64_t pro
         return 0;
 }
 
-/* One round: measures, evicts in one transaction what brings the store to
- * its low mark, unlinks the files, and says what it did in *report. */
-static int budget_round(Store *s, const StoreBudget *b, int64_t protect_used_since_ms, StoreBudgetReport *report) {
+/* Evicts, in one transaction, what the candidates' files add up to
+ * beyond low_bytes of total, and unlinks the files; adds what went to
+ * *report. The number of manifests evicted, or -errno. */
+static int budget_pass(Store *s, uint64_t total, uint64_t low_bytes, int64_t protect_used_since_ms,
+                       StoreBudgetReport *report) {
         _cleanup_(gc_done) Gc gc = {};
         _cleanup_tx_ StoreTx tx = {};
-        Reclaim rc = {};
-        uint64_t total;
         int r;
-
-        r = store_allocated_bytes(s, &total);
-        if (r < 0)
-                return r;
-        *report = (StoreBudgetReport) {
-                .budget = *b,
-                .bytes_before = total,
-                .bytes_after = total,
-                .met = total <= b->max_bytes,
-        };
-        if (report->met)
-                return 0;
 
         r = store_tx_begin(s, STORE_TX_WRITE, &tx, NULL);
         if (r < 0)
                 return r;
-        r = evict_until(s, &tx, &gc, total - b->low_bytes, protect_used_since_ms);
+        r = evict_until(s, &tx, &gc, total - low_bytes, protect_used_since_ms);
         if (r < 0)
                 return r;
         r = store_tx_commit(&tx, NULL);
@@ -184,12 +177,40 @@ static int budget_round(Store *s, const StoreBudget *b, int64_t protect_used_sin
         gc_emit(s, &gc, STORE_EVENT_IMAGE_EVICTED, now_ms());
         /* Under the writer lock, as image.remove unlinks: an import that
          * finds a layer gone re-creates it only after this. */
-        gc_unlink(&gc, &rc);
+        gc_unlink(&gc, NULL);
+        report->images_evicted += gc.refs_removed;
+        report->manifests_evicted += gc.manifests_removed;
+        return (int) gc.manifests_removed;
+}
 
-        report->bytes_after = total - (rc.bytes < total ? rc.bytes : total);
-        report->images_evicted = gc.refs_removed;
-        report->manifests_evicted = gc.manifests_removed;
-        report->met = report->bytes_after <= b->max_bytes;
+/* One round: measures, and while the store is over its budget evicts what
+ * brings it to its low mark. What a pass frees is known to the byte, but
+ * the index grows by the pass's own transaction (its write-ahead log), so
+ * the store is measured again after each pass and another one follows
+ * while it is still above the mark. 1 with *report when there was
+ * something to do, 0 when the store was within its budget. */
+static int budget_round(Store *s, const StoreBudget *b, int64_t protect_used_since_ms, StoreBudgetReport *report) {
+        uint64_t total;
+        int r;
+
+        r = store_allocated_bytes(s, &total);
+        if (r < 0)
+                return r;
+        *report = (StoreBudgetReport) { .budget = *b, .bytes_before = total };
+        if (total <= b->max_bytes)
+                return 0;
+        for (unsigned pass = 0; pass < STORE_BUDGET_PASSES_MAX && total > b->low_bytes; pass++) {
+                r = budget_pass(s, total, b->low_bytes, protect_used_since_ms, report);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+                r = store_allocated_bytes(s, &total);
+                if (r < 0)
+                        return r;
+        }
+        report->bytes_after = total;
+        report->met = total <= b->max_bytes;
         return 1;
 }
 
