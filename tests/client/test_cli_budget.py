@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import subprocess
-import threading
 import time
 from datetime import datetime, timezone
 
 import pytest
 
-from clitool import cli_binary, run
+from clitool import Events, run
 from msbtest.events import budget_config
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNREACHABLE = range(5)
@@ -23,61 +20,18 @@ def image(kit, ref):
     return kit.image(ref, [{"etc/" + ref.rsplit("/", 1)[-1]: ref.encode()}])
 
 
+def probe(rpc, kit, i):
+    rpc.call("image.load", {"path": str(image(kit, f"example.com/probe/p{i}:1").layout.path)})
+
+
 def references(rpc):
     return {h["reference"] for h in rpc.call("image.list")}
 
 
-class Events:
-    """`msb-image events` running in the background, its lines read by a
-    thread into a queue; stop() ends it."""
-
-    def __init__(self, daemon, *args):
-        self.proc = subprocess.Popen([str(cli_binary()), "--socket", str(daemon.socket_path), "events", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.reader = threading.Thread(target=self._read)
-        self.reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def read(self, n, timeout=20):
-        out = []
-        deadline = time.monotonic() + timeout
-        while len(out) < n:
-            line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            assert line is not None, f"msb-image events ended: {out}"
-            out.append(line)
-        return out
-
-    def wait_subscribed(self, rpc, kit):
-        """Loads probe images until one is printed: then the command has
-        subscribed. Returns that line."""
-        for i in range(100):
-            rpc.call("image.load", {"path": str(image(kit, f"example.com/probe/p{i}:1").layout.path)})
-            try:
-                line = self.lines.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            assert line is not None
-            return line
-        raise AssertionError("msb-image events printed nothing")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        self.proc.wait(10)
-        self.reader.join(10)
-        self.proc.stdout.close()
-        self.proc.stderr.close()
-
-
 def test_events_human(daemon, rpc, imagekit):
-    ev = Events(daemon)
+    ev = Events(daemon.socket_path)
     try:
-        first = ev.wait_subscribed(rpc, imagekit)
+        first = ev.wait_subscribed(lambda i: probe(rpc, imagekit, i))
         assert " image.loaded example.com/probe/p" in first
         app = image(imagekit, "example.com/cli/app:1")
         rpc.call("image.load", {"path": str(app.layout.path)})
@@ -101,9 +55,9 @@ def test_events_human(daemon, rpc, imagekit):
 
 
 def test_events_json(daemon, rpc, imagekit):
-    ev = Events(daemon, "--format", "json")
+    ev = Events(daemon.socket_path, "--format", "json")
     try:
-        json.loads(ev.wait_subscribed(rpc, imagekit))
+        json.loads(ev.wait_subscribed(lambda i: probe(rpc, imagekit, i)))
         app = image(imagekit, "example.com/cli/app:1")
         rpc.call("image.load", {"path": str(app.layout.path)})
         got = json.loads(ev.read(1)[0])
@@ -115,9 +69,9 @@ def test_events_json(daemon, rpc, imagekit):
 
 
 def test_events_end_when_the_daemon_goes(daemon, rpc, imagekit):
-    ev = Events(daemon)
+    ev = Events(daemon.socket_path)
     try:
-        ev.wait_subscribed(rpc, imagekit)
+        ev.wait_subscribed(lambda i: probe(rpc, imagekit, i))
         daemon.stop()
         assert ev.proc.wait(20) == EXIT_UNREACHABLE
         assert "the daemon closed the connection" in ev.proc.stderr.read()
