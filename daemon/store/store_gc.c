@@ -5,6 +5,11 @@
  * one transaction, their files after it commits (ARCHITECTURE.md "The
  * store's write protocol"). */
 
+/* The condition on a manifests row `m` that no reference and no pin holds it. */
+#define GC_MANIFEST_UNHELD                                                              \
+        "NOT EXISTS (SELECT 1 FROM image_refs r WHERE r.manifest_digest = m.digest) "  \
+        "AND NOT EXISTS (SELECT 1 FROM pins p WHERE p.manifest_digest = m.digest)"
+
 void gc_done(Gc *gc) {
         for (size_t i = 0; i < gc->n_files; i++)
                 free(gc->files[i].path);
@@ -132,9 +137,7 @@ static int gc_collect(Store *s, StoreTx *tx, Gc *gc) {
 
         r = store_query_prepare(&tx->q,
                                 "SELECT digest, config_digest, fsmeta_size IS NOT NULL, vmdk_size IS NOT NULL "
-                                "FROM manifests m "
-                                "WHERE NOT EXISTS (SELECT 1 FROM image_refs r WHERE r.manifest_digest = m.digest) "
-                                "AND NOT EXISTS (SELECT 1 FROM pins p WHERE p.manifest_digest = m.digest)",
+                                "FROM manifests m WHERE " GC_MANIFEST_UNHELD,
                                 &orphans);
         if (r < 0)
                 return r;
@@ -208,9 +211,7 @@ int gc_collect_manifest(Store *s, StoreTx *tx, Gc *gc, const char *digest) {
                 return 0;
         r = store_query_prepare(&tx->q,
                                 "SELECT config_digest, fsmeta_size IS NOT NULL, vmdk_size IS NOT NULL FROM manifests m "
-                                "WHERE digest = ?1 "
-                                "AND NOT EXISTS (SELECT 1 FROM image_refs r WHERE r.manifest_digest = m.digest) "
-                                "AND NOT EXISTS (SELECT 1 FROM pins p WHERE p.manifest_digest = m.digest)",
+                                "WHERE digest = ?1 AND " GC_MANIFEST_UNHELD,
                                 &st);
         if (r < 0)
                 return r;
