@@ -19,6 +19,7 @@ typedef struct Subscriber {
         RpcPeer *peer;
         uint64_t after_seq; /* the events it receives come after this one */
         uint64_t lost;      /* counted since it last heard of its losses */
+        bool gone;          /* its connection closed while the hub was sending */
         struct Subscriber *prev, *next;
 } Subscriber;
 
@@ -28,6 +29,9 @@ struct EventHub {
         uv_timer_t lost_timer;
         bool handles_open;
         Subscriber *subscribers; /* the loop's */
+        /* While the hub sends, a connection that a send makes close is only
+         * marked gone, and freed once the walk over the subscribers ends. */
+        bool sending;
 
         /* Shared with the publishing threads. */
         pthread_mutex_t lock;
@@ -129,7 +133,7 @@ static bool subscriber_backlogged(const Subscriber *s) {
 static void subscriber_deliver(Subscriber *s, const QueuedEvent *e, json_t *params) {
         int r;
 
-        if (e->seq <= s->after_seq)
+        if (s->gone || e->seq <= s->after_seq)
                 return;
         if (s->lost > 0 || !params || subscriber_backlogged(s)) {
                 s->lost++;
@@ -145,7 +149,7 @@ static void subscriber_deliver(Subscriber *s, const QueuedEvent *e, json_t *para
 static void subscriber_flush_lost(Subscriber *s) {
         json_t *params;
 
-        if (s->lost == 0 || rpc_peer_answer_bytes(s->peer) > EVENTS_SUBSCRIBER_PENDING_BYTES / 2)
+        if (s->gone || s->lost == 0 || rpc_peer_answer_bytes(s->peer) > EVENTS_SUBSCRIBER_PENDING_BYTES / 2)
                 return;
         params = json_pack("{s:I, s:I}", "count", (json_int_t) s->lost, "at", (json_int_t) now_ms());
         if (params && rpc_peer_notify(s->peer, "events.lost", params) >= 0)
@@ -153,16 +157,29 @@ static void subscriber_flush_lost(Subscriber *s) {
 }
 
 static void on_lost_timer(uv_timer_t *t);
+static void subscriber_remove(Subscriber *s);
+
+/* Frees the subscribers whose connections closed during a send. */
+static void hub_end_sending(EventHub *h) {
+        h->sending = false;
+        for (Subscriber *s = h->subscribers, *next; s; s = next) {
+                next = s->next;
+                if (s->gone)
+                        subscriber_remove(s);
+        }
+}
 
 /* Flushes every notice that can go, and keeps the timer running while
  * some subscriber still has losses to hear of. */
 static void hub_flush_lost(EventHub *h) {
         bool pending = false;
 
+        h->sending = true;
         for (Subscriber *s = h->subscribers; s; s = s->next) {
                 subscriber_flush_lost(s);
-                pending = pending || s->lost > 0;
+                pending = pending || (!s->gone && s->lost > 0);
         }
+        hub_end_sending(h);
         if (!h->handles_open)
                 return;
         if (pending && !uv_is_active((uv_handle_t *) &h->lost_timer))
@@ -188,12 +205,14 @@ static void on_wake(uv_async_t *a) {
         h->dropped = 0;
         pthread_mutex_unlock(&h->lock);
 
+        h->sending = true;
         for (QueuedEvent *e = events; e; e = e->next) {
                 json_t *params = event_params(e);
                 for (Subscriber *s = h->subscribers; s; s = s->next)
                         subscriber_deliver(s, e, params);
                 json_decref(params);
         }
+        hub_end_sending(h);
         queued_free_all(events);
         /* The dropped ones came after everything that was queued. */
         for (Subscriber *s = h->subscribers; s && dropped > 0; s = s->next)
@@ -216,14 +235,21 @@ static void subscriber_remove(Subscriber *s) {
         free(s);
 }
 
-/* The connection closed: rpc has unregistered the watch already. */
+/* The connection closed: rpc has unregistered the watch already. A send
+ * of the hub's own may be what closed it (a write that failed at once):
+ * then the walk that made it still holds the subscriber. */
 static void on_peer_closed(RpcPeerWatch *w) {
-        subscriber_remove((Subscriber *) ((char *) w - offsetof(Subscriber, watch)));
+        Subscriber *s = (Subscriber *) ((char *) w - offsetof(Subscriber, watch));
+
+        if (s->hub->sending)
+                s->gone = true;
+        else
+                subscriber_remove(s);
 }
 
 static Subscriber *subscriber_find(EventHub *h, RpcPeer *peer) {
         for (Subscriber *s = h->subscribers; s; s = s->next)
-                if (s->peer == peer)
+                if (s->peer == peer && !s->gone)
                         return s;
         return NULL;
 }

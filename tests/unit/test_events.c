@@ -6,7 +6,8 @@
  * threads at once reach a subscriber in the order they were published; a
  * subscriber whose backlog is full loses events and is told how many once
  * it has read; past EVENTS_QUEUE_MAX events waiting for the loop, the rest
- * are counted lost too; a peer that closes or unsubscribes hears no more.
+ * are counted lost too; a peer that closes or unsubscribes hears no more,
+ * also one whose connection closes while the hub is sending to it.
  */
 
 #include <check.h>
@@ -24,6 +25,7 @@ typedef struct FakePeer {
         size_t held;   /* answer bytes not taken */
         bool reading;
         bool open;
+        Rpc *close_on_send; /* when set, a send closes the connection at once, as a failed write does */
 } FakePeer;
 
 static FakePeer *fake_of(RpcPeer *p) {
@@ -50,6 +52,10 @@ static void fake_send(RpcPeer *p, char *text, size_t reserved) {
         free(text);
         if (f->reading)
                 f->held -= reserved;
+        if (f->close_on_send) {
+                f->open = false;
+                rpc_peer_closed(TAKE_PTR(f->close_on_send), p);
+        }
 }
 
 static void fake_send_last(RpcPeer *p, char *text) {
@@ -289,6 +295,36 @@ START_TEST(test_queue_bound) {
 }
 END_TEST
 
+START_TEST(test_a_send_that_closes_the_connection) {
+        FakePeer a, b;
+        Rpc *rpc = NULL;
+        MsbError err = {};
+        Hub h;
+
+        hub_init(&h);
+        ck_assert_int_eq(rpc_new(NULL, daemon_methods, daemon_n_methods, NULL, NULL, &rpc, &err), 0);
+        fake_init(&a, true);
+        fake_init(&b, true);
+        ck_assert_int_eq(event_hub_subscribe(h.hub, &a.peer), 0);
+        ck_assert_int_eq(event_hub_subscribe(h.hub, &b.peer), 0);
+        /* a's connection goes while the hub sends it its first event. */
+        a.close_on_send = rpc;
+        for (unsigned i = 1; i <= 3; i++)
+                publish(h.hub, i);
+        run_until_lines(&h, &b, 3);
+        ck_assert_uint_eq(json_array_size(a.lines), 1);
+        ck_assert_uint_eq(event_hub_n_subscribers(h.hub), 1);
+        publish(h.hub, 4);
+        run_until_lines(&h, &b, 4);
+        ck_assert_uint_eq(json_array_size(a.lines), 1);
+        event_hub_unsubscribe(h.hub, &b.peer);
+        rpc_free(rpc);
+        hub_done(&h);
+        fake_done(&a);
+        fake_done(&b);
+}
+END_TEST
+
 static Suite *events_suite(void) {
         Suite *s = suite_create("events");
         TCase *tc = tcase_create("hub");
@@ -297,6 +333,7 @@ static Suite *events_suite(void) {
         tcase_add_test(tc, test_order_across_threads);
         tcase_add_test(tc, test_backlog_loses_and_tells);
         tcase_add_test(tc, test_queue_bound);
+        tcase_add_test(tc, test_a_send_that_closes_the_connection);
         suite_add_tcase(s, tc);
         return s;
 }
