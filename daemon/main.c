@@ -13,6 +13,7 @@
 
 #include "activation.h"
 #include "daemon.h"
+#include "events.h"
 #include "log.h"
 #include "options.h"
 #include "pull.h"
@@ -58,6 +59,7 @@ typedef struct MsbDaemon {
         unsigned connections_max;    /* sized from RLIMIT_NOFILE at start */
         Rpc *rpc;
         Server *server;
+        EventHub *events;      /* ctx.events; freed after the store that publishes to it */
         uv_signal_t signals[ELEMENTSOF(msb_daemon_signals)];
         size_t n_signals;      /* initialised, in the order of msb_daemon_signals */
         uv_timer_t shutdown_timer, idle_timer;
@@ -211,6 +213,7 @@ static void msb_daemon_done(MsbDaemon *d) {
                         server_close_connections(d->server);
                 }
                 d->ctx.pull = pull_manager_free(d->ctx.pull);
+                event_hub_close(d->events);
                 rpc_close(d->rpc);
                 msb_daemon_close_handles(d);
                 /* Runs the close callbacks, and the worker jobs of abandoned
@@ -228,6 +231,7 @@ static void msb_daemon_done(MsbDaemon *d) {
         d->server = server_free(d->server);
         d->reader = store_reader_free(d->reader);
         d->store = store_free(d->store);
+        d->events = event_hub_free(d->events);
         json_decref(d->config);
         d->config = NULL;
         free(d->socket_path);
@@ -252,9 +256,27 @@ static int msb_daemon_take_passed_socket(MsbDaemon *d, int *ret_fd) {
         return 0;
 }
 
+/* The "store" section of a configuration: its disk budget, applied to the
+ * open store (a reload of the configuration can call this too). A section
+ * that is wrong changes nothing. */
+static int msb_daemon_apply_store_config(MsbDaemon *d, const json_t *config, MsbError *err) {
+        StoreBudget budget;
+        int r;
+
+        r = store_budget_parse(config, &budget, err);
+        if (r < 0)
+                return r;
+        store_set_budget(d->store, &budget);
+        if (budget.max_bytes > 0)
+                log_info("disk budget: %" PRIu64 " bytes, evicting down to %" PRIu64, budget.max_bytes,
+                         budget.low_bytes);
+        return 0;
+}
+
 static int msb_daemon_open_store(MsbDaemon *d, const Options *o) {
         _cleanup_(msb_error_clear) MsbError err = {};
         const StoreSweepStats *sweep;
+        StoreBudget budget;
         int r;
 
         /* A configuration that names a field wrongly is refused before the store is touched. */
@@ -264,6 +286,8 @@ static int msb_daemon_open_store(MsbDaemon *d, const Options *o) {
                 return r;
         }
         r = pull_config_check(d->config, &err);
+        if (r >= 0)
+                r = store_budget_parse(d->config, &budget, &err);
         if (r < 0) {
                 log_error("%s", err.message);
                 fprintf(stderr, "msb-imaged: %s\n", err.message);
@@ -282,6 +306,9 @@ static int msb_daemon_open_store(MsbDaemon *d, const Options *o) {
                 log_error("cannot open the store's index for reading: %s", strerror(-r));
                 return r;
         }
+        r = msb_daemon_apply_store_config(d, d->config, &err);
+        if (r < 0)
+                return r;
         sweep = store_sweep_stats(d->store);
         if (sweep->tmp_removed || sweep->files_removed || sweep->rows_dropped)
                 log_notice("swept the store: %u temporary file(s), %u file(s) without index rows, %u broken row(s)",
@@ -289,10 +316,44 @@ static int msb_daemon_open_store(MsbDaemon *d, const Options *o) {
         return 0;
 }
 
-/* The modules on the loop, bottom up: pulls, the RPC layer, the server. */
+/* A change of the store, on the thread that made it: for the subscribers. */
+static void msb_daemon_on_store_event(const StoreEvent *ev, void *userdata) {
+        MsbDaemon *d = userdata;
+
+        if (ev->type == STORE_EVENT_IMAGE_EVICTED)
+                log_info("evicted %s (%s) to keep the store within its budget", ev->reference ?: "(no reference)",
+                         ev->manifest_digest ?: "?");
+        event_hub_publish(d->events, ev);
+}
+
+static void msb_daemon_on_budget(const StoreBudgetReport *rep, void *userdata) {
+        log_info("the store took %" PRIu64 " bytes, over its budget of %" PRIu64 ": evicted %u reference(s) and %u "
+                 "manifest(s), %" PRIu64 " bytes left",
+                 rep->bytes_before, rep->budget.max_bytes, rep->images_evicted, rep->manifests_evicted,
+                 rep->bytes_after);
+        if (!rep->met)
+                log_warning("the disk budget cannot be met: the store takes %" PRIu64 " bytes, more than its budget of "
+                            "%" PRIu64 ", and what is left is pinned, held by loads or pulls in flight, or was stored "
+                            "just now",
+                            rep->bytes_after, rep->budget.max_bytes);
+}
+
+/* The modules on the loop, bottom up: events, pulls, the RPC layer, the server. */
 static int msb_daemon_start_modules(MsbDaemon *d, int listen_fd) {
         _cleanup_(msb_error_clear) MsbError err = {};
         int r;
+
+        r = event_hub_new(&d->loop, &d->events);
+        if (r < 0) {
+                log_error("cannot set up events: %s", strerror(-r));
+                return r;
+        }
+        d->ctx.events = d->events;
+        store_set_observer(d->store, &(StoreObserver) {
+                                             .event = msb_daemon_on_store_event,
+                                             .budget = msb_daemon_on_budget,
+                                             .userdata = d,
+                                     });
 
         r = pull_manager_new(&d->loop, d->store, d->config, &d->ctx.pull);
         if (r < 0) {

@@ -52,6 +52,7 @@ extern const CliCommand cli_command_pin;
 extern const CliCommand cli_command_df;
 extern const CliCommand cli_command_info;
 extern const CliCommand cli_command_exists;
+extern const CliCommand cli_command_events;
 
 /* Output formats of --format. */
 typedef enum CliFormat {
@@ -69,6 +70,7 @@ enum {
         CLI_OPT_PLATFORM,
         CLI_OPT_TAG,
         CLI_OPT_IMAGE,
+        CLI_OPT_FILTER,
 };
 
 #define CLI_COMMON_OPTIONS                                              \
@@ -194,6 +196,11 @@ const char *cli_short_digest(const char *digest, char *buf, size_t size);
 #define CLI_SHORT_DIGEST_MAX 16
 
 int64_t cli_now_ms(void);
+
+/* The time `--filter until=VALUE` names, in ms since the epoch: a Go
+ * duration before now_ms ("24h", "30m", "10s"), a Unix timestamp, or an
+ * RFC 3339 date and time (until.c). -EINVAL when VALUE is none of them. */
+int cli_parse_until(const char *value, int64_t now_ms, int64_t *ret_ms);
 
 /* qsort/bsearch comparison of two `const char *` elements. */
 int cli_compare_strings(const void *a, const void *b);

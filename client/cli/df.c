@@ -4,6 +4,22 @@
 
 #include "cli.h"
 
+/* The disk budget, and how far the store is from it. */
+static void print_budget(const MsbSystemDf *df) {
+        char max[CLI_SIZE_MAX], low[CLI_SIZE_MAX], remaining[CLI_SIZE_MAX];
+        int64_t left = df->budget_remaining_bytes;
+
+        if (df->budget_max_bytes == MSB_NULL_INT) {
+                printf("Budget: none\n");
+                return;
+        }
+        cli_format_size(df->budget_max_bytes, max, sizeof(max));
+        cli_format_size(df->budget_low_bytes, low, sizeof(low));
+        cli_format_size(left < 0 ? -left : left, remaining, sizeof(remaining));
+        printf("Budget: %s (evicting down to %s), %s %s\n", max, low, remaining,
+               left < 0 ? "over it: what is left is pinned or in use" : "left");
+}
+
 static int print_table(const MsbSystemDf *df) {
         static const char *const header[] = { "TYPE", "COUNT", "SIZE" };
         const struct {
@@ -38,6 +54,7 @@ static int print_table(const MsbSystemDf *df) {
         printf("\nTotal: %s", size);
         cli_format_size(df->reclaimable_bytes, size, sizeof(size));
         printf(", reclaimable by prune: %s\n", size);
+        print_budget(df);
         return 0;
 }
 
@@ -79,7 +96,8 @@ const CliCommand cli_command_df = {
         .usage = "Usage: " CLI_PROGRAM " df [--format table|json]\n"
                  "\n"
                  "Show the bytes the cache allocates on disk by kind (manifests, configs,\n"
-                 "layers, fsmeta, VMDK, the index) and how much a prune would reclaim.\n"
+                 "layers, fsmeta, VMDK, the index), how much a prune would reclaim, and\n"
+                 "the disk budget of the daemon's configuration with how much is left.\n"
                  "Sizes are 1024-based.\n"
                  "\n"
                  "Options:\n"

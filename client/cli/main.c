@@ -10,7 +10,7 @@
 static const CliCommand *const commands[] = {
         &cli_command_ls,   &cli_command_inspect, &cli_command_exists, &cli_command_rm,
         &cli_command_prune, &cli_command_pull,   &cli_command_load,   &cli_command_pin,
-        &cli_command_df,   &cli_command_info,
+        &cli_command_df,   &cli_command_info,    &cli_command_events,
 };
 
 static void help(void) {

@@ -5,17 +5,25 @@
 #include "cli.h"
 
 #define PRUNE_QUESTION "Remove all cached images not used by sandboxes or snapshots? [y/N] "
+#define PRUNE_QUESTION_UNTIL \
+        "Remove the cached images not used by sandboxes or snapshots, and not used since %s? [y/N] "
 
 /* The longest answer read at the prompt; the rest of a longer line is
  * read and ignored, and such an answer counts as no. */
 #define PRUNE_ANSWER_MAX 16
 
-/* Asks on the terminal; true only for an explicit yes. */
-static bool confirm(void) {
-        char answer[PRUNE_ANSWER_MAX];
+/* Asks on the terminal; true only for an explicit yes. until_ms is the
+ * filter's time, or MSB_NULL_INT. */
+static bool confirm(int64_t until_ms) {
+        char answer[PRUNE_ANSWER_MAX], when[CLI_TIME_MAX];
         int ch;
 
-        fputs(PRUNE_QUESTION, stderr);
+        if (until_ms == MSB_NULL_INT)
+                fputs(PRUNE_QUESTION, stderr);
+        else {
+                cli_format_time(until_ms, when, sizeof(when));
+                fprintf(stderr, PRUNE_QUESTION_UNTIL, when);
+        }
         fflush(stderr);
         if (!fgets(answer, sizeof(answer), stdin))
                 return false;
@@ -68,14 +76,34 @@ static void print_report(const MsbPruneReport *p) {
                 printf("%-20s %s (%lld bytes)\n", "Space reclaimed:", size, (long long) p->bytes_reclaimed);
 }
 
+/* --filter KEY=VALUE: until=TIME only, as docker image prune's filter of
+ * that name (its label filters have nothing to match here). The images
+ * used since that time stay. */
+static int parse_filter(const char *arg, int64_t now_ms, int64_t *until_ms) {
+        const char *value = strncmp(arg, "until=", strlen("until=")) == 0 ? arg + strlen("until=") : NULL;
+
+        if (!value)
+                return cli_usage_error(&cli_command_prune, "unknown filter '%s' (prune takes until=TIME)", arg);
+        if (*until_ms != MSB_NULL_INT)
+                return cli_usage_error(&cli_command_prune, "until= may be given once");
+        if (cli_parse_until(value, now_ms, until_ms) < 0)
+                return cli_usage_error(&cli_command_prune,
+                                       "until=%s is neither a duration (24h, 30m, 10s), a Unix timestamp nor a date "
+                                       "and time (2024-01-31T12:00:00Z)",
+                                       value);
+        return 0;
+}
+
 static int run(int argc, char *argv[], CliGlobals *globals) {
         static const struct option options[] = {
                 CLI_COMMON_OPTIONS,
                 { "yes", no_argument, NULL, 'y' },
                 { "force", no_argument, NULL, 'f' },
                 { "format", required_argument, NULL, CLI_OPT_FORMAT },
+                { "filter", required_argument, NULL, CLI_OPT_FILTER },
                 {},
         };
+        int64_t now = cli_now_ms(), until = MSB_NULL_INT;
         _cleanup_(msb_client_freep) MsbClient *client = NULL;
         _cleanup_(msb_prune_report_freep) MsbPruneReport *report = NULL;
         _cleanup_(msb_image_list_freep) MsbImageList *before = NULL, *after = NULL;
@@ -90,6 +118,8 @@ static int run(int argc, char *argv[], CliGlobals *globals) {
                         yes = true;
                 else if (c == CLI_OPT_FORMAT && cli_parse_format(&cli_command_prune, optarg, &format) != 0)
                         return CLI_EXIT_USAGE;
+                else if (c == CLI_OPT_FILTER && parse_filter(optarg, now, &until) != 0)
+                        return CLI_EXIT_USAGE;
         }
         if (optind < argc)
                 return cli_usage_error(&cli_command_prune, "unexpected argument '%s'", argv[optind]);
@@ -100,7 +130,7 @@ static int run(int argc, char *argv[], CliGlobals *globals) {
                 if (!isatty(STDIN_FILENO))
                         return cli_usage_error(&cli_command_prune,
                                                "prune needs confirmation: stdin is not a terminal, pass -y");
-                if (!confirm()) {
+                if (!confirm(until)) {
                         fputs("Nothing removed.\n", stderr);
                         return CLI_EXIT_FAILURE;
                 }
@@ -113,7 +143,11 @@ static int run(int argc, char *argv[], CliGlobals *globals) {
          * references, so only it pays for the two lists. */
         if (format == CLI_FORMAT_TABLE && (r = msb_client_image_list(client, &before)) < 0)
                 return cli_report(client, r, "cannot list the images before pruning");
-        r = msb_client_image_prune(client, &report);
+        /* A time in the future leaves no image out: 0 ms unused. */
+        r = msb_client_image_prune_unused(client, until == MSB_NULL_INT ? MSB_NULL_INT
+                                                  : until >= now              ? 0
+                                                                              : now - until,
+                                          &report);
         if (r < 0)
                 return cli_report(client, r, "cannot prune");
         if (format == CLI_FORMAT_JSON) {
@@ -135,16 +169,22 @@ static int run(int argc, char *argv[], CliGlobals *globals) {
 const CliCommand cli_command_prune = {
         .name = "prune",
         .summary = "remove every image no sandbox or snapshot uses",
-        .usage = "Usage: " CLI_PROGRAM " prune [-y] [--format table|json]\n"
+        .usage = "Usage: " CLI_PROGRAM " prune [-y] [--filter until=TIME] [--format table|json]\n"
                  "\n"
                  "Remove every cached reference, manifest, layer, fsmeta and VMDK that no\n"
                  "sandbox or snapshot pins, and sweep leftovers. Asks first on a terminal;\n"
                  "without a terminal it refuses unless -y is given. Prints the references\n"
                  "removed, the counts of what went and the space reclaimed.\n"
                  "\n"
+                 "With --filter until=TIME only the references not used (pulled, loaded or\n"
+                 "pinned through) since TIME go: a duration before now (24h, 30m, 10s,\n"
+                 "1h30m), a Unix timestamp, or a date and time (2024-01-31,\n"
+                 "2024-01-31T12:00:00Z; local time without a zone).\n"
+                 "\n"
                  "Options:\n"
                  "  -y, --yes        do not ask\n"
                  "  -f, --force      the same as -y\n"
+                 "  --filter until=TIME  only images unused since TIME\n"
                  "  --format FORMAT  table (default) or json (the daemon's ImagePruneReport)\n"
                  "  --socket PATH    the daemon's socket\n"
                  "  -h, --help       show this help\n",

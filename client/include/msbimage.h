@@ -249,6 +249,10 @@ MSB_PUBLIC int msb_client_image_remove(MsbClient *c, const char *reference, bool
 
 /* image.prune: everything no pin holds. */
 MSB_PUBLIC int msb_client_image_prune(MsbClient *c, MsbPruneReport **ret_report);
+/* image.prune {unused_for_ms}: only the references not used (pulled, loaded
+ * or pinned through) for that many milliseconds; MSB_NULL_INT: all, as
+ * msb_client_image_prune(). -EINVAL for another negative value. */
+MSB_PUBLIC int msb_client_image_prune_unused(MsbClient *c, int64_t unused_for_ms, MsbPruneReport **ret_report);
 
 /* image.load: images from an OCI layout, OCI archive or docker-save archive.
  * path must be absolute (the daemon reads it); tag may be NULL. */
@@ -433,6 +437,13 @@ typedef struct MsbSystemDf {
         int64_t total_bytes;
         int64_t reclaimable_bytes;
         char *json;
+        /* The disk budget (README "Configuration"): MSB_NULL_INT, all
+         * three, when the daemon has none. remaining is max - total_bytes,
+         * negative when the store is over its budget. After json, so that
+         * the fields before keep their places. */
+        int64_t budget_max_bytes;
+        int64_t budget_low_bytes;
+        int64_t budget_remaining_bytes;
 } MsbSystemDf;
 
 MSB_PUBLIC MsbSystemDf *msb_system_df_free(MsbSystemDf *df);
@@ -441,6 +452,45 @@ MSB_PUBLIC MsbSystemDf *msb_system_df_free(MsbSystemDf *df);
 MSB_PUBLIC int msb_client_system_info(MsbClient *c, MsbSystemInfo **ret_info);
 /* system.df: bytes on disk by kind. */
 MSB_PUBLIC int msb_client_system_df(MsbClient *c, MsbSystemDf **ret_df);
+
+/* ---- Events ------------------------------------------------------------ */
+
+/*
+ * One notification of events.subscribe: an "event" (type "image.loaded",
+ * "image.pulled", "image.removed", "image.pruned", "image.evicted",
+ * "pin.added" or "pin.removed") or, as type "events.lost", the daemon
+ * saying that this connection did not read fast enough and how many events
+ * it missed (lost_count). Fields an event does not carry are NULL or
+ * MSB_NULL_INT.
+ */
+typedef struct MsbEvent {
+        char *type;
+        char *reference;       /* canonical */
+        char *manifest_digest;
+        int64_t at;            /* ms since the epoch */
+        char *kind;            /* pin events: "sandbox" or "snapshot" */
+        char *name;            /* pin events: the pin's name */
+        int64_t lost_count;    /* "events.lost" only */
+        char *json;            /* the notification's params */
+} MsbEvent;
+
+MSB_PUBLIC MsbEvent *msb_event_free(MsbEvent *event);
+
+/*
+ * events.subscribe: from now on the daemon sends this connection an event
+ * for each change of the cache; read them with msb_client_event_read().
+ * Meant for a connection of its own: events that arrive while another call
+ * on it waits for its answer are skipped.
+ */
+MSB_PUBLIC int msb_client_events_subscribe(MsbClient *c);
+/* events.unsubscribe; events already on their way may still be read. */
+MSB_PUBLIC int msb_client_events_unsubscribe(MsbClient *c);
+/*
+ * Waits for the next event (at most the client's timeout, when one is set:
+ * -ETIMEDOUT then, and the connection stays usable). -ECONNRESET when the
+ * daemon closed the connection.
+ */
+MSB_PUBLIC int msb_client_event_read(MsbClient *c, MsbEvent **ret_event);
 
 #ifdef __cplusplus
 }

@@ -61,6 +61,11 @@ int client_call(MsbClient *c, const char *method, json_t *params, ClientNotifyFn
 int client_call_fds(MsbClient *c, const char *method, json_t *params, const int *fds, size_t n_fds,
                     ClientNotifyFn notify, void *userdata, json_t **ret_result);
 
+/* Reads the next message the daemon sends (a notification, for an events
+ * subscriber), within the client's timeout. -ETIMEDOUT leaves the
+ * connection usable; any other failure closes it. */
+int client_read_message(MsbClient *c, json_t **ret_message);
+
 /* JSON helpers shared by the method files. A helper fails with -EPROTO
  * when the daemon's answer does not have the type the protocol promises. */
 

@@ -415,6 +415,35 @@ static int call_exchange(MsbClient *c, uint64_t id, const char *text, size_t len
         return r;
 }
 
+int client_read_message(MsbClient *c, json_t **ret_message) {
+        uint64_t deadline = c->timeout_ms > 0 ? monotonic_ms() + c->timeout_ms : 0;
+        json_error_t jerr;
+        json_t *msg;
+        char *line;
+        size_t len;
+        int r;
+
+        if (c->fd < 0)
+                return -ENOTCONN;
+        r = read_line(c, deadline, -1, &line, &len);
+        if (r == -ETIMEDOUT)
+                /* Nothing is owed to us: a partial line stays buffered and
+                 * the next read goes on from it. */
+                return r;
+        if (r < 0) {
+                client_close(c);
+                return r;
+        }
+        msg = json_loadb(line, len, 0, &jerr);
+        if (!json_is_object(msg)) {
+                json_decref(msg);
+                client_close(c);
+                return -EPROTO;
+        }
+        *ret_message = msg;
+        return 0;
+}
+
 int client_call(MsbClient *c, const char *method, json_t *params, ClientNotifyFn notify, void *userdata,
                 json_t **ret_result) {
         return client_call_fds(c, method, params, NULL, 0, notify, userdata, ret_result);

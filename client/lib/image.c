@@ -355,13 +355,19 @@ int msb_client_image_remove(MsbClient *c, const char *reference, bool force) {
 }
 
 int msb_client_image_prune(MsbClient *c, MsbPruneReport **ret_report) {
-        _cleanup_json_ json_t *result = NULL;
+        return msb_client_image_prune_unused(c, MSB_NULL_INT, ret_report);
+}
+
+int msb_client_image_prune_unused(MsbClient *c, int64_t unused_for_ms, MsbPruneReport **ret_report) {
+        _cleanup_json_ json_t *params = NULL, *result = NULL;
         int r;
 
         client_reset_error(c);
-        if (!ret_report)
+        if (!ret_report || (unused_for_ms < 0 && unused_for_ms != MSB_NULL_INT))
                 return -EINVAL;
-        r = client_call(c, "image.prune", NULL, NULL, NULL, &result);
+        if (unused_for_ms >= 0 && !(params = json_pack("{s:I}", "unused_for_ms", (json_int_t) unused_for_ms)))
+                return -ENOMEM;
+        r = client_call(c, "image.prune", params, NULL, NULL, &result);
         if (r < 0)
                 return r;
         return prune_report_from_json(result, ret_report);

@@ -51,6 +51,7 @@ DEFINE_FREEP(MsbRootfs, msb_rootfs_free)
 DEFINE_FREEP(MsbPinList, msb_pin_list_free)
 DEFINE_FREEP(MsbSystemInfo, msb_system_info_free)
 DEFINE_FREEP(MsbSystemDf, msb_system_df_free)
+DEFINE_FREEP(MsbEvent, msb_event_free)
 
 #ifdef JANSSON_H
 /* jansson (>= 2.9) provides json_decrefp() for its own json_auto_t. */

@@ -63,6 +63,22 @@ static int disk_usage_from_json(json_t *o, MsbDiskUsage *ret) {
         return 0;
 }
 
+/* The budget object, or null (or absent, from a daemon older than it). */
+static int budget_from_json(json_t *o, MsbSystemDf *df) {
+        int r;
+
+        df->budget_max_bytes = df->budget_low_bytes = df->budget_remaining_bytes = MSB_NULL_INT;
+        if (!o || json_is_null(o))
+                return 0;
+        if (!json_is_object(o))
+                return -EPROTO;
+        if ((r = json_get_int(o, "max_bytes", &df->budget_max_bytes)) < 0 ||
+            (r = json_get_int(o, "low_bytes", &df->budget_low_bytes)) < 0 ||
+            (r = json_get_int(o, "remaining_bytes", &df->budget_remaining_bytes)) < 0)
+                return r;
+        return 0;
+}
+
 int msb_client_system_df(MsbClient *c, MsbSystemDf **ret_df) {
         _cleanup_json_ json_t *result = NULL;
         _cleanup_(msb_system_df_freep) MsbSystemDf *df = NULL;
@@ -88,6 +104,7 @@ int msb_client_system_df(MsbClient *c, MsbSystemDf **ret_df) {
             (r = json_get_int(result, "index_bytes", &df->index_bytes)) < 0 ||
             (r = json_get_int(result, "total_bytes", &df->total_bytes)) < 0 ||
             (r = json_get_int(result, "reclaimable_bytes", &df->reclaimable_bytes)) < 0 ||
+            (r = budget_from_json(json_object_get(result, "budget"), df)) < 0 ||
             (r = json_to_text(result, &df->json)) < 0)
                 return r;
         *ret_df = TAKE_PTR(df);

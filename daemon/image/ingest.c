@@ -33,6 +33,8 @@ struct Ingest {
         bool committed;
         StoreManifest row; /* what ingest_prepare() made ready for the index */
         StoreLayer *row_layers;
+        StoreEventType event;  /* what the commit announces */
+        int64_t started_at_ms; /* images used since are spared by the eviction after the commit */
 
         /* Layers of one image may convert in parallel on several workers. */
         pthread_mutex_t lease_lock;
@@ -138,6 +140,7 @@ int ingest_new(Store *store, const char *manifest_digest, const void *manifest, 
         if (!in)
                 return -ENOMEM;
         in->store = store;
+        in->started_at_ms = now_ms();
         pthread_mutex_init(&in->lease_lock, NULL);
         in->manifest_digest = strdup(manifest_digest);
         in->manifest = memdup(manifest, manifest_size);
@@ -217,6 +220,10 @@ Ingest *ingest_free(Ingest *in) {
         free(in->config);
         free(in);
         return NULL;
+}
+
+void ingest_set_event(Ingest *in, StoreEventType event) {
+        in->event = event;
 }
 
 size_t ingest_n_layers(const Ingest *in) {
@@ -442,6 +449,7 @@ static int ingest_prepare(Ingest *in, MsbError *err) {
                 .os = in->parsed_config->platform.os,
                 .variant = in->parsed_config->platform.variant,
                 .n_layers = n,
+                .event = in->event,
         };
         free(in->row_layers);
         in->row_layers = calloc(n + 1, sizeof(StoreLayer));
@@ -497,12 +505,23 @@ int ingest_commit_many(const IngestCommit *images, size_t n_images, json_t *hand
         }
         if (n_images > 0) {
                 Store *store = images[0].ingest->store;
+                int64_t started_at_ms = images[0].ingest->started_at_ms;
+
                 r = store_images_commit(store, rows, n_images, handles, err);
                 if (r < 0)
                         return r;
+                for (size_t i = 0; i < n_images; i++) {
+                        images[i].ingest->committed = true;
+                        if (images[i].ingest->started_at_ms < started_at_ms)
+                                started_at_ms = images[i].ingest->started_at_ms;
+                }
+                /* The images are stored; a budget that cannot be met is the
+                 * log's business, not a failure of this commit. The leases
+                 * the ingests still hold keep their own images, and the
+                 * protection time those of the commits that ran beside
+                 * them, from the round. */
+                (void) store_budget_enforce(store, started_at_ms);
         }
-        for (size_t i = 0; i < n_images; i++)
-                images[i].ingest->committed = true;
         return 0;
 }
 

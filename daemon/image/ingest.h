@@ -38,6 +38,10 @@ int ingest_new(Store *store, const char *manifest_digest, const void *manifest, 
 Ingest *ingest_free(Ingest *in);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Ingest *, ingest_free);
 
+/* What the commit announces to events subscribers: image.loaded (the
+ * default) or image.pulled. */
+void ingest_set_event(Ingest *in, StoreEventType event);
+
 /* The manifest's config descriptor (its digest and size), for callers that fetch it. */
 size_t ingest_n_layers(const Ingest *in);
 const IngestLayer *ingest_layer(const Ingest *in, size_t i);
@@ -55,8 +59,10 @@ int ingest_convert_layer(Ingest *in, size_t i, int blob_fd, MsbError *err);
 
 /* Writes the manifest and config blobs, fsmeta and the VMDK, and commits
  * the image under the canonical references. On failure what it published
- * stays until ingest_abort(). *ret_handle (may be NULL) gets
- * the ImageHandle of the first reference. */
+ * stays until ingest_abort(). *ret_handle (may be NULL) gets the
+ * ImageHandle of the first reference. Then, while the store is over its
+ * disk budget, evicts images used before this ingest started
+ * (store_budget_enforce), never this one. */
 int ingest_commit(Ingest *in, char *const *references, size_t n_references, json_t **ret_handle, MsbError *err);
 /* The same, appending to handles the ImageHandle of every reference, as
  * committed. */

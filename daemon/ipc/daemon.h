@@ -13,6 +13,7 @@
 #include "rpc.h"
 #include "store.h"
 
+typedef struct EventHub EventHub;
 typedef struct PullManager PullManager;
 typedef struct Server Server;
 
@@ -20,6 +21,7 @@ typedef struct Server Server;
 struct RpcLoopContext {
         StoreReader *reader; /* the loop's read connection to the index */
         PullManager *pull;
+        EventHub *events;    /* events.subscribe's subscribers */
         Server *server;      /* for system.info's connection counts; NULL until it exists */
         const char *store_path;
         const char *socket_path;

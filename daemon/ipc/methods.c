@@ -11,6 +11,7 @@
 #include <stddef.h>
 
 #include "daemon.h"
+#include "events.h"
 #include "load.h"
 #include "log.h"
 #include "oci.h"
@@ -143,12 +144,26 @@ static int method_image_remove(RpcCall *call, RpcWorkerContext *ctx, const void 
         return 0;
 }
 
+typedef struct PruneParams {
+        int64_t unused_for_ms; /* RPC_FIELD_INT_ABSENT: every image is a candidate */
+} PruneParams;
+
+static const RpcField prune_fields[] = {
+        { "unused_for_ms", RPC_FIELD_INT, offsetof(PruneParams, unused_for_ms), false, NULL },
+        {}
+};
+
 static int method_image_prune(RpcCall *call, RpcWorkerContext *ctx, const void *params, json_t **ret,
                               MsbError *err) {
-        int r = store_image_prune(ctx->store, ret, err);
+        const PruneParams *p = params;
+        bool filtered = p->unused_for_ms != RPC_FIELD_INT_ABSENT;
+        int r = store_image_prune(ctx->store, filtered ? p->unused_for_ms : STORE_PRUNE_ALL, ret, err);
         if (r >= 0) {
                 _cleanup_free_ char *report = json_dumps(*ret, JSON_COMPACT);
-                log_info("pruned: %s", report ?: "");
+                if (filtered)
+                        log_info("pruned images unused for %" PRId64 " ms: %s", p->unused_for_ms, report ?: "");
+                else
+                        log_info("pruned: %s", report ?: "");
         }
         return r;
 }
@@ -318,6 +333,26 @@ static int method_rpc_cancel(RpcCall *call, RpcLoopContext *ctx, const void *par
         return 0;
 }
 
+/* ---- events ---- */
+
+static int method_events_subscribe(RpcCall *call, RpcLoopContext *ctx, const void *params, json_t **ret,
+                                   MsbError *err) {
+        /* Outside a batch the answer is queued before any event: events go
+         * out from the hub's own turn of the loop, after this one. */
+        int r = event_hub_subscribe(ctx->events, rpc_call_peer(call));
+        if (r < 0)
+                return r;
+        *ret = json_null();
+        return 0;
+}
+
+static int method_events_unsubscribe(RpcCall *call, RpcLoopContext *ctx, const void *params, json_t **ret,
+                                     MsbError *err) {
+        event_hub_unsubscribe(ctx->events, rpc_call_peer(call));
+        *ret = json_null();
+        return 0;
+}
+
 /* ---- image.pull ---- */
 
 typedef struct PullParams {
@@ -407,7 +442,7 @@ const RpcMethod daemon_methods[] = {
         LOOP("image.list", method_image_list, RPC_INLINE, NULL, NoParams),
         WORKER("image.inspect", method_image_inspect, reference_fields, ReferenceParams),
         WORKER("image.remove", method_image_remove, remove_fields, RemoveParams),
-        WORKER("image.prune", method_image_prune, NULL, NoParams),
+        WORKER("image.prune", method_image_prune, prune_fields, PruneParams),
         LOOP("image.pull", method_image_pull, RPC_DEFERRED, pull_fields, PullParams),
         WORKER("image.load", method_image_load, load_fields, LoadParams),
         WORKER("pin.add", method_pin_add, pin_add_fields, PinParams),
@@ -417,5 +452,7 @@ const RpcMethod daemon_methods[] = {
         WORKER("system.df", method_system_df, NULL, NoParams),
         LOOP("rpc.discover", method_rpc_discover, RPC_INLINE, NULL, NoParams),
         LOOP("rpc.cancel", method_rpc_cancel, RPC_INLINE, cancel_fields, CancelParams),
+        LOOP("events.subscribe", method_events_subscribe, RPC_INLINE, NULL, NoParams),
+        LOOP("events.unsubscribe", method_events_unsubscribe, RPC_INLINE, NULL, NoParams),
 };
 const size_t daemon_n_methods = ELEMENTSOF(daemon_methods);

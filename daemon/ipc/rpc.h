@@ -149,6 +149,9 @@ typedef struct RpcPeerOps {
         bool (*is_open)(const RpcPeer *p);
         /* Reading from the peer pauses (true) or may resume (false). */
         void (*set_paused)(RpcPeer *p, bool paused);
+        /* The answer bytes held for the peer: reserved and not yet taken
+         * by the kernel. */
+        size_t (*answer_bytes)(const RpcPeer *p);
 } RpcPeerOps;
 
 /* Someone to tell when a peer goes (an events subscription, say): embed it,
@@ -184,6 +187,9 @@ void rpc_peer_unwatch(RpcPeer *p, RpcPeerWatch *w);
  * 0; -E2BIG when it would cross the peer's answer limits (it is dropped:
  * the caller counts what it lost); -ENOTCONN; -ENOMEM. Loop thread. */
 int rpc_peer_notify(RpcPeer *p, const char *method, json_t *params);
+/* The answer bytes held for the peer and not yet written to it: what a
+ * subscriber that does not read has let pile up. Loop thread. */
+size_t rpc_peer_answer_bytes(const RpcPeer *p);
 
 int rpc_new(uv_loop_t *loop, const RpcMethod *methods, size_t n_methods, RpcLoopContext *loop_ctx,
             RpcWorkerContext *worker_ctx, Rpc **ret, MsbError *err);

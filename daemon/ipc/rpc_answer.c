@@ -110,6 +110,10 @@ int rpc_peer_notify(RpcPeer *peer, const char *method, json_t *params) {
         return 0;
 }
 
+size_t rpc_peer_answer_bytes(const RpcPeer *peer) {
+        return peer->ops->answer_bytes ? peer->ops->answer_bytes(peer) : 0;
+}
+
 void rpc_call_notify(RpcCall *call, const char *method, json_t *params) {
         (void) rpc_peer_notify(call->peer, method, params);
 }

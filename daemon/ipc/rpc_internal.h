@@ -22,6 +22,7 @@ typedef struct ParamSpec {
         const char *type;    /* JSON schema type: string, boolean, integer, ... */
         json_t *enum_values; /* borrowed from the document, or NULL */
         json_int_t min_length, max_length; /* -1 when not declared */
+        json_t *minimum;     /* an integer's least value (borrowed), or NULL */
         const RpcField *field; /* the method's decoding of it */
 } ParamSpec;
 

@@ -20,6 +20,7 @@ static int parse_param_spec(json_t *p, ParamSpec *ret) {
                 .enum_values = json_object_get(schema, "enum"),
                 .min_length = json_is_integer(minl) ? json_integer_value(minl) : -1,
                 .max_length = json_is_integer(maxl) ? json_integer_value(maxl) : -1,
+                .minimum = json_object_get(schema, "minimum"),
         };
         return 0;
 }
@@ -219,6 +220,9 @@ static int validate_value(const ParamSpec *spec, const char *key, json_t *v, Msb
                 if (!found)
                         return invalid_param(err, key, "parameter '%s' is not one of the allowed values%s", "");
         }
+        if (json_is_integer(v) && json_is_integer(spec->minimum) &&
+            json_integer_value(v) < json_integer_value(spec->minimum))
+                return invalid_param(err, key, "parameter '%s' is below its minimum%s", "");
         if (json_is_string(v)) {
                 json_int_t len = utf8_length(json_string_value(v), json_string_length(v));
                 if ((spec->min_length >= 0 && len < spec->min_length) ||

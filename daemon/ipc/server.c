@@ -318,6 +318,10 @@ static void peer_set_paused(RpcPeer *p, bool paused) {
         connection_update_reading(c);
 }
 
+static size_t peer_answer_bytes(const RpcPeer *p) {
+        return connection_of((RpcPeer *) p)->answer_bytes;
+}
+
 static const RpcPeerOps server_peer_ops = {
         .answer_reserve = peer_answer_reserve,
         .answer_release = peer_answer_release,
@@ -328,6 +332,7 @@ static const RpcPeerOps server_peer_ops = {
         .release = peer_release,
         .is_open = peer_is_open,
         .set_paused = peer_set_paused,
+        .answer_bytes = peer_answer_bytes,
 };
 
 /* Sends the limit-exceeded error and closes once it is written. */

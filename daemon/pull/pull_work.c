@@ -37,6 +37,7 @@ static void work_prepare(PullWork *w) {
                           op->config_size, &op->ingest, &w->err);
         if (w->r < 0)
                 return;
+        ingest_set_event(op->ingest, STORE_EVENT_IMAGE_PULLED);
         w->cached = calloc(ingest_n_layers(op->ingest) + 1, sizeof(bool));
         if (!w->cached) {
                 w->r = -ENOMEM;

@@ -54,6 +54,13 @@ struct Store {
 
         StoreSweepStats sweep;
         bool cancelled;
+
+        StoreObserver observer; /* set before any worker runs; read by all */
+        /* The budget, which a reload may change while rounds run. */
+        pthread_mutex_t budget_lock;
+        StoreBudget budget;
+        /* Held for a whole eviction round: rounds never overlap. */
+        pthread_mutex_t evict_lock;
 };
 
 typedef enum ContentKind {
@@ -169,11 +176,50 @@ void store_lookup_done(StoreLookup *l);
  * rootfs as the Rootfs layer entries (with paths). */
 int store_manifest_layers_json(Store *s, StoreQuery *q, const char *manifest_digest, bool rootfs, json_t **ret);
 
+/* Tells the observer of a change; the caller holds the writer lock and has
+ * committed. */
+void store_emit(Store *s, const StoreEvent *ev);
+
+/* ---- removal (store_gc.c): rows in one transaction, files after it ---- */
+
 typedef struct Reclaim {
         unsigned removed[_CONTENT_KIND_MAX];
         unsigned tmp_removed;
         uint64_t bytes;
 } Reclaim;
+
+typedef struct Doomed {
+        ContentKind kind;
+        char *path;
+} Doomed;
+
+/* A reference a removal took out, for its event after the commit. */
+typedef struct GcReference {
+        char *reference;
+        char digest[DIGEST_STRING_MAX];
+} GcReference;
+
+typedef struct Gc {
+        Doomed *files;
+        size_t n_files;
+        uint64_t doomed_bytes; /* allocated bytes of the files, counted as they are doomed */
+        GcReference *refs;
+        size_t n_refs;
+        unsigned refs_removed;
+        unsigned manifests_removed;
+} Gc;
+
+void gc_done(Gc *gc);
+/* Records a reference the transaction deleted. */
+int gc_note_reference(Gc *gc, const char *reference, const char *digest);
+/* Deletes the manifest digest's row when no reference, pin or lease holds
+ * it, and the rows of its layers that no other manifest uses; dooms their
+ * files. 1 when the manifest went, 0 when something holds it. */
+int gc_collect_manifest(Store *s, StoreTx *tx, Gc *gc, const char *digest);
+/* Unlinks the doomed files once their rows' removal committed. */
+void gc_unlink(Gc *gc, Reclaim *rc);
+/* One event of type per reference the removal took out, at `at`. */
+void gc_emit(Store *s, const Gc *gc, StoreEventType type, int64_t at);
 
 uint64_t store_stat_allocated(const struct stat *st);
 /* Unlinks a content file, counting it and its blocks in rc (may be NULL). */

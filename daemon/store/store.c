@@ -95,6 +95,27 @@ const StoreSweepStats *store_sweep_stats(const Store *s) {
         return &s->sweep;
 }
 
+/* ---- who hears of changes ---- */
+
+const char *store_event_type_name(StoreEventType type) {
+        static const char *const names[_STORE_EVENT_TYPE_MAX] = {
+                [STORE_EVENT_IMAGE_LOADED] = "image.loaded",   [STORE_EVENT_IMAGE_PULLED] = "image.pulled",
+                [STORE_EVENT_IMAGE_REMOVED] = "image.removed", [STORE_EVENT_IMAGE_PRUNED] = "image.pruned",
+                [STORE_EVENT_IMAGE_EVICTED] = "image.evicted", [STORE_EVENT_PIN_ADDED] = "pin.added",
+                [STORE_EVENT_PIN_REMOVED] = "pin.removed",
+        };
+        return type < _STORE_EVENT_TYPE_MAX ? names[type] : NULL;
+}
+
+void store_set_observer(Store *s, const StoreObserver *o) {
+        s->observer = o ? *o : (StoreObserver) {};
+}
+
+void store_emit(Store *s, const StoreEvent *ev) {
+        if (s->observer.event)
+                s->observer.event(ev, s->observer.userdata);
+}
+
 /* ---- leases ---- */
 
 static bool lease_held_locked(Store *s, const char *key) {
@@ -340,6 +361,8 @@ int store_open(const char *path, Store **ret, MsbError *err) {
         s->lock_fd = -EBADF;
         pthread_mutex_init(&s->write_lock, NULL);
         pthread_mutex_init(&s->lease_lock, NULL);
+        pthread_mutex_init(&s->budget_lock, NULL);
+        pthread_mutex_init(&s->evict_lock, NULL);
 
         s->path = realpath(path, NULL);
         if (!s->path) {
@@ -395,6 +418,8 @@ Store *store_free(Store *s) {
         safe_close(s->lock_fd);
         pthread_mutex_destroy(&s->write_lock);
         pthread_mutex_destroy(&s->lease_lock);
+        pthread_mutex_destroy(&s->budget_lock);
+        pthread_mutex_destroy(&s->evict_lock);
         free(s->db_path);
         free(s->tmp_dir);
         free(s->path);

@@ -42,6 +42,72 @@ typedef struct StoreLayer {
         uint64_t compressed_size;
 } StoreLayer;
 
+/*
+ * What changes in the store, as events.subscribe reports it (README
+ * "Events"): one event per reference stored, removed, pruned or evicted,
+ * and per pin added or removed.
+ */
+typedef enum StoreEventType {
+        STORE_EVENT_IMAGE_LOADED,
+        STORE_EVENT_IMAGE_PULLED,
+        STORE_EVENT_IMAGE_REMOVED,
+        STORE_EVENT_IMAGE_PRUNED,
+        STORE_EVENT_IMAGE_EVICTED,
+        STORE_EVENT_PIN_ADDED,
+        STORE_EVENT_PIN_REMOVED,
+        _STORE_EVENT_TYPE_MAX,
+} StoreEventType;
+
+/* "image.loaded", ...: the type as the protocol spells it. */
+const char *store_event_type_name(StoreEventType type);
+
+typedef struct StoreEvent {
+        StoreEventType type;
+        const char *reference;       /* canonical; NULL for a manifest no reference named any more */
+        const char *manifest_digest;
+        int64_t at;                  /* ms since the epoch */
+        const char *pin_kind;        /* pin events: the pin's kind and name; NULL otherwise */
+        const char *pin_name;
+} StoreEvent;
+
+/*
+ * A disk budget (README "Configuration"): after a load or pull commits,
+ * while the store's allocated bytes (system.df's total_bytes) exceed
+ * max_bytes, unpinned images are evicted, least recently used first, until
+ * at most low_bytes are left. max_bytes 0: no budget.
+ */
+typedef struct StoreBudget {
+        uint64_t max_bytes;
+        uint64_t low_bytes;
+} StoreBudget;
+
+/* low_bytes when the configuration gives none: this share of max_bytes, in percent. */
+#define STORE_BUDGET_LOW_DEFAULT_PERCENT 90
+
+/* What one eviction round did, for the log. */
+typedef struct StoreBudgetReport {
+        StoreBudget budget;
+        uint64_t bytes_before;  /* allocated when the round started */
+        uint64_t bytes_after;   /* allocated when it ended */
+        unsigned images_evicted; /* references */
+        unsigned manifests_evicted;
+        bool met;               /* bytes_after <= max_bytes */
+} StoreBudgetReport;
+
+/*
+ * Who hears of changes (the daemon, which hands events to subscribers and
+ * logs eviction rounds). event() is called on the thread that made the
+ * change, after its transaction committed and before the store's writer
+ * lock is released, so the calls come in the order the changes were made;
+ * it must be quick and must not call into the store. budget() is called
+ * after each eviction round that had something to do.
+ */
+typedef struct StoreObserver {
+        void (*event)(const StoreEvent *ev, void *userdata);
+        void (*budget)(const StoreBudgetReport *report, void *userdata);
+        void *userdata;
+} StoreObserver;
+
 /* Everything the index records about a manifest being committed. */
 typedef struct StoreManifest {
         char *digest;
@@ -56,6 +122,9 @@ typedef struct StoreManifest {
         size_t n_layers;
         uint64_t fsmeta_size;
         uint64_t vmdk_size;
+        /* What the commit announces for each reference: image.loaded (the
+         * zero value) or image.pulled. */
+        StoreEventType event;
 } StoreManifest;
 
 /* Opens (creating if needed) the store at path: takes the lock, opens and
@@ -147,7 +216,8 @@ int store_image_commit(Store *s, const StoreManifest *m, char *const *references
 int store_image_commit_with_handles(Store *s, const StoreManifest *m, char *const *references,
                                     size_t n_references, json_t *handles, MsbError *err);
 
-/* Marks references as used now (pull cache hits, pin.add). Worker thread. */
+/* A pull found canonical_reference cached: marks the reference it names
+ * used now and announces image.pulled. Worker thread. */
 int store_image_touch(Store *s, const char *canonical_reference);
 
 /* The ImageHandle of a reference (any spelling already parsed). */
@@ -161,7 +231,10 @@ int store_image_inspect(Store *s, const ImageSpec *spec, json_t **ret, MsbError 
 /* Removes the reference spec names; by digest, every reference of that
  * manifest (docker rmi <id>). image-in-use while pins hold it, unless force. */
 int store_image_remove(Store *s, const ImageSpec *spec, bool force, MsbError *err);
-int store_image_prune(Store *s, json_t **ret_report, MsbError *err);
+/* image.prune. With unused_for_ms >= 0, only references whose last_used_at
+ * is older than that are candidates; STORE_PRUNE_ALL: every reference. */
+#define STORE_PRUNE_ALL INT64_C(-1)
+int store_image_prune(Store *s, int64_t unused_for_ms, json_t **ret_report, MsbError *err);
 
 int store_pin_add(Store *s, const char *kind, const char *name, const ImageSpec *spec, json_t **ret_rootfs,
                   MsbError *err);
@@ -170,6 +243,29 @@ int store_pin_list(Store *s, json_t **ret, MsbError *err);
 int store_reader_pin_list(StoreReader *rd, json_t **ret, MsbError *err);
 
 int store_df(Store *s, json_t **ret, MsbError *err);
+
+/* Tells the store who hears of its changes; NULL: nobody. Call it before
+ * any worker uses the store. */
+void store_set_observer(Store *s, const StoreObserver *o);
+
+/* Reads the "store" section of the daemon's configuration ({"max_bytes",
+ * "low_bytes"}); no section: no budget. -EINVAL with err naming the field
+ * that is wrong. */
+int store_budget_parse(const json_t *config, StoreBudget *ret, MsbError *err);
+/* Sets the budget the next eviction rounds enforce (at start, and when
+ * SIGHUP re-reads the configuration). Thread-safe. */
+void store_set_budget(Store *s, const StoreBudget *budget);
+StoreBudget store_get_budget(Store *s);
+/* The store's allocated bytes as system.df's total_bytes counts them. */
+int store_allocated_bytes(Store *s, uint64_t *ret);
+/*
+ * The round that follows a commit: while the store is over its budget,
+ * evicts unpinned images least recently used first, never one whose
+ * manifest a lease holds (a load or pull in flight) and never one used at
+ * or after protect_used_since_ms (the commit's own image and those of the
+ * commits that ran beside it). Rounds run one at a time. Worker thread.
+ */
+int store_budget_enforce(Store *s, int64_t protect_used_since_ms);
 
 /* Asks work in flight (loads, pulls) to abandon at its next step, for a
  * shutdown; what it wrote stays in tmp/ for the next sweep. Thread-safe. */

@@ -72,11 +72,63 @@ static int df_dir(Store *s, StoreTx *tx, ContentKind k, DfUsage *u) {
         return r;
 }
 
-int store_df(Store *s, json_t **ret, MsbError *err) {
+/* The index's files: the database, its write-ahead log and shared memory. */
+static uint64_t index_allocated(Store *s) {
         static const char *const index_files[] = { "index.db", "index.db-wal", "index.db-shm" };
+        uint64_t bytes = 0;
+
+        for (size_t i = 0; i < ELEMENTSOF(index_files); i++) {
+                _cleanup_free_ char *p = store_path_join(s->path, index_files[i]);
+                struct stat st;
+                if (p && stat(p, &st) == 0)
+                        bytes += store_stat_allocated(&st);
+        }
+        return bytes;
+}
+
+/* What a directory's regular files allocate, without asking the index. */
+static int dir_allocated(Store *s, ContentKind k, uint64_t *bytes) {
+        _cleanup_free_ char *dir = store_path_join(s->path, content_kind_dir[k]);
+        DIR *d = dir ? opendir(dir) : NULL;
+
+        if (!d)
+                return dir ? negative_errno() : -ENOMEM;
+        for (struct dirent *de; (de = readdir(d));) {
+                struct stat st;
+                if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
+                        *bytes += store_stat_allocated(&st);
+        }
+        closedir(d);
+        return 0;
+}
+
+int store_allocated_bytes(Store *s, uint64_t *ret) {
+        uint64_t bytes = index_allocated(s);
+        int r;
+
+        for (ContentKind k = 0; k < _CONTENT_KIND_MAX; k++) {
+                r = dir_allocated(s, k, &bytes);
+                if (r < 0)
+                        return r;
+        }
+        *ret = bytes;
+        return 0;
+}
+
+/* The budget and how far the store is from it; null without one. */
+static json_t *df_budget(Store *s, uint64_t total) {
+        StoreBudget b = store_get_budget(s);
+
+        if (b.max_bytes == 0)
+                return json_null();
+        return json_pack("{s:I, s:I, s:I}", "max_bytes", (json_int_t) b.max_bytes, "low_bytes",
+                         (json_int_t) b.low_bytes, "remaining_bytes", (json_int_t) b.max_bytes - (json_int_t) total);
+}
+
+int store_df(Store *s, json_t **ret, MsbError *err) {
         _cleanup_tx_ StoreTx tx = {};
         DfUsage u = {};
-        uint64_t index_bytes = 0;
+        uint64_t index_bytes;
         json_int_t refs = 0;
         sqlite3_stmt *st;
         int r;
@@ -89,19 +141,14 @@ int store_df(Store *s, json_t **ret, MsbError *err) {
                 if (r < 0)
                         return msb_error_from_errno(err, r, "cannot measure the store");
         }
-        for (size_t i = 0; i < ELEMENTSOF(index_files); i++) {
-                _cleanup_free_ char *p = store_path_join(s->path, index_files[i]);
-                struct stat sst;
-                if (p && stat(p, &sst) == 0)
-                        index_bytes += store_stat_allocated(&sst);
-        }
+        index_bytes = index_allocated(s);
         u.total += index_bytes;
 
         if (store_query_prepare(&tx.q, "SELECT count(*) FROM image_refs", &st) >= 0 && sqlite3_step(st) == SQLITE_ROW)
                 refs = sqlite3_column_int64(st, 0);
 
 #define USAGE(c, b) json_pack("{s:I, s:I}", "count", (json_int_t) (c), "bytes", (json_int_t) (b))
-        *ret = json_pack("{s:I, s:o, s:o, s:o, s:o, s:o, s:I, s:I, s:I}",
+        *ret = json_pack("{s:I, s:o, s:o, s:o, s:o, s:o, s:I, s:I, s:I, s:o}",
                          "image_refs", refs,
                          "manifests", USAGE(u.manifest_count, u.manifest_bytes),
                          "configs", USAGE(u.count[CONTENT_BLOB], u.bytes[CONTENT_BLOB]),
@@ -110,7 +157,8 @@ int store_df(Store *s, json_t **ret, MsbError *err) {
                          "vmdk", USAGE(u.count[CONTENT_VMDK], u.bytes[CONTENT_VMDK]),
                          "index_bytes", (json_int_t) index_bytes,
                          "total_bytes", (json_int_t) u.total,
-                         "reclaimable_bytes", (json_int_t) u.reclaimable);
+                         "reclaimable_bytes", (json_int_t) u.reclaimable,
+                         "budget", df_budget(s, u.total));
 #undef USAGE
         return *ret ? 0 : -ENOMEM;
 }

@@ -205,7 +205,19 @@ int store_images_commit(Store *s, const StoreImageCommit *images, size_t n_image
                                 return r;
                 }
         }
-        return store_tx_commit(&tx, err);
+        r = store_tx_commit(&tx, err);
+        if (r < 0)
+                return r;
+        /* Still under the writer lock: events go out in commit order. */
+        for (size_t i = 0; i < n_images; i++)
+                for (size_t j = 0; j < images[i].n_references; j++)
+                        store_emit(s, &(StoreEvent) {
+                                              .type = images[i].manifest->event,
+                                              .reference = images[i].references[j],
+                                              .manifest_digest = images[i].manifest->digest,
+                                              .at = now,
+                                      });
+        return 0;
 }
 
 /* ---- taking back what a failed import published (worker threads) ---- */
@@ -275,19 +287,42 @@ void store_discard(Store *s, const StoreDiscard *d) {
 }
 
 int store_image_touch(Store *s, const char *canonical_reference) {
+        _cleanup_(store_lookup_done) StoreLookup l = {};
+        _cleanup_(reference_freep) Reference *ref = NULL;
         _cleanup_tx_ StoreTx tx = {};
+        int64_t now = now_ms();
         sqlite3_stmt *st;
         int r;
 
+        r = reference_parse(canonical_reference, &ref, NULL);
+        if (r < 0)
+                return r;
         r = store_tx_begin(s, STORE_TX_READ, &tx, NULL);
         if (r < 0)
                 return r;
-        r = store_query_prepare(&tx.q, "UPDATE image_refs SET last_used_at = ?2 WHERE reference = ?1", &st);
+        /* The row the pull's lookup found: a digest reference is cached
+         * under a tag of its repository as often as under its own name. */
+        ImageSpec spec = image_spec_borrow(ref);
+        r = store_lookup(&tx.q, &spec, &l, NULL);
         if (r < 0)
                 return r;
-        sqlite3_bind_text(st, 1, canonical_reference, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, now_ms());
-        return store_sqlite_to_errno(sqlite3_step(st));
+        if (l.row) {
+                r = store_query_prepare(&tx.q, "UPDATE image_refs SET last_used_at = ?2 WHERE reference = ?1", &st);
+                if (r < 0)
+                        return r;
+                sqlite3_bind_text(st, 1, l.row, -1, SQLITE_STATIC);
+                sqlite3_bind_int64(st, 2, now);
+                r = store_sqlite_to_errno(sqlite3_step(st));
+                if (r < 0)
+                        return r;
+        }
+        store_emit(s, &(StoreEvent) {
+                              .type = STORE_EVENT_IMAGE_PULLED,
+                              .reference = ref->canonical,
+                              .manifest_digest = l.digest,
+                              .at = now,
+                      });
+        return 0;
 }
 
 /* ---- queries ---- */

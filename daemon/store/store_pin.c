@@ -92,6 +92,14 @@ int store_pin_add(Store *s, const char *kind, const char *name, const ImageSpec 
         r = store_tx_commit(&tx, err);
         if (r < 0)
                 return r;
+        store_emit(s, &(StoreEvent) {
+                              .type = STORE_EVENT_PIN_ADDED,
+                              .reference = reference,
+                              .manifest_digest = digest,
+                              .at = now,
+                              .pin_kind = kind,
+                              .pin_name = name,
+                      });
         *ret_rootfs = TAKE_PTR(rootfs);
         return 0;
 }
@@ -99,20 +107,41 @@ int store_pin_add(Store *s, const char *kind, const char *name, const ImageSpec 
 int store_pin_remove(Store *s, const char *kind, const char *name, MsbError *err) {
         _cleanup_tx_ StoreTx tx = {};
         sqlite3_stmt *st;
-        int r;
+        int r, rc;
 
         r = store_tx_begin(s, STORE_TX_READ, &tx, err);
         if (r < 0)
                 return r;
-        r = store_query_prepare(&tx.q, "DELETE FROM pins WHERE kind = ?1 AND name = ?2", &st);
+        r = store_query_prepare(&tx.q,
+                                "DELETE FROM pins WHERE kind = ?1 AND name = ?2 RETURNING reference, manifest_digest",
+                                &st);
         if (r < 0)
                 return store_query_error(&tx.q, SQLITE_ERROR, err, "cannot remove the pin");
         sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
-        if (sqlite3_step(st) != SQLITE_DONE)
-                return store_query_error(&tx.q, SQLITE_ERROR, err, "cannot remove the pin");
-        if (sqlite3_changes(tx.q.db) == 0)
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
                 return msb_error_set(err, -ENOENT, PROTO_ERROR_PIN_NOT_FOUND, "no %s pin named '%s'", kind, name);
+        if (rc != SQLITE_ROW)
+                return store_query_error(&tx.q, rc, err, "cannot remove the pin");
+        /* SQLite deletes at the first step and commits (autocommit) when
+         * the statement has run to its end; the row it returned stays
+         * readable until then. */
+        _cleanup_free_ char *reference = strdup((const char *) sqlite3_column_text(st, 0));
+        _cleanup_free_ char *digest = strdup((const char *) sqlite3_column_text(st, 1));
+        if (!reference || !digest)
+                return -ENOMEM;
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE)
+                return store_query_error(&tx.q, rc, err, "cannot remove the pin");
+        store_emit(s, &(StoreEvent) {
+                              .type = STORE_EVENT_PIN_REMOVED,
+                              .reference = reference,
+                              .manifest_digest = digest,
+                              .at = now_ms(),
+                              .pin_kind = kind,
+                              .pin_name = name,
+                      });
         return 0;
 }
 

@@ -19,7 +19,8 @@ except ImportError:  # pragma: no cover - the harness is part of the repository
     pytest.skip("tests/lib/msbtest is missing", allow_module_level=True)
 
 APP = "example.com/test/app:v1"
-CACHE_CALLS = ["get", "list", "inspect", "remove", "prune", "pull", "pull_with_progress", "load", "pin", "unpin", "pins"]
+CACHE_CALLS = ["get", "list", "inspect", "remove", "prune", "pull", "pull_with_progress", "load", "pin", "unpin", "pins",
+               "events"]
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ def test_every_example_compiles() -> None:
 def test_every_image_call_has_an_example() -> None:
     text = "\n".join(python_blocks())
     for call in ("get", "list", "inspect", "remove", "prune", "pull", "pull_with_progress", "load", "pin", "unpin",
-                 "pins", "oci", "bind", "disk"):
+                 "pins", "oci", "bind", "disk", "events"):
         assert re.search(rf"Image\.{call}\(", text), call
     for method in ("image.remove(", "image.inspect("):
         assert method in text

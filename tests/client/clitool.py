@@ -7,10 +7,12 @@ import errno
 import fcntl
 import os
 import pty
+import queue
 import select
 import struct
 import subprocess
 import termios
+import threading
 import time
 from pathlib import Path
 
@@ -96,3 +98,51 @@ def human(n: int) -> str:
 
 def short(digest: str) -> str:
     return digest.split(":", 1)[1][:12]
+
+
+class Events:
+    """`msb-image events` running in the background, its lines read by a
+    thread into a queue; stop() ends it."""
+
+    def __init__(self, socket, *args):
+        self.proc = subprocess.Popen([str(cli_binary()), "--socket", str(socket), "events", *args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.reader = threading.Thread(target=self._read)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def read(self, n, timeout=20):
+        out = []
+        deadline = time.monotonic() + timeout
+        while len(out) < n:
+            line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            assert line is not None, f"msb-image events ended: {out}"
+            out.append(line)
+        return out
+
+    def wait_subscribed(self, make_event):
+        """Calls make_event(i) (something the daemon reports, an image
+        loaded say) until the command prints a line: then it has
+        subscribed. Returns that line."""
+        for i in range(100):
+            make_event(i)
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            assert line is not None
+            return line
+        raise AssertionError("msb-image events printed nothing")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.wait(10)
+        self.reader.join(10)
+        self.proc.stdout.close()
+        self.proc.stderr.close()

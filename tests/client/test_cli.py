@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from clitool import CLI_TIMEOUT_S, cli_binary, human, run, run_pty, short
+from clitool import CLI_TIMEOUT_S, Events, cli_binary, human, run, run_pty, short
 from msbtest import RpcError
 from msbtest.imagekit import Config
 
-COMMANDS = ["ls", "images", "inspect", "exists", "rm", "prune", "pull", "load", "pin", "df", "info"]
+COMMANDS = ["ls", "images", "inspect", "exists", "rm", "prune", "pull", "load", "pin", "df", "info", "events"]
 
 # The exit statuses of msb-image(1), EXIT STATUS.
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_EXISTS_ERROR = range(6)
@@ -956,7 +956,7 @@ def test_df(daemon, rpc, loaded):
     assert r.returncode == 0, r.stderr
     df = json.loads(r.stdout)
     assert set(df) == {"image_refs", "manifests", "configs", "layers", "fsmeta", "vmdk", "index_bytes",
-                       "total_bytes", "reclaimable_bytes"}
+                       "total_bytes", "reclaimable_bytes", "budget"}
     assert df["image_refs"] == 1
     assert df["manifests"]["count"] == 1
     assert df["configs"]["count"] == 1
@@ -1112,13 +1112,22 @@ def test_readme_first_commands_run(daemon, rpc, app, tmp_path):
     app.layout.oci_archive(tmp_path / "app.tar")
     lines = readme_first_commands()
     assert [shlex.split(l)[1] for l in lines] == ["pull", "load", "ls", "ls", "inspect", "exists", "pin", "rm", "pin",
-                                                  "prune", "df"]
+                                                  "prune", "df", "prune", "events"]
     for line in lines:
         for command in line.split(" || ")[:1]:
             args = shlex.split(command, comments=True)[1:]
             if args[0] == "prune":
                 rc, out = run_pty(*args, socket=sock(daemon), answer=b"y\n")
                 assert rc == 0 and "References removed:" in out, out
+                continue
+            if args[0] == "events":
+                # It runs until interrupted: it prints the loads made meanwhile.
+                ev = Events(sock(daemon), *args[1:])
+                try:
+                    line = ev.wait_subscribed(lambda i: rpc.call("image.load", {"path": str(app.layout.path)}))
+                finally:
+                    ev.stop()
+                assert " image.loaded example.com/test/app:v1 " in line
                 continue
             r = run(*args, socket=sock(daemon), cwd=tmp_path)
             expected = EXIT_FAILURE if args[0] == "rm" else EXIT_OK

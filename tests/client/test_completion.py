@@ -66,7 +66,7 @@ def test_commands_are_the_clis():
 
 
 @pytest.mark.parametrize("command", sorted({"ls", "images", "inspect", "exists", "rm", "rmi", "prune", "pull",
-                                            "load", "pin", "df", "info"}))
+                                            "load", "pin", "df", "info", "events"}))
 def test_options_are_the_commands(command):
     """Each command completes exactly the options its --help documents."""
     offered = set(complete(f"msb-image {command} -"))
@@ -80,6 +80,7 @@ def test_global_options_and_values(tmp_path):
     assert complete("msb-image ls --format ") == ["table", "json"]
     assert complete("msb-image pull --policy a") == ["always"]
     assert complete("msb-image ls --filter ") == ["reference=", "before=", "since="]
+    assert complete("msb-image prune --filter ") == ["until="]
     assert complete("msb-image pin ") == ["add", "rm", "ls"]
     assert complete("msb-image pin add s") == ["sandbox", "snapshot"]
     assert complete("msb-image pin rm sn") == ["snapshot"]

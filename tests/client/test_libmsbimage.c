@@ -619,6 +619,79 @@ START_TEST(test_image_prune_keeps_pinned) {
 }
 END_TEST
 
+START_TEST(test_image_prune_unused) {
+        MsbPruneReport *p = NULL;
+
+        load_app(NULL);
+        /* Used just now: not unused for an hour. */
+        ck_assert_int_eq(msb_client_image_prune_unused(client, 3600 * 1000, &p), 0);
+        ck_assert_int_eq(p->image_refs_removed, 0);
+        ck_assert_ptr_nonnull(strstr(p->json, "\"image_refs_removed\":0"));
+        p = msb_prune_report_free(p);
+        ck_assert_int_eq(msb_client_image_prune_unused(client, -5, &p), -EINVAL);
+        ck_assert_ptr_null(p);
+        usleep(20 * 1000);
+        ck_assert_int_eq(msb_client_image_prune_unused(client, 10, &p), 0);
+        ck_assert_int_eq(p->image_refs_removed, 1);
+        ck_assert_int_eq(p->layers_removed, truth_int("layer_count"));
+        msb_prune_report_free(p);
+}
+END_TEST
+
+START_TEST(test_events) {
+        MsbClient *sub = NULL;
+        MsbRootfs *rootfs = NULL;
+        MsbEvent *e = NULL;
+        MsbSystemDf *df = NULL;
+
+        ck_assert_int_eq(msb_client_connect(daemon_.socket_path, &sub), 0);
+        ck_assert_int_eq(msb_client_events_subscribe(sub), 0);
+        /* Nothing yet: the timeout leaves the connection usable. */
+        msb_client_set_timeout(sub, 100);
+        ck_assert_int_eq(msb_client_event_read(sub, &e), -ETIMEDOUT);
+        ck_assert(msb_client_is_connected(sub));
+        msb_client_set_timeout(sub, 30000);
+
+        load_app(NULL);
+        ck_assert_int_eq(msb_client_pin_add(client, "sandbox", "web", truth_str("reference"), &rootfs), 0);
+        msb_rootfs_free(rootfs);
+        ck_assert_int_eq(msb_client_event_read(sub, &e), 0);
+        ck_assert_str_eq(e->type, "image.loaded");
+        ck_assert_str_eq(e->reference, truth_str("reference"));
+        ck_assert_str_eq(e->manifest_digest, truth_str("manifest_digest"));
+        ck_assert_int_gt(e->at, 0);
+        ck_assert_ptr_null(e->kind);
+        ck_assert_int_eq(e->lost_count, MSB_NULL_INT);
+        ck_assert_ptr_nonnull(strstr(e->json, "\"type\":\"image.loaded\""));
+        e = msb_event_free(e);
+        ck_assert_int_eq(msb_client_event_read(sub, &e), 0);
+        ck_assert_str_eq(e->type, "pin.added");
+        ck_assert_str_eq(e->kind, "sandbox");
+        ck_assert_str_eq(e->name, "web");
+        e = msb_event_free(e);
+
+        /* Unsubscribed: the next change is not heard. */
+        ck_assert_int_eq(msb_client_events_unsubscribe(sub), 0);
+        ck_assert_int_eq(msb_client_pin_remove(client, "sandbox", "web"), 0);
+        msb_client_set_timeout(sub, 300);
+        ck_assert_int_eq(msb_client_event_read(sub, &e), -ETIMEDOUT);
+
+        /* No budget configured: null in system.df, MSB_NULL_INT here. */
+        ck_assert_int_eq(msb_client_system_df(client, &df), 0);
+        ck_assert_int_eq(df->budget_max_bytes, MSB_NULL_INT);
+        ck_assert_int_eq(df->budget_remaining_bytes, MSB_NULL_INT);
+        msb_system_df_free(df);
+
+        /* The daemon goes: the stream ends with -ECONNRESET. */
+        msb_client_set_timeout(sub, 0);
+        ck_assert_int_eq(test_daemon_stop(&daemon_), 0);
+        daemon_killed = true; /* gone already: nothing for the teardown to stop */
+        ck_assert_int_eq(msb_client_event_read(sub, &e), -ECONNRESET);
+        ck_assert(!msb_client_is_connected(sub));
+        msb_client_free(sub);
+}
+END_TEST
+
 /* --- pins -------------------------------------------------------------- */
 
 START_TEST(test_pins) {
@@ -917,6 +990,8 @@ static Suite *suite(void) {
         tcase_add_test(tc, test_image_remove_in_use_and_force);
         tcase_add_test(tc, test_image_prune);
         tcase_add_test(tc, test_image_prune_keeps_pinned);
+        tcase_add_test(tc, test_image_prune_unused);
+        tcase_add_test(tc, test_events);
         tcase_add_test(tc, test_pins);
         tcase_add_test(tc, test_pin_errors);
         tcase_add_test(tc, test_pull_cached);

@@ -197,7 +197,7 @@ static unsigned count_files(const Store *s, const char *sub) {
 static json_t *prune(Store *s) {
         json_t *report = NULL;
         MsbError err = {};
-        ck_assert_int_eq(store_image_prune(s, &report, &err), 0);
+        ck_assert_int_eq(store_image_prune(s, STORE_PRUNE_ALL, &report, &err), 0);
         return report;
 }
 

@@ -3,8 +3,9 @@
 /*
  * Unit tests of the store (daemon/store/store.c) on a temporary directory: the
  * layout and the lock, temp files, commits and queries, remove with and
- * without pins, prune's exact counts, leases, and the sweep at open that
- * repairs what a crash (or a hand) left behind.
+ * without pins, prune's exact counts, leases, the sweep at open that
+ * repairs what a crash (or a hand) left behind, the disk budget's
+ * evictions, prune by age, and the events the store reports.
  *
  * Images are made here from real bytes: layer files, a config and a manifest
  * whose digests are computed, written through the store's own file path
@@ -268,7 +269,7 @@ static int remove_image(Store *s, const char *reference, bool force, MsbError *e
 static json_t *prune(Store *s) {
         MsbError err = {};
         json_t *report = NULL;
-        int r = store_image_prune(s, &report, &err);
+        int r = store_image_prune(s, STORE_PRUNE_ALL, &report, &err);
 
         ck_assert_msg(r == 0, "prune: %d %s", r, err.message);
         ck_assert_ptr_nonnull(report);
@@ -1417,7 +1418,7 @@ static void *race_prune(void *userdata) {
         while (!__atomic_load_n(&race->done, __ATOMIC_ACQUIRE)) {
                 json_t *report = NULL;
                 MsbError err = {};
-                if (store_image_prune(race->store, &report, &err) < 0)
+                if (store_image_prune(race->store, STORE_PRUNE_ALL, &report, &err) < 0)
                         race->prune_failures++;
                 else
                         race->prunes++;
@@ -1732,6 +1733,287 @@ START_TEST(test_open_refuses_foreign_directory) {
 }
 END_TEST
 
+/* ---- disk budget, prune by age, events ---- */
+
+START_TEST(test_budget_parse) {
+        static const struct {
+                const char *json;
+                int r;
+                uint64_t max, low;
+                const char *parameter;
+        } cases[] = {
+                { "{}", 0, 0, 0, NULL },
+                { "{\"registries\":{}}", 0, 0, 0, NULL },
+                { "{\"store\":{}}", 0, 0, 0, NULL },
+                { "{\"store\":{\"max_bytes\":1000}}", 0, 1000, 900, NULL },
+                { "{\"store\":{\"max_bytes\":1001}}", 0, 1001, 900, NULL },
+                { "{\"store\":{\"max_bytes\":1000,\"low_bytes\":10}}", 0, 1000, 10, NULL },
+                { "{\"store\":{\"max_bytes\":1000,\"low_bytes\":1000}}", 0, 1000, 1000, NULL },
+                { "{\"store\":{\"max_bytes\":1000,\"low_bytes\":0}}", 0, 1000, 0, NULL },
+                { "{\"store\":{\"max_bytes\":9223372036854775807}}", 0, INT64_MAX, INT64_MAX / 100 * 90 + 6, NULL },
+                { "{\"store\":[]}", -EINVAL, 0, 0, "store" },
+                { "{\"store\":{\"max_byte\":5}}", -EINVAL, 0, 0, "store" },
+                { "{\"store\":{\"max_bytes\":0}}", -EINVAL, 0, 0, "store.max_bytes" },
+                { "{\"store\":{\"max_bytes\":-1}}", -EINVAL, 0, 0, "store.max_bytes" },
+                { "{\"store\":{\"max_bytes\":1.5}}", -EINVAL, 0, 0, "store.max_bytes" },
+                { "{\"store\":{\"max_bytes\":\"10G\"}}", -EINVAL, 0, 0, "store.max_bytes" },
+                { "{\"store\":{\"low_bytes\":5}}", -EINVAL, 0, 0, "store.low_bytes" },
+                { "{\"store\":{\"max_bytes\":10,\"low_bytes\":11}}", -EINVAL, 0, 0, "store.low_bytes" },
+                { "{\"store\":{\"max_bytes\":10,\"low_bytes\":null}}", -EINVAL, 0, 0, "store.low_bytes" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                json_auto_t *config = json_loads(cases[i].json, 0, NULL);
+                StoreBudget b = { 77, 77 };
+                MsbError err = {};
+                int r;
+
+                ck_assert_ptr_nonnull(config);
+                r = store_budget_parse(config, &b, &err);
+                ck_assert_msg(r == cases[i].r, "%s: %d", cases[i].json, r);
+                if (r == 0) {
+                        ck_assert_msg(b.max_bytes == cases[i].max && b.low_bytes == cases[i].low,
+                                      "%s: %" PRIu64 "/%" PRIu64, cases[i].json, b.max_bytes, b.low_bytes);
+                        ck_assert(!err.set);
+                } else {
+                        ck_assert_int_eq(err.kind, PROTO_ERROR_INVALID_PARAMS);
+                        ck_assert_str_eq(json_string_value(json_object_get(err.data, "parameter")),
+                                         cases[i].parameter);
+                        /* Nothing is set on failure. */
+                        ck_assert_uint_eq(b.max_bytes, 77);
+                }
+                msb_error_clear(&err);
+        }
+}
+END_TEST
+
+/* What the observer heard: "type reference" lines, and the last round. */
+typedef struct Heard {
+        char lines[64][160];
+        size_t n;
+        StoreBudgetReport report;
+        unsigned rounds;
+} Heard;
+
+static void heard_event(const StoreEvent *ev, void *userdata) {
+        Heard *h = userdata;
+
+        ck_assert_uint_lt(h->n, ELEMENTSOF(h->lines));
+        ck_assert_ptr_nonnull(ev->manifest_digest);
+        ck_assert_int_gt(ev->at, 0);
+        snprintf(h->lines[h->n++], sizeof(h->lines[0]), "%s %s%s%s", store_event_type_name(ev->type),
+                 ev->reference ?: "-", ev->pin_name ? " " : "", ev->pin_name ?: "");
+}
+
+static void heard_budget(const StoreBudgetReport *report, void *userdata) {
+        Heard *h = userdata;
+
+        h->report = *report;
+        h->rounds++;
+}
+
+static void expect_heard(Heard *h, const char *const *want, size_t n) {
+        for (size_t i = 0; i < n && i < h->n; i++)
+                ck_assert_str_eq(h->lines[i], want[i]);
+        ck_assert_uint_eq(h->n, n);
+        h->n = 0;
+}
+
+/* The bytes only this image's files take (its layers but the shared one). */
+static uint64_t exclusive_bytes(Store *s, const TestImage *img, const char *shared_diff_id) {
+        _cleanup_strv_ char **files = image_files(s, img);
+        uint64_t bytes = 0;
+
+        for (size_t i = 0; files[i]; i++)
+                if (!shared_diff_id || !strstr(files[i], digest_hex(shared_diff_id)))
+                        bytes += allocated(files[i]);
+        return bytes;
+}
+
+static void enforce(Store *s, uint64_t max, uint64_t low, int64_t protect_since) {
+        store_set_budget(s, &(StoreBudget) { max, low });
+        ck_assert_int_eq(store_budget_enforce(s, protect_since), 0);
+}
+
+/* A layer's content of n bytes, all `fill`: large enough that the files
+ * outweigh what a transaction adds to the index. */
+static char *big_content(char fill, size_t n) {
+        char *p = malloc(n + 1);
+
+        ck_assert_ptr_nonnull(p);
+        memset(p, fill, n);
+        p[n] = '\0';
+        return p;
+}
+
+#define TEST_BIG_LAYER_BYTES ((size_t) 1024 * 1024)
+
+START_TEST(test_budget_evicts_least_recently_used) {
+        _cleanup_test_dir_ TestDir t;
+        _cleanup_(store_freep) Store *s = NULL;
+        _cleanup_free_ char *own_a = big_content('a', TEST_BIG_LAYER_BYTES), *own_b = big_content('b', TEST_BIG_LAYER_BYTES),
+                            *own_c = big_content('c', TEST_BIG_LAYER_BYTES), *own_d = big_content('d', TEST_BIG_LAYER_BYTES);
+        const char *const la[] = { "base", own_a }, *const lb[] = { "base", own_b }, *const lc[] = { "base", own_c },
+                          *const ld[] = { "base", own_d };
+        char *ra[] = { (char *) "docker.io/library/a:1" }, *rb[] = { (char *) "docker.io/library/b:1" };
+        char *rc[] = { (char *) "docker.io/library/c:1" }, *rd[] = { (char *) "docker.io/library/d:1" };
+        _cleanup_strv_ char **fb = NULL, **fc = NULL;
+        Heard h = {};
+        TestImage b, c, d;
+        uint64_t total, after;
+
+        test_dir_init(&t);
+        s = open_store(t.store);
+        store_set_observer(s, &(StoreObserver) { heard_event, heard_budget, &h });
+        /* Apart in time, so that last_used_at orders them: b, d, a. */
+        make_image(s, "a", la, 2, true, ra, 1, NULL);
+        usleep(3000);
+        make_image(s, "b", lb, 2, true, rb, 1, &b);
+        usleep(3000);
+        make_image(s, "c", lc, 2, true, rc, 1, &c);
+        usleep(3000);
+        make_image(s, "d", ld, 2, true, rd, 1, &d);
+        usleep(3000);
+        pin(s, "sandbox", "keep-c", "c:1", NULL);
+        ck_assert_int_eq(store_image_touch(s, "docker.io/library/a:1"), 0);
+        h.n = 0;
+        fb = image_files(s, &b);
+        fc = image_files(s, &c);
+
+        /* No budget, or within it: nothing happens, not even a report. */
+        ck_assert_int_eq(store_budget_enforce(s, now_ms()), 0);
+        ck_assert_int_eq(store_allocated_bytes(s, &total), 0);
+        enforce(s, total, 0, now_ms());
+        ck_assert_uint_eq(h.rounds, 0);
+        ck_assert_uint_eq(h.n, 0);
+
+        /* Over by a byte, with room for all but b's own files and half of
+         * the next one's (what the round's transaction adds to the index
+         * fits in that half): b alone goes, the least recently used. */
+        uint64_t low = total - exclusive_bytes(s, &b, b.diff_ids[0]) + TEST_BIG_LAYER_BYTES / 2;
+        enforce(s, total - 1, low, now_ms());
+        static const char *const first[] = { "image.evicted docker.io/library/b:1" };
+        expect_heard(&h, first, 1);
+        for (size_t i = 0; fb[i]; i++)
+                ck_assert_msg(exists(fb[i]) == !!strstr(fb[i], digest_hex(b.diff_ids[0])), "%s", fb[i]);
+        ck_assert_uint_eq(h.rounds, 1);
+        ck_assert_uint_eq(h.report.images_evicted, 1);
+        ck_assert_uint_eq(h.report.manifests_evicted, 1);
+        ck_assert_uint_eq(h.report.bytes_before, total);
+        ck_assert(h.report.met);
+        ck_assert_int_eq(store_allocated_bytes(s, &after), 0);
+        ck_assert_uint_eq(h.report.bytes_after, after);
+        ck_assert_uint_le(after, low);
+
+        /* A lease (a load or pull in flight) holds d; a budget nothing can
+         * meet takes a only: c is pinned, and the shared layer stays. */
+        ck_assert_int_eq(store_lease_acquire(s, d.manifest_digest), 0);
+        enforce(s, 1, 0, now_ms());
+        static const char *const second[] = { "image.evicted docker.io/library/a:1" };
+        expect_heard(&h, second, 1);
+        ck_assert(!h.report.met);
+        expect_files(fc, true);
+        static const char *const left[] = { "docker.io/library/d:1", "docker.io/library/c:1" };
+        expect_list(s, left, 2);
+        store_lease_release(s, d.manifest_digest);
+
+        /* What was used since the protection time stays: d was, by a
+         * pull's cache hit. */
+        usleep(3000);
+        int64_t since = now_ms();
+        usleep(3000);
+        ck_assert_int_eq(store_image_touch(s, "docker.io/library/d:1"), 0);
+        h.n = 0;
+        enforce(s, 1, 0, since);
+        ck_assert_uint_eq(h.n, 0);
+        expect_list(s, left, 2);
+        enforce(s, 1, 0, now_ms() + 1);
+        static const char *const third[] = { "image.evicted docker.io/library/d:1" };
+        expect_heard(&h, third, 1);
+        /* Nothing but c's files is left, and no file without a row. */
+        ck_assert_uint_eq(count_content_files(s), 6);
+}
+END_TEST
+
+START_TEST(test_prune_unused_for) {
+        _cleanup_test_dir_ TestDir t;
+        _cleanup_(store_freep) Store *s = NULL;
+        static const char *const la[] = { "a" }, *const lb[] = { "b" };
+        char *ra[] = { (char *) "docker.io/library/a:1" }, *rb[] = { (char *) "docker.io/library/b:1" };
+        json_t *report = NULL;
+        MsbError err = {};
+
+        test_dir_init(&t);
+        s = open_store(t.store);
+        make_image(s, "a", la, 1, true, ra, 1, NULL);
+        usleep(200 * 1000);
+        make_image(s, "b", lb, 1, true, rb, 1, NULL);
+
+        /* Unused for an hour: nothing is that old. */
+        ck_assert_int_eq(store_image_prune(s, 3600 * 1000, &report, &err), 0);
+        expect_report(report, 0, 0, 0, 0, 0);
+        json_decref(report);
+        /* Unused for 100 ms: a only. */
+        ck_assert_int_eq(store_image_prune(s, 100, &report, &err), 0);
+        expect_report(report, 1, 1, 1, 1, 1);
+        json_decref(report);
+        static const char *const left[] = { "docker.io/library/b:1" };
+        expect_list(s, left, 1);
+        /* Longer than the epoch is old, then 0: every unpinned image. */
+        ck_assert_int_eq(store_image_prune(s, INT64_MAX, &report, &err), 0);
+        expect_report(report, 0, 0, 0, 0, 0);
+        json_decref(report);
+        ck_assert_int_eq(store_image_prune(s, 0, &report, &err), 0);
+        expect_report(report, 1, 1, 1, 1, 1);
+        json_decref(report);
+}
+END_TEST
+
+START_TEST(test_events_in_order) {
+        _cleanup_test_dir_ TestDir t;
+        _cleanup_(store_freep) Store *s = NULL;
+        static const char *const la[] = { "a" }, *const lb[] = { "b" };
+        char *ra[] = { (char *) "docker.io/library/a:1", (char *) "docker.io/library/a:2" };
+        char *rb[] = { (char *) "docker.io/library/b:1" };
+        Heard h = {};
+        TestImage a;
+        MsbError err = {};
+
+        test_dir_init(&t);
+        s = open_store(t.store);
+        store_set_observer(s, &(StoreObserver) { heard_event, heard_budget, &h });
+        make_image(s, "a", la, 1, true, ra, 2, &a);
+        make_image(s, "b", lb, 1, true, rb, 1, NULL);
+        /* A pull's cache hit, by a digest reference of the repository. */
+        _cleanup_free_ char *by_digest = NULL;
+        ck_assert_int_ge(asprintf(&by_digest, "docker.io/library/a@%s", a.manifest_digest), 0);
+        ck_assert_int_eq(store_image_touch(s, by_digest), 0);
+        pin(s, "snapshot", "snap", "a:2", NULL);
+        ck_assert_int_eq(store_pin_remove(s, "snapshot", "snap", &err), 0);
+        ck_assert_int_eq(store_pin_remove(s, "snapshot", "snap", &err), -ENOENT);
+        msb_error_clear(&err);
+        ck_assert_int_eq(remove_image(s, a.manifest_digest, false, &err), 0);
+        json_decref(prune(s));
+
+        const char *const want[] = {
+                "image.loaded docker.io/library/a:1",
+                "image.loaded docker.io/library/a:2",
+                "image.loaded docker.io/library/b:1",
+                by_digest,
+                "pin.added docker.io/library/a:2 snap",
+                "pin.removed docker.io/library/a:2 snap",
+                "image.removed docker.io/library/a:1",
+                "image.removed docker.io/library/a:2",
+                "image.pruned docker.io/library/b:1",
+        };
+        _cleanup_free_ char *pulled = NULL;
+        ck_assert_int_ge(asprintf(&pulled, "image.pulled %s", by_digest), 0);
+        const char *const want_all[] = { want[0], want[1], want[2], pulled, want[4], want[5], want[6], want[7], want[8] };
+        expect_heard(&h, want_all, ELEMENTSOF(want_all));
+        ck_assert_uint_eq(h.rounds, 0);
+}
+END_TEST
+
 static Suite *store_suite(void) {
         Suite *s = suite_create("store");
         TCase *tc = tcase_create("open");
@@ -1775,6 +2057,14 @@ static Suite *store_suite(void) {
         tcase_add_test(tc, test_lease_keeps_references_of_a_commit_in_flight);
         tcase_add_test(tc, test_sweep_at_reopen);
         tcase_add_test(tc, test_sweep_drops_manifest_missing_blob);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("budget");
+        tcase_set_timeout(tc, 60);
+        tcase_add_test(tc, test_budget_parse);
+        tcase_add_test(tc, test_budget_evicts_least_recently_used);
+        tcase_add_test(tc, test_prune_unused_for);
+        tcase_add_test(tc, test_events_in_order);
         suite_add_tcase(s, tc);
         return s;
 }

@@ -12,6 +12,7 @@
 """
 
 from ._client import MAX_RESPONSE_BYTES, aclose, default_socket_path
+from ._events import EventStream
 from ._image import Client, Image, Images, PullOperation, PullPolicy
 from ._progress import (
     PullComplete,
@@ -31,6 +32,7 @@ from ._types import (
     DiskRootfs,
     ImageConfigDetail,
     ImageDetail,
+    ImageEvent,
     ImageHandle,
     ImageLayerDetail,
     ImagePruneReport,
@@ -84,6 +86,7 @@ __all__ = [
     "ImageConfigDetail",
     "ImageLayerDetail",
     "ImagePruneReport",
+    "ImageEvent",
     "Pin",
     "PinKind",
     "Rootfs",
@@ -94,6 +97,7 @@ __all__ = [
     "DiskRootfs",
     "PullOperation",
     "PullPolicy",
+    "EventStream",
     "PullEvent",
     "PullResolving",
     "PullResolved",

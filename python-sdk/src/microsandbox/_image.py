@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import datetime
 import os
 from types import TracebackType
 from typing import Any, Callable, Literal, Protocol, Sequence, TypeVar
 
 from . import _client
+from ._events import EventStream
 from ._exceptions import ProtocolError
 from ._progress import PullEvent, pull_event_from_wire
 from ._types import (
@@ -24,7 +26,7 @@ from ._types import (
     _image_handle_from_wire,
 )
 
-__all__ = ["Image", "Images", "Client", "PullPolicy", "PullOperation"]
+__all__ = ["Image", "Images", "Client", "PullPolicy", "PullOperation", "EventStream"]
 
 PullPolicy = Literal["if-missing", "always", "never"]
 
@@ -45,6 +47,17 @@ def _check_str(name: str, value: Any) -> str:
 
 
 _T = TypeVar("_T")
+
+
+def _prune_params(unused_for: datetime.timedelta | None) -> dict[str, Any]:
+    if unused_for is None:
+        return {}
+    if not isinstance(unused_for, datetime.timedelta):
+        raise TypeError(f"unused_for must be a datetime.timedelta, not {type(unused_for).__name__}")
+    if unused_for < datetime.timedelta(0):
+        raise ValueError("unused_for must not be negative")
+    # Whole milliseconds: the daemon's unit for times.
+    return {"unused_for_ms": unused_for // datetime.timedelta(milliseconds=1)}
 
 
 def _pull_params(reference: str, policy: str, platform: str | None) -> dict[str, Any]:
@@ -118,10 +131,14 @@ class Images:
         params = {"reference": _check_str("reference", reference), "force": bool(force)}
         await self._call("image.remove", params, subject=reference)
 
-    async def prune(self) -> ImagePruneReport:
+    async def prune(self, *, unused_for: datetime.timedelta | None = None) -> ImagePruneReport:
         """See `Image.prune`."""
-        result = await self._call("image.prune", {})
+        result = await self._call("image.prune", _prune_params(unused_for))
         return self._parse("image.prune", ImagePruneReport._from_wire, result)
+
+    def events(self) -> EventStream:
+        """See `Image.events`; on a connection of its own to this socket."""
+        return EventStream(self._socket or _client.default_socket_path())
 
     async def pull(self, reference: str, *, policy: PullPolicy = "if-missing", platform: str | None = None) -> ImageHandle:
         """See `Image.pull`."""
@@ -227,9 +244,33 @@ class Image:
         await _default.remove(reference, force=force)
 
     @staticmethod
-    async def prune() -> ImagePruneReport:
-        """Remove everything no pin holds; report what was actually removed."""
-        return await _default.prune()
+    async def prune(*, unused_for: datetime.timedelta | None = None) -> ImagePruneReport:
+        """Remove everything no pin holds; report what was actually removed.
+
+        With `unused_for`, only the images not used (pulled, loaded or
+        pinned through) for that long are candidates::
+
+            await Image.prune(unused_for=timedelta(hours=24))
+        """
+        return await _default.prune(unused_for=unused_for)
+
+    @staticmethod
+    def events() -> EventStream:
+        """The cache's changes as they happen, in order::
+
+            async for event in Image.events():
+                print(event.type, event.reference, event.manifest_digest)
+
+        `async with Image.events() as events:` subscribes on entering, so
+        that what the block does next is heard.
+
+        Types: image.loaded, image.pulled (cache hits too), image.removed,
+        image.pruned, image.evicted (the disk budget), pin.added,
+        pin.removed. A stream that reads too slowly gets an "events.lost"
+        event with `count` instead of the events it missed. It has a
+        connection of its own, closed when the iteration ends; it raises
+        ConnectionLostError when the daemon goes away."""
+        return _default.events()
 
     # -- beyond the page: pull, load, pins -----------------------------------
 

@@ -19,6 +19,7 @@ __all__ = [
     "ImageConfigDetail",
     "ImageLayerDetail",
     "ImagePruneReport",
+    "ImageEvent",
     "PinKind",
     "Pin",
     "Rootfs",
@@ -32,6 +33,16 @@ __all__ = [
 
 def _opt_int(value: Any) -> int | None:
     return None if value is None else int(value)
+
+
+def _opt_str(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"expected a string, not {type(value).__name__}")
+    return value
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _opt_str_list(value: Any) -> list[str] | None:
@@ -227,6 +238,43 @@ class ImagePruneReport:
             vmdk_removed=int(obj["vmdk_removed"]),
             bytes_reclaimed=_opt_int(obj["bytes_reclaimed"]),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ImageEvent:
+    """One change of the cache, as `Image.events()` yields it.
+
+    `type` is "image.loaded", "image.pulled", "image.removed",
+    "image.pruned", "image.evicted", "pin.added" or "pin.removed";
+    `reference` the canonical reference, `at` the time in milliseconds
+    since the epoch; pin events carry the pin's `kind` and `name`. A stream
+    that fell behind gets type "events.lost" with `count`, the number of
+    events it did not receive, in their place.
+    """
+
+    type: str
+    reference: str | None
+    manifest_digest: str | None
+    at: float | None
+    kind: str | None = None
+    name: str | None = None
+    count: int | None = None
+
+    @classmethod
+    def _from_wire(cls, obj: dict[str, Any]) -> ImageEvent:
+        return cls(
+            type=str(obj["type"]),
+            reference=_opt_str(obj["reference"]),
+            manifest_digest=_opt_str(obj["manifest_digest"]),
+            at=_opt_float(obj["at"]),
+            kind=_opt_str(obj.get("kind")),
+            name=_opt_str(obj.get("name")),
+        )
+
+    @classmethod
+    def _lost_from_wire(cls, obj: dict[str, Any]) -> ImageEvent:
+        return cls(type="events.lost", reference=None, manifest_digest=None, at=_opt_float(obj.get("at")),
+                   count=int(obj["count"]))
 
 
 class PinKind(enum.StrEnum):
