@@ -213,18 +213,11 @@ def test_startup_sweeps_leftovers(daemon):
 def test_environment_configures_store_and_socket(daemon_factory):
     d = daemon_factory("envcfg", start=False)
     env = dict(d.env, MSB_IMAGED_STORE=str(d.store), MSB_IMAGED_SOCKET=str(d.socket_path))
-    argv = [str(d.binary), "--log-level", "debug"]
-    with open(d.log_path, "ab") as log:
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
-    try:
-        d.proc = p
-        d.wait_ready(20)
-        with d.client() as c:
-            info = c.call("system.info")
-        assert os.path.realpath(info["store_path"]) == os.path.realpath(d.store)
-        assert os.path.realpath(info["socket_path"]) == os.path.realpath(d.socket_path)
-    finally:
-        d.stop()
+    d.start(argv=[d.binary, "--log-level", "debug"], env=env)
+    with d.client() as c:
+        info = c.call("system.info")
+    assert os.path.realpath(info["store_path"]) == os.path.realpath(d.store)
+    assert os.path.realpath(info["socket_path"]) == os.path.realpath(d.socket_path)
 
 
 def test_flags_override_environment(daemon_factory, short_tmp):
