@@ -266,16 +266,17 @@ except OSError as e:
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another uid")
-def test_other_uid_is_refused_by_peer_credentials(daemon):
-    # Open the modes up so that only SO_PEERCRED stands between another uid
-    # and the daemon (DESIGN.md, Security).
-    for d in (daemon.workdir.parent, daemon.workdir):
-        os.chmod(d, 0o711)  # mkdtemp made them 0700
+def test_other_uid_is_refused_by_peer_credentials(daemon_factory, traversable_tmp):
+    # The socket lives where uid 65534 can reach it (not in /tmp, which may
+    # be 0700), and its directory's and its own modes are opened up, so
+    # that only SO_PEERCRED stands between another uid and the daemon
+    # (DESIGN.md, Security).
+    daemon = daemon_factory(socket_path=traversable_tmp / "run" / "imaged.sock")
     os.chmod(daemon.socket_path.parent, 0o777)
     os.chmod(daemon.socket_path, 0o777)
     try:
         r = subprocess.run([sys.executable, "-c", _PEER_SCRIPT, str(daemon.socket_path)], capture_output=True,
-                           text=True, timeout=30, user=65534, group=65534, extra_groups=[])
+                           text=True, timeout=30, user=65534, group=65534, extra_groups=[], cwd="/")
     finally:
         os.chmod(daemon.socket_path.parent, 0o700)
         os.chmod(daemon.socket_path, 0o600)

@@ -16,8 +16,12 @@ Fixtures (all function-scoped, so every test gets a fresh store):
 ``imagekit``
     an :class:`msbtest.imagekit.ImageKit` working in ``tmp_path/images``.
 ``short_tmp``
-    a short directory under /tmp (socket paths are limited to 108 bytes),
-    removed at teardown unless ``MSB_TEST_KEEP=1``.
+    a short private directory under /tmp (socket paths are limited to 108
+    bytes), removed at teardown unless ``MSB_TEST_KEEP=1``.
+``traversable_tmp``
+    a fresh directory of mode 0711 that every uid can traverse, for a
+    socket another uid must reach: /tmp need not be (it may be 0700); skips
+    the test, saying why, when no place qualifies.
 ``daemon_factory``
     ``daemon_factory(name="d2", start=True, **kw) -> Daemon`` for tests that
     need more daemons or an unstarted one; all are closed at teardown.
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -39,7 +44,18 @@ from .daemon import Daemon
 from .imagekit import ImageKit
 from .rpc import RpcClient
 
-__all__ = ["daemon", "rpc", "imagekit", "daemon_factory", "short_tmp"]
+__all__ = ["daemon", "rpc", "imagekit", "daemon_factory", "short_tmp", "traversable_tmp"]
+
+# Where traversable_tmp may make its directory, shortest paths first (a
+# socket path must fit 108 bytes). /run and /var/tmp are usually 0755 and
+# 1777, but any of them may be closed on a given machine.
+TRAVERSABLE_BASES = ("/run", "/var/tmp", "/dev/shm", "/tmp")
+
+
+def _removed_at_teardown(d: Path):
+    yield d
+    if os.environ.get("MSB_TEST_KEEP") != "1":
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
@@ -48,10 +64,31 @@ def short_tmp():
 
     Removed at teardown unless MSB_TEST_KEEP=1.
     """
-    d = Path(tempfile.mkdtemp(prefix="msbt-", dir="/tmp"))
-    yield d
-    if os.environ.get("MSB_TEST_KEEP") != "1":
-        shutil.rmtree(d, ignore_errors=True)
+    yield from _removed_at_teardown(Path(tempfile.mkdtemp(prefix="msbt-", dir="/tmp")))
+
+
+def others_can_traverse(path: Path) -> bool:
+    """True when a uid that owns none of them may search path and every
+    directory above it."""
+    p = Path(path).resolve()
+    return all(d.stat().st_mode & stat.S_IXOTH for d in (p, *p.parents))
+
+
+@pytest.fixture
+def traversable_tmp():
+    """A fresh directory of mode 0711 under the first base of
+    TRAVERSABLE_BASES that another uid can reach and this one can write.
+
+    Removed at teardown unless MSB_TEST_KEEP=1.
+    """
+    for base in map(Path, TRAVERSABLE_BASES):
+        if base.is_dir() and os.access(base, os.W_OK | os.X_OK) and others_can_traverse(base):
+            d = Path(tempfile.mkdtemp(prefix="msbt-", dir=base))
+            # mkdtemp makes it 0700; others may search it, not list it.
+            os.chmod(d, 0o711)
+            yield from _removed_at_teardown(d)
+            return
+    pytest.skip(f"none of {', '.join(TRAVERSABLE_BASES)} is writable here and traversable by every uid")
 
 
 @pytest.fixture
