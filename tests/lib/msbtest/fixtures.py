@@ -6,7 +6,8 @@ In a conftest.py::
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[N] / "tests" / "lib"))
     from msbtest.fixtures import *  # noqa: F401,F403
 
-Fixtures (all function-scoped, so every test gets a fresh store):
+Fixtures (function-scoped but for ``image_cache``, so every test gets a
+fresh store):
 
 ``daemon``
     a started :class:`msbtest.daemon.Daemon` in ``<short_tmp>/daemon``; stopped
@@ -14,7 +15,10 @@ Fixtures (all function-scoped, so every test gets a fresh store):
 ``rpc``
     an :class:`msbtest.rpc.RpcClient` connected to ``daemon``.
 ``imagekit``
-    an :class:`msbtest.imagekit.ImageKit` working in ``tmp_path/images``.
+    an :class:`msbtest.imagekit.ImageKit` working in ``tmp_path/images``;
+    ``imagekit.image(...)`` gives a copy of an image built once per session.
+``image_cache``
+    the session's :class:`msbtest.imagekit.ImageCache` behind ``imagekit``.
 ``short_tmp``
     a short private directory under /tmp (socket paths are limited to 108
     bytes), removed at teardown unless ``MSB_TEST_KEEP=1``.
@@ -41,10 +45,10 @@ from pathlib import Path
 import pytest
 
 from .daemon import Daemon
-from .imagekit import ImageKit
+from .imagekit import ImageCache, ImageKit
 from .rpc import RpcClient
 
-__all__ = ["daemon", "rpc", "imagekit", "daemon_factory", "short_tmp", "traversable_tmp"]
+__all__ = ["daemon", "rpc", "imagekit", "image_cache", "daemon_factory", "short_tmp", "traversable_tmp"]
 
 # Where traversable_tmp may make its directory, shortest paths first (a
 # socket path must fit 108 bytes). /run and /var/tmp are usually 0755 and
@@ -123,6 +127,11 @@ def rpc(daemon) -> RpcClient:
     return daemon.client()
 
 
+@pytest.fixture(scope="session")
+def image_cache(tmp_path_factory) -> ImageCache:
+    return ImageCache(tmp_path_factory.mktemp("image-cache"))
+
+
 @pytest.fixture
-def imagekit(tmp_path) -> ImageKit:
-    return ImageKit(tmp_path / "images")
+def imagekit(tmp_path, image_cache) -> ImageKit:
+    return ImageKit(tmp_path / "images", cache=image_cache)
