@@ -38,13 +38,14 @@ import tempfile
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "lib"))
+
+from msbtest.daemon import Daemon, build_dir, daemon_binary  # noqa: E402
+
 ROOTS = ["usr/lib/python3.11", "usr/share/perl", "usr/share/doc", "usr/share/man", "usr/share/locale",
          "usr/lib/x86_64-linux-gnu", "usr/bin", "usr/sbin", "usr/share"]
 MAX_FILE = 8 * 1000 * 1000
-
-
-def build_dir() -> Path:
-    return Path(os.environ.get("MSB_BUILD_DIR", "/work/main/build"))
 
 
 def select_files(limit: int) -> list[str]:
@@ -133,7 +134,7 @@ def main() -> int:
     args = ap.parse_args()
 
     tool = build_dir() / "tests" / "erofs" / "erofs-tool"
-    daemon = build_dir() / "daemon" / "msb-imaged"
+    daemon = daemon_binary()
     work = Path(tempfile.mkdtemp(prefix="msb-erofs-bench-"))
     results: dict[str, list[float]] = {}
     try:
@@ -176,30 +177,25 @@ def main() -> int:
 
         hwm = None
         if daemon.exists():
-            store, sock = work / "store", str(work / "imaged.sock")
-            proc = subprocess.Popen([str(daemon), "--store", str(store), "--socket", sock, "--log-level", "error"],
-                                    stderr=subprocess.DEVNULL)
+            # The tests' launcher: started, and ready (READY=1), like in every test.
+            d = Daemon(work / "daemon", log_level="error").start()
             try:
-                for _ in range(200):
-                    if os.path.exists(sock):
-                        break
-                    time.sleep(0.05)
+                sock = str(d.socket_path)
                 for _ in range(args.runs):
-                    c = proc_cpu(proc.pid)
+                    c = proc_cpu(d.pid)
                     t = time.perf_counter()
                     res = rpc(sock, "image.load", {"path": str(layout)})
                     dt = time.perf_counter() - t
-                    CPU.setdefault("image.load (end to end)", []).append(proc_cpu(proc.pid) - c)
+                    CPU.setdefault("image.load (end to end)", []).append(proc_cpu(d.pid) - c)
                     if "error" in res:
                         raise SystemExit(f"image.load failed: {res['error']}")
                     results.setdefault("image.load (end to end)", []).append(dt)
                     ref = res["result"][0]["reference"]
                     rpc(sock, "image.remove", {"reference": ref})
                     rpc(sock, "image.prune", {})
-                hwm = vm_hwm_kib(proc.pid)
+                hwm = vm_hwm_kib(d.pid)
             finally:
-                proc.terminate()
-                proc.wait(timeout=30)
+                d.close()
         else:
             print(f"note: {daemon} is not built; image.load is not measured")
 

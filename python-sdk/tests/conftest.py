@@ -8,9 +8,7 @@ errors, which turns an unclosed transport into a failure.
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +21,9 @@ sys.path.insert(0, str(SDK_DIR / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(REPO_DIR / "tests" / "lib"))
 
-try:
-    # The shared harness: fixtures daemon, daemon_factory, imagekit, short_tmp.
-    from msbtest.fixtures import *  # noqa: F401,F403
-except ImportError:  # pragma: no cover - only while the harness is missing
-
-    @pytest.fixture
-    def short_tmp() -> Any:
-        """A private directory with a short path: a Unix socket path must
-        fit in sun_path (108 bytes), which pytest's tmp_path does not promise."""
-        path = Path(tempfile.mkdtemp(prefix="msb-sdk-", dir="/tmp"))
-        try:
-            yield path
-        finally:
-            shutil.rmtree(path, ignore_errors=True)
+# The shared harness: fixtures daemon, daemon_factory, imagekit, short_tmp;
+# its Daemon waits for READY=1 like every launcher of the tests.
+from msbtest.fixtures import *  # noqa: E402,F401,F403
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,11 @@
  * socket (or to exit after SIGTERM) is broken. */
 #define TEST_DAEMON_START_TIMEOUT_MS 20000
 #define TEST_DAEMON_STOP_TIMEOUT_MS 20000
+/* How often the start looks whether the daemon exited while it waits for
+ * READY=1. */
+#define NOTIFY_POLL_MS 50
+/* sd_notify messages are short lines; the daemon's longest names its store. */
+#define NOTIFY_MESSAGE_MAX 4096
 
 static const char *env_required(const char *name) {
         const char *v = getenv(name);
@@ -32,24 +38,55 @@ static uint64_t now_ms(void) {
         return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
 }
 
-static bool socket_accepts(const char *path) {
+/* The service manager's end of sd_notify(3) at path: a datagram socket that
+ * is told each sender's pid (SO_PASSCRED). */
+static int notify_listen(const char *path) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        int fd, r;
+        int fd, one = 1;
 
-        if (strlen(path) >= sizeof(sa.sun_path))
-                return false;
+        ck_assert_msg(strlen(path) < sizeof(sa.sun_path), "%s: path too long for a socket", path);
         memcpy(sa.sun_path, path, strlen(path));
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0)
+        fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        ck_assert_msg(fd >= 0, "socket: %m");
+        ck_assert_msg(bind(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0, "bind %s: %m", path);
+        ck_assert_msg(setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) == 0, "SO_PASSCRED: %m");
+        return fd;
+}
+
+/* Reads one notification, if one is there; true when it is READY=1 from
+ * pid. */
+static bool notify_says_ready(int fd, pid_t pid) {
+        char text[NOTIFY_MESSAGE_MAX + 1], control[CMSG_SPACE(sizeof(struct ucred))];
+        struct iovec iov = { .iov_base = text, .iov_len = NOTIFY_MESSAGE_MAX };
+        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+                              .msg_controllen = sizeof(control) };
+        pid_t sender = 0;
+        ssize_t n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+
+        if (n < 0)
                 return false;
-        r = connect(fd, (struct sockaddr *) &sa, sizeof(sa));
-        close(fd);
-        return r == 0;
+        text[n] = '\0';
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+                if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS)
+                        sender = ((struct ucred *) (void *) CMSG_DATA(c))->pid;
+        if (sender != pid)
+                return false;
+        /* The message is lines of KEY=VALUE (sd_notify(3)). */
+        for (char *line = text, *next; line; line = next) {
+                next = strchr(line, '\n');
+                if (next)
+                        *next++ = '\0';
+                if (strcmp(line, "READY=1") == 0)
+                        return true;
+        }
+        return false;
 }
 
 void test_daemon_start(TestDaemon *d) {
         const char *binary = env_required("MSB_TEST_DAEMON");
+        char notify_path[320];
         uint64_t deadline;
+        int notify_fd;
         pid_t pid;
 
         memset(d, 0, sizeof(*d));
@@ -58,6 +95,8 @@ void test_daemon_start(TestDaemon *d) {
         snprintf(d->socket_path, sizeof(d->socket_path), "%s/run/imaged.sock", d->dir);
         snprintf(d->store_path, sizeof(d->store_path), "%s/store", d->dir);
         snprintf(d->log_path, sizeof(d->log_path), "%s/daemon.log", d->dir);
+        snprintf(notify_path, sizeof(notify_path), "%s/notify.sock", d->dir);
+        notify_fd = notify_listen(notify_path);
 
         pid = fork();
         ck_assert_int_ge(pid, 0);
@@ -71,16 +110,22 @@ void test_daemon_start(TestDaemon *d) {
                 unsetenv("MSB_IMAGED_SOCKET");
                 unsetenv("MSB_IMAGED_CONFIG");
                 unsetenv("LISTEN_FDS");
-                unsetenv("NOTIFY_SOCKET");
+                setenv("NOTIFY_SOCKET", notify_path, 1);
                 execl(binary, binary, "--store", d->store_path, "--socket", d->socket_path, "--log-level",
                       "debug", (char *) NULL);
                 _exit(127);
         }
         d->pid = pid;
 
+        /* Ready is READY=1 from the daemon, as msbtest.ready waits for it:
+         * no probe connection is left for the daemon to count. */
         deadline = now_ms() + TEST_DAEMON_START_TIMEOUT_MS;
-        while (!socket_accepts(d->socket_path)) {
+        for (;;) {
+                struct pollfd pfd = { .fd = notify_fd, .events = POLLIN };
                 int status;
+
+                if (poll(&pfd, 1, NOTIFY_POLL_MS) > 0 && notify_says_ready(notify_fd, pid))
+                        break;
                 if (waitpid(pid, &status, WNOHANG) == pid) {
                         d->pid = 0;
                         ck_abort_msg("msb-imaged exited with status %d before it was ready (log: %s)",
@@ -89,8 +134,9 @@ void test_daemon_start(TestDaemon *d) {
                 }
                 ck_assert_msg(now_ms() < deadline, "msb-imaged not ready after %d ms (log: %s)",
                               TEST_DAEMON_START_TIMEOUT_MS, d->log_path);
-                usleep(10 * 1000);
         }
+        close(notify_fd);
+        unlink(notify_path);
 }
 
 int test_daemon_stop(TestDaemon *d) {

@@ -22,8 +22,9 @@ typedef struct TestDaemon {
 } TestDaemon;
 
 /* Makes a private directory under /tmp (socket paths are short) and starts
- * msb-imaged there; returns once its socket accepts. Aborts the test on
- * failure. */
+ * msb-imaged there with a NOTIFY_SOCKET of the harness; returns once the
+ * daemon sent READY=1 (it then listens), the way tests/lib/msbtest/ready.py
+ * waits. Aborts the test on failure. */
 void test_daemon_start(TestDaemon *d);
 
 /* SIGTERM and wait: returns the exit status (or 128 + signal). */

@@ -215,18 +215,11 @@ def test_startup_sweeps_leftovers(daemon):
 def test_environment_configures_store_and_socket(daemon_factory):
     d = daemon_factory("envcfg", start=False)
     env = dict(d.env, MSB_IMAGED_STORE=str(d.store), MSB_IMAGED_SOCKET=str(d.socket_path))
-    argv = [str(d.binary), "--log-level", "debug"]
-    with open(d.log_path, "ab") as log:
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
-    try:
-        d.proc = p
-        d.wait_ready(20)
-        with d.client() as c:
-            info = c.call("system.info")
-        assert os.path.realpath(info["store_path"]) == os.path.realpath(d.store)
-        assert os.path.realpath(info["socket_path"]) == os.path.realpath(d.socket_path)
-    finally:
-        d.stop()
+    d.start(argv=[d.binary, "--log-level", "debug"], env=env)
+    with d.client() as c:
+        info = c.call("system.info")
+    assert os.path.realpath(info["store_path"]) == os.path.realpath(d.store)
+    assert os.path.realpath(info["socket_path"]) == os.path.realpath(d.socket_path)
 
 
 def test_flags_override_environment(daemon_factory, short_tmp):
@@ -275,16 +268,17 @@ except OSError as e:
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another uid")
-def test_other_uid_is_refused_by_peer_credentials(daemon):
-    # Open the modes up so that only SO_PEERCRED stands between another uid
-    # and the daemon (README, "The store").
-    for d in (daemon.workdir.parent, daemon.workdir):
-        os.chmod(d, 0o711)  # mkdtemp made them 0700
+def test_other_uid_is_refused_by_peer_credentials(daemon_factory, traversable_tmp):
+    # The socket lives where uid 65534 can reach it (not in /tmp, which may
+    # be 0700), and its directory's and its own modes are opened up, so
+    # that only SO_PEERCRED stands between another uid and the daemon
+    # (README, "The store").
+    daemon = daemon_factory(socket_path=traversable_tmp / "run" / "imaged.sock")
     os.chmod(daemon.socket_path.parent, 0o777)
     os.chmod(daemon.socket_path, 0o777)
     try:
         r = subprocess.run([sys.executable, "-c", _PEER_SCRIPT, str(daemon.socket_path)], capture_output=True,
-                           text=True, timeout=30, user=65534, group=65534, extra_groups=[])
+                           text=True, timeout=30, user=65534, group=65534, extra_groups=[], cwd="/")
     finally:
         os.chmod(daemon.socket_path.parent, 0o700)
         os.chmod(daemon.socket_path, 0o600)

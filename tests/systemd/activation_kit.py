@@ -1,8 +1,7 @@
 """Drive the real msb-imaged the way a service manager does (stdlib only).
 
-- :class:`NotifyListener` -- the manager's side of sd_notify(3): an AF_UNIX
-  datagram socket with SO_PASSCRED, so every message comes with the sender's
-  pid, as systemd sees it.
+- :class:`NotifyListener` -- the manager's side of sd_notify(3), shared with
+  every other launcher of the tests (msbtest.ready).
 - :class:`SocketActivate` -- ``systemd-socket-activate -l PATH msb-imaged ...``
   (Debian's systemd package): listens, and execs the daemon in its own
   process on the first connection, with LISTEN_FDS=1 and LISTEN_PID.
@@ -17,23 +16,22 @@ for sanitizer reports at the end, like msbtest.Daemon.
 
 from __future__ import annotations
 
-import array
 import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import time
 from pathlib import Path
 
 from msbtest.daemon import SANITIZER_MARKERS, daemon_binary
+from msbtest.ready import READY_TIMEOUT_S, NotifyListener, socket_listening
 
 __all__ = ["NotifyListener", "SocketActivate", "Spawned", "listening_socket", "wait_until", "exe_of",
            "daemon_env"]
 
 STOP_TIMEOUT_S = 20.0
-START_TIMEOUT_S = 20.0
+START_TIMEOUT_S = READY_TIMEOUT_S
 
 # Variables that must reach the daemon (systemd-socket-activate passes only
 # PATH, HOME, TERM and LC_* unless told with -E).
@@ -88,58 +86,6 @@ def daemon_env(workdir: Path, extra: dict | None = None) -> dict:
     if extra:
         env.update(extra)
     return env
-
-
-class NotifyListener:
-    """The service manager's notification socket, at ``path``."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(self.path))
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        # Every message received so far: (pid, {key: value}, raw text).
-        self.messages: list[tuple[int, dict, str]] = []
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def _receive(self, timeout: float) -> bool:
-        self.sock.settimeout(timeout)
-        try:
-            data, anc, _flags, _addr = self.sock.recvmsg(4096, socket.CMSG_SPACE(struct.calcsize("3i")))
-        except (socket.timeout, BlockingIOError):
-            return False
-        pid = 0
-        for level, kind, payload in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-                pid = array.array("i", payload[: struct.calcsize("3i")])[0]
-        text = data.decode()
-        fields = dict(line.split("=", 1) for line in text.split("\n") if "=" in line)
-        self.messages.append((pid, fields, text))
-        return True
-
-    def wait_for(self, key: str, value: str | None = None, timeout: float = START_TIMEOUT_S) -> tuple[int, dict]:
-        """The first message (already received or arriving within timeout)
-        that assigns key (=value); returns (sender pid, fields)."""
-        deadline = time.monotonic() + timeout
-        seen = 0
-        while True:
-            for pid, fields, _ in self.messages[seen:]:
-                if key in fields and (value is None or fields[key] == value):
-                    return pid, fields
-            seen = len(self.messages)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {key}={value or '*'} notification within {timeout}s; got {self.texts()}")
-            self._receive(left)
-
-    def drain(self, timeout: float = 0.2) -> None:
-        while self._receive(timeout):
-            pass
-
-    def texts(self) -> list[str]:
-        return [text for _, _, text in self.messages]
 
 
 class _Runner:
@@ -205,9 +151,11 @@ class SocketActivate(_Runner):
         with open(self.log_path, "ab") as logf:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                                          env=env, cwd=self.workdir)
-        # Listening, and nothing else yet: the daemon only starts on a connection.
-        wait_until(lambda: self.socket_path.exists() or self.proc.poll() is not None, START_TIMEOUT_S,
-                   f"{self.socket_path} to appear")
+        # Listening, and nothing else yet: the daemon only starts on a
+        # connection, so readiness is seen without connecting (the file
+        # appears at bind, before listen).
+        wait_until(lambda: socket_listening(self.socket_path) or self.proc.poll() is not None, START_TIMEOUT_S,
+                   f"{self.socket_path} to listen")
         assert self.proc.poll() is None, f"systemd-socket-activate exited:\n{self.log_tail()}"
 
     def daemon_started(self) -> bool:

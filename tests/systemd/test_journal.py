@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from activation_kit import daemon_env, wait_until
+from activation_kit import daemon_env
 from msbtest import RpcClient
 from msbtest.daemon import SANITIZER_MARKERS, daemon_binary
+from msbtest.ready import NotifyListener, NotReady
 
 PRIORITY = re.compile(r"^<([0-7])>")
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
@@ -24,28 +25,36 @@ TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
 def run_daemon(work: Path, log_path: Path, env_extra: dict, store: Path | None = None,
                journal_of: Path | None = None) -> tuple[int, str]:
     """Runs the daemon with stdout and stderr on log_path, answers one
-    request, stops it with SIGTERM; (exit status, log text). With
-    journal_of, JOURNAL_STREAM names that file's device and inode."""
+    request once it is ready, stops it with SIGTERM; (exit status, log
+    text). With journal_of, JOURNAL_STREAM names that file's device and
+    inode."""
     assert daemon_binary().is_file(), f"{daemon_binary()} does not exist: build it or set MSB_BUILD_DIR"
     sock = work / "run" / "imaged.sock"
     env = daemon_env(work, env_extra)
-    with open(log_path, "wb") as logf:
-        st = os.fstat(logf.fileno()) if journal_of is None else os.stat(journal_of)
-        env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
-        proc = subprocess.Popen([str(daemon_binary()), "--store", str(store or work / "store"), "--socket", str(sock),
-                                 "--log-level", "debug"], stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                env=env, cwd=work)
-    try:
-        wait_until(lambda: sock.exists() or proc.poll() is not None, 20, f"{sock}")
-        if proc.poll() is None:
-            with RpcClient(sock, timeout=30) as c:
-                c.call("system.info")
-            proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with NotifyListener(work / "notify.sock") as ready:
+        env.update(ready.env())
+        with open(log_path, "wb") as logf:
+            st = os.fstat(logf.fileno()) if journal_of is None else os.stat(journal_of)
+            env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+            proc = subprocess.Popen([str(daemon_binary()), "--store", str(store or work / "store"), "--socket",
+                                     str(sock), "--log-level", "debug"], stdin=subprocess.DEVNULL, stdout=logf,
+                                    stderr=logf, env=env, cwd=work)
+        try:
+            try:
+                ready.wait_ready(proc)
+            except NotReady:
+                # A refused start exits: its status and log are the result.
+                if proc.poll() is None:
+                    raise
+            if proc.poll() is None:
+                with RpcClient(sock, timeout=30) as c:
+                    c.call("system.info")
+                proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     text = log_path.read_text(errors="replace")
     for marker in SANITIZER_MARKERS:
         assert marker not in text, text
@@ -53,8 +62,8 @@ def run_daemon(work: Path, log_path: Path, env_extra: dict, store: Path | None =
 
 
 @pytest.fixture
-def work(tmp_path) -> Path:
-    return tmp_path
+def work(short_tmp) -> Path:
+    return short_tmp
 
 
 def test_priority_prefixes_when_stderr_is_the_journal(work):

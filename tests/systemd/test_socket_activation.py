@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from activation_kit import NotifyListener, SocketActivate, Spawned, daemon_env, exe_of, listening_socket, wait_until
+from activation_kit import NotifyListener, SocketActivate, Spawned, daemon_env, exe_of, listening_socket
 from msbtest import RpcClient
 from msbtest.daemon import daemon_binary
 
@@ -189,8 +189,7 @@ def test_wrong_listen_pid_ignored(work, notify, runners):
         d = Spawned(work, lsock, ["--store", str(work / "store"), "--socket", str(own), "--exit-idle", "1"], env,
                     listen_pid=os.getpid())
         runners.append(d)
-        wait_until(lambda: own.exists() or not d.running(), 20, f"{own}")
-        assert d.running(), d.log_tail()
+        notify.wait_ready(d.proc)
         got = info(own)
         assert got["pid"] == d.pid
         assert got["socket_path"] == str(own)

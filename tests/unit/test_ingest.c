@@ -14,31 +14,15 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <check.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 
 #include "digest.h"
 #include "ingest.h"
 #include "store.h"
+#include "testdir.h"
 
 #define LAYER_BUFFER_BYTES (256 * KiB)
-
-typedef struct TestDir {
-        char path[64];
-        char store[96];
-} TestDir;
-
-static void test_dir_init(TestDir *t) {
-        snprintf(t->path, sizeof(t->path), "/tmp/msb-test-ingest-XXXXXX");
-        ck_assert_ptr_nonnull(mkdtemp(t->path));
-        snprintf(t->store, sizeof(t->store), "%s/store", t->path);
-}
-
-static void test_dir_done(TestDir *t) {
-        (void) rm_rf(t->path, NULL);
-}
-#define _cleanup_test_dir_ _cleanup_(test_dir_done)
 
 typedef struct Layer {
         const char *media_type;
@@ -163,35 +147,11 @@ static int blob_fd(const TestDir *t, const Layer *l) {
         return fd;
 }
 
-static Store *open_store(const char *path) {
-        Store *s = NULL;
-        MsbError err = {};
-        int r = store_open(path, &s, &err);
-        ck_assert_msg(r == 0, "store_open: %s", err.message);
-        return s;
-}
-
 static void convert(const TestDir *t, Ingest *in, size_t i, const Layer *l) {
         _cleanup_close_ int fd = blob_fd(t, l);
         MsbError err = {};
         int r = ingest_convert_layer(in, i, fd, &err);
         ck_assert_msg(r == 0, "layer %zu: %d %s", i, r, err.message);
-}
-
-/* Entries directly in store/<sub>. */
-static unsigned count_files(const Store *s, const char *sub) {
-        char dir[256];
-        unsigned n = 0;
-        DIR *d;
-
-        snprintf(dir, sizeof(dir), "%s/%s", store_path(s), sub);
-        d = opendir(dir);
-        ck_assert_ptr_nonnull(d);
-        for (struct dirent *de; (de = readdir(d));)
-                if (!streq(de->d_name, ".") && !streq(de->d_name, ".."))
-                        n++;
-        closedir(d);
-        return n;
 }
 
 static json_t *prune(Store *s) {
@@ -211,8 +171,8 @@ START_TEST(test_ingest_commit) {
         json_auto_t *handle = NULL;
         MsbError err = {};
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "ingest");
+        s = test_store_open(t.store);
         make_layer("plain tar layer\n", false, &l0);
         make_layer("gzip layer\n", true, &l1);
         ck_assert_str_eq(l0.blob_digest, l0.diff_id);
@@ -274,7 +234,7 @@ START_TEST(test_ingest_commit) {
         ck_assert(access(fsmeta, F_OK) == 0);
         ck_assert(access(vmdk, F_OK) == 0);
         /* Nothing is left in tmp/. */
-        ck_assert_uint_eq(count_files(s, "tmp"), 0);
+        ck_assert_uint_eq(test_store_count(s, "tmp"), 0);
 }
 END_TEST
 
@@ -286,8 +246,8 @@ START_TEST(test_ingest_shared_layer_is_cached) {
         char *ra[] = { (char *) "docker.io/library/a:1" }, *rb[] = { (char *) "docker.io/library/b:1" };
         MsbError err = {};
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "ingest");
+        s = test_store_open(t.store);
         make_layer("shared base\n", true, &base);
         make_layer("b's top\n", true, &top);
         Layer la[] = { base }, lb[] = { base, top };
@@ -308,8 +268,8 @@ START_TEST(test_ingest_shared_layer_is_cached) {
         ck_assert_int_eq(ingest_commit(in, rb, 1, NULL, &err), 0);
         in = ingest_free(in);
 
-        ck_assert_uint_eq(count_files(s, "layers/sha256"), 2);
-        ck_assert_uint_eq(count_files(s, "fsmeta/sha256"), 2);
+        ck_assert_uint_eq(test_store_count(s, "layers/sha256"), 2);
+        ck_assert_uint_eq(test_store_count(s, "fsmeta/sha256"), 2);
 }
 END_TEST
 
@@ -321,8 +281,8 @@ START_TEST(test_ingest_config_must_match) {
         Ingest *in = NULL;
         MsbError err = {};
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "ingest");
+        s = test_store_open(t.store);
         make_layer("x\n", false, &l);
 
         /* The manifest names another config digest. */
@@ -361,8 +321,8 @@ START_TEST(test_ingest_diff_ids_match_layers) {
         Ingest *in = NULL;
         MsbError err = {};
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "ingest");
+        s = test_store_open(t.store);
         make_layer("y\n", false, &l);
 
         /* One layer, two diff_ids; one layer, none. */
@@ -388,8 +348,8 @@ START_TEST(test_ingest_layer_verified) {
         MsbError err = {};
         int fd;
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "ingest");
+        s = test_store_open(t.store);
         make_layer("the real layer\n", true, &l);
         make_layer("another layer\n", true, &other);
 
@@ -403,8 +363,8 @@ START_TEST(test_ingest_layer_verified) {
         ck_assert_int_eq(err.kind, PROTO_ERROR_DIGEST_MISMATCH);
         msb_error_clear(&err);
         /* Nothing of it stays: no layer image, no temp file. */
-        ck_assert_uint_eq(count_files(s, "layers/sha256"), 0);
-        ck_assert_uint_eq(count_files(s, "tmp"), 0);
+        ck_assert_uint_eq(test_store_count(s, "layers/sha256"), 0);
+        ck_assert_uint_eq(test_store_count(s, "tmp"), 0);
         char *refs[] = { (char *) "docker.io/library/never:1" };
         ck_assert_int_lt(ingest_commit(in, refs, 1, NULL, &err), 0);
         msb_error_clear(&err);
@@ -419,8 +379,8 @@ START_TEST(test_ingest_layer_verified) {
         close(fd);
         ck_assert_int_eq(err.kind, PROTO_ERROR_DIGEST_MISMATCH);
         msb_error_clear(&err);
-        ck_assert_uint_eq(count_files(s, "layers/sha256"), 0);
-        ck_assert_uint_eq(count_files(s, "tmp"), 0);
+        ck_assert_uint_eq(test_store_count(s, "layers/sha256"), 0);
+        ck_assert_uint_eq(test_store_count(s, "tmp"), 0);
 
         /* A layer index past the end is refused. */
         fd = blob_fd(&t, &l);
@@ -438,24 +398,24 @@ START_TEST(test_ingest_leases_hold_until_free) {
         Ingest *in = NULL;
         MsbError err = {};
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "ingest");
+        s = test_store_open(t.store);
         make_layer("leased while in flight\n", true, &l);
         make_image(&l, 1, NULL, 0, NULL, &img);
         ck_assert_int_eq(new_ingest(s, &img, &in, &err), 0);
         convert(&t, in, 0, &l);
-        ck_assert_uint_eq(count_files(s, "layers/sha256"), 1);
+        ck_assert_uint_eq(test_store_count(s, "layers/sha256"), 1);
 
         /* A prune while the ingest lives (converted, not committed) keeps the layer. */
         json_auto_t *r1 = prune(s);
         ck_assert_int_eq(json_integer_value(json_object_get(r1, "layers_removed")), 0);
-        ck_assert_uint_eq(count_files(s, "layers/sha256"), 1);
+        ck_assert_uint_eq(test_store_count(s, "layers/sha256"), 1);
 
         /* Abandoned: the next prune takes it. */
         in = ingest_free(in);
         json_auto_t *r2 = prune(s);
         ck_assert_int_eq(json_integer_value(json_object_get(r2, "layers_removed")), 1);
-        ck_assert_uint_eq(count_files(s, "layers/sha256"), 0);
+        ck_assert_uint_eq(test_store_count(s, "layers/sha256"), 0);
 }
 END_TEST
 
@@ -469,16 +429,16 @@ START_TEST(test_ingest_without_layers) {
         MsbError err = {};
 
         /* Legal in OCI; indexed without fsmeta or VMDK. */
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "ingest");
+        s = test_store_open(t.store);
         make_image(NULL, 0, NULL, 0, NULL, &img);
         ck_assert_int_eq(new_ingest(s, &img, &in, &err), 0);
         ck_assert_uint_eq(ingest_n_layers(in), 0);
         ck_assert_int_eq(ingest_commit(in, refs, 1, &handle, &err), 0);
         ck_assert_int_eq(json_integer_value(json_object_get(handle, "layer_count")), 0);
-        ck_assert_uint_eq(count_files(s, "fsmeta/sha256"), 0);
-        ck_assert_uint_eq(count_files(s, "vmdk/sha256"), 0);
-        ck_assert_uint_eq(count_files(s, "blobs/sha256"), 2);
+        ck_assert_uint_eq(test_store_count(s, "fsmeta/sha256"), 0);
+        ck_assert_uint_eq(test_store_count(s, "vmdk/sha256"), 0);
+        ck_assert_uint_eq(test_store_count(s, "blobs/sha256"), 2);
 }
 END_TEST
 

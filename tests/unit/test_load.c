@@ -14,7 +14,6 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <check.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -23,24 +22,9 @@
 #include "load.h"
 #include "oci.h"
 #include "store.h"
+#include "testdir.h"
 
 #define BUFFER_BYTES (1 * MiB)
-
-typedef struct TestDir {
-        char path[64];
-        char store[96];
-} TestDir;
-
-static void test_dir_init(TestDir *t) {
-        snprintf(t->path, sizeof(t->path), "/tmp/msb-test-load-XXXXXX");
-        ck_assert_ptr_nonnull(mkdtemp(t->path));
-        snprintf(t->store, sizeof(t->store), "%s/store", t->path);
-}
-
-static void test_dir_done(TestDir *t) {
-        (void) rm_rf(t->path, NULL);
-}
-#define _cleanup_test_dir_ _cleanup_(test_dir_done)
 
 /* ---- sources: a list of members, written as a directory or a tar ---- */
 
@@ -237,32 +221,6 @@ static void add_layout_index(Source *src, json_t *entry) {
         source_add_json(src, "index.json", index);
 }
 
-static Store *open_store(const char *path) {
-        Store *s = NULL;
-        MsbError err = {};
-        int r = store_open(path, &s, &err);
-        ck_assert_msg(r == 0, "store_open: %s", err.message);
-        return s;
-}
-
-static unsigned count_entries(const char *dir) {
-        unsigned n = 0;
-        DIR *d = opendir(dir);
-
-        ck_assert_msg(d, "%s: %m", dir);
-        for (struct dirent *de; (de = readdir(d));)
-                if (!streq(de->d_name, ".") && !streq(de->d_name, ".."))
-                        n++;
-        closedir(d);
-        return n;
-}
-
-static unsigned count_store(const Store *s, const char *sub) {
-        _cleanup_free_ char *p = NULL;
-        ck_assert_int_ge(asprintf(&p, "%s/%s", store_path(s), sub), 0);
-        return count_entries(p);
-}
-
 /* Every path below dir with its size, one per line, sorted: a fingerprint. */
 static char *tree_listing(const char *dir) {
         _cleanup_free_ char *cmd = NULL;
@@ -300,8 +258,8 @@ START_TEST(test_load_archive) {
         int r;
 
         /* The baseline the hostile variants below start from. */
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "load");
+        s = test_store_open(t.store);
         add_image(&src, "hello\n", digest, &size);
         add_layout_index(&src, descriptor(OCI_MEDIA_TYPE_MANIFEST, digest, size, "docker.io/library/base:1"));
         ck_assert_int_ge(asprintf(&archive, "%s/image.tar", t.path), 0);
@@ -314,7 +272,7 @@ START_TEST(test_load_archive) {
                          "docker.io/library/base:1");
         ck_assert_str_eq(json_string_value(json_object_get(json_array_get(handles, 0), "manifest_digest")), digest);
         /* The unpacked copy is gone. */
-        ck_assert_uint_eq(count_store(s, "tmp"), 0);
+        ck_assert_uint_eq(test_store_count(s, "tmp"), 0);
 }
 END_TEST
 
@@ -330,8 +288,8 @@ START_TEST(test_members_cannot_escape) {
         MsbError err = {};
         int r;
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "load");
+        s = test_store_open(t.store);
         add_image(&src, "escape attempts\n", digest, &size);
         add_layout_index(&src, descriptor(OCI_MEDIA_TYPE_MANIFEST, digest, size, "docker.io/library/esc:1"));
 
@@ -357,7 +315,7 @@ START_TEST(test_members_cannot_escape) {
         ck_assert_msg(access(deep_target, F_OK) < 0, "%s was written", deep_target);
         ck_assert_msg(access(abs_target, F_OK) < 0, "%s was written", abs_target);
         ck_assert_msg(access(via_link, F_OK) < 0, "%s was written", via_link);
-        ck_assert_uint_eq(count_store(s, "tmp"), 0);
+        ck_assert_uint_eq(test_store_count(s, "tmp"), 0);
 }
 END_TEST
 
@@ -374,8 +332,8 @@ START_TEST(test_symlinked_blob_is_not_followed) {
         /* The manifest's bytes sit outside the archive; the archive only
          * has a symlink to them under the manifest's blob name. Following
          * it would load the image from a file the archive does not hold. */
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "load");
+        s = test_store_open(t.store);
         add_image(&outside, "outside\n", digest, &size);
         ck_assert_int_ge(asprintf(&secret, "%s/outside", t.path), 0);
         write_directory(&outside, secret);
@@ -394,8 +352,8 @@ START_TEST(test_symlinked_blob_is_not_followed) {
         ck_assert_int_lt(load(s, archive, NULL, &handles, &err), 0);
         ck_assert_int_eq(err.kind, PROTO_ERROR_INVALID_IMAGE);
         msb_error_clear(&err);
-        ck_assert_uint_eq(count_store(s, "blobs/sha256"), 0);
-        ck_assert_uint_eq(count_store(s, "tmp"), 0);
+        ck_assert_uint_eq(test_store_count(s, "blobs/sha256"), 0);
+        ck_assert_uint_eq(test_store_count(s, "tmp"), 0);
 }
 END_TEST
 
@@ -429,8 +387,8 @@ START_TEST(test_index_nesting_limit) {
         MsbError err = {};
         int r;
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "load");
+        s = test_store_open(t.store);
 
         /* OCI_INDEX_DEPTH_MAX indexes below index.json are fine. */
         add_nested(&ok, OCI_INDEX_DEPTH_MAX, "nested ok\n");
@@ -462,8 +420,8 @@ START_TEST(test_source_directory_is_only_read) {
         MsbError err = {};
         int r;
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "load");
+        s = test_store_open(t.store);
 
         /* An OCI layout directory. */
         add_image(&layout, "layout dir\n", digest, &size);
@@ -509,8 +467,8 @@ START_TEST(test_failed_load_leaves_nothing) {
         MsbError err = {};
 
         /* The layer blob's bytes do not match its name. */
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "load");
+        s = test_store_open(t.store);
         add_image(&src, "good\n", digest, &size);
         for (size_t i = 0; i < src.n; i++)
                 if (src.members[i].size > 512) {
@@ -526,8 +484,8 @@ START_TEST(test_failed_load_leaves_nothing) {
         ck_assert_int_eq(err.kind, PROTO_ERROR_DIGEST_MISMATCH);
         msb_error_clear(&err);
         ck_assert_ptr_null(handles);
-        ck_assert_uint_eq(count_store(s, "tmp"), 0);
-        ck_assert_uint_eq(count_store(s, "layers/sha256"), 0);
+        ck_assert_uint_eq(test_store_count(s, "tmp"), 0);
+        ck_assert_uint_eq(test_store_count(s, "layers/sha256"), 0);
         json_auto_t *list = NULL;
         ck_assert_int_eq(store_image_list(s, &list, &err), 0);
         ck_assert_uint_eq(json_array_size(list), 0);
@@ -551,8 +509,8 @@ START_TEST(test_member_count_limit) {
 
         /* More members than LOAD_ARCHIVE_MEMBERS_MAX (empty directories keep
          * the archive small): refused before it fills the disk. */
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "load");
+        s = test_store_open(t.store);
         ck_assert_int_ge(asprintf(&archive, "%s/many.tar", t.path), 0);
         a = archive_write_new();
         e = archive_entry_new();
@@ -574,7 +532,7 @@ START_TEST(test_member_count_limit) {
         ck_assert_int_lt(load(s, archive, NULL, &handles, &err), 0);
         ck_assert_int_eq(err.kind, PROTO_ERROR_LIMIT_EXCEEDED);
         msb_error_clear(&err);
-        ck_assert_uint_eq(count_store(s, "tmp"), 0);
+        ck_assert_uint_eq(test_store_count(s, "tmp"), 0);
 }
 END_TEST
 
@@ -591,8 +549,8 @@ START_TEST(test_member_size_limit) {
         /* A member that says it is larger than the limit is refused from its
          * header, before a byte of it is unpacked (the archive need not even
          * hold the bytes). */
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "load");
+        s = test_store_open(t.store);
         ck_assert_int_ge(asprintf(&archive, "%s/huge.tar", t.path), 0);
         buf = malloc(BUFFER_BYTES);
         ck_assert_ptr_nonnull(buf);
@@ -620,7 +578,7 @@ START_TEST(test_member_size_limit) {
         ck_assert_int_lt(load(s, archive, NULL, &handles, &err), 0);
         ck_assert_msg(err.kind == PROTO_ERROR_LIMIT_EXCEEDED, "%s", err.message);
         msb_error_clear(&err);
-        ck_assert_uint_eq(count_store(s, "tmp"), 0);
+        ck_assert_uint_eq(test_store_count(s, "tmp"), 0);
 }
 END_TEST
 
@@ -646,7 +604,7 @@ static void assert_refused(Store *s, const char *path, const char *data_path, co
         ck_assert_msg(strstr(err.message, says), "message '%s'", err.message);
         ck_assert_int_lt(t1.tv_sec - t0.tv_sec, 2);
         msb_error_clear(&err);
-        ck_assert_uint_eq(count_store(s, "tmp"), 0);
+        ck_assert_uint_eq(test_store_count(s, "tmp"), 0);
 }
 
 START_TEST(test_fifo_in_a_source_is_refused) {
@@ -658,8 +616,8 @@ START_TEST(test_fifo_in_a_source_is_refused) {
         size_t size;
 
         /* Each of these blocked open() until a writer came: forever. */
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "load");
+        s = test_store_open(t.store);
         add_image(&src, "fifo\n", digest, &size);
         add_layout_index(&src, descriptor(OCI_MEDIA_TYPE_MANIFEST, digest, size, "docker.io/library/fifo:1"));
         ck_assert_int_ge(asprintf(&a, "%s/a", t.path), 0);
@@ -715,8 +673,8 @@ START_TEST(test_symlink_out_of_a_layout_directory) {
 
         /* A file outside the layout, with a size and digest of its own: the
          * size and digest checks would report them if it were read. */
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "load");
+        s = test_store_open(t.store);
         ck_assert_int_ge(asprintf(&secret, "%s/secret-file", t.path), 0);
         {
                 _cleanup_close_ int fd = open(secret, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
@@ -742,7 +700,7 @@ START_TEST(test_symlink_out_of_a_layout_directory) {
         ck_assert_int_ge(asprintf(&dir2, "%s/rel", t.path), 0);
         write_layout_linking_manifest(&two, dir2, "../../../secret-file", digest, rel);
         assert_refused(s, dir2, rel, "outside the source");
-        ck_assert_uint_eq(count_store(s, "blobs/sha256"), 0);
+        ck_assert_uint_eq(test_store_count(s, "blobs/sha256"), 0);
 }
 END_TEST
 
@@ -758,8 +716,8 @@ START_TEST(test_docker_directory_layer_links) {
 
         /* A docker-save directory whose layer path is a symlink to the tar
          * elsewhere in the directory (docker save links repeated layers). */
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "load");
+        s = test_store_open(t.store);
         add_docker_manifest(&docker, "docker link\n", "layer0/layer.tar", "docker.io/library/linked:1", &tar, &tar_size);
         source_add(&docker, "real/layer.tar", tar, tar_size);
         source_add_symlink(&docker, "layer0/layer.tar", "../real/layer.tar");

@@ -24,24 +24,9 @@
 #include "digest.h"
 #include "oci.h"
 #include "store.h"
+#include "testdir.h"
 
 #define TEST_LAYERS_MAX 4
-
-typedef struct TestDir {
-        char path[64];
-        char store[96];
-} TestDir;
-
-static void test_dir_init(TestDir *t) {
-        snprintf(t->path, sizeof(t->path), "/tmp/msb-test-store-XXXXXX");
-        ck_assert_ptr_nonnull(mkdtemp(t->path));
-        snprintf(t->store, sizeof(t->store), "%s/store", t->path);
-}
-
-static void test_dir_done(TestDir *t) {
-        (void) rm_rf(t->path, NULL);
-}
-#define _cleanup_test_dir_ _cleanup_(test_dir_done)
 
 typedef struct TestImage {
         char manifest_digest[DIGEST_STRING_MAX];
@@ -52,17 +37,6 @@ typedef struct TestImage {
         uint64_t compressed_sizes[TEST_LAYERS_MAX];
         bool with_fsmeta;
 } TestImage;
-
-static Store *open_store(const char *path) {
-        Store *s = NULL;
-        MsbError err = {};
-        int r = store_open(path, &s, &err);
-
-        ck_assert_msg(r == 0, "store_open(%s): %d %s", path, r, err.message);
-        ck_assert_ptr_nonnull(s);
-        msb_error_clear(&err);
-        return s;
-}
 
 /* What a client names an image by: a reference, a digest or a prefix of one. */
 static ImageSpec *spec(const char *s) {
@@ -87,23 +61,9 @@ static uint64_t allocated(const char *path) {
         return (uint64_t) st.st_blocks * 512;
 }
 
-/* Regular files directly in store/<sub>. */
-static unsigned count_files(const Store *s, const char *sub) {
-        _cleanup_free_ char *dir = path_in(store_path(s), sub);
-        unsigned n = 0;
-        DIR *d = opendir(dir);
-
-        ck_assert_ptr_nonnull(d);
-        for (struct dirent *de; (de = readdir(d));)
-                if (!streq(de->d_name, ".") && !streq(de->d_name, ".."))
-                        n++;
-        closedir(d);
-        return n;
-}
-
 static unsigned count_content_files(const Store *s) {
-        return count_files(s, "blobs/sha256") + count_files(s, "layers/sha256") + count_files(s, "fsmeta/sha256") +
-               count_files(s, "vmdk/sha256");
+        return test_store_count(s, "blobs/sha256") + test_store_count(s, "layers/sha256") +
+               test_store_count(s, "fsmeta/sha256") + test_store_count(s, "vmdk/sha256");
 }
 
 static void write_content(Store *s, char *path, const char *data) {
@@ -321,8 +281,8 @@ START_TEST(test_open_creates_layout) {
         struct stat st;
         char pid[32];
 
-        test_dir_init(&t);
-        Store *s = open_store(t.store);
+        test_dir_init(&t, "store");
+        Store *s = test_store_open(t.store);
 
         ck_assert_str_eq(store_path(s), t.store);
         ck_assert_int_eq(stat(t.store, &st), 0);
@@ -331,7 +291,7 @@ START_TEST(test_open_creates_layout) {
                 _cleanup_free_ char *p = path_in(t.store, dirs[i]);
                 ck_assert_msg(stat(p, &st) == 0 && S_ISDIR(st.st_mode), "%s missing", dirs[i]);
                 ck_assert_int_eq(st.st_mode & 07777, 0700);
-                ck_assert_uint_eq(count_files(s, dirs[i]), 0);
+                ck_assert_uint_eq(test_store_count(s, dirs[i]), 0);
         }
         _cleanup_free_ char *tmp = path_in(t.store, "tmp");
         ck_assert_str_eq(store_tmp_dir(s), tmp);
@@ -365,7 +325,7 @@ START_TEST(test_open_creates_layout) {
 
         /* Closing releases the lock: the store opens again. */
         store_free(s);
-        s = open_store(t.store);
+        s = test_store_open(t.store);
         store_free(s);
         ck_assert_ptr_null(store_free(NULL));
 }
@@ -380,8 +340,8 @@ START_TEST(test_open_twice_in_one_process) {
 
         /* flock() belongs to the open file description, so a second open in
          * the same process conflicts like another daemon would. */
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "store");
+        s = test_store_open(t.store);
         ck_assert_int_eq(store_open(t.store, &again, &err), -EBUSY);
         ck_assert_ptr_null(again);
         ck_assert(err.set);
@@ -406,7 +366,7 @@ START_TEST(test_open_held_by_another_process) {
         pid_t child;
         int status;
 
-        test_dir_init(&t);
+        test_dir_init(&t, "store");
         ck_assert_int_eq(pipe(ready), 0);
         ck_assert_int_eq(pipe(release), 0);
         child = fork();
@@ -441,7 +401,7 @@ START_TEST(test_open_held_by_another_process) {
         close(ready[0]);
 
         /* Once the holder is gone the store is ours, and says so. */
-        s = open_store(t.store);
+        s = test_store_open(t.store);
         _cleanup_free_ char *lock = path_in(t.store, "lock"), *data = NULL;
         size_t size;
         ck_assert_int_eq(read_file_bounded(lock, 64, &data, &size), 0);
@@ -458,8 +418,8 @@ START_TEST(test_open_newer_schema_refused) {
         MsbError err = {};
         sqlite3 *db = NULL;
 
-        test_dir_init(&t);
-        store_free(open_store(t.store));
+        test_dir_init(&t, "store");
+        store_free(test_store_open(t.store));
 
         /* An index written by a newer daemon is not touched by this one. */
         db_path = path_in(t.store, "index.db");
@@ -486,8 +446,8 @@ START_TEST(test_tmpfile_publish_and_discard) {
         size_t size;
         int fd;
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "store");
+        s = test_store_open(t.store);
 
         ck_assert_int_eq(store_tmpfile(s, "blob", &fd, &tmp), 0);
         ck_assert_int_ge(fd, 0);
@@ -508,7 +468,7 @@ START_TEST(test_tmpfile_publish_and_discard) {
         ck_assert(!exists(tmp));
         ck_assert_int_eq(read_file_bounded(final, 64, &data, &size), 0);
         ck_assert_str_eq(data, "hello");
-        ck_assert_uint_eq(count_files(s, "tmp"), 0);
+        ck_assert_uint_eq(test_store_count(s, "tmp"), 0);
 
         /* Two temp files never share a name; a discarded one is gone. */
         ck_assert_int_eq(store_tmpfile(s, "blob", &fd, &tmp2), 0);
@@ -528,8 +488,8 @@ START_TEST(test_write_file_keeps_existing) {
         char digest[DIGEST_STRING_MAX];
         size_t size;
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "store");
+        s = test_store_open(t.store);
         ck_assert_int_eq(digest_buffer("one", 3, digest), 0);
         path = store_blob_path(s, digest);
         ck_assert_int_eq(store_write_file(s, path, "one", 3), 0);
@@ -537,7 +497,7 @@ START_TEST(test_write_file_keeps_existing) {
         ck_assert_int_eq(store_write_file(s, path, "two", 3), 0);
         ck_assert_int_eq(read_file_bounded(path, 64, &data, &size), 0);
         ck_assert_str_eq(data, "one");
-        ck_assert_uint_eq(count_files(s, "tmp"), 0);
+        ck_assert_uint_eq(test_store_count(s, "tmp"), 0);
 
         /* Paths come only from valid digests. */
         ck_assert_ptr_null(store_blob_path(s, "sha256:abc"));
@@ -559,8 +519,8 @@ START_TEST(test_commit_get_inspect) {
         MsbError err = {};
         int64_t before = now_ms();
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "store");
+        s = test_store_open(t.store);
         make_image(s, "alpine", layers, 2, true, refs, 2, &img);
         files = image_files(s, &img);
         expect_files(files, true);
@@ -649,8 +609,8 @@ START_TEST(test_get_by_digest_and_prefix) {
         _cleanup_(msb_error_clear) MsbError err = {};
         TestImage img;
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "store");
+        s = test_store_open(t.store);
         make_image(s, "busybox", layers, 1, false, refs, 2, &img);
         const char *hex = img.manifest_digest + strlen("sha256:");
 
@@ -707,8 +667,8 @@ START_TEST(test_get_by_any_spelling) {
         MsbError err = {};
         char spelled[256];
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "store");
+        s = test_store_open(t.store);
         make_image(s, "busybox", layers, 1, false, refs, 1, &img);
 
         static const char *const spellings[] = {
@@ -757,8 +717,8 @@ START_TEST(test_commit_under_digest_reference) {
 
         /* An image pulled by digest has no tag: its reference is repo@digest,
          * and the repository is what comes before the '@'. */
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "store");
+        s = test_store_open(t.store);
         make_image(s, "bydigest", layers, 1, false, NULL, 0, &img);
         snprintf(digest_ref, sizeof(digest_ref), "127.0.0.1:5000/team/app@%s", img.manifest_digest);
         make_image(s, "bydigest", layers, 1, false, refs, 1, NULL);
@@ -797,8 +757,8 @@ START_TEST(test_list_newest_first) {
         static const char *const order[] = { "docker.io/library/c:1", "docker.io/library/b:1", "docker.io/library/a:1" };
         MsbError err = {};
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "store");
+        s = test_store_open(t.store);
         expect_list(s, NULL, 0);
 
         /* Committed within the same millisecond or not, the newest comes first. */
@@ -837,7 +797,7 @@ START_TEST(test_list_newest_first) {
 
         /* The order survives a restart. */
         store_free(TAKE_PTR(s));
-        s = open_store(t.store);
+        s = test_store_open(t.store);
         expect_list(s, order, 3);
 }
 END_TEST
@@ -855,8 +815,8 @@ START_TEST(test_remove_unpinned) {
         TestImage a, b;
         MsbError err = {};
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "store");
+        s = test_store_open(t.store);
         make_image(s, "a", la, 2, true, ra, 2, &a);
         make_image(s, "b", lb, 2, true, rb, 1, &b);
         fa = image_files(s, &a);
@@ -905,8 +865,8 @@ START_TEST(test_remove_pinned) {
         TestImage a;
         MsbError err = {};
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "store");
+        s = test_store_open(t.store);
         make_image(s, "a", la, 2, true, ra, 1, &a);
         fa = image_files(s, &a);
         pin(s, "sandbox", "sb-1", "a:1", &rootfs);
@@ -982,8 +942,8 @@ START_TEST(test_pin_replace_and_list) {
         TestImage a, b;
         MsbError err = {};
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "store");
+        s = test_store_open(t.store);
         make_image(s, "a", la, 1, false, ra, 1, &a);
         make_image(s, "b", lb, 1, false, rb, 1, &b);
 
@@ -1032,8 +992,8 @@ START_TEST(test_pin_survives_retag) {
 
         /* A sandbox runs app:latest; then a newer app:latest is loaded and
          * the old one removed and pruned. The sandbox's data must stay. */
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "store");
+        s = test_store_open(t.store);
         make_image(s, "v1", old_layers, 1, true, refs, 1, &v1);
         pin(s, "sandbox", "running", "app:latest", NULL);
         make_image(s, "v2", new_layers, 1, true, refs, 1, &v2);
@@ -1063,10 +1023,10 @@ START_TEST(test_open_relative_and_bad_paths) {
         Store *s = NULL;
         MsbError err = {};
 
-        test_dir_init(&t);
+        test_dir_init(&t, "store");
         ck_assert_int_eq(chdir(t.path), 0);
         /* A relative path is resolved once: the store's paths are absolute. */
-        s = open_store("store");
+        s = test_store_open("store");
         ck_assert_str_eq(store_path(s), t.store);
         store_free(s);
         s = NULL;
@@ -1093,8 +1053,8 @@ START_TEST(test_commit_error_names_cause) {
         /* A manifest whose layer was never recorded cannot be committed; the
          * error must say why (it reaches the client and the log), and the
          * failed transaction leaves nothing behind. */
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "store");
+        s = test_store_open(t.store);
         ck_assert_int_eq(digest_buffer("unrecorded", 10, layer_id), 0);
         ck_assert_int_eq(digest_buffer("manifest", 8, manifest_digest), 0);
         ck_assert_int_eq(digest_buffer("config", 6, config_digest), 0);
@@ -1127,8 +1087,8 @@ START_TEST(test_prune_counts) {
         TestImage a, b, c;
         uint64_t want_bytes = 0;
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "store");
+        s = test_store_open(t.store);
         make_image(s, "a", la, 2, true, ra, 2, &a);
         make_image(s, "b", lb, 2, false, rb, 1, &b);
         make_image(s, "c", lc, 2, true, rc, 1, &c);
@@ -1188,8 +1148,8 @@ START_TEST(test_prune_leaves_no_image_files) {
         _cleanup_free_ char *stray_layer = NULL, *stray_blob = NULL, *stray_tmp = NULL;
         char d[DIGEST_STRING_MAX];
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "store");
+        s = test_store_open(t.store);
         make_image(s, "x", la, 3, true, ra, 1, NULL);
         make_image(s, "y", lb, 2, true, rb, 1, NULL);
 
@@ -1210,7 +1170,7 @@ START_TEST(test_prune_leaves_no_image_files) {
         expect_report(report, 2, 2, 5, 2, 2);
         ck_assert_int_gt(report_int(report, "bytes_reclaimed"), 0);
         ck_assert_uint_eq(count_content_files(s), 0);
-        ck_assert_uint_eq(count_files(s, "tmp"), 0);
+        ck_assert_uint_eq(test_store_count(s, "tmp"), 0);
         expect_list(s, NULL, 0);
 }
 END_TEST
@@ -1227,8 +1187,8 @@ START_TEST(test_leases_protect_from_prune) {
         TestImage a;
         int fd;
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "store");
+        s = test_store_open(t.store);
 
         /* A manifest committed without references (an ingest not finished
          * with it yet), a layer recorded but used by no manifest, a blob
@@ -1292,8 +1252,8 @@ START_TEST(test_lease_protects_layer_of_removed_image) {
 
         /* An ingest found the layer cached and leased it; a concurrent
          * remove of the only image using it must leave it for the ingest. */
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "store");
+        s = test_store_open(t.store);
         make_image(s, "a", la, 1, false, ra, 1, &a);
         layer = store_layer_path(s, a.diff_ids[0]);
         ck_assert_int_eq(store_lease_acquire(s, a.diff_ids[0]), 0);
@@ -1321,8 +1281,8 @@ START_TEST(test_lease_keeps_references_of_a_commit_in_flight) {
         /* A load has committed its image but still holds the manifest's
          * lease (it is about to answer with the handle): a prune now must
          * not take the reference from under it. */
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "store");
+        s = test_store_open(t.store);
         make_image(s, "fresh", la, 1, true, ra, 1, &a);
         fa = image_files(s, &a);
         ck_assert_int_eq(store_lease_acquire(s, a.manifest_digest), 0);
@@ -1434,8 +1394,8 @@ START_TEST(test_prune_races_ingest) {
         pthread_t ingest, pruner;
         Race race = {};
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "store");
+        s = test_store_open(t.store);
         race.store = s;
         ck_assert_int_eq(pthread_create(&pruner, NULL, race_prune, &race), 0);
         ck_assert_int_eq(pthread_create(&ingest, NULL, race_ingest, &race), 0);
@@ -1452,7 +1412,7 @@ START_TEST(test_prune_races_ingest) {
         json_auto_t *report = prune(s);
         ck_assert_int_le(report_int(report, "manifests_removed"), RACE_IMAGES);
         ck_assert_uint_eq(count_content_files(s), 0);
-        ck_assert_uint_eq(count_files(s, "tmp"), 0);
+        ck_assert_uint_eq(test_store_count(s, "tmp"), 0);
 }
 END_TEST
 
@@ -1475,8 +1435,8 @@ START_TEST(test_sweep_at_reopen) {
         char d1[DIGEST_STRING_MAX], d2[DIGEST_STRING_MAX], d3[DIGEST_STRING_MAX];
         MsbError err = {};
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "store");
+        s = test_store_open(t.store);
         make_image(s, "a", la, 2, true, ra, 1, &a);
         make_image(s, "b", lb, 1, true, rb, 1, &b);
         pin(s, "sandbox", "on-a", "a:1", NULL);
@@ -1509,7 +1469,7 @@ START_TEST(test_sweep_at_reopen) {
         /* A row whose file is gone: a's first layer. */
         ck_assert_int_eq(unlink(a_first), 0);
 
-        s = open_store(t.store);
+        s = test_store_open(t.store);
         const StoreSweepStats *st = store_sweep_stats(s);
         ck_assert_uint_eq(st->tmp_removed, 2);
         /* The six orphans, and a's manifest, config, fsmeta and VMDK, which
@@ -1521,7 +1481,7 @@ START_TEST(test_sweep_at_reopen) {
                 ck_assert_msg(!exists(orphans[i]), "%s survived the sweep", orphans[i]);
         ck_assert(!exists(t1));
         ck_assert(!exists(t2));
-        ck_assert_uint_eq(count_files(s, "tmp"), 0);
+        ck_assert_uint_eq(test_store_count(s, "tmp"), 0);
 
         /* a cannot be served without its layer: it is gone, with its pin;
          * b is untouched. */
@@ -1539,7 +1499,7 @@ START_TEST(test_sweep_at_reopen) {
 
         /* A second open finds nothing more to do. */
         store_free(TAKE_PTR(s));
-        s = open_store(t.store);
+        s = test_store_open(t.store);
         ck_assert_uint_eq(store_sweep_stats(s)->tmp_removed, 0);
         ck_assert_uint_eq(store_sweep_stats(s)->files_removed, 0);
         ck_assert_uint_eq(store_sweep_stats(s)->rows_dropped, 0);
@@ -1563,8 +1523,8 @@ START_TEST(test_sweep_drops_manifest_missing_blob) {
         _cleanup_free_ char *b_config = NULL, *c_vmdk = NULL;
         TestImage a, b, c;
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "store");
+        s = test_store_open(t.store);
         make_image(s, "a", la, 1, false, ra, 1, &a);
         make_image(s, "b", lb, 2, false, rb, 1, &b);
         make_image(s, "c", lc, 1, true, rc, 1, &c);
@@ -1576,7 +1536,7 @@ START_TEST(test_sweep_drops_manifest_missing_blob) {
         /* b lost its config, c its VMDK: both are dropped; a (sharing a layer with b) stays. */
         ck_assert_int_eq(unlink(b_config), 0);
         ck_assert_int_eq(unlink(c_vmdk), 0);
-        s = open_store(t.store);
+        s = test_store_open(t.store);
         ck_assert_uint_ge(store_sweep_stats(s)->rows_dropped, 2);
         expect_not_found(s, "b:1");
         expect_not_found(s, "c:1");
@@ -1598,14 +1558,14 @@ START_TEST(test_persists_across_reopen) {
         TestImage a;
         MsbError err = {};
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "store");
+        s = test_store_open(t.store);
         make_image(s, "p", la, 1, true, ra, 1, &a);
         pin(s, "snapshot", "snap", "p:1", NULL);
         json_auto_t *before = get(s, "p:1", &err);
         store_free(s);
 
-        s = open_store(t.store);
+        s = test_store_open(t.store);
         ck_assert_uint_eq(store_sweep_stats(s)->files_removed, 0);
         ck_assert_uint_eq(store_sweep_stats(s)->rows_dropped, 0);
         json_auto_t *after = get(s, "p:1", &err);
@@ -1635,8 +1595,8 @@ START_TEST(test_reader_refuses_other_threads) {
         json_auto_t *list = NULL;
         pthread_t th;
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "store");
+        s = test_store_open(t.store);
         ck_assert_int_eq(store_reader_new(s, &rd), 0);
         ck_assert_int_eq(store_reader_pin_list(rd, &list, NULL), 0);
         ck_assert_int_eq(pthread_create(&th, NULL, reader_from_other_thread, rd), 0);
@@ -1659,7 +1619,7 @@ START_TEST(test_open_makes_directories_private) {
         MsbError err = {};
         Store *s = NULL;
 
-        test_dir_init(&t);
+        test_dir_init(&t, "store");
         ck_assert_int_eq(mkdir(t.store, 0777), 0);
         ck_assert_int_eq(chmod(t.store, 0777), 0);
         _cleanup_free_ char *tmp = path_in(t.store, "tmp");
@@ -1683,7 +1643,7 @@ START_TEST(test_open_makes_directories_private) {
         /* An index left 0644 by an earlier version is made private too. */
         _cleanup_free_ char *db = path_in(t.store, "index.db");
         ck_assert_int_eq(chmod(db, 0644), 0);
-        s = open_store(t.store);
+        s = test_store_open(t.store);
         ck_assert_uint_eq(mode_of(db), 0600);
         store_free(s);
 }
@@ -1696,8 +1656,8 @@ START_TEST(test_open_refuses_symlinked_subdirectory) {
         _cleanup_(msb_error_clear) MsbError err = {};
         Store *s = NULL;
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "store");
+        s = test_store_open(t.store);
         store_free(s);
         _cleanup_free_ char *tmp = path_in(t.store, "tmp");
         _cleanup_free_ char *elsewhere = path_in(t.path, "elsewhere");
@@ -1721,7 +1681,7 @@ START_TEST(test_open_refuses_foreign_directory) {
 
         if (geteuid() != 0)
                 return;
-        test_dir_init(&t);
+        test_dir_init(&t, "store");
         ck_assert_int_eq(mkdir(t.store, 0755), 0);
         ck_assert_int_eq(chown(t.store, 65534, 65534), 0);
         ck_assert_int_eq(store_open(t.store, &s, &err), -EPERM);

@@ -8,11 +8,14 @@ defaults to ``<repo>/build``) as::
 with stdout and stderr appended to ``<workdir>/daemon.log``.  Keyword
 options: ``log_level``, ``extra_args`` (appended to the command line),
 ``env`` (the environment; default ``os.environ`` without MSB_IMAGED_*,
-LISTEN_* and NOTIFY_SOCKET), ``store`` and ``socket_path`` (other paths).
+LISTEN_* and NOTIFY_SOCKET; ``start()`` always sets NOTIFY_SOCKET to its
+own), ``store`` and ``socket_path`` (other paths).
 
-``start()``
-    spawn it and wait until the socket accepts a connection; raises
-    :class:`DaemonError` (with the log tail) when it exits or times out.
+``start(argv=None, env=None)``
+    spawn it with a NOTIFY_SOCKET of its own and wait for its READY=1
+    (:mod:`msbtest.ready`), so no probe connection is left for the daemon to
+    count; raises :class:`DaemonError` (with the log tail) when it exits or
+    times out.
 ``stop()``
     SIGTERM, wait, and assert exit status 0 and a clean log (no
     AddressSanitizer / LeakSanitizer report, no UBSan "runtime error:").
@@ -49,12 +52,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from .ready import READY_TIMEOUT_S, NotifyListener, NotReady
 from .rpc import RpcClient
 
 __all__ = ["Daemon", "DaemonError", "NamespaceDaemon", "build_dir", "daemon_binary", "namespaces_available",
@@ -73,9 +76,7 @@ SANITIZER_MARKERS = (
     "the event loop did not close clean",
 )
 
-# ASan builds start slower; a daemon that needs longer than this to bind its
-# socket is broken.
-START_TIMEOUT_S = 20.0
+START_TIMEOUT_S = READY_TIMEOUT_S
 STOP_TIMEOUT_S = 20.0
 
 
@@ -178,39 +179,32 @@ class Daemon:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self, timeout: float = START_TIMEOUT_S) -> "Daemon":
+    def start(self, timeout: float = START_TIMEOUT_S, *, argv: list | None = None,
+              env: dict | None = None) -> "Daemon":
+        """Spawns the daemon and waits for its READY=1 (msbtest.ready).
+
+        ``argv`` and ``env`` replace the command line and the environment
+        of this run only (e.g. a daemon told its paths by the environment).
+        """
         if not self.binary.exists():
             raise DaemonError(f"{self.binary} does not exist: build it or set MSB_BUILD_DIR")
         assert not self.running(), "daemon already running"
+        argv = self.argv() if argv is None else [str(a) for a in argv]
         self._log_offset = len(self.log())
         self._exit_expected = False
-        with open(self.log_path, "ab") as logf:
-            logf.write(f"===== start: {' '.join(self.argv())}\n".encode())
-            logf.flush()
-            self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                         env=self.env, cwd=self.workdir, preexec_fn=self.preexec_fn)
-        self.wait_ready(timeout)
-        return self
-
-    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
-        """Wait until the socket accepts; fail at once if the daemon exits."""
-        deadline = time.monotonic() + timeout
-        while True:
-            rc = self.proc.poll()
-            if rc is not None:
-                raise DaemonError(f"daemon exited with {rc} before it was ready:\n{self.log_tail()}")
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with NotifyListener(self.workdir / "notify.sock") as ready:
+            with open(self.log_path, "ab") as logf:
+                logf.write(f"===== start: {' '.join(argv)}\n".encode())
+                logf.flush()
+                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                             env=dict(self.env if env is None else env, **ready.env()),
+                                             cwd=self.workdir, preexec_fn=self.preexec_fn)
             try:
-                s.connect(str(self.socket_path))
-                return
-            except (FileNotFoundError, ConnectionRefusedError):
-                pass
-            finally:
-                s.close()
-            if time.monotonic() > deadline:
+                ready.wait_ready(self.proc, timeout)
+            except NotReady as e:
                 self.kill9()
-                raise DaemonError(f"daemon socket {self.socket_path} not ready after {timeout}s:\n{self.log_tail()}")
-            time.sleep(0.02)
+                raise DaemonError(f"daemon not ready: {e}:\n{self.log_tail()}") from None
+        return self
 
     def stop(self, timeout: float = STOP_TIMEOUT_S, check: bool = True) -> int:
         """SIGTERM and wait; with check, assert exit 0 and a clean log."""

@@ -6,7 +6,8 @@ In a conftest.py::
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[N] / "tests" / "lib"))
     from msbtest.fixtures import *  # noqa: F401,F403
 
-Fixtures (all function-scoped, so every test gets a fresh store):
+Fixtures (function-scoped but for ``image_cache``, so every test gets a
+fresh store):
 
 ``daemon``
     a started :class:`msbtest.daemon.Daemon` in ``<short_tmp>/daemon``; stopped
@@ -14,10 +15,17 @@ Fixtures (all function-scoped, so every test gets a fresh store):
 ``rpc``
     an :class:`msbtest.rpc.RpcClient` connected to ``daemon``.
 ``imagekit``
-    an :class:`msbtest.imagekit.ImageKit` working in ``tmp_path/images``.
+    an :class:`msbtest.imagekit.ImageKit` working in ``tmp_path/images``;
+    ``imagekit.image(...)`` gives a copy of an image built once per session.
+``image_cache``
+    the session's :class:`msbtest.imagekit.ImageCache` behind ``imagekit``.
 ``short_tmp``
-    a short directory under /tmp (socket paths are limited to 108 bytes),
-    removed at teardown unless ``MSB_TEST_KEEP=1``.
+    a short private directory under /tmp (socket paths are limited to 108
+    bytes), removed at teardown unless ``MSB_TEST_KEEP=1``.
+``traversable_tmp``
+    a fresh directory of mode 0711 that every uid can traverse, for a
+    socket another uid must reach: /tmp need not be (it may be 0700); skips
+    the test, saying why, when no place qualifies.
 ``daemon_factory``
     ``daemon_factory(name="d2", start=True, **kw) -> Daemon`` for tests that
     need more daemons or an unstarted one; all are closed at teardown.
@@ -38,16 +46,29 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
 import pytest
 
 from .daemon import Daemon, NamespaceDaemon, namespaces_available
-from .imagekit import ImageKit
+from .imagekit import ImageCache, ImageKit
 from .rpc import RpcClient
 
-__all__ = ["daemon", "rpc", "imagekit", "daemon_factory", "short_tmp", "measured_daemon", "hidden_dir_daemon"]
+__all__ = ["daemon", "rpc", "imagekit", "image_cache", "daemon_factory", "short_tmp", "traversable_tmp",
+           "measured_daemon", "hidden_dir_daemon"]
+
+# Where traversable_tmp may make its directory, shortest paths first (a
+# socket path must fit 108 bytes). /run and /var/tmp are usually 0755 and
+# 1777, but any of them may be closed on a given machine.
+TRAVERSABLE_BASES = ("/run", "/var/tmp", "/dev/shm", "/tmp")
+
+
+def _removed_at_teardown(d: Path):
+    yield d
+    if os.environ.get("MSB_TEST_KEEP") != "1":
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
@@ -56,10 +77,31 @@ def short_tmp():
 
     Removed at teardown unless MSB_TEST_KEEP=1.
     """
-    d = Path(tempfile.mkdtemp(prefix="msbt-", dir="/tmp"))
-    yield d
-    if os.environ.get("MSB_TEST_KEEP") != "1":
-        shutil.rmtree(d, ignore_errors=True)
+    yield from _removed_at_teardown(Path(tempfile.mkdtemp(prefix="msbt-", dir="/tmp")))
+
+
+def others_can_traverse(path: Path) -> bool:
+    """True when a uid that owns none of them may search path and every
+    directory above it."""
+    p = Path(path).resolve()
+    return all(d.stat().st_mode & stat.S_IXOTH for d in (p, *p.parents))
+
+
+@pytest.fixture
+def traversable_tmp():
+    """A fresh directory of mode 0711 under the first base of
+    TRAVERSABLE_BASES that another uid can reach and this one can write.
+
+    Removed at teardown unless MSB_TEST_KEEP=1.
+    """
+    for base in map(Path, TRAVERSABLE_BASES):
+        if base.is_dir() and os.access(base, os.W_OK | os.X_OK) and others_can_traverse(base):
+            d = Path(tempfile.mkdtemp(prefix="msbt-", dir=base))
+            # mkdtemp makes it 0700; others may search it, not list it.
+            os.chmod(d, 0o711)
+            yield from _removed_at_teardown(d)
+            return
+    pytest.skip(f"none of {', '.join(TRAVERSABLE_BASES)} is writable here and traversable by every uid")
 
 
 @pytest.fixture
@@ -106,9 +148,14 @@ def rpc(daemon) -> RpcClient:
     return daemon.client()
 
 
+@pytest.fixture(scope="session")
+def image_cache(tmp_path_factory) -> ImageCache:
+    return ImageCache(tmp_path_factory.mktemp("image-cache"))
+
+
 @pytest.fixture
-def imagekit(tmp_path) -> ImageKit:
-    return ImageKit(tmp_path / "images")
+def imagekit(tmp_path, image_cache) -> ImageKit:
+    return ImageKit(tmp_path / "images", cache=image_cache)
 
 
 @pytest.fixture

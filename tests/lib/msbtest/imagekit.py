@@ -27,6 +27,9 @@ Quick tour::
     lay.skopeo_oci_archive(ref, path)      # skopeo copy oci:.. oci-archive:..
     lay.docker_archive(ref, path, ["example.com/d:1"])  # skopeo docker-archive -> DockerArchive
 
+    ImageKit(dir, cache=ImageCache(session_dir))  # image() builds each image once a session,
+                                                  # then hands out copies (the imagekit fixture)
+
 Layer entries map a path to ``bytes`` (a regular file) or one of
 :class:`File`, :class:`Dir`, :class:`Symlink`, :class:`Hardlink`,
 :class:`Fifo`, :class:`CharDev`.  Parent directories are added when missing.
@@ -54,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "ImageKit", "Layout", "Image", "Layer", "Config", "PlatformIndex", "DockerArchive",
+    "ImageKit", "ImageCache", "Layout", "Image", "Layer", "Config", "PlatformIndex", "DockerArchive",
     "File", "Dir", "Symlink", "Hardlink", "Fifo", "CharDev",
     "make_tar", "write_fast_tar", "sha256_digest", "host_platform", "write_sparse_files", "sparse_content", "sparse_tar",
     "MT_MANIFEST", "MT_INDEX", "MT_CONFIG", "MT_LAYER_TAR", "MT_LAYER_GZIP", "MT_LAYER_ZSTD",
@@ -706,12 +709,43 @@ def read_docker_archive(path: Path, source: Image) -> DockerArchive:
 # The kit ---------------------------------------------------------------------
 
 
-class ImageKit:
-    """Factory for layouts and archives under one work directory."""
+class ImageCache:
+    """Images built once per test session, handed out as copies.
+
+    ``umoci`` takes tens of milliseconds a call and an image takes several;
+    many tests need the same image.  The first request for an image builds
+    it here, every request (the first too) gets a copy of its own layout, so
+    a test that edits its image (a corrupt blob, a new index) edits only its
+    copy, and the truth is read back from the copy's bytes as ever.
+    """
 
     def __init__(self, workdir):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+
+    def layout(self, dest: Path, ref: str, tars: list[bytes], config: Config | None, compression: str) -> Layout:
+        """A copy at ``dest`` of the layout holding just ``ref`` built from
+        these layer tars, config and compression."""
+        key = sha256_digest(json.dumps([ref, [sha256_digest(t) for t in tars], repr(config), compression]).encode())
+        built = self.workdir / key.split(":")[1][:32]
+        if not built.exists():
+            building = built.with_name(built.name + ".building")
+            shutil.rmtree(building, ignore_errors=True)
+            Layout(building).add_image(ref, tars, config, compression=compression)
+            building.rename(built)
+        shutil.copytree(built, dest, symlinks=True)
+        return Layout(dest, create=False)
+
+
+class ImageKit:
+    """Factory for layouts and archives under one work directory; with a
+    ``cache`` (:class:`ImageCache`), ``image()`` builds each distinct image
+    once and copies it after."""
+
+    def __init__(self, workdir, cache: ImageCache | None = None):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.cache = cache
         self._n = 0
 
     def _fresh(self, name: str | None, suffix: str = "") -> Path:
@@ -724,7 +758,10 @@ class ImageKit:
     def image(self, ref: str, layers=(), config: Config | None = None, compression: str = "gzip",
               name: str | None = None) -> Image:
         """A fresh layout holding one image named ``ref``."""
-        return self.layout(name).add_image(ref, layers, config, compression=compression)
+        if self.cache is None:
+            return self.layout(name).add_image(ref, layers, config, compression=compression)
+        tars = [bytes(spec) if isinstance(spec, (bytes, bytearray)) else make_tar(spec) for spec in layers]
+        return self.cache.layout(self._fresh(name), ref, tars, config, compression).image(ref)
 
     def path(self, name: str, suffix: str = "") -> Path:
         """A fresh path in the work directory (for archives)."""
