@@ -1822,8 +1822,8 @@ START_TEST(test_budget_evicts_least_recently_used) {
         TestImage b, c, d;
         uint64_t total, after;
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "store");
+        s = test_store_open(t.store);
         store_set_observer(s, &(StoreObserver) { heard_event, heard_budget, &h });
         /* Apart in time, so that last_used_at orders them: b, d, a. */
         make_image(s, "a", la, 2, true, ra, 1, NULL);
@@ -1903,8 +1903,8 @@ START_TEST(test_prune_unused_for) {
         json_t *report = NULL;
         MsbError err = {};
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "store");
+        s = test_store_open(t.store);
         make_image(s, "a", la, 1, true, ra, 1, NULL);
         usleep(200 * 1000);
         make_image(s, "b", lb, 1, true, rb, 1, NULL);
@@ -1939,8 +1939,8 @@ START_TEST(test_events_in_order) {
         TestImage a;
         MsbError err = {};
 
-        test_dir_init(&t);
-        s = open_store(t.store);
+        test_dir_init(&t, "store");
+        s = test_store_open(t.store);
         store_set_observer(s, &(StoreObserver) { heard_event, heard_budget, &h });
         make_image(s, "a", la, 1, true, ra, 2, &a);
         make_image(s, "b", lb, 1, true, rb, 1, NULL);
