@@ -15,7 +15,11 @@ in turn (so that all see the same load on a shared host):
   - json.loads of the same bytes    what any Python client pays;
   - `await Image.list()`            the SDK, frozen dataclasses included.
 
-Reported: medians in milliseconds and the ratios against those baselines.
+With --baseline-build DIR (another build, e.g. of main), a second daemon
+from DIR serves its own store loaded the same way, and its raw image.list
+and its `msb-image ls` take turns with this build's: before and after in
+one run. Reported: medians in milliseconds and the ratios against those
+baselines.
 Targets: `msb-image ls` of 5,000 < 50 ms, raw image.list of 5,000 < 20 ms,
 Image.list() of 10,000 < 50 ms.
 """
@@ -54,9 +58,38 @@ TARGET_SDK_10K_MS = 50.0
 LIST_REQUEST = b'{"jsonrpc":"2.0","id":1,"method":"image.list","params":{}}\n'
 
 
-def cli_path() -> str:
-    build = Path(os.environ.get("MSB_BUILD_DIR", REPO / "build"))
+def cli_path(build: Path | None = None) -> str:
+    build = build or Path(os.environ.get("MSB_BUILD_DIR", REPO / "build"))
     return str(build / "client" / "msb-image")
+
+
+class BaselineDaemon(Daemon):
+    """The same daemon, from another build directory."""
+
+    def __init__(self, build: Path, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.build = build
+
+    @property
+    def binary(self) -> Path:
+        return self.build / "daemon" / "msb-imaged"
+
+
+def raw_call(path: str, method: str, params: dict[str, Any]) -> Any:
+    request = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode() + b"\n"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(path)
+        s.sendall(request)
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(1 << 22)
+            if not chunk:
+                raise EOFError
+            buf += chunk
+    reply = json.loads(buf)
+    if "error" in reply:
+        raise RuntimeError(reply["error"])
+    return reply["result"]
 
 
 def run(argv: list[str]) -> None:
@@ -89,7 +122,7 @@ async def time_interleaved(clients: dict[str, Callable[[], Any]], rounds: int) -
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
-async def measure(size: int, sock: str, rounds: int) -> dict[str, Any]:
+async def measure(size: int, sock: str, rounds: int, base: tuple[Path, str] | None) -> dict[str, Any]:
     cli = cli_path()
     reply = raw_list(sock)
     assert len(json.loads(reply)["result"]) == size
@@ -107,17 +140,27 @@ async def measure(size: int, sock: str, rounds: int) -> dict[str, Any]:
     clients["raw image.list"] = lambda: raw_list(sock)
     clients["json.loads"] = lambda: json.loads(reply)
     clients["Image.list()"] = Image.list
+    if base:
+        base_cli, base_sock = cli_path(base[0]), base[1]
+        assert len(raw_call(base_sock, "image.list", {})) == size
+        clients["base ls"] = lambda: run([base_cli, "--socket", base_sock, "ls"])
+        clients["base raw image.list"] = lambda: raw_list(base_sock)
     medians = await time_interleaved(clients, rounds)
     return {"images": size, "reply_bytes": len(reply), "median_ms": medians}
 
 
-async def bench(sock: str, kit: ImageKit, sizes: list[int], rounds: int) -> list[dict[str, Any]]:
+async def bench(
+    sock: str, kit: ImageKit, sizes: list[int], rounds: int, base: tuple[Path, str] | None
+) -> list[dict[str, Any]]:
     results, have = [], 0
     for size in sizes:
-        loaded = await Image.load(tag_layout(kit, have, size - have))
+        layout = tag_layout(kit, have, size - have)
+        loaded = await Image.load(layout)
         assert len(loaded) == size - have
+        if base:
+            raw_call(base[1], "image.load", {"path": str(layout)})
         have = size
-        results.append(await measure(size, sock, rounds))
+        results.append(await measure(size, sock, rounds, base))
     await microsandbox.aclose()
     return results
 
@@ -131,6 +174,11 @@ def report(results: list[dict[str, Any]]) -> bool:
             print(f"  {name:<16} {ms:8.2f} ms")
         ls_net = m["ls"] - m["true"]
         print(f"  ls - true = {ls_net:.2f} ms; ls / raw image.list = {ls_net / m['raw image.list']:.2f}x")
+        if "base ls" in m:
+            print(
+                f"  after/before: ls {m['ls'] / m['base ls']:.2f}x, "
+                f"raw image.list {m['raw image.list'] / m['base raw image.list']:.2f}x"
+            )
         print(f"  Image.list() / (raw + json.loads) = {m['Image.list()'] / (m['raw image.list'] + m['json.loads']):.2f}x")
         if r["images"] == 5_000:
             ok &= m["ls"] < TARGET_LS_5K_MS and m["raw image.list"] < TARGET_RAW_5K_MS
@@ -148,21 +196,29 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--sizes", default="5000,10000", help="reference counts to measure at, ascending")
     parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--baseline-build", type=Path, help="another build directory to compare with")
     parser.add_argument("--keep", action="store_true", help="print the socket and wait (for profiling)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="msb-bench-", dir="/tmp") as tmp:
         kit = ImageKit(Path(tmp) / "images")
         daemon = Daemon(Path(tmp) / "d", log_level="warning")
         daemon.start()
+        baseline = None
+        if args.baseline_build:
+            baseline = BaselineDaemon(args.baseline_build.resolve(), Path(tmp) / "base", log_level="warning")
+            baseline.start()
         try:
             os.environ["MSB_IMAGED_SOCKET"] = str(daemon.socket_path)
             sizes = [int(n) for n in args.sizes.split(",")]
-            results = asyncio.run(bench(str(daemon.socket_path), kit, sizes, args.rounds))
+            base = (baseline.build, str(baseline.socket_path)) if baseline else None
+            results = asyncio.run(bench(str(daemon.socket_path), kit, sizes, args.rounds, base))
             if args.keep:
                 print(f"socket {daemon.socket_path} pid {daemon.proc.pid}; press Enter to stop", flush=True)
                 sys.stdin.readline()
         finally:
             daemon.close()
+            if baseline:
+                baseline.close()
     load = os.getloadavg()
     print(f"host: {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     ok = report(results)
