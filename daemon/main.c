@@ -7,6 +7,7 @@
  * the configuration file are options.c; everything else is in the layers.
  */
 
+#include <malloc.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <systemd/sd-daemon.h>
@@ -22,6 +23,15 @@
 /* Worker threads for blocking calls (loads, prunes, inspects). A handful of
  * slow loads must never take every thread from the quick calls. */
 #define DAEMON_WORKER_THREADS "16"
+/* malloc arenas: the loop thread's and one the workers share. glibc gives
+ * each thread that allocates at once an arena of its own (up to 8 per core)
+ * and keeps the pages a freed layer tree leaves in each: 100 cycles of
+ * load, remove and prune of a 20 MB image grew the daemon's anonymous
+ * memory from 7 to 21 MiB with the default, and held it at 8 MiB with two
+ * (bench/memory). The workers spend their time in decompression and I/O,
+ * not in malloc, so sharing one arena costs them no measurable time.
+ * MALLOC_ARENA_MAX in the environment still decides when set. */
+#define DAEMON_MALLOC_ARENAS 2
 /* File descriptors kept free of connections: the store's index (two
  * connections of three files each, the lock), the listener and the loop's
  * own, RPC_WORKER_SLOTS loads of a dozen each (source, blobs, temp files,
@@ -470,6 +480,8 @@ int main(int argc, char **argv) {
 
         if (!getenv("UV_THREADPOOL_SIZE"))
                 setenv("UV_THREADPOOL_SIZE", DAEMON_WORKER_THREADS, 0);
+        if (!getenv("MALLOC_ARENA_MAX"))
+                (void) mallopt(M_ARENA_MAX, DAEMON_MALLOC_ARENAS);
         signal(SIGPIPE, SIG_IGN);
 
         if (msb_daemon_start(&d, &o) < 0)

@@ -12,7 +12,9 @@ docs, man pages, locales, shared libraries, binaries), about --mb MB of
 file data as a tar, packaged by umoci, which gzips it (Go's compress/gzip).
 
 Measured, each as the median of --runs runs, on the same gzip blob:
-  pigz -dc, libdeflate-gunzip -c     the decompression floor
+  pigz -dc, libdeflate-gunzip -c,    the decompression floor (igzip is
+  igzip -dc                          ISA-L's, the library the daemon inflates
+                                     with; measured when installed)
   umoci unpack + mkfs.erofs          the pipeline a user would otherwise run
   erofs-tool convert                 this project's converter alone
   image.load (end to end)            the daemon over its socket: reads the
@@ -131,6 +133,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--mb", type=int, default=200)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--perf", type=Path, help="record the daemon's loads with `perf record -g` into this file")
     args = ap.parse_args()
 
     tool = build_dir() / "tests" / "erofs" / "erofs-tool"
@@ -159,8 +162,11 @@ def main() -> int:
 
         null = subprocess.DEVNULL
         for _ in range(args.runs):
-            for name, cmd in (("pigz -dc", ["pigz", "-dc", str(blob)]),
-                              ("libdeflate-gunzip -c", ["libdeflate-gunzip", "-c", str(blob)])):
+            floors = [("pigz -dc", ["pigz", "-dc", str(blob)]),
+                      ("libdeflate-gunzip -c", ["libdeflate-gunzip", "-c", str(blob)])]
+            if shutil.which("igzip"):
+                floors.append(("igzip -dc", ["igzip", "-dc", str(blob)]))
+            for name, cmd in floors:
                 results.setdefault(name, []).append(timed(name, [cmd], stdout=null))
             bundle, img = work / "bundle", work / "mkfs.erofs"
             name = "umoci unpack + mkfs.erofs"
@@ -181,6 +187,11 @@ def main() -> int:
             d = Daemon(work / "daemon", log_level="error").start()
             try:
                 sock = str(d.socket_path)
+                recorder = None
+                if args.perf:
+                    recorder = subprocess.Popen(["perf", "record", "-g", "-o", str(args.perf), "-p", str(d.pid)],
+                                                stdout=null, stderr=null)
+                    time.sleep(1)
                 for _ in range(args.runs):
                     c = proc_cpu(d.pid)
                     t = time.perf_counter()
@@ -194,6 +205,9 @@ def main() -> int:
                     rpc(sock, "image.remove", {"reference": ref})
                     rpc(sock, "image.prune", {})
                 hwm = vm_hwm_kib(d.pid)
+                if recorder:
+                    recorder.send_signal(2)
+                    recorder.wait(timeout=120)
             finally:
                 d.close()
         else:
@@ -211,6 +225,9 @@ def main() -> int:
             if name in med:
                 print(f"  {name}: {med[name] / floor:.2f}x libdeflate-gunzip (target <= 1.5x), "
                       f"{pipeline / med[name]:.2f}x faster than unpack + mkfs.erofs (target >= 2x)")
+                if "igzip -dc" in med:
+                    print(f"  {name}: {med[name] / med['igzip -dc']:.2f}x igzip -dc (wall), "
+                          f"{cpu[name] / cpu['igzip -dc']:.2f}x (CPU)")
         if hwm is not None:
             print(f"  msb-imaged peak RSS (VmHWM): {hwm / 1024:.1f} MiB (target < 64 MiB)")
         print(f"  machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end "

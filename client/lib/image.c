@@ -75,6 +75,33 @@ MsbImageList *msb_image_list_free(MsbImageList *list) {
         return NULL;
 }
 
+/* The compact text of an array is "[", its items' compact texts joined
+ * by ",", and "]": built from the texts already dumped per image, which
+ * halves what a list of 5,000 costs in json_dumps() (bench/list). */
+static int image_list_join_json(const MsbImageList *list, char **ret) {
+        size_t len = 2, off = 0;
+        char *text;
+
+        for (size_t i = 0; i < list->n_images; i++)
+                len += strlen(list->images[i].json) + 1;
+        text = malloc(len + 1);
+        if (!text)
+                return -ENOMEM;
+        text[off++] = '[';
+        for (size_t i = 0; i < list->n_images; i++) {
+                size_t n = strlen(list->images[i].json);
+
+                if (i > 0)
+                        text[off++] = ',';
+                memcpy(text + off, list->images[i].json, n);
+                off += n;
+        }
+        text[off++] = ']';
+        text[off] = '\0';
+        *ret = text;
+        return 0;
+}
+
 int image_list_from_json(json_t *a, MsbImageList **ret) {
         _cleanup_(msb_image_list_freep) MsbImageList *list = NULL;
         json_t *v;
@@ -98,7 +125,7 @@ int image_list_from_json(json_t *a, MsbImageList **ret) {
                 if (r < 0)
                         return r;
         }
-        r = json_to_text(a, &list->json);
+        r = image_list_join_json(list, &list->json);
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(list);

@@ -229,9 +229,25 @@ char *rpc_call_response_text(RpcCall *call) {
         if (call->r < 0)
                 return rpc_error_response_text(call->id, &call->err);
         if (call->result_text) {
+                /* Copied with memcpy(), not asprintf(): stdio's %s went
+                 * through a megabyte-long list at a fraction of the speed
+                 * (bench/list). */
+                static const char head[] = "{\"jsonrpc\":\"2.0\",\"id\":", mid[] = ",\"result\":";
+                size_t id_len, result_len;
+
                 id = json_dumps(call->id, JSON_COMPACT | JSON_ENCODE_ANY);
-                if (!id || asprintf(&text, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":%s}", id, call->result_text) < 0)
+                if (!id)
                         return NULL;
+                id_len = strlen(id);
+                result_len = strlen(call->result_text);
+                text = malloc(sizeof(head) - 1 + id_len + sizeof(mid) - 1 + result_len + 2);
+                if (!text)
+                        return NULL;
+                char *p = mempcpy(text, head, sizeof(head) - 1);
+                p = mempcpy(p, id, id_len);
+                p = mempcpy(p, mid, sizeof(mid) - 1);
+                p = mempcpy(p, call->result_text, result_len);
+                memcpy(p, "}", 2);
                 return text;
         }
         resp = json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", call->id, "result",

@@ -142,6 +142,7 @@ struct StoreReader {
         Store *store;
         sqlite3 *db;
         pthread_t owner;
+        sqlite3_stmt *list; /* image.list's, prepared on first use */
 };
 
 /* Starts a query scope on the reader's connection; aborts if called from

@@ -537,15 +537,12 @@ static void text_int_column(JsonText *t, sqlite3_stmt *st, int col) {
 /* The list as JSON text, written without a jansson tree: for 10,000
  * references several times faster. The fields and their order are
  * store_handle_from_row()'s. */
-static int image_list_text(StoreQuery *q, char **ret, MsbError *err) {
+#define IMAGE_LIST_SQL "SELECT " STORE_HANDLE_COLUMNS "ORDER BY r.created_at DESC, r.rowid DESC"
+
+static int image_list_text(StoreQuery *q, sqlite3_stmt *st, char **ret, MsbError *err) {
         _cleanup_(json_text_done) JsonText t = {};
         bool first = true;
-        sqlite3_stmt *st;
-        int r, rc;
-
-        r = store_query_prepare(q, "SELECT " STORE_HANDLE_COLUMNS "ORDER BY r.created_at DESC, r.rowid DESC", &st);
-        if (r < 0)
-                return store_query_error(q, SQLITE_ERROR, err, "cannot list images");
+        int rc;
 
         json_text_raw(&t, "[");
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -580,16 +577,27 @@ static int image_list_text(StoreQuery *q, char **ret, MsbError *err) {
         return 0;
 }
 
+/* The reader keeps its list statement prepared across calls: it is its
+ * thread's alone, and image.list is the call a busy client repeats. */
 int store_reader_image_list_text(StoreReader *rd, char **ret, MsbError *err) {
         _cleanup_(store_query_finalize) StoreQuery q = {};
+        int r;
 
         store_reader_query(rd, &q);
-        return image_list_text(&q, ret, err);
+        if (!rd->list) {
+                r = sqlite3_prepare_v3(rd->db, IMAGE_LIST_SQL, -1, SQLITE_PREPARE_PERSISTENT, &rd->list, NULL);
+                if (r != SQLITE_OK)
+                        return store_query_error(&q, r, err, "cannot list images");
+        }
+        r = image_list_text(&q, rd->list, ret, err);
+        sqlite3_reset(rd->list);
+        return r;
 }
 
 int store_image_list(Store *s, json_t **ret, MsbError *err) {
         _cleanup_tx_ StoreTx tx = {};
         _cleanup_free_ char *text = NULL;
+        sqlite3_stmt *st;
         json_t *list;
         int r;
 
@@ -597,7 +605,10 @@ int store_image_list(Store *s, json_t **ret, MsbError *err) {
         if (r < 0)
                 return r;
         /* One list query and one field layout: the text image.list sends. */
-        r = image_list_text(&tx.q, &text, err);
+        r = store_query_prepare(&tx.q, IMAGE_LIST_SQL, &st);
+        if (r < 0)
+                return store_query_error(&tx.q, SQLITE_ERROR, err, "cannot list images");
+        r = image_list_text(&tx.q, st, &text, err);
         if (r < 0)
                 return r;
         list = json_loads(text, 0, NULL);

@@ -270,6 +270,25 @@ START_TEST(test_image_list_empty) {
 }
 END_TEST
 
+/* A list's json is the daemon's array in compact form, each item's json
+ * its element: the library joins the items' texts rather than dumping the
+ * array a second time, and this checks that the join is byte-exact. */
+static void assert_list_json_compact(const MsbImageList *list) {
+        json_t *j = json_loads(list->json, 0, NULL);
+        char *dumped = json_dumps(j, JSON_COMPACT);
+
+        ck_assert(json_is_array(j));
+        ck_assert_uint_eq(json_array_size(j), list->n_images);
+        ck_assert_str_eq(dumped, list->json);
+        for (size_t i = 0; i < list->n_images; i++) {
+                char *item = json_dumps(json_array_get(j, i), JSON_COMPACT);
+                ck_assert_str_eq(item, list->images[i].json);
+                free(item);
+        }
+        free(dumped);
+        json_decref(j);
+}
+
 START_TEST(test_image_load_layout_and_list) {
         MsbImageList *list = NULL;
 
@@ -281,6 +300,7 @@ START_TEST(test_image_load_layout_and_list) {
         ck_assert_int_eq(msb_client_image_list(client, &list), 0);
         ck_assert_uint_eq(list->n_images, 1);
         assert_image_matches_truth(&list->images[0]);
+        assert_list_json_compact(list);
         /* The raw JSON is the daemon's list: parse it and compare a field. */
         json_t *j = json_loads(list->json, 0, NULL);
         ck_assert(json_is_array(j));
@@ -299,6 +319,7 @@ START_TEST(test_image_load_archive_with_tag) {
          * another reference to the same manifest. */
         ck_assert_int_eq(msb_client_image_load(client, truth_str("archive"), "alpine:3.99", &list), 0);
         ck_assert_uint_ge(list->n_images, 1);
+        assert_list_json_compact(list);
         bool tagged = false;
         for (size_t i = 0; i < list->n_images; i++) {
                 ck_assert_str_eq(list->images[i].manifest_digest, truth_str("manifest_digest"));
@@ -306,6 +327,10 @@ START_TEST(test_image_load_archive_with_tag) {
                         tagged = true;
         }
         ck_assert(tagged);
+        list = msb_image_list_free(list);
+        ck_assert_int_eq(msb_client_image_list(client, &list), 0);
+        ck_assert_uint_ge(list->n_images, 2);
+        assert_list_json_compact(list);
         msb_image_list_free(list);
 
         /* Any spelling finds it; the answer shows the canonical form. */

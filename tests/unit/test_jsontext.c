@@ -38,9 +38,14 @@ START_TEST(test_null_and_numbers) {
         json_text_int(&t, INT64_MIN);
         json_text_raw(&t, ",");
         json_text_int(&t, 1795765155953);
+        static const int64_t edges[] = { 0, -1, 9, 10, INT64_MAX };
+        for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]); i++) {
+                json_text_raw(&t, ",");
+                json_text_int(&t, edges[i]);
+        }
         json_text_raw(&t, "]");
         _cleanup_free_ char *got = json_text_steal(&t);
-        ck_assert_str_eq(got, "[null,-9223372036854775808,1795765155953]");
+        ck_assert_str_eq(got, "[null,-9223372036854775808,1795765155953,0,-1,9,10,9223372036854775807]");
         json_t *parsed = json_loads(got, 0, NULL);
         ck_assert_ptr_nonnull(parsed);
         json_decref(parsed);
