@@ -20,6 +20,7 @@ static void fuzz_check_reference(const Reference *r) {
         FUZZ_CHECK(r->tag || r->digest);
         /* The limit is on the path: the domain does not count (reference.h). */
         FUZZ_CHECK(strlen(r->path) <= REFERENCE_NAME_MAX);
+        FUZZ_CHECK(strlen(r->domain) <= REFERENCE_DOMAIN_MAX);
         FUZZ_CHECK(!r->tag || (strlen(r->tag) >= 1 && strlen(r->tag) <= REFERENCE_TAG_MAX));
         FUZZ_CHECK(!r->digest || digest_is_valid(r->digest));
 
