@@ -13,6 +13,8 @@ packages=(
   python3 python3-pytest python3-mypy sqlite3 socat jq util-linux
   erofs-utils umoci skopeo docker-registry apache2-utils openssl
   systemd qemu-utils pigz libdeflate-tools
+  # scripts/fuzz.sh: clang and its libFuzzer and sanitizer runtimes
+  clang libclang-rt-14-dev
   # the Python SDK's offline install (python-sdk/README.md, Install)
   python3-venv python3-pip python3-setuptools python3-wheel
   # tests/vm: the VM, the guest's shell, module and initramfs tools, getfattr

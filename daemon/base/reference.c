@@ -13,6 +13,14 @@
 #include "digest.h"
 #include "reference.h"
 
+/* Every canonical form parses again: domain, '/', path, then ':' and a tag
+ * or '@' and a digest. */
+_Static_assert(REFERENCE_DOMAIN_MAX + 1 + REFERENCE_NAME_MAX + 1 + (REFERENCE_TAG_MAX > DIGEST_STRING_MAX
+                                                                       ? REFERENCE_TAG_MAX
+                                                                       : DIGEST_STRING_MAX) <=
+                       REFERENCE_STRING_MAX,
+               "a canonical reference may be longer than the parser accepts");
+
 /* A piece of the input: not NUL-terminated. */
 typedef struct Slice {
         const char *p;
@@ -205,6 +213,8 @@ static const char *reference_check_domain(Slice d) {
 
         if (d.n == 0)
                 return "the registry domain is empty";
+        if (d.n > REFERENCE_DOMAIN_MAX)
+                return "the registry domain is longer than 255 characters";
 
         if (d.p[0] == '[') {
                 const char *bracket = memchr(d.p, ']', d.n);

@@ -31,9 +31,15 @@
 #define REFERENCE_NAME_MAX 255
 /* Longest tag, from the tag grammar. */
 #define REFERENCE_TAG_MAX 128
+/* Longest registry domain, its port included (a DNS name has at most 253
+ * characters). Without a bound a domain could fill the whole input string,
+ * and the canonical form, which adds ":latest", would then be refused when
+ * given back. */
+#define REFERENCE_DOMAIN_MAX 255
 /* Longest input string accepted at all. Any valid reference is shorter (a
  * domain of at most 255, a path of 255, a tag of 128 and a digest of 71
- * bytes); the bound keeps a client from making the parser walk megabytes. */
+ * bytes), canonical forms included; the bound keeps a client from making
+ * the parser walk megabytes. */
 #define REFERENCE_STRING_MAX 1024
 /* Fewest hex digits of a manifest digest that name an image by prefix, as
  * `msb-image ls` (and docker) show them. */

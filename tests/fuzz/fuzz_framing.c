@@ -12,15 +12,6 @@
 #include "framing.h"
 #include "fuzz.h"
 
-#define FUZZ_CHECK(x)                                                           \
-        do {                                                                    \
-                if (!(x)) {                                                     \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,  \
-                                __LINE__, #x);                                  \
-                        abort();                                                \
-                }                                                               \
-        } while (0)
-
 /* Small limits make over-limit lines common in short inputs. */
 #define FUZZ_FRAMING_MAX_LINE_MAX 128
 

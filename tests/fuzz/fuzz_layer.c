@@ -18,15 +18,6 @@
 #include "fuzz.h"
 #include "oci.h"
 
-#define FUZZ_CHECK(x)                                                           \
-        do {                                                                    \
-                if (!(x)) {                                                     \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,  \
-                                __LINE__, #x);                                  \
-                        abort();                                                \
-                }                                                               \
-        } while (0)
-
 /* Limits small enough that the fuzzer reaches them, and a walk stays quick. */
 #define FUZZ_LAYER_ENTRIES 512
 #define FUZZ_LAYER_PATH_BYTES 1024

@@ -13,15 +13,6 @@
 #include "fuzz.h"
 #include "oci.h"
 
-#define FUZZ_CHECK(x)                                                           \
-        do {                                                                    \
-                if (!(x)) {                                                     \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,  \
-                                __LINE__, #x);                                  \
-                        abort();                                                \
-                }                                                               \
-        } while (0)
-
 /* Platform strings longer than this are not worth feeding to the parser. */
 #define FUZZ_OCI_PLATFORM_MAX 256
 

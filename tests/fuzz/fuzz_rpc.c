@@ -17,15 +17,6 @@
 #include "fuzz.h"
 #include "rpc.h"
 
-#define FUZZ_CHECK(x)                                                           \
-        do {                                                                    \
-                if (!(x)) {                                                     \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,  \
-                                __LINE__, #x);                                  \
-                        abort();                                                \
-                }                                                               \
-        } while (0)
-
 static Rpc *fuzz_rpc;
 static json_t *fuzz_methods;
 

@@ -227,6 +227,30 @@ START_TEST(test_name_limit) {
 }
 END_TEST
 
+START_TEST(test_domain_limit) {
+        char domain[REFERENCE_DOMAIN_MAX + 2], s[REFERENCE_DOMAIN_MAX + 64];
+        _cleanup_(reference_freep) Reference *r = NULL, *again = NULL;
+        const char *reason = NULL;
+
+        /* 255 characters, the port included: the canonical form parses again. */
+        repeat(domain, 'd', REFERENCE_DOMAIN_MAX);
+        memcpy(domain + REFERENCE_DOMAIN_MAX - strlen(".test:5000"), ".test:5000", strlen(".test:5000"));
+        snprintf(s, sizeof(s), "%s/app", domain);
+        ck_assert_int_eq(reference_parse(s, &r, &reason), 0);
+        ck_assert_str_eq(r->domain, domain);
+        ck_assert_int_eq(reference_parse(r->canonical, &again, &reason), 0);
+        ck_assert_str_eq(again->canonical, r->canonical);
+        r = reference_free(r);
+
+        /* One more is refused; an uppercase first component is a domain too
+         * (the fuzzer's input: 1,016 of them made a canonical form of 1,027). */
+        repeat(domain, 'D', REFERENCE_DOMAIN_MAX + 1);
+        snprintf(s, sizeof(s), "%s/app", domain);
+        ck_assert_int_eq(reference_parse(s, &r, &reason), -EINVAL);
+        ck_assert_str_eq(reason, "the registry domain is longer than 255 characters");
+}
+END_TEST
+
 START_TEST(test_string_limit) {
         _cleanup_free_ char *s = malloc(REFERENCE_STRING_MAX + 2);
         _cleanup_(reference_freep) Reference *r = NULL;
@@ -350,6 +374,7 @@ static Suite *reference_suite(void) {
         tcase_add_test(tc, test_null);
         tcase_add_test(tc, test_tag_limit);
         tcase_add_test(tc, test_name_limit);
+        tcase_add_test(tc, test_domain_limit);
         tcase_add_test(tc, test_string_limit);
         tcase_add_test(tc, test_image_spec);
         tcase_add_test(tc, test_same_image_spellings);
