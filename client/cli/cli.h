@@ -143,6 +143,12 @@ int cli_usage_error(const CliCommand *cmd, const char *fmt, ...) __attribute__((
  */
 int cli_connect(const CliGlobals *globals, MsbClient **ret_client);
 
+/* For a command whose only option is --format and that takes no argument:
+ * parses its command line and connects. True to go on; false when the
+ * command ends with *ret_exit (help printed, a usage error, no daemon). */
+bool cli_format_command_connect(const CliCommand *cmd, int argc, char *argv[], CliGlobals *globals,
+                                CliFormat *ret_format, MsbClient **ret_client, int *ret_exit);
+
 /* The exit status a failed call r (a negative errno, -MSB_EREMOTE for an
  * error the daemon sent) ends the command with. */
 int cli_exit_status(MsbClient *c, int r);

@@ -59,27 +59,12 @@ static int print_table(const MsbSystemDf *df) {
 }
 
 static int run(int argc, char *argv[], CliGlobals *globals) {
-        static const struct option options[] = {
-                CLI_COMMON_OPTIONS,
-                { "format", required_argument, NULL, CLI_OPT_FORMAT },
-                {},
-        };
         _cleanup_(msb_client_freep) MsbClient *client = NULL;
         _cleanup_(msb_system_df_freep) MsbSystemDf *df = NULL;
         CliFormat format = CLI_FORMAT_TABLE;
-        int c, r;
+        int r;
 
-        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
-                if (CLI_COMMON_OPTION(&cli_command_df, c, globals))
-                        continue;
-                if (c == CLI_OPT_FORMAT && cli_parse_format(&cli_command_df, optarg, &format) != 0)
-                        return CLI_EXIT_USAGE;
-        }
-        if (optind < argc)
-                return cli_usage_error(&cli_command_df, "unexpected argument '%s'", argv[optind]);
-
-        r = cli_connect(globals, &client);
-        if (r != 0)
+        if (!cli_format_command_connect(&cli_command_df, argc, argv, globals, &format, &client, &r))
                 return r;
         r = msb_client_system_df(client, &df);
         if (r < 0)

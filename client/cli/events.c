@@ -58,26 +58,11 @@ static int print_json(const MsbEvent *e) {
 }
 
 static int run(int argc, char *argv[], CliGlobals *globals) {
-        static const struct option options[] = {
-                CLI_COMMON_OPTIONS,
-                { "format", required_argument, NULL, CLI_OPT_FORMAT },
-                {},
-        };
         _cleanup_(msb_client_freep) MsbClient *client = NULL;
         CliFormat format = CLI_FORMAT_TABLE;
-        int c, r;
+        int r;
 
-        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
-                if (CLI_COMMON_OPTION(&cli_command_events, c, globals))
-                        continue;
-                if (c == CLI_OPT_FORMAT && cli_parse_format(&cli_command_events, optarg, &format) != 0)
-                        return CLI_EXIT_USAGE;
-        }
-        if (optind < argc)
-                return cli_usage_error(&cli_command_events, "unexpected argument '%s'", argv[optind]);
-
-        r = cli_connect(globals, &client);
-        if (r != 0)
+        if (!cli_format_command_connect(&cli_command_events, argc, argv, globals, &format, &client, &r))
                 return r;
         r = msb_client_events_subscribe(client);
         if (r < 0)

@@ -75,6 +75,35 @@ int cli_connect(const CliGlobals *globals, MsbClient **ret_client) {
         return r == -ENOMEM ? CLI_EXIT_FAILURE : CLI_EXIT_UNREACHABLE;
 }
 
+bool cli_format_command_connect(const CliCommand *cmd, int argc, char *argv[], CliGlobals *globals,
+                                CliFormat *ret_format, MsbClient **ret_client, int *ret_exit) {
+        static const struct option options[] = {
+                CLI_COMMON_OPTIONS,
+                { "format", required_argument, NULL, CLI_OPT_FORMAT },
+                {},
+        };
+        int c, r;
+
+        *ret_exit = CLI_EXIT_OK;
+        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
+                r = cli_common_option(cmd, c, globals, ret_exit);
+                if (r == 0)
+                        return false;
+                if (r > 0)
+                        continue;
+                if (c == CLI_OPT_FORMAT && cli_parse_format(cmd, optarg, ret_format) != 0) {
+                        *ret_exit = CLI_EXIT_USAGE;
+                        return false;
+                }
+        }
+        if (optind < argc) {
+                *ret_exit = cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+                return false;
+        }
+        *ret_exit = cli_connect(globals, ret_client);
+        return *ret_exit == 0;
+}
+
 /* Errors the daemon names when the thing a command names does not exist:
  * a cached image, a pin, an image in its registry, a file to load. */
 static const char *const not_found_names[] = {

@@ -226,6 +226,11 @@ void ingest_set_event(Ingest *in, StoreEventType event) {
         in->event = event;
 }
 
+void ingest_set_started_at(Ingest *in, int64_t started_at_ms) {
+        if (started_at_ms < in->started_at_ms)
+                in->started_at_ms = started_at_ms;
+}
+
 size_t ingest_n_layers(const Ingest *in) {
         return in->parsed->n_layers;
 }

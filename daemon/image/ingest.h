@@ -42,6 +42,11 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Ingest *, ingest_free);
  * default) or image.pulled. */
 void ingest_set_event(Ingest *in, StoreEventType event);
 
+/* When the import began, if before ingest_new() (a pull resolves its
+ * manifest first): images used since are spared by the eviction after its
+ * commit, so imports that ran side by side never evict each other. */
+void ingest_set_started_at(Ingest *in, int64_t started_at_ms);
+
 /* The manifest's config descriptor (its digest and size), for callers that fetch it. */
 size_t ingest_n_layers(const Ingest *in);
 const IngestLayer *ingest_layer(const Ingest *in, size_t i);

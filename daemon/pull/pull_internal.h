@@ -101,6 +101,7 @@ struct PullOp {
         PullManager *manager;
         char tag[PULL_TAG_MAX];  /* "pull#12": every log line about this pull carries it */
         uint64_t started_ms;
+        int64_t started_at_ms;   /* the same on the wall clock, for the disk budget (ingest_set_started_at) */
         char *key;
         Reference *ref;
         OciPlatform want;

@@ -29,6 +29,7 @@ int pull_op_new(PullManager *m, const Reference *ref, char **key, OciPlatform *w
         op->manager = m;
         pull_manager_new_tag(m, op->tag);
         op->started_ms = now_monotonic_ms();
+        op->started_at_ms = now_ms();
         op->key = TAKE_PTR(*key);
         op->want = *want;
         *want = (OciPlatform) {};

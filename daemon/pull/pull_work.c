@@ -38,6 +38,7 @@ static void work_prepare(PullWork *w) {
         if (w->r < 0)
                 return;
         ingest_set_event(op->ingest, STORE_EVENT_IMAGE_PULLED);
+        ingest_set_started_at(op->ingest, op->started_at_ms);
         w->cached = calloc(ingest_n_layers(op->ingest) + 1, sizeof(bool));
         if (!w->cached) {
                 w->r = -ENOMEM;
