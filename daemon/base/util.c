@@ -113,6 +113,26 @@ int fd_set_blocking(int fd) {
  * such race, so a few are plenty. */
 #define OPEN_BENEATH_RETRIES 8
 
+/*
+ * ThreadSanitizer does not intercept raw syscall(2), so it never sees the
+ * descriptor openat2 makes: it still takes the number for whatever an
+ * earlier, closed descriptor of that number was (a socket of the loop's,
+ * say) and reports closing it as a race with the loop. Under TSan the
+ * descriptor is handed over as a dup it watched being made.
+ */
+static int fd_seen_by_sanitizers(int fd) {
+#if defined(__SANITIZE_THREAD__)
+        int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        int saved = errno;
+
+        (void) syscall(SYS_close, fd);
+        errno = saved;
+        return copy < 0 ? -saved : copy;
+#else
+        return fd;
+#endif
+}
+
 /* Set once openat2(2) answered ENOSYS (a kernel before 5.6, or a seccomp
  * filter that does not know it): every later open takes the fallback. */
 static bool openat2_missing;
@@ -126,8 +146,8 @@ int open_beneath(int dir_fd, const char *path, int flags, int *ret_fd) {
         for (unsigned i = 0; !__atomic_load_n(&openat2_missing, __ATOMIC_RELAXED); i++) {
                 long fd = syscall(SYS_openat2, dir_fd, path, &how, sizeof(how));
                 if (fd >= 0) {
-                        *ret_fd = (int) fd;
-                        return 0;
+                        *ret_fd = fd_seen_by_sanitizers((int) fd);
+                        return *ret_fd < 0 ? *ret_fd : 0;
                 }
                 if (errno == ENOSYS) {
                         __atomic_store_n(&openat2_missing, true, __ATOMIC_RELAXED);

@@ -107,7 +107,7 @@ int store_query_exec(StoreQuery *q, const char *sql);
 /* A store-error naming what failed, with SQLite's message. */
 int store_query_error(StoreQuery *q, int rc, MsbError *err, const char *what);
 int store_sqlite_to_errno(int rc);
-/* Opens a connection to the index (FULLMUTEX, busy timeout, extended codes). */
+/* Opens a connection to the index (the writer FULLMUTEX, a thread-bound reader NOMUTEX; busy timeout, extended codes). */
 int store_db_open(const char *path, bool read_only, sqlite3 **ret);
 
 void store_bind_text_or_null(sqlite3_stmt *st, int i, const char *s);
