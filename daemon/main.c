@@ -108,12 +108,14 @@ static void msb_daemon_begin_shutdown(MsbDaemon *d, const char *why) {
         uv_timer_start(&d->shutdown_timer, msb_daemon_shutdown_check, 0, DAEMON_SHUTDOWN_POLL_MS);
 }
 
+static int msb_daemon_apply_store_config(MsbDaemon *d, const json_t *config, MsbError *err);
+
 /*
  * SIGHUP: the configuration file is read again. The registries (and the
  * Docker config's credentials) apply to every request sent from now on,
- * transfers in flight go on; the rest of the file (a "store" section, say)
- * is kept for the modules that read it. A file that cannot be read or does
- * not check keeps the configuration in force, and the log says why.
+ * transfers in flight go on; the store's disk budget applies from the next
+ * commit on. A file that cannot be read or does not check (either section)
+ * keeps the configuration in force, and the log says why.
  */
 static void msb_daemon_reload(MsbDaemon *d) {
         _cleanup_(msb_error_clear) MsbError err = {};
@@ -127,9 +129,15 @@ static void msb_daemon_reload(MsbDaemon *d) {
         }
         /* The service manager's reload (ExecReload= sends SIGHUP) waits for READY=1. */
         (void) sd_notify(0, "RELOADING=1");
+        StoreBudget budget;
         r = options_load_config(d->options, &config, &err);
+        /* Both sections are checked before either applies. */
+        if (r >= 0)
+                r = store_budget_parse(config, &budget, &err);
         if (r >= 0)
                 r = pull_manager_reconfigure(d->ctx.pull, config, &err);
+        if (r >= 0)
+                r = msb_daemon_apply_store_config(d, config, &err);
         (void) sd_notify(0, "READY=1");
         if (r < 0) {
                 log_warning("SIGHUP: keeping the configuration in force: %s", err.set ? err.message : strerror(-r));

@@ -13,6 +13,7 @@ write-ahead log) could tip a comparison."""
 
 import json
 import os
+import signal
 import subprocess
 import time
 
@@ -298,3 +299,24 @@ def test_prune_unused_for(daemon, imagekit):
 def test_prune_unused_for_must_be_a_count_of_ms(rpc, value):
     resp = rpc.request("image.prune", {"unused_for_ms": value})
     proto.check_error(resp, "invalid-params", parameter="unused_for_ms")
+
+
+def test_sighup_applies_a_new_budget_and_keeps_it_on_a_bad_file(daemon, short_tmp):
+    # SIGHUP re-reads the budget too; a wrong section keeps the
+    # configuration in force, registries included.
+    config = budget_config(short_tmp / "c.json", 10**9)
+    c = restart_with(daemon, config)
+    assert c.call("system.df")["budget"]["max_bytes"] == 10**9
+    budget_config(config, 2 * 10**9)
+    os.kill(daemon.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while c.call("system.df")["budget"]["max_bytes"] != 2 * 10**9 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert c.call("system.df")["budget"]["max_bytes"] == 2 * 10**9
+    config.write_text(json.dumps({"store": {"max_bytes": "lots"}}))
+    os.kill(daemon.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "keeping the configuration in force" not in daemon.log_since_start() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "store.max_bytes" in daemon.log_since_start()
+    assert c.call("system.df")["budget"]["max_bytes"] == 2 * 10**9
