@@ -48,6 +48,7 @@ sys.path.insert(0, str(REPO / "bench" / "sdk"))
 import microsandbox  # noqa: E402
 from microsandbox import Image  # noqa: E402
 from msbtest.daemon import Daemon  # noqa: E402
+from msbtest.rpc import RpcClient  # noqa: E402
 from msbtest.imagekit import ImageKit  # noqa: E402
 from bench_sdk import tag_layout  # noqa: E402
 
@@ -76,20 +77,9 @@ class BaselineDaemon(Daemon):
 
 
 def raw_call(path: str, method: str, params: dict[str, Any]) -> Any:
-    request = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode() + b"\n"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.connect(path)
-        s.sendall(request)
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(1 << 22)
-            if not chunk:
-                raise EOFError
-            buf += chunk
-    reply = json.loads(buf)
-    if "error" in reply:
-        raise RuntimeError(reply["error"])
-    return reply["result"]
+    """One call on a connection of its own (msbtest's client: errors raise)."""
+    with RpcClient(path, timeout=600) as c:
+        return c.call(method, params)
 
 
 def run(argv: list[str]) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "lib"))
 
 from msbtest.daemon import Daemon  # noqa: E402
+from msbtest.rpc import RpcClient  # noqa: E402
 from msbtest.imagekit import ImageKit  # noqa: E402
 
 IMAGE_MIB = 20
@@ -42,20 +42,9 @@ REFERENCE = "example.com/bench/rss:v1"
 
 
 def call(path: str, method: str, params: dict[str, Any]) -> Any:
-    request = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode() + b"\n"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.connect(path)
-        s.sendall(request)
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(1 << 20)
-            if not chunk:
-                raise EOFError
-            buf += chunk
-    reply = json.loads(buf)
-    if "error" in reply:
-        raise RuntimeError(f"{method}: {reply['error']}")
-    return reply["result"]
+    """One call on a connection of its own (msbtest's client: errors raise)."""
+    with RpcClient(path, timeout=600) as c:
+        return c.call(method, params)
 
 
 def sample(pid: int) -> dict[str, int]:
