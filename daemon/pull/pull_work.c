@@ -17,13 +17,10 @@
 /* A cache hit: mark the reference used, and answer with the handle as it
  * is now, last_used_at included. */
 static void work_touch(PullWork *w) {
-        _cleanup_(reference_freep) Reference *ref = NULL;
-        Store *store = w->manager->store;
         json_t *fresh = NULL;
 
-        w->r = store_image_touch(store, w->path);
-        if (w->r >= 0 && reference_parse(w->path, &ref, NULL) >= 0 &&
-            store_image_get(store, &(ImageSpec) { .ref = ref }, &fresh, NULL) >= 0) {
+        w->r = store_image_touch(w->manager->store, w->path, &fresh);
+        if (w->r >= 0) {
                 json_decref(w->result);
                 w->result = fresh;
         }

@@ -217,8 +217,10 @@ int store_image_commit_with_handles(Store *s, const StoreManifest *m, char *cons
                                     size_t n_references, json_t *handles, MsbError *err);
 
 /* A pull found canonical_reference cached: marks the reference it names
- * used now and announces image.pulled. Worker thread. */
-int store_image_touch(Store *s, const char *canonical_reference);
+ * used now and announces image.pulled. *ret_handle (may be NULL) gets the
+ * image's handle as the same transaction leaves it, last_used_at included.
+ * Worker thread. */
+int store_image_touch(Store *s, const char *canonical_reference, json_t **ret_handle);
 
 /* The ImageHandle of a reference (any spelling already parsed). */
 int store_image_get(Store *s, const ImageSpec *spec, json_t **ret, MsbError *err);

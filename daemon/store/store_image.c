@@ -286,7 +286,7 @@ void store_discard(Store *s, const StoreDiscard *d) {
                 (void) store_tx_commit(&tx, NULL);
 }
 
-int store_image_touch(Store *s, const char *canonical_reference) {
+int store_image_touch(Store *s, const char *canonical_reference, json_t **ret_handle) {
         _cleanup_(store_lookup_done) StoreLookup l = {};
         _cleanup_(reference_freep) Reference *ref = NULL;
         _cleanup_tx_ StoreTx tx = {};
@@ -315,6 +315,9 @@ int store_image_touch(Store *s, const char *canonical_reference) {
                 r = store_sqlite_to_errno(sqlite3_step(st));
                 if (r < 0)
                         return r;
+                /* The handle came from that row before the update. */
+                if (json_object_set_new(l.handle, "last_used_at", json_integer(now)) < 0)
+                        return -ENOMEM;
         }
         store_emit(s, &(StoreEvent) {
                               .type = STORE_EVENT_IMAGE_PULLED,
@@ -322,6 +325,8 @@ int store_image_touch(Store *s, const char *canonical_reference) {
                               .manifest_digest = l.digest,
                               .at = now,
                       });
+        if (ret_handle)
+                *ret_handle = TAKE_PTR(l.handle);
         return 0;
 }
 

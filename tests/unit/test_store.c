@@ -781,7 +781,7 @@ START_TEST(test_list_newest_first) {
 
         /* touch moves last_used_at too. */
         usleep(5000);
-        ck_assert_int_eq(store_image_touch(s, "docker.io/library/b:1"), 0);
+        ck_assert_int_eq(store_image_touch(s, "docker.io/library/b:1", NULL), 0);
         json_auto_t *b = get(s, "b:1", &err);
         ck_assert_int_gt(json_integer_value(json_object_get(b, "last_used_at")),
                          json_integer_value(json_object_get(b, "created_at")));
@@ -1835,7 +1835,7 @@ START_TEST(test_budget_evicts_least_recently_used) {
         make_image(s, "d", ld, 2, true, rd, 1, &d);
         usleep(3000);
         pin(s, "sandbox", "keep-c", "c:1", NULL);
-        ck_assert_int_eq(store_image_touch(s, "docker.io/library/a:1"), 0);
+        ck_assert_int_eq(store_image_touch(s, "docker.io/library/a:1", NULL), 0);
         h.n = 0;
         fb = image_files(s, &b);
         fc = image_files(s, &c);
@@ -1882,7 +1882,7 @@ START_TEST(test_budget_evicts_least_recently_used) {
         usleep(3000);
         int64_t since = now_ms();
         usleep(3000);
-        ck_assert_int_eq(store_image_touch(s, "docker.io/library/d:1"), 0);
+        ck_assert_int_eq(store_image_touch(s, "docker.io/library/d:1", NULL), 0);
         h.n = 0;
         enforce(s, 1, 0, since);
         ck_assert_uint_eq(h.n, 0);
@@ -1947,7 +1947,7 @@ START_TEST(test_events_in_order) {
         /* A pull's cache hit, by a digest reference of the repository. */
         _cleanup_free_ char *by_digest = NULL;
         ck_assert_int_ge(asprintf(&by_digest, "docker.io/library/a@%s", a.manifest_digest), 0);
-        ck_assert_int_eq(store_image_touch(s, by_digest), 0);
+        ck_assert_int_eq(store_image_touch(s, by_digest, NULL), 0);
         pin(s, "snapshot", "snap", "a:2", NULL);
         ck_assert_int_eq(store_pin_remove(s, "snapshot", "snap", &err), 0);
         ck_assert_int_eq(store_pin_remove(s, "snapshot", "snap", &err), -ENOENT);
