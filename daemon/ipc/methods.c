@@ -397,14 +397,18 @@ static void pull_cancelled(void *userdata) {
 
 static int method_image_pull(RpcCall *call, RpcLoopContext *ctx, const void *params, json_t **ret, MsbError *err) {
         const PullParams *p = params;
+        _cleanup_(image_spec_freep) ImageSpec *spec = NULL;
         _cleanup_(reference_freep) Reference *ref = NULL;
         PullRequest *req;
         int r;
 
-        /* "sha256:..." reads as repository "sha256" to the grammar, but it is
-         * a digest, as every other method takes it: there is nothing to pull
-         * by a digest alone. */
-        if (startswith(p->reference, "sha256:")) {
+        /* What names an image is parsed as every method parses it, so that
+         * "sha256:..." is a digest here too: a digest alone names no
+         * repository to pull from. */
+        r = param_image_spec(p->reference, &spec, err);
+        if (r < 0)
+                return r;
+        if (!spec->ref) {
                 msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_REFERENCE,
                               "invalid reference '%s': a digest alone names no repository to pull from; write "
                               "name@sha256:<hex>",
@@ -412,9 +416,7 @@ static int method_image_pull(RpcCall *call, RpcLoopContext *ctx, const void *par
                 msb_error_add_data(err, "parameter", json_string("reference"));
                 return -EINVAL;
         }
-        r = param_reference(p->reference, "reference", &ref, err);
-        if (r < 0)
-                return r;
+        ref = TAKE_PTR(spec->ref);
         r = pull_start(ctx->pull, ref, p->policy >= 0 ? pull_policy_names[p->policy] : NULL, p->platform,
                        pull_progress, pull_done, call, &req, err);
         if (r < 0)
