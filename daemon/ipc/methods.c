@@ -35,20 +35,21 @@ static const RpcField reference_fields[] = {
 /* Parses what names a cached image: a reference, a manifest digest or a
  * unique prefix of its hex digits. One that does not parse is invalid
  * params, never "not found". */
+static int invalid_reference(MsbError *err, const char *field, const char *s, const char *reason) {
+        msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_REFERENCE, "invalid reference '%s': %s", s,
+                      reason ?: "it does not parse");
+        msb_error_add_data(err, "parameter", json_string(field));
+        return -EINVAL;
+}
+
 static int param_image_spec(const char *s, ImageSpec **ret, MsbError *err) {
         const char *reason = NULL;
         int r;
 
         r = image_spec_parse(s, ret, &reason);
-        if (r == -ENOMEM)
-                return r;
-        if (r < 0) {
-                msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_REFERENCE, "invalid reference '%s': %s", s,
-                              reason ?: "it does not parse");
-                msb_error_add_data(err, "parameter", json_string("reference"));
-                return -EINVAL;
-        }
-        return 0;
+        if (r < 0 && r != -ENOMEM)
+                return invalid_reference(err, "reference", s, reason);
+        return r;
 }
 
 /* The same for a name only (a pull's, a load's tag). */
@@ -57,15 +58,9 @@ static int param_reference(const char *s, const char *field, Reference **ret, Ms
         int r;
 
         r = reference_parse(s, ret, &reason);
-        if (r == -ENOMEM)
-                return r;
-        if (r < 0) {
-                msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_REFERENCE, "invalid reference '%s': %s", s,
-                              reason ?: "it does not parse");
-                msb_error_add_data(err, "parameter", json_string(field));
-                return -EINVAL;
-        }
-        return 0;
+        if (r < 0 && r != -ENOMEM)
+                return invalid_reference(err, field, s, reason);
+        return r;
 }
 
 /* ---- images ---- */
@@ -211,9 +206,7 @@ static int load_params_check(const LoadParams *p, MsbError *err) {
         }
         if (!bad)
                 return 0;
-        msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_PARAMS, "%s", why);
-        msb_error_add_data(err, "parameter", json_string(bad));
-        return -EINVAL;
+        return msb_error_invalid_param(err, bad, "%s", why);
 }
 
 static int method_image_load(RpcCall *call, RpcWorkerContext *ctx, const void *params, json_t **ret,
@@ -408,14 +401,9 @@ static int method_image_pull(RpcCall *call, RpcLoopContext *ctx, const void *par
         r = param_image_spec(p->reference, &spec, err);
         if (r < 0)
                 return r;
-        if (!spec->ref) {
-                msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_REFERENCE,
-                              "invalid reference '%s': a digest alone names no repository to pull from; write "
-                              "name@sha256:<hex>",
-                              p->reference);
-                msb_error_add_data(err, "parameter", json_string("reference"));
-                return -EINVAL;
-        }
+        if (!spec->ref)
+                return invalid_reference(err, "reference", p->reference,
+                                         "a digest alone names no repository to pull from; write name@sha256:<hex>");
         ref = TAKE_PTR(spec->ref);
         r = pull_start(ctx->pull, ref, p->policy >= 0 ? pull_policy_names[p->policy] : NULL, p->platform,
                        pull_progress, pull_done, call, &req, err);

@@ -175,12 +175,6 @@ const MethodEntry *rpc_find(const Rpc *rpc, const char *name) {
 
 /* ---- validation against the document ---- */
 
-static int invalid_param(MsbError *err, const char *param, const char *fmt, const char *detail) {
-        msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_PARAMS, fmt, param, detail);
-        msb_error_add_data(err, "parameter", json_string(param));
-        return -EINVAL;
-}
-
 static bool type_matches(const char *type, json_t *v) {
         if (!type)
                 return true;
@@ -210,7 +204,7 @@ static json_int_t utf8_length(const char *s, size_t bytes) {
 
 static int validate_value(const ParamSpec *spec, const char *key, json_t *v, MsbError *err) {
         if (!type_matches(spec->type, v))
-                return invalid_param(err, key, "parameter '%s' must be of type %s", spec->type);
+                return msb_error_invalid_param(err, key, "parameter '%s' must be of type %s", key, spec->type);
         if (spec->enum_values) {
                 bool found = false;
                 size_t i;
@@ -218,16 +212,16 @@ static int validate_value(const ParamSpec *spec, const char *key, json_t *v, Msb
                 json_array_foreach(spec->enum_values, i, allowed)
                         found = found || json_equal(allowed, v);
                 if (!found)
-                        return invalid_param(err, key, "parameter '%s' is not one of the allowed values%s", "");
+                        return msb_error_invalid_param(err, key, "parameter '%s' is not one of the allowed values", key);
         }
         if (json_is_integer(v) && json_is_integer(spec->minimum) &&
             json_integer_value(v) < json_integer_value(spec->minimum))
-                return invalid_param(err, key, "parameter '%s' is below its minimum%s", "");
+                return msb_error_invalid_param(err, key, "parameter '%s' is below its minimum", key);
         if (json_is_string(v)) {
                 json_int_t len = utf8_length(json_string_value(v), json_string_length(v));
                 if ((spec->min_length >= 0 && len < spec->min_length) ||
                     (spec->max_length >= 0 && len > spec->max_length))
-                        return invalid_param(err, key, "parameter '%s' has a length out of range%s", "");
+                        return msb_error_invalid_param(err, key, "parameter '%s' has a length out of range", key);
         }
         return 0;
 }
@@ -238,10 +232,8 @@ static int validate_params(const MethodEntry *e, json_t *params, MsbError *err) 
         int r;
 
         if (params && !json_is_object(params)) {
-                msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_PARAMS,
-                              "params must be an object: %s takes its params by name", e->method->name);
-                msb_error_add_data(err, "parameter", json_string("params"));
-                return -EINVAL;
+                return msb_error_invalid_param(err, "params", "params must be an object: %s takes its params by name",
+                                               e->method->name);
         }
         json_object_foreach(params, key, v) {
                 const ParamSpec *spec = NULL;
@@ -249,14 +241,15 @@ static int validate_params(const MethodEntry *e, json_t *params, MsbError *err) 
                         if (streq(e->params[i].name, key))
                                 spec = &e->params[i];
                 if (!spec)
-                        return invalid_param(err, key, "unknown parameter '%s'%s", "");
+                        return msb_error_invalid_param(err, key, "unknown parameter '%s'", key);
                 r = validate_value(spec, key, v, err);
                 if (r < 0)
                         return r;
         }
         for (size_t i = 0; i < e->n_params; i++)
                 if (e->params[i].required && !json_object_get(params, e->params[i].name))
-                        return invalid_param(err, e->params[i].name, "missing required parameter '%s'%s", "");
+                        return msb_error_invalid_param(err, e->params[i].name, "missing required parameter '%s'",
+                                                       e->params[i].name);
         return 0;
 }
 
@@ -276,19 +269,17 @@ static int take_fd(const char *param, json_t *v, RpcFds *fds, int *ret, MsbError
         unsigned n = fds ? fds->n : 0;
 
         if (i < 0 || (uint64_t) i >= n) {
-                msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_PARAMS,
-                              "parameter '%s' names file descriptor %lld, but %u came with the request line (send "
-                              "them with SCM_RIGHTS together with the line's first bytes)",
-                              param, (long long) i, n);
-                msb_error_add_data(err, "parameter", json_string(param));
-                return -EINVAL;
+                return msb_error_invalid_param(err, param,
+                                               "parameter '%s' names file descriptor %lld, but %u came with the "
+                                               "request line (send them with SCM_RIGHTS together with the line's "
+                                               "first bytes)",
+                                               param, (long long) i, n);
         }
         if (fds->fds[i] < 0) {
-                msb_error_set(err, -EINVAL, PROTO_ERROR_INVALID_PARAMS,
-                              "parameter '%s': file descriptor %lld of the line was taken by another request",
-                              param, (long long) i);
-                msb_error_add_data(err, "parameter", json_string(param));
-                return -EINVAL;
+                return msb_error_invalid_param(err, param,
+                                               "parameter '%s': file descriptor %lld of the line was taken by "
+                                               "another request",
+                                               param, (long long) i);
         }
         *ret = TAKE_FD(fds->fds[i]);
         return 0;
