@@ -108,17 +108,17 @@ def proc_cpu(pid: int) -> float:
 
 
 def rpc(sock_path: str, method: str, params: dict, timeout: float = 600) -> dict:
+    """One call; progress notifications (lines without an id) are skipped."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(sock_path)
         s.sendall(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(1 << 16)
-            if not chunk:
-                break
-            buf += chunk
-    return json.loads(buf)
+        with s.makefile("rb") as lines:
+            for line in lines:
+                msg = json.loads(line)
+                if "id" in msg:
+                    return msg
+    raise SystemExit(f"{method}: the daemon closed the connection without an answer")
 
 
 def vm_hwm_kib(pid: int) -> int:
