@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   # build
   meson ninja-build pkg-config gcc
-  libuv1-dev libsqlite3-dev libjansson-dev libcurl4-openssl-dev libssl-dev
+  libuv1-dev libsqlite3-dev libjansson-dev libyajl-dev libcurl4-openssl-dev libssl-dev
   libarchive-dev libzstd-dev libdeflate-dev libisal-dev libsystemd-dev zlib1g-dev
   check scdoc
   # run and test

@@ -61,6 +61,20 @@ int client_call(MsbClient *c, const char *method, json_t *params, ClientNotifyFn
 int client_call_fds(MsbClient *c, const char *method, json_t *params, const int *fds, size_t n_fds,
                     ClientNotifyFn notify, void *userdata, json_t **ret_result);
 
+/*
+ * Reads an answer line's text directly, for results too large to be worth
+ * a jansson tree (image.list). Tried on every line the call receives: 1
+ * when it took the line as the successful answer to request_id (the caller
+ * then gets a NULL result and what the reader kept), 0 when it leaves the
+ * line to the generic reader (a notification, an error, anything it does
+ * not expect: jansson then decides, so the answers a fast reader declines
+ * are judged exactly as before), -ENOMEM on failure.
+ */
+typedef int (*ClientAnswerFn)(const char *line, size_t len, uint64_t request_id, void *userdata);
+/* client_call() with such a reader; *ret_result is NULL when it took the answer. */
+int client_call_read(MsbClient *c, const char *method, json_t *params, ClientAnswerFn answer, void *userdata,
+                     json_t **ret_result);
+
 /* Reads the next message the daemon sends (a notification, for an events
  * subscriber), within the client's timeout. -ETIMEDOUT leaves the
  * connection usable; any other failure closes it. */
@@ -90,6 +104,8 @@ int json_get_int(json_t *o, const char *key, int64_t *ret);
 /* An integer-or-null member (also a real, truncated: times are numbers);
  * MSB_NULL_INT for null or absent. */
 int json_get_int_nullable(json_t *o, const char *key, int64_t *ret);
+/* A real as such an integer: truncated; -EPROTO when not finite or beyond int64. */
+int json_real_to_int(double v, int64_t *ret);
 /* An array of strings as a NULL-terminated array; NULL for null when
  * nullable, else -EPROTO. */
 int json_get_strv(json_t *o, const char *key, bool nullable, char ***ret);
@@ -98,6 +114,25 @@ void strv_free(char **l);
 int json_to_text(json_t *j, char **ret);
 
 /* Parsers of result objects, shared by the method files. */
+/* ImageHandle's members as MsbImage holds them: image_from_json() and the
+ * streaming image.list reader (image_list.c) both read through this table,
+ * so that they accept the same answers. */
+typedef enum ImageFieldKind {
+        IMAGE_FIELD_STRING,          /* char *, required */
+        IMAGE_FIELD_STRING_NULLABLE, /* char *, NULL when null or absent */
+        IMAGE_FIELD_INT,             /* int64_t, required, an integer */
+        IMAGE_FIELD_INT_NULLABLE,    /* int64_t, MSB_NULL_INT when null or absent; a real is truncated */
+} ImageFieldKind;
+typedef struct ImageField {
+        const char *name;
+        ImageFieldKind kind;
+        size_t offset; /* in MsbImage */
+} ImageField;
+#define IMAGE_FIELDS 8
+extern const ImageField image_fields[IMAGE_FIELDS];
+
 int image_from_json(json_t *o, MsbImage *ret);
+/* The ClientAnswerFn of image.list: on success *(MsbImageList **) userdata. */
+int image_list_read_answer(const char *line, size_t len, uint64_t request_id, void *userdata);
 void image_done(MsbImage *image);
 int image_list_from_json(json_t *a, MsbImageList **ret);

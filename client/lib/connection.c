@@ -341,10 +341,18 @@ static int handle_response(MsbClient *c, json_t *msg, json_t **ret_result) {
         return 0;
 }
 
+/* What a call does with the lines that arrive before its answer. */
+typedef struct CallHooks {
+        ClientNotifyFn notify; /* notifications; NULL: skipped */
+        void *notify_data;
+        ClientAnswerFn answer; /* tried on each line before jansson; NULL: none */
+        void *answer_data;
+} CallHooks;
+
 /* Reads messages until the answer to request id: 0 with *ret_result, or
  * the call's error. Notifications go to notify. */
-static int call_read_answer(MsbClient *c, uint64_t id, uint64_t deadline, int cancel_fd, ClientNotifyFn notify,
-                            void *userdata, json_t **ret_result) {
+static int call_read_answer(MsbClient *c, uint64_t id, uint64_t deadline, int cancel_fd, const CallHooks *hooks,
+                            json_t **ret_result) {
         for (;;) {
                 _cleanup_json_ json_t *msg = NULL;
                 json_error_t jerr;
@@ -355,6 +363,13 @@ static int call_read_answer(MsbClient *c, uint64_t id, uint64_t deadline, int ca
                 r = read_line(c, deadline, cancel_fd, &line, &line_len);
                 if (r < 0)
                         return r;
+                if (hooks->answer) {
+                        r = hooks->answer(line, line_len, id, hooks->answer_data);
+                        if (r != 0) {
+                                *ret_result = NULL;
+                                return r < 0 ? r : 0;
+                        }
+                }
                 msg = json_loadb(line, line_len, 0, &jerr);
                 if (!json_is_object(msg))
                         return -EPROTO;
@@ -363,8 +378,8 @@ static int call_read_answer(MsbClient *c, uint64_t id, uint64_t deadline, int ca
                 if (!jid) {
                         /* A notification; the daemon only sends them about a
                          * request of ours, and only pull and load ask to hear them. */
-                        if (notify) {
-                                r = notify(c, id, msg, userdata);
+                        if (hooks->notify) {
+                                r = hooks->notify(c, id, msg, hooks->notify_data);
                                 if (r < 0)
                                         return r;
                         }
@@ -393,7 +408,7 @@ static int call_cancel(MsbClient *c, uint64_t id) {
                      id);
         r = send_all(c, text, (size_t) n, deadline);
         if (r >= 0)
-                r = call_read_answer(c, id, deadline, -1, NULL, NULL, &result);
+                r = call_read_answer(c, id, deadline, -1, &(const CallHooks) {}, &result);
         client_reset_error(c);
         if (r < 0 && r != -MSB_EREMOTE)
                 client_close(c);
@@ -401,7 +416,7 @@ static int call_cancel(MsbClient *c, uint64_t id) {
 }
 
 static int call_exchange(MsbClient *c, uint64_t id, const char *text, size_t len, const int *fds, size_t n_fds,
-                         ClientNotifyFn notify, void *userdata, json_t **ret_result) {
+                         const CallHooks *hooks, json_t **ret_result) {
         uint64_t deadline = c->timeout_ms > 0 ? monotonic_ms() + c->timeout_ms : 0;
         int r;
 
@@ -409,7 +424,7 @@ static int call_exchange(MsbClient *c, uint64_t id, const char *text, size_t len
         if (r < 0)
                 return r;
         c->cancelled = false;
-        r = call_read_answer(c, id, deadline, c->cancel_fd, notify, userdata, ret_result);
+        r = call_read_answer(c, id, deadline, c->cancel_fd, hooks, ret_result);
         if (c->cancelled)
                 return call_cancel(c, id);
         return r;
@@ -449,8 +464,8 @@ int client_call(MsbClient *c, const char *method, json_t *params, ClientNotifyFn
         return client_call_fds(c, method, params, NULL, 0, notify, userdata, ret_result);
 }
 
-int client_call_fds(MsbClient *c, const char *method, json_t *params, const int *fds, size_t n_fds,
-                    ClientNotifyFn notify, void *userdata, json_t **ret_result) {
+static int call_full(MsbClient *c, const char *method, json_t *params, const int *fds, size_t n_fds,
+                     const CallHooks *hooks, json_t **ret_result) {
         _cleanup_json_ json_t *req = NULL, *result = NULL;
         _cleanup_free_ char *text = NULL;
         uint64_t id;
@@ -480,7 +495,7 @@ int client_call_fds(MsbClient *c, const char *method, json_t *params, const int 
         text = framed;
         memcpy(text + len, "\n", 2);
 
-        r = call_exchange(c, id, text, len + 1, fds, n_fds, notify, userdata, &result);
+        r = call_exchange(c, id, text, len + 1, fds, n_fds, hooks, &result);
         if (r < 0) {
                 /* Only a JSON-RPC error, or a call cancelled through the
                  * cancel fd (whose answer call_cancel() waited for, or it
@@ -493,6 +508,20 @@ int client_call_fds(MsbClient *c, const char *method, json_t *params, const int 
         }
         *ret_result = TAKE_PTR(result);
         return 0;
+}
+
+int client_call_fds(MsbClient *c, const char *method, json_t *params, const int *fds, size_t n_fds,
+                    ClientNotifyFn notify, void *userdata, json_t **ret_result) {
+        return call_full(c, method, params, fds, n_fds, &(const CallHooks) { .notify = notify, .notify_data = userdata },
+                         ret_result);
+}
+
+int client_call_read(MsbClient *c, const char *method, json_t *params, ClientAnswerFn answer, void *userdata,
+                     json_t **ret_result) {
+        if (!answer)
+                return -EINVAL;
+        return call_full(c, method, params, NULL, 0, &(const CallHooks) { .answer = answer, .answer_data = userdata },
+                         ret_result);
 }
 
 int msb_client_call(MsbClient *c, const char *method, const char *params_json, char **ret_result_json) {

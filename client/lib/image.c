@@ -25,20 +25,43 @@ MsbImage *msb_image_free(MsbImage *image) {
         return NULL;
 }
 
+const ImageField image_fields[IMAGE_FIELDS] = {
+        { "reference", IMAGE_FIELD_STRING, offsetof(MsbImage, reference) },
+        { "manifest_digest", IMAGE_FIELD_STRING_NULLABLE, offsetof(MsbImage, manifest_digest) },
+        { "architecture", IMAGE_FIELD_STRING_NULLABLE, offsetof(MsbImage, architecture) },
+        { "os", IMAGE_FIELD_STRING_NULLABLE, offsetof(MsbImage, os) },
+        { "layer_count", IMAGE_FIELD_INT, offsetof(MsbImage, layer_count) },
+        { "size_bytes", IMAGE_FIELD_INT_NULLABLE, offsetof(MsbImage, size_bytes) },
+        { "created_at", IMAGE_FIELD_INT_NULLABLE, offsetof(MsbImage, created_at) },
+        { "last_used_at", IMAGE_FIELD_INT_NULLABLE, offsetof(MsbImage, last_used_at) },
+};
+
 int image_from_json(json_t *o, MsbImage *ret) {
         MsbImage image = {};
-        int r;
+        int r = 0;
 
         if (!json_is_object(o))
                 return -EPROTO;
-        if ((r = json_get_string(o, "reference", &image.reference)) < 0 ||
-            (r = json_get_string_nullable(o, "manifest_digest", &image.manifest_digest)) < 0 ||
-            (r = json_get_string_nullable(o, "architecture", &image.architecture)) < 0 ||
-            (r = json_get_string_nullable(o, "os", &image.os)) < 0 ||
-            (r = json_get_int(o, "layer_count", &image.layer_count)) < 0 ||
-            (r = json_get_int_nullable(o, "size_bytes", &image.size_bytes)) < 0 ||
-            (r = json_get_int_nullable(o, "created_at", &image.created_at)) < 0 ||
-            (r = json_get_int_nullable(o, "last_used_at", &image.last_used_at)) < 0) {
+        for (size_t i = 0; i < IMAGE_FIELDS && r >= 0; i++) {
+                const ImageField *f = &image_fields[i];
+                void *p = (char *) &image + f->offset;
+
+                switch (f->kind) {
+                case IMAGE_FIELD_STRING:
+                        r = json_get_string(o, f->name, p);
+                        break;
+                case IMAGE_FIELD_STRING_NULLABLE:
+                        r = json_get_string_nullable(o, f->name, p);
+                        break;
+                case IMAGE_FIELD_INT:
+                        r = json_get_int(o, f->name, p);
+                        break;
+                case IMAGE_FIELD_INT_NULLABLE:
+                        r = json_get_int_nullable(o, f->name, p);
+                        break;
+                }
+        }
+        if (r < 0) {
                 image_done(&image);
                 return r;
         }
@@ -343,9 +366,9 @@ int msb_client_image_list(MsbClient *c, MsbImageList **ret_list) {
         client_reset_error(c);
         if (!ret_list)
                 return -EINVAL;
-        r = client_call(c, "image.list", NULL, NULL, NULL, &result);
-        if (r < 0)
-                return r;
+        r = client_call_read(c, "image.list", NULL, image_list_read_answer, ret_list, &result);
+        if (r < 0 || !result)
+                return r; /* !result: the streaming reader took the answer into *ret_list */
         return image_list_from_json(result, ret_list);
 }
 

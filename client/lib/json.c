@@ -89,13 +89,18 @@ int json_get_int_nullable(json_t *o, const char *key, int64_t *ret) {
                 *ret = (int64_t) json_integer_value(v);
                 return 0;
         }
+        if (json_is_real(v))
+                return json_real_to_int(json_real_value(v), ret);
+        return -EPROTO;
+}
+
+int json_real_to_int(double v, int64_t *ret) {
         /* Times are JSON numbers and may come as reals; whole milliseconds
          * are all a client needs. */
-        if (json_is_real(v) && isfinite(json_real_value(v)) && fabs(json_real_value(v)) < 9.0e18) {
-                *ret = (int64_t) json_real_value(v);
-                return 0;
-        }
-        return -EPROTO;
+        if (!isfinite(v) || fabs(v) >= 9.0e18)
+                return -EPROTO;
+        *ret = (int64_t) v;
+        return 0;
 }
 
 void strv_free(char **l) {
