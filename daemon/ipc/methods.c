@@ -74,9 +74,19 @@ static int method_image_get(RpcCall *call, RpcLoopContext *ctx, const void *para
         return store_reader_image_get(ctx->reader, spec, ret, err);
 }
 
+typedef struct ListParams {
+        bool rows;
+} ListParams;
+
+static const RpcField list_fields[] = {
+        { "rows", RPC_FIELD_BOOL, offsetof(ListParams, rows), false, NULL },
+        {}
+};
+
 static int method_image_list(RpcCall *call, RpcLoopContext *ctx, const void *params, json_t **ret, MsbError *err) {
+        const ListParams *p = params;
         char *text = NULL;
-        int r = store_reader_image_list_text(ctx->reader, &text, err);
+        int r = store_reader_image_list_text(ctx->reader, p->rows ? STORE_LIST_ROWS : STORE_LIST_OBJECTS, &text, err);
         if (r < 0)
                 return r;
         rpc_call_set_raw_result(call, text);
@@ -429,7 +439,7 @@ typedef struct NoParams {
 
 const RpcMethod daemon_methods[] = {
         LOOP("image.get", method_image_get, RPC_INLINE, reference_fields, ReferenceParams),
-        LOOP("image.list", method_image_list, RPC_INLINE, NULL, NoParams),
+        LOOP("image.list", method_image_list, RPC_INLINE, list_fields, ListParams),
         WORKER("image.inspect", method_image_inspect, reference_fields, ReferenceParams),
         WORKER("image.remove", method_image_remove, remove_fields, RemoveParams),
         WORKER("image.prune", method_image_prune, prune_fields, PruneParams),

@@ -227,8 +227,14 @@ int store_image_get(Store *s, const ImageSpec *spec, json_t **ret, MsbError *err
 int store_reader_image_get(StoreReader *rd, const ImageSpec *spec, json_t **ret, MsbError *err);
 int store_image_list(Store *s, json_t **ret, MsbError *err);
 /* The same list as JSON text, written without a jansson tree: for 10,000
- * references several times faster. */
-int store_reader_image_list_text(StoreReader *rd, char **ret, MsbError *err);
+ * references several times faster. STORE_LIST_ROWS writes image.list's
+ * {rows: true} form, {"columns": [names], "rows": [[values], ...]}: a
+ * third fewer bytes, and a client decodes arrays faster than objects. */
+typedef enum StoreListForm {
+        STORE_LIST_OBJECTS,
+        STORE_LIST_ROWS,
+} StoreListForm;
+int store_reader_image_list_text(StoreReader *rd, StoreListForm form, char **ret, MsbError *err);
 int store_image_inspect(Store *s, const ImageSpec *spec, json_t **ret, MsbError *err);
 /* Removes the reference spec names; by digest, every reference of that
  * manifest (docker rmi <id>). image-in-use while pins hold it, unless force. */

@@ -528,52 +528,63 @@ int store_reader_image_get(StoreReader *rd, const ImageSpec *spec, json_t **ret,
         return 0;
 }
 
-static void text_string_column(JsonText *t, sqlite3_stmt *st, int col) {
-        json_text_string(t, (const char *) sqlite3_column_text(st, col));
-}
-
-static void text_int_column(JsonText *t, sqlite3_stmt *st, int col) {
-        if (sqlite3_column_type(st, col) == SQLITE_NULL)
-                json_text_raw(t, "null");
-        else
-                json_text_int(t, sqlite3_column_int64(st, col));
-}
-
 /* The list as JSON text, written without a jansson tree: for 10,000
  * references several times faster. The fields and their order are
- * store_handle_from_row()'s. */
+ * store_handle_from_row()'s: STORE_HANDLE_COLUMNS, the first four strings,
+ * the others integers. */
 #define IMAGE_LIST_SQL "SELECT " STORE_HANDLE_COLUMNS "ORDER BY r.created_at DESC, r.rowid DESC"
+#define IMAGE_LIST_STRING_COLUMNS 4
 
-static int image_list_text(StoreQuery *q, sqlite3_stmt *st, char **ret, MsbError *err) {
+/* Each column's name, and what comes before its value in object form. */
+static const struct {
+        const char *name;
+        const char *object_prefix;
+} image_list_columns[] = {
+        { "reference", "{\"reference\":" },
+        { "manifest_digest", ",\"manifest_digest\":" },
+        { "architecture", ",\"architecture\":" },
+        { "os", ",\"os\":" },
+        { "layer_count", ",\"layer_count\":" },
+        { "size_bytes", ",\"size_bytes\":" },
+        { "created_at", ",\"created_at\":" },
+        { "last_used_at", ",\"last_used_at\":" },
+};
+
+static int image_list_text(StoreQuery *q, sqlite3_stmt *st, StoreListForm form, char **ret, MsbError *err) {
         _cleanup_(json_text_done) JsonText t = {};
         bool first = true;
         int rc;
 
-        json_text_raw(&t, "[");
+        if (form == STORE_LIST_ROWS) {
+                json_text_raw(&t, "{\"columns\":[");
+                for (size_t c = 0; c < ELEMENTSOF(image_list_columns); c++) {
+                        json_text_raw(&t, c ? "," : "");
+                        json_text_string(&t, image_list_columns[c].name);
+                }
+                json_text_raw(&t, "],\"rows\":[");
+        } else
+                json_text_raw(&t, "[");
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
                 json_text_reserve(&t, 512);
-                json_text_raw(&t, first ? "{\"reference\":" : ",{\"reference\":");
+                json_text_raw(&t, first ? "" : ",");
                 first = false;
-                text_string_column(&t, st, 0);
-                json_text_raw(&t, ",\"manifest_digest\":");
-                text_string_column(&t, st, 1);
-                json_text_raw(&t, ",\"architecture\":");
-                text_string_column(&t, st, 2);
-                json_text_raw(&t, ",\"os\":");
-                text_string_column(&t, st, 3);
-                json_text_raw(&t, ",\"layer_count\":");
-                text_int_column(&t, st, 4);
-                json_text_raw(&t, ",\"size_bytes\":");
-                text_int_column(&t, st, 5);
-                json_text_raw(&t, ",\"created_at\":");
-                text_int_column(&t, st, 6);
-                json_text_raw(&t, ",\"last_used_at\":");
-                text_int_column(&t, st, 7);
-                json_text_raw(&t, "}");
+                for (int c = 0; c < (int) ELEMENTSOF(image_list_columns); c++) {
+                        if (form == STORE_LIST_ROWS)
+                                json_text_raw(&t, c ? "," : "[");
+                        else
+                                json_text_raw(&t, image_list_columns[c].object_prefix);
+                        if (c < IMAGE_LIST_STRING_COLUMNS)
+                                json_text_string(&t, (const char *) sqlite3_column_text(st, c));
+                        else if (sqlite3_column_type(st, c) == SQLITE_NULL)
+                                json_text_raw(&t, "null");
+                        else
+                                json_text_int(&t, sqlite3_column_int64(st, c));
+                }
+                json_text_raw(&t, form == STORE_LIST_ROWS ? "]" : "}");
         }
         if (rc != SQLITE_DONE)
                 return store_query_error(q, rc, err, "cannot list images");
-        json_text_raw(&t, "]");
+        json_text_raw(&t, form == STORE_LIST_ROWS ? "]}" : "]");
 
         char *text = json_text_steal(&t);
         if (!text)
@@ -584,7 +595,7 @@ static int image_list_text(StoreQuery *q, sqlite3_stmt *st, char **ret, MsbError
 
 /* The reader keeps its list statement prepared across calls: it is its
  * thread's alone, and image.list is the call a busy client repeats. */
-int store_reader_image_list_text(StoreReader *rd, char **ret, MsbError *err) {
+int store_reader_image_list_text(StoreReader *rd, StoreListForm form, char **ret, MsbError *err) {
         _cleanup_(store_query_finalize) StoreQuery q = {};
         int r;
 
@@ -594,7 +605,7 @@ int store_reader_image_list_text(StoreReader *rd, char **ret, MsbError *err) {
                 if (r != SQLITE_OK)
                         return store_query_error(&q, r, err, "cannot list images");
         }
-        r = image_list_text(&q, rd->list, ret, err);
+        r = image_list_text(&q, rd->list, form, ret, err);
         sqlite3_reset(rd->list);
         return r;
 }
@@ -613,7 +624,7 @@ int store_image_list(Store *s, json_t **ret, MsbError *err) {
         r = store_query_prepare(&tx.q, IMAGE_LIST_SQL, &st);
         if (r < 0)
                 return store_query_error(&tx.q, SQLITE_ERROR, err, "cannot list images");
-        r = image_list_text(&tx.q, st, &text, err);
+        r = image_list_text(&tx.q, st, STORE_LIST_OBJECTS, &text, err);
         if (r < 0)
                 return r;
         list = json_loads(text, 0, NULL);

@@ -128,11 +128,23 @@ def rootfs_json() -> dict[str, Any]:
     }
 
 
+HANDLE_COLUMNS = ["reference", "manifest_digest", "architecture", "os", "layer_count", "size_bytes", "created_at", "last_used_at"]
+
+
+def list_json(request: dict[str, Any], handles: list[dict[str, Any]], columns: list[str] = HANDLE_COLUMNS) -> Any:
+    """image.list's result: objects, or {columns, rows} when the request asks for rows (as the SDK does)."""
+    if request.get("params", {}).get("rows"):
+        return {"columns": columns, "rows": [[h.get(c, c.upper()) for c in columns] for h in handles]}
+    return handles
+
+
 async def answer_by_method(daemon: FakeDaemon, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
     method = request["method"]
     results: dict[str, Any] = {
         "image.get": handle_json(request.get("params", {}).get("reference", "")),
-        "image.list": [handle_json("docker.io/library/b:1"), handle_json("docker.io/library/a:1", size_bytes=None, created_at=None)],
+        "image.list": list_json(
+            request, [handle_json("docker.io/library/b:1"), handle_json("docker.io/library/a:1", size_bytes=None, created_at=None)]
+        ),
         "image.inspect": detail_json(),
         "image.remove": None,
         "image.prune": prune_json(),
@@ -176,7 +188,7 @@ def test_seed_calls_send_the_proto_params(socket_path: str) -> None:
             await Image.prune()
             assert sent(daemon) == [
                 ("image.get", {"reference": "alpine:3.19"}),
-                ("image.list", {}),
+                ("image.list", {"rows": True}),
                 ("image.inspect", {"reference": "docker.io/library/alpine@" + DIGEST_A}),
                 ("image.remove", {"reference": "alpine", "force": False}),
                 ("image.remove", {"reference": "busybox", "force": True}),
@@ -330,6 +342,47 @@ def test_values_are_frozen_with_a_readable_repr() -> None:
     text = repr(handle)
     assert text.startswith("ImageHandle(reference='docker.io/library/alpine:latest', manifest_digest='sha256:")
     assert "layer_count=2" in text
+
+
+def test_list_rows_are_mapped_by_column_name(socket_path: str) -> None:
+    """A daemon may reorder image.list's columns or add some: the SDK maps them by name."""
+    columns = ["future", *reversed(HANDLE_COLUMNS)]
+    handles = [handle_json("docker.io/library/b:1"), handle_json("docker.io/library/a:1", size_bytes=None, last_used_at=7)]
+
+    async def handler(daemon: FakeDaemon, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        return ok(request, list_json(request, handles, columns))
+
+    async def main() -> None:
+        async with FakeDaemon(socket_path, handler):
+            images = await Image.list()
+            assert [ImageHandle._from_wire(h) for h in handles] == images
+            assert images[1].size_bytes is None and images[1].last_used_at == 7.0
+            assert type(images[1].last_used_at) is float
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        [handle_json()],  # objects, though rows were asked for
+        {"columns": HANDLE_COLUMNS[1:], "rows": [[None] * 7]},  # no reference column
+        {"columns": HANDLE_COLUMNS, "rows": [[None] * 7]},  # a row too short
+        {"columns": HANDLE_COLUMNS, "rows": [None]},  # a row that is not an array
+        {"columns": HANDLE_COLUMNS, "rows": {}},
+        {"columns": HANDLE_COLUMNS, "rows": [["r", None, None, None, 1, None, "soon", None]]},  # a time that is not a number
+    ],
+)
+def test_malformed_list_rows_are_a_protocol_error(socket_path: str, result: Any) -> None:
+    async def handler(daemon: FakeDaemon, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
+        return ok(request, result)
+
+    async def main() -> None:
+        async with FakeDaemon(socket_path, handler):
+            with pytest.raises(ProtocolError, match="malformed image.list result"):
+                await Image.list()
+
+    run(main())
 
 
 def test_malformed_result_is_a_protocol_error(socket_path: str) -> None:
@@ -606,7 +659,7 @@ def test_a_10000_image_list_exceeds_the_default_stream_limit(socket_path: str) -
     many = [handle_json(f"docker.io/library/img{i}:latest") for i in range(10_000)]
 
     async def handler(daemon: FakeDaemon, request: dict[str, Any], writer: asyncio.StreamWriter) -> Any:
-        return ok(request, many)
+        return ok(request, list_json(request, many))
 
     async def main() -> None:
         async with FakeDaemon(socket_path, handler):
@@ -614,7 +667,7 @@ def test_a_10000_image_list_exceeds_the_default_stream_limit(socket_path: str) -
             assert len(images) == 10_000
             assert images[9_999].reference == "docker.io/library/img9999:latest"
 
-    assert len(json.dumps(many)) > 64 * 1024 * 10
+    assert len(json.dumps(list_json({"params": {"rows": True}}, many))) > 64 * 1024 * 10
     run(main())
 
 
@@ -841,6 +894,21 @@ def test_list_handles_are_ordinary_frozen_handles() -> None:
             fast.reference = "other"  # type: ignore[misc]
     with pytest.raises(KeyError):
         _types._image_handle_fast({"reference": "x"})
+
+
+def test_list_rows_build_the_same_handles_either_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    """image.list's rows go through the slot-store builder, or the plain
+    constructor where the fast one is not available: the same handles."""
+    from microsandbox import _types
+
+    objs = [handle_json(), handle_json("b", size_bytes=None, created_at=None, last_used_at=3, manifest_digest=None)]
+    result = list_json({"params": {"rows": True}}, objs)
+    fast = _types._image_handles_from_rows(result, "/s")
+    monkeypatch.setattr(_types, "_image_handle_from_wire", _types._image_handle_plain)
+    plain = _types._image_handles_from_rows(result, "/s")
+    assert fast == plain == [_types._image_handle_plain(o, "/s") for o in objs]
+    assert [h._socket for h in fast] == [h._socket for h in plain] == ["/s", "/s"]
+    assert all(type(h) is ImageHandle for h in fast + plain)
 
 
 def test_cancelling_the_first_caller_does_not_cancel_the_shared_connect(socket_path: str) -> None:

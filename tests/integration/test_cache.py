@@ -120,6 +120,21 @@ def test_list_newest_first(rpc, imagekit):
     assert created == sorted(created, reverse=True)
 
 
+def test_list_rows_hold_the_same_handles(rpc, imagekit):
+    """image.list {rows: true}: the same images, in the same order, each an
+    array of its handle's members in the order columns names them."""
+    empty = rpc.call("image.list", {"rows": True})
+    assert empty["rows"] == [] and "reference" in empty["columns"]
+    load(rpc, imagekit.image("example.com/rows/a:1", [{"a": b"a"}]))
+    load(rpc, imagekit.image("example.com/rows/b:1", [{"b": b"b"}]))
+    objects = rpc.call("image.list")
+    compact = rpc.call("image.list", {"rows": True})
+    assert set(compact) == {"columns", "rows"}
+    assert compact["columns"] == list(objects[0])
+    assert [dict(zip(compact["columns"], row, strict=True)) for row in compact["rows"]] == objects
+    assert rpc.call("image.list", {"rows": False}) == objects
+
+
 def test_list_order_is_by_first_store_not_last_use(rpc, imagekit):
     a = imagekit.image("example.com/order/a:1", [{"a": b"a"}])
     b = imagekit.image("example.com/order/b:1", [{"b": b"b"}])

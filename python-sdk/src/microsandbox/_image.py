@@ -24,6 +24,7 @@ from ._types import (
     PinKind,
     Rootfs,
     _image_handle_from_wire,
+    _image_handles_from_rows,
 )
 
 __all__ = ["Image", "Images", "Client", "PullPolicy", "PullOperation", "EventStream"]
@@ -117,8 +118,8 @@ class Images:
 
     async def list(self) -> builtins.list[ImageHandle]:
         """See `Image.list`."""
-        result = await self._call("image.list", {})
-        return self._parse("image.list", self._handles, result)
+        result = await self._call("image.list", {"rows": True})
+        return self._parse("image.list", lambda r: _image_handles_from_rows(r, self._socket), result)
 
     async def inspect(self, reference: str) -> ImageDetail:
         """See `Image.inspect`."""

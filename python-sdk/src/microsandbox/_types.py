@@ -145,6 +145,46 @@ def _pick_image_handle_builder() -> Callable[[dict[str, Any], str | None], Image
 
 _image_handle_from_wire = _pick_image_handle_builder()
 
+# ImageHandle's members as image.list {rows: true} names its columns.
+_HANDLE_COLUMNS = ["reference", "manifest_digest", "architecture", "os", "layer_count", "size_bytes", "created_at", "last_used_at"]
+
+
+def _image_handles_from_rows(result: dict[str, Any], socket: str | None = None) -> list[ImageHandle]:
+    """ImageHandles of image.list's rows form ({columns, rows}).
+
+    Decoding arrays is about twice as fast as decoding objects with the
+    same values, and the rows need no key lookups: for 10,000 images this
+    halves what the SDK spends after the bytes arrive (bench/list).
+    Columns are mapped by name, so a daemon may add or reorder them.
+    """
+    columns, rows = result["columns"], result["rows"]
+    if not isinstance(columns, list) or not isinstance(rows, list):
+        raise TypeError("columns and rows must be arrays")
+    if columns != _HANDLE_COLUMNS:
+        positions = [columns.index(name) for name in _HANDLE_COLUMNS]
+        rows = [[row[i] for i in positions] for row in rows]
+    if _image_handle_from_wire is not _image_handle_fast:
+        return [
+            _image_handle_plain(dict(zip(_HANDLE_COLUMNS, row, strict=True)), socket)
+            for row in rows
+        ]
+    handles: list[ImageHandle] = []
+    append, new, cls = handles.append, _ImageHandleSlots.__new__, ImageHandle
+    for reference, manifest_digest, architecture, os, layer_count, size_bytes, created_at, last_used_at in rows:
+        handle: Any = new(_ImageHandleSlots)
+        handle.reference = reference
+        handle.manifest_digest = manifest_digest
+        handle.architecture = architecture
+        handle.os = os
+        handle.layer_count = layer_count
+        handle.size_bytes = size_bytes
+        handle.created_at = None if created_at is None else float(created_at)
+        handle.last_used_at = None if last_used_at is None else float(last_used_at)
+        handle._socket = socket
+        handle.__class__ = cls
+        append(handle)
+    return handles
+
 
 @dataclass(frozen=True, slots=True)
 class ImageConfigDetail:
