@@ -57,6 +57,7 @@ TARGET_LS_5K_MS = 50.0
 TARGET_RAW_5K_MS = 20.0
 TARGET_SDK_10K_MS = 50.0
 LIST_REQUEST = b'{"jsonrpc":"2.0","id":1,"method":"image.list","params":{}}\n'
+LIST_ROWS_REQUEST = b'{"jsonrpc":"2.0","id":1,"method":"image.list","params":{"rows":true}}\n'
 
 
 def cli_path(build: Path | None = None) -> str:
@@ -86,10 +87,10 @@ def run(argv: list[str]) -> None:
     subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)
 
 
-def raw_list(path: str) -> bytes:
+def raw_list(path: str, request: bytes = LIST_REQUEST) -> bytes:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(path)
-        s.sendall(LIST_REQUEST)
+        s.sendall(request)
         chunks = []
         while True:
             chunk = s.recv(1 << 22)
@@ -129,6 +130,11 @@ async def measure(size: int, sock: str, rounds: int, base: tuple[Path, str] | No
         )
     clients["raw image.list"] = lambda: raw_list(sock)
     clients["json.loads"] = lambda: json.loads(reply)
+    # The form the SDK asks for: {rows: true}.
+    rows_reply = raw_list(sock, LIST_ROWS_REQUEST)
+    assert len(json.loads(rows_reply)["result"]["rows"]) == size
+    clients["raw rows"] = lambda: raw_list(sock, LIST_ROWS_REQUEST)
+    clients["json.loads rows"] = lambda: json.loads(rows_reply)
     clients["Image.list()"] = Image.list
     if base:
         base_cli, base_sock = cli_path(base[0]), base[1]
@@ -136,7 +142,7 @@ async def measure(size: int, sock: str, rounds: int, base: tuple[Path, str] | No
         clients["base ls"] = lambda: run([base_cli, "--socket", base_sock, "ls"])
         clients["base raw image.list"] = lambda: raw_list(base_sock)
     medians = await time_interleaved(clients, rounds)
-    return {"images": size, "reply_bytes": len(reply), "median_ms": medians}
+    return {"images": size, "reply_bytes": len(reply), "rows_reply_bytes": len(rows_reply), "median_ms": medians}
 
 
 async def bench(
@@ -159,7 +165,7 @@ def report(results: list[dict[str, Any]]) -> bool:
     ok = True
     for r in results:
         m = r["median_ms"]
-        print(f"{r['images']} images, reply {r['reply_bytes'] / 1e6:.2f} MB")
+        print(f"{r['images']} images, reply {r['reply_bytes'] / 1e6:.2f} MB, in rows {r['rows_reply_bytes'] / 1e6:.2f} MB")
         for name, ms in m.items():
             print(f"  {name:<16} {ms:8.2f} ms")
         ls_net = m["ls"] - m["true"]
@@ -169,7 +175,7 @@ def report(results: list[dict[str, Any]]) -> bool:
                 f"  after/before: ls {m['ls'] / m['base ls']:.2f}x, "
                 f"raw image.list {m['raw image.list'] / m['base raw image.list']:.2f}x"
             )
-        print(f"  Image.list() / (raw + json.loads) = {m['Image.list()'] / (m['raw image.list'] + m['json.loads']):.2f}x")
+        print(f"  Image.list() / (raw rows + json.loads rows) = {m['Image.list()'] / (m['raw rows'] + m['json.loads rows']):.2f}x")
         if r["images"] == 5_000:
             ok &= m["ls"] < TARGET_LS_5K_MS and m["raw image.list"] < TARGET_RAW_5K_MS
         if r["images"] == 10_000:
