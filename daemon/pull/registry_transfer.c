@@ -286,6 +286,11 @@ int registry_fetch_transfer_go(RegistryFetch *f) {
         if (f->headers)
                 curl_easy_setopt(f->easy, CURLOPT_HTTPHEADER, f->headers);
         f->transfer_started_ms = now_monotonic_ms();
+        if (!f->registry->glue) {
+                int r = curl_glue_new(f->registry->loop, &f->registry->glue);
+                if (r < 0)
+                        return r;
+        }
         return curl_glue_add(f->registry->glue, f->easy, registry_fetch_transfer_done, f);
 }
 
