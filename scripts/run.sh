@@ -45,7 +45,13 @@ else
   echo "== starting msb-imaged on its default store (log: $work/imaged.log)"
   "$daemon" >"$work/imaged.log" 2>&1 &
   pid=$!
-  for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
+  # Ready when it answers a call (the socket file exists from bind(),
+  # before the daemon has opened and repaired its store).
+  for _ in $(seq 200); do
+    echo '{"jsonrpc":"2.0","id":0,"method":"system.info"}' | socat -t 1 - "UNIX-CONNECT:$sock" 2>/dev/null | grep -q result && break
+    if ! kill -0 "$pid" 2>/dev/null; then echo "msb-imaged exited; its log:" >&2; cat "$work/imaged.log" >&2; exit 1; fi
+    sleep 0.05
+  done
 fi
 rpc system.info | jq .
 
