@@ -23,24 +23,25 @@
  * `docker.io/library/alpine:latest` are the same reference.
  */
 
+#include "proto-gen.h"
 #include "util.h"
 
 /* Longest repository path (after the domain, "library/" included), as
  * distribution/reference's NameTotalLengthMax, which since v0.6 does not
  * count the domain. */
-#define REFERENCE_NAME_MAX 255
+#define REFERENCE_NAME_MAX ((size_t) PROTO_LIMIT_REFERENCE_NAME_BYTES)
 /* Longest tag, from the tag grammar. */
-#define REFERENCE_TAG_MAX 128
+#define REFERENCE_TAG_MAX ((size_t) PROTO_LIMIT_REFERENCE_TAG_BYTES)
 /* Longest registry domain, its port included (a DNS name has at most 253
  * characters). Without a bound a domain could fill the whole input string,
  * and the canonical form, which adds ":latest", would then be refused when
  * given back. */
-#define REFERENCE_DOMAIN_MAX 255
+#define REFERENCE_DOMAIN_MAX ((size_t) PROTO_LIMIT_REFERENCE_DOMAIN_BYTES)
 /* Longest input string accepted at all. Any valid reference is shorter (a
  * domain of at most 255, a path of 255, a tag of 128 and a digest of 71
  * bytes), canonical forms included; the bound keeps a client from making
  * the parser walk megabytes. */
-#define REFERENCE_STRING_MAX 1024
+#define REFERENCE_STRING_MAX ((size_t) PROTO_LIMIT_REFERENCE_BYTES)
 /* Fewest hex digits of a manifest digest that name an image by prefix, as
  * `msb-image ls` (and docker) show them. */
 #define REFERENCE_ID_PREFIX_MIN 12
