@@ -142,7 +142,14 @@ struct StoreReader {
         Store *store;
         sqlite3 *db;
         pthread_t owner;
-        sqlite3_stmt *list; /* image.list's, prepared on first use */
+        sqlite3_stmt *list;         /* image.list's, prepared on first use */
+        sqlite3_stmt *data_version; /* PRAGMA data_version, prepared on first use */
+        /* image.list's last text, and the data_version it was read at: until
+         * a commit changes the database, the same list is this text again. */
+        char *list_text;
+        size_t list_len;
+        StoreListForm list_form;
+        int64_t list_version;
 };
 
 /* Starts a query scope on the reader's connection; aborts if called from

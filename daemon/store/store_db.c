@@ -191,6 +191,8 @@ StoreReader *store_reader_free(StoreReader *rd) {
         if (!rd)
                 return NULL;
         sqlite3_finalize(rd->list);
+        sqlite3_finalize(rd->data_version);
+        free(rd->list_text);
         sqlite3_close(rd->db);
         free(rd);
         return NULL;

@@ -135,6 +135,36 @@ def test_list_rows_hold_the_same_handles(rpc, imagekit):
     assert rpc.call("image.list", {"rows": False}) == objects
 
 
+def test_list_follows_every_change(rpc, imagekit):
+    """The daemon answers a repeated image.list from the text of the last
+    one while nothing commits; every kind of change must show at once, in
+    both forms."""
+
+    def both():
+        objects = rpc.call("image.list")
+        rows = rpc.call("image.list", {"rows": True})
+        assert [dict(zip(rows["columns"], row, strict=True)) for row in rows["rows"]] == objects
+        assert rpc.call("image.list") == objects  # the kept text, once more
+        return {h["reference"]: h for h in objects}
+
+    assert both() == {}
+    a = imagekit.image("example.com/follow/a:1", [{"a": b"a"}])
+    load(rpc, a)
+    assert set(both()) == {"example.com/follow/a:1"}
+    load(rpc, imagekit.image("example.com/follow/b:1", [{"b": b"b"}]))
+    before = both()
+    assert set(before) == {"example.com/follow/a:1", "example.com/follow/b:1"}
+    time.sleep(0.01)
+    rpc.call("pin.add", {"kind": "sandbox", "name": "follow", "reference": "example.com/follow/a:1"})
+    after = both()
+    assert after["example.com/follow/a:1"]["last_used_at"] > before["example.com/follow/a:1"]["last_used_at"]
+    assert after["example.com/follow/b:1"] == before["example.com/follow/b:1"]
+    rpc.call("image.remove", {"reference": "example.com/follow/b:1"})
+    assert set(both()) == {"example.com/follow/a:1"}
+    rpc.call("image.remove", {"reference": "example.com/follow/a:1", "force": True})
+    assert both() == {}
+
+
 def test_list_order_is_by_first_store_not_last_use(rpc, imagekit):
     a = imagekit.image("example.com/order/a:1", [{"a": b"a"}])
     b = imagekit.image("example.com/order/b:1", [{"b": b"b"}])

@@ -13,6 +13,7 @@ and a reader task per connection dispatches the lines.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket as socketlib
@@ -21,6 +22,7 @@ from typing import Any, Callable, Sequence
 
 from ._errors import ERRORS_BY_CODE, ERRORS_BY_NAME
 from ._exceptions import ConnectionLostError, DaemonNotRunningError, ProtocolError, RpcError
+from ._types import GC_PAUSE_MIN_BYTES, _gc_paused
 
 __all__ = ["default_socket_path", "call", "aclose", "MAX_RESPONSE_BYTES", "IDEMPOTENT_METHODS"]
 
@@ -221,7 +223,8 @@ class _Connection:
 
     def _dispatch(self, line: bytes) -> None:
         try:
-            message = json.loads(line)
+            with _gc_paused() if len(line) >= GC_PAUSE_MIN_BYTES else contextlib.nullcontext():
+                message = json.loads(line)
         except ValueError:
             raise ProtocolError(self.path, f"not JSON: {line[:200]!r}") from None
         if isinstance(message, list):

@@ -9,9 +9,11 @@ malformed one (the transport turns those into ProtocolError).
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import gc
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Union
+from typing import Any, Callable, ClassVar, Iterator, Union
 
 __all__ = [
     "ImageHandle",
@@ -145,6 +147,34 @@ def _pick_image_handle_builder() -> Callable[[dict[str, Any], str | None], Image
 
 _image_handle_from_wire = _pick_image_handle_builder()
 
+# A list or an answer at least this large is built with the cyclic garbage
+# collector paused (see _gc_paused).
+GC_PAUSE_MIN_ITEMS = 1000
+GC_PAUSE_MIN_BYTES = 256 * 1024
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pauses the cyclic garbage collector for a bulk decode.
+
+    Decoding a 10,000-image list creates some 30,000 containers; each 700
+    allocations start a collection, and the older generations' collections
+    scan every live object of the whole program, so in a process holding
+    much they cost more than the decoding (bench/list: 35-90 ms with the
+    collector, 27-44 ms without, for the same 10,000 rows). None of these
+    objects can be part of a cycle. A collector the program disabled stays
+    disabled.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 # ImageHandle's members as image.list {rows: true} names its columns.
 _HANDLE_COLUMNS = ["reference", "manifest_digest", "architecture", "os", "layer_count", "size_bytes", "created_at", "last_used_at"]
 
@@ -163,6 +193,11 @@ def _image_handles_from_rows(result: dict[str, Any], socket: str | None = None) 
     if columns != _HANDLE_COLUMNS:
         positions = [columns.index(name) for name in _HANDLE_COLUMNS]
         rows = [[row[i] for i in positions] for row in rows]
+    with _gc_paused() if len(rows) >= GC_PAUSE_MIN_ITEMS else contextlib.nullcontext():
+        return _handles_from_rows(rows, socket)
+
+
+def _handles_from_rows(rows: list[Any], socket: str | None) -> list[ImageHandle]:
     if _image_handle_from_wire is not _image_handle_fast:
         return [
             _image_handle_plain(dict(zip(_HANDLE_COLUMNS, row, strict=True)), socket)
