@@ -144,12 +144,15 @@ struct StoreReader {
         pthread_t owner;
         sqlite3_stmt *list;         /* image.list's, prepared on first use */
         sqlite3_stmt *data_version; /* PRAGMA data_version, prepared on first use */
-        /* image.list's last text, and the data_version it was read at: until
-         * a commit changes the database, the same list is this text again. */
-        char *list_text;
-        size_t list_len;
-        StoreListForm list_form;
-        int64_t list_version;
+        /* image.list's last text in each form, and the data_version it was
+         * read at: until a commit changes the database, the same list is
+         * this text again. One per form, so that a CLI (objects) and an SDK
+         * (rows) polling the same daemon do not evict each other. */
+        struct {
+                char *text;
+                size_t len;
+                int64_t version;
+        } list_kept[_STORE_LIST_FORM_MAX];
 };
 
 /* Starts a query scope on the reader's connection; aborts if called from

@@ -233,6 +233,7 @@ int store_image_list(Store *s, json_t **ret, MsbError *err);
 typedef enum StoreListForm {
         STORE_LIST_OBJECTS,
         STORE_LIST_ROWS,
+        _STORE_LIST_FORM_MAX,
 } StoreListForm;
 int store_reader_image_list_text(StoreReader *rd, StoreListForm form, char **ret, MsbError *err);
 int store_image_inspect(Store *s, const ImageSpec *spec, json_t **ret, MsbError *err);

@@ -192,7 +192,8 @@ StoreReader *store_reader_free(StoreReader *rd) {
                 return NULL;
         sqlite3_finalize(rd->list);
         sqlite3_finalize(rd->data_version);
-        free(rd->list_text);
+        for (size_t i = 0; i < ELEMENTSOF(rd->list_kept); i++)
+                free(rd->list_kept[i].text);
         sqlite3_close(rd->db);
         free(rd);
         return NULL;

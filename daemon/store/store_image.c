@@ -638,26 +638,27 @@ int store_reader_image_list_text(StoreReader *rd, StoreListForm form, char **ret
         r = reader_data_version(rd, &q, &version, err);
         if (r < 0)
                 return r;
-        if (!rd->list_text || rd->list_form != form || rd->list_version != version) {
+        assert(form < ELEMENTSOF(rd->list_kept));
+        typeof(rd->list_kept[0]) *kept = &rd->list_kept[form];
+        if (!kept->text || kept->version != version) {
                 if (!rd->list) {
                         r = sqlite3_prepare_v3(rd->db, IMAGE_LIST_SQL, -1, SQLITE_PREPARE_PERSISTENT, &rd->list, NULL);
                         if (r != SQLITE_OK)
                                 return store_query_error(&q, r, err, "cannot list images");
                 }
-                r = image_list_text(&q, rd->list, form, rd->list_len + 1, &text, &len, err);
+                r = image_list_text(&q, rd->list, form, kept->len + 1, &text, &len, err);
                 sqlite3_reset(rd->list);
                 if (r < 0)
                         return r;
-                free(rd->list_text);
-                rd->list_text = TAKE_PTR(text);
-                rd->list_len = len;
-                rd->list_form = form;
-                rd->list_version = version;
+                free(kept->text);
+                kept->text = TAKE_PTR(text);
+                kept->len = len;
+                kept->version = version;
         }
-        text = malloc(rd->list_len + 1);
+        text = malloc(kept->len + 1);
         if (!text)
                 return -ENOMEM;
-        memcpy(text, rd->list_text, rd->list_len + 1);
+        memcpy(text, kept->text, kept->len + 1);
         *ret = TAKE_PTR(text);
         return 0;
 }
