@@ -80,9 +80,21 @@ static int no_memory(ListReader *r) {
         return 0;
 }
 
-/* A nested value begins (an object or an array). */
-static bool nest(ListReader *r) {
-        return r->depth + r->skip < LIST_MAX_DEPTH;
+typedef enum Nesting {
+        NEST_TOO_DEEP, /* decline */
+        NEST_SKIPPED,  /* passed over: inside a skipped value, or a member this reader ignores */
+        NEST_READ,
+} Nesting;
+
+/* A nested value (an object or an array) begins. */
+static Nesting nest(ListReader *r) {
+        if (r->depth + r->skip >= LIST_MAX_DEPTH)
+                return NEST_TOO_DEEP;
+        if (r->skip > 0 || (r->depth == 1 && r->member == MEMBER_OTHER) || (r->depth == 3 && r->field < 0)) {
+                r->skip++;
+                return NEST_SKIPPED;
+        }
+        return NEST_READ;
 }
 
 static int set_string(ListReader *r, const ImageField *f, const unsigned char *s, size_t len) {
@@ -240,12 +252,9 @@ static int on_map_key(void *ctx, const unsigned char *key, size_t len) {
 static int on_start_map(void *ctx) {
         ListReader *r = ctx;
 
-        if (!nest(r))
-                return decline(r);
-        if (r->skip > 0 || (r->depth == 1 && r->member == MEMBER_OTHER) || (r->depth == 3 && r->field < 0)) {
-                r->skip++;
-                return 1;
-        }
+        Nesting n = nest(r);
+        if (n != NEST_READ)
+                return n == NEST_SKIPPED ? 1 : decline(r);
         switch (r->depth) {
         case 0:
                 r->depth = 1;
@@ -300,12 +309,9 @@ static int on_end_map(void *ctx) {
 static int on_start_array(void *ctx) {
         ListReader *r = ctx;
 
-        if (!nest(r))
-                return decline(r);
-        if (r->skip > 0 || (r->depth == 1 && r->member == MEMBER_OTHER) || (r->depth == 3 && r->field < 0)) {
-                r->skip++;
-                return 1;
-        }
+        Nesting n = nest(r);
+        if (n != NEST_READ)
+                return n == NEST_SKIPPED ? 1 : decline(r);
         if (r->depth == 1 && r->member == MEMBER_RESULT) {
                 r->depth = 2;
                 r->seen_result = true;
