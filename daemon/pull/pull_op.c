@@ -418,6 +418,9 @@ void pull_op_layer_converted(PullOp *op, PullWork *w) {
                 /* Convert from the complete file instead; if the layer is
                  * really bad, that says so with the download's verdict. */
                 l->stream_failed = true;
+                log_debug("%s layer %zu: its conversion on the way failed (%s); converting it from the "
+                          "complete download instead",
+                          op->tag, w->layer, w->err.set ? w->err.message : strerror(-w->r));
                 if (l->step == LAYER_CONVERTING)
                         l->step = LAYER_DOWNLOADED;
                 pull_op_pump(op);

@@ -599,3 +599,38 @@ def test_sparse_layer_over_the_limit(tmp_path, published, pull_daemon):
     assert store_tmp_files(d) == []
     assert not list((d.store / "layers" / "sha256").glob("*.erofs"))
     assert rpc.call("image.list") == []
+
+
+def test_fast_pull_converts_while_downloading(published, pull_daemon):
+    # On loopback the layer is converted as it arrives, not after its
+    # download: the two overlap on a fast link too.
+    img = published.images["test/big:v1"]
+    d = pull_daemon()
+    rpc = d.client()
+    handle, events = pull_ok(rpc, f"{published.registry.host}/test/big:v1")
+    assert handle["manifest_digest"] == img.manifest_digest
+    assert_events_complete(events, img)
+    assert f"layer 0 ({img.layers[0].blob_digest}): converting while it downloads" in d.log_since_start()
+    assert "converting it from the complete download instead" not in d.log_since_start()
+    assert store_tmp_files(d) == []
+    detail = rpc.call("image.inspect", {"reference": f"{published.registry.host}/test/big:v1"})
+    assert detail["layers"][0]["diff_id"] == img.layers[0].diff_id
+
+
+def test_digest_mismatch_while_converting_on_the_way(published, pull_daemon):
+    # The converter has most of a corrupt layer when the download's digest
+    # check fails: the pull fails with digest-mismatch and leaves nothing.
+    img = published.images["test/big:v1"]
+    bad = img.layers[0]
+    with FaultServer({"test/big": img.layout.path}, corrupt=[bad.blob_digest],
+                     throttle={bad.blob_digest: 8 * 1024 * 1024}) as fault:
+        d = pull_daemon()
+        rpc = d.client()
+        e = pull_err(rpc, f"{fault.host}/test/big:v1")
+        assert e.name == "digest-mismatch" and e.code == 1005
+        assert e.data["expected"] == bad.blob_digest
+        assert "converting while it downloads" in d.log_since_start()
+        assert rpc.call("image.list") == []
+        assert store_tmp_files(d) == []
+        layers = d.store / "layers" / "sha256"
+        assert not (layers / (bad.diff_id.split(":")[1] + ".erofs")).exists()
