@@ -46,7 +46,8 @@ typedef enum LayerStep {
 /*
  * A layer converted while it downloads: the converter reads a pipe on a
  * worker thread, and the loop feeds the pipe from the download's temp file
- * as bytes arrive there (never blocking: a full pipe waits for a uv_poll).
+ * (splice(2)) as bytes arrive there (never blocking: a full pipe waits for
+ * a uv_poll); the last byte only once the download's digest was verified.
  * The temp file stays the truth: when the stream breaks (the download had
  * to restart, the converter stopped early), the layer is converted again
  * from the complete file.
