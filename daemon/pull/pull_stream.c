@@ -150,6 +150,23 @@ static int stream_open(PullOp *op, size_t i, int *ret_fd) {
         return 0;
 }
 
+/* The one layer of op that is still to download, or SIZE_MAX when there
+ * are several (or none): pending, checked in the store, or downloading. */
+static size_t op_last_download(const PullOp *op) {
+        size_t last = SIZE_MAX;
+
+        for (size_t i = 0; i < op->n_layers; i++) {
+                LayerStep step = op->layers[i].step;
+
+                if (step != LAYER_PENDING && step != LAYER_CHECKING && step != LAYER_DOWNLOADING)
+                        continue;
+                if (last != SIZE_MAX)
+                        return SIZE_MAX;
+                last = i;
+        }
+        return last;
+}
+
 /* True when layer i downloads and its first bytes are in: its transfer is
  * live (not queued behind the bound on downloads), so a converter reading
  * it will not wait long for bytes. */
@@ -160,34 +177,38 @@ static bool layer_worth_streaming(const PullOp *op, size_t i) {
                l->job->downloaded > 0;
 }
 
-/* Nothing complete to convert: convert a download as it arrives, so that
- * the download and the conversion overlap, on a fast link as on a slow
- * one (the receive, its sha256 and the write to the temp file on the loop
- * thread; inflate, the diff_id and the EROFS write on the converter's).
- * Safe from a curl write callback (starts no transfer). */
+/* Nothing complete to convert: convert the last download of the pull as
+ * it arrives, so that it and its conversion overlap, on a fast link as on
+ * a slow one (the receive, its sha256 and the write to the temp file on
+ * the loop thread; inflate, the diff_id and the EROFS write on the
+ * converter's). Only the last: the layers of a pull convert one at a time,
+ * and one that streams holds the converter until its download ends, while
+ * a smaller layer that completes meanwhile would wait for it; until then
+ * each layer converts from its file as soon as it is complete, while the
+ * others download. Safe from a curl write callback (starts no transfer). */
 void pull_op_maybe_stream(PullOp *op) {
+        size_t i;
+        PullLayer *l;
+        int fd = -EBADF;
+
         if (op->failed || op->converting || op->step != OP_LAYERS)
                 return;
         if (op->manager->n_streams >= PULL_STREAMS_MAX)
                 return;
-        for (size_t i = 0; i < op->n_layers; i++) {
-                PullLayer *l = &op->layers[i];
-                int fd = -EBADF;
-
-                if (!layer_worth_streaming(op, i))
-                        continue;
-                if (stream_open(op, i, &fd) < 0)
-                        return;
-                if (pull_work_queue_fd(op->manager, op, i, fd) < 0) {
-                        safe_close(fd);
-                        pull_stream_close(l);
-                        return;
-                }
-                l->streaming = true;
-                op->converting = true;
-                log_debug("%s layer %zu (%s): converting while it downloads, %" PRIu64 " of %" PRIu64
-                          " bytes in", op->tag, i, l->job->digest, l->job->downloaded, l->job->size);
-                pull_stream_feed(op, i);
+        i = op_last_download(op);
+        if (i == SIZE_MAX || !layer_worth_streaming(op, i))
+                return;
+        l = &op->layers[i];
+        if (stream_open(op, i, &fd) < 0)
+                return;
+        if (pull_work_queue_fd(op->manager, op, i, fd) < 0) {
+                safe_close(fd);
+                pull_stream_close(l);
                 return;
         }
+        l->streaming = true;
+        op->converting = true;
+        log_debug("%s layer %zu (%s): converting while it downloads, %" PRIu64 " of %" PRIu64 " bytes in", op->tag,
+                  i, l->job->digest, l->job->downloaded, l->job->size);
+        pull_stream_feed(op, i);
 }
