@@ -39,6 +39,7 @@ import json
 import os
 import resource
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -258,11 +259,40 @@ def new_daemon(workdir: Path, binary: Path | None) -> Daemon:
     return Daemon(workdir, log_level="info")
 
 
+# The progress events whose times the benchmark shows: when the manifest
+# and config were in, when the last byte of the layers was, when the last
+# layer was converted.
+PHASES = ("resolved", "layer-downloaded", "layer-converted")
+
+
+def pull_with_marks(socket_path: Path, ref: str) -> tuple[dict, float, dict[str, float]]:
+    """image.pull over a connection of its own, timing its progress events
+    as they arrive: (the answer's result, wall s, {event: s since the
+    request}, the last of each kind)."""
+    marks: dict[str, float] = {}
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(socket_path))
+        f = sock.makefile("rb")
+        t0 = time.perf_counter()
+        sock.sendall(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "image.pull",
+                                 "params": {"reference": ref}}).encode() + b"\n")
+        while line := f.readline():
+            t = time.perf_counter() - t0
+            msg = json.loads(line)
+            if msg.get("id") == 1:
+                if "error" in msg:
+                    raise RuntimeError(f"image.pull failed: {msg['error']}")
+                return msg["result"], t, marks
+            marks[msg.get("params", {}).get("event", "")] = t
+    raise RuntimeError("the daemon hung up during image.pull")
+
+
 def pull_once(workdir: Path, binary: Path | None, ref: str, manifest_digest: str, cached: list | None = None,
-              perf: Path | None = None) -> tuple[float, float]:
+              perf: Path | None = None, phases: list | None = None) -> tuple[float, float]:
     """One image.pull into the empty store of a new daemon: (wall s, daemon CPU s).
     With cached, then 200 pulls of the cached image (their times appended).
-    With perf, the pull is recorded there and summarised."""
+    With perf, the pull is recorded there and summarised. With phases, the
+    times of its progress events (PHASES) are appended."""
     d = new_daemon(workdir, binary)
     d.start()
     recorder = None
@@ -273,10 +303,10 @@ def pull_once(workdir: Path, binary: Path | None, ref: str, manifest_digest: str
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1)
         cpu0 = proc_cpu(d.pid)
-        t0 = time.perf_counter()
-        handle = rpc.call("image.pull", {"reference": ref}, timeout=600)
-        wall = time.perf_counter() - t0
+        handle, wall, marks = pull_with_marks(d.socket_path, ref)
         cpu = proc_cpu(d.pid) - cpu0
+        if phases is not None:
+            phases.append(marks)
         if recorder:
             recorder.send_signal(2)
             recorder.wait(timeout=120)
@@ -375,6 +405,7 @@ def main() -> int:
         wall: dict[str, list[float]] = {}
         cpu: dict[str, list[float]] = {}
         cached: dict[str, list[float]] = {}
+        phases: dict[str, list[dict[str, float]]] = {}
         n = 0
         for run in range(args.runs):
             for tool in ("igzip", "libdeflate-gunzip"):
@@ -393,7 +424,7 @@ def main() -> int:
                     else:
                         want_cached = cached.setdefault(name, []) if run == 0 and link == "loopback" else None
                         w, c = pull_once(work / f"daemon-{n}", binary, f"{host}/{path}", info["manifest_digest"],
-                                         want_cached)
+                                         want_cached, phases=phases.setdefault(key, []))
                         n += 1
                     wall.setdefault(key, []).append(w)
                     cpu.setdefault(key, []).append(c)
@@ -415,6 +446,9 @@ def main() -> int:
                 print(f"{'image.' + key:34} {median(wall[key]):8.3f} {median(cpu[key]):7.3f}  "
                       f"{ratio:.2f}x skopeo (target <= {target}x){'' if name == 'pull' else ' '}"
                       f"  runs: {' '.join(f'{x:.3f}' for x in wall[key])}")
+                marks = phases[key]
+                print(f"{'':34}   events at (median s): " + ", ".join(
+                    f"{ev} {median([m[ev] for m in marks if ev in m]):.3f}" for ev in PHASES))
                 if name == "pull":
                     ok = ok and ratio <= target
         for name, _ in daemons:
