@@ -68,8 +68,10 @@
  * the converter's reads large: small reads cost its tar and gzip layers
  * far more than the wait. */
 #define PULL_STREAM_CHUNK_BYTES (1 * MiB)
-/* ... into a pipe this large (bytes; F_SETPIPE_SZ, best effort). */
-#define PULL_STREAM_PIPE_BYTES (1 * MiB)
+/* ... into a pipe this large (bytes; F_SETPIPE_SZ, best effort: halved
+ * down to PULL_STREAM_CHUNK_BYTES where the kernel refuses). The pipe's
+ * pages are the page cache's, spliced, not copies. */
+#define PULL_STREAM_PIPE_BYTES (8 * MiB)
 /* At most this many conversions in the daemon read a pipe at once: each
  * holds a worker thread (of main.c's DAEMON_WORKER_THREADS, 16) while it
  * waits for bytes from the network, and the other workers stay free for

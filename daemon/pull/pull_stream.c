@@ -132,7 +132,14 @@ static int stream_open(PullOp *op, size_t i, int *ret_fd) {
                 free(st);
                 return negative_errno();
         }
-        (void) fcntl(p[1], F_SETPIPE_SZ, (int) PULL_STREAM_PIPE_BYTES);
+        /* The converter reads PULL_STREAM_CHUNK_BYTES at a time: a pipe
+         * that holds several such reads keeps it busy while the loop
+         * thread waits for a CPU to refill it. Beyond
+         * /proc/sys/fs/pipe-max-size (1 MiB by default) only a process
+         * with CAP_SYS_RESOURCE may go: halve until the kernel agrees. */
+        for (size_t size = PULL_STREAM_PIPE_BYTES; size >= PULL_STREAM_CHUNK_BYTES; size /= 2)
+                if (fcntl(p[1], F_SETPIPE_SZ, (int) size) >= 0)
+                        break;
         if (fcntl(p[1], F_SETFL, O_NONBLOCK) < 0 ||
             (r = uv_poll_init(op->manager->loop, &st->poll, p[1])) < 0) {
                 r = negative_errno();
