@@ -406,6 +406,7 @@ def main() -> int:
         cpu: dict[str, list[float]] = {}
         cached: dict[str, list[float]] = {}
         phases: dict[str, list[dict[str, float]]] = {}
+        reg_cpu: dict[str, list[float]] = {}  # the registry's CPU while serving each
         n = 0
         for run in range(args.runs):
             for tool in ("igzip", "libdeflate-gunzip"):
@@ -419,6 +420,7 @@ def main() -> int:
                     order.reverse()
                 for name, binary in order:
                     key = f"{name} @ {link}"
+                    reg_cpu0 = proc_cpu(reg.proc.pid)
                     if name == "skopeo":
                         w, c = child_cpu(lambda: skopeo_once(host))
                     else:
@@ -428,23 +430,25 @@ def main() -> int:
                         n += 1
                     wall.setdefault(key, []).append(w)
                     cpu.setdefault(key, []).append(c)
+                    reg_cpu.setdefault(key, []).append(proc_cpu(reg.proc.pid) - reg_cpu0)
 
         print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs;"
               f" medians of {args.runs} runs")
-        print(f"{'':34} {'wall s':>8} {'CPU s':>7}  ratio")
+        print(f"{'':34} {'wall s':>8} {'CPU s':>7} {'reg CPU':>7}  ratio")
         for tool in ("igzip", "libdeflate-gunzip"):
             print(f"{tool + ' of the blob':34} {median(wall[tool]):8.3f} {median(cpu[tool]):7.3f}")
         ok = True
         for link, _ in links:
             base = median(wall[f"skopeo @ {link}"])
             target = 1.15 if link == "loopback" else 1.05
-            print(f"{'skopeo copy @ ' + link:34} {base:8.3f} {median(cpu[f'skopeo @ {link}']):7.3f}"
-                  "  (skopeo's CPU)")
+            key = f"skopeo @ {link}"
+            print(f"{'skopeo copy @ ' + link:34} {base:8.3f} {median(cpu[key]):7.3f} {median(reg_cpu[key]):7.3f}"
+                  f"  runs: {' '.join(f'{x:.3f}' for x in wall[key])}")
             for name, _ in daemons:
                 key = f"{name} @ {link}"
                 ratio = median(wall[key]) / base
-                print(f"{'image.' + key:34} {median(wall[key]):8.3f} {median(cpu[key]):7.3f}  "
-                      f"{ratio:.2f}x skopeo (target <= {target}x){'' if name == 'pull' else ' '}"
+                print(f"{'image.' + key:34} {median(wall[key]):8.3f} {median(cpu[key]):7.3f} "
+                      f"{median(reg_cpu[key]):7.3f}  {ratio:.2f}x skopeo (target <= {target}x){'' if name == 'pull' else ' '}"
                       f"  runs: {' '.join(f'{x:.3f}' for x in wall[key])}")
                 marks = phases[key]
                 print(f"{'':34}   events at (median s): " + ", ".join(
