@@ -62,17 +62,22 @@
 /* How many diff_ids converted by earlier pulls the manager remembers, so
  * that a later pull converts them from the store instead of downloading. */
 #define PULL_CONVERTED_MEMORY 1024U
-/* A layer converts while it downloads through a pipe: the loop copies the
+/* A layer converts while it downloads through a pipe: the loop moves the
  * downloaded file into the pipe once this many new bytes are there (or the
- * download is complete), this many per write (bytes). Large batches keep
+ * download is complete), this many per splice (bytes). Large batches keep
  * the converter's reads large: small reads cost its tar and gzip layers
  * far more than the wait. */
 #define PULL_STREAM_CHUNK_BYTES (1 * MiB)
-/* A layer converts while it downloads only when its download has run this
- * long (milliseconds) and is not half done: a slow link. */
-#define PULL_STREAM_AFTER_MS 1000U
-/* ... into a pipe this large (bytes; F_SETPIPE_SZ, best effort). */
-#define PULL_STREAM_PIPE_BYTES (1 * MiB)
+/* ... into a pipe this large (bytes; F_SETPIPE_SZ, best effort: halved
+ * down to PULL_STREAM_CHUNK_BYTES where the kernel refuses). The pipe's
+ * pages are the page cache's, spliced, not copies. */
+#define PULL_STREAM_PIPE_BYTES (8 * MiB)
+/* At most this many conversions in the daemon read a pipe at once: each
+ * holds a worker thread (of main.c's DAEMON_WORKER_THREADS, 16) while it
+ * waits for bytes from the network, and the other workers stay free for
+ * loads, commits and cache answers. A layer beyond it downloads to its
+ * file and converts from there. */
+#define PULL_STREAMS_MAX 4U
 
 typedef struct PullManager PullManager;
 typedef struct PullRequest PullRequest;

@@ -46,7 +46,8 @@ typedef enum LayerStep {
 /*
  * A layer converted while it downloads: the converter reads a pipe on a
  * worker thread, and the loop feeds the pipe from the download's temp file
- * as bytes arrive there (never blocking: a full pipe waits for a uv_poll).
+ * (splice(2)) as bytes arrive there (never blocking: a full pipe waits for
+ * a uv_poll); the last byte only once the download's digest was verified.
  * The temp file stays the truth: when the stream breaks (the download had
  * to restart, the converter stopped early), the layer is converted again
  * from the complete file.
@@ -55,6 +56,7 @@ typedef struct PullStream {
         uv_poll_t poll;
         int fd;       /* the pipe's write end */
         uint64_t fed; /* bytes of the blob written to the pipe */
+        bool no_splice; /* the temp file's file system cannot splice(2): copy */
         PullOp *op;
         size_t layer;
 } PullStream;
@@ -187,7 +189,8 @@ struct PullManager {
         bool shutting_down;
         bool freeing;
         unsigned busy; /* frames that still use the manager: no release under them */
-        char *stream_buf; /* PULL_STREAM_CHUNK_BYTES, for feeding pipes on the loop */
+        unsigned n_streams; /* conversions reading a pipe (PULL_STREAMS_MAX) */
+        char *stream_buf; /* PULL_STREAM_CHUNK_BYTES, for feeding pipes on the loop where splice(2) fails */
 };
 
 typedef enum PullWorkKind {
@@ -208,6 +211,7 @@ typedef struct PullWork {
         size_t layer;
         char *path;           /* WORK_CONVERT: the blob; WORK_TOUCH: the reference */
         int fd;               /* WORK_CONVERT: the pipe to read instead of path, or -1 */
+        bool streamed;        /* WORK_CONVERT: it reads a pipe (counted in n_streams) */
         bool *cached;         /* WORK_PREPARE */
         uint64_t size;
         int r;

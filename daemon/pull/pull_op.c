@@ -344,7 +344,7 @@ static int op_start_conversion(PullOp *op) {
 }
 
 /* Moves layers on: starts downloads, hands a downloaded layer to the
- * converter (or a slow download, as it arrives), commits when all are in. */
+ * converter (or else a download, as it arrives), commits when all are in. */
 static void op_pump_once(PullOp *op) {
         bool all_done = true;
 
@@ -418,13 +418,19 @@ void pull_op_layer_converted(PullOp *op, PullWork *w) {
                 /* Convert from the complete file instead; if the layer is
                  * really bad, that says so with the download's verdict. */
                 l->stream_failed = true;
+                log_debug("%s layer %zu: its conversion on the way failed (%s); converting it from the "
+                          "complete download instead",
+                          op->tag, w->layer, w->err.set ? w->err.message : strerror(-w->r));
                 if (l->step == LAYER_CONVERTING)
                         l->step = LAYER_DOWNLOADED;
                 pull_op_pump(op);
                 return;
         }
         if (w->r >= 0 && l->step == LAYER_DOWNLOADING) {
-                /* The converter verified every byte before curl said done. */
+                /* The layer is in the store before its download is done:
+                 * another pull converted it while this one's converter
+                 * waited for it (ingest_convert_layer), without reading
+                 * the pipe. The download counts as complete here. */
                 layer_download_complete(op, w->layer);
                 pull_op_emit(op, pull_event_layer_downloaded(op, w->layer));
         }

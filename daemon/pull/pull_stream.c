@@ -30,13 +30,56 @@ static void stream_poll_cb(uv_poll_t *h, int status, int events) {
         pull_stream_feed(st->op, st->layer);
 }
 
-/* Copies what the download has written so far from the temp file into the
- * pipe, until the pipe is full (then waits to be told it is writable). */
+/* Moves up to want bytes of the blob at st->fed into the pipe: splice(2)
+ * hands the page cache's pages to the pipe without copying them (the
+ * bytes cross memory once more, into the converter, as when it reads the
+ * file); where the file system cannot splice, a copy through a buffer.
+ * Returns the bytes moved, -EAGAIN when the pipe is full, another negative
+ * errno when the stream cannot go on. */
+static ssize_t stream_move(PullManager *m, PullStream *st, int blob_fd, size_t want) {
+        loff_t off = (loff_t) st->fed;
+        ssize_t n, k;
+
+        for (;;) {
+                if (!st->no_splice) {
+                        n = splice(blob_fd, &off, st->fd, NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+                        if (n > 0)
+                                return n;
+                        if (n == 0)
+                                return -ENODATA; /* the file is shorter than the download said: cut */
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN)
+                                return -EAGAIN;
+                        if (errno != EINVAL && errno != ENOSYS)
+                                return negative_errno();
+                        st->no_splice = true;
+                }
+                if (!m->stream_buf && !(m->stream_buf = malloc(PULL_STREAM_CHUNK_BYTES)))
+                        return -ENOMEM;
+                n = pread(blob_fd, m->stream_buf, want, (off_t) st->fed);
+                if (n <= 0)
+                        return n == 0 ? -ENODATA : negative_errno();
+                k = write(st->fd, m->stream_buf, (size_t) n);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0)
+                        return negative_errno();
+                /* What the pipe did not take is read again next time. */
+                return k;
+        }
+}
+
+/* Moves what the download has written so far from the temp file into the
+ * pipe, until the pipe is full (then waits to be told it is writable). The
+ * last byte waits for the download's verdict: the converter sees the whole
+ * blob only once its digest was verified, and a download that fails ends
+ * the stream short (pull_stream_close), which the converter rejects. */
 void pull_stream_feed(PullOp *op, size_t i) {
         PullLayer *l = &op->layers[i];
         PullStream *st = l->stream;
         PullBlob *j = l->job;
-        char *buf = op->manager->stream_buf;
+        uint64_t avail;
 
         if (!st || !j)
                 return;
@@ -47,38 +90,27 @@ void pull_stream_feed(PullOp *op, size_t i) {
         }
         if (uv_is_active((uv_handle_t *) &st->poll))
                 return; /* The pipe is full; the poll resumes the feed. */
-        if (!j->complete && j->downloaded - st->fed < PULL_STREAM_CHUNK_BYTES)
+        avail = j->complete ? j->size : MIN(j->downloaded, j->size > 0 ? j->size - 1 : 0);
+        if (!j->complete && avail - st->fed < PULL_STREAM_CHUNK_BYTES)
                 return;
-        while (st->fed < j->downloaded) {
-                size_t want = (size_t) (j->downloaded - st->fed);
-                ssize_t n, k;
+        while (st->fed < avail) {
+                size_t want = (size_t) MIN(avail - st->fed, (uint64_t) PULL_STREAM_CHUNK_BYTES);
+                ssize_t n;
 
-                if (want > PULL_STREAM_CHUNK_BYTES)
-                        want = PULL_STREAM_CHUNK_BYTES;
-                else if (want < PULL_STREAM_CHUNK_BYTES && !j->complete)
+                if (want < PULL_STREAM_CHUNK_BYTES && !j->complete)
                         break; /* Wait for a full batch. */
-                n = pread(j->fd, buf, want, (off_t) st->fed);
-                if (n <= 0) {
-                        pull_stream_close(l);
-                        return;
-                }
-                k = write(st->fd, buf, (size_t) n);
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k < 0 && errno == EAGAIN) {
+                n = stream_move(op->manager, st, j->fd, want);
+                if (n == -EAGAIN) {
                         uv_poll_start(&st->poll, UV_WRITABLE, stream_poll_cb);
                         return;
                 }
-                if (k <= 0) {
-                        /* EPIPE: the converter stopped reading. */
+                if (n < 0) {
+                        /* EPIPE: the converter stopped reading; or the
+                         * file went short (the download was dropped). */
                         pull_stream_close(l);
                         return;
                 }
-                st->fed += (uint64_t) k;
-                if (k < n) {
-                        uv_poll_start(&st->poll, UV_WRITABLE, stream_poll_cb);
-                        return;
-                }
+                st->fed += (uint64_t) n;
         }
         if (j->complete && st->fed == j->size)
                 pull_stream_close(l);
@@ -93,11 +125,6 @@ static int stream_open(PullOp *op, size_t i, int *ret_fd) {
         PullStream *st;
         int p[2], r;
 
-        if (!op->manager->stream_buf) {
-                op->manager->stream_buf = malloc(PULL_STREAM_CHUNK_BYTES);
-                if (!op->manager->stream_buf)
-                        return -ENOMEM;
-        }
         st = calloc(1, sizeof(*st));
         if (!st)
                 return -ENOMEM;
@@ -105,7 +132,14 @@ static int stream_open(PullOp *op, size_t i, int *ret_fd) {
                 free(st);
                 return negative_errno();
         }
-        (void) fcntl(p[1], F_SETPIPE_SZ, (int) PULL_STREAM_PIPE_BYTES);
+        /* The converter reads PULL_STREAM_CHUNK_BYTES at a time: a pipe
+         * that holds several such reads keeps it busy while the loop
+         * thread waits for a CPU to refill it. Beyond
+         * /proc/sys/fs/pipe-max-size (1 MiB by default) only a process
+         * with CAP_SYS_RESOURCE may go: halve until the kernel agrees. */
+        for (size_t size = PULL_STREAM_PIPE_BYTES; size >= PULL_STREAM_CHUNK_BYTES; size /= 2)
+                if (fcntl(p[1], F_SETPIPE_SZ, (int) size) >= 0)
+                        break;
         if (fcntl(p[1], F_SETFL, O_NONBLOCK) < 0 ||
             (r = uv_poll_init(op->manager->loop, &st->poll, p[1])) < 0) {
                 r = negative_errno();
@@ -123,40 +157,65 @@ static int stream_open(PullOp *op, size_t i, int *ret_fd) {
         return 0;
 }
 
-/* True when layer i downloads slowly enough that converting it on the way
- * wins: it has run PULL_STREAM_AFTER_MS and is not half done. On a fast
- * link the download finishes long before the converter would and the
- * conversion reads the complete file, which costs it less than a pipe. */
+/* The one layer of op that is still to download, or SIZE_MAX when there
+ * are several (or none): pending, checked in the store, or downloading. */
+static size_t op_last_download(const PullOp *op) {
+        size_t last = SIZE_MAX;
+
+        for (size_t i = 0; i < op->n_layers; i++) {
+                LayerStep step = op->layers[i].step;
+
+                if (step != LAYER_PENDING && step != LAYER_CHECKING && step != LAYER_DOWNLOADING)
+                        continue;
+                if (last != SIZE_MAX)
+                        return SIZE_MAX;
+                last = i;
+        }
+        return last;
+}
+
+/* True when layer i downloads and its first bytes are in: its transfer is
+ * live (not queued behind the bound on downloads), so a converter reading
+ * it will not wait long for bytes. */
 static bool layer_worth_streaming(const PullOp *op, size_t i) {
         const PullLayer *l = &op->layers[i];
 
-        if (l->step != LAYER_DOWNLOADING || l->stream_failed || !l->job || l->job->complete)
-                return false;
-        return now_monotonic_ms() >= l->download_started_ms + PULL_STREAM_AFTER_MS &&
-               l->job->downloaded < l->job->size / 2;
+        return l->step == LAYER_DOWNLOADING && !l->stream_failed && l->job && !l->job->complete &&
+               l->job->downloaded > 0;
 }
 
-/* Nothing complete to convert: convert a slow download as it arrives. Safe
- * from a curl write callback (starts no transfer). */
+/* Nothing complete to convert: convert the last download of the pull as
+ * it arrives, so that it and its conversion overlap, on a fast link as on
+ * a slow one (the receive, its sha256 and the write to the temp file on
+ * the loop thread; inflate, the diff_id and the EROFS write on the
+ * converter's). Only the last: the layers of a pull convert one at a time,
+ * and one that streams holds the converter until its download ends, while
+ * a smaller layer that completes meanwhile would wait for it; until then
+ * each layer converts from its file as soon as it is complete, while the
+ * others download. Safe from a curl write callback (starts no transfer). */
 void pull_op_maybe_stream(PullOp *op) {
+        size_t i;
+        PullLayer *l;
+        int fd = -EBADF;
+
         if (op->failed || op->converting || op->step != OP_LAYERS)
                 return;
-        for (size_t i = 0; i < op->n_layers; i++) {
-                PullLayer *l = &op->layers[i];
-                int fd = -EBADF;
-
-                if (!layer_worth_streaming(op, i))
-                        continue;
-                if (stream_open(op, i, &fd) < 0)
-                        return;
-                if (pull_work_queue_fd(op->manager, op, i, fd) < 0) {
-                        safe_close(fd);
-                        pull_stream_close(l);
-                        return;
-                }
-                l->streaming = true;
-                op->converting = true;
-                pull_stream_feed(op, i);
+        if (op->manager->n_streams >= PULL_STREAMS_MAX)
+                return;
+        i = op_last_download(op);
+        if (i == SIZE_MAX || !layer_worth_streaming(op, i))
+                return;
+        l = &op->layers[i];
+        if (stream_open(op, i, &fd) < 0)
+                return;
+        if (pull_work_queue_fd(op->manager, op, i, fd) < 0) {
+                safe_close(fd);
+                pull_stream_close(l);
                 return;
         }
+        l->streaming = true;
+        op->converting = true;
+        log_debug("%s layer %zu (%s): converting while it downloads, %" PRIu64 " of %" PRIu64 " bytes in", op->tag,
+                  i, l->job->digest, l->job->downloaded, l->job->size);
+        pull_stream_feed(op, i);
 }

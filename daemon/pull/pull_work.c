@@ -151,6 +151,8 @@ static void after_work_cb(uv_work_t *req, int status) {
         PullManager *m = w->manager;
 
         m->works_in_flight--;
+        if (w->streamed)
+                m->n_streams--;
         m->busy++;
         if (status < 0 && w->r >= 0)
                 w->r = status; /* cancelled */
@@ -224,11 +226,14 @@ int pull_work_queue_fd(PullManager *m, PullOp *op, size_t layer, int fd) {
         if (!w)
                 return -ENOMEM;
         w->fd = fd;
+        w->streamed = true;
         r = work_submit(w);
         if (r < 0) {
                 /* fd stays the caller's when this fails. */
                 w->fd = -EBADF;
                 work_free(w);
+                return r;
         }
+        m->n_streams++;
         return r;
 }

@@ -599,3 +599,66 @@ def test_sparse_layer_over_the_limit(tmp_path, published, pull_daemon):
     assert store_tmp_files(d) == []
     assert not list((d.store / "layers" / "sha256").glob("*.erofs"))
     assert rpc.call("image.list") == []
+
+
+def test_fast_pull_converts_while_downloading(published, pull_daemon):
+    # On loopback the layer is converted as it arrives, not after its
+    # download: the two overlap on a fast link too.
+    img = published.images["test/big:v1"]
+    d = pull_daemon()
+    rpc = d.client()
+    handle, events = pull_ok(rpc, f"{published.registry.host}/test/big:v1")
+    assert handle["manifest_digest"] == img.manifest_digest
+    assert_events_complete(events, img)
+    assert f"layer 0 ({img.layers[0].blob_digest}): converting while it downloads" in d.log_since_start()
+    assert "converting it from the complete download instead" not in d.log_since_start()
+    assert store_tmp_files(d) == []
+    detail = rpc.call("image.inspect", {"reference": f"{published.registry.host}/test/big:v1"})
+    assert detail["layers"][0]["diff_id"] == img.layers[0].diff_id
+
+
+def test_digest_mismatch_while_converting_on_the_way(published, pull_daemon):
+    # The converter has most of a corrupt layer when the download's digest
+    # check fails: the pull fails with digest-mismatch and leaves nothing.
+    img = published.images["test/big:v1"]
+    bad = img.layers[0]
+    with FaultServer({"test/big": img.layout.path}, corrupt=[bad.blob_digest],
+                     throttle={bad.blob_digest: 8 * 1024 * 1024}) as fault:
+        d = pull_daemon()
+        rpc = d.client()
+        e = pull_err(rpc, f"{fault.host}/test/big:v1")
+        assert e.name == "digest-mismatch" and e.code == 1005
+        assert e.data["expected"] == bad.blob_digest
+        assert "converting while it downloads" in d.log_since_start()
+        assert rpc.call("image.list") == []
+        assert store_tmp_files(d) == []
+        layers = d.store / "layers" / "sha256"
+        assert not (layers / (bad.diff_id.split(":")[1] + ".erofs")).exists()
+
+
+PULL_STREAMS_MAX = 4  # daemon/pull/pull.h
+
+
+def test_conversions_on_the_way_are_bounded(published, pull_daemon):
+    # Five pulls of five repositories holding one slow layer: each pull
+    # converts its layer on the way, but at most PULL_STREAMS_MAX at once
+    # (each holds a worker thread while it waits for bytes); the others
+    # convert from the complete download. All five get the image.
+    img = published.images["test/big:v1"]
+    blob = img.layers[0].blob_digest
+    n = PULL_STREAMS_MAX + 1
+    repos = {f"test/big{k}": img.layout.path for k in range(n)}
+    with FaultServer(repos, throttle={blob: 2 * 1024 * 1024}) as fault:
+        d = pull_daemon()
+        clients = [d.client() for _ in range(n)]
+        ids = [c.send_request("image.pull", {"reference": f"{fault.host}/test/big{k}:v1"})
+               for k, c in enumerate(clients)]
+        for c, i in zip(clients, ids):
+            resp = c.wait(i, timeout=PULL_TIMEOUT)
+            assert resp["result"]["manifest_digest"] == img.manifest_digest, resp
+            assert_events_complete([x["params"] for x in c.notifications if x["params"].get("id") == i], img)
+        log = d.log_since_start()
+        assert log.count("converting while it downloads") == PULL_STREAMS_MAX, log
+        # One download served them all.
+        assert fault.count(f"/blobs/{blob}") == 1
+        assert store_tmp_files(d) == []
