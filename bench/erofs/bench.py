@@ -26,7 +26,12 @@ them alike rather than one of them):
                                      layout, verifies digests, converts,
                                      writes fsmeta and VMDK, makes them
                                      durable, commits
-and the daemon's peak RSS (VmHWM) after all loads.
+  image.load (baseline build)        the same through the daemon of another
+                                     build (--baseline BUILD_DIR, e.g. one of
+                                     main), for a before/after in one run
+and the daemon's peak RSS (VmHWM) after all loads. --perf FILE records the
+daemon with `perf record -g` during the loads (and --baseline-perf FILE the
+baseline build's daemon).
 Targets (issue 12): image.load <= 1.6x igzip -dc of the same blob, peak RSS
 <= 64 MiB; and (issue 3) >= 2x faster than unpack + mkfs.erofs.
 """
@@ -127,6 +132,18 @@ def rpc(sock_path: str, method: str, params: dict, timeout: float = 600) -> dict
     raise SystemExit(f"{method}: the daemon closed the connection without an answer")
 
 
+class BuildDaemon(Daemon):
+    """The daemon of another build directory than MSB_BUILD_DIR's."""
+
+    def __init__(self, workdir, build: Path, **kw):
+        super().__init__(workdir, **kw)
+        self._binary = build / "daemon" / "msb-imaged"
+
+    @property
+    def binary(self) -> Path:
+        return self._binary
+
+
 def vm_hwm_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -136,6 +153,7 @@ def vm_hwm_kib(pid: int) -> int:
 
 IGZIP = "igzip -dc"
 LOAD = "image.load (end to end)"
+BASELINE_LOAD = "image.load (baseline build)"
 CONVERT = "erofs-tool convert"
 PIPELINE = "umoci unpack + mkfs.erofs"
 LOAD_TARGET_VS_IGZIP = 1.6
@@ -149,6 +167,8 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--skip-mkfs", action="store_true", help="leave out umoci unpack + mkfs.erofs")
     ap.add_argument("--perf", type=Path, help="record the daemon's loads with `perf record -g` into this file")
+    ap.add_argument("--baseline", type=Path, help="also load through the daemon of this build directory")
+    ap.add_argument("--baseline-perf", type=Path, help="record the baseline daemon's loads into this file")
     args = ap.parse_args()
 
     if not shutil.which("igzip"):
@@ -158,8 +178,9 @@ def main() -> int:
     daemon = daemon_binary()
     work = Path(tempfile.mkdtemp(prefix="msb-erofs-bench-"))
     results: dict[str, list[float]] = {}
-    d = recorder = None
-    hwm = None
+    daemons: list[tuple[str, Daemon]] = []  # (row, daemon)
+    recorders: list[subprocess.Popen] = []
+    hwm: dict[str, int] = {}
     null = subprocess.DEVNULL
     try:
         files = select_files(args.mb * 1000 * 1000)
@@ -181,15 +202,22 @@ def main() -> int:
               f"gzip blob {blob.stat().st_size / 1e6:.1f} MB (from host /usr; see the docstring)")
         tar.unlink()
 
+        # The tests' launcher: started, and ready (READY=1), like in every test.
         if daemon.exists():
-            # The tests' launcher: started, and ready (READY=1), like in every test.
-            d = Daemon(work / "daemon", log_level="error").start()
+            daemons.append((LOAD, Daemon(work / "daemon", log_level="error").start()))
             if args.perf:
-                recorder = subprocess.Popen(["perf", "record", "-g", "-o", str(args.perf), "-p", str(d.pid)],
-                                            stdout=null, stderr=null)
-                time.sleep(1)
+                recorders.append(subprocess.Popen(["perf", "record", "-g", "-o", str(args.perf),
+                                                   "-p", str(daemons[-1][1].pid)], stdout=null, stderr=null))
         else:
             print(f"note: {daemon} is not built; image.load is not measured")
+        if args.baseline:
+            daemons.append((BASELINE_LOAD, BuildDaemon(work / "baseline", args.baseline.resolve(),
+                                                       log_level="error").start()))
+            if args.baseline_perf:
+                recorders.append(subprocess.Popen(["perf", "record", "-g", "-o", str(args.baseline_perf),
+                                                   "-p", str(daemons[-1][1].pid)], stdout=null, stderr=null))
+        if recorders:
+            time.sleep(1)
 
         for _ in range(args.runs):
             floors = [(IGZIP, ["igzip", "-dc", str(blob)]),
@@ -208,25 +236,25 @@ def main() -> int:
             results.setdefault(CONVERT, []).append(
                 timed(CONVERT, [[str(tool), "convert", str(blob), layer["mediaType"], str(out)]], stdout=null))
             out.unlink()
-            if d:
+            for name, d in daemons:
                 sock = str(d.socket_path)
                 c = proc_cpu(d.pid)
                 t = time.perf_counter()
                 res = rpc(sock, "image.load", {"path": str(layout)})
                 dt = time.perf_counter() - t
-                CPU.setdefault(LOAD, []).append(proc_cpu(d.pid) - c)
+                CPU.setdefault(name, []).append(proc_cpu(d.pid) - c)
                 if "error" in res:
                     raise SystemExit(f"image.load failed: {res['error']}")
-                results.setdefault(LOAD, []).append(dt)
+                results.setdefault(name, []).append(dt)
                 ref = res["result"][0]["reference"]
                 rpc(sock, "image.remove", {"reference": ref})
                 rpc(sock, "image.prune", {})
-        if d:
-            hwm = vm_hwm_kib(d.pid)
-        if recorder:
-            recorder.send_signal(2)
-            recorder.wait(timeout=120)
-            recorder = None
+        for name, d in daemons:
+            hwm[name] = vm_hwm_kib(d.pid)
+        for rec in recorders:
+            rec.send_signal(2)
+            rec.wait(timeout=120)
+        recorders = []
 
         med = {k: statistics.median(v) for k, v in results.items()}
         cpu = {k: statistics.median(v) for k, v in CPU.items()}
@@ -234,24 +262,27 @@ def main() -> int:
         for k, v in med.items():
             print(f"  {k:28s} wall {v:7.3f}  cpu {cpu.get(k, float('nan')):7.3f}   "
                   f"wall runs: {' '.join(f'{x:.3f}' for x in results[k])}")
-        for name in (CONVERT, LOAD):
+        for name in (CONVERT, LOAD, BASELINE_LOAD):
             if name not in med:
                 continue
-            target = f" (target <= {LOAD_TARGET_VS_IGZIP}x)" if name == LOAD else ""
+            target = f" (target <= {LOAD_TARGET_VS_IGZIP}x)" if name != CONVERT else ""
             print(f"  {name}: {med[name] / med[IGZIP]:.2f}x {IGZIP} in wall time{target}, "
                   f"{cpu[name] / cpu[IGZIP]:.2f}x in CPU; "
                   f"{med[name] / med['libdeflate-gunzip -c']:.2f}x libdeflate-gunzip")
             if PIPELINE in med:
                 print(f"  {name}: {med[PIPELINE] / med[name]:.2f}x faster than unpack + mkfs.erofs (target >= 2x)")
-        if hwm is not None:
-            print(f"  msb-imaged peak RSS (VmHWM): {hwm / 1024:.1f} MiB (target <= {RSS_TARGET_MIB} MiB)")
+        if LOAD in med and BASELINE_LOAD in med:
+            print(f"  {LOAD}: {med[BASELINE_LOAD] / med[LOAD]:.2f}x faster than the baseline build in wall time, "
+                  f"{cpu[BASELINE_LOAD] / cpu[LOAD]:.2f}x in CPU")
+        for name, kib in hwm.items():
+            print(f"  msb-imaged peak RSS (VmHWM), {name}: {kib / 1024:.1f} MiB (target <= {RSS_TARGET_MIB} MiB)")
         print(f"  machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end "
               "(wall times are only comparable on an otherwise idle machine)")
     finally:
-        if recorder:
-            recorder.send_signal(2)
-            recorder.wait(timeout=120)
-        if d:
+        for rec in recorders:
+            rec.send_signal(2)
+            rec.wait(timeout=120)
+        for _, d in daemons:
             d.close()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
