@@ -269,6 +269,11 @@ def main() -> int:
             print(f"  {name}: {med[name] / med[IGZIP]:.2f}x {IGZIP} in wall time{target}, "
                   f"{cpu[name] / cpu[IGZIP]:.2f}x in CPU; "
                   f"{med[name] / med['libdeflate-gunzip -c']:.2f}x libdeflate-gunzip")
+            # Other work on the machine comes and goes between runs: the
+            # ratio within each run is steadier than the ratio of medians.
+            per_run = [x / y for x, y in zip(results[name], results[IGZIP])]
+            print(f"  {name}: median of the runs' own ratios {statistics.median(per_run):.2f}x {IGZIP} "
+                  f"({' '.join(f'{x:.2f}' for x in per_run)})")
             if PIPELINE in med:
                 print(f"  {name}: {med[PIPELINE] / med[name]:.2f}x faster than unpack + mkfs.erofs (target >= 2x)")
         if LOAD in med and BASELINE_LOAD in med:
