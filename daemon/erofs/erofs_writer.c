@@ -81,6 +81,8 @@ ErofsTree *erofs_writer_tree(ErofsWriter *w) {
  * refusal (an fd that is no regular file: a pipe, a test's memfd) only
  * ends the hints, since durability is not the writer's business. */
 static void writer_written(ErofsWriter *w, uint64_t end) {
+        /* Whole blocks only: a partial one is written to again next. */
+        end &= ~(uint64_t) (EROFS_BLKSZ - 1);
         if (w->writeback_off || end < w->writeback_from || end - w->writeback_from < WRITER_WRITEBACK_BYTES)
                 return;
         if (sync_file_range(w->fd, (off_t) w->writeback_from, (off_t) (end - w->writeback_from),
