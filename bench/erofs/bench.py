@@ -11,18 +11,29 @@ own Debian 12 /usr instead: the same kind of content (Python modules, Perl,
 docs, man pages, locales, shared libraries, binaries), about --mb MB of
 file data as a tar, packaged by umoci, which gzips it (Go's compress/gzip).
 
-Measured, each as the median of --runs runs, on the same gzip blob:
-  pigz -dc, libdeflate-gunzip -c,    the decompression floor (igzip is
-  igzip -dc                          ISA-L's, the library the daemon inflates
-                                     with; measured when installed)
+Measured, each as the median of --runs runs, on the same gzip blob, the
+rows interleaved run by run (a machine shared with other work slows all of
+them alike rather than one of them):
+  igzip -dc                          the decompression floor: ISA-L, the
+                                     library the daemon inflates with
+                                     (Debian's isal package)
+  libdeflate-gunzip -c, pigz -dc     other decompressors, for reference
   umoci unpack + mkfs.erofs          the pipeline a user would otherwise run
-  erofs-tool convert                 this project's converter alone
+                                     (--skip-mkfs leaves it out: it takes
+                                     tens of seconds a run)
+  erofs-tool convert                 this project's converter alone (no fsync)
   image.load (end to end)            the daemon over its socket: reads the
                                      layout, verifies digests, converts,
-                                     writes fsmeta and VMDK, commits
-and the daemon's peak RSS (VmHWM) after all loads.
-Targets: load <= 1.5x libdeflate-gunzip; >= 2x faster than unpack + mkfs;
-peak RSS < 64 MiB.
+                                     writes fsmeta and VMDK, makes them
+                                     durable, commits
+  image.load (baseline build)        the same through the daemon of another
+                                     build (--baseline BUILD_DIR, e.g. one of
+                                     main), for a before/after in one run
+and the daemon's peak RSS (VmHWM) after all loads. --perf FILE records the
+daemon with `perf record -g` during the loads (and --baseline-perf FILE the
+baseline build's daemon).
+Targets (issue 12): image.load <= 1.6x igzip -dc of the same blob, peak RSS
+<= 64 MiB; and (issue 3) >= 2x faster than unpack + mkfs.erofs.
 """
 
 from __future__ import annotations
@@ -121,6 +132,18 @@ def rpc(sock_path: str, method: str, params: dict, timeout: float = 600) -> dict
     raise SystemExit(f"{method}: the daemon closed the connection without an answer")
 
 
+class BuildDaemon(Daemon):
+    """The daemon of another build directory than MSB_BUILD_DIR's."""
+
+    def __init__(self, workdir, build: Path, **kw):
+        super().__init__(workdir, **kw)
+        self._binary = build / "daemon" / "msb-imaged"
+
+    @property
+    def binary(self) -> Path:
+        return self._binary
+
+
 def vm_hwm_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -128,18 +151,37 @@ def vm_hwm_kib(pid: int) -> int:
     return -1
 
 
+IGZIP = "igzip -dc"
+LOAD = "image.load (end to end)"
+BASELINE_LOAD = "image.load (baseline build)"
+CONVERT = "erofs-tool convert"
+PIPELINE = "umoci unpack + mkfs.erofs"
+LOAD_TARGET_VS_IGZIP = 1.6
+RSS_TARGET_MIB = 64
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--mb", type=int, default=200)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--skip-mkfs", action="store_true", help="leave out umoci unpack + mkfs.erofs")
     ap.add_argument("--perf", type=Path, help="record the daemon's loads with `perf record -g` into this file")
+    ap.add_argument("--baseline", type=Path, help="also load through the daemon of this build directory")
+    ap.add_argument("--baseline-perf", type=Path, help="record the baseline daemon's loads into this file")
     args = ap.parse_args()
 
+    if not shutil.which("igzip"):
+        raise SystemExit("igzip is missing (Debian package isal; scripts/install-deps.sh installs it): "
+                         "it is the floor image.load is measured against")
     tool = build_dir() / "tests" / "erofs" / "erofs-tool"
     daemon = daemon_binary()
     work = Path(tempfile.mkdtemp(prefix="msb-erofs-bench-"))
     results: dict[str, list[float]] = {}
+    daemons: list[tuple[str, Daemon]] = []  # (row, daemon)
+    recorders: list[subprocess.Popen] = []
+    hwm: dict[str, int] = {}
+    null = subprocess.DEVNULL
     try:
         files = select_files(args.mb * 1000 * 1000)
         (work / "list").write_text("\n".join(files) + "\n")
@@ -160,58 +202,59 @@ def main() -> int:
               f"gzip blob {blob.stat().st_size / 1e6:.1f} MB (from host /usr; see the docstring)")
         tar.unlink()
 
-        null = subprocess.DEVNULL
-        for _ in range(args.runs):
-            floors = [("pigz -dc", ["pigz", "-dc", str(blob)]),
-                      ("libdeflate-gunzip -c", ["libdeflate-gunzip", "-c", str(blob)])]
-            if shutil.which("igzip"):
-                floors.append(("igzip -dc", ["igzip", "-dc", str(blob)]))
-            for name, cmd in floors:
-                results.setdefault(name, []).append(timed(name, [cmd], stdout=null))
-            bundle, img = work / "bundle", work / "mkfs.erofs"
-            name = "umoci unpack + mkfs.erofs"
-            results.setdefault(name, []).append(timed(name, [
-                ["umoci", "unpack", "--image", f"{layout}:bench", str(bundle)],
-                ["mkfs.erofs", str(img), str(bundle / "rootfs")]], stdout=null, stderr=null))
-            shutil.rmtree(bundle)
-            img.unlink()
-            out = work / "convert.erofs"
-            name = "erofs-tool convert"
-            results.setdefault(name, []).append(
-                timed(name, [[str(tool), "convert", str(blob), layer["mediaType"], str(out)]], stdout=null))
-            out.unlink()
-
-        hwm = None
+        # The tests' launcher: started, and ready (READY=1), like in every test.
         if daemon.exists():
-            # The tests' launcher: started, and ready (READY=1), like in every test.
-            d = Daemon(work / "daemon", log_level="error").start()
-            try:
-                sock = str(d.socket_path)
-                recorder = None
-                if args.perf:
-                    recorder = subprocess.Popen(["perf", "record", "-g", "-o", str(args.perf), "-p", str(d.pid)],
-                                                stdout=null, stderr=null)
-                    time.sleep(1)
-                for _ in range(args.runs):
-                    c = proc_cpu(d.pid)
-                    t = time.perf_counter()
-                    res = rpc(sock, "image.load", {"path": str(layout)})
-                    dt = time.perf_counter() - t
-                    CPU.setdefault("image.load (end to end)", []).append(proc_cpu(d.pid) - c)
-                    if "error" in res:
-                        raise SystemExit(f"image.load failed: {res['error']}")
-                    results.setdefault("image.load (end to end)", []).append(dt)
-                    ref = res["result"][0]["reference"]
-                    rpc(sock, "image.remove", {"reference": ref})
-                    rpc(sock, "image.prune", {})
-                hwm = vm_hwm_kib(d.pid)
-                if recorder:
-                    recorder.send_signal(2)
-                    recorder.wait(timeout=120)
-            finally:
-                d.close()
+            daemons.append((LOAD, Daemon(work / "daemon", log_level="error").start()))
+            if args.perf:
+                recorders.append(subprocess.Popen(["perf", "record", "-g", "-o", str(args.perf),
+                                                   "-p", str(daemons[-1][1].pid)], stdout=null, stderr=null))
         else:
             print(f"note: {daemon} is not built; image.load is not measured")
+        if args.baseline:
+            daemons.append((BASELINE_LOAD, BuildDaemon(work / "baseline", args.baseline.resolve(),
+                                                       log_level="error").start()))
+            if args.baseline_perf:
+                recorders.append(subprocess.Popen(["perf", "record", "-g", "-o", str(args.baseline_perf),
+                                                   "-p", str(daemons[-1][1].pid)], stdout=null, stderr=null))
+        if recorders:
+            time.sleep(1)
+
+        for _ in range(args.runs):
+            floors = [(IGZIP, ["igzip", "-dc", str(blob)]),
+                      ("libdeflate-gunzip -c", ["libdeflate-gunzip", "-c", str(blob)]),
+                      ("pigz -dc", ["pigz", "-dc", str(blob)])]
+            for name, cmd in floors:
+                results.setdefault(name, []).append(timed(name, [cmd], stdout=null))
+            if not args.skip_mkfs:
+                bundle, img = work / "bundle", work / "mkfs.erofs"
+                results.setdefault(PIPELINE, []).append(timed(PIPELINE, [
+                    ["umoci", "unpack", "--image", f"{layout}:bench", str(bundle)],
+                    ["mkfs.erofs", str(img), str(bundle / "rootfs")]], stdout=null, stderr=null))
+                shutil.rmtree(bundle)
+                img.unlink()
+            out = work / "convert.erofs"
+            results.setdefault(CONVERT, []).append(
+                timed(CONVERT, [[str(tool), "convert", str(blob), layer["mediaType"], str(out)]], stdout=null))
+            out.unlink()
+            for name, d in daemons:
+                sock = str(d.socket_path)
+                c = proc_cpu(d.pid)
+                t = time.perf_counter()
+                res = rpc(sock, "image.load", {"path": str(layout)})
+                dt = time.perf_counter() - t
+                CPU.setdefault(name, []).append(proc_cpu(d.pid) - c)
+                if "error" in res:
+                    raise SystemExit(f"image.load failed: {res['error']}")
+                results.setdefault(name, []).append(dt)
+                ref = res["result"][0]["reference"]
+                rpc(sock, "image.remove", {"reference": ref})
+                rpc(sock, "image.prune", {})
+        for name, d in daemons:
+            hwm[name] = vm_hwm_kib(d.pid)
+        for rec in recorders:
+            rec.send_signal(2)
+            rec.wait(timeout=120)
+        recorders = []
 
         med = {k: statistics.median(v) for k, v in results.items()}
         cpu = {k: statistics.median(v) for k, v in CPU.items()}
@@ -219,20 +262,33 @@ def main() -> int:
         for k, v in med.items():
             print(f"  {k:28s} wall {v:7.3f}  cpu {cpu.get(k, float('nan')):7.3f}   "
                   f"wall runs: {' '.join(f'{x:.3f}' for x in results[k])}")
-        floor = med["libdeflate-gunzip -c"]
-        pipeline = med["umoci unpack + mkfs.erofs"]
-        for name in ("erofs-tool convert", "image.load (end to end)"):
-            if name in med:
-                print(f"  {name}: {med[name] / floor:.2f}x libdeflate-gunzip (target <= 1.5x), "
-                      f"{pipeline / med[name]:.2f}x faster than unpack + mkfs.erofs (target >= 2x)")
-                if "igzip -dc" in med:
-                    print(f"  {name}: {med[name] / med['igzip -dc']:.2f}x igzip -dc (wall), "
-                          f"{cpu[name] / cpu['igzip -dc']:.2f}x (CPU)")
-        if hwm is not None:
-            print(f"  msb-imaged peak RSS (VmHWM): {hwm / 1024:.1f} MiB (target < 64 MiB)")
+        for name in (CONVERT, LOAD, BASELINE_LOAD):
+            if name not in med:
+                continue
+            target = f" (target <= {LOAD_TARGET_VS_IGZIP}x)" if name != CONVERT else ""
+            print(f"  {name}: {med[name] / med[IGZIP]:.2f}x {IGZIP} in wall time{target}, "
+                  f"{cpu[name] / cpu[IGZIP]:.2f}x in CPU; "
+                  f"{med[name] / med['libdeflate-gunzip -c']:.2f}x libdeflate-gunzip")
+            # Other work on the machine comes and goes between runs: the
+            # ratio within each run is steadier than the ratio of medians.
+            per_run = [x / y for x, y in zip(results[name], results[IGZIP])]
+            print(f"  {name}: median of the runs' own ratios {statistics.median(per_run):.2f}x {IGZIP} "
+                  f"({' '.join(f'{x:.2f}' for x in per_run)})")
+            if PIPELINE in med:
+                print(f"  {name}: {med[PIPELINE] / med[name]:.2f}x faster than unpack + mkfs.erofs (target >= 2x)")
+        if LOAD in med and BASELINE_LOAD in med:
+            print(f"  {LOAD}: {med[BASELINE_LOAD] / med[LOAD]:.2f}x faster than the baseline build in wall time, "
+                  f"{cpu[BASELINE_LOAD] / cpu[LOAD]:.2f}x in CPU")
+        for name, kib in hwm.items():
+            print(f"  msb-imaged peak RSS (VmHWM), {name}: {kib / 1024:.1f} MiB (target <= {RSS_TARGET_MIB} MiB)")
         print(f"  machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end "
               "(wall times are only comparable on an otherwise idle machine)")
     finally:
+        for rec in recorders:
+            rec.send_signal(2)
+            rec.wait(timeout=120)
+        for _, d in daemons:
+            d.close()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     return 0

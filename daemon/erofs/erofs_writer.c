@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <fcntl.h>
 #include <malloc.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
@@ -36,7 +37,7 @@ int erofs_writer_new(int fd, size_t n_devices, ErofsWriter **ret) {
         w->xattrs = HASHTAB_INIT(SharedXattr);
         w->xattr_key = hashtab_random_key();
         w->head_blocks = head_blocks_for(n_devices);
-        w->pos = w->buf_off = (uint64_t) w->head_blocks * EROFS_BLKSZ;
+        w->pos = w->buf_off = w->writeback_from = (uint64_t) w->head_blocks * EROFS_BLKSZ;
         w->buf = malloc(WRITER_BUFFER_BYTES);
         w->chunk_map = malloc(EROFS_WRITER_FILE_CHUNKS_MAX * sizeof(*w->chunk_map));
         if (!w->buf || !w->chunk_map)
@@ -73,6 +74,23 @@ ErofsTree *erofs_writer_tree(ErofsWriter *w) {
         return w->tree;
 }
 
+/* The data area is written up to end: once WRITER_WRITEBACK_BYTES more of
+ * it are, starts their writeback. Only SYNC_FILE_RANGE_WRITE, never one of
+ * its WAIT flags: it neither waits for the disk nor consumes a writeback
+ * error, which the fsync that makes the image durable still reports. A
+ * refusal (an fd that is no regular file: a pipe, a test's memfd) only
+ * ends the hints, since durability is not the writer's business. */
+static void writer_written(ErofsWriter *w, uint64_t end) {
+        /* Whole blocks only: a partial one is written to again next. */
+        end &= ~(uint64_t) (EROFS_BLKSZ - 1);
+        if (w->writeback_off || end < w->writeback_from || end - w->writeback_from < WRITER_WRITEBACK_BYTES)
+                return;
+        if (sync_file_range(w->fd, (off_t) w->writeback_from, (off_t) (end - w->writeback_from),
+                            SYNC_FILE_RANGE_WRITE) < 0)
+                w->writeback_off = true;
+        w->writeback_from = end;
+}
+
 int writer_flush(ErofsWriter *w) {
         int r;
 
@@ -83,6 +101,7 @@ int writer_flush(ErofsWriter *w) {
                 return r;
         w->buf_off += w->buf_len;
         w->buf_len = 0;
+        writer_written(w, w->buf_off);
         return 0;
 }
 
@@ -102,6 +121,7 @@ int writer_data_append(ErofsWriter *w, const void *buf, size_t len) {
                         return r;
                 w->pos += len;
                 w->buf_off = w->pos;
+                writer_written(w, w->pos);
                 return 0;
         }
         while (len > 0) {

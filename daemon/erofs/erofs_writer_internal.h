@@ -13,6 +13,12 @@
 
 /* File data is gathered into writes of this size. */
 #define WRITER_BUFFER_BYTES (1024 * 1024)
+/* Each time this much more of the data area is written, the kernel is told
+ * to start writing it back (sync_file_range(SYNC_FILE_RANGE_WRITE)): whoever
+ * makes the image durable (the store fsyncs every layer before publishing
+ * it) then waits only for the tail, not for the whole image, which would
+ * otherwise all be dirty in the page cache at the fsync. */
+#define WRITER_WRITEBACK_BYTES (8 * 1024 * 1024)
 
 /* An xattr entry found on at least this many inodes is stored once, in the
  * shared xattr area, and referenced by id (erofs.rst "Extended attributes"). */
@@ -63,6 +69,8 @@ struct ErofsWriter {
         uint8_t *buf;
         size_t buf_len;
         uint64_t buf_off;        /* file offset of buf[0] */
+        uint64_t writeback_from; /* data before this offset was handed to writeback */
+        bool writeback_off;      /* the fd refused sync_file_range(): no more hints */
 
         /* The regular file being written (erofs_writer_file_*). */
         bool in_file;
