@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "jsontext.h"
 
-void json_text_reserve(JsonText *t, size_t more) {
+void json_text_grow(JsonText *t, size_t more) {
         if (t->oom || t->len + more + 1 <= t->allocated)
                 return;
         size_t want = t->allocated ? t->allocated : 4096;
@@ -14,19 +14,6 @@ void json_text_reserve(JsonText *t, size_t more) {
         }
         t->data = d;
         t->allocated = want;
-}
-
-void json_text_append(JsonText *t, const char *s, size_t n) {
-        json_text_reserve(t, n);
-        if (t->oom)
-                return;
-        memcpy(t->data + t->len, s, n);
-        t->len += n;
-        t->data[t->len] = '\0';
-}
-
-void json_text_raw(JsonText *t, const char *s) {
-        json_text_append(t, s, strlen(s));
 }
 
 void json_text_string(JsonText *t, const char *s) {
@@ -86,9 +73,12 @@ void json_text_int(JsonText *t, int64_t v) {
 }
 
 char *json_text_steal(JsonText *t) {
+        json_text_reserve(t, 0);
         char *d = t->oom ? NULL : t->data;
         if (t->oom)
                 free(t->data);
+        else
+                d[t->len] = '\0';
         *t = (JsonText) {};
         return d;
 }
