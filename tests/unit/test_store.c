@@ -23,6 +23,7 @@
 
 #include "digest.h"
 #include "oci.h"
+#include "store-internal.h"
 #include "store.h"
 #include "testdir.h"
 
@@ -785,6 +786,16 @@ START_TEST(test_list_newest_first) {
         json_auto_t *b = get(s, "b:1", &err);
         ck_assert_int_gt(json_integer_value(json_object_get(b, "last_used_at")),
                          json_integer_value(json_object_get(b, "created_at")));
+        /* The touch commits without an fsync, and leaves every later commit
+         * of the writer durable again (synchronous=FULL is 2). */
+        {
+                _cleanup_tx_ StoreTx tx = {};
+                sqlite3_stmt *st;
+                ck_assert_int_eq(store_tx_begin(s, STORE_TX_READ, &tx, &err), 0);
+                ck_assert_int_eq(store_query_prepare(&tx.q, "PRAGMA synchronous", &st), 0);
+                ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+                ck_assert_int_eq(sqlite3_column_int(st, 0), 2);
+        }
 
         /* A re-tag that points a reference at another manifest keeps its place too. */
         usleep(5000);
