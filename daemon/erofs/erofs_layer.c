@@ -409,7 +409,8 @@ int erofs_layer_convert_with_limits(int blob_fd, const char *media_type,
                 return msb_error_set(err, -EOPNOTSUPP, PROTO_ERROR_INVALID_IMAGE,
                                      "unsupported digest algorithm in diff_id %s", expected_diff_id);
 
-        r = layer_reader_new(blob_fd, media_type, expected_blob_size, &rlimits, &reader, err);
+        r = layer_reader_new(blob_fd, media_type, expected_blob_size, expected_blob_digest != NULL, &rlimits, &reader,
+                             err);
         if (r < 0)
                 return r;
         r = erofs_writer_new(out_fd, 0, &writer);

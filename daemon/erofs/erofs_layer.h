@@ -47,7 +47,9 @@ ErofsLayerLimits erofs_layer_limits_default(void);
  *
  * expected_blob_digest (may be NULL) and expected_blob_size (UINT64_MAX =
  * unknown) are checked on the compressed bytes in the same single pass:
- * mismatch -> PROTO_ERROR_DIGEST_MISMATCH with data "expected"/"actual". If
+ * mismatch -> PROTO_ERROR_DIGEST_MISMATCH with data "expected"/"actual".
+ * Without an expected_blob_digest a compressed blob is not hashed at all
+ * (a caller that verified the bytes itself). If
  * expected_diff_id is non-NULL the uncompressed stream's sha256 must equal
  * it, else the same error. Bad entries -> PROTO_ERROR_LAYER_REJECTED with
  * data "entry"; limits -> PROTO_ERROR_LIMIT_EXCEEDED with data "limit" and

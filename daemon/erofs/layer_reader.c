@@ -31,6 +31,12 @@ struct LayerReader {
         LayerReaderLimits limits;
 
         EVP_MD_CTX *blob_md;
+        /* Whether blob_md is kept: always for a plain tar (the blob digest is
+         * its diff_id); for a compressed blob only when the caller wants its
+         * digest, not when it verified the bytes itself (a pull, as they
+         * arrived): then a sha256 of the whole blob less, on the thread
+         * that also inflates. */
+        bool hash_blob;
         EVP_MD_CTX *tar_md;
         uint64_t blob_bytes;
         uint64_t tar_bytes;
@@ -222,7 +228,7 @@ static ssize_t read_blob_into(LayerReader *r, uint8_t *dst, size_t cap) {
                 r->fd_eof = true;
                 return 0;
         }
-        if (EVP_DigestUpdate(r->blob_md, dst, (size_t) n) != 1)
+        if (r->hash_blob && EVP_DigestUpdate(r->blob_md, dst, (size_t) n) != 1)
                 return reader_fail(r, -EIO, PROTO_ERROR_INTERNAL_ERROR, "sha256 failed");
         r->blob_bytes += (uint64_t) n;
         if (r->expected_blob_size != UINT64_MAX && r->blob_bytes > r->expected_blob_size) {
@@ -588,7 +594,7 @@ static int open_outer(LayerReader *r, MsbError *err) {
         return 0;
 }
 
-int layer_reader_new(int blob_fd, const char *media_type, uint64_t expected_blob_size,
+int layer_reader_new(int blob_fd, const char *media_type, uint64_t expected_blob_size, bool want_blob_digest,
                      const LayerReaderLimits *limits, LayerReader **ret, MsbError *err) {
         _cleanup_(layer_reader_freep) LayerReader *r = NULL;
         LayerCompression declared, actual;
@@ -605,6 +611,7 @@ int layer_reader_new(int blob_fd, const char *media_type, uint64_t expected_blob
                 return -ENOMEM;
         r->fd = blob_fd;
         r->expected_blob_size = expected_blob_size;
+        r->hash_blob = true; /* until the first bytes tell the compression */
         r->limits = *limits;
         r->blob_md = EVP_MD_CTX_new();
         r->tar_md = EVP_MD_CTX_new();
@@ -631,6 +638,7 @@ int layer_reader_new(int blob_fd, const char *media_type, uint64_t expected_blob
                                      "media type %s declares %s, but the blob is %s", media_type,
                                      compression_name(declared), compression_name(actual));
         r->compression = actual;
+        r->hash_blob = want_blob_digest || actual == LAYER_COMPRESSION_NONE;
         *ret = TAKE_PTR(r);
         return 0;
 }
@@ -868,7 +876,9 @@ int layer_reader_finish(LayerReader *r, char ret_blob_digest[static 72], uint64_
                 msb_error_add_data(err, "actual", json_integer((json_int_t) r->blob_bytes));
                 return -EBADMSG;
         }
-        if (digest_hex(r->blob_md, ret_blob_digest) < 0)
+        if (!r->hash_blob)
+                ret_blob_digest[0] = '\0';
+        else if (digest_hex(r->blob_md, ret_blob_digest) < 0)
                 return msb_error_set(err, -EIO, PROTO_ERROR_INTERNAL_ERROR, "sha256 failed");
         if (r->compression == LAYER_COMPRESSION_NONE)
                 memcpy(ret_diff_id, ret_blob_digest, 72);
@@ -883,6 +893,8 @@ int layer_reader_blob_digest(LayerReader *r, char ret_blob_digest[static 72]) {
         const void *buf;
         ssize_t n;
 
+        if (!r->hash_blob)
+                return -ENODATA;
         producer_stop(r);
         r->pending = false;
         do

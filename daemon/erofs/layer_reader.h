@@ -65,8 +65,11 @@ typedef struct LayerEntry {
 
 typedef struct LayerReader LayerReader;
 
-/* blob_fd positioned at 0; expected_blob_size UINT64_MAX = unknown. */
-int layer_reader_new(int blob_fd, const char *media_type, uint64_t expected_blob_size,
+/* blob_fd positioned at 0; expected_blob_size UINT64_MAX = unknown.
+ * Without want_blob_digest a compressed blob is not hashed (the caller
+ * verified its bytes) and layer_reader_finish() reports its digest as "";
+ * a plain tar's is always computed, being its diff_id. */
+int layer_reader_new(int blob_fd, const char *media_type, uint64_t expected_blob_size, bool want_blob_digest,
                      const LayerReaderLimits *limits, LayerReader **ret, MsbError *err);
 LayerReader *layer_reader_free(LayerReader *r);
 DEFINE_TRIVIAL_CLEANUP_FUNC(LayerReader *, layer_reader_free);

@@ -253,7 +253,7 @@ bool ingest_layer_cached(Ingest *in, size_t i) {
         return true;
 }
 
-static int convert_into_store(Ingest *in, size_t i, int blob_fd, MsbError *err) {
+static int convert_into_store(Ingest *in, size_t i, int blob_fd, IngestBlobCheck check, MsbError *err) {
         const IngestLayer *l = &in->layers[i];
         _cleanup_free_ char *tmp = NULL, *final = NULL;
         _cleanup_close_ int fd = -EBADF;
@@ -274,8 +274,9 @@ static int convert_into_store(Ingest *in, size_t i, int blob_fd, MsbError *err) 
                 r = msb_error_from_errno(err, negative_errno(), "cannot read the layer blob");
                 goto fail;
         }
-        r = erofs_layer_convert_with_limits(blob_fd, l->media_type, l->blob_digest, l->size, l->diff_id, &limits, fd,
-                                            &info, err);
+        r = erofs_layer_convert_with_limits(blob_fd, l->media_type,
+                                            check == INGEST_BLOB_VERIFIED ? NULL : l->blob_digest, l->size,
+                                            l->diff_id, &limits, fd, &info, err);
         if (r < 0) {
                 char what[64];
                 snprintf(what, sizeof(what), "layer %zu (%s)", i, l->blob_digest);
@@ -301,7 +302,7 @@ fail:
         return r;
 }
 
-int ingest_convert_layer(Ingest *in, size_t i, int blob_fd, MsbError *err) {
+int ingest_convert_layer(Ingest *in, size_t i, int blob_fd, IngestBlobCheck check, MsbError *err) {
         const IngestLayer *l;
         int r;
 
@@ -320,7 +321,7 @@ int ingest_convert_layer(Ingest *in, size_t i, int blob_fd, MsbError *err) {
         if (ingest_layer_cached(in, i))
                 r = 0;
         else {
-                r = convert_into_store(in, i, blob_fd, err);
+                r = convert_into_store(in, i, blob_fd, check, err);
                 if (r >= 0)
                         in->layer_ready[i] = true;
         }

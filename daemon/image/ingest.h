@@ -54,13 +54,20 @@ const IngestLayer *ingest_layer(const Ingest *in, size_t i);
 /* True when layer i is already converted in the store (and now leased). */
 bool ingest_layer_cached(Ingest *in, size_t i);
 
+/* Who has checked a layer blob's digest before its conversion reads it. */
+typedef enum IngestBlobCheck {
+        INGEST_BLOB_UNCHECKED, /* the conversion hashes the blob and compares (a load) */
+        INGEST_BLOB_VERIFIED,  /* the caller did, on the same bytes (a pull, as they arrived; a
+                                * stream it feeds ends short unless they matched) */
+} IngestBlobCheck;
+
 /*
  * Converts layer i from blob_fd (positioned anywhere; read from offset 0),
- * checking the blob's digest and size and the diff_id as bytes pass. When
- * another ingest converts the same diff_id at the same time, waits for it
- * and reuses its result.
+ * checking the blob's size and the diff_id as bytes pass, and the blob's
+ * digest unless INGEST_BLOB_VERIFIED. When another ingest converts the same
+ * diff_id at the same time, waits for it and reuses its result.
  */
-int ingest_convert_layer(Ingest *in, size_t i, int blob_fd, MsbError *err);
+int ingest_convert_layer(Ingest *in, size_t i, int blob_fd, IngestBlobCheck check, MsbError *err);
 
 /* Writes the manifest and config blobs, fsmeta and the VMDK, and commits
  * the image under the canonical references. On failure what it published

@@ -77,7 +77,7 @@ static int load_layers(LoadSource *src, Ingest *in, MsbError *err) {
                         load_emit(src, layer_event("layer-cached", i, l));
                         continue;
                 }
-                r = ingest_convert_layer(in, i, fd, err);
+                r = ingest_convert_layer(in, i, fd, INGEST_BLOB_UNCHECKED, err);
                 if (r < 0)
                         return r;
                 json_t *e = layer_event("layer-converted", i, l);

@@ -65,7 +65,10 @@ static void work_convert(PullWork *w) {
                 w->r = msb_error_from_errno(&w->err, negative_errno(), "cannot open a downloaded layer");
                 return;
         }
-        w->r = ingest_convert_layer(op->ingest, w->layer, fd, &w->err);
+        /* The download hashed these bytes as they arrived and kept them
+         * only when they matched; a stream it feeds ends short otherwise,
+         * which the size check catches (pull_stream.c). */
+        w->r = ingest_convert_layer(op->ingest, w->layer, fd, INGEST_BLOB_VERIFIED, &w->err);
         if (w->r >= 0)
                 (void) store_layer_lookup(w->manager->store, ingest_layer(op->ingest, w->layer)->diff_id,
                                           &w->size);

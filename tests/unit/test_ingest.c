@@ -150,7 +150,7 @@ static int blob_fd(const TestDir *t, const Layer *l) {
 static void convert(const TestDir *t, Ingest *in, size_t i, const Layer *l) {
         _cleanup_close_ int fd = blob_fd(t, l);
         MsbError err = {};
-        int r = ingest_convert_layer(in, i, fd, &err);
+        int r = ingest_convert_layer(in, i, fd, INGEST_BLOB_UNCHECKED, &err);
         ck_assert_msg(r == 0, "layer %zu: %d %s", i, r, err.message);
 }
 
@@ -342,9 +342,9 @@ END_TEST
 START_TEST(test_ingest_layer_verified) {
         _cleanup_test_dir_ TestDir t;
         _cleanup_(store_freep) Store *s = NULL;
-        _cleanup_(layer_done) Layer l = {}, other = {};
-        _cleanup_(image_done) Image wrong_diff = {}, wrong_blob = {};
-        _cleanup_(ingest_freep) Ingest *in = NULL, *in2 = NULL;
+        _cleanup_(layer_done) Layer l = {}, other = {}, plain = {};
+        _cleanup_(image_done) Image wrong_diff = {}, wrong_blob = {}, wrong_plain = {}, right_plain = {};
+        _cleanup_(ingest_freep) Ingest *in = NULL, *in2 = NULL, *in3 = NULL, *in4 = NULL;
         MsbError err = {};
         int fd;
 
@@ -358,10 +358,34 @@ START_TEST(test_ingest_layer_verified) {
         make_image(&l, 1, ids, 1, NULL, &wrong_diff);
         ck_assert_int_eq(new_ingest(s, &wrong_diff, &in, &err), 0);
         fd = blob_fd(&t, &l);
-        ck_assert_int_lt(ingest_convert_layer(in, 0, fd, &err), 0);
+        ck_assert_int_lt(ingest_convert_layer(in, 0, fd, INGEST_BLOB_UNCHECKED, &err), 0);
         close(fd);
         ck_assert_int_eq(err.kind, PROTO_ERROR_DIGEST_MISMATCH);
         msb_error_clear(&err);
+        /* A blob its caller verified (a pull) is not hashed again, but its
+         * diff_id is still checked: compressed, and a plain tar, whose blob
+         * digest is its diff_id. */
+        fd = blob_fd(&t, &l);
+        ck_assert_int_lt(ingest_convert_layer(in, 0, fd, INGEST_BLOB_VERIFIED, &err), 0);
+        close(fd);
+        ck_assert_int_eq(err.kind, PROTO_ERROR_DIGEST_MISMATCH);
+        msb_error_clear(&err);
+        make_layer("a plain tar layer\n", false, &plain);
+        make_image(&plain, 1, ids, 1, NULL, &wrong_plain);
+        ck_assert_int_eq(new_ingest(s, &wrong_plain, &in3, &err), 0);
+        fd = blob_fd(&t, &plain);
+        ck_assert_int_lt(ingest_convert_layer(in3, 0, fd, INGEST_BLOB_VERIFIED, &err), 0);
+        close(fd);
+        ck_assert_int_eq(err.kind, PROTO_ERROR_DIGEST_MISMATCH);
+        msb_error_clear(&err);
+        make_image(&plain, 1, NULL, 0, NULL, &right_plain);
+        ck_assert_int_eq(new_ingest(s, &right_plain, &in4, &err), 0);
+        fd = blob_fd(&t, &plain);
+        ck_assert_int_eq(ingest_convert_layer(in4, 0, fd, INGEST_BLOB_VERIFIED, &err), 0);
+        close(fd);
+        ck_assert_uint_eq(test_store_count(s, "layers/sha256"), 1);
+        ingest_abort(in4);
+        ck_assert_uint_eq(test_store_count(s, "layers/sha256"), 0);
         /* Nothing of it stays: no layer image, no temp file. */
         ck_assert_uint_eq(test_store_count(s, "layers/sha256"), 0);
         ck_assert_uint_eq(test_store_count(s, "tmp"), 0);
@@ -375,7 +399,7 @@ START_TEST(test_ingest_layer_verified) {
         make_image(&swapped, 1, NULL, 0, NULL, &wrong_blob);
         ck_assert_int_eq(new_ingest(s, &wrong_blob, &in2, &err), 0);
         fd = blob_fd(&t, &l);
-        ck_assert_int_lt(ingest_convert_layer(in2, 0, fd, &err), 0);
+        ck_assert_int_lt(ingest_convert_layer(in2, 0, fd, INGEST_BLOB_UNCHECKED, &err), 0);
         close(fd);
         ck_assert_int_eq(err.kind, PROTO_ERROR_DIGEST_MISMATCH);
         msb_error_clear(&err);
@@ -384,7 +408,7 @@ START_TEST(test_ingest_layer_verified) {
 
         /* A layer index past the end is refused. */
         fd = blob_fd(&t, &l);
-        ck_assert_int_lt(ingest_convert_layer(in2, 1, fd, &err), 0);
+        ck_assert_int_lt(ingest_convert_layer(in2, 1, fd, INGEST_BLOB_UNCHECKED, &err), 0);
         close(fd);
         msb_error_clear(&err);
 }
