@@ -343,16 +343,27 @@ int store_image_touch(Store *s, const char *canonical_reference, json_t **ret_ha
 
 /* ---- queries ---- */
 
+/* The ImageHandle members STORE_HANDLE_COLUMNS selects, in its order: the
+ * first HANDLE_STRING_COLUMNS strings, the others integers. Both the
+ * handle as a tree and image.list's text are written from it. */
+static const char *const handle_columns[] = {
+        "reference", "manifest_digest", "architecture", "os",
+        "layer_count", "size_bytes", "created_at", "last_used_at",
+};
+#define HANDLE_STRING_COLUMNS 4
+
 json_t *store_handle_from_row(sqlite3_stmt *st) {
-        return json_pack("{s:o, s:o, s:o, s:o, s:I, s:o, s:o, s:o}",
-                         "reference", store_column_string_or_null(st, 0),
-                         "manifest_digest", store_column_string_or_null(st, 1),
-                         "architecture", store_column_string_or_null(st, 2),
-                         "os", store_column_string_or_null(st, 3),
-                         "layer_count", (json_int_t) sqlite3_column_int64(st, 4),
-                         "size_bytes", store_column_int_or_null(st, 5),
-                         "created_at", store_column_int_or_null(st, 6),
-                         "last_used_at", store_column_int_or_null(st, 7));
+        json_t *o = json_object();
+
+        for (int c = 0; o && c < (int) ELEMENTSOF(handle_columns); c++) {
+                json_t *v = c < HANDLE_STRING_COLUMNS ? store_column_string_or_null(st, c)
+                                                      : store_column_int_or_null(st, c);
+                if (json_object_set_new(o, handle_columns[c], v) < 0) {
+                        json_decref(o);
+                        return NULL;
+                }
+        }
+        return o;
 }
 
 /*
@@ -541,25 +552,8 @@ int store_reader_image_get(StoreReader *rd, const ImageSpec *spec, json_t **ret,
 
 /* The list as JSON text, written without a jansson tree: for 10,000
  * references several times faster. The fields and their order are
- * store_handle_from_row()'s: STORE_HANDLE_COLUMNS, the first four strings,
- * the others integers. */
+ * store_handle_from_row()'s (handle_columns). */
 #define IMAGE_LIST_SQL "SELECT " STORE_HANDLE_COLUMNS "ORDER BY r.created_at DESC, r.rowid DESC"
-#define IMAGE_LIST_STRING_COLUMNS 4
-
-/* Each column's name, and what comes before its value in object form. */
-static const struct {
-        const char *name;
-        const char *object_prefix;
-} image_list_columns[] = {
-        { "reference", "{\"reference\":" },
-        { "manifest_digest", ",\"manifest_digest\":" },
-        { "architecture", ",\"architecture\":" },
-        { "os", ",\"os\":" },
-        { "layer_count", ",\"layer_count\":" },
-        { "size_bytes", ",\"size_bytes\":" },
-        { "created_at", ",\"created_at\":" },
-        { "last_used_at", ",\"last_used_at\":" },
-};
 
 static int image_list_text(StoreQuery *q, sqlite3_stmt *st, StoreListForm form, size_t size_hint, char **ret,
                            size_t *ret_len, MsbError *err) {
@@ -572,9 +566,9 @@ static int image_list_text(StoreQuery *q, sqlite3_stmt *st, StoreListForm form, 
         json_text_reserve(&t, size_hint);
         if (form == STORE_LIST_ROWS) {
                 json_text_raw(&t, "{\"columns\":[");
-                for (size_t c = 0; c < ELEMENTSOF(image_list_columns); c++) {
+                for (size_t c = 0; c < ELEMENTSOF(handle_columns); c++) {
                         json_text_raw(&t, c ? "," : "");
-                        json_text_string(&t, image_list_columns[c].name);
+                        json_text_string(&t, handle_columns[c]);
                 }
                 json_text_raw(&t, "],\"rows\":[");
         } else
@@ -583,12 +577,16 @@ static int image_list_text(StoreQuery *q, sqlite3_stmt *st, StoreListForm form, 
                 json_text_reserve(&t, 512);
                 json_text_raw(&t, first ? "" : ",");
                 first = false;
-                for (int c = 0; c < (int) ELEMENTSOF(image_list_columns); c++) {
+                for (int c = 0; c < (int) ELEMENTSOF(handle_columns); c++) {
                         if (form == STORE_LIST_ROWS)
                                 json_text_raw(&t, c ? "," : "[");
-                        else
-                                json_text_raw(&t, image_list_columns[c].object_prefix);
-                        if (c < IMAGE_LIST_STRING_COLUMNS)
+                        else {
+                                /* The names need no escaping. */
+                                json_text_raw(&t, c ? ",\"" : "{\"");
+                                json_text_raw(&t, handle_columns[c]);
+                                json_text_raw(&t, "\":");
+                        }
+                        if (c < HANDLE_STRING_COLUMNS)
                                 json_text_string(&t, (const char *) sqlite3_column_text(st, c));
                         else if (sqlite3_column_type(st, c) == SQLITE_NULL)
                                 json_text_raw(&t, "null");
