@@ -13,7 +13,6 @@ and a reader task per connection dispatches the lines.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import socket as socketlib
@@ -223,7 +222,7 @@ class _Connection:
 
     def _dispatch(self, line: bytes) -> None:
         try:
-            with _gc_paused() if len(line) >= GC_PAUSE_MIN_BYTES else contextlib.nullcontext():
+            with _gc_paused(len(line) >= GC_PAUSE_MIN_BYTES):
                 message = json.loads(line)
         except ValueError:
             raise ProtocolError(self.path, f"not JSON: {line[:200]!r}") from None

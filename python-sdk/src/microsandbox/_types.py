@@ -154,7 +154,7 @@ GC_PAUSE_MIN_BYTES = 256 * 1024
 
 
 @contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
+def _gc_paused(pause: bool) -> Iterator[None]:
     """Pauses the cyclic garbage collector for a bulk decode.
 
     Decoding a 10,000-image list creates some 30,000 containers; each 700
@@ -163,9 +163,9 @@ def _gc_paused() -> Iterator[None]:
     much they cost more than the decoding (bench/list: 35-90 ms with the
     collector, 27-44 ms without, for the same 10,000 rows). None of these
     objects can be part of a cycle. A collector the program disabled stays
-    disabled.
+    disabled. With pause false (a small decode), nothing changes.
     """
-    if not gc.isenabled():
+    if not pause or not gc.isenabled():
         yield
         return
     gc.disable()
@@ -193,7 +193,7 @@ def _image_handles_from_rows(result: dict[str, Any], socket: str | None = None) 
     if columns != _HANDLE_COLUMNS:
         positions = [columns.index(name) for name in _HANDLE_COLUMNS]
         rows = [[row[i] for i in positions] for row in rows]
-    with _gc_paused() if len(rows) >= GC_PAUSE_MIN_ITEMS else contextlib.nullcontext():
+    with _gc_paused(len(rows) >= GC_PAUSE_MIN_ITEMS):
         return _handles_from_rows(rows, socket)
 
 
@@ -203,6 +203,8 @@ def _handles_from_rows(rows: list[Any], socket: str | None) -> list[ImageHandle]
             _image_handle_plain(dict(zip(_HANDLE_COLUMNS, row, strict=True)), socket)
             for row in rows
         ]
+    # _image_handle_fast()'s stores, inlined in the loop rather than called
+    # per row: a Python call costs about what the stores do.
     handles: list[ImageHandle] = []
     append, new, cls = handles.append, _ImageHandleSlots.__new__, ImageHandle
     for reference, manifest_digest, architecture, os, layer_count, size_bytes, created_at, last_used_at in rows:
