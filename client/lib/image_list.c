@@ -97,8 +97,24 @@ static Nesting nest(ListReader *r) {
         return NEST_READ;
 }
 
+/* Where field f of the item being read is kept. */
+static void *item_field(ListReader *r, const ImageField *f) {
+        return (char *) &r->item + f->offset;
+}
+
+/* A new item: every member absent, which for a nullable integer means
+ * MSB_NULL_INT (json_get_int_nullable()'s reading of an absent member). */
+static void item_begin(ListReader *r) {
+        r->item = (MsbImage) {};
+        for (size_t i = 0; i < IMAGE_FIELDS; i++)
+                if (image_fields[i].kind == IMAGE_FIELD_INT_NULLABLE)
+                        *(int64_t *) item_field(r, &image_fields[i]) = MSB_NULL_INT;
+        r->field = -1;
+        r->fields_seen = 0;
+}
+
 static int set_string(ListReader *r, const ImageField *f, const unsigned char *s, size_t len) {
-        char **p = (char **) ((char *) &r->item + f->offset);
+        char **p = item_field(r, f);
         char *copy = strndup((const char *) s, len);
 
         if (!copy)
@@ -137,7 +153,7 @@ static bool number_parse(const char *s, size_t len, Number *ret) {
 /* A number as an image_fields integer, as json_get_int() and
  * json_get_int_nullable() read it from jansson's tree. */
 static int set_number(ListReader *r, const ImageField *f, const Number *n) {
-        int64_t *p = (int64_t *) ((char *) &r->item + f->offset);
+        int64_t *p = item_field(r, f);
 
         if (n->is_integer) {
                 *p = n->integer;
@@ -182,13 +198,13 @@ static int scalar(ListReader *r, bool is_null, const char *number, size_t number
                 r->fields_seen |= 1u << r->field;
                 if (is_null) {
                         if (f->kind == IMAGE_FIELD_STRING_NULLABLE) {
-                                char **p = (char **) ((char *) &r->item + f->offset);
+                                char **p = item_field(r, f);
                                 free(*p);
                                 *p = NULL;
                                 return 1;
                         }
                         if (f->kind == IMAGE_FIELD_INT_NULLABLE) {
-                                *(int64_t *) ((char *) &r->item + f->offset) = MSB_NULL_INT;
+                                *(int64_t *) item_field(r, f) = MSB_NULL_INT;
                                 return 1;
                         }
                         return decline(r);
@@ -261,9 +277,7 @@ static int on_start_map(void *ctx) {
                 return 1;
         case 2:
                 r->depth = 3;
-                r->field = -1;
-                r->fields_seen = 0;
-                r->item = (MsbImage) { .size_bytes = MSB_NULL_INT, .created_at = MSB_NULL_INT, .last_used_at = MSB_NULL_INT };
+                item_begin(r);
                 r->item_start = reader_offset(r) - 1;
                 return 1;
         default:
