@@ -119,15 +119,21 @@ json_t *store_column_int_or_null(sqlite3_stmt *st, int col);
 typedef enum StoreTxMode {
         STORE_TX_READ,  /* the writer's view, no transaction: reads that must see every commit */
         STORE_TX_WRITE, /* BEGIN IMMEDIATE: one writer at a time, committed or rolled back */
+        /* STORE_TX_WRITE whose commit does not fsync the WAL (synchronous
+         * NORMAL until store_tx_end() sets FULL again): for a change a power
+         * cut may lose harmlessly (a use time). The WAL keeps the index
+         * consistent either way, and the next FULL commit makes it durable. */
+        STORE_TX_WRITE_UNSYNCED,
 } StoreTxMode;
 
 typedef struct StoreTx {
         StoreQuery q;
         pthread_mutex_t *lock; /* held while non-NULL */
         bool open;             /* a BEGIN not yet committed */
+        bool unsynced;         /* STORE_TX_WRITE_UNSYNCED: synchronous is NORMAL until store_tx_end() */
 } StoreTx;
 
-/* Takes the writer lock (waiting for it) and, for STORE_TX_WRITE, begins a
+/* Takes the writer lock (waiting for it) and, for the write modes, begins a
  * transaction. On failure nothing is held. */
 int store_tx_begin(Store *s, StoreTxMode mode, StoreTx *tx, MsbError *err);
 int store_tx_commit(StoreTx *tx, MsbError *err);

@@ -105,7 +105,16 @@ int store_tx_begin(Store *s, StoreTxMode mode, StoreTx *tx, MsbError *err) {
 
         pthread_mutex_lock(&s->write_lock);
         *tx = (StoreTx) { .q.db = s->db, .lock = &s->write_lock };
-        if (mode == STORE_TX_WRITE) {
+        if (mode == STORE_TX_WRITE_UNSYNCED) {
+                tx->unsynced = true;
+                r = store_query_exec(&tx->q, "PRAGMA synchronous=NORMAL");
+                if (r < 0) {
+                        store_query_error(&tx->q, SQLITE_ERROR, err, "cannot begin a transaction");
+                        store_tx_end(tx);
+                        return r;
+                }
+        }
+        if (mode != STORE_TX_READ) {
                 r = store_query_exec(&tx->q, "BEGIN IMMEDIATE");
                 if (r < 0) {
                         store_query_error(&tx->q, SQLITE_ERROR, err, "cannot begin a transaction");
@@ -140,6 +149,13 @@ void store_tx_end(StoreTx *tx) {
         if (tx->open && !sqlite3_get_autocommit(tx->q.db))
                 (void) store_query_exec(&tx->q, "ROLLBACK");
         tx->open = false;
+        /* Every other transaction's commit is durable again. Setting the
+         * flag outside a transaction touches neither disk nor memory, so it
+         * does not fail; if it did, every later commit would silently skip
+         * its fsync: stop, and let the next start repair, rather than that. */
+        if (tx->unsynced && store_query_exec(&tx->q, "PRAGMA synchronous=FULL") < 0)
+                abort();
+        tx->unsynced = false;
         store_query_finalize(&tx->q);
         pthread_mutex_unlock(TAKE_PTR(tx->lock));
 }

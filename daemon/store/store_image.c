@@ -297,7 +297,9 @@ int store_image_touch(Store *s, const char *canonical_reference, json_t **ret_ha
         r = reference_parse(canonical_reference, &ref, NULL);
         if (r < 0)
                 return r;
-        r = store_tx_begin(s, STORE_TX_READ, &tx, NULL);
+        /* A use time a power cut loses is harmless, and the WAL's fsync was
+         * most of a cached pull (0.5-1 ms). */
+        r = store_tx_begin(s, STORE_TX_WRITE_UNSYNCED, &tx, NULL);
         if (r < 0)
                 return r;
         /* The row the pull's lookup found: a digest reference is cached
@@ -312,24 +314,16 @@ int store_image_touch(Store *s, const char *canonical_reference, json_t **ret_ha
                         return r;
                 sqlite3_bind_text(st, 1, l.row, -1, SQLITE_STATIC);
                 sqlite3_bind_int64(st, 2, now);
-                /* Committed without an fsync of the WAL (synchronous=NORMAL
-                 * for this one statement; every other commit stays FULL and
-                 * makes it durable with its own): a use time lost to a power
-                 * cut is harmless, the WAL keeps the index consistent either
-                 * way, and the fsync was most of a cached pull (0.5-1 ms). */
-                r = store_query_exec(&tx.q, "PRAGMA synchronous=NORMAL");
-                if (r < 0)
-                        return r;
                 r = store_sqlite_to_errno(sqlite3_step(st));
-                int k = store_query_exec(&tx.q, "PRAGMA synchronous=FULL");
                 if (r < 0)
                         return r;
-                if (k < 0)
-                        return k;
                 /* The handle came from that row before the update. */
                 if (json_object_set_new(l.handle, "last_used_at", json_integer(now)) < 0)
                         return -ENOMEM;
         }
+        r = store_tx_commit(&tx, NULL);
+        if (r < 0)
+                return r;
         store_emit(s, &(StoreEvent) {
                               .type = STORE_EVENT_IMAGE_PULLED,
                               .reference = ref->canonical,
