@@ -115,20 +115,25 @@ int fd_set_blocking(int fd) {
 
 /*
  * ThreadSanitizer does not intercept raw syscall(2), so it never sees the
- * descriptor openat2 makes: it still takes the number for whatever an
- * earlier, closed descriptor of that number was (a socket of the loop's,
- * say) and reports closing it as a race with the loop. Under TSan the
- * descriptor is handed over as a dup it watched being made.
+ * descriptor openat2 makes, nor libuv's closes (also raw syscalls): it still
+ * holds the number's last accesses from whatever earlier descriptor had it
+ * (a socket of the loop's, say) and reports closing ours as a race with the
+ * loop. A dup (fcntl F_DUPFD) is not enough: TSan records a dup as a read
+ * of the old state. Under TSan the file is opened again through
+ * /proc/self/fd, an open(2) it intercepts as the birth of a descriptor.
  */
-static int fd_seen_by_sanitizers(int fd) {
+static int fd_seen_by_sanitizers(int fd, int flags) {
 #if defined(__SANITIZE_THREAD__)
-        int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        char path[sizeof("/proc/self/fd/") + 12];
+        snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+        int copy = open(path, (OPEN_UNTRUSTED_FLAGS | flags) & ~O_NOFOLLOW);
         int saved = errno;
 
         (void) syscall(SYS_close, fd);
         errno = saved;
         return copy < 0 ? -saved : copy;
 #else
+        (void) flags;
         return fd;
 #endif
 }
@@ -146,7 +151,7 @@ int open_beneath(int dir_fd, const char *path, int flags, int *ret_fd) {
         for (unsigned i = 0; !__atomic_load_n(&openat2_missing, __ATOMIC_RELAXED); i++) {
                 long fd = syscall(SYS_openat2, dir_fd, path, &how, sizeof(how));
                 if (fd >= 0) {
-                        *ret_fd = fd_seen_by_sanitizers((int) fd);
+                        *ret_fd = fd_seen_by_sanitizers((int) fd, flags);
                         return *ret_fd < 0 ? *ret_fd : 0;
                 }
                 if (errno == ENOSYS) {
