@@ -1,11 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <inttypes.h>
-#include <archive.h>
-#include <archive_entry.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <sys/stat.h>
 
+#include "archive_lib.h"
 #include "erofs-config.h"
 #include "erofs_fs.h"
 #include "layer_reader.h"
@@ -252,7 +251,7 @@ static la_ssize_t outer_read_cb(struct archive *a, void *userdata, const void **
         ssize_t n = read_blob(r, ret_buf);
 
         if (n < 0) {
-                archive_set_error(a, EIO, "layer blob read failed");
+                sym_archive_set_error(a, EIO, "layer blob read failed");
                 return -1;
         }
         return n;
@@ -392,7 +391,7 @@ static ssize_t produce(LayerReader *r, uint8_t *buf, size_t cap) {
 #endif
 
         while (len < cap && !r->outer_eof) {
-                la_ssize_t n = archive_read_data(r->outer, buf + len, cap - len);
+                la_ssize_t n = sym_archive_read_data(r->outer, buf + len, cap - len);
                 if (n == 0) {
                         ssize_t k = drain_blob(r);
                         if (k < 0)
@@ -402,7 +401,7 @@ static ssize_t produce(LayerReader *r, uint8_t *buf, size_t cap) {
                 if (n < 0) {
                         if (r->cb_error < 0)
                                 return r->cb_error;
-                        return corrupt(r, archive_error_string(r->outer) ?: "unknown error");
+                        return corrupt(r, sym_archive_error_string(r->outer) ?: "unknown error");
                 }
                 len += (size_t) n;
         }
@@ -536,7 +535,7 @@ static la_ssize_t inner_read_cb(struct archive *a, void *userdata, const void **
         ssize_t n = read_tar(r, ret_buf);
 
         if (n < 0) {
-                archive_set_error(a, EIO, "layer stream failed");
+                sym_archive_set_error(a, EIO, "layer stream failed");
                 return -1;
         }
         return n;
@@ -566,19 +565,19 @@ static int open_outer(LayerReader *r, MsbError *err) {
         struct archive_entry *ae;
         int k;
 
-        r->outer = archive_read_new();
+        r->outer = sym_archive_read_new();
         if (!r->outer)
                 return -ENOMEM;
         if (r->compression == LAYER_COMPRESSION_GZIP)
-                k = archive_read_support_filter_gzip(r->outer);
+                k = sym_archive_read_support_filter_gzip(r->outer);
         else
-                k = archive_read_support_filter_zstd(r->outer);
-        if (k != ARCHIVE_OK || archive_read_support_format_raw(r->outer) != ARCHIVE_OK)
+                k = sym_archive_read_support_filter_zstd(r->outer);
+        if (k != ARCHIVE_OK || sym_archive_read_support_format_raw(r->outer) != ARCHIVE_OK)
                 return msb_error_set(err, -EOPNOTSUPP, PROTO_ERROR_INTERNAL_ERROR,
                                      "libarchive lacks %s support", compression_name(r->compression));
-        k = archive_read_open(r->outer, r, NULL, outer_read_cb, NULL);
+        k = sym_archive_read_open(r->outer, r, NULL, outer_read_cb, NULL);
         if (k == ARCHIVE_OK)
-                k = archive_read_next_header(r->outer, &ae);
+                k = sym_archive_read_next_header(r->outer, &ae);
         if (k == ARCHIVE_EOF) {
                 /* An empty stream: an empty tar. */
                 r->outer_eof = true;
@@ -589,7 +588,7 @@ static int open_outer(LayerReader *r, MsbError *err) {
                         return take_cb_error(r, err);
                 return msb_error_set(err, -EBADMSG, PROTO_ERROR_LAYER_REJECTED, "%s stream: %s",
                                      compression_name(r->compression),
-                                     archive_error_string(r->outer) ?: "unreadable");
+                                     sym_archive_error_string(r->outer) ?: "unreadable");
         }
         return 0;
 }
@@ -601,10 +600,14 @@ int layer_reader_new(int blob_fd, const char *media_type, uint64_t expected_blob
         const void *first;
         bool any;
         ssize_t n;
+        int k;
 
         if (layer_media_type_compression(media_type, &declared, &any) < 0)
                 return msb_error_set(err, -EOPNOTSUPP, PROTO_ERROR_UNSUPPORTED_MEDIA_TYPE,
                                      "unsupported layer media type %s", media_type);
+        k = archive_lib_load(err);
+        if (k < 0)
+                return k;
 
         r = calloc(1, sizeof(*r));
         if (!r)
@@ -686,18 +689,18 @@ static int reader_open(LayerReader *r, MsbError *err) {
         k = producer_start(r);
         if (k < 0)
                 return msb_error_set(err, k, PROTO_ERROR_INTERNAL_ERROR, "cannot start the decompression thread");
-        r->inner = archive_read_new();
+        r->inner = sym_archive_read_new();
         if (!r->inner)
                 return -ENOMEM;
-        if (archive_read_support_format_tar(r->inner) != ARCHIVE_OK ||
-            archive_read_support_format_empty(r->inner) != ARCHIVE_OK)
+        if (sym_archive_read_support_format_tar(r->inner) != ARCHIVE_OK ||
+            sym_archive_read_support_format_empty(r->inner) != ARCHIVE_OK)
                 return msb_error_set(err, -EOPNOTSUPP, PROTO_ERROR_INTERNAL_ERROR, "libarchive lacks tar support");
-        k = archive_read_open(r->inner, r, NULL, inner_read_cb, NULL);
+        k = sym_archive_read_open(r->inner, r, NULL, inner_read_cb, NULL);
         if (k != ARCHIVE_OK) {
                 if (reader_error(r) < 0)
                         return take_cb_error(r, err);
                 return msb_error_set(err, -EBADMSG, PROTO_ERROR_LAYER_REJECTED, "layer is not a tar archive: %s",
-                                     archive_error_string(r->inner) ?: "unreadable");
+                                     sym_archive_error_string(r->inner) ?: "unreadable");
         }
         return 0;
 }
@@ -707,9 +710,9 @@ LayerReader *layer_reader_free(LayerReader *r) {
                 return NULL;
         producer_stop(r);
         if (r->inner)
-                archive_read_free(r->inner);
+                sym_archive_read_free(r->inner);
         if (r->outer)
-                archive_read_free(r->outer);
+                sym_archive_read_free(r->outer);
 #if HAVE_ISAL
         free(r->isal);
 #endif
@@ -750,7 +753,7 @@ int layer_reader_next(LayerReader *r, LayerEntry *ret, MsbError *err) {
                 if (k < 0)
                         return k;
         }
-        k = archive_read_next_header(r->inner, &ae);
+        k = sym_archive_read_next_header(r->inner, &ae);
         if (k == ARCHIVE_EOF)
                 return 0;
         if (k != ARCHIVE_OK && k != ARCHIVE_WARN) {
@@ -758,11 +761,11 @@ int layer_reader_next(LayerReader *r, LayerEntry *ret, MsbError *err) {
                         return take_cb_error(r, err);
                 return msb_error_set(err, -EBADMSG, PROTO_ERROR_LAYER_REJECTED,
                                      "tar stream is corrupt near byte %" PRIu64 ": %s", r->tar_bytes,
-                                     archive_error_string(r->inner) ?: "unreadable header");
+                                     sym_archive_error_string(r->inner) ?: "unreadable header");
         }
         r->entry = ae;
 
-        raw = archive_entry_pathname(ae);
+        raw = sym_archive_entry_pathname(ae);
         if (!raw || !*raw)
                 return entry_reject(err, -EBADMSG, raw ?: "", "has no path");
 
@@ -784,25 +787,25 @@ int layer_reader_next(LayerReader *r, LayerEntry *ret, MsbError *err) {
                 return k;
         ret->path = r->path;
 
-        ret->mode = (uint32_t) archive_entry_mode(ae);
-        id = archive_entry_uid(ae);
+        ret->mode = (uint32_t) sym_archive_entry_mode(ae);
+        id = sym_archive_entry_uid(ae);
         if (id < 0 || id > UINT32_MAX)
                 return entry_reject(err, -ERANGE, raw, "has a uid out of range");
         ret->uid = (uint32_t) id;
-        id = archive_entry_gid(ae);
+        id = sym_archive_entry_gid(ae);
         if (id < 0 || id > UINT32_MAX)
                 return entry_reject(err, -ERANGE, raw, "has a gid out of range");
         ret->gid = (uint32_t) id;
-        ret->mtime = archive_entry_mtime(ae);
-        ret->mtime_nsec = archive_entry_mtime_is_set(ae) ? (uint32_t) archive_entry_mtime_nsec(ae) : 0;
+        ret->mtime = sym_archive_entry_mtime(ae);
+        ret->mtime_nsec = sym_archive_entry_mtime_is_set(ae) ? (uint32_t) sym_archive_entry_mtime_nsec(ae) : 0;
         if (ret->mtime_nsec >= 1000000000U)
                 ret->mtime_nsec = 0;
-        ret->size = archive_entry_size(ae) > 0 ? (uint64_t) archive_entry_size(ae) : 0;
-        ret->rdev_major = (uint32_t) archive_entry_rdevmajor(ae);
-        ret->rdev_minor = (uint32_t) archive_entry_rdevminor(ae);
-        ret->symlink = archive_entry_symlink(ae);
-        ret->hardlink = archive_entry_hardlink(ae);
-        archive_entry_xattr_reset(ae);
+        ret->size = sym_archive_entry_size(ae) > 0 ? (uint64_t) sym_archive_entry_size(ae) : 0;
+        ret->rdev_major = (uint32_t) sym_archive_entry_rdevmajor(ae);
+        ret->rdev_minor = (uint32_t) sym_archive_entry_rdevminor(ae);
+        ret->symlink = sym_archive_entry_symlink(ae);
+        ret->hardlink = sym_archive_entry_hardlink(ae);
+        sym_archive_entry_xattr_reset(ae);
         return 1;
 }
 
@@ -810,23 +813,23 @@ int layer_reader_data(LayerReader *r, const void **ret_buf, size_t *ret_len, uin
         la_int64_t off;
         int k;
 
-        k = archive_read_data_block(r->inner, ret_buf, ret_len, &off);
+        k = sym_archive_read_data_block(r->inner, ret_buf, ret_len, &off);
         if (k == ARCHIVE_EOF)
                 return 0;
         if (k != ARCHIVE_OK && k != ARCHIVE_WARN) {
                 if (reader_error(r) < 0)
                         return take_cb_error(r, err);
-                return entry_reject(err, -EBADMSG, archive_entry_pathname(r->entry) ?: "",
-                                    archive_error_string(r->inner) ?: "data is truncated");
+                return entry_reject(err, -EBADMSG, sym_archive_entry_pathname(r->entry) ?: "",
+                                    sym_archive_error_string(r->inner) ?: "data is truncated");
         }
         if (off < 0)
-                return entry_reject(err, -EBADMSG, archive_entry_pathname(r->entry) ?: "", "has a negative data offset");
+                return entry_reject(err, -EBADMSG, sym_archive_entry_pathname(r->entry) ?: "", "has a negative data offset");
         *ret_offset = (uint64_t) off;
         return 1;
 }
 
 int layer_reader_xattr_next(LayerReader *r, const char **ret_name, const void **ret_value, size_t *ret_len) {
-        if (archive_entry_xattr_next(r->entry, ret_name, ret_value, ret_len) != ARCHIVE_OK)
+        if (sym_archive_entry_xattr_next(r->entry, ret_name, ret_value, ret_len) != ARCHIVE_OK)
                 return 0;
         return 1;
 }

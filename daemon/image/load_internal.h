@@ -9,8 +9,7 @@
  * converts and commits them.
  */
 
-#include <archive.h>
-#include <archive_entry.h>
+#include "archive_lib.h"
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/stat.h>

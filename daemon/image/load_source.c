@@ -230,7 +230,7 @@ static la_ssize_t archive_input_read(struct archive *a, void *userdata, const vo
         for (;;) {
                 int r = in->pipe ? archive_input_wait(in) : 0;
                 if (r < 0) {
-                        archive_set_error(a, -r, "%s",
+                        sym_archive_set_error(a, -r, "%s",
                                           r == -ETIMEDOUT ? "the pipe brought no data for too long"
                                           : r == -ECANCELED ? "the daemon is shutting down"
                                                             : strerror(-r));
@@ -240,7 +240,7 @@ static la_ssize_t archive_input_read(struct archive *a, void *userdata, const vo
                 if (n < 0 && (errno == EINTR || errno == EAGAIN))
                         continue;
                 if (n < 0) {
-                        archive_set_error(a, errno, "cannot read the archive: %s", strerror(errno));
+                        sym_archive_set_error(a, errno, "cannot read the archive: %s", strerror(errno));
                         return -1;
                 }
                 in->read_bytes += (uint64_t) n;
@@ -253,11 +253,11 @@ static la_ssize_t archive_input_read(struct archive *a, void *userdata, const vo
 /* A read libarchive gave up on: the daemon shutting down (as
  * archive_input_read() said), else what the archive broke with. */
 static int archive_read_failed(struct archive *a, const char *path, const char *what, MsbError *err) {
-        if (archive_errno(a) == ECANCELED)
+        if (sym_archive_errno(a) == ECANCELED)
                 return msb_error_set(err, -ECANCELED, PROTO_ERROR_SHUTTING_DOWN,
                                      "the daemon is shutting down; the load was abandoned");
         return msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE, "%s: %s: %s", path, what,
-                             archive_error_string(a) ?: "broken data");
+                             sym_archive_error_string(a) ?: "broken data");
 }
 
 /* Counts bytes more to stage for this load; limit-exceeded past
@@ -283,7 +283,7 @@ static int unpack_member_data(struct archive *a, int fd, uint64_t declared, cons
                 const void *block;
                 size_t size;
                 la_int64_t offset;
-                int ar = archive_read_data_block(a, &block, &size, &offset);
+                int ar = sym_archive_read_data_block(a, &block, &size, &offset);
                 if (ar == ARCHIVE_EOF)
                         break;
                 if (ar < ARCHIVE_WARN)
@@ -305,7 +305,7 @@ static int unpack_member_data(struct archive *a, int fd, uint64_t declared, cons
 static int unpack_member(LoadSource *src, struct archive *a, struct archive_entry *e, const char *name,
                          const char *path, MsbError *err) {
         _cleanup_free_ char *dest = NULL;
-        uint64_t declared = archive_entry_size_is_set(e) ? (uint64_t) archive_entry_size(e) : 0;
+        uint64_t declared = sym_archive_entry_size_is_set(e) ? (uint64_t) sym_archive_entry_size(e) : 0;
         int r;
 
         if (declared > LOAD_ARCHIVE_MEMBER_MAX_BYTES)
@@ -337,34 +337,39 @@ static int unpack_member(LoadSource *src, struct archive *a, struct archive_entr
  * directory; links, devices and paths escaping it are skipped. path names
  * the archive in errors. */
 static int unpack_archive(LoadSource *src, int fd, bool pipe, const char *path, MsbError *err) {
-        _cleanup_free_ ArchiveInput *in = calloc(1, sizeof(ArchiveInput));
-        struct archive *a = archive_read_new();
+        _cleanup_free_ ArchiveInput *in = NULL;
+        struct archive *a;
         struct archive_entry *e;
         struct stat st;
         size_t members = 0;
-        int r = 0;
+        int r;
 
+        r = archive_lib_load(err);
+        if (r < 0)
+                return r;
+        in = calloc(1, sizeof(ArchiveInput));
+        a = sym_archive_read_new();
         if (!a || !in) {
-                archive_read_free(a);
+                sym_archive_read_free(a);
                 return -ENOMEM;
         }
         *in = (ArchiveInput) { .src = src, .fd = fd, .pipe = pipe, .total_bytes = UINT64_MAX };
         if (!pipe && fstat(fd, &st) == 0)
                 in->total_bytes = (uint64_t) st.st_size;
-        archive_read_support_filter_all(a);
-        archive_read_support_format_tar(a);
-        archive_read_support_format_gnutar(a);
+        sym_archive_read_support_filter_all(a);
+        sym_archive_read_support_format_tar(a);
+        sym_archive_read_support_format_gnutar(a);
 
         r = load_make_work_dir(src, err);
         if (r < 0)
                 goto out;
 
-        if (archive_read_open(a, in, NULL, archive_input_read, NULL) != ARCHIVE_OK) {
+        if (sym_archive_read_open(a, in, NULL, archive_input_read, NULL) != ARCHIVE_OK) {
                 r = archive_read_failed(a, path, "not a readable archive", err);
                 goto out;
         }
         for (;;) {
-                int ar = archive_read_next_header(a, &e);
+                int ar = sym_archive_read_next_header(a, &e);
                 if (ar == ARCHIVE_EOF)
                         break;
                 if (ar < ARCHIVE_WARN) {
@@ -376,8 +381,8 @@ static int unpack_archive(LoadSource *src, int fd, bool pipe, const char *path, 
                                             path, LOAD_ARCHIVE_MEMBERS_MAX);
                         goto out;
                 }
-                const char *name = archive_entry_pathname(e);
-                if (archive_entry_filetype(e) != AE_IFREG || !name)
+                const char *name = sym_archive_entry_pathname(e);
+                if (sym_archive_entry_filetype(e) != AE_IFREG || !name)
                         continue;
                 while (name[0] == '.' && name[1] == '/')
                         name += 2;
@@ -391,7 +396,7 @@ static int unpack_archive(LoadSource *src, int fd, bool pipe, const char *path, 
         src->root_fd = open(src->unpacked, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         r = src->root_fd >= 0 ? 0 : msb_error_from_errno(err, negative_errno(), "cannot read the unpacked archive");
 out:
-        archive_read_free(a);
+        sym_archive_read_free(a);
         return r;
 }
 /* The archive the client passed: a regular file or a pipe (FIFO), opened

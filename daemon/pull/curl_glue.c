@@ -82,7 +82,7 @@ static void glue_check_done(CurlGlue *g) {
         CURLMsg *msg;
         int left;
 
-        while ((msg = curl_multi_info_read(g->multi, &left))) {
+        while ((msg = sym_curl_multi_info_read(g->multi, &left))) {
                 CurlGlueTransfer *t = NULL;
                 CURL *easy;
                 CURLcode result;
@@ -92,18 +92,18 @@ static void glue_check_done(CurlGlue *g) {
 
                 easy = msg->easy_handle;
                 result = msg->data.result;
-                if (curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &t) != CURLE_OK || !t)
+                if (sym_curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &t) != CURLE_OK || !t)
                         continue;
 
                 /* msg points into curl's memory and is invalid after this. */
-                curl_multi_remove_handle(g->multi, easy);
+                sym_curl_multi_remove_handle(g->multi, easy);
                 LIST_UNLINK(g->transfers, t);
                 g->n_transfers--;
 
                 CurlGlueDoneFn done = t->done;
                 void *userdata = t->userdata;
                 free(t);
-                curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
+                sym_curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
                 done(g, easy, result, userdata);
         }
 }
@@ -123,7 +123,7 @@ static void glue_poll_cb(uv_poll_t *h, int status, int events) {
         }
 
         /* p may be closed by the socket callback inside this call. */
-        curl_multi_socket_action(g->multi, p->fd, flags, &running);
+        sym_curl_multi_socket_action(g->multi, p->fd, flags, &running);
         glue_check_done(g);
 }
 
@@ -131,7 +131,7 @@ static void glue_timer_cb(uv_timer_t *h) {
         CurlGlue *g = h->data;
         int running;
 
-        curl_multi_socket_action(g->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        sym_curl_multi_socket_action(g->multi, CURL_SOCKET_TIMEOUT, 0, &running);
         glue_check_done(g);
 }
 
@@ -143,7 +143,7 @@ static int glue_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, vo
 
         if (what == CURL_POLL_REMOVE) {
                 if (p) {
-                        curl_multi_assign(g->multi, s, NULL);
+                        sym_curl_multi_assign(g->multi, s, NULL);
                         glue_poll_close(p);
                 }
                 return 0;
@@ -162,7 +162,7 @@ static int glue_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, vo
                 p->poll.data = p;
                 g->n_open_handles++;
                 LIST_PREPEND(g->polls, p);
-                curl_multi_assign(g->multi, s, p);
+                sym_curl_multi_assign(g->multi, s, p);
         }
 
         if (what & CURL_POLL_IN)
@@ -196,7 +196,7 @@ int curl_glue_new(uv_loop_t *loop, CurlGlue **ret) {
                 return -ENOMEM;
         g->loop = loop;
 
-        g->multi = curl_multi_init();
+        g->multi = sym_curl_multi_init();
         if (!g->multi) {
                 free(g);
                 return -ENOMEM;
@@ -204,17 +204,17 @@ int curl_glue_new(uv_loop_t *loop, CurlGlue **ret) {
 
         r = uv_timer_init(loop, &g->timer);
         if (r < 0) {
-                curl_multi_cleanup(g->multi);
+                sym_curl_multi_cleanup(g->multi);
                 free(g);
                 return r;
         }
         g->timer.data = g;
         g->n_open_handles = 1;
 
-        if (curl_multi_setopt(g->multi, CURLMOPT_SOCKETFUNCTION, glue_socket_cb) != CURLM_OK ||
-            curl_multi_setopt(g->multi, CURLMOPT_SOCKETDATA, g) != CURLM_OK ||
-            curl_multi_setopt(g->multi, CURLMOPT_TIMERFUNCTION, glue_timer_function) != CURLM_OK ||
-            curl_multi_setopt(g->multi, CURLMOPT_TIMERDATA, g) != CURLM_OK) {
+        if (sym_curl_multi_setopt(g->multi, CURLMOPT_SOCKETFUNCTION, glue_socket_cb) != CURLM_OK ||
+            sym_curl_multi_setopt(g->multi, CURLMOPT_SOCKETDATA, g) != CURLM_OK ||
+            sym_curl_multi_setopt(g->multi, CURLMOPT_TIMERFUNCTION, glue_timer_function) != CURLM_OK ||
+            sym_curl_multi_setopt(g->multi, CURLMOPT_TIMERDATA, g) != CURLM_OK) {
                 curl_glue_free(g);
                 return -EIO;
         }
@@ -230,8 +230,8 @@ CurlGlue *curl_glue_free(CurlGlue *g) {
         while (g->transfers) {
                 CurlGlueTransfer *t = g->transfers;
 
-                curl_multi_remove_handle(g->multi, t->easy);
-                curl_easy_setopt(t->easy, CURLOPT_PRIVATE, NULL);
+                sym_curl_multi_remove_handle(g->multi, t->easy);
+                sym_curl_easy_setopt(t->easy, CURLOPT_PRIVATE, NULL);
                 LIST_UNLINK(g->transfers, t);
                 free(t);
         }
@@ -239,7 +239,7 @@ CurlGlue *curl_glue_free(CurlGlue *g) {
 
         /* The cleanup may still call the socket callback for sockets of
          * cached connections; the glue is alive until the handles close. */
-        curl_multi_cleanup(g->multi);
+        sym_curl_multi_cleanup(g->multi);
         g->multi = NULL;
 
         while (g->polls)
@@ -266,12 +266,12 @@ int curl_glue_add(CurlGlue *g, CURL *easy, CurlGlueDoneFn done, void *userdata) 
                 .userdata = userdata,
         };
 
-        if (curl_easy_setopt(easy, CURLOPT_PRIVATE, t) != CURLE_OK) {
+        if (sym_curl_easy_setopt(easy, CURLOPT_PRIVATE, t) != CURLE_OK) {
                 free(t);
                 return -EIO;
         }
-        if (curl_multi_add_handle(g->multi, easy) != CURLM_OK) {
-                curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
+        if (sym_curl_multi_add_handle(g->multi, easy) != CURLM_OK) {
+                sym_curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
                 free(t);
                 return -EIO;
         }
@@ -285,11 +285,11 @@ void curl_glue_remove(CurlGlue *g, CURL *easy) {
 
         if (!g || !easy || g->freeing)
                 return;
-        if (curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &t) != CURLE_OK || !t)
+        if (sym_curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &t) != CURLE_OK || !t)
                 return;
 
-        curl_multi_remove_handle(g->multi, easy);
-        curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
+        sym_curl_multi_remove_handle(g->multi, easy);
+        sym_curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
         LIST_UNLINK(g->transfers, t);
         g->n_transfers--;
         free(t);
@@ -300,7 +300,7 @@ size_t curl_glue_n_running(const CurlGlue *g) {
 }
 
 int curl_glue_set_max_host_connections(CurlGlue *g, long n) {
-        if (curl_multi_setopt(g->multi, CURLMOPT_MAX_HOST_CONNECTIONS, n) != CURLM_OK)
+        if (sym_curl_multi_setopt(g->multi, CURLMOPT_MAX_HOST_CONNECTIONS, n) != CURLM_OK)
                 return -EINVAL;
         return 0;
 }

@@ -18,7 +18,7 @@
  * is not closed).
  */
 
-#include <curl/curl.h>
+#include "curl_lib.h"
 #include <uv.h>
 
 #include "util.h"

@@ -288,7 +288,7 @@ char *registry_fetch_describe(const RegistryFetch *f) {
                 return NULL;
         snprintf(status, sizeof(status), "HTTP %ld", f->last_status);
         if (asprintf(&s, "GET %s: %s, %u retr%s", f->last_url,
-                     f->last_result != CURLE_OK ? curl_easy_strerror(f->last_result) : status, f->endpoint_retries,
+                     f->last_result != CURLE_OK ? sym_curl_easy_strerror(f->last_result) : status, f->endpoint_retries,
                      f->endpoint_retries == 1 ? "y" : "ies") < 0)
                 return NULL;
         return s;

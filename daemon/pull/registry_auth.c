@@ -79,12 +79,12 @@ static int token_store(Registry *r, const RegistryEndpoint *e, const char *repos
 }
 
 static char *url_escape(const char *s) {
-        char *e = curl_easy_escape(NULL, s, 0), *copy;
+        char *e = sym_curl_easy_escape(NULL, s, 0), *copy;
 
         if (!e)
                 return NULL;
         copy = strdup(e);
-        curl_free(e);
+        sym_curl_free(e);
         return copy;
 }
 
@@ -120,9 +120,9 @@ void registry_fetch_token(RegistryFetch *f) {
                 return registry_fetch_fail_internal(f, r, "token");
         f->buf_size = 0;
         if (hc && hc->username) {
-                curl_easy_setopt(f->easy, CURLOPT_HTTPAUTH, (long) CURLAUTH_BASIC);
-                curl_easy_setopt(f->easy, CURLOPT_USERNAME, hc->username);
-                curl_easy_setopt(f->easy, CURLOPT_PASSWORD, hc->password);
+                sym_curl_easy_setopt(f->easy, CURLOPT_HTTPAUTH, (long) CURLAUTH_BASIC);
+                sym_curl_easy_setopt(f->easy, CURLOPT_USERNAME, hc->username);
+                sym_curl_easy_setopt(f->easy, CURLOPT_PASSWORD, hc->password);
         }
         r = registry_fetch_transfer_go(f);
         if (r < 0)
@@ -172,7 +172,7 @@ void registry_fetch_token_done(RegistryFetch *f, CURLcode result) {
         }
         if (result != CURLE_OK) {
                 msb_error_set(&f->err, -EHOSTUNREACH, PROTO_ERROR_NETWORK_ERROR,
-                              "cannot reach the token server of %s: %s", e->key, curl_easy_strerror(result));
+                              "cannot reach the token server of %s: %s", e->key, sym_curl_easy_strerror(result));
                 return registry_fetch_endpoint_failed(f, -EHOSTUNREACH);
         }
         if (f->status == 401 || f->status == 403)

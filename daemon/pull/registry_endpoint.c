@@ -140,7 +140,7 @@ void registry_fetch_ping_done(RegistryFetch *f, CURLcode result) {
                 }
                 if (result != CURLE_OK) {
                         msb_error_set(&f->err, -EHOSTUNREACH, PROTO_ERROR_NETWORK_ERROR,
-                                      "cannot reach registry %s: %s", e->key, curl_easy_strerror(result));
+                                      "cannot reach registry %s: %s", e->key, sym_curl_easy_strerror(result));
                         return registry_fetch_endpoint_failed(f, -EHOSTUNREACH);
                 }
                 msb_error_set(&f->err, -EPROTO, PROTO_ERROR_REGISTRY_ERROR,
@@ -157,7 +157,7 @@ void registry_fetch_ping_done(RegistryFetch *f, CURLcode result) {
 
         {
                 const char *url = NULL;
-                curl_easy_getinfo(f->easy, CURLINFO_EFFECTIVE_URL, &url);
+                sym_curl_easy_getinfo(f->easy, CURLINFO_EFFECTIVE_URL, &url);
                 /* Keep the scheme we reached it with, not a redirect target. */
                 if (asprintf(&base, "%s://%s", startswith(url ? url : "", "http://") ? "http" : "https",
                              e->net_host) < 0)

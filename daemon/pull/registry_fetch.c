@@ -60,19 +60,19 @@ static int fetch_request_headers(RegistryFetch *f, const RegistryToken *t) {
         if (r < 0)
                 return r;
         if (auth) {
-                f->headers = curl_slist_append(f->headers, auth);
+                f->headers = sym_curl_slist_append(f->headers, auth);
                 explicit_bzero(auth, strlen(auth));
         }
 
         if (f->kind == REGISTRY_FETCH_MANIFEST) {
                 f->buf_size = 0;
-                f->headers = curl_slist_append(f->headers, "Accept: " REGISTRY_MANIFEST_ACCEPT);
+                f->headers = sym_curl_slist_append(f->headers, "Accept: " REGISTRY_MANIFEST_ACCEPT);
         } else {
                 f->range_start = f->offset;
                 if (f->offset > 0) {
                         if (asprintf(&range, "Range: bytes=%llu-", (unsigned long long) f->offset) < 0)
                                 return -ENOMEM;
-                        f->headers = curl_slist_append(f->headers, range);
+                        f->headers = sym_curl_slist_append(f->headers, range);
                         f->registry->stats.resumes++;
                 }
         }
@@ -247,7 +247,7 @@ static void fetch_request_done(RegistryFetch *f, CURLcode result) {
         int r;
 
         if (!f->body_seen)
-                curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &f->status);
+                sym_curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &f->status);
 
         if (f->abort_err.set) {
                 /* Our own verdict on the content: final for this endpoint. */
@@ -258,9 +258,9 @@ static void fetch_request_done(RegistryFetch *f, CURLcode result) {
         }
         if (result != CURLE_OK) {
                 if (curl_result_is_transient(result))
-                        return fetch_retry(f, curl_easy_strerror(result));
+                        return fetch_retry(f, sym_curl_easy_strerror(result));
                 msb_error_set(&f->err, -EHOSTUNREACH, PROTO_ERROR_NETWORK_ERROR, "fetching %s %s from %s: %s",
-                              fetch_kind_name(f), fetch_object(f), e->key, curl_easy_strerror(result));
+                              fetch_kind_name(f), fetch_object(f), e->key, sym_curl_easy_strerror(result));
                 return registry_fetch_endpoint_failed(f, -EHOSTUNREACH);
         }
 
@@ -304,7 +304,7 @@ void registry_fetch_transfer_done(CurlGlue *g, CURL *easy, CURLcode result, void
 
         assert(f->easy == easy);
         if (f->status == 0 || !f->body_seen)
-                curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &f->status);
+                sym_curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &f->status);
         registry_fetch_transfer_log(f, result);
 
         switch (f->step) {

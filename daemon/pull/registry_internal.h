@@ -22,7 +22,7 @@
  * Everything here runs on the loop thread.
  */
 
-#include <curl/curl.h>
+#include "curl_lib.h"
 
 #include "curl_glue.h"
 #include "registry.h"

@@ -27,11 +27,15 @@ void registry_fetch_reset_response(RegistryFetch *f) {
 void registry_fetch_stop_transfer(RegistryFetch *f) {
         if (f->easy) {
                 curl_glue_remove(f->registry->glue, f->easy);
-                curl_easy_cleanup(f->easy);
+                sym_curl_easy_cleanup(f->easy);
                 f->easy = NULL;
         }
-        curl_slist_free_all(f->headers);
-        f->headers = NULL;
+        /* A fetch that never started a transfer has no headers, and
+         * libcurl may not be loaded at all (curl_lib.h). */
+        if (f->headers) {
+                sym_curl_slist_free_all(f->headers);
+                f->headers = NULL;
+        }
 }
 
 static char *header_value(const char *line, size_t n, const char *name) {
@@ -137,7 +141,7 @@ static bool fetch_body_begin(RegistryFetch *f) {
         int r;
 
         f->body_seen = true;
-        curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &f->status);
+        sym_curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &f->status);
 
         if (f->step != STEP_REQUEST || f->kind != REGISTRY_FETCH_BLOB)
                 return true;
@@ -231,39 +235,39 @@ static int fetch_easy_new(RegistryFetch *f, const char *url, const RegistryEndpo
         bool plain = startswith(url, "http://");
         CURL *easy;
 
-        easy = curl_easy_init();
+        easy = sym_curl_easy_init();
         if (!easy)
                 return -ENOMEM;
 
-        if (curl_easy_setopt(easy, CURLOPT_URL, url) != CURLE_OK) {
-                curl_easy_cleanup(easy);
+        if (sym_curl_easy_setopt(easy, CURLOPT_URL, url) != CURLE_OK) {
+                sym_curl_easy_cleanup(easy);
                 return -EINVAL;
         }
-        curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+        sym_curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
         /* A redirect (to blob storage) may not downgrade HTTPS to HTTP. */
-        curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, plain ? "http,https" : "https");
-        curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 1L);
-        curl_easy_setopt(easy, CURLOPT_MAXREDIRS, REGISTRY_MAX_REDIRECTS);
-        curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
-        curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) REGISTRY_CONNECT_TIMEOUT_MS);
-        curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
-        curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, REGISTRY_STALL_TIMEOUT_S);
-        curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, (long) REGISTRY_RECEIVE_BUFFER_BYTES);
-        curl_easy_setopt(easy, CURLOPT_USERAGENT, "msb-imaged/" MSB_VERSION);
-        curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, fetch_header_cb);
-        curl_easy_setopt(easy, CURLOPT_HEADERDATA, f);
-        curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, fetch_write_cb);
-        curl_easy_setopt(easy, CURLOPT_WRITEDATA, f);
+        sym_curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, plain ? "http,https" : "https");
+        sym_curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 1L);
+        sym_curl_easy_setopt(easy, CURLOPT_MAXREDIRS, REGISTRY_MAX_REDIRECTS);
+        sym_curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
+        sym_curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+        sym_curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) REGISTRY_CONNECT_TIMEOUT_MS);
+        sym_curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        sym_curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, REGISTRY_STALL_TIMEOUT_S);
+        sym_curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, (long) REGISTRY_RECEIVE_BUFFER_BYTES);
+        sym_curl_easy_setopt(easy, CURLOPT_USERAGENT, "msb-imaged/" MSB_VERSION);
+        sym_curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, fetch_header_cb);
+        sym_curl_easy_setopt(easy, CURLOPT_HEADERDATA, f);
+        sym_curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, fetch_write_cb);
+        sym_curl_easy_setopt(easy, CURLOPT_WRITEDATA, f);
         if (hc && hc->ca_file) {
                 /* The registry's CA in addition to the system's: with
                  * OpenSSL, curl loads both CAINFO and CAPATH. */
-                curl_easy_setopt(easy, CURLOPT_CAINFO, hc->ca_file);
-                curl_easy_setopt(easy, CURLOPT_CAPATH, "/etc/ssl/certs");
+                sym_curl_easy_setopt(easy, CURLOPT_CAINFO, hc->ca_file);
+                sym_curl_easy_setopt(easy, CURLOPT_CAPATH, "/etc/ssl/certs");
         }
         if (hc && hc->insecure) {
-                curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 0L);
-                curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 0L);
+                sym_curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 0L);
+                sym_curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 0L);
         }
         *ret = easy;
         return 0;
@@ -273,6 +277,11 @@ int registry_fetch_transfer_start(RegistryFetch *f, const char *url, FetchStep s
         RegistryEndpoint *e = f->endpoints[f->endpoint_idx];
         int r;
 
+        /* pull_start() loaded it already and told its caller when it could
+         * not; this is for every other way to a transfer. */
+        r = curl_lib_load(NULL);
+        if (r < 0)
+                return r;
         registry_fetch_stop_transfer(f);
         registry_fetch_reset_response(f);
         f->step = step;
@@ -284,7 +293,7 @@ int registry_fetch_transfer_start(RegistryFetch *f, const char *url, FetchStep s
 
 int registry_fetch_transfer_go(RegistryFetch *f) {
         if (f->headers)
-                curl_easy_setopt(f->easy, CURLOPT_HTTPHEADER, f->headers);
+                sym_curl_easy_setopt(f->easy, CURLOPT_HTTPHEADER, f->headers);
         f->transfer_started_ms = now_monotonic_ms();
         if (!f->registry->glue) {
                 int r = curl_glue_new(f->registry->loop, &f->registry->glue);
@@ -295,24 +304,28 @@ int registry_fetch_transfer_go(RegistryFetch *f) {
 }
 
 char *registry_url_for_log(const char *url) {
-        CURLU *u = curl_url();
+        CURLU *u;
         char *clean = NULL, *copy = NULL;
 
+        /* NULL, like any failure here: the caller logs "(no URL)". */
+        if (curl_lib_load(NULL) < 0)
+                return NULL;
+        u = sym_curl_url();
         if (!u)
                 return NULL;
         /* Credentials in the URL (a mirror written user:password@host) and
          * the query (a token request's, a presigned redirect's signature)
          * never reach the log. */
-        if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-            curl_url_set(u, CURLUPART_USER, NULL, 0) == CURLUE_OK &&
-            curl_url_set(u, CURLUPART_PASSWORD, NULL, 0) == CURLUE_OK &&
-            curl_url_set(u, CURLUPART_OPTIONS, NULL, 0) == CURLUE_OK &&
-            curl_url_set(u, CURLUPART_QUERY, NULL, 0) == CURLUE_OK &&
-            curl_url_set(u, CURLUPART_FRAGMENT, NULL, 0) == CURLUE_OK &&
-            curl_url_get(u, CURLUPART_URL, &clean, 0) == CURLUE_OK)
+        if (sym_curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+            sym_curl_url_set(u, CURLUPART_USER, NULL, 0) == CURLUE_OK &&
+            sym_curl_url_set(u, CURLUPART_PASSWORD, NULL, 0) == CURLUE_OK &&
+            sym_curl_url_set(u, CURLUPART_OPTIONS, NULL, 0) == CURLUE_OK &&
+            sym_curl_url_set(u, CURLUPART_QUERY, NULL, 0) == CURLUE_OK &&
+            sym_curl_url_set(u, CURLUPART_FRAGMENT, NULL, 0) == CURLUE_OK &&
+            sym_curl_url_get(u, CURLUPART_URL, &clean, 0) == CURLUE_OK)
                 copy = strdup(clean);
-        curl_free(clean);
-        curl_url_cleanup(u);
+        sym_curl_free(clean);
+        sym_curl_url_cleanup(u);
         return copy;
 }
 
@@ -322,8 +335,8 @@ void registry_fetch_transfer_log(RegistryFetch *f, CURLcode result) {
         uint64_t ms = now_monotonic_ms() - f->transfer_started_ms;
 
         /* The URL the transfer ended at: after a redirect, the storage's. */
-        curl_easy_getinfo(f->easy, CURLINFO_EFFECTIVE_URL, &url);
-        curl_easy_getinfo(f->easy, CURLINFO_SIZE_DOWNLOAD_T, &bytes);
+        sym_curl_easy_getinfo(f->easy, CURLINFO_EFFECTIVE_URL, &url);
+        sym_curl_easy_getinfo(f->easy, CURLINFO_SIZE_DOWNLOAD_T, &bytes);
         free(f->last_url);
         f->last_url = registry_url_for_log(url ?: "");
         f->last_status = f->status;
@@ -331,7 +344,7 @@ void registry_fetch_transfer_log(RegistryFetch *f, CURLcode result) {
 
         if (result != CURLE_OK)
                 log_debug("%s GET %s -> %s (curl error %d), %" PRId64 " bytes, %" PRIu64 " ms", f->log_tag,
-                          f->last_url ?: "(no URL)", curl_easy_strerror(result), (int) result, (int64_t) bytes, ms);
+                          f->last_url ?: "(no URL)", sym_curl_easy_strerror(result), (int) result, (int64_t) bytes, ms);
         else
                 log_debug("%s GET %s -> HTTP %ld, %" PRId64 " bytes, %" PRIu64 " ms", f->log_tag,
                           f->last_url ?: "(no URL)", f->status, (int64_t) bytes, ms);
