@@ -52,8 +52,28 @@ typedef struct DlopenLibrary {
                 .lock = PTHREAD_MUTEX_INITIALIZER,                                                          \
         }
 
-/* A DlopenSymbol for the function pointer sym_NAME of function NAME. */
-#define DLOPEN_SYMBOL(name) { #name, (void **) &sym_##name }
+/*
+ * A library's module lists its functions as an X-macro, FUNCTIONS(X) calling
+ * X(name) for each, and with it declares in its header, for each function
+ * NAME, the pointer sym_NAME (of NAME's own type, from the library's header):
+ *
+ *     FUNCTIONS(DLOPEN_SYMBOL_DECLARE)
+ *     int prefix_load(MsbError *err);
+ *
+ * and defines in its source the pointers, the DlopenLibrary and prefix_load():
+ *
+ *     DLOPEN_LIBRARY_DEFINE(prefix, "libfoo.so.1", FUNCTIONS)
+ */
+#define DLOPEN_SYMBOL_DECLARE(name) extern typeof(name) *sym_##name;
+#define DLOPEN_SYMBOL_DEFINE(name) typeof(name) *sym_##name;
+#define DLOPEN_SYMBOL_ENTRY(name) { #name, (void **) &sym_##name },
+#define DLOPEN_LIBRARY_DEFINE(prefix, so, FUNCTIONS)                                      \
+        FUNCTIONS(DLOPEN_SYMBOL_DEFINE)                                                   \
+        static const DlopenSymbol prefix##_symbols[] = { FUNCTIONS(DLOPEN_SYMBOL_ENTRY) }; \
+        static DlopenLibrary prefix##_library = DLOPEN_LIBRARY_INIT(so, prefix##_symbols); \
+        int prefix##_load(MsbError *err) {                                                \
+                return dlopen_library_load(&prefix##_library, err);                       \
+        }
 
 /*
  * Loads the library the first time (any thread), and on every call returns

@@ -12,7 +12,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 
-#include "error.h"
+#include "dlopen.h"
 
 /* Every libarchive function the daemon calls. */
 #define ARCHIVE_LIB_FUNCTIONS(X) \
@@ -49,9 +49,7 @@
         X(archive_read_support_format_tar) \
         X(archive_set_error)
 
-#define ARCHIVE_LIB_DECLARE(name) extern typeof(name) *sym_##name;
-ARCHIVE_LIB_FUNCTIONS(ARCHIVE_LIB_DECLARE)
-#undef ARCHIVE_LIB_DECLARE
+ARCHIVE_LIB_FUNCTIONS(DLOPEN_SYMBOL_DECLARE)
 
 /* Loads libarchive once for the process; see dlopen_library_load(). */
 int archive_lib_load(MsbError *err);

@@ -16,7 +16,7 @@
 
 #include <curl/curl.h>
 
-#include "error.h"
+#include "dlopen.h"
 
 /* Every libcurl function the daemon calls. */
 #define CURL_LIB_FUNCTIONS(X) \
@@ -42,9 +42,7 @@
         X(curl_url_get) \
         X(curl_url_set)
 
-#define CURL_LIB_DECLARE(name) extern typeof(name) *sym_##name;
-CURL_LIB_FUNCTIONS(CURL_LIB_DECLARE)
-#undef CURL_LIB_DECLARE
+CURL_LIB_FUNCTIONS(DLOPEN_SYMBOL_DECLARE)
 
 /* Loads libcurl once for the process; see dlopen_library_load(). */
 int curl_lib_load(MsbError *err);
