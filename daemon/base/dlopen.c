@@ -37,6 +37,24 @@ static void dlopen_library_open(DlopenLibrary *lib) {
         lib->result = 0;
 }
 
+int dlopen_library_loaded(DlopenLibrary *lib, MsbError *err) {
+        bool tried;
+        int r;
+
+        /* trylock: a load in progress holds the lock for its whole dlopen(). */
+        if (pthread_mutex_trylock(&lib->lock) != 0)
+                return 0;
+        tried = lib->tried;
+        r = lib->result;
+        pthread_mutex_unlock(&lib->lock);
+        if (!tried)
+                return 0;
+        if (r < 0)
+                return msb_error_set(err, r, PROTO_ERROR_INTERNAL_ERROR, "cannot load %s: %s", lib->soname,
+                                     lib->error);
+        return 1;
+}
+
 int dlopen_library_load(DlopenLibrary *lib, MsbError *err) {
         int r;
 

@@ -59,8 +59,10 @@ typedef struct DlopenLibrary {
  *
  *     FUNCTIONS(DLOPEN_SYMBOL_DECLARE)
  *     int prefix_load(MsbError *err);
+ *     int prefix_loaded(MsbError *err);
  *
- * and defines in its source the pointers, the DlopenLibrary and prefix_load():
+ * and defines in its source the pointers, the DlopenLibrary, prefix_load()
+ * and prefix_loaded():
  *
  *     DLOPEN_LIBRARY_DEFINE(prefix, "libfoo.so.1", FUNCTIONS)
  */
@@ -73,6 +75,9 @@ typedef struct DlopenLibrary {
         static DlopenLibrary prefix##_library = DLOPEN_LIBRARY_INIT(so, prefix##_symbols); \
         int prefix##_load(MsbError *err) {                                                \
                 return dlopen_library_load(&prefix##_library, err);                       \
+        }                                                                                 \
+        int prefix##_loaded(MsbError *err) {                                              \
+                return dlopen_library_loaded(&prefix##_library, err);                     \
         }
 
 /*
@@ -84,3 +89,9 @@ typedef struct DlopenLibrary {
  * while the daemon runs.
  */
 int dlopen_library_load(DlopenLibrary *lib, MsbError *err);
+
+/* Without waiting for a load another thread is doing: 1 when the library
+ * was loaded, 0 when that was not done yet (or is being done), or what a
+ * failed load returned, with the same error. For a thread that must not
+ * block, such as the loop, to decide whether to have a worker load it. */
+int dlopen_library_loaded(DlopenLibrary *lib, MsbError *err);

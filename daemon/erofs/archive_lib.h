@@ -53,3 +53,4 @@ ARCHIVE_LIB_FUNCTIONS(DLOPEN_SYMBOL_DECLARE)
 
 /* Loads libarchive once for the process; see dlopen_library_load(). */
 int archive_lib_load(MsbError *err);
+int archive_lib_loaded(MsbError *err);

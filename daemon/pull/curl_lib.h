@@ -5,9 +5,12 @@
  * libcurl, loaded when the first pull needs the network (base/dlopen.h says
  * why and who may call what). Only the pull module talks to curl, and only
  * through these pointers, sym_ and the function's name, after a successful
- * curl_lib_load(): pull_start() loads it before a pull's first transfer, so
- * that a client is told when it cannot be, and fetch_easy_new() (every
- * transfer's start, and where the registry's tests begin) checks again.
+ * curl_lib_load(): a pull that finds it not loaded yet has a worker load it
+ * (WORK_LOAD_CURL: the dlopen() of libcurl and its dependencies takes 10-20
+ * ms, which the loop does not wait for) before its first transfer, and
+ * fails with the load's error when it cannot be; every transfer's start
+ * (registry_fetch_transfer_start(), where the registry's tests begin)
+ * checks again.
  *
  * The calls lose curl's compile-time checks of sym_curl_easy_setopt()
  * arguments (curl/typecheck-gcc.h wraps the function's name, not a pointer):
@@ -46,3 +49,5 @@ CURL_LIB_FUNCTIONS(DLOPEN_SYMBOL_DECLARE)
 
 /* Loads libcurl once for the process; see dlopen_library_load(). */
 int curl_lib_load(MsbError *err);
+/* Without blocking: 1 loaded, 0 not yet, or the failed load's error. */
+int curl_lib_loaded(MsbError *err);

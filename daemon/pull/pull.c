@@ -4,7 +4,6 @@
  * memory of converted layers, start (policies, the cache, joining a pull
  * in flight), shutdown and free.
  */
-#include "curl_lib.h"
 #include "pull_internal.h"
 
 /* How the Docker config file looks now. */
@@ -348,10 +347,6 @@ int pull_start(PullManager *m, const Reference *ref, const char *policy, const c
                 return -ENOMEM;
         op = pull_find_op(m, key);
         if (!op) {
-                /* The first pull that goes to a registry maps libcurl. */
-                r = curl_lib_load(err);
-                if (r < 0)
-                        return r;
                 r = pull_op_new(m, ref, &key, &want, &op, err);
                 if (r < 0)
                         return r;

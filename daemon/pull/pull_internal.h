@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 
 #include "credential_helper.h"
+#include "curl_lib.h"
 #include "ingest.h"
 #include "log.h"
 #include "oci.h"
@@ -79,6 +80,7 @@ typedef struct PullLayer {
 #define PULL_TAG_MAX REGISTRY_LOG_TAG_MAX
 
 typedef enum OpStep {
+        OP_LIBRARY,   /* a worker loads libcurl (the daemon's first pull) */
         OP_CREDENTIALS, /* a Docker credential helper runs */
         OP_RESOLVING, /* manifest or index fetches */
         OP_CONFIG,    /* config fetch */
@@ -194,6 +196,7 @@ struct PullManager {
 };
 
 typedef enum PullWorkKind {
+        WORK_LOAD_CURL, /* curl_lib_load(), for the daemon's first pull */
         WORK_TOUCH,   /* a cache hit: mark the reference used */
         WORK_PREPARE, /* ingest_new and which layers are cached */
         WORK_CHECK,   /* is a layer converted by an earlier pull still there? */
@@ -274,6 +277,8 @@ void pull_op_committed(PullOp *op, PullWork *w);
  * index the op's reference names, and on from there to the config and the
  * worker that prepares the ingest. */
 int pull_op_start(PullOp *op);
+/* The worker's curl_lib_load() came back: the pull starts or fails. */
+void pull_op_library_loaded(PullOp *op, PullWork *w);
 
 /* pull_blob.c */
 

@@ -44,7 +44,17 @@ int pull_op_new(PullManager *m, const Reference *ref, char **key, OciPlatform *w
         }
         log_info("%s %s: pulling for %s/%s%s%s", op->tag, op->ref->canonical, op->want.os, op->want.architecture,
                  op->want.variant ? "/" : "", op->want.variant ?: "");
-        r = pull_op_start(op);
+        r = curl_lib_loaded(err);
+        if (r < 0) {
+                pull_op_free(op);
+                return r;
+        }
+        if (r == 0) {
+                /* The daemon's first pull: libcurl is mapped on a worker. */
+                op->step = OP_LIBRARY;
+                r = pull_work_queue(m, op, WORK_LOAD_CURL, 0, NULL, NULL, NULL);
+        } else
+                r = pull_op_start(op);
         if (r < 0) {
                 pull_op_free(op);
                 return msb_error_set(err, r, r == -EINVAL ? PROTO_ERROR_INVALID_REFERENCE : PROTO_ERROR_INTERNAL_ERROR,
@@ -52,6 +62,16 @@ int pull_op_new(PullManager *m, const Reference *ref, char **key, OciPlatform *w
         }
         *ret = op;
         return 0;
+}
+
+void pull_op_library_loaded(PullOp *op, PullWork *w) {
+        int r;
+
+        if (w->r < 0)
+                return pull_op_fail(op, w->r, &w->err);
+        r = pull_op_start(op);
+        if (r < 0)
+                pull_op_fail_errno(op, r, "manifest");
 }
 
 void pull_layer_drop(PullOp *op, size_t i) {

@@ -93,6 +93,9 @@ static void work_cb(uv_work_t *req) {
         PullWork *w = req->data;
 
         switch (w->kind) {
+        case WORK_LOAD_CURL:
+                w->r = curl_lib_load(&w->err);
+                return;
         case WORK_TOUCH:
                 return work_touch(w);
         case WORK_PREPARE:
@@ -136,6 +139,8 @@ static void work_done_for_op(PullWork *w) {
                 return pull_op_finish(op);
         }
         switch (w->kind) {
+        case WORK_LOAD_CURL:
+                return pull_op_library_loaded(op, w);
         case WORK_PREPARE:
                 return pull_op_prepared(op, w);
         case WORK_CHECK:
