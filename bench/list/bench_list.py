@@ -152,6 +152,9 @@ async def measure(size: int, sock: str, rounds: int, base: tuple[Path, str] | No
         assert len(raw_call(base_sock, "image.list", {})) == size
         clients["base ls"] = lambda: run([base_cli, "--socket", base_sock, "ls"])
         clients["base raw image.list"] = lambda: raw_list(base_sock)
+        base_touch = lambda: raw_call(  # noqa: E731
+            base_sock, "pin.add", {"kind": "sandbox", "name": "bench-list", "reference": newest})
+        clients["base raw rows, changed"] = (base_touch, lambda: raw_list(base_sock, LIST_ROWS_REQUEST))
     medians = await time_interleaved(clients, rounds)
     return {"images": size, "reply_bytes": len(reply), "rows_reply_bytes": len(rows_reply), "median_ms": medians}
 
@@ -184,7 +187,9 @@ def report(results: list[dict[str, Any]]) -> bool:
         if "base ls" in m:
             print(
                 f"  after/before: ls {m['ls'] / m['base ls']:.2f}x, "
-                f"raw image.list {m['raw image.list'] / m['base raw image.list']:.2f}x"
+                f"raw image.list {m['raw image.list'] / m['base raw image.list']:.2f}x, "
+                f"raw rows after a change {m['raw rows, changed'] / m['base raw rows, changed']:.2f}x "
+                "(ls follows the changed lists: cold here, warm on the base daemon)"
             )
         print(f"  Image.list() / (raw rows + json.loads rows) = {m['Image.list()'] / (m['raw rows'] + m['json.loads rows']):.2f}x")
         if r["images"] == 5_000:

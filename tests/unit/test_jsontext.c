@@ -30,6 +30,38 @@ START_TEST(test_strings_match_jansson) {
 }
 END_TEST
 
+/* Every byte that needs an escape, and its neighbours that do not, at
+ * every position of strings up to three words long: the writer tests eight
+ * bytes at a time, and a word's boundary must not hide or invent one. */
+START_TEST(test_escapes_at_every_position) {
+        static const unsigned char specials[] = { 0x01, 0x1f, 0x20, 0x21, '"', 0x23, '[', '\\', ']', 0x7f, 0xc3,
+                                                  '\n', 'a' };
+        char buf[32];
+
+        for (size_t len = 1; len <= 24; len++)
+                for (size_t at = 0; at < len; at++)
+                        for (size_t k = 0; k < sizeof(specials); k++) {
+                                memset(buf, 'x', len);
+                                buf[len] = '\0';
+                                buf[at] = (char) specials[k];
+                                /* 0xc3 starts a two-byte character: keep it valid UTF-8 for jansson. */
+                                if (specials[k] == 0xc3) {
+                                        if (at + 1 == len)
+                                                continue;
+                                        buf[at + 1] = (char) 0xa9;
+                                }
+                                JsonText t = {};
+                                json_text_string(&t, buf);
+                                _cleanup_free_ char *got = json_text_steal(&t);
+                                _cleanup_free_ char *want = jansson_string(buf);
+                                ck_assert_ptr_nonnull(got);
+                                ck_assert_ptr_nonnull(want);
+                                ck_assert_msg(streq(got, want), "len %zu, byte 0x%02x at %zu: got %s, want %s", len,
+                                              specials[k], at, got, want);
+                        }
+}
+END_TEST
+
 START_TEST(test_null_and_numbers) {
         JsonText t = {};
         json_text_raw(&t, "[");
@@ -86,6 +118,7 @@ int main(void) {
         TCase *tc = tcase_create("core");
         tcase_set_timeout(tc, 30);
         tcase_add_test(tc, test_strings_match_jansson);
+        tcase_add_test(tc, test_escapes_at_every_position);
         tcase_add_test(tc, test_null_and_numbers);
         tcase_add_test(tc, test_grows_past_many_pages);
         tcase_add_test(tc, test_steal_leaves_empty);
