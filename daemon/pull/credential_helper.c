@@ -90,14 +90,9 @@ static int run_parse(CredentialHelperRun *run, char **ret_user, char **ret_secre
                          run->program);
                 return -EBADMSG;
         }
-        /* Docker's marker of an identity token (an OAuth refresh token),
-         * which is exchanged at the registry's token server in a flow we do
-         * not implement: using it as a password would only be refused. */
-        if (streq(user, "<token>")) {
-                snprintf(run->why, sizeof(run->why), "%s holds an identity token, which msb-imaged cannot use",
-                         run->program);
-                return -EOPNOTSUPP;
-        }
+        /* A Username of "<token>" (REGISTRY_IDENTITY_TOKEN_USER) makes the
+         * Secret an identity token, which the registry client exchanges at
+         * the token server: passed on as it is. */
         *ret_user = strdup(user);
         *ret_secret = strdup(secret);
         if (!*ret_user || !*ret_secret) {

@@ -56,6 +56,9 @@
 /* Lifetime of a token whose response gives none (distribution-spec token
  * auth: "expires_in ... defaults to 60 seconds"), seconds. */
 #define REGISTRY_TOKEN_DEFAULT_LIFETIME_S 60U
+/* The client_id of an identity token's OAuth2 request, which token servers
+ * may log or require. */
+#define REGISTRY_OAUTH_CLIENT_ID "msb-imaged"
 /* Longest header value we keep (WWW-Authenticate, Content-Type, ...), bytes. */
 #define REGISTRY_HEADER_VALUE_MAX_BYTES (8 * KiB)
 /* curl's receive buffer, bytes: fewer write callbacks per blob. */

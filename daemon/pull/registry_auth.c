@@ -88,8 +88,35 @@ static char *url_escape(const char *s) {
         return copy;
 }
 
+/* The OAuth2 form of the token request, for an identity token: POST realm
+ * with grant_type=refresh_token (distribution's "OAuth2 Token"
+ * specification, what Docker sends when it holds an identitytoken). The
+ * form carries the token, so it is wiped once curl has its copy. */
+static int token_request_oauth(RegistryFetch *f, const RegistryEndpoint *e, const char *escaped_scope,
+                               const char *escaped_service, const RegistryHostConfig *hc) {
+        _cleanup_free_ char *escaped_token = url_escape(hc->password);
+        char *form = NULL;
+        int r, n;
+
+        if (!escaped_token)
+                return -ENOMEM;
+        n = asprintf(&form, "grant_type=refresh_token&client_id=%s&refresh_token=%s&scope=%s%s%s",
+                     REGISTRY_OAUTH_CLIENT_ID, escaped_token, escaped_scope, e->service ? "&service=" : "",
+                     escaped_service);
+        explicit_bzero(escaped_token, strlen(escaped_token));
+        if (n < 0)
+                return -ENOMEM;
+        r = registry_fetch_transfer_start(f, e->realm, STEP_TOKEN);
+        if (r >= 0 && sym_curl_easy_setopt(f->easy, CURLOPT_COPYPOSTFIELDS, form) != CURLE_OK)
+                r = -ENOMEM;
+        explicit_bzero(form, (size_t) n);
+        free(form);
+        return r;
+}
+
 /* Distribution token auth: GET realm?service=...&scope=repository:NAME:pull,
- * with Basic credentials when we have them. */
+ * with Basic credentials when we have them; with an identity token, the
+ * OAuth2 POST instead. */
 void registry_fetch_token(RegistryFetch *f) {
         RegistryEndpoint *e = f->endpoints[f->endpoint_idx];
         const RegistryHostConfig *hc = registry_endpoint_config(f->registry, e);
@@ -111,15 +138,17 @@ void registry_fetch_token(RegistryFetch *f) {
         escaped_service = e->service ? url_escape(e->service) : strdup("");
         if (!escaped_scope || !escaped_service)
                 return registry_fetch_fail_internal(f, -ENOMEM, "token");
-        if (asprintf(&url, "%s%sscope=%s%s%s", e->realm, strchr(e->realm, '?') ? "&" : "?", escaped_scope,
-                     e->service ? "&service=" : "", escaped_service) < 0)
-                return registry_fetch_fail_internal(f, -ENOMEM, "token");
-
-        r = registry_fetch_transfer_start(f, url, STEP_TOKEN);
+        if (registry_host_has_identity_token(hc))
+                r = token_request_oauth(f, e, escaped_scope, escaped_service, hc);
+        else if (asprintf(&url, "%s%sscope=%s%s%s", e->realm, strchr(e->realm, '?') ? "&" : "?", escaped_scope,
+                          e->service ? "&service=" : "", escaped_service) < 0)
+                r = -ENOMEM;
+        else
+                r = registry_fetch_transfer_start(f, url, STEP_TOKEN);
         if (r < 0)
                 return registry_fetch_fail_internal(f, r, "token");
         f->buf_size = 0;
-        if (hc && hc->username) {
+        if (hc && hc->username && !registry_host_has_identity_token(hc)) {
                 sym_curl_easy_setopt(f->easy, CURLOPT_HTTPAUTH, (long) CURLAUTH_BASIC);
                 sym_curl_easy_setopt(f->easy, CURLOPT_USERNAME, hc->username);
                 sym_curl_easy_setopt(f->easy, CURLOPT_PASSWORD, hc->password);

@@ -327,8 +327,10 @@ int registry_docker_config_path(char **ret) {
         return 0;
 }
 
-/* The "auths" object of a Docker config: {host: {"auth": base64("user:password")}}.
- * Entries without a usable "auth" are skipped. */
+/* The "auths" object of a Docker config: {host: {"auth": base64("user:password")}},
+ * or {"identitytoken": TOKEN} (with an "auth" or without), which Docker
+ * stores when the registry's token server gave it a refresh token and then
+ * uses instead of the password. Entries without either are skipped. */
 static int docker_auths_add(RegistryConfig *c, const json_t *auths) {
         const char *key;
         json_t *v;
@@ -336,15 +338,20 @@ static int docker_auths_add(RegistryConfig *c, const json_t *auths) {
         json_object_foreach((json_t *) auths, key, v) {
                 _cleanup_free_ char *host = NULL, *user = NULL, *password = NULL;
                 const json_t *auth = json_object_get(v, "auth");
+                const char *identity = json_string_value(json_object_get(v, "identitytoken"));
                 RegistryHostConfig *h;
 
-                if (!json_is_string(auth))
+                if (identity && identity[0]) {
+                        user = strdup(REGISTRY_IDENTITY_TOKEN_USER);
+                        password = strdup(identity);
+                        if (!user || !password)
+                                return -ENOMEM;
+                } else if (!json_is_string(auth) ||
+                           docker_auth_decode(json_string_value(auth), &user, &password) < 0)
                         continue;
                 host = registry_config_normalize_host(key);
                 if (!host)
                         return -ENOMEM;
-                if (docker_auth_decode(json_string_value(auth), &user, &password) < 0)
-                        continue;
 
                 h = config_get_or_add(c, host);
                 if (!h)

@@ -52,6 +52,12 @@ typedef enum RegistryCredentialSource {
         REGISTRY_CREDENTIALS_DAEMON,       /* the daemon config's "registries" */
 } RegistryCredentialSource;
 
+/* The user name that says the password is an identity token (an OAuth2
+ * refresh token), as Docker's credential helpers say it; the Docker
+ * config's "identitytoken" is held the same way. Such credentials go to the
+ * token server as a refresh_token grant (registry_fetch_token()). */
+#define REGISTRY_IDENTITY_TOKEN_USER "<token>"
+
 typedef struct RegistryHostConfig {
         char *host;
         bool insecure;
@@ -75,6 +81,11 @@ typedef struct RegistryConfig {
 /* Parses the daemon config object (NULL: all defaults). -EINVAL with a
  * message in err (kind invalid-params, naming the field) on a bad schema. */
 int registry_config_new(const json_t *config, RegistryConfig **ret, MsbError *err);
+
+/* The host's credentials are an identity token (REGISTRY_IDENTITY_TOKEN_USER). */
+static inline bool registry_host_has_identity_token(const RegistryHostConfig *hc) {
+        return hc && hc->username && hc->password && streq(hc->username, REGISTRY_IDENTITY_TOKEN_USER);
+}
 RegistryConfig *registry_config_free(RegistryConfig *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(RegistryConfig *, registry_config_free);
 

@@ -16,7 +16,7 @@ sys.path.insert(0, str(HERE))
 
 from msbtest.fixtures import *  # noqa: E402,F401,F403
 from msbtest.imagekit import Config, ImageKit, host_platform  # noqa: E402
-from registry_harness import TEST_PASSWORD, TEST_USER, Registry, TokenServer, push  # noqa: E402
+from registry_harness import TEST_IDENTITY_TOKEN, TEST_PASSWORD, TEST_USER, Registry, TokenServer, push  # noqa: E402
 
 
 class Published:
@@ -105,9 +105,11 @@ def pull_daemon(daemon_factory, short_tmp):
 @pytest.fixture(scope="module")
 def token_registry(tmp_path_factory, published):
     """(Registry, TokenServer): a registry whose token server wants
-    TEST_USER/TEST_PASSWORD (registry_harness), holding test/small:v1."""
+    TEST_USER/TEST_PASSWORD, or TEST_IDENTITY_TOKEN as a refresh token
+    (registry_harness), holding test/small:v1."""
     work = tmp_path_factory.mktemp("token")
-    token = TokenServer(work / "ts", users={TEST_USER: TEST_PASSWORD}).start()
+    token = TokenServer(work / "ts", users={TEST_USER: TEST_PASSWORD},
+                        refresh_tokens={TEST_IDENTITY_TOKEN: TEST_USER}).start()
     reg = Registry(work / "reg", token=token).start()
     try:
         img = published.images["test/small:v1"]

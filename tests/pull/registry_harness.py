@@ -32,11 +32,13 @@ import urllib.parse
 import uuid
 from pathlib import Path
 
-__all__ = ["free_port", "Registry", "TokenServer", "FaultServer", "push", "make_tls", "htpasswd_file",
+__all__ = ["TEST_IDENTITY_TOKEN", "free_port", "Registry", "TokenServer", "FaultServer", "push", "make_tls", "htpasswd_file",
            "raw_manifest", "TEST_USER", "TEST_PASSWORD"]
 
 # The credentials of the test registries that want some.
 TEST_USER, TEST_PASSWORD = "puller", "Pw-for-tests-91"
+# An identity token (OAuth2 refresh token) the token fixtures accept for TEST_USER.
+TEST_IDENTITY_TOKEN = "Identity-Token-9"
 
 
 def free_port() -> int:
@@ -206,13 +208,18 @@ class _QuietHandler(http.server.BaseHTTPRequestHandler):
 
 
 class TokenServer:
-    """Issues registry tokens for a user/password (Basic) or anonymously."""
+    """Issues registry tokens for a user/password (Basic, GET), anonymously,
+    or for an identity token: an OAuth2 refresh token POSTed as a form
+    (grant_type=refresh_token, the distribution spec's "OAuth2 token"
+    request, what Docker sends when its config holds an identitytoken)."""
 
     def __init__(self, workdir: Path, users: dict[str, str] | None = None, anonymous: bool = False,
-                 expires_in: int = 300):
+                 expires_in: int = 300, refresh_tokens: dict[str, str] | None = None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.users = dict(users or {})
+        self.refresh_tokens = dict(refresh_tokens or {})  # refresh token -> user
+        self.oauth_posts: list[dict[str, str]] = []  # the forms POSTed, refresh tokens left out
         self.anonymous = anonymous
         self.expires_in = expires_in
         self.service = "msb-test-registry"
@@ -274,7 +281,29 @@ class TokenServer:
                     self.end_headers()
                     return
                 token = outer._token(user or "", q.get("scope", []))
-                body = json.dumps({"token": token, "expires_in": outer.expires_in}).encode()
+                self._issue({"token": token, "expires_in": outer.expires_in}, token)
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                form = urllib.parse.parse_qs(self.rfile.read(min(length, 65536)).decode(errors="replace"))
+                field = lambda k: (form.get(k) or [""])[0]  # noqa: E731
+                user = outer.refresh_tokens.get(field("refresh_token"))
+                with outer.lock:
+                    outer.oauth_posts.append({k: field(k) for k in form if k != "refresh_token"})
+                if (urllib.parse.urlparse(self.path).path != "/token" or field("grant_type") != "refresh_token"
+                        or not field("client_id") or user is None
+                        or self.headers.get("Content-Type") != "application/x-www-form-urlencoded"):
+                    with outer.lock:
+                        outer.refused += 1
+                    self.send_response(401)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                token = outer._token(user, field("scope").split(" ") if field("scope") else [])
+                self._issue({"access_token": token, "expires_in": outer.expires_in, "scope": field("scope")}, token)
+
+            def _issue(self, answer, token):
+                body = json.dumps(answer).encode()
                 with outer.lock:
                     outer.issued += 1
                     outer.tokens.append(token)

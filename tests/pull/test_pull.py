@@ -1,5 +1,6 @@
 """image.pull through the real daemon against real registries on loopback."""
 
+import base64
 import ctypes
 import json
 import os
@@ -11,8 +12,8 @@ import pytest
 
 from msbtest.imagekit import host_platform, sparse_tar, write_sparse_files
 from msbtest.rpc import RpcError
-from registry_harness import (TEST_PASSWORD, TEST_USER, FaultServer, Registry, TokenServer, free_port,
-                              htpasswd_file, make_tls, push)
+from registry_harness import (TEST_IDENTITY_TOKEN, TEST_PASSWORD, TEST_USER, FaultServer, Registry, TokenServer,
+                              free_port, htpasswd_file, make_tls, push)
 
 PULL_TIMEOUT = 120
 
@@ -341,6 +342,36 @@ def test_bearer_credentials_from_docker_config(token_registry, published, pull_d
     d = pull_daemon(env_extra={"DOCKER_CONFIG": str(cfg)})
     handle, _ = pull_ok(d.client(), f"{reg.host}/test/small:v1")
     assert handle["manifest_digest"] == published.images["test/small:v1"].manifest_digest
+
+
+def test_identity_token_from_docker_config(token_registry, published, pull_daemon, short_tmp):
+    """An "identitytoken" in the Docker config's auths (what docker login
+    stores for registries that answer with a refresh token, Azure's among
+    them) is exchanged at the token server: an OAuth2 POST with
+    grant_type=refresh_token, never a Basic password, never logged."""
+    reg, token = token_registry
+    cfg = short_tmp / "dockercfg-identity"
+    cfg.mkdir()
+    entry = {"auth": base64.b64encode(b"00000000-0000-0000-0000-000000000000:").decode(),
+             "identitytoken": TEST_IDENTITY_TOKEN}
+    (cfg / "config.json").write_text(json.dumps({"auths": {reg.host: entry}}))
+    posts = len(token.oauth_posts)
+    d = pull_daemon(env_extra={"DOCKER_CONFIG": str(cfg)})
+    handle, _ = pull_ok(d.client(), f"{reg.host}/test/small:v1")
+    assert handle["manifest_digest"] == published.images["test/small:v1"].manifest_digest
+    form = token.oauth_posts[posts:]
+    assert len(form) == 1, form
+    assert form[0]["grant_type"] == "refresh_token" and form[0]["client_id"] == "msb-imaged", form
+    assert form[0]["scope"] == "repository:test/small:pull" and form[0]["service"] == token.service, form
+    assert TEST_IDENTITY_TOKEN not in d.log()
+
+    # A token the server does not know: unauthorized, naming where it came from.
+    entry["identitytoken"] = "Identity-Token-Revoked-3"
+    (cfg / "config.json").write_text(json.dumps({"auths": {reg.host: entry}}))
+    d2 = pull_daemon(name="revoked", env_extra={"DOCKER_CONFIG": str(cfg)})
+    e = pull_err(d2.client(), f"{reg.host}/test/small:v1")
+    assert e.name == "unauthorized" and "Docker config" in e.message, e.response
+    assert "Identity-Token-Revoked-3" not in d2.log() and "Identity-Token-Revoked-3" not in str(e.response)
 
 
 def test_wrong_credentials(token_registry, pull_daemon):

@@ -189,7 +189,7 @@ def helpers(short_tmp):
 
 
 def test_credential_helpers(token_registry, published, pull_daemon, short_tmp, helpers):
-    reg, _ = token_registry
+    reg, token = token_registry
     path, record = helpers
     ref = f"{reg.host}/test/small:v1"
     dockercfg = short_tmp / "docker"
@@ -217,9 +217,12 @@ def test_credential_helpers(token_registry, published, pull_daemon, short_tmp, h
     cfg.write_text(json.dumps({"credsStore": "missing"}))
     assert pull(rpc, ref, policy="always") == (None, "unauthorized")
     assert "cannot run docker-credential-missing: it is not on PATH" in wait_log(d, "docker-credential-missing")
+    # A helper's identity token ("<token>" as Username) is exchanged at the
+    # token server as an OAuth2 refresh token.
     cfg.write_text(json.dumps({"credsStore": "token"}))
-    assert pull(rpc, ref, policy="always") == (None, "unauthorized")
-    assert "holds an identity token" in wait_log(d, "identity token")
+    posts = len(token.oauth_posts)
+    assert pull(rpc, ref, policy="always")[1] is None
+    assert [p["grant_type"] for p in token.oauth_posts[posts:]] == ["refresh_token"]
     cfg.write_text(json.dumps({"credsStore": "chatty"}))
     assert pull(rpc, ref, policy="always") == (None, "unauthorized")
     assert f"wrote more than {HELPER_OUTPUT_MAX_BYTES} bytes" in wait_log(d, "wrote more than")
