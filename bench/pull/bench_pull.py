@@ -16,6 +16,11 @@ run by run, medians of --runs:
   ... @ N MB/s      the same three through a TCP proxy on loopback that
                     forwards at most --throttle-mbps MB/s (a token bucket,
                     both directions; 0 skips these rows)
+  load              image.load of the same image from the OCI layout on
+                    disk into an empty store of a new msb-imaged: the same
+                    conversion, fsmeta, VMDK and commit without the network,
+                    the floor a pull stands on (bench/erofs shows it is the
+                    disk's durable write of the EROFS image here)
   igzip, gunzip     igzip -dc (ISA-L, the daemon's inflater) and
                     libdeflate-gunzip of the blob to /dev/null, once a run
   cached            a second image.pull of the pulled image (median of 200)
@@ -327,6 +332,25 @@ def pull_once(workdir: Path, binary: Path | None, ref: str, manifest_digest: str
         shutil.rmtree(d.store, ignore_errors=True)
 
 
+def load_once(workdir: Path, layout: Path, manifest_digest: str) -> tuple[float, float]:
+    """One image.load of the layout into the empty store of a new daemon:
+    (wall s, daemon CPU s)."""
+    d = new_daemon(workdir, None)
+    d.start()
+    try:
+        rpc = d.client(timeout=600)
+        cpu0 = proc_cpu(d.pid)
+        t0 = time.perf_counter()
+        loaded = rpc.call("image.load", {"path": str(layout)})
+        wall = time.perf_counter() - t0
+        cpu = proc_cpu(d.pid) - cpu0
+        assert any(h["manifest_digest"] == manifest_digest for h in loaded), loaded
+        return wall, cpu
+    finally:
+        d.close()
+        shutil.rmtree(d.store, ignore_errors=True)
+
+
 def perf_summary(data: Path, pid: int) -> None:
     """Where the recorded pull's time went: each thread's share of the
     samples (the loop thread is the daemon's pid) and its top symbols. A
@@ -413,6 +437,10 @@ def main() -> int:
                 w, c = child_cpu(lambda: inflate(tool))
                 wall.setdefault(tool, []).append(w)
                 cpu.setdefault(tool, []).append(c)
+            w, c = load_once(work / f"daemon-{n}", layout, info["manifest_digest"])
+            n += 1
+            wall.setdefault("load", []).append(w)
+            cpu.setdefault("load", []).append(c)
             for link, host in links:
                 # Alternate the order run by run: neither side always goes first.
                 order = [("skopeo", None)] + daemons
@@ -437,6 +465,8 @@ def main() -> int:
         print(f"{'':34} {'wall s':>8} {'CPU s':>7} {'reg CPU':>7}  ratio")
         for tool in ("igzip", "libdeflate-gunzip"):
             print(f"{tool + ' of the blob':34} {median(wall[tool]):8.3f} {median(cpu[tool]):7.3f}")
+        print(f"{'image.load of the layout':34} {median(wall['load']):8.3f} {median(cpu['load']):7.3f}"
+              f"          runs: {' '.join(f'{x:.3f}' for x in wall['load'])}")
         ok = True
         for link, _ in links:
             base = median(wall[f"skopeo @ {link}"])
@@ -453,6 +483,7 @@ def main() -> int:
                 marks = phases[key]
                 print(f"{'':34}   events at (median s): " + ", ".join(
                     f"{ev} {median([m[ev] for m in marks if ev in m]):.3f}" for ev in PHASES))
+                print(f"{'':34}   {median(wall[key]) / median(wall['load']):.2f}x image.load of the same image")
                 if name == "pull":
                     ok = ok and ratio <= target
         for name, _ in daemons:
