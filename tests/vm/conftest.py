@@ -22,12 +22,7 @@ from msbtest.daemon import build_dir  # noqa: E402
 from msbtest.fixtures import *  # noqa: E402,F401,F403
 
 import vmkit  # noqa: E402
-
-# Debian 12's backports kernel: the first Debian kernel for bookworm that
-# reads a multi-device erofs from one flat disk (Linux 6.3 or later).
-NEW_KERNEL = "linux-image-amd64/bookworm-backports"
-# Debian 12's own kernel (6.1): it needs the devices as separate disks.
-OLD_KERNEL = "linux-image-amd64/bookworm"
+from vmkit import NEW_KERNEL, OLD_KERNEL  # noqa: E402
 
 
 def _kernel(meta: str) -> vmkit.GuestKernel:

@@ -35,6 +35,11 @@ GUEST_MODULES = ("virtio_pci", "virtio_blk", "erofs")
 BOOT_TIMEOUT_S = 300
 GUEST_MEMORY_MIB = 384
 HERE = Path(__file__).resolve().parent
+# Debian 12's backports kernel: the first Debian kernel for bookworm that
+# reads a multi-device erofs from one flat disk (Linux 6.3 or later).
+NEW_KERNEL = "linux-image-amd64/bookworm-backports"
+# Debian 12's own kernel (6.1): it needs the devices as separate disks.
+OLD_KERNEL = "linux-image-amd64/bookworm"
 APT_ROOT_SANDBOX = ["-o", "APT::Sandbox::User=root"] if os.geteuid() == 0 else []
 
 
