@@ -28,8 +28,8 @@ passed=0
 failed=0
 status=0
 
-count_meson() { # builddir
-  local log="$1/meson-logs/testlog.json" ok fail
+count_meson() { # builddir, log base name
+  local log="$1/meson-logs/$2.json" ok fail
   [ -f "$log" ] || return 0
   ok=$(grep -c '"result": "OK"' "$log" || true)
   fail=$(grep -c -E '"result": "(FAIL|TIMEOUT|ERROR|UNEXPECTEDPASS)"' "$log" || true)
@@ -63,10 +63,16 @@ env_asan=(ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stack
 # lock are what TSan checks here (ARCHITECTURE.md "Threads").
 env_tsan=(TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1)
 
-meson_suite() { # builddir, env...
-  local dir=$1; shift
+# meson test runs its tests in the order they are defined, and the client
+# suite's "cli" test (tests/client through pytest) is the longest and the
+# last: alone in one job, the suite overlaps the others instead of ending
+# after them. Each job writes its own log (meson-logs/testlog-SUITE.json).
+meson_suite() { # builddir, --suite client | --no-suite client, env...
+  local dir=$1 base=testlog-client; shift
+  [ "$1" = --suite ] || base=testlog-other
+  local select=("$1" "$2"); shift 2
   env -u ASAN_OPTIONS -u UBSAN_OPTIONS -u TSAN_OPTIONS "$@" \
-    meson test -C "$dir" --print-errorlogs --num-processes 2
+    meson test -C "$dir" --print-errorlogs --num-processes 2 --logbase "$base" "${select[@]}"
 }
 
 pytest_suite() { # builddir, env..., --, pytest arguments...
@@ -91,7 +97,7 @@ report_finished() { # prints each finished job's log once, as it ends
     case ${kinds[$i]} in
       # A build's output is long: shown when it failed; its status counts the failed builds.
       build) [ "$rc" -eq 0 ] || cat "${logs[$i]}"; failed=$((failed + rc)) ;;
-      meson) cat "${logs[$i]}"; count_meson "${dirs[$i]}" ;;
+      meson:*) cat "${logs[$i]}"; count_meson "${dirs[$i]}" "${kinds[$i]#meson:}" ;;
       pytest) cat "${logs[$i]}"; count_pytest "${logs[$i]}" ;;
     esac
     [ "$rc" -eq 0 ] || status=1
@@ -105,75 +111,121 @@ built() { # builddir: 0 built, 1 failed, 2 not yet
   [ "$(cat "$logdir/$1.built")" = 0 ]
 }
 
-launch() { # label, kind, builddir, command...: once a slot is free and builddir is built
-  local label=$1 kind=$2 dir=$3 log i b
+# The jobs not started yet, in the order they should start: each as its
+# label, kind, build directory and command (quoted for eval).
+queued_labels=() queued_kinds=() queued_dirs=() queued_cmds=()
+
+queue() { # label, kind, builddir, command...
+  queued_labels+=("$1") queued_kinds+=("$2") queued_dirs+=("$3")
   shift 3
-  while :; do
-    report_finished
-    built "$dir"; b=$?
-    [ "$b" -eq 1 ] && return 0 # the failed build is counted already
-    [ "$b" -eq 0 ] && [ "$(running)" -lt "$max_jobs" ] && break
-    sleep 1
-  done
+  queued_cmds+=("$(printf '%q ' "$@")")
+}
+
+start_job() { # label, kind, builddir, quoted command
+  local label=$1 kind=$2 dir=$3 cmd=$4 log i
   log="$logdir/${label//[^a-z0-9]/-}.log"
   rm -f "$log.done"
   i=${#labels[@]}
   labels[$i]=$label kinds[$i]=$kind dirs[$i]=$dir logs[$i]=$log
   echo "== started after $((SECONDS - start))s: $label =="
-  ( t=$SECONDS; "$@" >"$log" 2>&1; rc=$?; echo "$rc $((SECONDS - t))" >"$log.done" ) &
+  ( t=$SECONDS; eval "$cmd" >"$log" 2>&1; rc=$?; echo "$rc $((SECONDS - t))" >"$log.done" ) &
+}
+
+run_queue() { # starts the queued jobs in order as their builds end and slots free up, at most max_jobs at once
+  local i b l k d c
+  while [ ${#queued_labels[@]} -gt 0 ]; do
+    report_finished
+    l=() k=() d=() c=()
+    for i in "${!queued_labels[@]}"; do
+      built "${queued_dirs[$i]}"; b=$?
+      if [ "$b" -eq 1 ]; then
+        continue # the failed build is counted already
+      elif [ "$b" -eq 0 ] && [ "$(running)" -lt "$max_jobs" ]; then
+        start_job "${queued_labels[$i]}" "${queued_kinds[$i]}" "${queued_dirs[$i]}" "${queued_cmds[$i]}"
+      else
+        l+=("${queued_labels[$i]}") k+=("${queued_kinds[$i]}") d+=("${queued_dirs[$i]}") c+=("${queued_cmds[$i]}")
+      fi
+    done
+    queued_labels=("${l[@]}") queued_kinds=("${k[@]}") queued_dirs=("${d[@]}") queued_cmds=("${c[@]}")
+    [ ${#queued_labels[@]} -eq 0 ] || sleep 1
+  done
 }
 
 sanitizer_builds() { # one after the other, so that they take turns instead of fighting; exits with how many failed
   local n=0 b
-  build build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
-  echo $? >"$logdir/build-asan.built"
   build build-tsan -Dwerror=true -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
   echo $? >"$logdir/build-tsan.built"
-  for b in build-asan build-tsan; do built $b || n=$((n + 1)); done
+  build build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
+  echo $? >"$logdir/build-asan.built"
+  for b in build-tsan build-asan; do built $b || n=$((n + 1)); done
   return $n
 }
 
-echo "== build (warnings are errors) =="
-build build -Dwerror=true || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 mkdir -p "$logdir"
 rm -f "$logdir"/*.done "$logdir"/*.built
+
+# tests/vm boots Debian kernels that it downloads into build/vm-guest once
+# (tests/vm/vmkit.py): fetched here, while the build compiles, the
+# download's wait is not spent holding a job's slot. The suite fetches
+# again and reports what failed here, so the outcome is ignored.
+( /usr/bin/python3 tests/vm/prefetch_kernels.py >"$logdir/vm-guest.log" 2>&1; echo 0 >"$logdir/vm-guest.built" ) &
+
+echo "== build (warnings are errors) =="
+build build -Dwerror=true || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 echo 0 >"$logdir/build.built"
 
-# The integration suite in two halves of about equal length (a new file
-# goes to the second); the other suites in pairs. tests/client runs through
-# meson test (its "cli" test).
+# The integration and pull suites each in two halves of about equal length
+# (a new file goes to the second half); the SDK and EROFS suites as a pair.
+# tests/client runs through meson test (its "cli" test).
 integration_a=(tests/integration/test_load.py tests/integration/test_cache.py)
 integration_b=(tests/integration "${integration_a[@]/#/--ignore=}")
-pairs=("python-sdk/tests tests/erofs" "tests/pull tests/systemd")
+pull_a=(tests/pull/test_pull.py tests/pull/test_pull_rollback.py)
+pull_b=(tests/pull "${pull_a[@]/#/--ignore=}")
 
+# The order in which the jobs start, each once its build is done and a slot
+# is free. The pull suites first: they mostly wait (on throttled transfers,
+# retry backoffs, a credential helper's timeout), so they are the longest
+# and take little CPU from the rest; TSan's are the longest of all, and
+# build-tsan is built first for them. Then the suites by length, the meson
+# ones (short and busy) last, to fill the gaps at the end.
 if [ -z "${SKIP_SANITIZERS:-}" ]; then
-  launch "build-asan, then build-tsan" build build sanitizer_builds
+  queue "build-tsan, then build-asan" build build sanitizer_builds
+  # TSan checks the threads of the pull path and of the concurrency test.
+  queue "tsan: pytest ${pull_a[*]}" pytest build-tsan pytest_suite build-tsan "${env_tsan[@]}" -- "${pull_a[@]}"
+  queue "tsan: pytest tests/integration/test_crash.py tests/pull (the rest)" pytest build-tsan \
+    pytest_suite build-tsan "${env_tsan[@]}" -- tests/integration/test_crash.py "${pull_b[@]}"
 fi
-
-# The longest suites first, so that the short ones fill the gaps at the end.
-launch "plain: pytest ${integration_a[*]}" pytest build pytest_suite build "${env_plain[@]}" -- "${integration_a[@]}"
-launch "plain: pytest tests/integration (the rest)" pytest build pytest_suite build "${env_plain[@]}" -- "${integration_b[@]}"
-for pair in "${pairs[@]}"; do
-  # shellcheck disable=SC2086 # a pair is two paths without spaces
-  launch "plain: pytest $pair" pytest build pytest_suite build "${env_plain[@]}" -- $pair
-done
-# tests/vm (a VM boots the VMDK) runs in the plain build only: the
-# sanitizers would check nothing there that the other suites do not.
-launch "plain: pytest tests/vm" pytest build pytest_suite build "${env_plain[@]}" -- tests/vm
+queue "plain: pytest ${pull_a[*]}" pytest build pytest_suite build "${env_plain[@]}" -- "${pull_a[@]}"
+queue "plain: pytest tests/pull (the rest) tests/systemd" pytest build \
+  pytest_suite build "${env_plain[@]}" -- "${pull_b[@]}" tests/systemd
+queue "plain: pytest ${integration_a[*]}" pytest build pytest_suite build "${env_plain[@]}" -- "${integration_a[@]}"
+queue "plain: pytest tests/integration (the rest)" pytest build pytest_suite build "${env_plain[@]}" -- "${integration_b[@]}"
+queue "plain: pytest python-sdk/tests tests/erofs" pytest build \
+  pytest_suite build "${env_plain[@]}" -- python-sdk/tests tests/erofs
 if [ -z "${SKIP_SANITIZERS:-}" ]; then
-  launch "asan: pytest ${integration_a[*]}" pytest build-asan \
+  queue "asan: pytest ${integration_a[*]}" pytest build-asan \
     pytest_suite build-asan "${env_asan[@]}" -- "${integration_a[@]}"
-  launch "asan: pytest tests/integration (the rest)" pytest build-asan \
+  queue "asan: pytest tests/integration (the rest)" pytest build-asan \
     pytest_suite build-asan "${env_asan[@]}" -- "${integration_b[@]}"
 fi
-launch "plain: unit tests (meson test)" meson build meson_suite build "${env_plain[@]}"
+# tests/vm (a VM boots the VMDK) runs in the plain build only: the
+# sanitizers would check nothing there that the other suites do not.
+queue "plain: pytest tests/vm" pytest vm-guest pytest_suite build "${env_plain[@]}" -- tests/vm
 if [ -z "${SKIP_SANITIZERS:-}" ]; then
-  launch "asan: unit tests (meson test)" meson build-asan meson_suite build-asan "${env_asan[@]}"
-  launch "asan: pytest tests/erofs" pytest build-asan pytest_suite build-asan "${env_asan[@]}" -- tests/erofs
-  launch "tsan: pytest tests/integration/test_crash.py tests/pull" pytest build-tsan \
-    pytest_suite build-tsan "${env_tsan[@]}" -- tests/integration/test_crash.py tests/pull
-  launch "tsan: unit tests (meson test)" meson build-tsan meson_suite build-tsan "${env_tsan[@]}"
+  queue "asan: pytest tests/erofs" pytest build-asan pytest_suite build-asan "${env_asan[@]}" -- tests/erofs
+  queue "asan: meson test --suite client" meson:testlog-client build-asan \
+    meson_suite build-asan --suite client "${env_asan[@]}"
+  queue "tsan: meson test --suite client" meson:testlog-client build-tsan \
+    meson_suite build-tsan --suite client "${env_tsan[@]}"
+  queue "asan: meson test (the other suites)" meson:testlog-other build-asan \
+    meson_suite build-asan --no-suite client "${env_asan[@]}"
+  queue "tsan: meson test (the other suites)" meson:testlog-other build-tsan \
+    meson_suite build-tsan --no-suite client "${env_tsan[@]}"
 fi
+queue "plain: meson test --suite client" meson:testlog-client build meson_suite build --suite client "${env_plain[@]}"
+queue "plain: meson test (the other suites)" meson:testlog-other build \
+  meson_suite build --no-suite client "${env_plain[@]}"
+run_queue
 
 while [ "$(running)" -gt 0 ]; do sleep 1; report_finished; done
 wait
