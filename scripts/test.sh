@@ -104,7 +104,9 @@ report_finished() { # prints each finished job's log once, as it ends
   done
 }
 
-running() { jobs -rp | wc -l; }
+# The jobs running, but for the guest kernels' download (prefetch_pid).
+prefetch_pid=
+running() { jobs -rp | grep -cvx "${prefetch_pid:--}"; }
 
 built() { # builddir: 0 built, 1 failed, 2 not yet
   [ -f "$logdir/$1.built" ] || return 2
@@ -132,16 +134,21 @@ start_job() { # label, kind, builddir, quoted command
 }
 
 run_queue() { # starts the queued jobs in order as their builds end and slots free up, at most max_jobs at once
-  local i b l k d c
+  local i b l k d c free
   while [ ${#queued_labels[@]} -gt 0 ]; do
     report_finished
+    # Counted once a round: a job that ends during the round frees its slot
+    # for the next round, not for a job further down the queue than one
+    # still waiting for a slot.
+    free=$((max_jobs - $(running)))
     l=() k=() d=() c=()
     for i in "${!queued_labels[@]}"; do
       built "${queued_dirs[$i]}"; b=$?
       if [ "$b" -eq 1 ]; then
         continue # the failed build is counted already
-      elif [ "$b" -eq 0 ] && [ "$(running)" -lt "$max_jobs" ]; then
+      elif [ "$b" -eq 0 ] && [ "$free" -gt 0 ]; then
         start_job "${queued_labels[$i]}" "${queued_kinds[$i]}" "${queued_dirs[$i]}" "${queued_cmds[$i]}"
+        free=$((free - 1))
       else
         l+=("${queued_labels[$i]}") k+=("${queued_kinds[$i]}") d+=("${queued_dirs[$i]}") c+=("${queued_cmds[$i]}")
       fi
@@ -164,15 +171,18 @@ sanitizer_builds() { # one after the other, so that they take turns instead of f
 mkdir -p "$logdir"
 rm -f "$logdir"/*.done "$logdir"/*.built
 
-# tests/vm boots Debian kernels that it downloads into build/vm-guest once
-# (tests/vm/vmkit.py): fetched here, while the build compiles, the
-# download's wait is not spent holding a job's slot. The suite fetches
-# again and reports what failed here, so the outcome is ignored.
-( /usr/bin/python3 tests/vm/prefetch_kernels.py >"$logdir/vm-guest.log" 2>&1; echo 0 >"$logdir/vm-guest.built" ) &
-
 echo "== build (warnings are errors) =="
 build build -Dwerror=true || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 echo 0 >"$logdir/build.built"
+
+# tests/vm boots Debian kernels that it downloads into build/vm-guest once
+# (tests/vm/vmkit.py): fetched here in the background, outside the jobs'
+# slots, the download's wait does not hold up a job. (Not during the
+# build: unpacking them took CPU from the compiler, on which everything
+# waits.) The suite fetches again and reports what failed here, so the
+# outcome is ignored.
+( /usr/bin/python3 tests/vm/prefetch_kernels.py >"$logdir/vm-guest.log" 2>&1; echo 0 >"$logdir/vm-guest.built" ) &
+prefetch_pid=$!
 
 # The integration and pull suites each in two halves of about equal length
 # (a new file goes to the second half); the SDK and EROFS suites as a pair.
@@ -183,44 +193,51 @@ pull_a=(tests/pull/test_pull.py tests/pull/test_pull_rollback.py)
 pull_b=(tests/pull "${pull_a[@]/#/--ignore=}")
 
 # The order in which the jobs start, each once its build is done and a slot
-# is free. The pull suites first: they mostly wait (on throttled transfers,
-# retry backoffs, a credential helper's timeout), so they are the longest
-# and take little CPU from the rest; TSan's are the longest of all, and
-# build-tsan is built first for them. Then the suites by length, the meson
-# ones (short and busy) last, to fill the gaps at the end.
+# is free: the longest first, so that the short ones fill the gaps at the
+# end, and the sanitizer builds' suites before the plain ones of about the
+# same length, since they can start only after those builds. The pull
+# suites are long but mostly wait (on throttled transfers, retry backoffs,
+# a credential helper's timeout), so they leave the CPU to the others;
+# TSan's are among the longest, so build-tsan is built first.
 if [ -z "${SKIP_SANITIZERS:-}" ]; then
   queue "build-tsan, then build-asan" build build sanitizer_builds
-  # TSan checks the threads of the pull path and of the concurrency test.
-  queue "tsan: pytest ${pull_a[*]}" pytest build-tsan pytest_suite build-tsan "${env_tsan[@]}" -- "${pull_a[@]}"
-  queue "tsan: pytest tests/integration/test_crash.py tests/pull (the rest)" pytest build-tsan \
-    pytest_suite build-tsan "${env_tsan[@]}" -- tests/integration/test_crash.py "${pull_b[@]}"
-fi
-queue "plain: pytest ${pull_a[*]}" pytest build pytest_suite build "${env_plain[@]}" -- "${pull_a[@]}"
-queue "plain: pytest tests/pull (the rest) tests/systemd" pytest build \
-  pytest_suite build "${env_plain[@]}" -- "${pull_b[@]}" tests/systemd
-queue "plain: pytest ${integration_a[*]}" pytest build pytest_suite build "${env_plain[@]}" -- "${integration_a[@]}"
-queue "plain: pytest tests/integration (the rest)" pytest build pytest_suite build "${env_plain[@]}" -- "${integration_b[@]}"
-queue "plain: pytest python-sdk/tests tests/erofs" pytest build \
-  pytest_suite build "${env_plain[@]}" -- python-sdk/tests tests/erofs
-if [ -z "${SKIP_SANITIZERS:-}" ]; then
   queue "asan: pytest ${integration_a[*]}" pytest build-asan \
     pytest_suite build-asan "${env_asan[@]}" -- "${integration_a[@]}"
+  # TSan checks the threads of the pull path and of the concurrency test.
+  queue "tsan: pytest tests/integration/test_crash.py tests/pull (the rest)" pytest build-tsan \
+    pytest_suite build-tsan "${env_tsan[@]}" -- tests/integration/test_crash.py "${pull_b[@]}"
   queue "asan: pytest tests/integration (the rest)" pytest build-asan \
     pytest_suite build-asan "${env_asan[@]}" -- "${integration_b[@]}"
+fi
+queue "plain: pytest python-sdk/tests tests/erofs" pytest build \
+  pytest_suite build "${env_plain[@]}" -- python-sdk/tests tests/erofs
+queue "plain: pytest tests/pull (the rest) tests/systemd" pytest build \
+  pytest_suite build "${env_plain[@]}" -- "${pull_b[@]}" tests/systemd
+if [ -z "${SKIP_SANITIZERS:-}" ]; then
+  queue "tsan: meson test --suite client" meson:testlog-client build-tsan \
+    meson_suite build-tsan --suite client "${env_tsan[@]}"
+fi
+queue "plain: pytest ${integration_a[*]}" pytest build pytest_suite build "${env_plain[@]}" -- "${integration_a[@]}"
+if [ -z "${SKIP_SANITIZERS:-}" ]; then
+  queue "tsan: pytest ${pull_a[*]}" pytest build-tsan pytest_suite build-tsan "${env_tsan[@]}" -- "${pull_a[@]}"
+fi
+queue "plain: pytest tests/integration (the rest)" pytest build pytest_suite build "${env_plain[@]}" -- "${integration_b[@]}"
+if [ -z "${SKIP_SANITIZERS:-}" ]; then
+  queue "asan: pytest tests/erofs" pytest build-asan pytest_suite build-asan "${env_asan[@]}" -- tests/erofs
+fi
+queue "plain: pytest ${pull_a[*]}" pytest build pytest_suite build "${env_plain[@]}" -- "${pull_a[@]}"
+if [ -z "${SKIP_SANITIZERS:-}" ]; then
+  queue "tsan: meson test (the other suites)" meson:testlog-other build-tsan \
+    meson_suite build-tsan --no-suite client "${env_tsan[@]}"
 fi
 # tests/vm (a VM boots the VMDK) runs in the plain build only: the
 # sanitizers would check nothing there that the other suites do not.
 queue "plain: pytest tests/vm" pytest vm-guest pytest_suite build "${env_plain[@]}" -- tests/vm
 if [ -z "${SKIP_SANITIZERS:-}" ]; then
-  queue "asan: pytest tests/erofs" pytest build-asan pytest_suite build-asan "${env_asan[@]}" -- tests/erofs
-  queue "asan: meson test --suite client" meson:testlog-client build-asan \
-    meson_suite build-asan --suite client "${env_asan[@]}"
-  queue "tsan: meson test --suite client" meson:testlog-client build-tsan \
-    meson_suite build-tsan --suite client "${env_tsan[@]}"
   queue "asan: meson test (the other suites)" meson:testlog-other build-asan \
     meson_suite build-asan --no-suite client "${env_asan[@]}"
-  queue "tsan: meson test (the other suites)" meson:testlog-other build-tsan \
-    meson_suite build-tsan --no-suite client "${env_tsan[@]}"
+  queue "asan: meson test --suite client" meson:testlog-client build-asan \
+    meson_suite build-asan --suite client "${env_asan[@]}"
 fi
 queue "plain: meson test --suite client" meson:testlog-client build meson_suite build --suite client "${env_plain[@]}"
 queue "plain: meson test (the other suites)" meson:testlog-other build \
