@@ -170,6 +170,11 @@ sanitizer_builds() { # one after the other, so that they take turns instead of f
 
 mkdir -p "$logdir"
 rm -f "$logdir"/*.done "$logdir"/*.built
+# The test images that the pytest suites build (msbtest.imagekit), built
+# once for all of them rather than once in each; emptied at each run, so
+# that no image of an older checkout is handed out.
+export MSB_TEST_IMAGE_CACHE=$root/build/test-image-cache
+rm -rf "$MSB_TEST_IMAGE_CACHE"
 
 echo "== build (warnings are errors) =="
 build build -Dwerror=true || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }

@@ -18,7 +18,9 @@ fresh store):
     an :class:`msbtest.imagekit.ImageKit` working in ``tmp_path/images``;
     ``imagekit.image(...)`` gives a copy of an image built once per session.
 ``image_cache``
-    the session's :class:`msbtest.imagekit.ImageCache` behind ``imagekit``.
+    the session's :class:`msbtest.imagekit.ImageCache` behind ``imagekit``
+    (shared by the sessions of one run when ``MSB_TEST_IMAGE_CACHE`` names
+    a directory: ``ImageCache.shared``).
 ``short_tmp``
     a short private directory under /tmp (socket paths are limited to 108
     bytes), removed at teardown unless ``MSB_TEST_KEEP=1``.
@@ -150,7 +152,7 @@ def rpc(daemon) -> RpcClient:
 
 @pytest.fixture(scope="session")
 def image_cache(tmp_path_factory) -> ImageCache:
-    return ImageCache(tmp_path_factory.mktemp("image-cache"))
+    return ImageCache.shared(tmp_path_factory.mktemp("image-cache"))
 
 
 @pytest.fixture

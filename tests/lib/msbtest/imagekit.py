@@ -43,6 +43,7 @@ Editing primitives for negative tests: ``Layout.put_blob``,
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import io
@@ -52,6 +53,7 @@ import platform
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -710,18 +712,30 @@ def read_docker_archive(path: Path, source: Image) -> DockerArchive:
 
 
 class ImageCache:
-    """Images built once per test session, handed out as copies.
+    """Images built once per test session (or once per run of several
+    sessions, see :meth:`shared`), handed out as copies.
 
     ``umoci`` takes tens of milliseconds a call and an image takes several;
     many tests need the same image.  The first request for an image builds
     it here, every request (the first too) gets a copy of its own layout, so
     a test that edits its image (a corrupt blob, a new index) edits only its
     copy, and the truth is read back from the copy's bytes as ever.
+
+    Several sessions may share one directory at once: an image is built in
+    a directory of its own and renamed into place whole, and a session that
+    finds it there already (another built it meanwhile) drops its own.
     """
 
     def __init__(self, workdir):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def shared(cls, fallback) -> "ImageCache":
+        """The cache in $MSB_TEST_IMAGE_CACHE when that is set (scripts/test.sh
+        points it at build/test-image-cache, emptied at each run, so that its
+        suites side by side build each image once), else one in fallback."""
+        return cls(os.environ.get("MSB_TEST_IMAGE_CACHE") or fallback)
 
     def layout(self, dest: Path, ref: str, tars: list[bytes], config: Config | None, compression: str) -> Layout:
         """A copy at ``dest`` of the layout holding just ``ref`` built from
@@ -729,10 +743,14 @@ class ImageCache:
         key = sha256_digest(json.dumps([ref, [sha256_digest(t) for t in tars], repr(config), compression]).encode())
         built = self.workdir / key.split(":")[1][:32]
         if not built.exists():
-            building = built.with_name(built.name + ".building")
+            building = Path(tempfile.mkdtemp(prefix=built.name + ".building-", dir=self.workdir))
+            Layout(building / "layout").add_image(ref, tars, config, compression=compression)
+            try:
+                (building / "layout").rename(built)
+            except OSError as e:
+                if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
             shutil.rmtree(building, ignore_errors=True)
-            Layout(building).add_image(ref, tars, config, compression=compression)
-            building.rename(built)
         shutil.copytree(built, dest, symlinks=True)
         return Layout(dest, create=False)
 
