@@ -6,11 +6,13 @@
 # ThreadSanitizer.
 #
 # The suites run side by side, at most MSB_TEST_JOBS at a time (default 4),
-# the plain ones while the sanitizer builds compile: most of a suite's time
+# the plain ones while the sanitizer builds compile: much of a suite's time
 # is spent waiting (on fsync, on the daemon's timers, on sleeps that prove
-# something does not happen), not computing, so on two cores they overlap
-# instead of adding up. Each suite writes its own log (build/test-logs/),
-# printed whole when it ends.
+# something does not happen), so on two cores they overlap instead of
+# adding up, until the CPUs are busy all along (as they are on a 2-CPU CI
+# machine: there, what the jobs compute sets the run's length, and their
+# order what is left running alone at the end). Each suite writes its own
+# log (build/test-logs/), printed whole when it ends.
 #
 #   scripts/test.sh                     everything
 #   SKIP_SANITIZERS=1 scripts/test.sh   only the plain build
@@ -223,6 +225,10 @@ if [ -z "${SKIP_SANITIZERS:-}" ]; then
     meson_suite build-tsan --suite client "${env_tsan[@]}"
 fi
 queue "plain: pytest ${integration_a[*]}" pytest build pytest_suite build "${env_plain[@]}" -- "${integration_a[@]}"
+# tests/vm (a VM boots the VMDK) runs in the plain build only: the
+# sanitizers would check nothing there that the other suites do not. It
+# starts once its guest kernels are fetched.
+queue "plain: pytest tests/vm" pytest vm-guest pytest_suite build "${env_plain[@]}" -- tests/vm
 if [ -z "${SKIP_SANITIZERS:-}" ]; then
   queue "tsan: pytest ${pull_a[*]}" pytest build-tsan pytest_suite build-tsan "${env_tsan[@]}" -- "${pull_a[@]}"
 fi
@@ -235,9 +241,6 @@ if [ -z "${SKIP_SANITIZERS:-}" ]; then
   queue "tsan: meson test (the other suites)" meson:testlog-other build-tsan \
     meson_suite build-tsan --no-suite client "${env_tsan[@]}"
 fi
-# tests/vm (a VM boots the VMDK) runs in the plain build only: the
-# sanitizers would check nothing there that the other suites do not.
-queue "plain: pytest tests/vm" pytest vm-guest pytest_suite build "${env_plain[@]}" -- tests/vm
 if [ -z "${SKIP_SANITIZERS:-}" ]; then
   queue "asan: meson test (the other suites)" meson:testlog-other build-asan \
     meson_suite build-asan --no-suite client "${env_asan[@]}"
