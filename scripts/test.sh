@@ -196,7 +196,7 @@ prefetch_pid=$!
 # tests/client runs through meson test (its "cli" test).
 integration_a=(tests/integration/test_load.py tests/integration/test_cache.py)
 integration_b=(tests/integration "${integration_a[@]/#/--ignore=}")
-pull_a=(tests/pull/test_pull.py tests/pull/test_pull_rollback.py)
+pull_a=(tests/pull/test_pull.py)
 pull_b=(tests/pull "${pull_a[@]/#/--ignore=}")
 
 # The order in which the jobs start, each once its build is done and a slot
