@@ -188,8 +188,7 @@ def report(results: list[dict[str, Any]]) -> bool:
             print(
                 f"  after/before: ls {m['ls'] / m['base ls']:.2f}x, "
                 f"raw image.list {m['raw image.list'] / m['base raw image.list']:.2f}x, "
-                f"raw rows after a change {m['raw rows, changed'] / m['base raw rows, changed']:.2f}x "
-                "(ls follows the changed lists: cold here, warm on the base daemon)"
+                f"raw rows after a change {m['raw rows, changed'] / m['base raw rows, changed']:.2f}x"
             )
         print(f"  Image.list() / (raw rows + json.loads rows) = {m['Image.list()'] / (m['raw rows'] + m['json.loads rows']):.2f}x")
         if r["images"] == 5_000:

@@ -25,7 +25,8 @@ static bool byte_needs_escape(unsigned char c) {
  * byte less than n, or equal to n): a list's strings are references and
  * digests that need no escape, and testing them a word at a time instead
  * of a byte at a time writes the five strings of 10,000 list rows in 2-3.6
- * ms instead of 4.6 (a tenth of a cold image.list of 10,000). */
+ * ms instead of 4.6 (a micro-benchmark; a cold image.list of 10,000 takes
+ * 14-18 ms, and the difference is within that benchmark's noise). */
 static bool word_needs_escape(uint64_t x) {
         const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
         uint64_t quote = x ^ (ones * '"'), backslash = x ^ (ones * '\\');
