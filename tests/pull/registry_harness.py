@@ -274,12 +274,7 @@ class TokenServer:
                     if outer.users.get(u) == p:
                         user = u
                 if url.path != "/token" or (user is None and not (outer.anonymous and not auth)):
-                    with outer.lock:
-                        outer.refused += 1
-                    self.send_response(401)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
+                    return self._refuse()
                 token = outer._token(user or "", q.get("scope", []))
                 self._issue({"token": token, "expires_in": outer.expires_in}, token)
 
@@ -293,14 +288,16 @@ class TokenServer:
                 if (urllib.parse.urlparse(self.path).path != "/token" or field("grant_type") != "refresh_token"
                         or not field("client_id") or user is None
                         or self.headers.get("Content-Type") != "application/x-www-form-urlencoded"):
-                    with outer.lock:
-                        outer.refused += 1
-                    self.send_response(401)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
+                    return self._refuse()
                 token = outer._token(user, field("scope").split(" ") if field("scope") else [])
                 self._issue({"access_token": token, "expires_in": outer.expires_in, "scope": field("scope")}, token)
+
+            def _refuse(self):
+                with outer.lock:
+                    outer.refused += 1
+                self.send_response(401)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def _issue(self, answer, token):
                 body = json.dumps(answer).encode()
