@@ -14,11 +14,18 @@
   every request.
 - :func:`push`: ``skopeo copy oci:LAYOUT:REF docker://HOST/NAME:TAG``.
 - :func:`make_tls`: a test CA and a server certificate for 127.0.0.1.
+
+Every key is a 2048-bit RSA key, as a registry's would be. Making one costs
+openssl 0.2-0.5 s of CPU, and a run of scripts/test.sh needs dozens (each
+TLS registry two, each token server one, in the plain and TSan suites and
+the meson tests of three builds), so a run makes them once: see
+:func:`_rsa_key`.
 """
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import http.server
 import json
@@ -67,15 +74,59 @@ def _run(*argv, **kw) -> str:
     return r.stdout
 
 
+# How many keys this process has taken from the run's pool (_rsa_key).
+_keys_taken = 0
+_keys_lock = threading.Lock()
+
+
+def _genrsa(dest: Path) -> None:
+    _run("openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", dest)
+
+
+def _rsa_key(dest: Path) -> Path:
+    """A 2048-bit RSA key written to dest, unlike every other key this
+    process has had from here (two CAs of one test never share a key, so
+    one never verifies what the other signed).
+
+    With $MSB_TEST_IMAGE_CACHE set (scripts/test.sh: the run's cache,
+    emptied at each run), the n-th key a process asks for is the n-th of
+    the run's pool, made by the first process that needed it (under a lock,
+    into a temporary file renamed into place) and copied by the others: the
+    servers of different processes may share a key, which none of them can
+    tell, as they never talk to each other. Without it, each key is new."""
+    global _keys_taken
+    dest = Path(dest)
+    cache = os.environ.get("MSB_TEST_IMAGE_CACHE")
+    if not cache:
+        _genrsa(dest)
+        return dest
+    with _keys_lock:
+        n = _keys_taken
+        _keys_taken += 1
+    pool = Path(cache) / "rsa-2048"
+    pool.mkdir(parents=True, exist_ok=True)
+    pooled = pool / f"key-{n}.pem"
+    if not pooled.exists():
+        with open(pool / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not pooled.exists():
+                tmp = pool / f".key-{n}.pem.{os.getpid()}"
+                _genrsa(tmp)
+                tmp.rename(pooled)
+    dest.write_bytes(pooled.read_bytes())
+    dest.chmod(0o600)
+    return dest
+
+
 def make_tls(directory: Path, cn: str = "127.0.0.1") -> dict:
     """A CA and a server certificate for 127.0.0.1/localhost, made with openssl."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     ca_key, ca_crt = d / "ca.key", d / "ca.crt"
     key, csr, crt, ext = d / "server.key", d / "server.csr", d / "server.crt", d / "server.ext"
-    _run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca_crt,
+    _run("openssl", "req", "-x509", "-new", "-key", _rsa_key(ca_key), "-out", ca_crt,
          "-days", "2", "-subj", "/CN=msb test CA")
-    _run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={cn}")
+    _run("openssl", "req", "-new", "-key", _rsa_key(key), "-out", csr, "-subj", f"/CN={cn}")
     ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
     _run("openssl", "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial",
          "-out", crt, "-days", "2", "-extfile", ext)
@@ -226,7 +277,7 @@ class TokenServer:
         self.issuer = "msb-test-issuer"
         self.key = self.workdir / "token.key"
         self.cert = self.workdir / "token.crt"
-        _run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", self.key, "-out", self.cert,
+        _run("openssl", "req", "-x509", "-new", "-key", _rsa_key(self.key), "-out", self.cert,
              "-days", "2", "-subj", "/CN=msb test token signer")
         der = subprocess.run(["openssl", "x509", "-in", str(self.cert), "-outform", "DER"], capture_output=True,
                              check=True).stdout
