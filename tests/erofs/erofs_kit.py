@@ -10,6 +10,7 @@ is printed as a list of paths.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -18,6 +19,7 @@ import random
 import stat
 import subprocess
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -281,6 +283,11 @@ def build_oci(layout: Path, tag: str, tars: list[Path]) -> OciImage:
     umoci("new", "--image", f"{layout}:{tag}")
     for t in tars:
         umoci("raw", "add-layer", "--no-history", "--image", f"{layout}:{tag}", t)
+    return read_oci(layout, tag)
+
+
+def read_oci(layout: Path, tag: str) -> OciImage:
+    """The image tagged tag in the layout, as its files say."""
     index = json.loads((layout / "index.json").read_text())
     desc = next(m for m in index["manifests"]
                 if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag)
@@ -289,6 +296,55 @@ def build_oci(layout: Path, tag: str, tars: list[Path]) -> OciImage:
     config = json.loads(blob(manifest["config"]["digest"]).read_text())
     layers = [(blob(l["digest"]), l["mediaType"], l["digest"], l["size"]) for l in manifest["layers"]]
     return OciImage(layout, tag, desc["digest"], layers, config["rootfs"]["diff_ids"])
+
+
+@dataclass
+class KitImage:
+    tars: list[Path]     # the base, upper and GNU layers (write_*_layer)
+    img: OciImage        # their OCI image, tagged "kit"
+    rootfs: Path         # what umoci unpack makes of it
+
+
+def kit_image(work: Path) -> KitImage:
+    """The full kit (the base layer with its 100 MB file and 20,000 small
+    files, the upper and the GNU layer), its OCI image and its umoci unpack:
+    the input and the truth of the converter's tests, which no build of the
+    daemon changes. Built once in the run's cache ($MSB_TEST_IMAGE_CACHE,
+    which scripts/test.sh empties at each run) for the suites of every
+    build, else once below work (a session's directory).
+
+    The suites only read it: they write their images and extractions in
+    directories of their own. It is built in a temporary directory renamed
+    into place whole, under a lock, so that a suite alongside waits for it
+    rather than building it too.
+
+    The tree holds a 4000-byte path and the cache may be deep, so the kit
+    is reached (and built) through symlinks in work, which must be short:
+    the kernel limits the path it is given to PATH_MAX, not the path a
+    symlink leads to."""
+    cache = os.environ.get("MSB_TEST_IMAGE_CACHE")
+    base = Path(cache) if cache else work / "cache"
+    base.mkdir(parents=True, exist_ok=True)
+    # A kit changed since (this file) is another kit.
+    key = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    d = base / f"erofs-kit-{key}"
+    names = ["l1.tar", "l2.tar", "l3.tar"]
+    if not d.exists():
+        with open(base / f".erofs-kit-{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not d.exists():
+                building = Path(tempfile.mkdtemp(prefix=d.name + ".building-", dir=base))
+                b = work / "building"
+                b.symlink_to(building)
+                write_base_layer(b / names[0])
+                write_upper_layer(b / names[1])
+                write_gnu_layer(b / names[2])
+                umoci_unpack(build_oci(b / "layout", "kit", [b / n for n in names]), b / "bundle")
+                b.unlink()
+                building.rename(d)
+    k = work / "kit"
+    k.symlink_to(d)
+    return KitImage([k / n for n in names], read_oci(k / "layout", "kit"), k / "bundle" / "rootfs")
 
 
 def convert_image(img: OciImage, d: Path, prefix: str = "layer") -> tuple[list[Path], Path]:

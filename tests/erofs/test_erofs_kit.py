@@ -40,10 +40,8 @@ def built(tmp_path_factory):
     if not kit.erofs_tool().exists():
         pytest.fail(f"{kit.erofs_tool()} is missing: build first and set MSB_BUILD_DIR")
     d = tmp_path_factory.mktemp("erofs-kit")
-    tars = [kit.write_base_layer(d / "l1.tar"), kit.write_upper_layer(d / "l2.tar"),
-            kit.write_gnu_layer(d / "l3.tar")]
-    img = kit.build_oci(d / "layout", "kit", tars)
-    rootfs = kit.umoci_unpack(img, d / "bundle")
+    shared = kit.kit_image(d)
+    tars, img, rootfs = shared.tars, shared.img, shared.rootfs
     images = []
     for k, (blob, mt, digest, size) in enumerate(img.layers):
         out = d / f"layer{k}.erofs"
