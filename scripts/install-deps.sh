@@ -72,9 +72,15 @@ if grep -qs '^VERSION_CODENAME=bookworm$' /etc/os-release; then
   fi
 fi
 
+# One dpkg-query for all of them (scripts/test.sh runs this first, before
+# the build, on one CPU: a query each took 0.6 s).
+declare -A installed=()
+while read -r p status; do
+  [ "$status" = "install ok installed" ] && installed[$p]=1
+done < <(dpkg-query -W -f='${Package} ${Status}\n' "${packages[@]}" 2>/dev/null)
 missing=()
 for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  [ -n "${installed[$p]:-}" ] || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
