@@ -60,16 +60,36 @@ def _run(*argv, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([str(a) for a in argv], capture_output=True, text=True, **kw)
 
 
+# A metapackage's stanza names the kernel package and version it depends on.
+_DEPENDS = re.compile(r"^Depends:\s*(linux-image-[^\s,(]+)\s*\(=\s*([^)\s]+)\)", re.M)
+# The metapackages resolved so far in this process (_kernel_package).
+_resolved: dict[str, tuple[str, str]] = {}
+
+
 def _kernel_package(meta: str) -> tuple[str, str]:
     """The linux-image-<release> package and version that the metapackage
-    ``meta`` (e.g. ``linux-image-amd64/bookworm-backports``) depends on."""
-    p = _run("apt-cache", "show", "--no-all-versions", meta)
-    m = re.search(r"^Depends:\s*(linux-image-[^\s,(]+)\s*\(=\s*([^)\s]+)\)", p.stdout, re.M)
-    if p.returncode != 0 or not m:
-        raise KernelUnavailable(f"apt-cache show {meta} names no kernel package "
-                                f"(is its suite in the apt sources? scripts/install-deps.sh adds it): "
-                                f"{p.stderr.strip()}")
-    return m.group(1), m.group(2)
+    ``meta`` (e.g. ``linux-image-amd64/bookworm-backports``) depends on.
+
+    Both kernels' metapackages are looked up in one apt-cache (each run of
+    it reads the package lists whole, about a second of CPU here, where
+    apt keeps no cache file), the first time either is asked for."""
+    if meta not in _resolved:
+        metas = [meta, *(m for m in (NEW_KERNEL, OLD_KERNEL) if m != meta)]
+        p = _run("apt-cache", "show", "--no-all-versions", *metas)
+        found = [_DEPENDS.search(stanza) for stanza in p.stdout.strip().split("\n\n")]
+        if p.returncode == 0 and len(found) == len(metas) and all(found):
+            _resolved.update((m, (f.group(1), f.group(2))) for m, f in zip(metas, found))
+        else:
+            # A metapackage apt does not know prints nothing: which stanza is
+            # whose is then unknown, so this one is looked up alone.
+            p = _run("apt-cache", "show", "--no-all-versions", meta)
+            m = _DEPENDS.search(p.stdout)
+            if p.returncode != 0 or not m:
+                raise KernelUnavailable(f"apt-cache show {meta} names no kernel package "
+                                        f"(is its suite in the apt sources? scripts/install-deps.sh adds it): "
+                                        f"{p.stderr.strip()}")
+            _resolved[meta] = (m.group(1), m.group(2))
+    return _resolved[meta]
 
 
 def fetch_kernel(meta: str, cache: Path) -> GuestKernel:
