@@ -754,6 +754,25 @@ class ImageCache:
         shutil.copytree(built, dest, symlinks=True)
         return Layout(dest, create=False)
 
+    def directory(self, name: str, build) -> Path:
+        """The directory ``name`` in the cache, filled by ``build(path)``
+        the first time a session asks for it, then handed out as it is: for
+        inputs too big to copy at each use (layers of half a million
+        entries), which the tests only read. ``name`` must say everything
+        the contents depend on. Built and renamed into place like images."""
+        built = self.workdir / name
+        if not built.exists():
+            building = Path(tempfile.mkdtemp(prefix=name + ".building-", dir=self.workdir))
+            (building / "dir").mkdir()
+            build(building / "dir")
+            try:
+                (building / "dir").rename(built)
+            except OSError as e:
+                if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+            shutil.rmtree(building, ignore_errors=True)
+        return built
+
 
 class ImageKit:
     """Factory for layouts and archives under one work directory; with a
