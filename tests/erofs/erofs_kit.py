@@ -442,6 +442,36 @@ def snapshot(root: Path, *, xattrs: bool = True, hardlinks: bool = True, dir_mti
     return entries
 
 
+def full_snapshot(root: Path) -> dict:
+    """snapshot() with everything: xattrs, hard links, every mtime in ns.
+    A tree that does not change (the kit's truth) need be read once:
+    project() gives each of the views snapshot() has options for."""
+    return snapshot(root, mtime_ns=True)
+
+
+def project(full: dict, *, xattrs: bool = True, hardlinks: bool = True, dir_mtimes: bool = True,
+            file_suid: bool = True, mtime_ns: bool = False) -> dict:
+    """The view of a full_snapshot() that snapshot() gives with these options."""
+    out: dict = {}
+    for rel, e in full.items():
+        if rel == "<hardlinks>":
+            if hardlinks:
+                out[rel] = e
+            continue
+        e = dict(e)
+        if not file_suid and stat.S_ISREG(e["type"]):
+            e["mode"] &= ~(stat.S_ISUID | stat.S_ISGID)
+        if "mtime" in e:
+            if not dir_mtimes and stat.S_ISDIR(e["type"]):
+                del e["mtime"]
+            elif not mtime_ns:
+                e["mtime"] //= 1_000_000_000
+        if not xattrs:
+            e.pop("xattrs", None)
+        out[rel] = e
+    return out
+
+
 def diff(a: dict, b: dict, limit: int = 20) -> list[str]:
     """Human-readable differences between two snapshots."""
     out = []
