@@ -174,7 +174,10 @@ mkdir -p "$logdir"
 rm -f "$logdir"/*.done "$logdir"/*.built
 # The test images that the pytest suites build (msbtest.imagekit), built
 # once for all of them rather than once in each; emptied at each run, so
-# that no image of an older checkout is handed out.
+# that no image of an older checkout is handed out. The suites of every
+# build read from it what no build changes: the EROFS kit's image and its
+# umoci unpack (erofs_kit.kit_image), the layers at the entries limit, and
+# the test registries' RSA keys (registry_harness).
 export MSB_TEST_IMAGE_CACHE=$root/build/test-image-cache
 rm -rf "$MSB_TEST_IMAGE_CACHE"
 
