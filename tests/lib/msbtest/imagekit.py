@@ -741,18 +741,27 @@ class ImageCache:
         """A copy at ``dest`` of the layout holding just ``ref`` built from
         these layer tars, config and compression."""
         key = sha256_digest(json.dumps([ref, [sha256_digest(t) for t in tars], repr(config), compression]).encode())
-        built = self.workdir / key.split(":")[1][:32]
+        built = self._built(key.split(":")[1][:32],
+                            lambda path: Layout(path).add_image(ref, tars, config, compression=compression))
+        shutil.copytree(built, dest, symlinks=True)
+        return Layout(dest, create=False)
+
+    def _built(self, name: str, build) -> Path:
+        """The entry ``name`` of the cache, made by ``build(path)`` (path
+        does not exist yet) in a directory of its own and renamed into
+        place, so that suites side by side never see half of one; when two
+        build it at once, the first rename wins and the other's is dropped."""
+        built = self.workdir / name
         if not built.exists():
-            building = Path(tempfile.mkdtemp(prefix=built.name + ".building-", dir=self.workdir))
-            Layout(building / "layout").add_image(ref, tars, config, compression=compression)
+            building = Path(tempfile.mkdtemp(prefix=name + ".building-", dir=self.workdir))
+            build(building / "entry")
             try:
-                (building / "layout").rename(built)
+                (building / "entry").rename(built)
             except OSError as e:
                 if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                     raise
             shutil.rmtree(building, ignore_errors=True)
-        shutil.copytree(built, dest, symlinks=True)
-        return Layout(dest, create=False)
+        return built
 
     def directory(self, name: str, build) -> Path:
         """The directory ``name`` in the cache, filled by ``build(path)``
@@ -760,18 +769,11 @@ class ImageCache:
         inputs too big to copy at each use (layers of half a million
         entries), which the tests only read. ``name`` must say everything
         the contents depend on. Built and renamed into place like images."""
-        built = self.workdir / name
-        if not built.exists():
-            building = Path(tempfile.mkdtemp(prefix=name + ".building-", dir=self.workdir))
-            (building / "dir").mkdir()
-            build(building / "dir")
-            try:
-                (building / "dir").rename(built)
-            except OSError as e:
-                if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                    raise
-            shutil.rmtree(building, ignore_errors=True)
-        return built
+        def make(path: Path) -> None:
+            path.mkdir()
+            build(path)
+
+        return self._built(name, make)
 
 
 class ImageKit:
