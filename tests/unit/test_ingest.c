@@ -339,6 +339,18 @@ START_TEST(test_ingest_diff_ids_match_layers) {
 }
 END_TEST
 
+/* Converts the first layer of in from l's blob, which must fail with
+ * digest-mismatch (the blob's digest or the diff_id). */
+static void assert_convert_mismatch(const TestDir *t, Ingest *in, const Layer *l, IngestBlobCheck check) {
+        MsbError err = {};
+        int fd = blob_fd(t, l);
+
+        ck_assert_int_lt(ingest_convert_layer(in, 0, fd, check, &err), 0);
+        close(fd);
+        ck_assert_int_eq(err.kind, PROTO_ERROR_DIGEST_MISMATCH);
+        msb_error_clear(&err);
+}
+
 START_TEST(test_ingest_layer_verified) {
         _cleanup_test_dir_ TestDir t;
         _cleanup_(store_freep) Store *s = NULL;
@@ -357,27 +369,15 @@ START_TEST(test_ingest_layer_verified) {
         const char *ids[] = { other.diff_id };
         make_image(&l, 1, ids, 1, NULL, &wrong_diff);
         ck_assert_int_eq(new_ingest(s, &wrong_diff, &in, &err), 0);
-        fd = blob_fd(&t, &l);
-        ck_assert_int_lt(ingest_convert_layer(in, 0, fd, INGEST_BLOB_UNCHECKED, &err), 0);
-        close(fd);
-        ck_assert_int_eq(err.kind, PROTO_ERROR_DIGEST_MISMATCH);
-        msb_error_clear(&err);
+        assert_convert_mismatch(&t, in, &l, INGEST_BLOB_UNCHECKED);
         /* A blob its caller verified (a pull) is not hashed again, but its
          * diff_id is still checked: compressed, and a plain tar, whose blob
          * digest is its diff_id. */
-        fd = blob_fd(&t, &l);
-        ck_assert_int_lt(ingest_convert_layer(in, 0, fd, INGEST_BLOB_VERIFIED, &err), 0);
-        close(fd);
-        ck_assert_int_eq(err.kind, PROTO_ERROR_DIGEST_MISMATCH);
-        msb_error_clear(&err);
+        assert_convert_mismatch(&t, in, &l, INGEST_BLOB_VERIFIED);
         make_layer("a plain tar layer\n", false, &plain);
         make_image(&plain, 1, ids, 1, NULL, &wrong_plain);
         ck_assert_int_eq(new_ingest(s, &wrong_plain, &in3, &err), 0);
-        fd = blob_fd(&t, &plain);
-        ck_assert_int_lt(ingest_convert_layer(in3, 0, fd, INGEST_BLOB_VERIFIED, &err), 0);
-        close(fd);
-        ck_assert_int_eq(err.kind, PROTO_ERROR_DIGEST_MISMATCH);
-        msb_error_clear(&err);
+        assert_convert_mismatch(&t, in3, &plain, INGEST_BLOB_VERIFIED);
         make_image(&plain, 1, NULL, 0, NULL, &right_plain);
         ck_assert_int_eq(new_ingest(s, &right_plain, &in4, &err), 0);
         fd = blob_fd(&t, &plain);
@@ -385,8 +385,7 @@ START_TEST(test_ingest_layer_verified) {
         close(fd);
         ck_assert_uint_eq(test_store_count(s, "layers/sha256"), 1);
         ingest_abort(in4);
-        ck_assert_uint_eq(test_store_count(s, "layers/sha256"), 0);
-        /* Nothing of it stays: no layer image, no temp file. */
+        /* Nothing of it all stays: no layer image, no temp file. */
         ck_assert_uint_eq(test_store_count(s, "layers/sha256"), 0);
         ck_assert_uint_eq(test_store_count(s, "tmp"), 0);
         char *refs[] = { (char *) "docker.io/library/never:1" };
@@ -398,11 +397,7 @@ START_TEST(test_ingest_layer_verified) {
         memcpy(swapped.blob_digest, other.blob_digest, sizeof(swapped.blob_digest));
         make_image(&swapped, 1, NULL, 0, NULL, &wrong_blob);
         ck_assert_int_eq(new_ingest(s, &wrong_blob, &in2, &err), 0);
-        fd = blob_fd(&t, &l);
-        ck_assert_int_lt(ingest_convert_layer(in2, 0, fd, INGEST_BLOB_UNCHECKED, &err), 0);
-        close(fd);
-        ck_assert_int_eq(err.kind, PROTO_ERROR_DIGEST_MISMATCH);
-        msb_error_clear(&err);
+        assert_convert_mismatch(&t, in2, &l, INGEST_BLOB_UNCHECKED);
         ck_assert_uint_eq(test_store_count(s, "layers/sha256"), 0);
         ck_assert_uint_eq(test_store_count(s, "tmp"), 0);
 
