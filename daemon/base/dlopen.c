@@ -37,6 +37,16 @@ static void dlopen_library_open(DlopenLibrary *lib) {
         lib->result = 0;
 }
 
+/* What a finished load left in result: 0, or its error recorded in err.
+ * error and result are written once, before tried, under the lock the
+ * caller took to read tried. */
+static int dlopen_library_result(const DlopenLibrary *lib, int result, MsbError *err) {
+        if (result < 0)
+                return msb_error_set(err, result, PROTO_ERROR_INTERNAL_ERROR, "cannot load %s: %s", lib->soname,
+                                     lib->error);
+        return 0;
+}
+
 int dlopen_library_loaded(DlopenLibrary *lib, MsbError *err) {
         bool tried;
         int r;
@@ -49,10 +59,7 @@ int dlopen_library_loaded(DlopenLibrary *lib, MsbError *err) {
         pthread_mutex_unlock(&lib->lock);
         if (!tried)
                 return 0;
-        if (r < 0)
-                return msb_error_set(err, r, PROTO_ERROR_INTERNAL_ERROR, "cannot load %s: %s", lib->soname,
-                                     lib->error);
-        return 1;
+        return dlopen_library_result(lib, r, err) < 0 ? r : 1;
 }
 
 int dlopen_library_load(DlopenLibrary *lib, MsbError *err) {
@@ -65,8 +72,5 @@ int dlopen_library_load(DlopenLibrary *lib, MsbError *err) {
         }
         r = lib->result;
         pthread_mutex_unlock(&lib->lock);
-        if (r < 0)
-                return msb_error_set(err, r, PROTO_ERROR_INTERNAL_ERROR, "cannot load %s: %s", lib->soname,
-                                     lib->error);
-        return 0;
+        return dlopen_library_result(lib, r, err);
 }

@@ -291,8 +291,9 @@ int registry_fetch_transfer_start(RegistryFetch *f, const char *url, FetchStep s
         RegistryEndpoint *e = f->endpoints[f->endpoint_idx];
         int r;
 
-        /* pull_start() loaded it already and told its caller when it could
-         * not; this is for every other way to a transfer. */
+        /* A pull had a worker load it before its first transfer and failed
+         * with the load's error when it could not (pull_op_new(),
+         * WORK_LOAD_CURL); this is for every other way to a transfer. */
         r = curl_lib_load(NULL);
         if (r < 0)
                 return r;
