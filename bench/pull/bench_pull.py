@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -53,6 +54,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -292,52 +294,60 @@ def pull_with_marks(socket_path: Path, ref: str) -> tuple[dict, float, dict[str,
     raise RuntimeError("the daemon hung up during image.pull")
 
 
+@contextlib.contextmanager
+def fresh_daemon(workdir: Path, binary: Path | None) -> Iterator[Daemon]:
+    """A new daemon (of binary, else MSB_BUILD_DIR's) on an empty store,
+    stopped and its store deleted afterwards."""
+    d = new_daemon(workdir, binary)
+    d.start()
+    try:
+        yield d
+    finally:
+        d.close()
+        shutil.rmtree(d.store, ignore_errors=True)
+
+
 def pull_once(workdir: Path, binary: Path | None, ref: str, manifest_digest: str, cached: list | None = None,
               perf: Path | None = None, phases: list | None = None) -> tuple[float, float]:
     """One image.pull into the empty store of a new daemon: (wall s, daemon CPU s).
     With cached, then 200 pulls of the cached image (their times appended).
     With perf, the pull is recorded there and summarised. With phases, the
     times of its progress events (PHASES) are appended."""
-    d = new_daemon(workdir, binary)
-    d.start()
     recorder = None
-    try:
-        rpc = d.client(timeout=600)
-        if perf:
-            recorder = subprocess.Popen(["perf", "record", "-g", "-o", str(perf), "-p", str(d.pid)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(1)
-        cpu0 = proc_cpu(d.pid)
-        handle, wall, marks = pull_with_marks(d.socket_path, ref)
-        cpu = proc_cpu(d.pid) - cpu0
-        if phases is not None:
-            phases.append(marks)
-        if recorder:
-            recorder.send_signal(2)
-            recorder.wait(timeout=120)
-            recorder = None
-            perf_summary(perf, d.pid)
-        assert handle["manifest_digest"] == manifest_digest, handle
-        if cached is not None:
-            for _ in range(200):
-                t0 = time.perf_counter()
-                rpc.call("image.pull", {"reference": ref})
-                cached.append(time.perf_counter() - t0)
-        return wall, cpu
-    finally:
-        if recorder:
-            recorder.kill()
-            recorder.wait()
-        d.close()
-        shutil.rmtree(d.store, ignore_errors=True)
+    with fresh_daemon(workdir, binary) as d:
+        try:
+            rpc = d.client(timeout=600)
+            if perf:
+                recorder = subprocess.Popen(["perf", "record", "-g", "-o", str(perf), "-p", str(d.pid)],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(1)
+            cpu0 = proc_cpu(d.pid)
+            handle, wall, marks = pull_with_marks(d.socket_path, ref)
+            cpu = proc_cpu(d.pid) - cpu0
+            if phases is not None:
+                phases.append(marks)
+            if recorder:
+                recorder.send_signal(2)
+                recorder.wait(timeout=120)
+                recorder = None
+                perf_summary(perf, d.pid)
+            assert handle["manifest_digest"] == manifest_digest, handle
+            if cached is not None:
+                for _ in range(200):
+                    t0 = time.perf_counter()
+                    rpc.call("image.pull", {"reference": ref})
+                    cached.append(time.perf_counter() - t0)
+            return wall, cpu
+        finally:
+            if recorder:
+                recorder.kill()
+                recorder.wait()
 
 
 def load_once(workdir: Path, layout: Path, manifest_digest: str) -> tuple[float, float]:
     """One image.load of the layout into the empty store of a new daemon:
     (wall s, daemon CPU s)."""
-    d = new_daemon(workdir, None)
-    d.start()
-    try:
+    with fresh_daemon(workdir, None) as d:
         rpc = d.client(timeout=600)
         cpu0 = proc_cpu(d.pid)
         t0 = time.perf_counter()
@@ -346,9 +356,6 @@ def load_once(workdir: Path, layout: Path, manifest_digest: str) -> tuple[float,
         cpu = proc_cpu(d.pid) - cpu0
         assert any(h["manifest_digest"] == manifest_digest for h in loaded), loaded
         return wall, cpu
-    finally:
-        d.close()
-        shutil.rmtree(d.store, ignore_errors=True)
 
 
 def perf_summary(data: Path, pid: int) -> None:
