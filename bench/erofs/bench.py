@@ -163,18 +163,6 @@ def rpc(sock_path: str, method: str, params: dict, timeout: float = 600) -> dict
     raise SystemExit(f"{method}: the daemon closed the connection without an answer")
 
 
-class BuildDaemon(Daemon):
-    """The daemon of another build directory than MSB_BUILD_DIR's."""
-
-    def __init__(self, workdir, build: Path, **kw):
-        super().__init__(workdir, **kw)
-        self._binary = build / "daemon" / "msb-imaged"
-
-    @property
-    def binary(self) -> Path:
-        return self._binary
-
-
 def vm_hwm_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -244,8 +232,8 @@ def main() -> int:
         else:
             print(f"note: {daemon} is not built; image.load is not measured")
         if args.baseline:
-            daemons.append((BASELINE_LOAD, BuildDaemon(work / "baseline", args.baseline.resolve(),
-                                                       log_level="error").start()))
+            daemons.append((BASELINE_LOAD, Daemon(work / "baseline", log_level="error",
+                                                   binary=args.baseline.resolve() / "daemon" / "msb-imaged").start()))
             if args.baseline_perf:
                 recorders.append(subprocess.Popen(["perf", "record", "-g", "-o", str(args.baseline_perf),
                                                    "-p", str(daemons[-1][1].pid)], stdout=null, stderr=null))

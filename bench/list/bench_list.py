@@ -65,18 +65,6 @@ def cli_path(build: Path | None = None) -> str:
     return str(build / "client" / "msb-image")
 
 
-class BaselineDaemon(Daemon):
-    """The same daemon, from another build directory."""
-
-    def __init__(self, build: Path, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.build = build
-
-    @property
-    def binary(self) -> Path:
-        return self.build / "daemon" / "msb-imaged"
-
-
 def raw_call(path: str, method: str, params: dict[str, Any]) -> Any:
     """One call on a connection of its own (msbtest's client: errors raise)."""
     with RpcClient(path, timeout=600) as c:
@@ -216,12 +204,13 @@ def main() -> int:
         daemon.start()
         baseline = None
         if args.baseline_build:
-            baseline = BaselineDaemon(args.baseline_build.resolve(), Path(tmp) / "base", log_level="warning")
+            baseline = Daemon(Path(tmp) / "base", log_level="warning",
+                              binary=args.baseline_build.resolve() / "daemon" / "msb-imaged")
             baseline.start()
         try:
             os.environ["MSB_IMAGED_SOCKET"] = str(daemon.socket_path)
             sizes = [int(n) for n in args.sizes.split(",")]
-            base = (baseline.build, str(baseline.socket_path)) if baseline else None
+            base = (args.baseline_build.resolve(), str(baseline.socket_path)) if baseline else None
             results = asyncio.run(bench(str(daemon.socket_path), kit, sizes, args.rounds, base))
             if args.keep:
                 print(f"socket {daemon.socket_path} pid {daemon.proc.pid}; press Enter to stop", flush=True)

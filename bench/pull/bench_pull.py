@@ -248,24 +248,6 @@ class ThrottleProxy:
         self.thread.join(10)
 
 
-class BinaryDaemon(Daemon):
-    """The tests' launcher with another build's msb-imaged."""
-
-    def __init__(self, workdir, binary: Path, **kw):
-        super().__init__(workdir, **kw)
-        self._binary = binary
-
-    @property
-    def binary(self) -> Path:
-        return self._binary
-
-
-def new_daemon(workdir: Path, binary: Path | None) -> Daemon:
-    if binary:
-        return BinaryDaemon(workdir, binary, log_level="info")
-    return Daemon(workdir, log_level="info")
-
-
 # The progress events whose times the benchmark shows: when the manifest
 # and config were in, when the last byte of the layers was, when the last
 # layer was converted.
@@ -298,7 +280,7 @@ def pull_with_marks(socket_path: Path, ref: str) -> tuple[dict, float, dict[str,
 def fresh_daemon(workdir: Path, binary: Path | None) -> Iterator[Daemon]:
     """A new daemon (of binary, else MSB_BUILD_DIR's) on an empty store,
     stopped and its store deleted afterwards."""
-    d = new_daemon(workdir, binary)
+    d = Daemon(workdir, log_level="info", binary=binary)
     d.start()
     try:
         yield d

@@ -104,7 +104,10 @@ def _sanitizer_env(env: dict) -> dict:
 
 class Daemon:
     def __init__(self, workdir, *, log_level: str = "debug", extra_args=(), env: dict | None = None,
-                 store=None, socket_path=None):
+                 store=None, socket_path=None, binary: Path | None = None):
+        """``binary``: another msb-imaged than MSB_BUILD_DIR's (a benchmark's
+        baseline build)."""
+        self._binary = Path(binary) if binary else None
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.store = Path(store) if store else self.workdir / "store"
@@ -131,7 +134,7 @@ class Daemon:
 
     @property
     def binary(self) -> Path:
-        return daemon_binary()
+        return self._binary or daemon_binary()
 
     @property
     def pid(self) -> int | None:
