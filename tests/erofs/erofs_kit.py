@@ -10,7 +10,6 @@ is printed as a list of paths.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
@@ -19,10 +18,10 @@ import random
 import stat
 import subprocess
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from msbtest.buildonce import build_once
 from msbtest.imagekit import sparse_tar, write_sparse_files
 
 MTIME = 1_600_000_000
@@ -324,24 +323,21 @@ def kit_image(work: Path) -> KitImage:
     symlink leads to."""
     cache = os.environ.get("MSB_TEST_IMAGE_CACHE")
     base = Path(cache) if cache else work / "cache"
-    base.mkdir(parents=True, exist_ok=True)
     # A kit changed since (this file) is another kit.
     key = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
-    d = base / f"erofs-kit-{key}"
     names = ["l1.tar", "l2.tar", "l3.tar"]
-    if not d.exists():
-        with open(base / f".erofs-kit-{key}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not d.exists():
-                building = Path(tempfile.mkdtemp(prefix=d.name + ".building-", dir=base))
-                b = work / "building"
-                b.symlink_to(building)
-                write_base_layer(b / names[0])
-                write_upper_layer(b / names[1])
-                write_gnu_layer(b / names[2])
-                umoci_unpack(build_oci(b / "layout", "kit", [b / n for n in names]), b / "bundle")
-                b.unlink()
-                building.rename(d)
+
+    def build(path: Path) -> None:
+        path.mkdir()
+        b = work / "building"
+        b.symlink_to(path)
+        write_base_layer(b / names[0])
+        write_upper_layer(b / names[1])
+        write_gnu_layer(b / names[2])
+        umoci_unpack(build_oci(b / "layout", "kit", [b / n for n in names]), b / "bundle")
+        b.unlink()
+
+    d = build_once(base, f"erofs-kit-{key}", build)
     k = work / "kit"
     k.symlink_to(d)
     return KitImage([k / n for n in names], read_oci(k / "layout", "kit"), k / "bundle" / "rootfs")

@@ -25,7 +25,6 @@ the meson tests of three builds), so a run makes them once: see
 from __future__ import annotations
 
 import base64
-import fcntl
 import hashlib
 import http.server
 import json
@@ -39,8 +38,10 @@ import urllib.parse
 import uuid
 from pathlib import Path
 
-__all__ = ["TEST_IDENTITY_TOKEN", "free_port", "Registry", "TokenServer", "FaultServer", "push", "make_tls", "htpasswd_file",
-           "raw_manifest", "TEST_USER", "TEST_PASSWORD"]
+from msbtest.buildonce import build_once
+
+__all__ = ["free_port", "Registry", "TokenServer", "FaultServer", "push", "make_tls", "htpasswd_file",
+           "raw_manifest", "TEST_USER", "TEST_PASSWORD", "TEST_IDENTITY_TOKEN"]
 
 # The credentials of the test registries that want some.
 TEST_USER, TEST_PASSWORD = "puller", "Pw-for-tests-91"
@@ -90,8 +91,8 @@ def _rsa_key(dest: Path) -> Path:
 
     With $MSB_TEST_IMAGE_CACHE set (scripts/test.sh: the run's cache,
     emptied at each run), the n-th key a process asks for is the n-th of
-    the run's pool, made by the first process that needed it (under a lock,
-    into a temporary file renamed into place) and copied by the others: the
+    the run's pool, made by the first process that needed it (build_once)
+    and copied by the others: the
     servers of different processes may share a key, which none of them can
     tell, as they never talk to each other. Without it, each key is new."""
     global _keys_taken
@@ -103,16 +104,7 @@ def _rsa_key(dest: Path) -> Path:
     with _keys_lock:
         n = _keys_taken
         _keys_taken += 1
-    pool = Path(cache) / "rsa-2048"
-    pool.mkdir(parents=True, exist_ok=True)
-    pooled = pool / f"key-{n}.pem"
-    if not pooled.exists():
-        with open(pool / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not pooled.exists():
-                tmp = pool / f".key-{n}.pem.{os.getpid()}"
-                _genrsa(tmp)
-                tmp.rename(pooled)
+    pooled = build_once(Path(cache) / "rsa-2048", f"key-{n}.pem", _genrsa)
     dest.write_bytes(pooled.read_bytes())
     dest.chmod(0o600)
     return dest

@@ -43,7 +43,6 @@ Editing primitives for negative tests: ``Layout.put_blob``,
 
 from __future__ import annotations
 
-import errno
 import gzip
 import hashlib
 import io
@@ -53,10 +52,11 @@ import platform
 import shutil
 import subprocess
 import tarfile
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .buildonce import build_once
 
 __all__ = [
     "ImageKit", "ImageCache", "Layout", "Image", "Layer", "Config", "PlatformIndex", "DockerArchive",
@@ -721,9 +721,8 @@ class ImageCache:
     a test that edits its image (a corrupt blob, a new index) edits only its
     copy, and the truth is read back from the copy's bytes as ever.
 
-    Several sessions may share one directory at once: an image is built in
-    a directory of its own and renamed into place whole, and a session that
-    finds it there already (another built it meanwhile) drops its own.
+    Several sessions may share one directory at once: each image is built
+    once, by :func:`msbtest.buildonce.build_once`.
     """
 
     def __init__(self, workdir):
@@ -741,27 +740,10 @@ class ImageCache:
         """A copy at ``dest`` of the layout holding just ``ref`` built from
         these layer tars, config and compression."""
         key = sha256_digest(json.dumps([ref, [sha256_digest(t) for t in tars], repr(config), compression]).encode())
-        built = self._built(key.split(":")[1][:32],
-                            lambda path: Layout(path).add_image(ref, tars, config, compression=compression))
+        built = build_once(self.workdir, key.split(":")[1][:32],
+                           lambda path: Layout(path).add_image(ref, tars, config, compression=compression))
         shutil.copytree(built, dest, symlinks=True)
         return Layout(dest, create=False)
-
-    def _built(self, name: str, build) -> Path:
-        """The entry ``name`` of the cache, made by ``build(path)`` (path
-        does not exist yet) in a directory of its own and renamed into
-        place, so that suites side by side never see half of one; when two
-        build it at once, the first rename wins and the other's is dropped."""
-        built = self.workdir / name
-        if not built.exists():
-            building = Path(tempfile.mkdtemp(prefix=name + ".building-", dir=self.workdir))
-            build(building / "entry")
-            try:
-                (building / "entry").rename(built)
-            except OSError as e:
-                if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                    raise
-            shutil.rmtree(building, ignore_errors=True)
-        return built
 
     def directory(self, name: str, build) -> Path:
         """The directory ``name`` in the cache, filled by ``build(path)``
@@ -773,7 +755,7 @@ class ImageCache:
             path.mkdir()
             build(path)
 
-        return self._built(name, make)
+        return build_once(self.workdir, name, make)
 
 
 class ImageKit:
