@@ -19,8 +19,11 @@ void pull_stream_close(PullLayer *l) {
         if (!st)
                 return;
         l->stream = NULL;
-        st->fd = safe_close(st->fd);
+        /* The poll leaves epoll first (uv_close() takes the descriptor out
+         * at once): closed first, its number could already be another
+         * thread's file or the loop's socket when libuv deletes it. */
         uv_close((uv_handle_t *) &st->poll, stream_close_cb);
+        st->fd = safe_close(st->fd);
 }
 
 static void stream_poll_cb(uv_poll_t *h, int status, int events) {
@@ -140,9 +143,8 @@ static int stream_open(PullOp *op, size_t i, int *ret_fd) {
         for (size_t size = PULL_STREAM_PIPE_BYTES; size >= PULL_STREAM_CHUNK_BYTES; size /= 2)
                 if (fcntl(p[1], F_SETPIPE_SZ, (int) size) >= 0)
                         break;
-        if (fcntl(p[1], F_SETFL, O_NONBLOCK) < 0 ||
-            (r = uv_poll_init(op->manager->loop, &st->poll, p[1])) < 0) {
-                r = negative_errno();
+        r = fcntl(p[1], F_SETFL, O_NONBLOCK) < 0 ? negative_errno() : uv_poll_init(op->manager->loop, &st->poll, p[1]);
+        if (r < 0) {
                 safe_close(p[0]);
                 safe_close(p[1]);
                 free(st);
