@@ -126,12 +126,26 @@ def test_a_fleet_shares_one_pull_through_cache(tmp_path, pull_daemon):
                 return {b: registry.requests("GET", f"/blobs/{b}", 200) for b in blobs}
 
             assert set(served(upstream).values()) == {0}
+            def stored_by_cache():
+                # The cache's second fetch of a blob (for its storage) runs
+                # beside its answer and may end after the pull: wait until it
+                # stored every blob and the upstream logged what it served.
+                data = tmp_path / "cache" / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256"
+                deadline = time.monotonic() + 30
+                while not all((data / b[7:9] / b[7:] / "data").exists() for b in blobs):
+                    assert time.monotonic() < deadline, "the cache never stored the blobs"
+                    time.sleep(0.02)
+                deadline = time.monotonic() + 5
+                while min(served(upstream).values()) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                return served(upstream)
+
             counts = []
             for d in hosts:
                 c = d.client()
                 assert pull(c, ref)["manifest_digest"] == img.manifest_digest
                 assert [l["diff_id"] for l in c.call("image.inspect", {"reference": ref})["layers"]] == img.diff_ids
-                counts.append(served(upstream))
+                counts.append(stored_by_cache())
             # The first host's pull: the cache fetched each blob (1 or 2
             # GETs, see above); the others cost the upstream nothing.
             assert all(1 <= n <= 2 for n in counts[0].values()), counts[0]
