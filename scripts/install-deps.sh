@@ -12,7 +12,7 @@ packages=(
   # run and test
   python3 python3-pytest python3-mypy sqlite3 socat jq util-linux
   erofs-utils umoci skopeo docker-registry apache2-utils openssl
-  systemd qemu-utils pigz libdeflate-tools isal
+  systemd qemu-utils pigz libdeflate-tools isal faketime
   # scripts/fuzz.sh: clang and its libFuzzer and sanitizer runtimes
   clang libclang-rt-14-dev
   # the Python SDK's offline install (python-sdk/README.md, Install)

@@ -30,11 +30,11 @@
  * everything it unpacked removed.
  */
 #define LOAD_STAGED_MAX_BYTES ((uint64_t) PROTO_LIMIT_LOAD_STAGED_BYTES)
-/* A pipe that brings no byte for this long ends the load (timed out): a
- * client that passes a pipe and never writes it cannot hold a worker
- * thread for ever. Generous, since the writer (docker save, skopeo) may
- * think a while between layers. */
-#define LOAD_PIPE_IDLE_MAX_MS (5 * 60 * MSEC_PER_SEC)
+/* A pipe that brings no byte for this long (5 minutes) ends the load,
+ * limit-exceeded: a client that passes a pipe and never writes it cannot
+ * hold a worker thread for ever. Generous, since the writer (docker save,
+ * skopeo) may think a while between layers. */
+#define LOAD_PIPE_IDLE_MAX_MS ((uint64_t) PROTO_LIMIT_LOAD_PIPE_IDLE_MS)
 /* How often a load reports the bytes it has read of an archive. */
 #define LOAD_PROGRESS_INTERVAL_MS 200
 

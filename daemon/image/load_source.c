@@ -208,7 +208,9 @@ static void archive_input_report(ArchiveInput *in, bool last) {
 /* Waits until the pipe has bytes (or its end): 0, or -ECANCELED at
  * shutdown, -ETIMEDOUT after LOAD_PIPE_IDLE_MAX_MS of silence. */
 static int archive_input_wait(ArchiveInput *in) {
-        int64_t since = now_ms();
+        /* Monotonic: a step of the wall clock neither ends a load early nor
+         * lets a silent pipe hold its worker longer. */
+        uint64_t since = now_monotonic_ms();
 
         for (;;) {
                 struct pollfd p = { .fd = in->fd, .events = POLLIN };
@@ -219,7 +221,7 @@ static int archive_input_wait(ArchiveInput *in) {
                         return negative_errno();
                 if (store_cancelled(in->src->store))
                         return -ECANCELED;
-                if (now_ms() - since >= (int64_t) LOAD_PIPE_IDLE_MAX_MS)
+                if (now_monotonic_ms() - since >= LOAD_PIPE_IDLE_MAX_MS)
                         return -ETIMEDOUT;
         }
 }
@@ -256,6 +258,10 @@ static int archive_read_failed(struct archive *a, const char *path, const char *
         if (sym_archive_errno(a) == ECANCELED)
                 return msb_error_set(err, -ECANCELED, PROTO_ERROR_SHUTTING_DOWN,
                                      "the daemon is shutting down; the load was abandoned");
+        if (sym_archive_errno(a) == ETIMEDOUT)
+                return msb_error_limit(err, "load_pipe_idle_ms", LOAD_PIPE_IDLE_MAX_MS,
+                                       "%s: the pipe brought no data for %" PRIu64 " s", path,
+                                       (uint64_t) (LOAD_PIPE_IDLE_MAX_MS / MSEC_PER_SEC));
         return msb_error_set(err, -EBADMSG, PROTO_ERROR_INVALID_IMAGE, "%s: %s: %s", path, what,
                              sym_archive_error_string(a) ?: "broken data");
 }

@@ -1422,6 +1422,76 @@ def test_a_silent_pipe_does_not_hold_up_shutdown(daemon, imagekit):
         os.close(w)
 
 
+# libfaketime (Debian's faketime) runs the daemon's clocks this many times
+# faster, so that its 5-minute limit on a silent pipe passes in seconds:
+# what is tested is the daemon's own constant, not one lowered for tests.
+FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
+FAKETIME_SPEED = 100
+
+
+@pytest.fixture
+def fast_clock_daemon(daemon_factory):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MSB_IMAGED_", "LISTEN_")) and k != "NOTIFY_SOCKET"}
+    env.update(LD_PRELOAD=str(FAKETIME_LIB), FAKETIME=f"+0 x{FAKETIME_SPEED}", FAKETIME_DONT_RESET="1")
+    # ASan wants to be the first library; libfaketime only wraps clocks.
+    asan = env.get("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:halt_on_error=1")
+    env["ASAN_OPTIONS"] = asan + ":verify_asan_link_order=0"
+    return daemon_factory("fast-clock", env=env)
+
+
+def test_a_pipe_silent_past_its_limit_ends_the_load(fast_clock_daemon, imagekit):
+    # The limit is on silence, not on the whole load: a pipe that pauses
+    # 3 (fast) minutes twice, 6 in all, loads; one that then stays silent
+    # for 5 minutes ends its load, limit-exceeded naming load_pipe_idle_ms,
+    # with nothing left in tmp/, and the daemon serves on.
+    d = fast_clock_daemon
+    idle_s = proto.limit("load_pipe_idle_ms") / 1000 / FAKETIME_SPEED
+    pause_s = 0.6 * idle_s
+    img = imagekit.image(REF, LAYERS)
+    data = img.layout.oci_archive(imagekit.path("slow", ".tar")).read_bytes()
+    c = d.client(timeout=30)
+    r, w = os.pipe()
+    try:
+        rid = c.send_request_fds("image.load", {"fd": 0}, [r])
+        third = len(data) // 3
+        for k, piece in enumerate((data[:third], data[third:2 * third], data[2 * third:])):
+            if k:
+                time.sleep(pause_s)
+            os.write(w, piece)
+        os.close(w)
+        w = -1
+        resp = c.wait(rid, timeout=30)
+        assert "result" in resp, resp
+        assert [h["reference"] for h in resp["result"]] == [REF]
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+
+    c.call("image.remove", {"reference": REF})
+    r, w = os.pipe()
+    try:
+        rid = c.send_request_fds("image.load", {"fd": 0}, [r])
+        os.write(w, data[:third])
+        t = time.monotonic()
+        resp = c.wait(rid, timeout=30)
+        took = time.monotonic() - t
+    finally:
+        os.close(r)
+        os.close(w)
+    assert "error" in resp, resp
+    err = RpcError(resp)
+    proto.check_error(err, "limit-exceeded")
+    assert err.data["limit"] == "load_pipe_idle_ms"
+    assert err.data["max"] == proto.limit("load_pipe_idle_ms")
+    # Not before the limit, nor long after it (the wait looks every 250 ms).
+    assert idle_s * 0.95 <= took <= idle_s + 3, took
+    assert list((d.store / "tmp").iterdir()) == []
+    assert c.call("image.list") == []
+    assert consistency_problems(d.store, c) == []
+
+
 def test_writer_gone_mid_archive_is_invalid_image(rpc, imagekit, daemon):
     img = imagekit.image(REF, LAYERS)
     data = img.layout.oci_archive(imagekit.path("cut", ".tar")).read_bytes()
