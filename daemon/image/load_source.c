@@ -183,7 +183,7 @@ typedef struct ArchiveInput {
         uint64_t read_bytes;
         uint64_t total_bytes; /* UINT64_MAX: a pipe's size is not known */
         uint64_t reported_bytes;
-        int64_t reported_ms;
+        uint64_t reported_ms; /* monotonic; 0 before the first report */
         char buf[1 * MiB];
 } ArchiveInput;
 
@@ -192,7 +192,7 @@ typedef struct ArchiveInput {
 /* Reports the bytes read: every LOAD_PROGRESS_INTERVAL_MS, and the last
  * count once the archive is read (unless that was just said). */
 static void archive_input_report(ArchiveInput *in, bool last) {
-        int64_t now = now_ms();
+        uint64_t now = now_monotonic_ms();
 
         if (last ? in->reported_bytes == in->read_bytes && in->reported_ms > 0
                  : now - in->reported_ms < LOAD_PROGRESS_INTERVAL_MS)
