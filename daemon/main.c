@@ -279,6 +279,7 @@ static int msb_daemon_take_passed_socket(MsbDaemon *d, int *ret_fd) {
  * that is wrong changes nothing. */
 static int msb_daemon_apply_store_config(MsbDaemon *d, const json_t *config, MsbError *err) {
         StoreBudget budget;
+        uint64_t keep_free;
         int r;
 
         r = store_budget_parse(config, &budget, err);
@@ -288,6 +289,10 @@ static int msb_daemon_apply_store_config(MsbDaemon *d, const json_t *config, Msb
         if (budget.max_bytes > 0)
                 log_info("disk budget: %" PRIu64 " bytes, evicting down to %" PRIu64, budget.max_bytes,
                          budget.low_bytes);
+        if (store_keep_free_bytes(d->store, &keep_free) >= 0)
+                log_info("loads and pulls keep %" PRIu64 " bytes free on the store's filesystem%s", keep_free,
+                         budget.keep_free_bytes == STORE_KEEP_FREE_DEFAULT ? " (the default: 15% of it, at most 4 GiB)"
+                                                                           : " (store.keep_free_bytes)");
         return 0;
 }
 

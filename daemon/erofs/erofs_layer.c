@@ -416,6 +416,7 @@ int erofs_layer_convert_with_limits(int blob_fd, const char *media_type,
         r = erofs_writer_new(out_fd, 0, &writer);
         if (r < 0)
                 return msb_error_from_errno(err, r, "creating the layer image");
+        erofs_writer_set_keep_free(writer, limits->keep_free_bytes);
         c.writer = writer;
         c.tree = erofs_writer_tree(writer);
         c.reader = reader;

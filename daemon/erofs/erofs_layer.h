@@ -30,6 +30,9 @@ typedef struct ErofsLayerLimits {
         uint64_t path_depth;          /* components of a path */
         uint64_t uncompressed_bytes;  /* bytes of the tar stream; also the sum of the regular
                                          files' apparent sizes (holes included) */
+        uint64_t keep_free_bytes;     /* the output's filesystem keeps this many bytes free:
+                                         the conversion stops with -ENOSPC (a store-error,
+                                         "no space") below it; 0: no floor */
 } ErofsLayerLimits;
 
 ErofsLayerLimits erofs_layer_limits_default(void);

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <sys/statvfs.h>
 #include <fcntl.h>
 #include <malloc.h>
 #include <openssl/evp.h>
@@ -74,21 +75,37 @@ ErofsTree *erofs_writer_tree(ErofsWriter *w) {
         return w->tree;
 }
 
+void erofs_writer_set_keep_free(ErofsWriter *w, uint64_t keep_free) {
+        w->keep_free = keep_free;
+}
+
+/* -ENOSPC once the image's filesystem has less than the floor free. A
+ * filesystem that cannot tell is not refused: its writes will say. */
+static int writer_check_floor(ErofsWriter *w) {
+        struct statvfs st;
+
+        if (w->keep_free == 0 || fstatvfs(w->fd, &st) < 0)
+                return 0;
+        return (uint64_t) st.f_bavail * st.f_frsize < w->keep_free ? -ENOSPC : 0;
+}
+
 /* The data area is written up to end: once WRITER_WRITEBACK_BYTES more of
- * it are, starts their writeback. Only SYNC_FILE_RANGE_WRITE, never one of
- * its WAIT flags: it neither waits for the disk nor consumes a writeback
- * error, which the fsync that makes the image durable still reports. A
- * refusal (an fd that is no regular file: a pipe, a test's memfd) only
- * ends the hints, since durability is not the writer's business. */
-static void writer_written(ErofsWriter *w, uint64_t end) {
+ * it are, starts their writeback and looks at the floor. Only
+ * SYNC_FILE_RANGE_WRITE, never one of its WAIT flags: it neither waits for
+ * the disk nor consumes a writeback error, which the fsync that makes the
+ * image durable still reports. A refusal (an fd that is no regular file: a
+ * pipe, a test's memfd) only ends the hints, since durability is not the
+ * writer's business. */
+static int writer_written(ErofsWriter *w, uint64_t end) {
         /* Whole blocks only: a partial one is written to again next. */
         end &= ~(uint64_t) (EROFS_BLKSZ - 1);
-        if (w->writeback_off || end < w->writeback_from || end - w->writeback_from < WRITER_WRITEBACK_BYTES)
-                return;
-        if (sync_file_range(w->fd, (off_t) w->writeback_from, (off_t) (end - w->writeback_from),
-                            SYNC_FILE_RANGE_WRITE) < 0)
+        if (end < w->writeback_from || end - w->writeback_from < WRITER_WRITEBACK_BYTES)
+                return 0;
+        if (!w->writeback_off && sync_file_range(w->fd, (off_t) w->writeback_from,
+                                                 (off_t) (end - w->writeback_from), SYNC_FILE_RANGE_WRITE) < 0)
                 w->writeback_off = true;
         w->writeback_from = end;
+        return writer_check_floor(w);
 }
 
 int writer_flush(ErofsWriter *w) {
@@ -101,8 +118,7 @@ int writer_flush(ErofsWriter *w) {
                 return r;
         w->buf_off += w->buf_len;
         w->buf_len = 0;
-        writer_written(w, w->buf_off);
-        return 0;
+        return writer_written(w, w->buf_off);
 }
 
 /* Appends bytes to the data area at w->pos, through the buffer. */
@@ -121,8 +137,7 @@ int writer_data_append(ErofsWriter *w, const void *buf, size_t len) {
                         return r;
                 w->pos += len;
                 w->buf_off = w->pos;
-                writer_written(w, w->pos);
-                return 0;
+                return writer_written(w, w->pos);
         }
         while (len > 0) {
                 size_t n = WRITER_BUFFER_BYTES - w->buf_len;

@@ -36,6 +36,12 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(ErofsWriter *, erofs_writer_free);
 /* The tree the caller fills. */
 ErofsTree *erofs_writer_tree(ErofsWriter *w);
 
+/* A floor for the image's filesystem: the writer looks at its free space
+ * every WRITER_WRITEBACK_BYTES it writes and stops with -ENOSPC once fewer
+ * than keep_free bytes are left, as if the disk were full there (a layer
+ * that expands without end stops before it fills the disk). 0: none. */
+void erofs_writer_set_keep_free(ErofsWriter *w, uint64_t keep_free);
+
 /*
  * Regular-file data, streamed. A file is cut into chunks of
  * EROFS_BLKSZ << erofs_writer_chunk_bits(size) bytes. A chunk that some

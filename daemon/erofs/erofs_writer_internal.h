@@ -71,6 +71,7 @@ struct ErofsWriter {
         uint64_t buf_off;        /* file offset of buf[0] */
         uint64_t writeback_from; /* data before this offset was handed to writeback */
         bool writeback_off;      /* the fd refused sync_file_range(): no more hints */
+        uint64_t keep_free;      /* the floor (erofs_writer_set_keep_free); 0: none */
 
         /* The regular file being written (erofs_writer_file_*). */
         bool in_file;

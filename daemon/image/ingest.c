@@ -259,9 +259,20 @@ static int convert_into_store(Ingest *in, size_t i, int blob_fd, IngestBlobCheck
         _cleanup_close_ int fd = -EBADF;
         ErofsLayerLimits limits = erofs_layer_limits_default();
         ErofsLayerInfo info = {};
+        char what[32 + DIGEST_STRING_MAX];
         int r;
 
         limits.image_entries_used = &in->entries;
+        if (store_keep_free_bytes(in->store, &limits.keep_free_bytes) < 0)
+                limits.keep_free_bytes = 0; /* Not knowing is no reason to refuse. */
+        /* Below the floor already: not even a small layer goes in (the
+         * writer looks again every few MiB of a large one). */
+        snprintf(what, sizeof(what), "layer %zu (%s)", i, l->blob_digest);
+        r = store_space_check(in->store, 0, what, err);
+        if (r < 0) {
+                msb_error_add_data(err, "layer", json_string(l->blob_digest));
+                return r;
+        }
         final = store_layer_path(in->store, l->diff_id);
         if (!final)
                 return -ENOMEM;
@@ -278,8 +289,15 @@ static int convert_into_store(Ingest *in, size_t i, int blob_fd, IngestBlobCheck
                                             check == INGEST_BLOB_VERIFIED ? NULL : l->blob_digest, l->size,
                                             l->diff_id, &limits, fd, &info, err);
         if (r < 0) {
-                char what[64];
-                snprintf(what, sizeof(what), "layer %zu (%s)", i, l->blob_digest);
+                if (r == -ENOSPC) {
+                        /* Say so when it is the floor that stopped the
+                         * conversion, not a full disk. */
+                        MsbError floor = {};
+                        if (store_space_check(in->store, 0, what, &floor) < 0) {
+                                msb_error_clear(err);
+                                *err = floor;
+                        }
+                }
                 msb_error_add_data(err, "layer", json_string(l->blob_digest));
                 msb_error_from_errno(err, r, what);
                 goto fail;

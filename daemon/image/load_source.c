@@ -267,14 +267,20 @@ static int archive_read_failed(struct archive *a, const char *path, const char *
 }
 
 /* Counts bytes more to stage for this load; limit-exceeded past
- * LOAD_STAGED_MAX_BYTES (nothing counted then). */
+ * LOAD_STAGED_MAX_BYTES, store-error when they would take the store's
+ * filesystem below its floor (nothing counted then): a gzip bomb stops at
+ * whichever comes first, before the member is unpacked. */
 static int load_stage_bytes(LoadSource *src, uint64_t bytes, const char *path, MsbError *err) {
         uint64_t total;
+        int r;
 
         if (add_overflow_u64(src->staged, bytes, &total) || total > LOAD_STAGED_MAX_BYTES)
                 return msb_error_limit(err, "load_staged_bytes", LOAD_STAGED_MAX_BYTES,
                                        "%s: unpacking it takes more than %" PRIu64 " bytes", path,
                                        LOAD_STAGED_MAX_BYTES);
+        r = store_space_check(src->store, bytes, path, err);
+        if (r < 0)
+                return r;
         src->staged = total;
         return 0;
 }

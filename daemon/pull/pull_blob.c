@@ -142,7 +142,15 @@ int pull_blob_add_waiter(PullBlob *j, PullOp *op, size_t layer) {
 int pull_blob_new(PullManager *m, PullOp *op, const IngestLayer *il, PullBlob **ret, MsbError *err) {
         PullBlob *j;
         RegistryFetchParams p;
+        char what[16 + DIGEST_STRING_MAX];
         int r;
+
+        /* A blob that would take the store's filesystem below its floor is
+         * not downloaded at all. */
+        snprintf(what, sizeof(what), "downloading %s", il->blob_digest);
+        r = store_space_check(m->store, il->size, what, err);
+        if (r < 0)
+                return r;
 
         j = calloc(1, sizeof(*j));
         if (!j)

@@ -79,10 +79,22 @@ typedef struct StoreEvent {
 typedef struct StoreBudget {
         uint64_t max_bytes;
         uint64_t low_bytes;
+        /* The floor (README "Free space kept"): loads and pulls never take
+         * the store's filesystem below this many free bytes; 0: no floor;
+         * STORE_KEEP_FREE_DEFAULT: the default, resolved against the
+         * filesystem's size when checked (store_keep_free_bytes). */
+        uint64_t keep_free_bytes;
 } StoreBudget;
 
 /* low_bytes when the configuration gives none: this share of max_bytes, in percent. */
 #define STORE_BUDGET_LOW_DEFAULT_PERCENT 90
+
+/* keep_free_bytes when the configuration gives none: this share of the
+ * filesystem's size, at most STORE_KEEP_FREE_DEFAULT_MAX_BYTES (the
+ * defaults of journald's SystemKeepFree=, which guards the same disks). */
+#define STORE_KEEP_FREE_DEFAULT UINT64_MAX
+#define STORE_KEEP_FREE_DEFAULT_PERCENT 15
+#define STORE_KEEP_FREE_DEFAULT_MAX_BYTES (4ULL << 30)
 
 /* What one eviction round did, for the log. */
 typedef struct StoreBudgetReport {
@@ -258,13 +270,23 @@ int store_df(Store *s, json_t **ret, MsbError *err);
 void store_set_observer(Store *s, const StoreObserver *o);
 
 /* Reads the "store" section of the daemon's configuration ({"max_bytes",
- * "low_bytes"}); no section: no budget. -EINVAL with err naming the field
- * that is wrong. */
+ * "low_bytes", "keep_free_bytes"}); no section: no budget, the default
+ * floor. -EINVAL with err naming the field that is wrong. */
 int store_budget_parse(const json_t *config, StoreBudget *ret, MsbError *err);
 /* Sets the budget the next eviction rounds enforce (at start, and when
  * SIGHUP re-reads the configuration). Thread-safe. */
 void store_set_budget(Store *s, const StoreBudget *budget);
 StoreBudget store_get_budget(Store *s);
+/* The floor in bytes for the store's filesystem as it is now: the
+ * configured keep_free_bytes, or the default resolved against the
+ * filesystem's size. Thread-safe. */
+int store_keep_free_bytes(Store *s, uint64_t *ret);
+/* Before writing `bytes` more into the store (a download, an unpacked
+ * archive member, a layer image as it grows: 0 then, only the floor):
+ * -ENOSPC with err (store-error, data free_bytes and keep_free_bytes) when
+ * the filesystem would be left with less than the floor free. One
+ * statvfs(2); thread-safe. */
+int store_space_check(Store *s, uint64_t bytes, const char *what, MsbError *err);
 /* The store's allocated bytes as system.df's total_bytes counts them. */
 int store_allocated_bytes(Store *s, uint64_t *ret);
 /*

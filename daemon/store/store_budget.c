@@ -1,4 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <sys/param.h>
+#include <sys/statvfs.h>
+
 #include "store-internal.h"
 
 /* The disk budget: its configuration, and the eviction round that follows
@@ -33,10 +36,10 @@ static int budget_bytes(const json_t *section, const char *key, const char *fiel
 
 int store_budget_parse(const json_t *config, StoreBudget *ret, MsbError *err) {
         json_t *section = config ? json_object_get(config, "store") : NULL;
-        StoreBudget b = {};
+        StoreBudget b = { .keep_free_bytes = STORE_KEEP_FREE_DEFAULT };
         const char *key;
         json_t *v;
-        int has_max, has_low;
+        int has_max, has_low, r;
 
         if (!section) {
                 *ret = b;
@@ -47,8 +50,13 @@ int store_budget_parse(const json_t *config, StoreBudget *ret, MsbError *err) {
         /* A misspelt field would leave the cache without the budget its
          * owner meant to give it: refused, not ignored. */
         json_object_foreach(section, key, v)
-                if (!streq(key, "max_bytes") && !streq(key, "low_bytes"))
-                        return budget_error(err, "store", "knows only \"max_bytes\" and \"low_bytes\"");
+                if (!streq(key, "max_bytes") && !streq(key, "low_bytes") && !streq(key, "keep_free_bytes"))
+                        return budget_error(err, "store",
+                                            "knows only \"max_bytes\", \"low_bytes\" and \"keep_free_bytes\"");
+        /* A JSON integer is at most INT64_MAX: never the default's mark. */
+        r = budget_bytes(section, "keep_free_bytes", "store.keep_free_bytes", &b.keep_free_bytes, err);
+        if (r < 0)
+                return r;
         has_max = budget_bytes(section, "max_bytes", "store.max_bytes", &b.max_bytes, err);
         if (has_max < 0)
                 return has_max;
@@ -72,6 +80,68 @@ void store_set_budget(Store *s, const StoreBudget *budget) {
         pthread_mutex_lock(&s->budget_lock);
         s->budget = budget ? *budget : (StoreBudget) {};
         pthread_mutex_unlock(&s->budget_lock);
+}
+
+/* The filesystem of the store's tmp/, where everything is written first. */
+static int store_statvfs(Store *s, uint64_t *ret_free, uint64_t *ret_size) {
+        struct statvfs st;
+
+        if (statvfs(s->tmp_dir, &st) < 0)
+                return negative_errno();
+        /* f_bavail: what an unprivileged writer may still take (the
+         * blocks reserved for root are not the store's). */
+        *ret_free = (uint64_t) st.f_bavail * st.f_frsize;
+        *ret_size = (uint64_t) st.f_blocks * st.f_frsize;
+        return 0;
+}
+
+static uint64_t keep_free_resolve(uint64_t configured, uint64_t fs_size) {
+        if (configured != STORE_KEEP_FREE_DEFAULT)
+                return configured;
+        return MIN(fs_size / 100 * STORE_KEEP_FREE_DEFAULT_PERCENT, STORE_KEEP_FREE_DEFAULT_MAX_BYTES);
+}
+
+int store_keep_free_bytes(Store *s, uint64_t *ret) {
+        uint64_t free_bytes, size;
+        int r;
+
+        r = store_statvfs(s, &free_bytes, &size);
+        if (r < 0)
+                return r;
+        *ret = keep_free_resolve(store_get_budget(s).keep_free_bytes, size);
+        return 0;
+}
+
+static int space_error(uint64_t free_bytes, uint64_t keep_free, uint64_t bytes, const char *what, MsbError *err) {
+        if (bytes > 0)
+                msb_error_set(err, -ENOSPC, PROTO_ERROR_STORE_ERROR,
+                              "%s: no space: it takes %" PRIu64 " bytes, and the store's filesystem has %" PRIu64
+                              " free, of which %" PRIu64 " are kept free for other uses (store.keep_free_bytes)",
+                              what, bytes, free_bytes, keep_free);
+        else
+                msb_error_set(err, -ENOSPC, PROTO_ERROR_STORE_ERROR,
+                              "%s: no space: the store's filesystem is down to %" PRIu64
+                              " free bytes, and %" PRIu64 " are kept free for other uses (store.keep_free_bytes)",
+                              what, free_bytes, keep_free);
+        msb_error_add_data(err, "free_bytes", json_integer((json_int_t) MIN(free_bytes, (uint64_t) INT64_MAX)));
+        msb_error_add_data(err, "keep_free_bytes", json_integer((json_int_t) MIN(keep_free, (uint64_t) INT64_MAX)));
+        return -ENOSPC;
+}
+
+int store_space_check(Store *s, uint64_t bytes, const char *what, MsbError *err) {
+        uint64_t free_bytes, size, keep_free;
+        int r;
+
+        keep_free = store_get_budget(s).keep_free_bytes;
+        if (keep_free == 0)
+                return 0;
+        r = store_statvfs(s, &free_bytes, &size);
+        if (r < 0)
+                return 0; /* Not knowing is no reason to refuse: the write itself will tell. */
+        keep_free = keep_free_resolve(keep_free, size);
+        if (free_bytes >= keep_free && free_bytes - keep_free >= bytes)
+                return 0;
+        return space_error(free_bytes, keep_free, bytes, what, err);
 }
 
 StoreBudget store_get_budget(Store *s) {

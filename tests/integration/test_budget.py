@@ -84,6 +84,8 @@ def test_df_reports_the_budget(daemon, short_tmp):
     ({"max_bytes": 10, "low_bytes": 11}, "store.low_bytes"),
     ({"max_bytes": 10, "maxbytes": 10}, "store"),
     ([], "store"),
+    ({"keep_free_bytes": -1}, "store.keep_free_bytes"),
+    ({"keep_free_bytes": "4G"}, "store.keep_free_bytes"),
 ])
 def test_a_wrong_store_section_is_refused(daemon_factory, short_tmp, section, field):
     d = daemon_factory("d", start=False)

@@ -143,13 +143,34 @@ def test_gzip_bomb_leaves_nothing_in_tmp(rpc, daemon, tmp_path):
 # The store's filesystem running full, at every step ---------------------------
 
 
-@pytest.fixture
-def tmpfs_daemon(short_tmp):
-    """A daemon whose store is a tmpfs of 8 MiB, reached through inside()."""
+def _tmpfs_daemon(short_tmp, name: str, size: str, store_config: dict | None) -> NamespaceDaemon:
+    """A daemon whose store is a tmpfs of `size`, reached through inside();
+    store_config: the "store" section of its configuration, if any."""
     if not namespaces_available():
         pytest.skip("no tmpfs in a user namespace here (unprivileged user namespaces disabled)")
-    d = NamespaceDaemon(short_tmp / "full", tmpfs={short_tmp / "full" / "store": "8m"})
+    args = []
+    if store_config is not None:
+        config = short_tmp / f"{name}.json"
+        config.write_text(json.dumps({"store": store_config}))
+        args = ["--config", str(config)]
+    d = NamespaceDaemon(short_tmp / name, tmpfs={short_tmp / name / "store": size}, extra_args=args)
     d.start()
+    return d
+
+
+@pytest.fixture
+def tmpfs_daemon(short_tmp):
+    """A daemon whose store is a tmpfs of 8 MiB, without the floor of free
+    space (its tests run the filesystem full)."""
+    d = _tmpfs_daemon(short_tmp, "full", "8m", {"keep_free_bytes": 0})
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def floor_daemon(short_tmp):
+    """A daemon whose store is a tmpfs of 64 MiB, with the default floor."""
+    d = _tmpfs_daemon(short_tmp, "floor", "64m", None)
     yield d
     d.close()
 
@@ -222,3 +243,75 @@ def test_no_space_while_unpacking_leaves_nothing_in_tmp(tmpfs_daemon, imagekit):
     proto.check_error(e.value, "store-error")
     assert list((store / "tmp").iterdir()) == []
     assert store_state(store) == before
+
+
+# The floor of free space (store.keep_free_bytes) ------------------------------
+
+
+def _default_floor(d: NamespaceDaemon) -> int:
+    st = os.statvfs(d.inside(d.store))
+    return min(st.f_blocks * st.f_frsize // 100 * 15, 4 << 30)
+
+
+def _assert_floor_error(e: RpcError, floor: int) -> None:
+    proto.check_error(e, "store-error")
+    assert "no space" in e.message and "store.keep_free_bytes" in e.message, e
+    assert e.data["keep_free_bytes"] == floor, e.data
+    assert e.data["free_bytes"] < floor + (64 << 20), e.data
+
+
+def test_the_default_floor_keeps_free_space(floor_daemon, imagekit):
+    # Without configuration the store keeps 15% of its filesystem free (at
+    # most 4 GiB). Below it, not even a small layer goes in; above it, the
+    # same load works.
+    d = floor_daemon
+    rpc = d.client()
+    floor = _default_floor(d)
+    img = imagekit.image(REF, GOOD)
+    _leave_free(d, floor - (1 << 20))
+    before = store_state(d.inside(d.store))
+    e = load_err(rpc, img.layout.path)
+    _assert_floor_error(e, floor)
+    assert e.data["free_bytes"] < floor
+    assert store_state(d.inside(d.store)) == before
+    _leave_free(d, floor + (4 << 20))
+    assert [h["reference"] for h in rpc.call("image.load", {"path": str(img.layout.path)})] == [REF]
+    assert consistency_problems(d.inside(d.store), rpc) == []
+
+
+def test_a_layer_that_expands_stops_at_the_floor(floor_daemon, imagekit):
+    # 48 MiB of zeros, gzip-compressed to a few KiB, with 12 MiB free above
+    # the floor: the conversion stops as it reaches the floor, named as such
+    # (without it the disk would have run full), and takes everything back.
+    d = floor_daemon
+    rpc = d.client()
+    floor = _default_floor(d)
+    img = imagekit.image(REF, [{"zeros": bytes(48 << 20)}])
+    _leave_free(d, floor + (12 << 20))
+    before = store_state(d.inside(d.store))
+    e = load_err(rpc, img.layout.path)
+    _assert_floor_error(e, floor)
+    assert "layer 0" in e.message, e
+    assert store_state(d.inside(d.store)) == before
+    assert list((d.inside(d.store) / "tmp").iterdir()) == []
+    assert consistency_problems(d.inside(d.store), rpc) == []
+
+
+def test_an_archive_member_past_the_floor_is_not_unpacked(floor_daemon, imagekit):
+    # A member whose declared size does not fit above the floor is refused
+    # before a byte of it is written: the gzip bomb's case, where the
+    # archive is small and what it unpacks is not.
+    d = floor_daemon
+    rpc = d.client()
+    floor = _default_floor(d)
+    img = imagekit.image(REF, [{"big": os.urandom(6 << 20)}])
+    archive = img.layout.oci_archive(imagekit.path("member", ".tar"))
+    _leave_free(d, floor + (3 << 20))
+    before = store_state(d.inside(d.store))
+    with open(archive, "rb") as f:
+        with pytest.raises(RpcError) as e:
+            rpc.call_fds("image.load", {"fd": 0}, [f.fileno()])
+    _assert_floor_error(e.value, floor)
+    assert "it takes" in e.value.message, e.value
+    assert store_state(d.inside(d.store)) == before
+    assert list((d.inside(d.store) / "tmp").iterdir()) == []

@@ -3,11 +3,14 @@ too) and last_used_at moving with them, what a pull in flight holds never
 evicted, concurrent pulls over the budget at once, and a fleet of daemons
 sharing one pull-through cache, whose upstream serves each blob once."""
 
+import json
 import os
+import signal
 import time
 
 import pytest
 
+from msbtest import proto
 from msbtest.events import budget_config, read_events, subscribe, summary
 from msbtest.imagekit import ImageKit
 from msbtest.store import consistency_problems, hex_of
@@ -153,3 +156,36 @@ def test_a_fleet_shares_one_pull_through_cache(tmp_path, pull_daemon):
             # The cache served every host each blob.
             assert set(served(cache).values()) == {len(hosts)}
             assert upstream.requests("GET", "/manifests/", 200) <= 1
+
+
+def test_a_download_past_the_floor_is_not_started(published, pull_daemon, short_tmp):
+    """A floor of free space (store.keep_free_bytes) that no blob fits
+    above: the pull fails, naming the floor, before any layer is asked of
+    the registry; SIGHUP with the floor off lets the same pull through."""
+    img = published.images["test/small:v1"]
+    ref = f"{published.registry.host}/test/small:v1"
+    st = os.statvfs(short_tmp)
+    d = pull_daemon({"store": {"keep_free_bytes": st.f_blocks * st.f_frsize}})
+    c = d.client()
+
+    def layer_gets():
+        return sum(published.registry.requests("GET", f"/blobs/{layer.blob_digest}", 200) for layer in img.layers)
+
+    before = layer_gets()
+    resp = c.request("image.pull", {"reference": ref}, timeout=120)
+    proto.check_error(resp, "store-error")
+    message = resp["error"]["message"]
+    assert "downloading sha256:" in message and "store.keep_free_bytes" in message, message
+    assert resp["error"]["data"]["keep_free_bytes"] == st.f_blocks * st.f_frsize
+    assert layer_gets() == before
+    assert c.call("image.list") == []
+    assert list((d.store / "tmp").iterdir()) == []
+
+    (short_tmp / "daemon-config.json").write_text(json.dumps({"store": {"keep_free_bytes": 0}}))
+    os.kill(d.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "SIGHUP: read the configuration" not in d.log_since_start() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pull(c, ref)["manifest_digest"] == img.manifest_digest
+    assert layer_gets() > before
+    assert consistency_problems(d.store, c) == []
