@@ -263,12 +263,10 @@ static int convert_into_store(Ingest *in, size_t i, int blob_fd, IngestBlobCheck
         int r;
 
         limits.image_entries_used = &in->entries;
-        if (store_keep_free_bytes(in->store, &limits.keep_free_bytes) < 0)
-                limits.keep_free_bytes = 0; /* Not knowing is no reason to refuse. */
-        /* Below the floor already: not even a small layer goes in (the
-         * writer looks again every few MiB of a large one). */
+        /* Below the floor already: not even a small layer goes in; the
+         * writer looks again at that floor every few MiB of a large one. */
         snprintf(what, sizeof(what), "layer %zu (%s)", i, l->blob_digest);
-        r = store_space_check(in->store, 0, what, err);
+        r = store_space_check(in->store, 0, what, &limits.keep_free_bytes, err);
         if (r < 0) {
                 msb_error_add_data(err, "layer", json_string(l->blob_digest));
                 return r;
@@ -293,7 +291,7 @@ static int convert_into_store(Ingest *in, size_t i, int blob_fd, IngestBlobCheck
                         /* Say so when it is the floor that stopped the
                          * conversion, not a full disk. */
                         MsbError floor = {};
-                        if (store_space_check(in->store, 0, what, &floor) < 0) {
+                        if (store_space_check(in->store, 0, what, NULL, &floor) < 0) {
                                 msb_error_clear(err);
                                 *err = floor;
                         }

@@ -278,7 +278,7 @@ static int load_stage_bytes(LoadSource *src, uint64_t bytes, const char *path, M
                 return msb_error_limit(err, "load_staged_bytes", LOAD_STAGED_MAX_BYTES,
                                        "%s: unpacking it takes more than %" PRIu64 " bytes", path,
                                        LOAD_STAGED_MAX_BYTES);
-        r = store_space_check(src->store, bytes, path, err);
+        r = store_space_check(src->store, bytes, path, NULL, err);
         if (r < 0)
                 return r;
         src->staged = total;

@@ -148,7 +148,7 @@ int pull_blob_new(PullManager *m, PullOp *op, const IngestLayer *il, PullBlob **
         /* A blob that would take the store's filesystem below its floor is
          * not downloaded at all. */
         snprintf(what, sizeof(what), "downloading %s", il->blob_digest);
-        r = store_space_check(m->store, il->size, what, err);
+        r = store_space_check(m->store, il->size, what, NULL, err);
         if (r < 0)
                 return r;
 

@@ -284,9 +284,10 @@ int store_keep_free_bytes(Store *s, uint64_t *ret);
 /* Before writing `bytes` more into the store (a download, an unpacked
  * archive member, a layer image as it grows: 0 then, only the floor):
  * -ENOSPC with err (store-error, data free_bytes and keep_free_bytes) when
- * the filesystem would be left with less than the floor free. One
- * statvfs(2); thread-safe. */
-int store_space_check(Store *s, uint64_t bytes, const char *what, MsbError *err);
+ * the filesystem would be left with less than the floor free;
+ * *ret_keep_free (may be NULL) gets the floor it checked against (0 when
+ * unknown or off). One statvfs(2); thread-safe. */
+int store_space_check(Store *s, uint64_t bytes, const char *what, uint64_t *ret_keep_free, MsbError *err);
 /* The store's allocated bytes as system.df's total_bytes counts them. */
 int store_allocated_bytes(Store *s, uint64_t *ret);
 /*

@@ -82,34 +82,34 @@ void store_set_budget(Store *s, const StoreBudget *budget) {
         pthread_mutex_unlock(&s->budget_lock);
 }
 
-/* The filesystem of the store's tmp/, where everything is written first. */
-static int store_statvfs(Store *s, uint64_t *ret_free, uint64_t *ret_size) {
+/* The free bytes of the filesystem of the store's tmp/ (where everything
+ * is written first) and the floor resolved against its size: one
+ * statvfs(2), none when the floor is off (*ret_free is then UINT64_MAX). */
+static int space_now(Store *s, uint64_t *ret_free, uint64_t *ret_keep_free) {
+        uint64_t configured = store_get_budget(s).keep_free_bytes, size;
         struct statvfs st;
 
+        if (configured == 0) {
+                *ret_free = UINT64_MAX;
+                *ret_keep_free = 0;
+                return 0;
+        }
         if (statvfs(s->tmp_dir, &st) < 0)
                 return negative_errno();
         /* f_bavail: what an unprivileged writer may still take (the
          * blocks reserved for root are not the store's). */
         *ret_free = (uint64_t) st.f_bavail * st.f_frsize;
-        *ret_size = (uint64_t) st.f_blocks * st.f_frsize;
+        size = (uint64_t) st.f_blocks * st.f_frsize;
+        *ret_keep_free = configured != STORE_KEEP_FREE_DEFAULT
+                                 ? configured
+                                 : MIN(size / 100 * STORE_KEEP_FREE_DEFAULT_PERCENT, STORE_KEEP_FREE_DEFAULT_MAX_BYTES);
         return 0;
-}
-
-static uint64_t keep_free_resolve(uint64_t configured, uint64_t fs_size) {
-        if (configured != STORE_KEEP_FREE_DEFAULT)
-                return configured;
-        return MIN(fs_size / 100 * STORE_KEEP_FREE_DEFAULT_PERCENT, STORE_KEEP_FREE_DEFAULT_MAX_BYTES);
 }
 
 int store_keep_free_bytes(Store *s, uint64_t *ret) {
-        uint64_t free_bytes, size;
-        int r;
+        uint64_t free_bytes;
 
-        r = store_statvfs(s, &free_bytes, &size);
-        if (r < 0)
-                return r;
-        *ret = keep_free_resolve(store_get_budget(s).keep_free_bytes, size);
-        return 0;
+        return space_now(s, &free_bytes, ret);
 }
 
 static int space_error(uint64_t free_bytes, uint64_t keep_free, uint64_t bytes, const char *what, MsbError *err) {
@@ -128,17 +128,16 @@ static int space_error(uint64_t free_bytes, uint64_t keep_free, uint64_t bytes, 
         return -ENOSPC;
 }
 
-int store_space_check(Store *s, uint64_t bytes, const char *what, MsbError *err) {
-        uint64_t free_bytes, size, keep_free;
-        int r;
+int store_space_check(Store *s, uint64_t bytes, const char *what, uint64_t *ret_keep_free, MsbError *err) {
+        uint64_t free_bytes, keep_free;
 
-        keep_free = store_get_budget(s).keep_free_bytes;
-        if (keep_free == 0)
-                return 0;
-        r = store_statvfs(s, &free_bytes, &size);
-        if (r < 0)
-                return 0; /* Not knowing is no reason to refuse: the write itself will tell. */
-        keep_free = keep_free_resolve(keep_free, size);
+        /* Not knowing is no reason to refuse: the write itself will tell. */
+        if (space_now(s, &free_bytes, &keep_free) < 0) {
+                free_bytes = UINT64_MAX;
+                keep_free = 0;
+        }
+        if (ret_keep_free)
+                *ret_keep_free = keep_free;
         if (free_bytes >= keep_free && free_bytes - keep_free >= bytes)
                 return 0;
         return space_error(free_bytes, keep_free, bytes, what, err);
