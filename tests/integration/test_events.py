@@ -5,7 +5,6 @@ the daemon a bounded amount, slow nobody, and be told how many events it
 lost once it reads again."""
 
 import json
-import os
 import socket
 import threading
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from msbtest import proto
+from msbtest.daemon import daemon_env
 from msbtest.events import read_events, subscribe, summary
 from msbtest.rpc import RpcClient
 
@@ -119,11 +119,7 @@ EVENTS = 1000
 def lean_daemon(daemon_factory):
     """A daemon whose memory is its own under ASan too: a small quarantine
     of freed memory (256 MiB by default) still catches a use after free."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MSB_IMAGED_", "LISTEN_")) and k != "NOTIFY_SOCKET"}
-    env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:halt_on_error=1") + \
-        ":quarantine_size_mb=4"
-    return daemon_factory("lean", env=env)
+    return daemon_factory("lean", env=daemon_env("quarantine_size_mb=4"))
 
 
 def test_a_subscriber_that_never_reads(lean_daemon, app):

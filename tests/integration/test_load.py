@@ -14,6 +14,7 @@ import pytest
 
 from msbtest import proto
 from msbtest.checks import assert_detail, assert_handle, now_ms
+from msbtest.daemon import daemon_env
 from msbtest.imagekit import (MT_DOCKER_CONFIG, MT_DOCKER_LAYER, MT_DOCKER_MANIFEST, MT_LAYER_GZIP,
                               REF_NAME_ANNOTATION, CharDev, Config, Dir, File, Hardlink, Symlink, host_platform,
                               make_tar, sha256_digest, write_fast_tar)
@@ -1431,12 +1432,9 @@ FAKETIME_SPEED = 100
 
 @pytest.fixture
 def fast_clock_daemon(daemon_factory):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MSB_IMAGED_", "LISTEN_")) and k != "NOTIFY_SOCKET"}
-    env.update(LD_PRELOAD=str(FAKETIME_LIB), FAKETIME=f"+0 x{FAKETIME_SPEED}", FAKETIME_DONT_RESET="1")
     # ASan wants to be the first library; libfaketime only wraps clocks.
-    asan = env.get("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:halt_on_error=1")
-    env["ASAN_OPTIONS"] = asan + ":verify_asan_link_order=0"
+    env = daemon_env("verify_asan_link_order=0", LD_PRELOAD=str(FAKETIME_LIB), FAKETIME=f"+0 x{FAKETIME_SPEED}",
+                     FAKETIME_DONT_RESET="1")
     return daemon_factory("fast-clock", env=env)
 
 

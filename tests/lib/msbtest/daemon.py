@@ -43,6 +43,11 @@ it, through /proc/PID/root.
 ``close()``
     stop if still running (asserting a clean exit) and close clients.
 
+``daemon_env(asan_options="", **extra)`` is the environment to pass as
+``env`` when a test needs to add to it: ``os.environ`` without MSB_IMAGED_*,
+LISTEN_* and NOTIFY_SOCKET, ``asan_options`` appended to ASan's, then
+``extra``.
+
 Paths: ``store``, ``socket_path``, ``log_path``, ``binary``; ``pid``.
 The daemon is never left running: fixtures call ``close()``.
 """
@@ -60,8 +65,8 @@ from pathlib import Path
 from .ready import READY_TIMEOUT_S, NotifyListener, NotReady
 from .rpc import RpcClient
 
-__all__ = ["Daemon", "DaemonError", "NamespaceDaemon", "build_dir", "daemon_binary", "namespaces_available",
-           "SANITIZER_MARKERS"]
+__all__ = ["Daemon", "DaemonError", "NamespaceDaemon", "build_dir", "daemon_binary", "daemon_env",
+           "namespaces_available", "SANITIZER_MARKERS"]
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -93,12 +98,27 @@ def daemon_binary() -> Path:
     return build_dir() / "daemon" / "msb-imaged"
 
 
+_ASAN_OPTIONS = "detect_leaks=1:abort_on_error=0:halt_on_error=1"
+# What would point a daemon at another store, socket or service manager.
+_OWN_ENV_PREFIXES = ("MSB_IMAGED_", "LISTEN_")
+
+
 def _sanitizer_env(env: dict) -> dict:
     env = dict(env)
     # Keep sanitizer reports in the log and make UBSan findings visible with
     # a stack; callers may override through their own environment.
-    env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:halt_on_error=1")
+    env.setdefault("ASAN_OPTIONS", _ASAN_OPTIONS)
     env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=0")
+    return env
+
+
+def daemon_env(asan_options: str = "", **extra: str) -> dict:
+    """os.environ without MSB_IMAGED_*, LISTEN_* and NOTIFY_SOCKET, with
+    asan_options appended to ASan's options, then extra."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_ENV_PREFIXES) and k != "NOTIFY_SOCKET"}
+    if asan_options:
+        env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", _ASAN_OPTIONS) + ":" + asan_options
+    env.update(extra)
     return env
 
 

@@ -54,7 +54,7 @@ from pathlib import Path
 
 import pytest
 
-from .daemon import Daemon, NamespaceDaemon, namespaces_available
+from .daemon import Daemon, NamespaceDaemon, daemon_env, namespaces_available
 from .imagekit import ImageCache, ImageKit
 from .rpc import RpcClient
 
@@ -138,11 +138,7 @@ def measured_daemon(daemon_factory) -> Daemon:
     """A daemon whose peak RSS is its own: ASan keeps freed memory in a
     quarantine (256 MiB by default) to catch its use; a small one still
     catches it without counting as the daemon's memory."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MSB_IMAGED_", "LISTEN_")) and k != "NOTIFY_SOCKET"}
-    asan = env.get("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:halt_on_error=1")
-    env["ASAN_OPTIONS"] = asan + ":quarantine_size_mb=16"
-    return daemon_factory("measured", env=env)
+    return daemon_factory("measured", env=daemon_env("quarantine_size_mb=16"))
 
 
 @pytest.fixture
